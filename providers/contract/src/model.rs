@@ -1,0 +1,555 @@
+//! The provider-neutral desired-state model.
+//!
+//! Load balancers → listeners → ordered rules → actions → weighted target groups → targets.
+//! Every collection is kept in a deterministic order so that two builds of the same cluster
+//! state serialize byte-for-byte identically (providers diff on it; snapshots test it).
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::net::IpAddr;
+
+use serde::{Deserialize, Serialize};
+
+/// Everything Tollgate wants to exist, for every load balancer it manages.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct DesiredState {
+    /// One per Ingress group, sorted by [`LoadBalancer::id`].
+    pub load_balancers: Vec<LoadBalancer>,
+}
+
+impl DesiredState {
+    /// The load balancer with this id, if any.
+    pub fn load_balancer(&self, id: &str) -> Option<&LoadBalancer> {
+        self.load_balancers.iter().find(|lb| lb.id == id)
+    }
+}
+
+/// A reference to a namespaced Kubernetes object.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ObjectRef {
+    /// Empty for cluster-scoped objects.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub namespace: String,
+    pub name: String,
+}
+
+impl ObjectRef {
+    /// A reference to a namespaced object.
+    pub fn new(namespace: impl Into<String>, name: impl Into<String>) -> Self {
+        Self {
+            namespace: namespace.into(),
+            name: name.into(),
+        }
+    }
+}
+
+impl fmt::Display for ObjectRef {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.namespace.is_empty() {
+            write!(f, "{}", self.name)
+        } else {
+            write!(f, "{}/{}", self.namespace, self.name)
+        }
+    }
+}
+
+/// One load balancer: an AWS ALB, or one routing domain of the in-cluster proxy.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct LoadBalancer {
+    /// Stable identity: `group/<name>` for an explicit Ingress group,
+    /// `ingress/<namespace>/<name>` for an Ingress that is its own group.
+    pub id: String,
+    /// The Ingresses built into this load balancer, sorted.
+    pub ingresses: Vec<ObjectRef>,
+    /// `internal` or `internet-facing` (AWS); ignored by the proxy.
+    pub scheme: Scheme,
+    /// Provider-specific settings collected from annotations, already validated.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub attributes: BTreeMap<String, String>,
+    /// Tags for the cloud resources (AWS `tags` annotation).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub tags: BTreeMap<String, String>,
+    /// Sorted by port.
+    pub listeners: Vec<Listener>,
+    /// Every target group any rule or default action of this load balancer forwards to,
+    /// sorted by id.
+    pub target_groups: Vec<TargetGroup>,
+}
+
+impl LoadBalancer {
+    /// The target group with this id, if any.
+    pub fn target_group(&self, id: &str) -> Option<&TargetGroup> {
+        self.target_groups.iter().find(|tg| tg.id == id)
+    }
+
+    /// The listener on this port, if any.
+    pub fn listener(&self, port: u16) -> Option<&Listener> {
+        self.listeners.iter().find(|l| l.port == port)
+    }
+}
+
+/// Whether a cloud load balancer is reachable from the internet.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Scheme {
+    #[default]
+    Internal,
+    InternetFacing,
+}
+
+/// Front-end protocol of a listener.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "UPPERCASE")]
+pub enum ListenerProtocol {
+    Http,
+    Https,
+}
+
+impl fmt::Display for ListenerProtocol {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            ListenerProtocol::Http => "HTTP",
+            ListenerProtocol::Https => "HTTPS",
+        })
+    }
+}
+
+/// A port the load balancer accepts connections on.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Listener {
+    pub port: u16,
+    pub protocol: ListenerProtocol,
+    /// Certificates offered on an HTTPS listener, selected by SNI. Sorted.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub certificates: Vec<Certificate>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ssl_policy: Option<String>,
+    /// Evaluated in order; the first rule whose conditions all hold decides.
+    pub rules: Vec<Rule>,
+    /// What answers when no rule matches.
+    pub default_action: Action,
+}
+
+/// A certificate for an HTTPS listener.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", tag = "source")]
+pub enum Certificate {
+    /// A `kubernetes.io/tls` Secret named in an Ingress `tls` section.
+    Secret {
+        secret: ObjectRef,
+        /// The hosts the Ingress lists for this Secret (may be empty: then the
+        /// certificate's own names decide).
+        hosts: Vec<String>,
+        /// The PEM material, checked to be well-formed by the builder.
+        material: TlsMaterial,
+    },
+    /// An ACM (or IAM) certificate ARN given by annotation.
+    Arn { arn: String },
+}
+
+/// PEM-encoded certificate chain and private key. Serializes as a fingerprint only, so a
+/// printed plan never contains key material but still changes when the Secret rotates.
+#[derive(Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub struct TlsMaterial {
+    pub cert_chain_pem: String,
+    pub private_key_pem: String,
+    /// Hex digest of chain and key, computed by whoever builds the value.
+    pub fingerprint: String,
+}
+
+impl fmt::Debug for TlsMaterial {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("TlsMaterial")
+            .field("fingerprint", &self.fingerprint)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Serialize for TlsMaterial {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        #[derive(Serialize)]
+        struct Printed<'a> {
+            fingerprint: &'a str,
+        }
+        Printed {
+            fingerprint: &self.fingerprint,
+        }
+        .serialize(s)
+    }
+}
+
+impl<'de> Deserialize<'de> for TlsMaterial {
+    /// A deserialized model carries only the fingerprint; key material never round-trips.
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        struct Printed {
+            fingerprint: String,
+        }
+        let p = Printed::deserialize(d)?;
+        Ok(TlsMaterial {
+            cert_chain_pem: String::new(),
+            private_key_pem: String::new(),
+            fingerprint: p.fingerprint,
+        })
+    }
+}
+
+/// A routing rule: all conditions must hold.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Rule {
+    /// The Ingress this rule came from (the winner, when several claimed the same route).
+    pub ingress: ObjectRef,
+    pub conditions: Conditions,
+    pub action: Action,
+}
+
+/// The conditions of a rule. Absent means "any".
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Conditions {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub host: Option<HostMatch>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub path: Option<PathMatch>,
+    /// Each entry must hold; within an entry any value may match.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub headers: Vec<HeaderMatch>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub query: Vec<QueryMatch>,
+    /// Upper-case HTTP methods; any of them matches.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub methods: Vec<String>,
+    /// CIDRs; the client address must fall in one of them.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub source_ips: Vec<String>,
+}
+
+/// A host condition. Hosts are lower-case DNS names.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum HostMatch {
+    /// The whole host, e.g. `foo.bar.com`.
+    Exact(String),
+    /// `*.bar.com`: stored as the suffix `bar.com`; matches exactly one more label.
+    Wildcard(String),
+}
+
+impl HostMatch {
+    /// Whether a request host (already lower-case, port stripped) satisfies this condition.
+    pub fn matches(&self, host: &str) -> bool {
+        match self {
+            HostMatch::Exact(h) => h == host,
+            HostMatch::Wildcard(suffix) => match host.split_once('.') {
+                Some((first, rest)) => !first.is_empty() && rest == suffix,
+                None => false,
+            },
+        }
+    }
+}
+
+impl Serialize for HostMatch {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+impl<'de> Deserialize<'de> for HostMatch {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        Ok(match s.strip_prefix("*.") {
+            Some(suffix) => HostMatch::Wildcard(suffix.to_string()),
+            None => HostMatch::Exact(s),
+        })
+    }
+}
+
+impl fmt::Display for HostMatch {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            HostMatch::Exact(h) => f.write_str(h),
+            HostMatch::Wildcard(s) => write!(f, "*.{s}"),
+        }
+    }
+}
+
+/// How a path condition compares.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub enum PathKind {
+    /// The whole path, case-sensitive.
+    Exact,
+    /// Element-wise prefix split by `/`: `/foo` matches `/foo`, `/foo/` and `/foo/bar`, not
+    /// `/foobar`. A trailing `/` in the pattern is ignored.
+    Prefix,
+    /// An anchored-at-start regular expression (ingress-nginx `use-regex`), matched
+    /// case-insensitively as nginx does; honoured by the proxy only.
+    Regex,
+}
+
+/// A path condition.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PathMatch {
+    pub kind: PathKind,
+    pub path: String,
+}
+
+impl PathMatch {
+    /// Whether a request path (without query string) satisfies this condition.
+    ///
+    /// `Regex` cannot be evaluated without a regex engine and is reported as not matching
+    /// here; data paths compile it themselves.
+    pub fn matches(&self, request_path: &str) -> bool {
+        match self.kind {
+            PathKind::Exact => self.path == request_path,
+            PathKind::Prefix => prefix_matches(&self.path, request_path),
+            PathKind::Regex => false,
+        }
+    }
+}
+
+/// Element-wise prefix match, as the Ingress specification defines `Prefix`.
+pub fn prefix_matches(pattern: &str, request_path: &str) -> bool {
+    let pattern = pattern.trim_end_matches('/');
+    if pattern.is_empty() {
+        return true; // `/` matches every path
+    }
+    match request_path.strip_prefix(pattern) {
+        Some(rest) => rest.is_empty() || rest.starts_with('/'),
+        None => false,
+    }
+}
+
+/// A header condition: the header must be present with one of the values
+/// (`*` and `?` wildcards allowed, case-insensitive, as ALB does).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct HeaderMatch {
+    pub name: String,
+    pub values: Vec<String>,
+}
+
+/// A query-string condition: one of the key/value pairs must be present.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct QueryMatch {
+    pub pairs: Vec<QueryPair>,
+}
+
+/// A query key (optional: any key) and value.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct QueryPair {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key: Option<String>,
+    pub value: String,
+}
+
+/// What a rule (or a listener's default) does with a request.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", tag = "type")]
+pub enum Action {
+    Forward(Forward),
+    Redirect(Redirect),
+    FixedResponse(FixedResponse),
+}
+
+/// Forward to one or more weighted target groups.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Forward {
+    pub target_groups: Vec<WeightedTargetGroup>,
+    /// Seconds of target-group stickiness; absent means none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stickiness_seconds: Option<u32>,
+    /// ingress-nginx `rewrite-target`; honoured by the proxy only.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rewrite_target: Option<String>,
+}
+
+/// A target group and its share of the traffic.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct WeightedTargetGroup {
+    pub target_group: String,
+    pub weight: u32,
+}
+
+/// An HTTP redirect. Absent fields keep the request's value.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Redirect {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub protocol: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub host: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub port: Option<u16>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub path: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub query: Option<String>,
+    /// 301, 302, 307 or 308.
+    pub status_code: u16,
+}
+
+/// A response the load balancer produces itself.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct FixedResponse {
+    pub status_code: u16,
+    pub content_type: String,
+    pub body: String,
+}
+
+impl FixedResponse {
+    /// The controller's own default backend: 404 when no rule matches.
+    pub fn not_found() -> Self {
+        FixedResponse {
+            status_code: 404,
+            content_type: "text/plain; charset=utf-8".into(),
+            body: "404 page not found\n".into(),
+        }
+    }
+
+    /// What a route to a backend that cannot be resolved answers.
+    pub fn service_unavailable(reason: &str) -> Self {
+        FixedResponse {
+            status_code: 503,
+            content_type: "text/plain; charset=utf-8".into(),
+            body: format!("503 service unavailable: {reason}\n"),
+        }
+    }
+}
+
+/// Protocol spoken to the targets.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "UPPERCASE")]
+pub enum BackendProtocol {
+    #[default]
+    Http,
+    Https,
+}
+
+/// HTTP version spoken to the targets.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "UPPERCASE")]
+pub enum ProtocolVersion {
+    #[default]
+    Http1,
+    Http2,
+    Grpc,
+}
+
+/// Whether targets are pod IPs or node instances on a NodePort.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum TargetType {
+    #[default]
+    Ip,
+    Instance,
+}
+
+/// Active health check settings (the AWS Load Balancer Controller's defaults).
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct HealthCheck {
+    pub path: String,
+    /// `traffic-port` or a port number.
+    pub port: String,
+    pub protocol: BackendProtocol,
+    pub interval_seconds: u32,
+    pub timeout_seconds: u32,
+    pub healthy_threshold: u32,
+    pub unhealthy_threshold: u32,
+    /// e.g. `200`, `200-299`, `200,302`.
+    pub success_codes: String,
+}
+
+impl Default for HealthCheck {
+    fn default() -> Self {
+        HealthCheck {
+            path: "/".into(),
+            port: "traffic-port".into(),
+            protocol: BackendProtocol::Http,
+            interval_seconds: 15,
+            timeout_seconds: 5,
+            healthy_threshold: 2,
+            unhealthy_threshold: 2,
+            success_codes: "200".into(),
+        }
+    }
+}
+
+/// A set of targets behind one Service port, with the settings that make it distinct.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct TargetGroup {
+    /// Stable and unique within its load balancer: `<namespace>/<service>:<port>`, with a
+    /// suffix when the same port is used with different settings.
+    pub id: String,
+    pub service: ObjectRef,
+    /// The Service port (`spec.ports[].port`).
+    pub service_port: u16,
+    pub protocol: BackendProtocol,
+    pub protocol_version: ProtocolVersion,
+    pub target_type: TargetType,
+    pub health_check: HealthCheck,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub attributes: BTreeMap<String, String>,
+    /// Sorted by address then port.
+    pub targets: Vec<Target>,
+}
+
+/// One endpoint of a target group.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Target {
+    /// The pod IP (ip mode) or the node's instance ID (instance mode).
+    pub address: TargetAddress,
+    /// The pod's container port, or the Service's NodePort.
+    pub port: u16,
+    /// The node hosting the endpoint, when known.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub node: Option<String>,
+    pub state: TargetState,
+}
+
+/// Where to reach a target.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum TargetAddress {
+    Ip(IpAddr),
+    Instance(String),
+}
+
+impl fmt::Display for TargetAddress {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            TargetAddress::Ip(ip) => write!(f, "{ip}"),
+            TargetAddress::Instance(id) => f.write_str(id),
+        }
+    }
+}
+
+/// EndpointSlice conditions of a target, folded into one state.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub enum TargetState {
+    /// Ready: receives new requests.
+    Ready,
+    /// Not ready and not terminating: registered nowhere.
+    NotReady,
+    /// Terminating: gets no new requests; in-flight ones may finish.
+    Terminating,
+}
+
+impl TargetState {
+    /// Whether new requests may be sent to a target in this state.
+    pub fn accepts_new_requests(self) -> bool {
+        matches!(self, TargetState::Ready)
+    }
+}

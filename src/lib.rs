@@ -1,0 +1,9 @@
+//! Tollgate, the controller: sources of cluster objects, the Ingress → model builder, and the
+//! command-line front end. Providers live in `providers/`.
+
+pub mod cluster_snapshot;
+pub mod model_builder;
+pub mod sources;
+
+pub use cluster_snapshot::ClusterSnapshot;
+pub use model_builder::{build, BuildOptions, BuildOutput, Grouping};

@@ -1,0 +1,448 @@
+//! Typed reading of the annotations Tollgate honours.
+//!
+//! The names are those of the AWS Load Balancer Controller (`alb.ingress.kubernetes.io/*`)
+//! and of ingress-nginx (`nginx.ingress.kubernetes.io/*`), so Ingresses move over unchanged.
+//! Every value is validated here; a bad one is an [`AnnotationError`] naming the annotation.
+
+use std::collections::BTreeMap;
+
+use tollgate_contract::{BackendProtocol, ListenerProtocol, ProtocolVersion, Scheme, TargetType};
+
+/// The AWS Load Balancer Controller's annotation prefix.
+pub const ALB: &str = "alb.ingress.kubernetes.io/";
+/// ingress-nginx's annotation prefix.
+pub const NGINX: &str = "nginx.ingress.kubernetes.io/";
+/// The legacy Ingress class annotation.
+pub const LEGACY_CLASS: &str = "kubernetes.io/ingress.class";
+/// Marks an IngressClass as the cluster default.
+pub const DEFAULT_CLASS: &str = "ingressclass.kubernetes.io/is-default-class";
+
+/// A malformed annotation value.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("annotation {name}: {problem} (value {value:?})")]
+pub struct AnnotationError {
+    pub name: String,
+    pub value: String,
+    pub problem: String,
+}
+
+/// Settings an Ingress carries in its annotations.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct IngressSettings {
+    pub group_name: Option<String>,
+    pub group_order: i32,
+    pub listen_ports: Option<Vec<(ListenerProtocol, u16)>>,
+    /// Redirect plain HTTP to HTTPS on this port.
+    pub ssl_redirect_port: Option<u16>,
+    pub certificate_arns: Vec<String>,
+    pub ssl_policy: Option<String>,
+    pub scheme: Option<Scheme>,
+    pub load_balancer_attributes: BTreeMap<String, String>,
+    pub tags: BTreeMap<String, String>,
+    pub rewrite_target: Option<String>,
+    pub use_regex: bool,
+    pub backend: BackendSettings,
+}
+
+/// Settings that shape a target group. Read from the Ingress, then overridden by the
+/// backend Service's own annotations, as the AWS Load Balancer Controller does.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct BackendSettings {
+    pub target_type: Option<TargetType>,
+    pub protocol: Option<BackendProtocol>,
+    pub protocol_version: Option<ProtocolVersion>,
+    pub healthcheck_path: Option<String>,
+    pub healthcheck_port: Option<String>,
+    pub healthcheck_protocol: Option<BackendProtocol>,
+    pub healthcheck_interval_seconds: Option<u32>,
+    pub healthcheck_timeout_seconds: Option<u32>,
+    pub healthy_threshold: Option<u32>,
+    pub unhealthy_threshold: Option<u32>,
+    pub success_codes: Option<String>,
+    pub target_group_attributes: BTreeMap<String, String>,
+}
+
+impl BackendSettings {
+    /// `self` with every value `over` sets replacing it.
+    pub fn overridden_by(&self, over: &BackendSettings) -> BackendSettings {
+        let mut attrs = self.target_group_attributes.clone();
+        attrs.extend(over.target_group_attributes.clone());
+        BackendSettings {
+            target_type: over.target_type.or(self.target_type),
+            protocol: over.protocol.or(self.protocol),
+            protocol_version: over.protocol_version.or(self.protocol_version),
+            healthcheck_path: over
+                .healthcheck_path
+                .clone()
+                .or(self.healthcheck_path.clone()),
+            healthcheck_port: over
+                .healthcheck_port
+                .clone()
+                .or(self.healthcheck_port.clone()),
+            healthcheck_protocol: over.healthcheck_protocol.or(self.healthcheck_protocol),
+            healthcheck_interval_seconds: over
+                .healthcheck_interval_seconds
+                .or(self.healthcheck_interval_seconds),
+            healthcheck_timeout_seconds: over
+                .healthcheck_timeout_seconds
+                .or(self.healthcheck_timeout_seconds),
+            healthy_threshold: over.healthy_threshold.or(self.healthy_threshold),
+            unhealthy_threshold: over.unhealthy_threshold.or(self.unhealthy_threshold),
+            success_codes: over.success_codes.clone().or(self.success_codes.clone()),
+            target_group_attributes: attrs,
+        }
+    }
+}
+
+type Annotations = BTreeMap<String, String>;
+
+struct Reader<'a> {
+    annotations: &'a Annotations,
+    errors: Vec<AnnotationError>,
+}
+
+impl<'a> Reader<'a> {
+    fn raw(&self, name: &str) -> Option<(&'a str, String)> {
+        self.annotations
+            .get(name)
+            .map(|v| (v.as_str(), name.to_string()))
+    }
+
+    fn fail(&mut self, name: &str, value: &str, problem: impl Into<String>) {
+        self.errors.push(AnnotationError {
+            name: name.to_string(),
+            value: value.to_string(),
+            problem: problem.into(),
+        });
+    }
+
+    /// The first of `names` that is set.
+    fn first(&self, names: &[&str]) -> Option<(&'a str, String)> {
+        names.iter().find_map(|n| self.raw(n))
+    }
+
+    fn parse<T>(&mut self, name: &str, f: impl FnOnce(&str) -> Result<T, String>) -> Option<T> {
+        let (v, n) = self.raw(name)?;
+        match f(v.trim()) {
+            Ok(t) => Some(t),
+            Err(problem) => {
+                self.fail(&n, v, problem);
+                None
+            }
+        }
+    }
+
+    fn u32_in(&mut self, name: &str, lo: u32, hi: u32) -> Option<u32> {
+        self.parse(name, |v| match v.parse::<u32>() {
+            Ok(n) if (lo..=hi).contains(&n) => Ok(n),
+            _ => Err(format!("expected a whole number from {lo} to {hi}")),
+        })
+    }
+
+    fn bool(&mut self, name: &str) -> Option<bool> {
+        self.parse(name, |v| match v {
+            "true" => Ok(true),
+            "false" => Ok(false),
+            _ => Err("expected \"true\" or \"false\"".into()),
+        })
+    }
+
+    fn key_values(&mut self, name: &str) -> BTreeMap<String, String> {
+        self.parse(name, parse_key_values).unwrap_or_default()
+    }
+}
+
+/// `k1=v1,k2=v2` as the AWS Load Balancer Controller writes attribute and tag lists.
+fn parse_key_values(v: &str) -> Result<BTreeMap<String, String>, String> {
+    let mut out = BTreeMap::new();
+    for item in v.split(',').map(str::trim).filter(|s| !s.is_empty()) {
+        let (k, val) = item
+            .split_once('=')
+            .ok_or_else(|| format!("{item:?} is not key=value"))?;
+        let k = k.trim();
+        if k.is_empty() {
+            return Err(format!("{item:?} has an empty key"));
+        }
+        out.insert(k.to_string(), val.trim().to_string());
+    }
+    Ok(out)
+}
+
+fn parse_group_name(v: &str) -> Result<String, String> {
+    let ok = !v.is_empty()
+        && v.len() <= 63
+        && v.bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'.')
+        && v.bytes().next().is_some_and(|b| b.is_ascii_alphanumeric())
+        && v.bytes().last().is_some_and(|b| b.is_ascii_alphanumeric());
+    if ok {
+        Ok(v.to_string())
+    } else {
+        Err("expected at most 63 lower-case letters, digits, '-' or '.', starting and ending with a letter or digit".into())
+    }
+}
+
+/// `[{"HTTP": 80}, {"HTTPS": 443}]`.
+fn parse_listen_ports(v: &str) -> Result<Vec<(ListenerProtocol, u16)>, String> {
+    let items: Vec<BTreeMap<String, serde_json::Value>> =
+        serde_json::from_str(v).map_err(|e| format!("expected a JSON list like [{{\"HTTP\": 80}}, {{\"HTTPS\": 443}}]: {e}"))?;
+    let mut out = Vec::new();
+    for item in items {
+        for (proto, port) in item {
+            let proto = match proto.as_str() {
+                "HTTP" => ListenerProtocol::Http,
+                "HTTPS" => ListenerProtocol::Https,
+                other => return Err(format!("protocol {other:?} is not HTTP or HTTPS")),
+            };
+            let port = port
+                .as_u64()
+                .and_then(|p| u16::try_from(p).ok())
+                .filter(|p| *p > 0)
+                .ok_or_else(|| format!("port {port} is not from 1 to 65535"))?;
+            if out.iter().any(|(_, p)| *p == port) {
+                return Err(format!("port {port} is listed twice"));
+            }
+            out.push((proto, port));
+        }
+    }
+    if out.is_empty() {
+        return Err("no ports listed".into());
+    }
+    out.sort_by_key(|(_, p)| *p);
+    Ok(out)
+}
+
+fn parse_backend_protocol(v: &str) -> Result<BackendProtocol, String> {
+    match v.to_ascii_uppercase().as_str() {
+        "HTTP" => Ok(BackendProtocol::Http),
+        "HTTPS" => Ok(BackendProtocol::Https),
+        _ => Err("expected HTTP or HTTPS".into()),
+    }
+}
+
+/// Reads the settings that shape target groups from one object's annotations
+/// (an Ingress's, or a Service's).
+pub fn backend_settings(annotations: &Annotations) -> (BackendSettings, Vec<AnnotationError>) {
+    let mut r = Reader {
+        annotations,
+        errors: Vec::new(),
+    };
+    let s = read_backend(&mut r);
+    (s, r.errors)
+}
+
+fn read_backend(r: &mut Reader<'_>) -> BackendSettings {
+    let target_type = r.parse(&format!("{ALB}target-type"), |v| match v {
+        "ip" => Ok(TargetType::Ip),
+        "instance" => Ok(TargetType::Instance),
+        _ => Err("expected ip or instance".into()),
+    });
+    let mut protocol = r.parse(&format!("{ALB}backend-protocol"), parse_backend_protocol);
+    let mut protocol_version = r.parse(&format!("{ALB}backend-protocol-version"), |v| {
+        match v.to_ascii_uppercase().as_str() {
+            "HTTP1" => Ok(ProtocolVersion::Http1),
+            "HTTP2" => Ok(ProtocolVersion::Http2),
+            "GRPC" => Ok(ProtocolVersion::Grpc),
+            _ => Err("expected HTTP1, HTTP2 or GRPC".into()),
+        }
+    });
+    // ingress-nginx folds protocol and version into one value.
+    if let Some((p, v)) = r.parse(&format!("{NGINX}backend-protocol"), |v| {
+        match v.to_ascii_uppercase().as_str() {
+            "HTTP" => Ok((BackendProtocol::Http, ProtocolVersion::Http1)),
+            "HTTPS" => Ok((BackendProtocol::Https, ProtocolVersion::Http1)),
+            "GRPC" => Ok((BackendProtocol::Http, ProtocolVersion::Grpc)),
+            "GRPCS" => Ok((BackendProtocol::Https, ProtocolVersion::Grpc)),
+            "H2C" => Ok((BackendProtocol::Http, ProtocolVersion::Http2)),
+            _ => Err("expected HTTP, HTTPS, GRPC, GRPCS or H2C (AUTO_HTTP and FCGI are not supported)".into()),
+        }
+    }) {
+        protocol = protocol.or(Some(p));
+        protocol_version = protocol_version.or(Some(v));
+    }
+    BackendSettings {
+        target_type,
+        protocol,
+        protocol_version,
+        healthcheck_path: r.parse(&format!("{ALB}healthcheck-path"), |v| {
+            if v.starts_with('/') {
+                Ok(v.to_string())
+            } else {
+                Err("expected a path starting with '/'".into())
+            }
+        }),
+        healthcheck_port: r.parse(&format!("{ALB}healthcheck-port"), |v| {
+            if v == "traffic-port" || v.parse::<u16>().is_ok_and(|p| p > 0) {
+                Ok(v.to_string())
+            } else {
+                Err("expected traffic-port or a port number".into())
+            }
+        }),
+        healthcheck_protocol: r.parse(&format!("{ALB}healthcheck-protocol"), parse_backend_protocol),
+        healthcheck_interval_seconds: r.u32_in(&format!("{ALB}healthcheck-interval-seconds"), 5, 300),
+        healthcheck_timeout_seconds: r.u32_in(&format!("{ALB}healthcheck-timeout-seconds"), 2, 120),
+        healthy_threshold: r.u32_in(&format!("{ALB}healthy-threshold-count"), 2, 10),
+        unhealthy_threshold: r.u32_in(&format!("{ALB}unhealthy-threshold-count"), 2, 10),
+        success_codes: r.parse(&format!("{ALB}success-codes"), |v| {
+            let ok = v.split(',').all(|part| {
+                part.split('-')
+                    .all(|n| n.trim().parse::<u16>().is_ok_and(|c| (0..=599).contains(&c)))
+            });
+            if ok && !v.is_empty() {
+                Ok(v.to_string())
+            } else {
+                Err("expected codes like 200, 200-299 or 200,302".into())
+            }
+        }),
+        target_group_attributes: r.key_values(&format!("{ALB}target-group-attributes")),
+    }
+}
+
+/// Reads every setting of an Ingress. All errors are returned, not just the first.
+pub fn ingress_settings(annotations: &Annotations) -> Result<IngressSettings, Vec<AnnotationError>> {
+    let mut r = Reader {
+        annotations,
+        errors: Vec::new(),
+    };
+    let group_name = r.parse(&format!("{ALB}group.name"), parse_group_name);
+    let group_order = r
+        .parse(&format!("{ALB}group.order"), |v| match v.parse::<i32>() {
+            Ok(n) if (-1000..=1000).contains(&n) => Ok(n),
+            _ => Err("expected a whole number from -1000 to 1000".into()),
+        })
+        .unwrap_or(0);
+    let listen_ports = r.parse(&format!("{ALB}listen-ports"), parse_listen_ports);
+
+    let alb_redirect = r.parse(&format!("{ALB}ssl-redirect"), |v| {
+        v.parse::<u16>()
+            .ok()
+            .filter(|p| *p > 0)
+            .ok_or_else(|| "expected the HTTPS port to redirect to, e.g. '443'".to_string())
+    });
+    let nginx_redirect = r.bool(&format!("{NGINX}ssl-redirect")).unwrap_or(false)
+        || r.bool(&format!("{NGINX}force-ssl-redirect")).unwrap_or(false);
+    let ssl_redirect_port = alb_redirect.or(nginx_redirect.then_some(443));
+
+    let certificate_arns = r
+        .parse(&format!("{ALB}certificate-arn"), |v| {
+            let arns: Vec<String> = v
+                .split(',')
+                .map(str::trim)
+                .filter(|s| !s.is_empty())
+                .map(String::from)
+                .collect();
+            if arns.iter().all(|a| a.starts_with("arn:")) && !arns.is_empty() {
+                Ok(arns)
+            } else {
+                Err("expected a comma-separated list of ARNs".into())
+            }
+        })
+        .unwrap_or_default();
+    let ssl_policy = r.parse(&format!("{ALB}ssl-policy"), |v| {
+        if v.is_empty() {
+            Err("empty".into())
+        } else {
+            Ok(v.to_string())
+        }
+    });
+    let scheme = r.parse(&format!("{ALB}scheme"), |v| match v {
+        "internal" => Ok(Scheme::Internal),
+        "internet-facing" => Ok(Scheme::InternetFacing),
+        _ => Err("expected internal or internet-facing".into()),
+    });
+    let load_balancer_attributes = r.key_values(&format!("{ALB}load-balancer-attributes"));
+    let tags = r.key_values(&format!("{ALB}tags"));
+    let rewrite_target = r.first(&[&format!("{NGINX}rewrite-target")]).map(|(v, _)| v.to_string());
+    let use_regex = r.bool(&format!("{NGINX}use-regex")).unwrap_or(false);
+    let backend = read_backend(&mut r);
+
+    if r.errors.is_empty() {
+        Ok(IngressSettings {
+            group_name,
+            group_order,
+            listen_ports,
+            ssl_redirect_port,
+            certificate_arns,
+            ssl_policy,
+            scheme,
+            load_balancer_attributes,
+            tags,
+            // ingress-nginx treats a rewrite target as turning paths into regular expressions.
+            use_regex: use_regex || rewrite_target.is_some(),
+            rewrite_target,
+            backend,
+        })
+    } else {
+        Err(r.errors)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ann(pairs: &[(&str, &str)]) -> Annotations {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn reads_alb_settings() {
+        let s = ingress_settings(&ann(&[
+            ("alb.ingress.kubernetes.io/group.name", "shop"),
+            ("alb.ingress.kubernetes.io/group.order", "-5"),
+            ("alb.ingress.kubernetes.io/listen-ports", r#"[{"HTTPS":443},{"HTTP":80}]"#),
+            ("alb.ingress.kubernetes.io/ssl-redirect", "443"),
+            ("alb.ingress.kubernetes.io/target-type", "instance"),
+            ("alb.ingress.kubernetes.io/tags", "team=a, env=prod"),
+        ]))
+        .unwrap();
+        assert_eq!(s.group_name.as_deref(), Some("shop"));
+        assert_eq!(s.group_order, -5);
+        assert_eq!(
+            s.listen_ports,
+            Some(vec![(ListenerProtocol::Http, 80), (ListenerProtocol::Https, 443)])
+        );
+        assert_eq!(s.ssl_redirect_port, Some(443));
+        assert_eq!(s.backend.target_type, Some(TargetType::Instance));
+        assert_eq!(s.tags.get("env").map(String::as_str), Some("prod"));
+    }
+
+    #[test]
+    fn reports_every_bad_value() {
+        let errs = ingress_settings(&ann(&[
+            ("alb.ingress.kubernetes.io/group.name", "Bad_Name"),
+            ("alb.ingress.kubernetes.io/group.order", "5000"),
+            ("alb.ingress.kubernetes.io/listen-ports", "[{\"FTP\":21}]"),
+            ("nginx.ingress.kubernetes.io/ssl-redirect", "yes"),
+        ]))
+        .unwrap_err();
+        let names: Vec<_> = errs.iter().map(|e| e.name.as_str()).collect();
+        assert_eq!(
+            names,
+            [
+                "alb.ingress.kubernetes.io/group.name",
+                "alb.ingress.kubernetes.io/group.order",
+                "alb.ingress.kubernetes.io/listen-ports",
+                "nginx.ingress.kubernetes.io/ssl-redirect"
+            ]
+        );
+    }
+
+    #[test]
+    fn nginx_backend_protocol_maps_to_version() {
+        let (s, errs) = backend_settings(&ann(&[("nginx.ingress.kubernetes.io/backend-protocol", "GRPC")]));
+        assert!(errs.is_empty());
+        assert_eq!(s.protocol_version, Some(ProtocolVersion::Grpc));
+        assert_eq!(s.protocol, Some(BackendProtocol::Http));
+    }
+
+    #[test]
+    fn service_annotations_override_ingress() {
+        let (ing, _) = backend_settings(&ann(&[("alb.ingress.kubernetes.io/healthcheck-path", "/a")]));
+        let (svc, _) = backend_settings(&ann(&[("alb.ingress.kubernetes.io/healthcheck-path", "/b")]));
+        assert_eq!(ing.overridden_by(&svc).healthcheck_path.as_deref(), Some("/b"));
+    }
+}

@@ -1,0 +1,262 @@
+//! Reading one Ingress into a validated group member: its settings, its routes, its default
+//! backend and TLS sections. Anything invalid here rejects the whole Ingress, so a half-read
+//! Ingress is never deployed.
+
+use k8s_openapi::api::networking::v1::{Ingress, IngressBackend, IngressTLS};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use tollgate_contract::{
+    Diagnostic, HostMatch, ObjectKind, ObjectRef, PathKind, PathMatch, Reason, Severity,
+};
+
+use super::annotations::{ingress_settings, IngressSettings};
+
+/// A claimed, validated Ingress.
+pub(crate) struct Member<'a> {
+    pub ingress: &'a Ingress,
+    pub obj: ObjectRef,
+    pub settings: IngressSettings,
+    pub routes: Vec<MemberRoute<'a>>,
+    pub default_backend: Option<&'a IngressBackend>,
+    pub tls: &'a [IngressTLS],
+}
+
+/// One host/path pair of an Ingress.
+pub(crate) struct MemberRoute<'a> {
+    pub host: Option<HostMatch>,
+    pub path: PathMatch,
+    pub backend: &'a IngressBackend,
+}
+
+impl Member<'_> {
+    pub(crate) fn namespace(&self) -> &str {
+        &self.obj.namespace
+    }
+
+    /// Ordering among the members of one group: `group.order`, then oldest, then name.
+    pub(crate) fn precedence_key(&self) -> (i32, Option<&Time>, &ObjectRef) {
+        let ts = self.ingress.metadata.creation_timestamp.as_ref();
+        (self.settings.group_order, ts, &self.obj)
+    }
+}
+
+/// Sorts members by precedence. A missing creation timestamp (common in manifests) sorts as
+/// the oldest, which leaves namespace/name to decide among manifest objects.
+pub(crate) fn sort_by_precedence(members: &mut [Member<'_>]) {
+    members.sort_by(|a, b| a.precedence_key().cmp(&b.precedence_key()));
+}
+
+fn error(obj: &ObjectRef, reason: Reason, message: String) -> Diagnostic {
+    Diagnostic::new(
+        Severity::Error,
+        ObjectKind::Ingress,
+        obj.namespace.clone(),
+        obj.name.clone(),
+        reason,
+        message,
+    )
+}
+
+/// Validates and reads an Ingress. Returns every problem found, not just the first.
+pub(crate) fn read_member(ing: &Ingress) -> Result<Member<'_>, Vec<Diagnostic>> {
+    let obj = ObjectRef::new(
+        ing.metadata.namespace.as_deref().unwrap_or("default"),
+        ing.metadata.name.as_deref().unwrap_or_default(),
+    );
+    let mut errors = Vec::new();
+    if obj.name.is_empty() {
+        errors.push(error(&obj, Reason::ObjectInvalid, "metadata.name is empty".into()));
+    }
+    let empty = Default::default();
+    let settings = match ingress_settings(ing.metadata.annotations.as_ref().unwrap_or(&empty)) {
+        Ok(s) => Some(s),
+        Err(es) => {
+            errors.extend(
+                es.into_iter()
+                    .map(|e| error(&obj, Reason::AnnotationInvalid, e.to_string())),
+            );
+            None
+        }
+    };
+    let use_regex = settings.as_ref().is_some_and(|s| s.use_regex);
+
+    let spec = ing.spec.as_ref();
+    let mut routes = Vec::new();
+    for (ri, rule) in spec.and_then(|s| s.rules.as_ref()).into_iter().flatten().enumerate() {
+        let host = match rule.host.as_deref().filter(|h| !h.is_empty()) {
+            None => None,
+            Some(h) => match parse_host(h) {
+                Ok(hm) => Some(hm),
+                Err(problem) => {
+                    errors.push(error(
+                        &obj,
+                        Reason::HostInvalid,
+                        format!("spec.rules[{ri}].host {h:?}: {problem}"),
+                    ));
+                    continue;
+                }
+            },
+        };
+        let Some(http) = rule.http.as_ref() else {
+            continue;
+        };
+        for (pi, p) in http.paths.iter().enumerate() {
+            let at = format!("spec.rules[{ri}].http.paths[{pi}]");
+            match parse_path(p.path.as_deref(), &p.path_type, use_regex) {
+                Ok(path) => routes.push(MemberRoute {
+                    host: host.clone(),
+                    path,
+                    backend: &p.backend,
+                }),
+                Err(problem) => errors.push(error(&obj, Reason::PathInvalid, format!("{at}: {problem}"))),
+            }
+        }
+    }
+    let default_backend = spec.and_then(|s| s.default_backend.as_ref());
+    let has_rules = spec
+        .and_then(|s| s.rules.as_ref())
+        .is_some_and(|r| !r.is_empty());
+    if !has_rules && default_backend.is_none() {
+        errors.push(error(
+            &obj,
+            Reason::NoRules,
+            "the Ingress has neither spec.rules nor spec.defaultBackend".into(),
+        ));
+    }
+    let tls = spec.and_then(|s| s.tls.as_deref()).unwrap_or(&[]);
+    for (ti, t) in tls.iter().enumerate() {
+        for h in t.hosts.iter().flatten() {
+            if let Err(problem) = parse_host(h) {
+                errors.push(error(
+                    &obj,
+                    Reason::HostInvalid,
+                    format!("spec.tls[{ti}].hosts {h:?}: {problem}"),
+                ));
+            }
+        }
+    }
+
+    match settings {
+        Some(settings) if errors.is_empty() => Ok(Member {
+            ingress: ing,
+            obj,
+            settings,
+            routes,
+            default_backend,
+            tls,
+        }),
+        _ => Err(errors),
+    }
+}
+
+/// A host as the Ingress API accepts it: a lower-case DNS-1123 subdomain, optionally
+/// prefixed by `*.` (a wildcard covers exactly one label). IP addresses are not hosts.
+pub fn parse_host(h: &str) -> Result<HostMatch, String> {
+    let (wild, name) = match h.strip_prefix("*.") {
+        Some(rest) => (true, rest),
+        None => (false, h),
+    };
+    if name.is_empty() || name.len() > 253 {
+        return Err("must be a DNS name of 1 to 253 characters".into());
+    }
+    for label in name.split('.') {
+        let ok = !label.is_empty()
+            && label.len() <= 63
+            && label
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+            && !label.starts_with('-')
+            && !label.ends_with('-');
+        if !ok {
+            return Err(format!(
+                "label {label:?} is not 1 to 63 lower-case letters, digits or '-' (a wildcard is allowed only as the whole first label)"
+            ));
+        }
+    }
+    if name.split('.').all(|l| l.bytes().all(|b| b.is_ascii_digit())) {
+        return Err("an IP address is not allowed as a host".into());
+    }
+    Ok(if wild {
+        HostMatch::Wildcard(name.to_string())
+    } else {
+        HostMatch::Exact(name.to_string())
+    })
+}
+
+/// A path with its type. `ImplementationSpecific` is `Prefix`, or a regular expression when
+/// the Ingress sets ingress-nginx's `use-regex` (or `rewrite-target`).
+pub fn parse_path(path: Option<&str>, path_type: &str, use_regex: bool) -> Result<PathMatch, String> {
+    let path = path.unwrap_or("/");
+    let kind = match path_type {
+        "Exact" => PathKind::Exact,
+        "Prefix" if !use_regex => PathKind::Prefix,
+        // ingress-nginx applies use-regex to Prefix paths too.
+        "Prefix" | "ImplementationSpecific" if use_regex => PathKind::Regex,
+        "ImplementationSpecific" => PathKind::Prefix,
+        "" => return Err("pathType is required (Exact, Prefix or ImplementationSpecific)".into()),
+        other => {
+            return Err(format!(
+                "pathType {other:?} is not Exact, Prefix or ImplementationSpecific"
+            ))
+        }
+    };
+    if !path.starts_with('/') {
+        return Err(format!("path {path:?} must start with '/'"));
+    }
+    match kind {
+        PathKind::Regex => {
+            if path.chars().any(|c| c.is_control() || c.is_whitespace() || c == ';' || c == '\'' || c == '"') {
+                return Err(format!("path {path:?} contains whitespace, a control character, ';' or a quote"));
+            }
+            regex::Regex::new(&format!("^(?:{path})"))
+                .map_err(|e| format!("path {path:?} is not a valid regular expression: {e}"))?;
+        }
+        PathKind::Exact | PathKind::Prefix => {
+            // RFC 3986 path characters, minus the glob characters ALB path patterns give
+            // meaning to and the quoting characters configuration injection relies on.
+            let ok = path.bytes().all(|b| {
+                b.is_ascii_alphanumeric()
+                    || matches!(b, b'/' | b'-' | b'.' | b'_' | b'~' | b'%' | b'!' | b'$' | b'&' | b'(' | b')' | b'+' | b',' | b'=' | b':' | b'@')
+            });
+            if !ok {
+                return Err(format!(
+                    "path {path:?} may hold only letters, digits and - . _ ~ % ! $ & ( ) + , = : @ /"
+                ));
+            }
+            if path.contains("//") {
+                return Err(format!("path {path:?} contains an empty segment '//'"));
+            }
+        }
+    }
+    Ok(PathMatch {
+        kind,
+        path: path.to_string(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hosts() {
+        assert_eq!(parse_host("foo.bar.com"), Ok(HostMatch::Exact("foo.bar.com".into())));
+        assert_eq!(parse_host("*.bar.com"), Ok(HostMatch::Wildcard("bar.com".into())));
+        assert!(parse_host("foo.*.com").is_err());
+        assert!(parse_host("Foo.com").is_err());
+        assert!(parse_host("10.0.0.1").is_err());
+        assert!(parse_host("-a.com").is_err());
+        assert!(parse_host("*").is_err());
+    }
+
+    #[test]
+    fn paths() {
+        assert_eq!(parse_path(Some("/a"), "ImplementationSpecific", false).unwrap().kind, PathKind::Prefix);
+        assert_eq!(parse_path(Some("/a(/|$)(.*)"), "ImplementationSpecific", true).unwrap().kind, PathKind::Regex);
+        assert!(parse_path(Some("a"), "Prefix", false).is_err());
+        assert!(parse_path(Some("/a b"), "Prefix", false).is_err());
+        assert!(parse_path(Some("/a*"), "Prefix", false).is_err());
+        assert!(parse_path(Some("/a"), "", false).is_err());
+        assert!(parse_path(Some("/a("), "Prefix", true).is_err());
+        assert!(parse_path(Some("/a;{}"), "Prefix", true).is_err());
+    }
+}

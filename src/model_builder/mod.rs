@@ -1,0 +1,411 @@
+//! The Ingress → model translation: one pure function, [`build`], from a [`ClusterSnapshot`]
+//! to the provider-neutral [`DesiredState`] plus a diagnostic for everything it rejected or
+//! degraded. No I/O happens here.
+//!
+//! Failure containment is the point of the structure: an Ingress is validated on its own
+//! ([`ingress_member`]) before it joins a group, so a broken member is left out with an
+//! Error diagnostic and the rest of its group is still built; an unresolvable backend turns
+//! only its own route into a 503; a bad Secret drops only its own certificate.
+
+pub mod annotations;
+mod class_selection;
+mod ingress_member;
+pub mod rule_order;
+mod target_groups;
+pub mod tls_secrets;
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+
+use tollgate_contract::{
+    Action, Certificate, DesiredState, Diagnostic, FixedResponse, Forward, Listener,
+    ListenerProtocol, LoadBalancer, ObjectKind, Reason, Redirect, Scheme, Severity, TargetType,
+    WeightedTargetGroup,
+};
+
+pub use ingress_member::{parse_host, parse_path};
+
+use class_selection::ClassSelector;
+use ingress_member::{read_member, sort_by_precedence, Member};
+use rule_order::{conflict_key, order_rules, Route};
+use target_groups::{BackendIndex, TargetGroupSet};
+use tls_secrets::SecretIndex;
+
+use crate::ClusterSnapshot;
+
+/// The controller name Tollgate's IngressClasses carry in `spec.controller`.
+pub const CONTROLLER_NAME: &str = "tollgate.io/ingress-controller";
+
+/// How Ingresses are gathered into load balancers.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Grouping {
+    /// One load balancer per `alb.ingress.kubernetes.io/group.name`; an Ingress without one
+    /// is its own group (the AWS Load Balancer Controller's behaviour).
+    ByIngressGroup,
+    /// Every claimed Ingress in one load balancer with this id (an in-cluster proxy serves
+    /// them all on the same ports, as ingress-nginx does).
+    Single(String),
+}
+
+/// What the builder needs besides the cluster objects.
+#[derive(Debug, Clone)]
+pub struct BuildOptions {
+    /// IngressClasses whose `spec.controller` equals this are ours.
+    pub controller_name: String,
+    /// Claim Ingresses of this class name even when no IngressClass object exists.
+    pub ingress_class: Option<String>,
+    /// Claim Ingresses that name no class even without a default IngressClass.
+    pub watch_ingress_without_class: bool,
+    pub grouping: Grouping,
+    /// Target type when no annotation sets one.
+    pub default_target_type: TargetType,
+}
+
+impl Default for BuildOptions {
+    fn default() -> Self {
+        BuildOptions {
+            controller_name: CONTROLLER_NAME.into(),
+            ingress_class: Some("tollgate".into()),
+            watch_ingress_without_class: false,
+            grouping: Grouping::ByIngressGroup,
+            default_target_type: TargetType::Ip,
+        }
+    }
+}
+
+/// The model and what was said about the objects it came from.
+#[derive(Debug, Clone, Default)]
+pub struct BuildOutput {
+    pub model: DesiredState,
+    /// Sorted and de-duplicated.
+    pub diagnostics: Vec<Diagnostic>,
+}
+
+impl BuildOutput {
+    /// Whether any object, or part of one, was rejected.
+    pub fn has_errors(&self) -> bool {
+        self.diagnostics.iter().any(|d| d.severity == Severity::Error)
+    }
+}
+
+/// Builds the desired state from a snapshot of cluster objects.
+pub fn build(snapshot: &ClusterSnapshot, opts: &BuildOptions) -> BuildOutput {
+    let mut diags = Vec::new();
+    let classes = ClassSelector::new(&snapshot.ingress_classes, opts);
+    let backends = BackendIndex::new(snapshot, &mut diags);
+    let mut secrets = SecretIndex::new(&snapshot.secrets);
+
+    let mut groups: BTreeMap<String, Vec<Member<'_>>> = BTreeMap::new();
+    for ing in &snapshot.ingresses {
+        if ing.metadata.deletion_timestamp.is_some() || !classes.claims(ing, &mut diags) {
+            continue;
+        }
+        match read_member(ing) {
+            Ok(m) => {
+                let id = match (&opts.grouping, &m.settings.group_name) {
+                    (Grouping::Single(id), _) => id.clone(),
+                    (Grouping::ByIngressGroup, Some(g)) => format!("group/{g}"),
+                    (Grouping::ByIngressGroup, None) => format!("ingress/{}/{}", m.obj.namespace, m.obj.name),
+                };
+                groups.entry(id).or_default().push(m);
+            }
+            Err(errors) => diags.extend(errors),
+        }
+    }
+
+    let mut load_balancers = Vec::with_capacity(groups.len());
+    for (id, mut members) in groups {
+        sort_by_precedence(&mut members);
+        load_balancers.push(build_load_balancer(id, &members, &backends, &mut secrets, opts, &mut diags));
+    }
+    diags.sort();
+    diags.dedup();
+    BuildOutput {
+        model: DesiredState { load_balancers },
+        diagnostics: diags,
+    }
+}
+
+fn ingress_diag(m: &Member<'_>, severity: Severity, reason: Reason, message: String) -> Diagnostic {
+    Diagnostic::new(severity, ObjectKind::Ingress, m.obj.namespace.clone(), m.obj.name.clone(), reason, message)
+}
+
+/// A listener being assembled: which members attach to it.
+struct ListenerDraft {
+    protocol: ListenerProtocol,
+    members: Vec<usize>,
+}
+
+/// The ports an Ingress listens on: `listen-ports`, else HTTP:80 and, when it has TLS,
+/// HTTPS:443.
+fn member_ports(m: &Member<'_>) -> Vec<(ListenerProtocol, u16)> {
+    match &m.settings.listen_ports {
+        Some(p) => p.clone(),
+        None => {
+            let mut p = vec![(ListenerProtocol::Http, 80)];
+            if !m.tls.is_empty() || !m.settings.certificate_arns.is_empty() {
+                p.push((ListenerProtocol::Https, 443));
+            }
+            p
+        }
+    }
+}
+
+fn build_load_balancer(
+    id: String,
+    members: &[Member<'_>],
+    backends: &BackendIndex<'_>,
+    secrets: &mut SecretIndex<'_>,
+    opts: &BuildOptions,
+    diags: &mut Vec<Diagnostic>,
+) -> LoadBalancer {
+    // Group-wide settings: the member with precedence decides; a disagreeing member is told.
+    let mut scheme: Option<(Scheme, usize)> = None;
+    let mut ssl_policy: Option<(String, usize)> = None;
+    let mut attributes = BTreeMap::new();
+    let mut tags = BTreeMap::new();
+    for (i, m) in members.iter().enumerate() {
+        settle(&mut scheme, m.settings.scheme, i, members, "scheme", diags);
+        settle(&mut ssl_policy, m.settings.ssl_policy.clone(), i, members, "ssl-policy", diags);
+        for (k, v) in &m.settings.load_balancer_attributes {
+            settle_entry(&mut attributes, k, v, i, members, "load-balancer-attributes", diags);
+        }
+        for (k, v) in &m.settings.tags {
+            settle_entry(&mut tags, k, v, i, members, "tags", diags);
+        }
+    }
+    let attributes: BTreeMap<String, String> = attributes.into_iter().map(|(k, (v, _))| (k, v)).collect();
+    let tags: BTreeMap<String, String> = tags.into_iter().map(|(k, (v, _))| (k, v)).collect();
+
+    // Listeners: one per port; a member asking for another protocol on a taken port is told.
+    let mut drafts: BTreeMap<u16, ListenerDraft> = BTreeMap::new();
+    for (i, m) in members.iter().enumerate() {
+        for (proto, port) in member_ports(m) {
+            let d = drafts.entry(port).or_insert(ListenerDraft { protocol: proto, members: Vec::new() });
+            if d.protocol == proto {
+                d.members.push(i);
+            } else {
+                diags.push(ingress_diag(
+                    m,
+                    Severity::Warning,
+                    Reason::GroupSettingConflict,
+                    format!(
+                        "port {port} is already {} in load balancer {id}; this Ingress's routes are not served on it",
+                        d.protocol
+                    ),
+                ));
+            }
+        }
+    }
+
+    // Resolve every backend once per member; an unresolvable one answers 503.
+    let mut tgs = TargetGroupSet::new(backends, opts);
+    let mut resolve = |m: &Member<'_>, backend, diags: &mut Vec<Diagnostic>| -> Action {
+        match tgs.resolve(m.namespace(), backend, &m.settings.backend) {
+            Ok(tg) => Action::Forward(Forward {
+                target_groups: vec![WeightedTargetGroup { target_group: tg, weight: 1 }],
+                stickiness_seconds: None,
+                rewrite_target: m.settings.rewrite_target.clone(),
+            }),
+            Err(u) => {
+                diags.push(ingress_diag(m, Severity::Warning, u.reason, format!("{}; requests for it answer 503", u.message)));
+                Action::FixedResponse(FixedResponse::service_unavailable(&u.message))
+            }
+        }
+    };
+    let route_actions: Vec<Vec<Action>> = members
+        .iter()
+        .map(|m| m.routes.iter().map(|r| resolve(m, r.backend, diags)).collect())
+        .collect();
+    let default_actions: Vec<Option<Action>> = members
+        .iter()
+        .map(|m| m.default_backend.map(|b| resolve(m, b, diags)))
+        .collect();
+
+    let mut listeners = Vec::with_capacity(drafts.len());
+    for (port, draft) in drafts {
+        let plain_http = draft.protocol == ListenerProtocol::Http;
+        // A member with ssl-redirect answers plain HTTP with a redirect to its HTTPS port.
+        let on_listener = |mi: usize, action: &Action| -> Action {
+            match (plain_http, members[mi].settings.ssl_redirect_port) {
+                (true, Some(https_port)) => Action::Redirect(Redirect {
+                    protocol: Some("HTTPS".into()),
+                    host: None,
+                    port: Some(https_port),
+                    path: None,
+                    query: None,
+                    status_code: 308,
+                }),
+                _ => action.clone(),
+            }
+        };
+
+        let mut default_owner: Option<usize> = None;
+        for &mi in &draft.members {
+            if default_actions[mi].is_none() {
+                continue;
+            }
+            match default_owner {
+                None => default_owner = Some(mi),
+                Some(owner) if owner != mi => diags.push(ingress_diag(
+                    &members[mi],
+                    Severity::Warning,
+                    Reason::DefaultBackendConflict,
+                    format!(
+                        "spec.defaultBackend is ignored on port {port}: Ingress {} has precedence in load balancer {id}",
+                        members[owner].obj
+                    ),
+                )),
+                Some(_) => {}
+            }
+        }
+        let default_action = match default_owner.and_then(|mi| default_actions[mi].as_ref().map(|a| on_listener(mi, a))) {
+            Some(a) => a,
+            None => Action::FixedResponse(FixedResponse::not_found()),
+        };
+
+        let mut seen: HashMap<_, usize> = HashMap::new();
+        let mut routes = Vec::new();
+        for &mi in &draft.members {
+            let m = &members[mi];
+            for (ri, r) in m.routes.iter().enumerate() {
+                let key = conflict_key(&r.host, &r.path);
+                if let Some(&winner) = seen.get(&key) {
+                    if winner != mi {
+                        diags.push(ingress_diag(
+                            m,
+                            Severity::Warning,
+                            Reason::RouteConflict,
+                            format!(
+                                "host {} path {} ({:?}) is already served by Ingress {}, which has precedence (group.order, then oldest, then namespace/name)",
+                                r.host.as_ref().map(|h| h.to_string()).unwrap_or_else(|| "*".into()),
+                                r.path.path,
+                                r.path.kind,
+                                members[winner].obj
+                            ),
+                        ));
+                    }
+                    continue;
+                }
+                seen.insert(key, mi);
+                routes.push(Route {
+                    host: r.host.clone(),
+                    path: r.path.clone(),
+                    action: on_listener(mi, &route_actions[mi][ri]),
+                    ingress: m.obj.clone(),
+                });
+            }
+        }
+
+        let certificates = if draft.protocol == ListenerProtocol::Https {
+            listener_certificates(&draft.members, members, secrets, diags)
+        } else {
+            Vec::new()
+        };
+        listeners.push(Listener {
+            port,
+            protocol: draft.protocol,
+            certificates,
+            ssl_policy: if draft.protocol == ListenerProtocol::Https {
+                ssl_policy.as_ref().map(|(p, _)| p.clone())
+            } else {
+                None
+            },
+            rules: order_rules(routes, &default_action),
+            default_action,
+        });
+    }
+
+    let mut ingresses: Vec<_> = members.iter().map(|m| m.obj.clone()).collect();
+    ingresses.sort();
+    LoadBalancer {
+        id,
+        ingresses,
+        scheme: scheme.map(|(s, _)| s).unwrap_or_default(),
+        attributes,
+        tags,
+        listeners,
+        target_groups: tgs.into_sorted(),
+    }
+}
+
+fn listener_certificates(
+    attached: &[usize],
+    members: &[Member<'_>],
+    secrets: &mut SecretIndex<'_>,
+    diags: &mut Vec<Diagnostic>,
+) -> Vec<Certificate> {
+    let mut certs = BTreeSet::new();
+    for &mi in attached {
+        let m = &members[mi];
+        for arn in &m.settings.certificate_arns {
+            certs.insert(Certificate::Arn { arn: arn.clone() });
+        }
+        for (ti, t) in m.tls.iter().enumerate() {
+            let Some(name) = t.secret_name.as_deref().filter(|s| !s.is_empty()) else {
+                continue; // hosts only: served with the default certificate, as ingress-nginx does
+            };
+            match secrets.material(m.namespace(), name) {
+                Ok(material) => {
+                    let mut hosts: Vec<String> = t.hosts.clone().unwrap_or_default();
+                    hosts.sort();
+                    certs.insert(Certificate::Secret {
+                        secret: tollgate_contract::ObjectRef::new(m.namespace(), name),
+                        hosts,
+                        material,
+                    });
+                }
+                Err(None) => diags.push(ingress_diag(
+                    m,
+                    Severity::Warning,
+                    Reason::SecretNotFound,
+                    format!("spec.tls[{ti}]: Secret {}/{name} not found; its hosts get the default certificate", m.namespace()),
+                )),
+                Err(Some(why)) => diags.push(ingress_diag(
+                    m,
+                    Severity::Warning,
+                    Reason::SecretInvalid,
+                    format!("spec.tls[{ti}]: Secret {}/{name} is not usable: {why}; its hosts get the default certificate", m.namespace()),
+                )),
+            }
+        }
+    }
+    certs.into_iter().collect()
+}
+
+/// Keeps the first value set for a group-wide setting; reports members that disagree.
+fn settle<T: PartialEq + std::fmt::Debug>(
+    slot: &mut Option<(T, usize)>,
+    value: Option<T>,
+    i: usize,
+    members: &[Member<'_>],
+    what: &str,
+    diags: &mut Vec<Diagnostic>,
+) {
+    let Some(v) = value else { return };
+    match slot {
+        None => *slot = Some((v, i)),
+        Some((cur, owner)) if *cur != v => diags.push(ingress_diag(
+            &members[i],
+            Severity::Warning,
+            Reason::GroupSettingConflict,
+            format!("{what} {v:?} is ignored: Ingress {} set {cur:?} first", members[*owner].obj),
+        )),
+        Some(_) => {}
+    }
+}
+
+fn settle_entry(
+    map: &mut BTreeMap<String, (String, usize)>,
+    k: &str,
+    v: &str,
+    i: usize,
+    members: &[Member<'_>],
+    what: &str,
+    diags: &mut Vec<Diagnostic>,
+) {
+    let mut slot = map.remove(k);
+    settle(&mut slot, Some(v.to_string()), i, members, &format!("{what} {k}"), diags);
+    if let Some(s) = slot {
+        map.insert(k.to_string(), s);
+    }
+}

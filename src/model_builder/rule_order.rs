@@ -1,0 +1,101 @@
+//! Turning a set of host/path routes into an ordered, first-match-wins rule list that means
+//! exactly what the Ingress specification says.
+//!
+//! The specification selects by host first (an exact host before a wildcard, a wildcard
+//! before host-less rules) and then, within the selected host, by the longest matching path,
+//! `Exact` before `Prefix` of the same length. A request whose selected host has no matching
+//! path goes to the default backend; it does not fall through to a less specific host. The
+//! ordered list reproduces that with "fence" rules: a host-only rule that sends the rest of an
+//! exact (or wildcard) host to the default action, added only where a later rule could
+//! otherwise capture the request.
+
+use std::cmp::Reverse;
+use std::collections::BTreeMap;
+
+use tollgate_contract::{Action, Conditions, HostMatch, ObjectRef, PathKind, PathMatch, Rule};
+
+/// A route that survived conflict resolution, with the action it leads to.
+#[derive(Debug, Clone)]
+pub struct Route {
+    pub host: Option<HostMatch>,
+    pub path: PathMatch,
+    pub action: Action,
+    pub ingress: ObjectRef,
+}
+
+/// Two routes with the same key match exactly the same requests; only one can be served.
+pub fn conflict_key(host: &Option<HostMatch>, path: &PathMatch) -> (Option<HostMatch>, PathKind, String) {
+    (host.clone(), path.kind, normalized_path(path).to_string())
+}
+
+fn normalized_path(path: &PathMatch) -> &str {
+    match path.kind {
+        PathKind::Prefix => path.path.trim_end_matches('/'),
+        PathKind::Exact | PathKind::Regex => &path.path,
+    }
+}
+
+fn covers_everything(path: &PathMatch) -> bool {
+    path.kind == PathKind::Prefix && normalized_path(path).is_empty()
+}
+
+/// Within one host: longest path first; `Exact`, then `Prefix`, then regular expressions at
+/// equal length; then the path text; routes arrive already in precedence order and the sort
+/// is stable.
+fn path_order(path: &PathMatch) -> (Reverse<usize>, PathKind, &str) {
+    (Reverse(normalized_path(path).len()), path.kind, &path.path)
+}
+
+/// Orders conflict-free routes into rules; `default_action` answers the rest of a host.
+pub fn order_rules(routes: Vec<Route>, default_action: &Action) -> Vec<Rule> {
+    let mut exact: BTreeMap<String, Vec<Route>> = BTreeMap::new();
+    let mut wildcard: BTreeMap<String, Vec<Route>> = BTreeMap::new();
+    let mut hostless: Vec<Route> = Vec::new();
+    for r in routes {
+        match &r.host {
+            Some(HostMatch::Exact(h)) => exact.entry(h.clone()).or_default().push(r),
+            Some(HostMatch::Wildcard(s)) => wildcard.entry(s.clone()).or_default().push(r),
+            None => hostless.push(r),
+        }
+    }
+
+    let mut rules = Vec::new();
+    let mut emit = |host: Option<HostMatch>, mut group: Vec<Route>, fence_needed: bool| {
+        group.sort_by(|a, b| path_order(&a.path).cmp(&path_order(&b.path)));
+        let fence = fence_needed && !group.iter().any(|r| covers_everything(&r.path));
+        let fence_owner = group.first().map(|r| r.ingress.clone());
+        for r in group {
+            rules.push(Rule {
+                ingress: r.ingress,
+                conditions: Conditions {
+                    host: r.host,
+                    path: Some(r.path),
+                    ..Default::default()
+                },
+                action: r.action,
+            });
+        }
+        if let (true, Some(owner), Some(h)) = (fence, fence_owner, host) {
+            rules.push(Rule {
+                ingress: owner,
+                conditions: Conditions {
+                    host: Some(h),
+                    ..Default::default()
+                },
+                action: default_action.clone(),
+            });
+        }
+    };
+
+    let wildcard_hosts: Vec<HostMatch> = wildcard.keys().map(|s| HostMatch::Wildcard(s.clone())).collect();
+    let any_hostless = !hostless.is_empty();
+    for (h, group) in exact {
+        let shadowed = any_hostless || wildcard_hosts.iter().any(|w| w.matches(&h));
+        emit(Some(HostMatch::Exact(h)), group, shadowed);
+    }
+    for (s, group) in wildcard {
+        emit(Some(HostMatch::Wildcard(s)), group, any_hostless);
+    }
+    emit(None, hostless, false);
+    rules
+}

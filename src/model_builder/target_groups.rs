@@ -1,0 +1,386 @@
+//! Backends → target groups: resolving a Service port, shaping the target group from
+//! annotations, and filling it with targets from EndpointSlices (or Endpoints) and Nodes.
+
+use std::collections::{BTreeMap, HashMap};
+use std::net::IpAddr;
+
+use k8s_openapi::api::core::v1::{Endpoints, Node, Service, ServicePort};
+use k8s_openapi::api::discovery::v1::EndpointSlice;
+use k8s_openapi::api::networking::v1::IngressBackend;
+use sha2::{Digest, Sha256};
+use tollgate_contract::{
+    BackendProtocol, Diagnostic, HealthCheck, ObjectKind, ObjectRef, ProtocolVersion, Reason,
+    Severity, Target, TargetAddress, TargetGroup, TargetState, TargetType,
+};
+
+use super::annotations::{backend_settings, BackendSettings};
+use super::BuildOptions;
+use crate::ClusterSnapshot;
+
+const SERVICE_NAME_LABEL: &str = "kubernetes.io/service-name";
+const EXCLUDE_NODE_LABEL: &str = "node.kubernetes.io/exclude-from-external-load-balancers";
+
+/// The cluster objects backends are resolved against, indexed once per build.
+pub(crate) struct BackendIndex<'a> {
+    services: HashMap<(&'a str, &'a str), &'a Service>,
+    slices: HashMap<(&'a str, &'a str), Vec<&'a EndpointSlice>>,
+    endpoints: HashMap<(&'a str, &'a str), &'a Endpoints>,
+    nodes: Vec<&'a Node>,
+    /// Parsed Service annotations, with their errors reported once.
+    service_settings: HashMap<(&'a str, &'a str), BackendSettings>,
+}
+
+fn ns_name(meta: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta) -> (&str, &str) {
+    (
+        meta.namespace.as_deref().unwrap_or("default"),
+        meta.name.as_deref().unwrap_or_default(),
+    )
+}
+
+impl<'a> BackendIndex<'a> {
+    pub(crate) fn new(snap: &'a ClusterSnapshot, diags: &mut Vec<Diagnostic>) -> Self {
+        let mut service_settings = HashMap::new();
+        let mut services = HashMap::new();
+        for s in &snap.services {
+            let key = ns_name(&s.metadata);
+            services.insert(key, s);
+            if let Some(a) = s.metadata.annotations.as_ref() {
+                let (settings, errors) = backend_settings(a);
+                for e in errors {
+                    diags.push(Diagnostic::new(
+                        Severity::Warning,
+                        ObjectKind::Service,
+                        key.0,
+                        key.1,
+                        Reason::AnnotationInvalid,
+                        format!("{e}; the value is ignored"),
+                    ));
+                }
+                service_settings.insert(key, settings);
+            }
+        }
+        let mut slices: HashMap<(&str, &str), Vec<&EndpointSlice>> = HashMap::new();
+        for s in &snap.endpoint_slices {
+            if let Some(svc) = s.metadata.labels.as_ref().and_then(|l| l.get(SERVICE_NAME_LABEL)) {
+                slices
+                    .entry((ns_name(&s.metadata).0, svc.as_str()))
+                    .or_default()
+                    .push(s);
+            }
+        }
+        BackendIndex {
+            services,
+            slices,
+            endpoints: snap.endpoints.iter().map(|e| (ns_name(&e.metadata), e)).collect(),
+            nodes: snap.nodes.iter().collect(),
+            service_settings,
+        }
+    }
+}
+
+/// Why a backend could not be resolved; the route then answers 503.
+pub(crate) struct Unresolved {
+    pub reason: Reason,
+    pub message: String,
+}
+
+fn unresolved(reason: Reason, message: String) -> Unresolved {
+    Unresolved { reason, message }
+}
+
+/// The target groups of one load balancer, shared per (Service, port, settings).
+pub(crate) struct TargetGroupSet<'i, 'a> {
+    index: &'i BackendIndex<'a>,
+    opts: &'i BuildOptions,
+    groups: BTreeMap<String, TargetGroup>,
+}
+
+impl<'i, 'a> TargetGroupSet<'i, 'a> {
+    pub(crate) fn new(index: &'i BackendIndex<'a>, opts: &'i BuildOptions) -> Self {
+        TargetGroupSet {
+            index,
+            opts,
+            groups: BTreeMap::new(),
+        }
+    }
+
+    pub(crate) fn into_sorted(self) -> Vec<TargetGroup> {
+        self.groups.into_values().collect()
+    }
+
+    /// The id of the target group serving `backend` for an Ingress in `namespace`.
+    pub(crate) fn resolve(
+        &mut self,
+        namespace: &str,
+        backend: &IngressBackend,
+        ingress_settings: &BackendSettings,
+    ) -> Result<String, Unresolved> {
+        if let Some(r) = &backend.resource {
+            return Err(unresolved(
+                Reason::ResourceBackendUnsupported,
+                format!("resource backends ({} {}) are not supported", r.kind, r.name),
+            ));
+        }
+        let Some(sb) = &backend.service else {
+            return Err(unresolved(
+                Reason::ObjectInvalid,
+                "a backend names neither a service nor a resource".into(),
+            ));
+        };
+        let Some(svc) = self.index.services.get(&(namespace, sb.name.as_str())) else {
+            return Err(unresolved(
+                Reason::ServiceNotFound,
+                format!("Service {namespace}/{} not found", sb.name),
+            ));
+        };
+        let spec = svc.spec.as_ref();
+        let svc_type = spec.and_then(|s| s.type_.as_deref()).unwrap_or("ClusterIP");
+        if svc_type == "ExternalName" {
+            return Err(unresolved(
+                Reason::ServiceTypeUnsupported,
+                format!("Service {namespace}/{} is of type ExternalName, which has no endpoints to balance", sb.name),
+            ));
+        }
+        let ports: &[ServicePort] = spec.and_then(|s| s.ports.as_deref()).unwrap_or(&[]);
+        let wanted = sb.port.as_ref();
+        let port = ports.iter().find(|p| match wanted {
+            Some(w) => match (&w.name, w.number) {
+                (Some(n), _) if !n.is_empty() => p.name.as_deref() == Some(n.as_str()),
+                (_, Some(num)) => p.port == num,
+                _ => false,
+            },
+            None => ports.len() == 1,
+        });
+        let Some(port) = port else {
+            let want = match wanted {
+                Some(w) => w
+                    .name
+                    .clone()
+                    .filter(|n| !n.is_empty())
+                    .or(w.number.map(|n| n.to_string()))
+                    .unwrap_or_else(|| "(none given)".into()),
+                None => "(none given)".into(),
+            };
+            let have: Vec<String> = ports
+                .iter()
+                .map(|p| match &p.name {
+                    Some(n) => format!("{}/{n}", p.port),
+                    None => p.port.to_string(),
+                })
+                .collect();
+            return Err(unresolved(
+                Reason::ServicePortNotFound,
+                format!(
+                    "Service {namespace}/{} has no port {want} (it has: {})",
+                    sb.name,
+                    if have.is_empty() { "none".into() } else { have.join(", ") }
+                ),
+            ));
+        };
+        let Ok(service_port) = u16::try_from(port.port) else {
+            return Err(unresolved(
+                Reason::ServicePortNotFound,
+                format!("Service {namespace}/{} port {} is out of range", sb.name, port.port),
+            ));
+        };
+
+        let settings = match self.index.service_settings.get(&(namespace, sb.name.as_str())) {
+            Some(svc_settings) => ingress_settings.overridden_by(svc_settings),
+            None => ingress_settings.clone(),
+        };
+        let target_type = settings.target_type.unwrap_or(self.opts.default_target_type);
+        let node_port = if target_type == TargetType::Instance {
+            match (svc_type, port.node_port.and_then(|p| u16::try_from(p).ok())) {
+                ("NodePort" | "LoadBalancer", Some(np)) => Some(np),
+                _ => {
+                    return Err(unresolved(
+                        Reason::ServiceTypeUnsupported,
+                        format!(
+                            "target-type instance needs Service {namespace}/{} to be of type NodePort or LoadBalancer (it is {svc_type})",
+                            sb.name
+                        ),
+                    ))
+                }
+            }
+        } else {
+            None
+        };
+
+        let protocol = settings.protocol.unwrap_or_default();
+        let health_check = HealthCheck {
+            path: settings.healthcheck_path.clone().unwrap_or_else(|| "/".into()),
+            port: settings
+                .healthcheck_port
+                .clone()
+                .unwrap_or_else(|| "traffic-port".into()),
+            protocol: settings.healthcheck_protocol.unwrap_or(protocol),
+            interval_seconds: settings.healthcheck_interval_seconds.unwrap_or(15),
+            timeout_seconds: settings.healthcheck_timeout_seconds.unwrap_or(5),
+            healthy_threshold: settings.healthy_threshold.unwrap_or(2),
+            unhealthy_threshold: settings.unhealthy_threshold.unwrap_or(2),
+            success_codes: settings.success_codes.clone().unwrap_or_else(|| {
+                // gRPC health checks answer with gRPC status codes.
+                if settings.protocol_version == Some(ProtocolVersion::Grpc) {
+                    "12".into()
+                } else {
+                    "200".into()
+                }
+            }),
+        };
+        let mut tg = TargetGroup {
+            id: String::new(),
+            service: ObjectRef::new(namespace, sb.name.clone()),
+            service_port,
+            protocol,
+            protocol_version: settings.protocol_version.unwrap_or_default(),
+            target_type,
+            health_check,
+            attributes: settings.target_group_attributes.clone(),
+            targets: Vec::new(),
+        };
+        tg.id = target_group_id(&tg, self.opts.default_target_type);
+        if !self.groups.contains_key(&tg.id) {
+            tg.targets = match node_port {
+                Some(np) => self.node_targets(np),
+                None => self.pod_targets(namespace, &sb.name, port),
+            };
+            self.groups.insert(tg.id.clone(), tg.clone());
+        }
+        Ok(tg.id)
+    }
+
+    fn pod_targets(&self, namespace: &str, service: &str, port: &ServicePort) -> Vec<Target> {
+        let port_name = port.name.as_deref().unwrap_or("");
+        let mut best: BTreeMap<(IpAddr, u16), (TargetState, Option<String>)> = BTreeMap::new();
+        let mut add = |ip: IpAddr, p: u16, state: TargetState, node: Option<String>| {
+            let e = best.entry((ip, p)).or_insert((state, node.clone()));
+            // A pod listed twice (slices overlap during updates): the readiest listing wins.
+            if state < e.0 {
+                *e = (state, node);
+            }
+        };
+        match self.index.slices.get(&(namespace, service)) {
+            Some(slices) => {
+                for slice in slices {
+                    if slice.address_type == "FQDN" {
+                        continue;
+                    }
+                    let Some(p) = slice.ports.iter().flatten().find(|p| p.name.as_deref().unwrap_or("") == port_name) else {
+                        continue;
+                    };
+                    let Some(num) = p.port.and_then(|n| u16::try_from(n).ok()) else {
+                        continue;
+                    };
+                    for ep in &slice.endpoints {
+                        let c = ep.conditions.as_ref();
+                        let terminating = c.and_then(|c| c.terminating).unwrap_or(false);
+                        // A nil `ready` means ready (EndpointSlice API contract).
+                        let ready = c.and_then(|c| c.ready).unwrap_or(true);
+                        let state = if terminating {
+                            TargetState::Terminating
+                        } else if ready {
+                            TargetState::Ready
+                        } else {
+                            TargetState::NotReady
+                        };
+                        for a in &ep.addresses {
+                            if let Ok(ip) = a.parse::<IpAddr>() {
+                                add(ip, num, state, ep.node_name.clone());
+                            }
+                        }
+                    }
+                }
+            }
+            None => {
+                if let Some(eps) = self.index.endpoints.get(&(namespace, service)) {
+                    for subset in eps.subsets.iter().flatten() {
+                        let Some(p) = subset.ports.iter().flatten().find(|p| p.name.as_deref().unwrap_or("") == port_name) else {
+                            continue;
+                        };
+                        let Ok(num) = u16::try_from(p.port) else {
+                            continue;
+                        };
+                        let listed = subset
+                            .addresses
+                            .iter()
+                            .flatten()
+                            .map(|a| (a, TargetState::Ready))
+                            .chain(subset.not_ready_addresses.iter().flatten().map(|a| (a, TargetState::NotReady)));
+                        for (a, state) in listed {
+                            if let Ok(ip) = a.ip.parse::<IpAddr>() {
+                                add(ip, num, state, a.node_name.clone());
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        best.into_iter()
+            .map(|((ip, port), (state, node))| Target {
+                address: TargetAddress::Ip(ip),
+                port,
+                node,
+                state,
+            })
+            .collect()
+    }
+
+    fn node_targets(&self, node_port: u16) -> Vec<Target> {
+        let mut out: Vec<Target> = self
+            .index
+            .nodes
+            .iter()
+            .filter(|n| {
+                !n.metadata
+                    .labels
+                    .as_ref()
+                    .is_some_and(|l| l.contains_key(EXCLUDE_NODE_LABEL))
+            })
+            .filter_map(|n| {
+                // `aws:///us-east-1a/i-0abc…`: the instance ID is the last segment.
+                let provider_id = n.spec.as_ref()?.provider_id.as_deref()?;
+                let instance = provider_id.rsplit('/').next().filter(|s| !s.is_empty())?;
+                let ready = n
+                    .status
+                    .as_ref()
+                    .and_then(|s| s.conditions.as_ref())
+                    .and_then(|cs| cs.iter().find(|c| c.type_ == "Ready"))
+                    .is_some_and(|c| c.status == "True");
+                Some(Target {
+                    address: TargetAddress::Instance(instance.to_string()),
+                    port: node_port,
+                    node: n.metadata.name.clone(),
+                    state: if ready {
+                        TargetState::Ready
+                    } else {
+                        TargetState::NotReady
+                    },
+                })
+            })
+            .collect();
+        out.sort();
+        out
+    }
+}
+
+/// `<namespace>/<service>:<port>`, plus a digest of the settings when they differ from the
+/// defaults, so two target groups for one port with different settings stay distinct.
+fn target_group_id(tg: &TargetGroup, default_target_type: TargetType) -> String {
+    let base = format!("{}/{}:{}", tg.service.namespace, tg.service.name, tg.service_port);
+    let is_default = tg.protocol == BackendProtocol::Http
+        && tg.protocol_version == ProtocolVersion::Http1
+        && tg.target_type == default_target_type
+        && tg.health_check == HealthCheck::default()
+        && tg.attributes.is_empty();
+    if is_default {
+        return base;
+    }
+    let mut h = Sha256::new();
+    h.update(format!(
+        "{:?}|{:?}|{:?}|{:?}|{:?}",
+        tg.protocol, tg.protocol_version, tg.target_type, tg.health_check, tg.attributes
+    ));
+    let digest = h.finalize();
+    let hex: String = digest.iter().take(4).map(|b| format!("{b:02x}")).collect();
+    format!("{base}-{hex}")
+}

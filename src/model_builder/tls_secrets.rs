@@ -1,0 +1,95 @@
+//! Reading `kubernetes.io/tls` Secrets into certificate material, checked well enough that a
+//! plan already says when a Secret is unusable.
+
+use std::collections::HashMap;
+
+use k8s_openapi::api::core::v1::Secret;
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use sha2::{Digest, Sha256};
+use tollgate_contract::TlsMaterial;
+
+/// Secrets by namespace and name, with each one's verdict cached.
+pub(crate) struct SecretIndex<'a> {
+    secrets: HashMap<(&'a str, &'a str), &'a Secret>,
+    verdicts: HashMap<(String, String), Result<TlsMaterial, String>>,
+}
+
+impl<'a> SecretIndex<'a> {
+    pub(crate) fn new(secrets: &'a [Secret]) -> Self {
+        SecretIndex {
+            secrets: secrets
+                .iter()
+                .map(|s| {
+                    (
+                        (
+                            s.metadata.namespace.as_deref().unwrap_or("default"),
+                            s.metadata.name.as_deref().unwrap_or_default(),
+                        ),
+                        s,
+                    )
+                })
+                .collect(),
+            verdicts: HashMap::new(),
+        }
+    }
+
+    /// The certificate material of a Secret, or why it cannot be used.
+    /// `Err(None)` means the Secret does not exist.
+    pub(crate) fn material(&mut self, namespace: &str, name: &str) -> Result<TlsMaterial, Option<String>> {
+        let Some(secret) = self.secrets.get(&(namespace, name)) else {
+            return Err(None);
+        };
+        self.verdicts
+            .entry((namespace.to_string(), name.to_string()))
+            .or_insert_with(|| read_tls_secret(secret))
+            .clone()
+            .map_err(Some)
+    }
+}
+
+/// Checks a Secret holds a PEM certificate chain and a matching private key.
+pub fn read_tls_secret(secret: &Secret) -> Result<TlsMaterial, String> {
+    let data = secret.data.as_ref();
+    let get = |k: &str| -> Option<Vec<u8>> {
+        data.and_then(|d| d.get(k)).map(|b| b.0.clone()).or_else(|| {
+            secret
+                .string_data
+                .as_ref()
+                .and_then(|d| d.get(k))
+                .map(|s| s.as_bytes().to_vec())
+        })
+    };
+    let ty = secret.type_.as_deref().unwrap_or("Opaque");
+    let (Some(crt), Some(key)) = (get("tls.crt"), get("tls.key")) else {
+        return Err(format!("Secret of type {ty} lacks tls.crt or tls.key"));
+    };
+    let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(&crt)
+        .collect::<Result<_, _>>()
+        .map_err(|e| format!("tls.crt is not PEM: {e}"))?;
+    if chain.is_empty() {
+        return Err("tls.crt holds no certificate".into());
+    }
+    let private_key = PrivateKeyDer::from_pem_slice(&key).map_err(|e| format!("tls.key holds no usable private key: {e}"))?;
+    let provider = rustls::crypto::aws_lc_rs::default_provider();
+    let signing_key = provider
+        .key_provider
+        .load_private_key(private_key)
+        .map_err(|e| format!("tls.key is not a supported private key: {e}"))?;
+    let certified = rustls::sign::CertifiedKey::new(chain, signing_key);
+    certified
+        .keys_match()
+        .map_err(|e| format!("tls.key does not belong to the certificate in tls.crt: {e}"))?;
+
+    let cert_chain_pem = String::from_utf8(crt).map_err(|_| "tls.crt is not UTF-8 PEM".to_string())?;
+    let private_key_pem = String::from_utf8(key).map_err(|_| "tls.key is not UTF-8 PEM".to_string())?;
+    let mut h = Sha256::new();
+    h.update(cert_chain_pem.as_bytes());
+    h.update(private_key_pem.as_bytes());
+    let fingerprint = h.finalize().iter().take(16).map(|b| format!("{b:02x}")).collect();
+    Ok(TlsMaterial {
+        cert_chain_pem,
+        private_key_pem,
+        fingerprint,
+    })
+}
