@@ -87,12 +87,13 @@ pub(crate) fn read_member(ing: &Ingress) -> Result<Member<'_>, Vec<Diagnostic>> 
             Some(h) => match parse_host(h) {
                 Ok(hm) => Some(hm),
                 Err(problem) => {
+                    // Keep going: the paths of this rule may have problems of their own.
                     errors.push(error(
                         &obj,
                         Reason::HostInvalid,
                         format!("spec.rules[{ri}].host {h:?}: {problem}"),
                     ));
-                    continue;
+                    None
                 }
             },
         };

@@ -135,14 +135,16 @@ struct ListenerDraft {
     members: Vec<usize>,
 }
 
-/// The ports an Ingress listens on: `listen-ports`, else HTTP:80 and, when it has TLS,
-/// HTTPS:443.
-fn member_ports(m: &Member<'_>) -> Vec<(ListenerProtocol, u16)> {
+/// The ports an Ingress listens on: `listen-ports`, else HTTP:80 and, when it has TLS (or
+/// always, for the in-cluster proxy, which like ingress-nginx serves every host on both
+/// ports), HTTPS:443.
+fn member_ports(m: &Member<'_>, grouping: &Grouping) -> Vec<(ListenerProtocol, u16)> {
     match &m.settings.listen_ports {
         Some(p) => p.clone(),
         None => {
             let mut p = vec![(ListenerProtocol::Http, 80)];
-            if !m.tls.is_empty() || !m.settings.certificate_arns.is_empty() {
+            let every_host_on_https = matches!(grouping, Grouping::Single(_));
+            if every_host_on_https || !m.tls.is_empty() || !m.settings.certificate_arns.is_empty() {
                 p.push((ListenerProtocol::Https, 443));
             }
             p
@@ -179,7 +181,7 @@ fn build_load_balancer(
     // Listeners: one per port; a member asking for another protocol on a taken port is told.
     let mut drafts: BTreeMap<u16, ListenerDraft> = BTreeMap::new();
     for (i, m) in members.iter().enumerate() {
-        for (proto, port) in member_ports(m) {
+        for (proto, port) in member_ports(m, &opts.grouping) {
             let d = drafts.entry(port).or_insert(ListenerDraft { protocol: proto, members: Vec::new() });
             if d.protocol == proto {
                 d.members.push(i);
@@ -251,7 +253,7 @@ fn build_load_balancer(
                     Severity::Warning,
                     Reason::DefaultBackendConflict,
                     format!(
-                        "spec.defaultBackend is ignored on port {port}: Ingress {} has precedence in load balancer {id}",
+                        "spec.defaultBackend is ignored: Ingress {} has precedence in load balancer {id}",
                         members[owner].obj
                     ),
                 )),

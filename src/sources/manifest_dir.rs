@@ -53,6 +53,13 @@ pub fn load_dir(dir: &Path) -> Result<(ClusterSnapshot, Vec<Diagnostic>), Manife
     Ok(loader.finish())
 }
 
+/// Parses manifest text as if it were one file named `label` (JSON when `is_json`).
+pub fn parse_manifests(label: &str, text: &str, is_json: bool) -> (ClusterSnapshot, Vec<Diagnostic>) {
+    let mut loader = Loader::default();
+    loader.load_text(label.to_string(), text, is_json);
+    loader.finish()
+}
+
 fn manifest_files(dir: &Path) -> Result<Vec<PathBuf>, ManifestDirError> {
     let mut out = Vec::new();
     let mut stack = vec![dir.to_path_buf()];
@@ -133,9 +140,13 @@ impl Loader {
             }
         };
         let is_json = path.extension().is_some_and(|e| e == "json");
+        self.load_text(file, &text, is_json);
+    }
+
+    fn load_text(&mut self, file: String, text: &str, is_json: bool) {
         let mut docs = Vec::new();
         if is_json {
-            for (i, v) in serde_json::Deserializer::from_str(&text).into_iter::<Value>().enumerate() {
+            for (i, v) in serde_json::Deserializer::from_str(text).into_iter::<Value>().enumerate() {
                 match v {
                     Ok(v) => docs.push((i, v)),
                     Err(e) => {
@@ -146,7 +157,7 @@ impl Loader {
                 }
             }
         } else {
-            for (i, doc) in serde_yaml_ng::Deserializer::from_str(&text).enumerate() {
+            for (i, doc) in serde_yaml_ng::Deserializer::from_str(text).enumerate() {
                 match Value::deserialize(doc) {
                     Ok(v) => docs.push((i, v)),
                     Err(e) => {
