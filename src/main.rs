@@ -9,7 +9,7 @@ use serde::Serialize;
 use tollgate::model_builder::CONTROLLER_NAME;
 use tollgate::sources::manifest_dir::load_dir;
 use tollgate::{build, BuildOptions, Grouping};
-use tollgate_contract::{Diagnostic, DesiredState, Severity, TargetType};
+use tollgate_contract::{DesiredState, Diagnostic, Severity, TargetType};
 
 /// Tollgate: a Kubernetes ingress controller. It turns networking.k8s.io/v1 Ingress objects
 /// into AWS Application Load Balancers, or serves them itself as a reverse proxy.
@@ -120,7 +120,9 @@ fn plan(args: PlanArgs) -> anyhow::Result<ExitCode> {
     };
     let text = match args.output {
         OutputFormat::Yaml => serde_yaml_ng::to_string(&printed).context("rendering YAML")?,
-        OutputFormat::Json => serde_json::to_string_pretty(&printed).context("rendering JSON")? + "\n",
+        OutputFormat::Json => {
+            serde_json::to_string_pretty(&printed).context("rendering JSON")? + "\n"
+        }
     };
     print!("{text}");
     for d in &diagnostics {
@@ -129,7 +131,11 @@ fn plan(args: PlanArgs) -> anyhow::Result<ExitCode> {
         }
     }
     let rejected = diagnostics.iter().any(|d| d.severity == Severity::Error);
-    Ok(if rejected { ExitCode::from(2) } else { ExitCode::SUCCESS })
+    Ok(if rejected {
+        ExitCode::from(2)
+    } else {
+        ExitCode::SUCCESS
+    })
 }
 
 fn main() -> ExitCode {

@@ -14,7 +14,11 @@ struct Planned {
     model: DesiredState,
 }
 
-fn plan(snapshot: &ClusterSnapshot, mut source_diags: Vec<Diagnostic>, grouping: Grouping) -> Planned {
+fn plan(
+    snapshot: &ClusterSnapshot,
+    mut source_diags: Vec<Diagnostic>,
+    grouping: Grouping,
+) -> Planned {
     let opts = BuildOptions {
         grouping,
         ..BuildOptions::default()
@@ -43,7 +47,11 @@ fn examples_one_load_balancer_per_ingress() {
     let (snap, diags) = load_dir(Path::new("examples")).expect("examples/ is readable");
     let planned = plan(&snap, diags, Grouping::ByIngressGroup);
     assert!(planned.diagnostics.is_empty(), "{:#?}", planned.diagnostics);
-    assert_eq!(planned.model.load_balancers.len(), 6, "one load balancer per example Ingress");
+    assert_eq!(
+        planned.model.load_balancers.len(),
+        6,
+        "one load balancer per example Ingress"
+    );
     insta::assert_yaml_snapshot!(planned);
 }
 
@@ -59,7 +67,10 @@ fn edge_cases() {
     let common = std::fs::read_to_string("tests/fixtures/common-backends.json").expect("fixture");
     insta::glob!("fixtures/model/*.yaml", |path| {
         let text = std::fs::read_to_string(path).expect("fixture");
-        let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("fixture");
+        let name = path
+            .file_name()
+            .and_then(|n| n.to_str())
+            .unwrap_or("fixture");
         let (mut snap, _) = parse_manifests("common-backends.json", &common, true);
         let (own, diags) = parse_manifests(name, &text, false);
         merge(&mut snap, own);

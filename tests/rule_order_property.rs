@@ -15,10 +15,29 @@ use tollgate::{build, BuildOptions, ClusterSnapshot, Grouping};
 use tollgate_contract::matching::RequestFacts;
 use tollgate_contract::Action;
 
-const HOSTS: &[&str] = &["a.com", "x.a.com", "y.a.com", "*.a.com", "b.x.a.com", "*.x.a.com"];
+const HOSTS: &[&str] = &[
+    "a.com",
+    "x.a.com",
+    "y.a.com",
+    "*.a.com",
+    "b.x.a.com",
+    "*.x.a.com",
+];
 const PATHS: &[&str] = &["/", "/a", "/a/", "/a/b", "/ab", "/a/b/c", "/b", "/a/b/"];
-const REQ_HOSTS: &[&str] = &["a.com", "x.a.com", "y.a.com", "z.a.com", "b.x.a.com", "c.x.a.com", "q.b.x.a.com", "other.org", "X.A.com:8080"];
-const REQ_PATHS: &[&str] = &["/", "/a", "/a/", "/a/b", "/a/bc", "/ab", "/a/b/c", "/a/b/c/d", "/b", "/b/", "/c", "/a/b/"];
+const REQ_HOSTS: &[&str] = &[
+    "a.com",
+    "x.a.com",
+    "y.a.com",
+    "z.a.com",
+    "b.x.a.com",
+    "c.x.a.com",
+    "q.b.x.a.com",
+    "other.org",
+    "X.A.com:8080",
+];
+const REQ_PATHS: &[&str] = &[
+    "/", "/a", "/a/", "/a/b", "/a/bc", "/ab", "/a/b/c", "/a/b/c/d", "/b", "/b/", "/c", "/a/b/",
+];
 
 /// One path of a generated Ingress: host index (None = no host), path index, exact?, backend.
 type GenPath = (Option<usize>, usize, bool, usize);
@@ -32,19 +51,30 @@ struct GenIngress {
 fn gen_ingress() -> impl Strategy<Value = GenIngress> {
     (
         prop::collection::vec(
-            (prop::option::weighted(0.8, 0..HOSTS.len()), 0..PATHS.len(), any::<bool>(), 0..6usize),
+            (
+                prop::option::weighted(0.8, 0..HOSTS.len()),
+                0..PATHS.len(),
+                any::<bool>(),
+                0..6usize,
+            ),
             0..6,
         ),
         prop::option::weighted(0.2, 0..6usize),
     )
-        .prop_map(|(paths, default_backend)| GenIngress { paths, default_backend })
+        .prop_map(|(paths, default_backend)| GenIngress {
+            paths,
+            default_backend,
+        })
 }
 
 fn backend(i: usize) -> IngressBackend {
     IngressBackend {
         service: Some(IngressServiceBackend {
             name: format!("svc{i}"),
-            port: Some(ServiceBackendPort { number: Some(80), name: None }),
+            port: Some(ServiceBackendPort {
+                number: Some(80),
+                name: None,
+            }),
         }),
         resource: None,
     }
@@ -54,8 +84,18 @@ fn snapshot(ings: &[GenIngress]) -> ClusterSnapshot {
     let mut snap = ClusterSnapshot::default();
     for i in 0..6 {
         snap.services.push(Service {
-            metadata: ObjectMeta { name: Some(format!("svc{i}")), namespace: Some("default".into()), ..Default::default() },
-            spec: Some(ServiceSpec { ports: Some(vec![ServicePort { port: 80, ..Default::default() }]), ..Default::default() }),
+            metadata: ObjectMeta {
+                name: Some(format!("svc{i}")),
+                namespace: Some("default".into()),
+                ..Default::default()
+            },
+            spec: Some(ServiceSpec {
+                ports: Some(vec![ServicePort {
+                    port: 80,
+                    ..Default::default()
+                }]),
+                ..Default::default()
+            }),
             ..Default::default()
         });
     }
@@ -77,7 +117,11 @@ fn snapshot(ings: &[GenIngress]) -> ClusterSnapshot {
             .collect();
         let has_rules = !rules.is_empty();
         snap.ingresses.push(Ingress {
-            metadata: ObjectMeta { name: Some(format!("ing{n:02}")), namespace: Some("default".into()), ..Default::default() },
+            metadata: ObjectMeta {
+                name: Some(format!("ing{n:02}")),
+                namespace: Some("default".into()),
+                ..Default::default()
+            },
             spec: Some(IngressSpec {
                 ingress_class_name: Some("tollgate".into()),
                 rules: has_rules.then_some(rules),
@@ -96,7 +140,11 @@ fn snapshot(ings: &[GenIngress]) -> ClusterSnapshot {
 /// equal length; identical routes go to the Ingress with precedence (here: name order).
 /// `None` is the controller's 404.
 fn reference(ings: &[GenIngress], req_host: &str, req_path: &str) -> Option<usize> {
-    let req_host = req_host.split(':').next().unwrap_or_default().to_ascii_lowercase();
+    let req_host = req_host
+        .split(':')
+        .next()
+        .unwrap_or_default()
+        .to_ascii_lowercase();
     let host_matches = |pattern: &str| -> bool {
         match pattern.strip_prefix("*.") {
             Some(suffix) => req_host
@@ -112,14 +160,24 @@ fn reference(ings: &[GenIngress], req_host: &str, req_path: &str) -> Option<usiz
         for (h, p, exact, b) in &g.paths {
             let host = h.map(|h| HOSTS[h]);
             let path = PATHS[*p];
-            let norm = if *exact { path } else { path.trim_end_matches('/') };
+            let norm = if *exact {
+                path
+            } else {
+                path.trim_end_matches('/')
+            };
             if seen.insert((host, norm, *exact), ()).is_none() {
                 routes.push((host, path, *exact, *b));
             }
         }
     }
-    let exact_host: Vec<_> = routes.iter().filter(|r| r.0.is_some_and(|h| !h.starts_with('*') && host_matches(h))).collect();
-    let wildcard: Vec<_> = routes.iter().filter(|r| r.0.is_some_and(|h| h.starts_with('*') && host_matches(h))).collect();
+    let exact_host: Vec<_> = routes
+        .iter()
+        .filter(|r| r.0.is_some_and(|h| !h.starts_with('*') && host_matches(h)))
+        .collect();
+    let wildcard: Vec<_> = routes
+        .iter()
+        .filter(|r| r.0.is_some_and(|h| h.starts_with('*') && host_matches(h)))
+        .collect();
     let hostless: Vec<_> = routes.iter().filter(|r| r.0.is_none()).collect();
     let selected = if !exact_host.is_empty() {
         exact_host
@@ -141,14 +199,21 @@ fn reference(ings: &[GenIngress], req_host: &str, req_path: &str) -> Option<usiz
             best = Some((len, *exact, *b));
         }
     }
-    best.map(|(_, _, b)| b).or_else(|| ings.iter().find_map(|g| g.default_backend.or((g.paths.is_empty()).then_some(0))))
+    best.map(|(_, _, b)| b).or_else(|| {
+        ings.iter()
+            .find_map(|g| g.default_backend.or((g.paths.is_empty()).then_some(0)))
+    })
 }
 
 fn backend_of(action: &Action) -> Option<usize> {
     match action {
         Action::Forward(f) => {
             let tg = &f.target_groups.first()?.target_group; // "default/svcN:80"
-            tg.strip_prefix("default/svc")?.split(':').next()?.parse().ok()
+            tg.strip_prefix("default/svc")?
+                .split(':')
+                .next()?
+                .parse()
+                .ok()
         }
         _ => None,
     }

@@ -184,8 +184,9 @@ fn parse_group_name(v: &str) -> Result<String, String> {
 
 /// `[{"HTTP": 80}, {"HTTPS": 443}]`.
 fn parse_listen_ports(v: &str) -> Result<Vec<(ListenerProtocol, u16)>, String> {
-    let items: Vec<BTreeMap<String, serde_json::Value>> =
-        serde_json::from_str(v).map_err(|e| format!("expected a JSON list like [{{\"HTTP\": 80}}, {{\"HTTPS\": 443}}]: {e}"))?;
+    let items: Vec<BTreeMap<String, serde_json::Value>> = serde_json::from_str(v).map_err(|e| {
+        format!("expected a JSON list like [{{\"HTTP\": 80}}, {{\"HTTPS\": 443}}]: {e}")
+    })?;
     let mut out = Vec::new();
     for item in items {
         for (proto, port) in item {
@@ -254,7 +255,10 @@ fn read_backend(r: &mut Reader<'_>) -> BackendSettings {
             "GRPC" => Ok((BackendProtocol::Http, ProtocolVersion::Grpc)),
             "GRPCS" => Ok((BackendProtocol::Https, ProtocolVersion::Grpc)),
             "H2C" => Ok((BackendProtocol::Http, ProtocolVersion::Http2)),
-            _ => Err("expected HTTP, HTTPS, GRPC, GRPCS or H2C (AUTO_HTTP and FCGI are not supported)".into()),
+            _ => Err(
+                "expected HTTP, HTTPS, GRPC, GRPCS or H2C (AUTO_HTTP and FCGI are not supported)"
+                    .into(),
+            ),
         }
     }) {
         protocol = protocol.or(Some(p));
@@ -278,15 +282,25 @@ fn read_backend(r: &mut Reader<'_>) -> BackendSettings {
                 Err("expected traffic-port or a port number".into())
             }
         }),
-        healthcheck_protocol: r.parse(&format!("{ALB}healthcheck-protocol"), parse_backend_protocol),
-        healthcheck_interval_seconds: r.u32_in(&format!("{ALB}healthcheck-interval-seconds"), 5, 300),
+        healthcheck_protocol: r.parse(
+            &format!("{ALB}healthcheck-protocol"),
+            parse_backend_protocol,
+        ),
+        healthcheck_interval_seconds: r.u32_in(
+            &format!("{ALB}healthcheck-interval-seconds"),
+            5,
+            300,
+        ),
         healthcheck_timeout_seconds: r.u32_in(&format!("{ALB}healthcheck-timeout-seconds"), 2, 120),
         healthy_threshold: r.u32_in(&format!("{ALB}healthy-threshold-count"), 2, 10),
         unhealthy_threshold: r.u32_in(&format!("{ALB}unhealthy-threshold-count"), 2, 10),
         success_codes: r.parse(&format!("{ALB}success-codes"), |v| {
             let ok = v.split(',').all(|part| {
-                part.split('-')
-                    .all(|n| n.trim().parse::<u16>().is_ok_and(|c| (0..=599).contains(&c)))
+                part.split('-').all(|n| {
+                    n.trim()
+                        .parse::<u16>()
+                        .is_ok_and(|c| (0..=599).contains(&c))
+                })
             });
             if ok && !v.is_empty() {
                 Ok(v.to_string())
@@ -299,7 +313,9 @@ fn read_backend(r: &mut Reader<'_>) -> BackendSettings {
 }
 
 /// Reads every setting of an Ingress. All errors are returned, not just the first.
-pub fn ingress_settings(annotations: &Annotations) -> Result<IngressSettings, Vec<AnnotationError>> {
+pub fn ingress_settings(
+    annotations: &Annotations,
+) -> Result<IngressSettings, Vec<AnnotationError>> {
     let mut r = Reader {
         annotations,
         errors: Vec::new(),
@@ -320,7 +336,8 @@ pub fn ingress_settings(annotations: &Annotations) -> Result<IngressSettings, Ve
             .ok_or_else(|| "expected the HTTPS port to redirect to, e.g. '443'".to_string())
     });
     let nginx_redirect = r.bool(&format!("{NGINX}ssl-redirect")).unwrap_or(false)
-        || r.bool(&format!("{NGINX}force-ssl-redirect")).unwrap_or(false);
+        || r.bool(&format!("{NGINX}force-ssl-redirect"))
+            .unwrap_or(false);
     let ssl_redirect_port = alb_redirect.or(nginx_redirect.then_some(443));
 
     let certificate_arns = r
@@ -352,7 +369,9 @@ pub fn ingress_settings(annotations: &Annotations) -> Result<IngressSettings, Ve
     });
     let load_balancer_attributes = r.key_values(&format!("{ALB}load-balancer-attributes"));
     let tags = r.key_values(&format!("{ALB}tags"));
-    let rewrite_target = r.first(&[&format!("{NGINX}rewrite-target")]).map(|(v, _)| v.to_string());
+    let rewrite_target = r
+        .first(&[&format!("{NGINX}rewrite-target")])
+        .map(|(v, _)| v.to_string());
     let use_regex = r.bool(&format!("{NGINX}use-regex")).unwrap_or(false);
     let backend = read_backend(&mut r);
 
@@ -393,7 +412,10 @@ mod tests {
         let s = ingress_settings(&ann(&[
             ("alb.ingress.kubernetes.io/group.name", "shop"),
             ("alb.ingress.kubernetes.io/group.order", "-5"),
-            ("alb.ingress.kubernetes.io/listen-ports", r#"[{"HTTPS":443},{"HTTP":80}]"#),
+            (
+                "alb.ingress.kubernetes.io/listen-ports",
+                r#"[{"HTTPS":443},{"HTTP":80}]"#,
+            ),
             ("alb.ingress.kubernetes.io/ssl-redirect", "443"),
             ("alb.ingress.kubernetes.io/target-type", "instance"),
             ("alb.ingress.kubernetes.io/tags", "team=a, env=prod"),
@@ -403,7 +425,10 @@ mod tests {
         assert_eq!(s.group_order, -5);
         assert_eq!(
             s.listen_ports,
-            Some(vec![(ListenerProtocol::Http, 80), (ListenerProtocol::Https, 443)])
+            Some(vec![
+                (ListenerProtocol::Http, 80),
+                (ListenerProtocol::Https, 443)
+            ])
         );
         assert_eq!(s.ssl_redirect_port, Some(443));
         assert_eq!(s.backend.target_type, Some(TargetType::Instance));
@@ -433,7 +458,10 @@ mod tests {
 
     #[test]
     fn nginx_backend_protocol_maps_to_version() {
-        let (s, errs) = backend_settings(&ann(&[("nginx.ingress.kubernetes.io/backend-protocol", "GRPC")]));
+        let (s, errs) = backend_settings(&ann(&[(
+            "nginx.ingress.kubernetes.io/backend-protocol",
+            "GRPC",
+        )]));
         assert!(errs.is_empty());
         assert_eq!(s.protocol_version, Some(ProtocolVersion::Grpc));
         assert_eq!(s.protocol, Some(BackendProtocol::Http));
@@ -441,8 +469,17 @@ mod tests {
 
     #[test]
     fn service_annotations_override_ingress() {
-        let (ing, _) = backend_settings(&ann(&[("alb.ingress.kubernetes.io/healthcheck-path", "/a")]));
-        let (svc, _) = backend_settings(&ann(&[("alb.ingress.kubernetes.io/healthcheck-path", "/b")]));
-        assert_eq!(ing.overridden_by(&svc).healthcheck_path.as_deref(), Some("/b"));
+        let (ing, _) = backend_settings(&ann(&[(
+            "alb.ingress.kubernetes.io/healthcheck-path",
+            "/a",
+        )]));
+        let (svc, _) = backend_settings(&ann(&[(
+            "alb.ingress.kubernetes.io/healthcheck-path",
+            "/b",
+        )]));
+        assert_eq!(
+            ing.overridden_by(&svc).healthcheck_path.as_deref(),
+            Some("/b")
+        );
     }
 }

@@ -50,7 +50,10 @@ impl<'a> ClassSelector<'a> {
 
     /// Whether Tollgate should build this Ingress; may add a diagnostic about ambiguity.
     pub(crate) fn claims(&self, ing: &Ingress, diags: &mut Vec<Diagnostic>) -> bool {
-        let field = ing.spec.as_ref().and_then(|s| s.ingress_class_name.as_deref());
+        let field = ing
+            .spec
+            .as_ref()
+            .and_then(|s| s.ingress_class_name.as_deref());
         let legacy = ing
             .metadata
             .annotations

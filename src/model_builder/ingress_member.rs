@@ -64,7 +64,11 @@ pub(crate) fn read_member(ing: &Ingress) -> Result<Member<'_>, Vec<Diagnostic>> 
     );
     let mut errors = Vec::new();
     if obj.name.is_empty() {
-        errors.push(error(&obj, Reason::ObjectInvalid, "metadata.name is empty".into()));
+        errors.push(error(
+            &obj,
+            Reason::ObjectInvalid,
+            "metadata.name is empty".into(),
+        ));
     }
     let empty = Default::default();
     let settings = match ingress_settings(ing.metadata.annotations.as_ref().unwrap_or(&empty)) {
@@ -81,7 +85,12 @@ pub(crate) fn read_member(ing: &Ingress) -> Result<Member<'_>, Vec<Diagnostic>> 
 
     let spec = ing.spec.as_ref();
     let mut routes = Vec::new();
-    for (ri, rule) in spec.and_then(|s| s.rules.as_ref()).into_iter().flatten().enumerate() {
+    for (ri, rule) in spec
+        .and_then(|s| s.rules.as_ref())
+        .into_iter()
+        .flatten()
+        .enumerate()
+    {
         let host = match rule.host.as_deref().filter(|h| !h.is_empty()) {
             None => None,
             Some(h) => match parse_host(h) {
@@ -108,7 +117,9 @@ pub(crate) fn read_member(ing: &Ingress) -> Result<Member<'_>, Vec<Diagnostic>> 
                     path,
                     backend: &p.backend,
                 }),
-                Err(problem) => errors.push(error(&obj, Reason::PathInvalid, format!("{at}: {problem}"))),
+                Err(problem) => {
+                    errors.push(error(&obj, Reason::PathInvalid, format!("{at}: {problem}")))
+                }
             }
         }
     }
@@ -173,7 +184,10 @@ pub fn parse_host(h: &str) -> Result<HostMatch, String> {
             ));
         }
     }
-    if name.split('.').all(|l| l.bytes().all(|b| b.is_ascii_digit())) {
+    if name
+        .split('.')
+        .all(|l| l.bytes().all(|b| b.is_ascii_digit()))
+    {
         return Err("an IP address is not allowed as a host".into());
     }
     Ok(if wild {
@@ -185,7 +199,11 @@ pub fn parse_host(h: &str) -> Result<HostMatch, String> {
 
 /// A path with its type. `ImplementationSpecific` is `Prefix`, or a regular expression when
 /// the Ingress sets ingress-nginx's `use-regex` (or `rewrite-target`).
-pub fn parse_path(path: Option<&str>, path_type: &str, use_regex: bool) -> Result<PathMatch, String> {
+pub fn parse_path(
+    path: Option<&str>,
+    path_type: &str,
+    use_regex: bool,
+) -> Result<PathMatch, String> {
     let path = path.unwrap_or("/");
     let kind = match path_type {
         "Exact" => PathKind::Exact,
@@ -205,8 +223,13 @@ pub fn parse_path(path: Option<&str>, path_type: &str, use_regex: bool) -> Resul
     }
     match kind {
         PathKind::Regex => {
-            if path.chars().any(|c| c.is_control() || c.is_whitespace() || c == ';' || c == '\'' || c == '"') {
-                return Err(format!("path {path:?} contains whitespace, a control character, ';' or a quote"));
+            if path
+                .chars()
+                .any(|c| c.is_control() || c.is_whitespace() || c == ';' || c == '\'' || c == '"')
+            {
+                return Err(format!(
+                    "path {path:?} contains whitespace, a control character, ';' or a quote"
+                ));
             }
             regex::Regex::new(&format!("^(?:{path})"))
                 .map_err(|e| format!("path {path:?} is not a valid regular expression: {e}"))?;
@@ -216,7 +239,24 @@ pub fn parse_path(path: Option<&str>, path_type: &str, use_regex: bool) -> Resul
             // meaning to and the quoting characters configuration injection relies on.
             let ok = path.bytes().all(|b| {
                 b.is_ascii_alphanumeric()
-                    || matches!(b, b'/' | b'-' | b'.' | b'_' | b'~' | b'%' | b'!' | b'$' | b'&' | b'(' | b')' | b'+' | b',' | b'=' | b':' | b'@')
+                    || matches!(
+                        b,
+                        b'/' | b'-'
+                            | b'.'
+                            | b'_'
+                            | b'~'
+                            | b'%'
+                            | b'!'
+                            | b'$'
+                            | b'&'
+                            | b'('
+                            | b')'
+                            | b'+'
+                            | b','
+                            | b'='
+                            | b':'
+                            | b'@'
+                    )
             });
             if !ok {
                 return Err(format!(
@@ -240,8 +280,14 @@ mod tests {
 
     #[test]
     fn hosts() {
-        assert_eq!(parse_host("foo.bar.com"), Ok(HostMatch::Exact("foo.bar.com".into())));
-        assert_eq!(parse_host("*.bar.com"), Ok(HostMatch::Wildcard("bar.com".into())));
+        assert_eq!(
+            parse_host("foo.bar.com"),
+            Ok(HostMatch::Exact("foo.bar.com".into()))
+        );
+        assert_eq!(
+            parse_host("*.bar.com"),
+            Ok(HostMatch::Wildcard("bar.com".into()))
+        );
         assert!(parse_host("foo.*.com").is_err());
         assert!(parse_host("Foo.com").is_err());
         assert!(parse_host("10.0.0.1").is_err());
@@ -251,8 +297,18 @@ mod tests {
 
     #[test]
     fn paths() {
-        assert_eq!(parse_path(Some("/a"), "ImplementationSpecific", false).unwrap().kind, PathKind::Prefix);
-        assert_eq!(parse_path(Some("/a(/|$)(.*)"), "ImplementationSpecific", true).unwrap().kind, PathKind::Regex);
+        assert_eq!(
+            parse_path(Some("/a"), "ImplementationSpecific", false)
+                .unwrap()
+                .kind,
+            PathKind::Prefix
+        );
+        assert_eq!(
+            parse_path(Some("/a(/|$)(.*)"), "ImplementationSpecific", true)
+                .unwrap()
+                .kind,
+            PathKind::Regex
+        );
         assert!(parse_path(Some("a"), "Prefix", false).is_err());
         assert!(parse_path(Some("/a b"), "Prefix", false).is_err());
         assert!(parse_path(Some("/a*"), "Prefix", false).is_err());

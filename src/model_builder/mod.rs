@@ -83,7 +83,9 @@ pub struct BuildOutput {
 impl BuildOutput {
     /// Whether any object, or part of one, was rejected.
     pub fn has_errors(&self) -> bool {
-        self.diagnostics.iter().any(|d| d.severity == Severity::Error)
+        self.diagnostics
+            .iter()
+            .any(|d| d.severity == Severity::Error)
     }
 }
 
@@ -104,7 +106,9 @@ pub fn build(snapshot: &ClusterSnapshot, opts: &BuildOptions) -> BuildOutput {
                 let id = match (&opts.grouping, &m.settings.group_name) {
                     (Grouping::Single(id), _) => id.clone(),
                     (Grouping::ByIngressGroup, Some(g)) => format!("group/{g}"),
-                    (Grouping::ByIngressGroup, None) => format!("ingress/{}/{}", m.obj.namespace, m.obj.name),
+                    (Grouping::ByIngressGroup, None) => {
+                        format!("ingress/{}/{}", m.obj.namespace, m.obj.name)
+                    }
                 };
                 groups.entry(id).or_default().push(m);
             }
@@ -115,7 +119,14 @@ pub fn build(snapshot: &ClusterSnapshot, opts: &BuildOptions) -> BuildOutput {
     let mut load_balancers = Vec::with_capacity(groups.len());
     for (id, mut members) in groups {
         sort_by_precedence(&mut members);
-        load_balancers.push(build_load_balancer(id, &members, &backends, &mut secrets, opts, &mut diags));
+        load_balancers.push(build_load_balancer(
+            id,
+            &members,
+            &backends,
+            &mut secrets,
+            opts,
+            &mut diags,
+        ));
     }
     diags.sort();
     diags.dedup();
@@ -126,7 +137,14 @@ pub fn build(snapshot: &ClusterSnapshot, opts: &BuildOptions) -> BuildOutput {
 }
 
 fn ingress_diag(m: &Member<'_>, severity: Severity, reason: Reason, message: String) -> Diagnostic {
-    Diagnostic::new(severity, ObjectKind::Ingress, m.obj.namespace.clone(), m.obj.name.clone(), reason, message)
+    Diagnostic::new(
+        severity,
+        ObjectKind::Ingress,
+        m.obj.namespace.clone(),
+        m.obj.name.clone(),
+        reason,
+        message,
+    )
 }
 
 /// A listener being assembled: which members attach to it.
@@ -167,22 +185,41 @@ fn build_load_balancer(
     let mut tags = BTreeMap::new();
     for (i, m) in members.iter().enumerate() {
         settle(&mut scheme, m.settings.scheme, i, members, "scheme", diags);
-        settle(&mut ssl_policy, m.settings.ssl_policy.clone(), i, members, "ssl-policy", diags);
+        settle(
+            &mut ssl_policy,
+            m.settings.ssl_policy.clone(),
+            i,
+            members,
+            "ssl-policy",
+            diags,
+        );
         for (k, v) in &m.settings.load_balancer_attributes {
-            settle_entry(&mut attributes, k, v, i, members, "load-balancer-attributes", diags);
+            settle_entry(
+                &mut attributes,
+                k,
+                v,
+                i,
+                members,
+                "load-balancer-attributes",
+                diags,
+            );
         }
         for (k, v) in &m.settings.tags {
             settle_entry(&mut tags, k, v, i, members, "tags", diags);
         }
     }
-    let attributes: BTreeMap<String, String> = attributes.into_iter().map(|(k, (v, _))| (k, v)).collect();
+    let attributes: BTreeMap<String, String> =
+        attributes.into_iter().map(|(k, (v, _))| (k, v)).collect();
     let tags: BTreeMap<String, String> = tags.into_iter().map(|(k, (v, _))| (k, v)).collect();
 
     // Listeners: one per port; a member asking for another protocol on a taken port is told.
     let mut drafts: BTreeMap<u16, ListenerDraft> = BTreeMap::new();
     for (i, m) in members.iter().enumerate() {
         for (proto, port) in member_ports(m, &opts.grouping) {
-            let d = drafts.entry(port).or_insert(ListenerDraft { protocol: proto, members: Vec::new() });
+            let d = drafts.entry(port).or_insert(ListenerDraft {
+                protocol: proto,
+                members: Vec::new(),
+            });
             if d.protocol == proto {
                 d.members.push(i);
             } else {
@@ -204,19 +241,32 @@ fn build_load_balancer(
     let mut resolve = |m: &Member<'_>, backend, diags: &mut Vec<Diagnostic>| -> Action {
         match tgs.resolve(m.namespace(), backend, &m.settings.backend) {
             Ok(tg) => Action::Forward(Forward {
-                target_groups: vec![WeightedTargetGroup { target_group: tg, weight: 1 }],
+                target_groups: vec![WeightedTargetGroup {
+                    target_group: tg,
+                    weight: 1,
+                }],
                 stickiness_seconds: None,
                 rewrite_target: m.settings.rewrite_target.clone(),
             }),
             Err(u) => {
-                diags.push(ingress_diag(m, Severity::Warning, u.reason, format!("{}; requests for it answer 503", u.message)));
+                diags.push(ingress_diag(
+                    m,
+                    Severity::Warning,
+                    u.reason,
+                    format!("{}; requests for it answer 503", u.message),
+                ));
                 Action::FixedResponse(FixedResponse::service_unavailable(&u.message))
             }
         }
     };
     let route_actions: Vec<Vec<Action>> = members
         .iter()
-        .map(|m| m.routes.iter().map(|r| resolve(m, r.backend, diags)).collect())
+        .map(|m| {
+            m.routes
+                .iter()
+                .map(|r| resolve(m, r.backend, diags))
+                .collect()
+        })
         .collect();
     let default_actions: Vec<Option<Action>> = members
         .iter()
@@ -260,7 +310,9 @@ fn build_load_balancer(
                 Some(_) => {}
             }
         }
-        let default_action = match default_owner.and_then(|mi| default_actions[mi].as_ref().map(|a| on_listener(mi, a))) {
+        let default_action = match default_owner
+            .and_then(|mi| default_actions[mi].as_ref().map(|a| on_listener(mi, a)))
+        {
             Some(a) => a,
             None => Action::FixedResponse(FixedResponse::not_found()),
         };
@@ -390,7 +442,10 @@ fn settle<T: PartialEq + std::fmt::Debug>(
             &members[i],
             Severity::Warning,
             Reason::GroupSettingConflict,
-            format!("{what} {v:?} is ignored: Ingress {} set {cur:?} first", members[*owner].obj),
+            format!(
+                "{what} {v:?} is ignored: Ingress {} set {cur:?} first",
+                members[*owner].obj
+            ),
         )),
         Some(_) => {}
     }
@@ -406,7 +461,14 @@ fn settle_entry(
     diags: &mut Vec<Diagnostic>,
 ) {
     let mut slot = map.remove(k);
-    settle(&mut slot, Some(v.to_string()), i, members, &format!("{what} {k}"), diags);
+    settle(
+        &mut slot,
+        Some(v.to_string()),
+        i,
+        members,
+        &format!("{what} {k}"),
+        diags,
+    );
     if let Some(s) = slot {
         map.insert(k.to_string(), s);
     }

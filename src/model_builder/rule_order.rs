@@ -24,7 +24,10 @@ pub struct Route {
 }
 
 /// Two routes with the same key match exactly the same requests; only one can be served.
-pub fn conflict_key(host: &Option<HostMatch>, path: &PathMatch) -> (Option<HostMatch>, PathKind, String) {
+pub fn conflict_key(
+    host: &Option<HostMatch>,
+    path: &PathMatch,
+) -> (Option<HostMatch>, PathKind, String) {
     (host.clone(), path.kind, normalized_path(path).to_string())
 }
 
@@ -87,7 +90,10 @@ pub fn order_rules(routes: Vec<Route>, default_action: &Action) -> Vec<Rule> {
         }
     };
 
-    let wildcard_hosts: Vec<HostMatch> = wildcard.keys().map(|s| HostMatch::Wildcard(s.clone())).collect();
+    let wildcard_hosts: Vec<HostMatch> = wildcard
+        .keys()
+        .map(|s| HostMatch::Wildcard(s.clone()))
+        .collect();
     let any_hostless = !hostless.is_empty();
     for (h, group) in exact {
         let shadowed = any_hostless || wildcard_hosts.iter().any(|w| w.matches(&h));

@@ -61,7 +61,12 @@ impl<'a> BackendIndex<'a> {
         }
         let mut slices: HashMap<(&str, &str), Vec<&EndpointSlice>> = HashMap::new();
         for s in &snap.endpoint_slices {
-            if let Some(svc) = s.metadata.labels.as_ref().and_then(|l| l.get(SERVICE_NAME_LABEL)) {
+            if let Some(svc) = s
+                .metadata
+                .labels
+                .as_ref()
+                .and_then(|l| l.get(SERVICE_NAME_LABEL))
+            {
                 slices
                     .entry((ns_name(&s.metadata).0, svc.as_str()))
                     .or_default()
@@ -71,7 +76,11 @@ impl<'a> BackendIndex<'a> {
         BackendIndex {
             services,
             slices,
-            endpoints: snap.endpoints.iter().map(|e| (ns_name(&e.metadata), e)).collect(),
+            endpoints: snap
+                .endpoints
+                .iter()
+                .map(|e| (ns_name(&e.metadata), e))
+                .collect(),
             nodes: snap.nodes.iter().collect(),
             service_settings,
         }
@@ -118,7 +127,10 @@ impl<'i, 'a> TargetGroupSet<'i, 'a> {
         if let Some(r) = &backend.resource {
             return Err(unresolved(
                 Reason::ResourceBackendUnsupported,
-                format!("resource backends ({} {}) are not supported", r.kind, r.name),
+                format!(
+                    "resource backends ({} {}) are not supported",
+                    r.kind, r.name
+                ),
             ));
         }
         let Some(sb) = &backend.service else {
@@ -173,22 +185,35 @@ impl<'i, 'a> TargetGroupSet<'i, 'a> {
                 format!(
                     "Service {namespace}/{} has no port {want} (it has: {})",
                     sb.name,
-                    if have.is_empty() { "none".into() } else { have.join(", ") }
+                    if have.is_empty() {
+                        "none".into()
+                    } else {
+                        have.join(", ")
+                    }
                 ),
             ));
         };
         let Ok(service_port) = u16::try_from(port.port) else {
             return Err(unresolved(
                 Reason::ServicePortNotFound,
-                format!("Service {namespace}/{} port {} is out of range", sb.name, port.port),
+                format!(
+                    "Service {namespace}/{} port {} is out of range",
+                    sb.name, port.port
+                ),
             ));
         };
 
-        let settings = match self.index.service_settings.get(&(namespace, sb.name.as_str())) {
+        let settings = match self
+            .index
+            .service_settings
+            .get(&(namespace, sb.name.as_str()))
+        {
             Some(svc_settings) => ingress_settings.overridden_by(svc_settings),
             None => ingress_settings.clone(),
         };
-        let target_type = settings.target_type.unwrap_or(self.opts.default_target_type);
+        let target_type = settings
+            .target_type
+            .unwrap_or(self.opts.default_target_type);
         let node_port = if target_type == TargetType::Instance {
             match (svc_type, port.node_port.and_then(|p| u16::try_from(p).ok())) {
                 ("NodePort" | "LoadBalancer", Some(np)) => Some(np),
@@ -208,7 +233,10 @@ impl<'i, 'a> TargetGroupSet<'i, 'a> {
 
         let protocol = settings.protocol.unwrap_or_default();
         let health_check = HealthCheck {
-            path: settings.healthcheck_path.clone().unwrap_or_else(|| "/".into()),
+            path: settings
+                .healthcheck_path
+                .clone()
+                .unwrap_or_else(|| "/".into()),
             port: settings
                 .healthcheck_port
                 .clone()
@@ -265,7 +293,12 @@ impl<'i, 'a> TargetGroupSet<'i, 'a> {
                     if slice.address_type == "FQDN" {
                         continue;
                     }
-                    let Some(p) = slice.ports.iter().flatten().find(|p| p.name.as_deref().unwrap_or("") == port_name) else {
+                    let Some(p) = slice
+                        .ports
+                        .iter()
+                        .flatten()
+                        .find(|p| p.name.as_deref().unwrap_or("") == port_name)
+                    else {
                         continue;
                     };
                     let Some(num) = p.port.and_then(|n| u16::try_from(n).ok()) else {
@@ -294,7 +327,12 @@ impl<'i, 'a> TargetGroupSet<'i, 'a> {
             None => {
                 if let Some(eps) = self.index.endpoints.get(&(namespace, service)) {
                     for subset in eps.subsets.iter().flatten() {
-                        let Some(p) = subset.ports.iter().flatten().find(|p| p.name.as_deref().unwrap_or("") == port_name) else {
+                        let Some(p) = subset
+                            .ports
+                            .iter()
+                            .flatten()
+                            .find(|p| p.name.as_deref().unwrap_or("") == port_name)
+                        else {
                             continue;
                         };
                         let Ok(num) = u16::try_from(p.port) else {
@@ -305,7 +343,13 @@ impl<'i, 'a> TargetGroupSet<'i, 'a> {
                             .iter()
                             .flatten()
                             .map(|a| (a, TargetState::Ready))
-                            .chain(subset.not_ready_addresses.iter().flatten().map(|a| (a, TargetState::NotReady)));
+                            .chain(
+                                subset
+                                    .not_ready_addresses
+                                    .iter()
+                                    .flatten()
+                                    .map(|a| (a, TargetState::NotReady)),
+                            );
                         for (a, state) in listed {
                             if let Ok(ip) = a.ip.parse::<IpAddr>() {
                                 add(ip, num, state, a.node_name.clone());
@@ -366,7 +410,10 @@ impl<'i, 'a> TargetGroupSet<'i, 'a> {
 /// `<namespace>/<service>:<port>`, plus a digest of the settings when they differ from the
 /// defaults, so two target groups for one port with different settings stay distinct.
 fn target_group_id(tg: &TargetGroup, default_target_type: TargetType) -> String {
-    let base = format!("{}/{}:{}", tg.service.namespace, tg.service.name, tg.service_port);
+    let base = format!(
+        "{}/{}:{}",
+        tg.service.namespace, tg.service.name, tg.service_port
+    );
     let is_default = tg.protocol == BackendProtocol::Http
         && tg.protocol_version == ProtocolVersion::Http1
         && tg.target_type == default_target_type

@@ -36,7 +36,11 @@ impl<'a> SecretIndex<'a> {
 
     /// The certificate material of a Secret, or why it cannot be used.
     /// `Err(None)` means the Secret does not exist.
-    pub(crate) fn material(&mut self, namespace: &str, name: &str) -> Result<TlsMaterial, Option<String>> {
+    pub(crate) fn material(
+        &mut self,
+        namespace: &str,
+        name: &str,
+    ) -> Result<TlsMaterial, Option<String>> {
         let Some(secret) = self.secrets.get(&(namespace, name)) else {
             return Err(None);
         };
@@ -52,13 +56,15 @@ impl<'a> SecretIndex<'a> {
 pub fn read_tls_secret(secret: &Secret) -> Result<TlsMaterial, String> {
     let data = secret.data.as_ref();
     let get = |k: &str| -> Option<Vec<u8>> {
-        data.and_then(|d| d.get(k)).map(|b| b.0.clone()).or_else(|| {
-            secret
-                .string_data
-                .as_ref()
-                .and_then(|d| d.get(k))
-                .map(|s| s.as_bytes().to_vec())
-        })
+        data.and_then(|d| d.get(k))
+            .map(|b| b.0.clone())
+            .or_else(|| {
+                secret
+                    .string_data
+                    .as_ref()
+                    .and_then(|d| d.get(k))
+                    .map(|s| s.as_bytes().to_vec())
+            })
     };
     let ty = secret.type_.as_deref().unwrap_or("Opaque");
     let (Some(crt), Some(key)) = (get("tls.crt"), get("tls.key")) else {
@@ -70,7 +76,8 @@ pub fn read_tls_secret(secret: &Secret) -> Result<TlsMaterial, String> {
     if chain.is_empty() {
         return Err("tls.crt holds no certificate".into());
     }
-    let private_key = PrivateKeyDer::from_pem_slice(&key).map_err(|e| format!("tls.key holds no usable private key: {e}"))?;
+    let private_key = PrivateKeyDer::from_pem_slice(&key)
+        .map_err(|e| format!("tls.key holds no usable private key: {e}"))?;
     let provider = rustls::crypto::aws_lc_rs::default_provider();
     let signing_key = provider
         .key_provider
@@ -81,12 +88,19 @@ pub fn read_tls_secret(secret: &Secret) -> Result<TlsMaterial, String> {
         .keys_match()
         .map_err(|e| format!("tls.key does not belong to the certificate in tls.crt: {e}"))?;
 
-    let cert_chain_pem = String::from_utf8(crt).map_err(|_| "tls.crt is not UTF-8 PEM".to_string())?;
-    let private_key_pem = String::from_utf8(key).map_err(|_| "tls.key is not UTF-8 PEM".to_string())?;
+    let cert_chain_pem =
+        String::from_utf8(crt).map_err(|_| "tls.crt is not UTF-8 PEM".to_string())?;
+    let private_key_pem =
+        String::from_utf8(key).map_err(|_| "tls.key is not UTF-8 PEM".to_string())?;
     let mut h = Sha256::new();
     h.update(cert_chain_pem.as_bytes());
     h.update(private_key_pem.as_bytes());
-    let fingerprint = h.finalize().iter().take(16).map(|b| format!("{b:02x}")).collect();
+    let fingerprint = h
+        .finalize()
+        .iter()
+        .take(16)
+        .map(|b| format!("{b:02x}"))
+        .collect();
     Ok(TlsMaterial {
         cert_chain_pem,
         private_key_pem,

@@ -54,7 +54,11 @@ pub fn load_dir(dir: &Path) -> Result<(ClusterSnapshot, Vec<Diagnostic>), Manife
 }
 
 /// Parses manifest text as if it were one file named `label` (JSON when `is_json`).
-pub fn parse_manifests(label: &str, text: &str, is_json: bool) -> (ClusterSnapshot, Vec<Diagnostic>) {
+pub fn parse_manifests(
+    label: &str,
+    text: &str,
+    is_json: bool,
+) -> (ClusterSnapshot, Vec<Diagnostic>) {
     let mut loader = Loader::default();
     loader.load_text(label.to_string(), text, is_json);
     loader.finish()
@@ -134,8 +138,17 @@ impl Loader {
         let text = match std::fs::read_to_string(path) {
             Ok(t) => t,
             Err(e) => {
-                let o = Origin { file, document: 0, item: None };
-                self.file_diag(Severity::Error, &o, Reason::ManifestInvalid, format!("cannot read: {e}"));
+                let o = Origin {
+                    file,
+                    document: 0,
+                    item: None,
+                };
+                self.file_diag(
+                    Severity::Error,
+                    &o,
+                    Reason::ManifestInvalid,
+                    format!("cannot read: {e}"),
+                );
                 return;
             }
         };
@@ -146,12 +159,24 @@ impl Loader {
     fn load_text(&mut self, file: String, text: &str, is_json: bool) {
         let mut docs = Vec::new();
         if is_json {
-            for (i, v) in serde_json::Deserializer::from_str(text).into_iter::<Value>().enumerate() {
+            for (i, v) in serde_json::Deserializer::from_str(text)
+                .into_iter::<Value>()
+                .enumerate()
+            {
                 match v {
                     Ok(v) => docs.push((i, v)),
                     Err(e) => {
-                        let o = Origin { file: file.clone(), document: i, item: None };
-                        self.file_diag(Severity::Error, &o, Reason::ManifestInvalid, format!("invalid JSON: {e}"));
+                        let o = Origin {
+                            file: file.clone(),
+                            document: i,
+                            item: None,
+                        };
+                        self.file_diag(
+                            Severity::Error,
+                            &o,
+                            Reason::ManifestInvalid,
+                            format!("invalid JSON: {e}"),
+                        );
                         break; // the stream cannot resynchronize after a syntax error
                     }
                 }
@@ -161,8 +186,17 @@ impl Loader {
                 match Value::deserialize(doc) {
                     Ok(v) => docs.push((i, v)),
                     Err(e) => {
-                        let o = Origin { file: file.clone(), document: i, item: None };
-                        self.file_diag(Severity::Error, &o, Reason::ManifestInvalid, format!("invalid YAML: {e}"));
+                        let o = Origin {
+                            file: file.clone(),
+                            document: i,
+                            item: None,
+                        };
+                        self.file_diag(
+                            Severity::Error,
+                            &o,
+                            Reason::ManifestInvalid,
+                            format!("invalid YAML: {e}"),
+                        );
                         // A YAML syntax error ends the stream; documents before it are kept.
                         break;
                     }
@@ -170,7 +204,11 @@ impl Loader {
             }
         }
         for (i, v) in docs {
-            let o = Origin { file: file.clone(), document: i, item: None };
+            let o = Origin {
+                file: file.clone(),
+                document: i,
+                item: None,
+            };
             self.ingest(v, &o);
         }
     }
@@ -180,11 +218,24 @@ impl Loader {
             return; // an empty document (`---` at the end of a file)
         }
         let Some(obj) = v.as_object() else {
-            self.file_diag(Severity::Error, origin, Reason::ManifestInvalid, "not a Kubernetes object (expected a mapping with apiVersion and kind)".into());
+            self.file_diag(
+                Severity::Error,
+                origin,
+                Reason::ManifestInvalid,
+                "not a Kubernetes object (expected a mapping with apiVersion and kind)".into(),
+            );
             return;
         };
-        let api_version = obj.get("apiVersion").and_then(Value::as_str).unwrap_or("").to_string();
-        let kind = obj.get("kind").and_then(Value::as_str).unwrap_or("").to_string();
+        let api_version = obj
+            .get("apiVersion")
+            .and_then(Value::as_str)
+            .unwrap_or("")
+            .to_string();
+        let kind = obj
+            .get("kind")
+            .and_then(Value::as_str)
+            .unwrap_or("")
+            .to_string();
         if kind.ends_with("List") && obj.get("items").is_some_and(Value::is_array) {
             let items = match v {
                 Value::Object(mut m) => match m.remove("items") {
@@ -194,7 +245,10 @@ impl Loader {
                 _ => Vec::new(),
             };
             for (i, item) in items.into_iter().enumerate() {
-                let o = Origin { item: Some(i), ..origin.clone() };
+                let o = Origin {
+                    item: Some(i),
+                    ..origin.clone()
+                };
                 self.ingest(item, &o);
             }
             return;
@@ -254,30 +308,50 @@ impl Loader {
         let mut obj: T = match serde_json::from_value(v) {
             Ok(o) => o,
             Err(e) => {
-                self.file_diag(Severity::Error, origin, Reason::ObjectInvalid, format!("not a valid {kind}: {e}"));
+                self.file_diag(
+                    Severity::Error,
+                    origin,
+                    Reason::ObjectInvalid,
+                    format!("not a valid {kind}: {e}"),
+                );
                 return;
             }
         };
         let meta = obj.metadata_mut();
         let Some(name) = meta.name.clone().filter(|n| !n.is_empty()) else {
-            self.file_diag(Severity::Error, origin, Reason::ObjectInvalid, format!("{kind} has no metadata.name"));
+            self.file_diag(
+                Severity::Error,
+                origin,
+                Reason::ObjectInvalid,
+                format!("{kind} has no metadata.name"),
+            );
             return;
         };
         if namespaced && meta.namespace.as_deref().is_none_or(str::is_empty) {
             meta.namespace = Some("default".into());
         }
-        let ns = if namespaced { meta.namespace.clone().unwrap_or_default() } else { String::new() };
+        let ns = if namespaced {
+            meta.namespace.clone().unwrap_or_default()
+        } else {
+            String::new()
+        };
         let key = (kind, ns.clone(), name.clone());
         let items = list(&mut self.snapshot);
         if let Some((first_file, idx)) = self.seen.get(&key).cloned() {
             // The later definition wins, as `kubectl apply` of the files in order would.
             items[idx] = obj;
-            let at = if ns.is_empty() { name } else { format!("{ns}/{name}") };
+            let at = if ns.is_empty() {
+                name
+            } else {
+                format!("{ns}/{name}")
+            };
             self.file_diag(
                 Severity::Warning,
                 origin,
                 Reason::DuplicateObject,
-                format!("{kind} {at} is also defined in {first_file}; this later definition is used"),
+                format!(
+                    "{kind} {at} is also defined in {first_file}; this later definition is used"
+                ),
             );
         } else {
             items.push(obj);
@@ -295,7 +369,9 @@ impl Loader {
 fn merge_string_data(mut v: Value) -> Value {
     if let Some(obj) = v.as_object_mut() {
         if let Some(Value::Object(sd)) = obj.remove("stringData") {
-            let data = obj.entry("data").or_insert_with(|| Value::Object(Default::default()));
+            let data = obj
+                .entry("data")
+                .or_insert_with(|| Value::Object(Default::default()));
             if let Some(d) = data.as_object_mut() {
                 for (k, val) in sd {
                     if let Some(s) = val.as_str() {
@@ -363,10 +439,16 @@ impl ManifestDirSource {
                 let _ = ev_tx.send(());
             }
         })
-        .map_err(|source| ManifestDirError::Watch { path: dir.clone(), source })?;
+        .map_err(|source| ManifestDirError::Watch {
+            path: dir.clone(),
+            source,
+        })?;
         watcher
             .watch(&dir, notify::RecursiveMode::Recursive)
-            .map_err(|source| ManifestDirError::Watch { path: dir.clone(), source })?;
+            .map_err(|source| ManifestDirError::Watch {
+                path: dir.clone(),
+                source,
+            })?;
 
         let task = tokio::spawn(async move {
             let mut generation = 1;
@@ -392,13 +474,26 @@ impl ManifestDirSource {
                 match loaded {
                     Ok(Ok((snapshot, diagnostics))) => {
                         generation += 1;
-                        tracing::debug!(generation, objects = snapshot.len(), "manifest directory re-read");
-                        if tx.send(Arc::new(SourceState { snapshot, diagnostics, generation })).is_err() {
+                        tracing::debug!(
+                            generation,
+                            objects = snapshot.len(),
+                            "manifest directory re-read"
+                        );
+                        if tx
+                            .send(Arc::new(SourceState {
+                                snapshot,
+                                diagnostics,
+                                generation,
+                            }))
+                            .is_err()
+                        {
                             return; // nobody listens any more
                         }
                     }
                     // Keep serving the last good state when the directory itself is unreadable.
-                    Ok(Err(e)) => tracing::warn!(error = %e, "manifest directory unreadable; keeping the last state"),
+                    Ok(Err(e)) => {
+                        tracing::warn!(error = %e, "manifest directory unreadable; keeping the last state")
+                    }
                     Err(e) => tracing::warn!(error = %e, "manifest reader task failed"),
                 }
             }

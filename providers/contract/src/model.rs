@@ -426,7 +426,9 @@ impl FixedResponse {
 }
 
 /// Protocol spoken to the targets.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[derive(
+    Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize,
+)]
 #[serde(rename_all = "UPPERCASE")]
 pub enum BackendProtocol {
     #[default]
@@ -435,7 +437,9 @@ pub enum BackendProtocol {
 }
 
 /// HTTP version spoken to the targets.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[derive(
+    Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize,
+)]
 #[serde(rename_all = "UPPERCASE")]
 pub enum ProtocolVersion {
     #[default]
@@ -445,7 +449,9 @@ pub enum ProtocolVersion {
 }
 
 /// Whether targets are pod IPs or node instances on a NodePort.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[derive(
+    Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize,
+)]
 #[serde(rename_all = "lowercase")]
 pub enum TargetType {
     #[default]
