@@ -5,7 +5,7 @@ use k8s_openapi::api::discovery::v1::EndpointSlice;
 use k8s_openapi::api::networking::v1::{Ingress, IngressClass};
 
 /// Every object kind Tollgate reads, as plain lists. Sources fill it; the builder indexes it.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, PartialEq)]
 pub struct ClusterSnapshot {
     pub ingresses: Vec<Ingress>,
     pub ingress_classes: Vec<IngressClass>,

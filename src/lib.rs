@@ -2,7 +2,9 @@
 //! command-line front end. Providers live in `providers/`.
 
 pub mod cluster_snapshot;
+pub mod echo_backend;
 pub mod model_builder;
+pub mod proxy_command;
 pub mod sources;
 
 pub use cluster_snapshot::ClusterSnapshot;

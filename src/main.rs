@@ -1,15 +1,19 @@
 //! The `tollgate` command line.
 
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::time::Duration;
 
 use anyhow::Context;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use serde::Serialize;
 use tollgate::model_builder::CONTROLLER_NAME;
+use tollgate::proxy_command::{run_proxy, ProxyRunOptions};
 use tollgate::sources::manifest_dir::load_dir;
 use tollgate::{build, BuildOptions, Grouping};
 use tollgate_contract::{DesiredState, Diagnostic, Severity, TargetType};
+use tollgate_proxy::{Limits, ProxySettings};
 
 /// Tollgate: a Kubernetes ingress controller. It turns networking.k8s.io/v1 Ingress objects
 /// into AWS Application Load Balancers, or serves them itself as a reverse proxy.
@@ -29,6 +33,92 @@ enum Command {
     /// part of one was rejected (an Error diagnostic, including unparsable files), 1 when the
     /// command itself failed (e.g. the directory cannot be read).
     Plan(PlanArgs),
+
+    /// Serve the Ingresses in a directory of manifests as a reverse proxy: HTTP/1.1, HTTP/2
+    /// (h2c and TLS with ALPN), WebSocket and gRPC, TLS from Secrets by SNI. Every change to
+    /// the files is applied live, without a restart and without failing a request.
+    ///
+    /// SIGTERM or Ctrl-C stops accepting connections, lets open ones finish for
+    /// --drain-seconds, then exits.
+    Proxy(ProxyArgs),
+
+    /// Run a backend that answers every request with what it saw (JSON), echoes POST /echo
+    /// bodies, WebSocket messages and gRPC frames: for demos and tests.
+    Echo(EchoArgs),
+}
+
+#[derive(Args)]
+struct ProxyArgs {
+    #[command(flatten)]
+    model: ModelArgs,
+
+    /// Address for plain HTTP (the Ingresses' port 80).
+    #[arg(long, value_name = "ADDR", default_value = "0.0.0.0:80")]
+    http_listen: SocketAddr,
+
+    /// Address for HTTPS (the Ingresses' port 443).
+    #[arg(long, value_name = "ADDR", default_value = "0.0.0.0:443")]
+    https_listen: SocketAddr,
+
+    /// Address for /healthz, /readyz and /metrics.
+    #[arg(long, value_name = "ADDR", default_value = "0.0.0.0:10254")]
+    admin_listen: SocketAddr,
+
+    /// Port written into ssl-redirect Locations (default: the port of --https-listen).
+    #[arg(long, value_name = "PORT")]
+    https_redirect_port: Option<u16>,
+
+    /// Seconds to wait for a connection to a target.
+    #[arg(long, default_value_t = 5.0)]
+    connect_timeout: f64,
+
+    /// Seconds to wait for a target's response headers.
+    #[arg(long, default_value_t = 60.0)]
+    response_timeout: f64,
+
+    /// Seconds an idle keepalive connection to a target is kept.
+    #[arg(long, default_value_t = 60.0)]
+    upstream_idle_timeout: f64,
+
+    /// Seconds open connections may finish after SIGTERM.
+    #[arg(long, default_value_t = 10.0)]
+    drain_seconds: f64,
+
+    /// Most client connections open at once; more are refused.
+    #[arg(long, default_value_t = 20_000)]
+    max_connections: usize,
+
+    /// Seconds a client may take to send request headers (slowloris guard).
+    #[arg(long, default_value_t = 10.0)]
+    header_read_timeout: f64,
+
+    /// Log one JSON line per request (target tollgate::access).
+    #[arg(long)]
+    access_log: bool,
+
+    /// Log as JSON lines.
+    #[arg(long)]
+    log_json: bool,
+
+    /// Start an echo backend on every loopback target address in the manifests, so the
+    /// examples answer without anything else running.
+    #[arg(long)]
+    serve_echo_backends: bool,
+
+    /// Address reported as the load balancer's address (Ingress status).
+    #[arg(long, value_name = "HOST")]
+    publish_address: Option<String>,
+}
+
+#[derive(Args)]
+struct EchoArgs {
+    /// Address to listen on.
+    #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:18080")]
+    listen: SocketAddr,
+
+    /// Name reported in every answer.
+    #[arg(long, default_value = "echo")]
+    name: String,
 }
 
 /// Options shared by every command that builds the model.
@@ -138,17 +228,94 @@ fn plan(args: PlanArgs) -> anyhow::Result<ExitCode> {
     })
 }
 
+fn seconds(s: f64, what: &str) -> anyhow::Result<Duration> {
+    Duration::try_from_secs_f64(s)
+        .map_err(|_| anyhow::anyhow!("--{what} must be a non-negative number of seconds"))
+}
+
+fn proxy(args: ProxyArgs) -> anyhow::Result<ExitCode> {
+    let opts = ProxyRunOptions {
+        manifests: args.model.manifests.clone(),
+        build: args.model.options(Grouping::Single("proxy".into())),
+        http_listen: args.http_listen,
+        https_listen: args.https_listen,
+        admin_listen: args.admin_listen,
+        settings: ProxySettings {
+            connect_timeout: seconds(args.connect_timeout, "connect-timeout")?,
+            response_header_timeout: seconds(args.response_timeout, "response-timeout")?,
+            upstream_idle_timeout: seconds(args.upstream_idle_timeout, "upstream-idle-timeout")?,
+            https_redirect_port: args.https_redirect_port.unwrap_or(args.https_listen.port()),
+            access_log: args.access_log,
+        },
+        limits: Limits {
+            max_connections: args.max_connections,
+            header_read_timeout: seconds(args.header_read_timeout, "header-read-timeout")?,
+            ..Limits::default()
+        },
+        drain: seconds(args.drain_seconds, "drain-seconds")?,
+        serve_echo_backends: args.serve_echo_backends,
+        publish_address: args.publish_address,
+    };
+    let rt = tokio::runtime::Runtime::new().context("starting the Tokio runtime")?;
+    rt.block_on(async move {
+        let (tx, rx) = tokio::sync::watch::channel(false);
+        tokio::spawn(async move {
+            wait_for_stop_signal().await;
+            let _ = tx.send(true);
+        });
+        run_proxy(opts, rx).await
+    })?;
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn wait_for_stop_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        if let Ok(mut term) = signal(SignalKind::terminate()) {
+            tokio::select! {
+                _ = term.recv() => {},
+                _ = tokio::signal::ctrl_c() => {},
+            }
+            return;
+        }
+    }
+    let _ = tokio::signal::ctrl_c().await;
+}
+
+fn echo(args: EchoArgs) -> anyhow::Result<ExitCode> {
+    let rt = tokio::runtime::Runtime::new().context("starting the Tokio runtime")?;
+    rt.block_on(async move {
+        let l = tokio::net::TcpListener::bind(args.listen)
+            .await
+            .with_context(|| format!("cannot listen on {}", args.listen))?;
+        tracing::info!(listen = %args.listen, name = %args.name, "echo backend listening");
+        tokio::select! {
+            _ = tollgate::echo_backend::serve_echo(l, args.name) => {},
+            _ = wait_for_stop_signal() => {},
+        }
+        anyhow::Ok(())
+    })?;
+    Ok(ExitCode::SUCCESS)
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
-        .with_writer(std::io::stderr)
-        .init();
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let json = matches!(&cli.command, Command::Proxy(a) if a.log_json);
+    let fmt = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    if json {
+        fmt.json().init();
+    } else {
+        fmt.init();
+    }
     let result = match cli.command {
         Command::Plan(a) => plan(a),
+        Command::Proxy(a) => proxy(a),
+        Command::Echo(a) => echo(a),
     };
     match result {
         Ok(code) => code,

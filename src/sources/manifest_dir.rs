@@ -435,7 +435,8 @@ impl ManifestDirSource {
         }));
         let (ev_tx, mut ev_rx) = tokio::sync::mpsc::unbounded_channel::<()>();
         let mut watcher = notify::recommended_watcher(move |res: notify::Result<notify::Event>| {
-            if res.is_ok() {
+            // Our own reads raise access events; reacting to them would re-read forever.
+            if res.is_ok_and(|e| !matches!(e.kind, notify::EventKind::Access(_))) {
                 let _ = ev_tx.send(());
             }
         })
@@ -473,6 +474,10 @@ impl ManifestDirSource {
                 let loaded = tokio::task::spawn_blocking(move || load_dir(&dir2)).await;
                 match loaded {
                     Ok(Ok((snapshot, diagnostics))) => {
+                        let current = tx.borrow().clone();
+                        if current.snapshot == snapshot && current.diagnostics == diagnostics {
+                            continue; // touched but unchanged: nothing to rebuild
+                        }
                         generation += 1;
                         tracing::debug!(
                             generation,

@@ -1,1 +1,163 @@
+//! Tollgate's in-cluster proxy provider: the data path that carries HTTP and HTTPS traffic
+//! routed by the desired-state model.
+//!
+//! - [`request_path`]: what happens to one request (start reading here).
+//! - [`route_table`]: the model's rules compiled into an indexed table.
+//! - [`config`]: one configuration generation, swapped atomically by [`Proxy::apply_model`].
+//! - [`upstream`]: targets, load balancing, passive health.
+//! - [`tls`]: certificates by SNI.
+//! - [`server`]: listeners, limits, graceful shutdown.
 
+pub mod config;
+pub mod metrics;
+pub mod request_path;
+pub mod route_table;
+pub mod server;
+pub mod tls;
+pub mod upstream;
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use arc_swap::ArcSwap;
+use tokio_rustls::TlsAcceptor;
+use tollgate_contract::{ApplyReport, DesiredState, LoadBalancerStatus, Provider};
+
+use config::{ProxyConfig, HTTPS_PORT};
+use metrics::ProxyMetrics;
+pub use request_path::ProxySettings;
+use request_path::{Shared, UpstreamClients};
+pub use server::Limits;
+use tls::{CertStore, SniResolver};
+use upstream::TargetRegistry;
+
+/// Failures of the proxy provider as a whole.
+#[derive(Debug, thiserror::Error)]
+pub enum ProxyError {
+    #[error(transparent)]
+    Certificate(#[from] tls::CertError),
+    #[error("TLS configuration: {0}")]
+    Tls(#[from] rustls::Error),
+}
+
+/// The proxy: holds the live configuration and applies new ones.
+pub struct Proxy {
+    shared: Arc<Shared>,
+    /// Only `apply_model` touches this; the request path never does.
+    registry: Mutex<TargetRegistry>,
+    generation: AtomicU64,
+    ready: Arc<AtomicBool>,
+    epoch: Instant,
+    resolver: Arc<SniResolver>,
+    default_cert: Arc<rustls::sign::CertifiedKey>,
+    /// Reported as every load balancer's address in Ingress status.
+    publish_address: Option<String>,
+}
+
+impl Proxy {
+    /// A proxy serving the default 404 until the first model is applied.
+    pub fn new(
+        settings: ProxySettings,
+        publish_address: Option<String>,
+    ) -> Result<Self, ProxyError> {
+        let metrics = ProxyMetrics::default();
+        let default_cert = Arc::new(tls::generated_default_certificate()?);
+        let resolver = Arc::new(SniResolver {
+            store: ArcSwap::from_pointee(CertStore::from_listener(None, default_cert.clone())),
+            handshakes: metrics.tls_handshakes.clone(),
+        });
+        let shared = Arc::new(Shared {
+            config: ArcSwap::from_pointee(ProxyConfig::empty(&metrics)),
+            clients: UpstreamClients::new(&settings),
+            metrics,
+            settings,
+        });
+        Ok(Proxy {
+            shared,
+            registry: Mutex::new(TargetRegistry::default()),
+            generation: AtomicU64::new(0),
+            ready: Arc::new(AtomicBool::new(false)),
+            epoch: Instant::now(),
+            resolver,
+            default_cert,
+            publish_address,
+        })
+    }
+
+    /// Compiles `desired` and swaps it in. Requests already running finish on the
+    /// configuration they started with; the next request on any connection sees the new one.
+    /// Returns the new generation.
+    pub fn apply_model(&self, desired: &DesiredState) -> u64 {
+        let started = Instant::now();
+        let generation = self.generation.fetch_add(1, Ordering::Relaxed) + 1;
+        let mut registry = match self.registry.lock() {
+            Ok(g) => g,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        let cfg = ProxyConfig::compile(
+            desired,
+            generation,
+            &registry,
+            self.epoch,
+            &self.shared.metrics,
+        );
+        *registry = TargetRegistry::collect(cfg.groups.values().map(|g| g.as_ref()));
+        let https = desired
+            .load_balancers
+            .iter()
+            .find_map(|lb| lb.listener(HTTPS_PORT));
+        self.resolver.store.store(Arc::new(CertStore::from_listener(
+            https,
+            self.default_cert.clone(),
+        )));
+        self.shared.config.store(Arc::new(cfg));
+        self.shared
+            .metrics
+            .config_generation
+            .set(i64::try_from(generation).unwrap_or(i64::MAX));
+        self.shared
+            .metrics
+            .config_apply_seconds
+            .observe(started.elapsed().as_secs_f64());
+        self.ready.store(true, Ordering::Relaxed);
+        generation
+    }
+
+    /// The state shared with connection handlers.
+    pub fn shared(&self) -> Arc<Shared> {
+        self.shared.clone()
+    }
+
+    /// True once a model has been applied.
+    pub fn ready_flag(&self) -> Arc<AtomicBool> {
+        self.ready.clone()
+    }
+
+    /// A TLS acceptor that picks certificates from the live configuration.
+    pub fn tls_acceptor(&self) -> Result<TlsAcceptor, ProxyError> {
+        Ok(TlsAcceptor::from(Arc::new(tls::server_config(
+            self.resolver.clone(),
+        )?)))
+    }
+}
+
+impl Provider for Proxy {
+    type Error = ProxyError;
+
+    async fn apply(&self, desired: &DesiredState) -> Result<ApplyReport, ProxyError> {
+        self.apply_model(desired);
+        Ok(ApplyReport {
+            load_balancers: desired
+                .load_balancers
+                .iter()
+                .map(|lb| LoadBalancerStatus {
+                    id: lb.id.clone(),
+                    address: self.publish_address.clone(),
+                    converged: true,
+                })
+                .collect(),
+            diagnostics: Vec::new(),
+        })
+    }
+}

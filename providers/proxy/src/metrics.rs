@@ -1,0 +1,195 @@
+//! Prometheus metrics. Handles are created when a configuration is compiled, so the request
+//! path only increments atomics: no registry look-up and no lock per request.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+use prometheus_client::encoding::{EncodeLabelSet, EncodeMetric, MetricEncoder};
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::MetricType;
+use prometheus_client::registry::Registry;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RequestLabels {
+    pub ingress: String,
+    pub service: String,
+    pub status_class: String,
+}
+
+/// A histogram of atomics (prometheus-client's own takes a lock per observation).
+#[derive(Debug)]
+pub struct AtomicHistogram {
+    bounds: Vec<f64>,
+    counts: Vec<AtomicU64>,
+    count: AtomicU64,
+    /// Sum in microseconds, so it can be an integer atomic.
+    sum_micros: AtomicU64,
+}
+
+impl AtomicHistogram {
+    pub fn new(bounds: &[f64]) -> Self {
+        AtomicHistogram {
+            bounds: bounds.to_vec(),
+            counts: (0..=bounds.len()).map(|_| AtomicU64::new(0)).collect(),
+            count: AtomicU64::new(0),
+            sum_micros: AtomicU64::new(0),
+        }
+    }
+
+    /// Records a duration in seconds.
+    pub fn observe(&self, seconds: f64) {
+        let i = self
+            .bounds
+            .iter()
+            .position(|b| seconds <= *b)
+            .unwrap_or(self.bounds.len());
+        self.counts[i].fetch_add(1, Ordering::Relaxed);
+        self.count.fetch_add(1, Ordering::Relaxed);
+        self.sum_micros
+            .fetch_add((seconds * 1e6) as u64, Ordering::Relaxed);
+    }
+}
+
+impl EncodeMetric for AtomicHistogram {
+    fn encode(&self, mut encoder: MetricEncoder) -> Result<(), std::fmt::Error> {
+        let mut buckets: Vec<(f64, u64)> = self
+            .bounds
+            .iter()
+            .zip(&self.counts)
+            .map(|(b, c)| (*b, c.load(Ordering::Relaxed)))
+            .collect();
+        buckets.push((
+            f64::MAX,
+            self.counts[self.bounds.len()].load(Ordering::Relaxed),
+        ));
+        encoder.encode_histogram::<prometheus_client::encoding::NoLabelSet>(
+            self.sum_micros.load(Ordering::Relaxed) as f64 / 1e6,
+            self.count.load(Ordering::Relaxed),
+            &buckets,
+            None,
+        )
+    }
+
+    fn metric_type(&self) -> MetricType {
+        MetricType::Histogram
+    }
+}
+
+/// Every metric the proxy exports.
+#[derive(Debug)]
+pub struct ProxyMetrics {
+    pub registry: Registry,
+    pub requests: Family<RequestLabels, Counter>,
+    pub upstream_latency: Arc<AtomicHistogram>,
+    pub open_connections: Gauge,
+    pub config_generation: Gauge,
+    pub config_apply_seconds: Arc<AtomicHistogram>,
+    pub tls_handshakes: Counter,
+}
+
+impl Default for ProxyMetrics {
+    fn default() -> Self {
+        let mut registry = Registry::with_prefix("tollgate_proxy");
+        let requests = Family::<RequestLabels, Counter>::default();
+        registry.register(
+            "requests",
+            "Requests answered, by Ingress, Service and status class",
+            requests.clone(),
+        );
+        let latency_bounds = [
+            0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+        ];
+        let upstream_latency = Arc::new(AtomicHistogram::new(&latency_bounds));
+        registry.register(
+            "upstream_response_seconds",
+            "Time from sending a request upstream to its response headers",
+            ArcMetric(upstream_latency.clone()),
+        );
+        let open_connections = Gauge::default();
+        registry.register(
+            "open_connections",
+            "Client connections open now",
+            open_connections.clone(),
+        );
+        let config_generation = Gauge::default();
+        registry.register(
+            "config_generation",
+            "Generation of the configuration being served",
+            config_generation.clone(),
+        );
+        let config_apply_seconds = Arc::new(AtomicHistogram::new(&[
+            0.0001, 0.0005, 0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0,
+        ]));
+        registry.register(
+            "config_apply_seconds",
+            "Time to compile and swap in a configuration",
+            ArcMetric(config_apply_seconds.clone()),
+        );
+        let tls_handshakes = Counter::default();
+        registry.register(
+            "tls_handshakes",
+            "TLS handshakes started (certificate selections)",
+            tls_handshakes.clone(),
+        );
+        ProxyMetrics {
+            registry,
+            requests,
+            upstream_latency,
+            open_connections,
+            config_generation,
+            config_apply_seconds,
+            tls_handshakes,
+        }
+    }
+}
+
+impl ProxyMetrics {
+    /// Counters for one (Ingress, Service), one per status class 1xx..5xx.
+    pub fn status_counters(&self, ingress: &str, service: &str) -> StatusCounters {
+        StatusCounters(std::array::from_fn(|i| {
+            self.requests
+                .get_or_create(&RequestLabels {
+                    ingress: ingress.to_string(),
+                    service: service.to_string(),
+                    status_class: format!("{}xx", i + 1),
+                })
+                .clone()
+        }))
+    }
+
+    /// The text exposition.
+    pub fn encode(&self) -> String {
+        let mut out = String::new();
+        if prometheus_client::encoding::text::encode(&mut out, &self.registry).is_err() {
+            out.clear();
+        }
+        out
+    }
+}
+
+/// Pre-resolved request counters, indexed by status class.
+#[derive(Debug, Clone)]
+pub struct StatusCounters([Counter; 5]);
+
+impl StatusCounters {
+    pub fn record(&self, status: u16) {
+        let class = usize::from(status / 100).clamp(1, 5) - 1;
+        self.0[class].inc();
+    }
+}
+
+/// Registers a shared metric.
+#[derive(Debug)]
+struct ArcMetric<M>(Arc<M>);
+
+impl<M: EncodeMetric> EncodeMetric for ArcMetric<M> {
+    fn encode(&self, encoder: MetricEncoder) -> Result<(), std::fmt::Error> {
+        self.0.encode(encoder)
+    }
+
+    fn metric_type(&self) -> MetricType {
+        self.0.metric_type()
+    }
+}

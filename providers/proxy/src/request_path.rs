@@ -1,0 +1,610 @@
+//! The proxy's request path: route lookup → action → upstream, for one request.
+//!
+//! Nothing here takes a lock: the configuration is one atomic load (`ArcSwap`), target choice
+//! uses atomics, metric handles are pre-resolved. Bodies stream both ways and are never
+//! buffered whole.
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use arc_swap::ArcSwap;
+use bytes::Bytes;
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::{Method, Request, Response, StatusCode, Uri, Version};
+use http_body_util::combinators::UnsyncBoxBody;
+use http_body_util::{BodyExt, Empty, Full};
+use hyper::body::Incoming;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use tollgate_contract::matching::{normalize_host, RequestFacts};
+use tollgate_contract::Redirect;
+
+use crate::config::{CompiledAction, CompiledListener, ProxyConfig};
+use crate::metrics::ProxyMetrics;
+use crate::route_table::rewrite_path;
+use crate::upstream::{pick_weighted, InFlight, UpstreamGroup};
+
+/// Response and request bodies on the proxy's path.
+pub type ProxyBody = UnsyncBoxBody<Bytes, hyper::Error>;
+
+/// Timeouts and behaviour of the data path.
+#[derive(Debug, Clone)]
+pub struct ProxySettings {
+    pub connect_timeout: Duration,
+    pub response_header_timeout: Duration,
+    pub upstream_idle_timeout: Duration,
+    /// Port written into `ssl-redirect` Locations for the model's HTTPS port 443.
+    pub https_redirect_port: u16,
+    /// One JSON line per request on the `tollgate::access` log target.
+    pub access_log: bool,
+}
+
+impl Default for ProxySettings {
+    fn default() -> Self {
+        ProxySettings {
+            connect_timeout: Duration::from_secs(5),
+            response_header_timeout: Duration::from_secs(60),
+            upstream_idle_timeout: Duration::from_secs(60),
+            https_redirect_port: 443,
+            access_log: false,
+        }
+    }
+}
+
+/// Connection pools to the targets: one for HTTP/1.1, one for HTTP/2 (gRPC) upstreams.
+/// hyper-util keys its pools by authority, which gives one keepalive pool per target.
+pub struct UpstreamClients {
+    h1: Client<HttpConnector, ProxyBody>,
+    h2: Client<HttpConnector, ProxyBody>,
+}
+
+impl UpstreamClients {
+    pub fn new(settings: &ProxySettings) -> Self {
+        let mut conn = HttpConnector::new();
+        conn.set_connect_timeout(Some(settings.connect_timeout));
+        conn.set_nodelay(true);
+        conn.enforce_http(true);
+        let mut b = Client::builder(TokioExecutor::new());
+        b.pool_idle_timeout(settings.upstream_idle_timeout)
+            .pool_max_idle_per_host(256)
+            .pool_timer(TokioTimer::new())
+            .timer(TokioTimer::new());
+        let h1 = b.build(conn.clone());
+        let mut b2 = Client::builder(TokioExecutor::new());
+        b2.http2_only(true)
+            .pool_idle_timeout(settings.upstream_idle_timeout)
+            .pool_timer(TokioTimer::new())
+            .timer(TokioTimer::new());
+        let h2 = b2.build(conn);
+        UpstreamClients { h1, h2 }
+    }
+}
+
+/// What every request needs, shared by all connections.
+pub struct Shared {
+    pub config: ArcSwap<ProxyConfig>,
+    pub metrics: ProxyMetrics,
+    pub clients: UpstreamClients,
+    pub settings: ProxySettings,
+}
+
+/// Facts about the client connection a request arrived on.
+#[derive(Debug, Clone, Copy)]
+pub struct ConnInfo {
+    pub client: SocketAddr,
+    pub local: SocketAddr,
+    pub tls: bool,
+}
+
+const SERVER: HeaderValue = HeaderValue::from_static("tollgate");
+
+/// Hop-by-hop headers (RFC 9110 §7.6.1), never forwarded.
+const HOP_BY_HOP: [HeaderName; 7] = [
+    header::CONNECTION,
+    HeaderName::from_static("keep-alive"),
+    HeaderName::from_static("proxy-connection"),
+    header::TE,
+    header::TRAILER,
+    header::TRANSFER_ENCODING,
+    header::UPGRADE,
+];
+
+fn full(body: impl Into<Bytes>) -> ProxyBody {
+    Full::new(body.into())
+        .map_err(|never| match never {})
+        .boxed_unsync()
+}
+
+fn empty() -> ProxyBody {
+    Empty::new().map_err(|never| match never {}).boxed_unsync()
+}
+
+/// A response the proxy makes itself: `Content-Type`, `Content-Length`, `Date`, `Server`.
+pub fn local_response(
+    status: StatusCode,
+    content_type: &str,
+    body: impl Into<Bytes>,
+) -> Response<ProxyBody> {
+    let body: Bytes = body.into();
+    let mut r = Response::new(full(body.clone()));
+    *r.status_mut() = status;
+    let h = r.headers_mut();
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_str(content_type).unwrap_or(HeaderValue::from_static("text/plain")),
+    );
+    h.insert(header::CONTENT_LENGTH, HeaderValue::from(body.len()));
+    h.insert(header::SERVER, SERVER);
+    if let Ok(d) = HeaderValue::from_str(&httpdate::fmt_http_date(std::time::SystemTime::now())) {
+        h.insert(header::DATE, d);
+    }
+    r
+}
+
+fn error_response(status: StatusCode, why: &str) -> Response<ProxyBody> {
+    let reason = status.canonical_reason().unwrap_or("error");
+    local_response(
+        status,
+        "text/plain; charset=utf-8",
+        format!("{} {reason}: {why}\n", status.as_u16()),
+    )
+}
+
+/// The request's host: `:authority` for HTTP/2, else the `Host` header.
+fn request_host<B>(req: &Request<B>) -> String {
+    let raw = req
+        .uri()
+        .authority()
+        .map(|a| a.as_str().to_string())
+        .or_else(|| {
+            req.headers()
+                .get(header::HOST)
+                .and_then(|h| h.to_str().ok())
+                .map(str::to_string)
+        })
+        .unwrap_or_default();
+    normalize_host(&raw)
+}
+
+/// The path as routing compares it: dot segments resolved, repeated slashes merged, and
+/// percent-encoded unreserved characters decoded, so `/public/../admin` routes (and is
+/// forwarded) as `/admin` rather than slipping past a rule.
+pub fn normalize_path(raw: &str) -> std::borrow::Cow<'_, str> {
+    let needs =
+        raw.contains("//") || raw.contains("/.") || raw.contains('%') || !raw.starts_with('/');
+    if !needs {
+        return std::borrow::Cow::Borrowed(raw);
+    }
+    let decoded = decode_unreserved(raw);
+    let mut out: Vec<&str> = Vec::new();
+    for seg in decoded.split('/') {
+        match seg {
+            "" | "." => {}
+            ".." => {
+                out.pop();
+            }
+            s => out.push(s),
+        }
+    }
+    let trailing = decoded.ends_with('/') || decoded.ends_with("/.") || decoded.ends_with("/..");
+    let mut p = String::with_capacity(decoded.len());
+    for s in &out {
+        p.push('/');
+        p.push_str(s);
+    }
+    if p.is_empty() || (trailing && !out.is_empty()) {
+        p.push('/');
+    }
+    std::borrow::Cow::Owned(p)
+}
+
+fn decode_unreserved(raw: &str) -> String {
+    let b = raw.as_bytes();
+    let mut out = String::with_capacity(raw.len());
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'%' && i + 2 < b.len() {
+            let hex = std::str::from_utf8(&b[i + 1..i + 3])
+                .ok()
+                .and_then(|h| u8::from_str_radix(h, 16).ok());
+            if let Some(c) =
+                hex.filter(|c| c.is_ascii_alphanumeric() || matches!(c, b'-' | b'.' | b'_' | b'~'))
+            {
+                out.push(char::from(c));
+                i += 3;
+                continue;
+            }
+        }
+        out.push(char::from(b[i]));
+        i += 1;
+    }
+    out
+}
+
+fn is_upgrade<B>(req: &Request<B>) -> bool {
+    req.version() == Version::HTTP_11
+        && req.headers().contains_key(header::UPGRADE)
+        && req
+            .headers()
+            .get_all(header::CONNECTION)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .any(|t| t.trim().eq_ignore_ascii_case("upgrade"))
+}
+
+/// Request-smuggling shapes hyper would otherwise normalise: both `Content-Length` and
+/// `Transfer-Encoding`, or several `Content-Length`s.
+fn smuggling_attempt<B>(req: &Request<B>) -> bool {
+    let h = req.headers();
+    let cl = h.get_all(header::CONTENT_LENGTH).iter().count();
+    (cl > 0 && h.contains_key(header::TRANSFER_ENCODING)) || cl > 1
+}
+
+/// Handles one request. Never fails: every problem becomes a response.
+pub async fn handle(
+    shared: Arc<Shared>,
+    conn: ConnInfo,
+    req: Request<Incoming>,
+) -> Result<Response<ProxyBody>, Infallible> {
+    let started = Instant::now();
+    if smuggling_attempt(&req) {
+        let mut r = error_response(StatusCode::BAD_REQUEST, "ambiguous message length");
+        r.headers_mut()
+            .insert(header::CONNECTION, HeaderValue::from_static("close"));
+        return Ok(r);
+    }
+    let cfg = shared.config.load_full();
+    let listener: &CompiledListener = match if conn.tls { &cfg.https } else { &cfg.http } {
+        Some(l) => l,
+        None => return Ok(error_response(StatusCode::NOT_FOUND, "no listener")),
+    };
+    let host = request_host(&req);
+    let path = normalize_path(req.uri().path()).into_owned();
+    let query = req.uri().query().unwrap_or("").to_string();
+    let headers: Vec<(String, String)> = if listener.routes.needs_request_details() {
+        req.headers()
+            .iter()
+            .filter_map(|(k, v)| {
+                v.to_str()
+                    .ok()
+                    .map(|v| (k.as_str().to_string(), v.to_string()))
+            })
+            .collect()
+    } else {
+        Vec::new()
+    };
+    let facts = RequestFacts {
+        host: &host,
+        path: &path,
+        method: req.method().as_str(),
+        query: &query,
+        headers: &headers,
+        source_ip: Some(conn.client.ip()),
+    };
+    let index = listener.routes.lookup(&facts);
+    let rule = listener.rule(index);
+
+    let response = match &rule.action {
+        CompiledAction::Fixed {
+            status,
+            content_type,
+            body,
+        } => {
+            let status = StatusCode::from_u16(*status).unwrap_or(StatusCode::NOT_FOUND);
+            local_response(status, content_type, body.clone())
+        }
+        CompiledAction::Redirect(r) => redirect(r, &host, &path, &query, &shared.settings),
+        CompiledAction::Forward {
+            groups,
+            rewrite_target,
+        } => {
+            let forwarded_path =
+                match (rewrite_target, index.and_then(|i| listener.routes.regex(i))) {
+                    (Some(target), Some(re)) => rewrite_path(re, &path, target),
+                    _ => path.clone(),
+                };
+            match pick_weighted(groups) {
+                None => error_response(StatusCode::SERVICE_UNAVAILABLE, "no target group"),
+                Some(group) => forward(&shared, conn, req, group, &host, &forwarded_path).await,
+            }
+        }
+    };
+    rule.counters.record(response.status().as_u16());
+    if shared.settings.access_log {
+        tracing::info!(
+            target: "tollgate::access",
+            client = %conn.client,
+            host = %host,
+            path = %path,
+            status = response.status().as_u16(),
+            micros = started.elapsed().as_micros() as u64,
+        );
+    }
+    Ok(response)
+}
+
+fn redirect(
+    r: &Redirect,
+    host: &str,
+    path: &str,
+    query: &str,
+    settings: &ProxySettings,
+) -> Response<ProxyBody> {
+    let scheme = r
+        .protocol
+        .as_deref()
+        .unwrap_or("https")
+        .to_ascii_lowercase();
+    let port = match r.port {
+        Some(443) if scheme == "https" => settings.https_redirect_port,
+        Some(p) => p,
+        None => settings.https_redirect_port,
+    };
+    let host = r.host.as_deref().unwrap_or(host);
+    let default_port = (scheme == "https" && port == 443) || (scheme == "http" && port == 80);
+    let mut loc = format!("{scheme}://{host}");
+    if !default_port {
+        loc.push_str(&format!(":{port}"));
+    }
+    loc.push_str(r.path.as_deref().unwrap_or(path));
+    let q = r.query.as_deref().unwrap_or(query);
+    if !q.is_empty() {
+        loc.push('?');
+        loc.push_str(q);
+    }
+    let status = StatusCode::from_u16(r.status_code).unwrap_or(StatusCode::PERMANENT_REDIRECT);
+    let mut resp = local_response(status, "text/plain; charset=utf-8", "");
+    if let Ok(v) = HeaderValue::from_str(&loc) {
+        resp.headers_mut().insert(header::LOCATION, v);
+    }
+    resp
+}
+
+/// Builds the upstream request headers: hop-by-hop removed, `Host` kept, forwarding headers
+/// set from what the proxy saw (client-supplied `X-Forwarded-*` are replaced, not trusted).
+fn upstream_headers(
+    src: &HeaderMap,
+    conn: ConnInfo,
+    host_header: Option<&HeaderValue>,
+    upgrade: bool,
+) -> HeaderMap {
+    let mut h = src.clone();
+    // Headers named in Connection are hop-by-hop too.
+    let named: Vec<HeaderName> = src
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|t| HeaderName::from_bytes(t.trim().as_bytes()).ok())
+        .collect();
+    let upgrade_value = src.get(header::UPGRADE).cloned();
+    for n in HOP_BY_HOP.iter().chain(named.iter()) {
+        h.remove(n);
+    }
+    if upgrade {
+        h.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+        if let Some(u) = upgrade_value {
+            h.insert(header::UPGRADE, u);
+        }
+    }
+    if let Some(te) = src
+        .get(header::TE)
+        .filter(|v| v.as_bytes().eq_ignore_ascii_case(b"trailers"))
+    {
+        h.insert(header::TE, te.clone()); // gRPC needs it
+    }
+    if let Some(host) = host_header {
+        h.insert(header::HOST, host.clone());
+    }
+    let ip = conn.client.ip().to_string();
+    if let Ok(v) = HeaderValue::from_str(&ip) {
+        h.insert(HeaderName::from_static("x-forwarded-for"), v.clone());
+        h.insert(HeaderName::from_static("x-real-ip"), v);
+    }
+    h.insert(
+        HeaderName::from_static("x-forwarded-proto"),
+        HeaderValue::from_static(if conn.tls { "https" } else { "http" }),
+    );
+    if let Some(host) = host_header {
+        h.insert(HeaderName::from_static("x-forwarded-host"), host.clone());
+    }
+    h.insert(
+        HeaderName::from_static("x-forwarded-port"),
+        HeaderValue::from(conn.local.port()),
+    );
+    h
+}
+
+async fn forward(
+    shared: &Shared,
+    conn: ConnInfo,
+    mut req: Request<Incoming>,
+    group: &Arc<UpstreamGroup>,
+    host: &str,
+    path: &str,
+) -> Response<ProxyBody> {
+    if group.tls {
+        return error_response(
+            StatusCode::BAD_GATEWAY,
+            "HTTPS backends are not supported by the proxy yet",
+        );
+    }
+    let upgrade = is_upgrade(&req);
+    let client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));
+    let host_header = req.headers().get(header::HOST).cloned().or_else(|| {
+        HeaderValue::from_str(req.uri().authority().map(|a| a.as_str()).unwrap_or(host)).ok()
+    });
+    let (parts, body) = req.into_parts();
+    let headers = upstream_headers(&parts.headers, conn, host_header.as_ref(), upgrade);
+    let path_and_query = match parts.uri.query() {
+        Some(q) => format!("{path}?{q}"),
+        None => path.to_string(),
+    };
+    // A body-less request can be retried on another target after a connect failure.
+    let replayable = hyper::body::Body::is_end_stream(&body);
+    let mut body = Some(body.boxed_unsync());
+    let mut tried: Vec<SocketAddr> = Vec::new();
+    let attempts = if replayable {
+        group.targets.len().clamp(1, 3)
+    } else {
+        1
+    };
+
+    for _ in 0..attempts {
+        let Some(target) = group.pick(&tried) else {
+            break;
+        };
+        tried.push(target.addr);
+        let in_flight = InFlight::new(target.clone());
+        let uri: Uri = match format!("http://{}{}", target.addr, path_and_query).parse() {
+            Ok(u) => u,
+            Err(_) => return error_response(StatusCode::BAD_REQUEST, "invalid request target"),
+        };
+        let mut up = Request::new(body.take().unwrap_or_else(empty));
+        *up.method_mut() = parts.method.clone();
+        *up.uri_mut() = uri;
+        *up.headers_mut() = headers.clone();
+        *up.version_mut() = if group.http2 {
+            Version::HTTP_2
+        } else {
+            Version::HTTP_11
+        };
+        let client = if group.http2 {
+            &shared.clients.h2
+        } else {
+            &shared.clients.h1
+        };
+        let sent = Instant::now();
+        let result =
+            tokio::time::timeout(shared.settings.response_header_timeout, client.request(up)).await;
+        match result {
+            Err(_) => {
+                return error_response(
+                    StatusCode::GATEWAY_TIMEOUT,
+                    "upstream did not answer in time",
+                )
+            }
+            Ok(Err(e)) if e.is_connect() => {
+                target.record_connect_failure();
+                tracing::debug!(target = %target.addr, error = %e, "connect failed; trying another target");
+                continue;
+            }
+            Ok(Err(e)) => {
+                tracing::debug!(target = %target.addr, error = %e, "upstream request failed");
+                return error_response(StatusCode::BAD_GATEWAY, "upstream connection failed");
+            }
+            Ok(Ok(mut resp)) => {
+                target.record_success();
+                shared
+                    .metrics
+                    .upstream_latency
+                    .observe(sent.elapsed().as_secs_f64());
+                if resp.status() == StatusCode::SWITCHING_PROTOCOLS {
+                    if let Some(client_upgrade) = client_upgrade {
+                        let upstream_upgrade = hyper::upgrade::on(&mut resp);
+                        tokio::spawn(async move {
+                            let _in_flight = in_flight;
+                            if let (Ok(c), Ok(u)) = (client_upgrade.await, upstream_upgrade.await) {
+                                let mut c = TokioIo::new(c);
+                                let mut u = TokioIo::new(u);
+                                let _ = tokio::io::copy_bidirectional(&mut c, &mut u).await;
+                            }
+                        });
+                        let (rparts, _) = resp.into_parts();
+                        return Response::from_parts(rparts, empty());
+                    }
+                }
+                let (mut rparts, rbody) = resp.into_parts();
+                for n in &HOP_BY_HOP {
+                    rparts.headers.remove(n);
+                }
+                // Keep the target's in-flight count up until the body has been sent.
+                let body = InFlightBody {
+                    inner: rbody,
+                    _in_flight: in_flight,
+                }
+                .boxed_unsync();
+                return Response::from_parts(rparts, body);
+            }
+        }
+    }
+    if tried.is_empty() {
+        error_response(StatusCode::SERVICE_UNAVAILABLE, "no ready endpoints")
+    } else {
+        error_response(StatusCode::BAD_GATEWAY, "could not connect to any endpoint")
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// A response body that holds its target's in-flight count until it ends.
+    struct InFlightBody {
+        #[pin]
+        inner: Incoming,
+        _in_flight: InFlight,
+    }
+}
+
+impl hyper::body::Body for InFlightBody {
+    type Data = Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<hyper::body::Frame<Bytes>, hyper::Error>>> {
+        self.project().inner.poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> hyper::body::SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+/// Answers health, readiness and metrics on the admin listener.
+pub fn admin_response(
+    shared: &Shared,
+    method: &Method,
+    path: &str,
+    ready: bool,
+) -> Response<ProxyBody> {
+    match (method, path) {
+        (&Method::GET, "/healthz") => local_response(StatusCode::OK, "text/plain", "ok\n"),
+        (&Method::GET, "/readyz") if ready => {
+            local_response(StatusCode::OK, "text/plain", "ready\n")
+        }
+        (&Method::GET, "/readyz") => {
+            local_response(StatusCode::SERVICE_UNAVAILABLE, "text/plain", "not ready\n")
+        }
+        (&Method::GET, "/metrics") => local_response(
+            StatusCode::OK,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+            shared.metrics.encode(),
+        ),
+        _ => local_response(StatusCode::NOT_FOUND, "text/plain", "not found\n"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::normalize_path;
+
+    #[test]
+    fn paths_are_normalized_for_routing() {
+        assert_eq!(normalize_path("/a/b"), "/a/b");
+        assert_eq!(normalize_path("/public/../admin"), "/admin");
+        assert_eq!(normalize_path("//a///b/"), "/a/b/");
+        assert_eq!(normalize_path("/a/./b/."), "/a/b/");
+        assert_eq!(normalize_path("/%61dmin"), "/admin");
+        assert_eq!(normalize_path("/a%2Fb"), "/a%2Fb");
+        assert_eq!(normalize_path("/../.."), "/");
+        assert_eq!(normalize_path("/%"), "/%");
+    }
+}

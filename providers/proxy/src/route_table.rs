@@ -1,0 +1,259 @@
+//! The model's ordered rules compiled into an indexed table.
+//!
+//! A lookup touches at most three host buckets (the exact host, the one wildcard that can
+//! match it, the host-less rules) and, inside each, does one hash lookup for `Exact` paths and
+//! one per path segment for `Prefix` paths. Each bucket reports the lowest rule index that
+//! matches, and the lowest over all buckets wins: exactly the first-match-wins meaning of the
+//! model ([`tollgate_contract::Listener::route`]) for any rule order, which a property test
+//! checks. Rules the index cannot express (regular expressions, header/query/method/source
+//! conditions) are scanned in order within their bucket.
+
+use std::collections::HashMap;
+
+use regex::Regex;
+use tollgate_contract::matching::RequestFacts;
+use tollgate_contract::{Conditions, HostMatch, Listener, PathKind, PathMatch};
+
+/// Index of a rule in its listener's rule list; the listener default is `usize::MAX`.
+pub type RuleIndex = usize;
+
+#[derive(Debug, Default)]
+struct HostBucket {
+    exact: HashMap<String, RuleIndex>,
+    /// Keyed by the prefix without its trailing `/` (`""` for `/`).
+    prefix: HashMap<String, RuleIndex>,
+    /// A rule with a host condition and no path condition (a fence).
+    any_path: Option<RuleIndex>,
+    /// Rules scanned in order: regex paths, extra conditions.
+    scanned: Vec<ScannedRule>,
+}
+
+#[derive(Debug)]
+struct ScannedRule {
+    index: RuleIndex,
+    regex: Option<Regex>,
+    conditions: Conditions,
+}
+
+fn keep_lowest(slot: &mut Option<RuleIndex>, i: RuleIndex) {
+    if slot.is_none_or(|cur| i < cur) {
+        *slot = Some(i);
+    }
+}
+
+impl HostBucket {
+    fn insert(&mut self, index: RuleIndex, conditions: &Conditions) -> Result<(), regex::Error> {
+        let simple = conditions.headers.is_empty()
+            && conditions.query.is_empty()
+            && conditions.methods.is_empty()
+            && conditions.source_ips.is_empty();
+        match (&conditions.path, simple) {
+            (None, true) => keep_lowest(&mut self.any_path, index),
+            (
+                Some(PathMatch {
+                    kind: PathKind::Exact,
+                    path,
+                }),
+                true,
+            ) => {
+                let e = self.exact.entry(path.clone()).or_insert(index);
+                *e = (*e).min(index);
+            }
+            (
+                Some(PathMatch {
+                    kind: PathKind::Prefix,
+                    path,
+                }),
+                true,
+            ) => {
+                let key = path.trim_end_matches('/').to_string();
+                let e = self.prefix.entry(key).or_insert(index);
+                *e = (*e).min(index);
+            }
+            (path, _) => {
+                let regex = match path {
+                    // ingress-nginx matches regex locations case-insensitively, anchored at
+                    // the start of the path.
+                    Some(PathMatch {
+                        kind: PathKind::Regex,
+                        path,
+                    }) => Some(Regex::new(&format!("(?i)^(?:{path})"))?),
+                    _ => None,
+                };
+                self.scanned.push(ScannedRule {
+                    index,
+                    regex,
+                    conditions: conditions.clone(),
+                });
+            }
+        }
+        Ok(())
+    }
+
+    /// The lowest-index rule of this bucket that matches.
+    fn lookup(&self, req: &RequestFacts<'_>) -> Option<RuleIndex> {
+        let mut best = self.any_path;
+        if let Some(&i) = self.exact.get(req.path) {
+            keep_lowest(&mut best, i);
+        }
+        if !self.prefix.is_empty() {
+            // Every element-wise prefix of the path: "/a/b/c" → "/a/b/c", "/a/b", "/a", "".
+            let path = req.path.trim_end_matches('/');
+            let mut end = path.len();
+            loop {
+                if let Some(&i) = self.prefix.get(&path[..end]) {
+                    keep_lowest(&mut best, i);
+                }
+                match path[..end].rfind('/') {
+                    Some(pos) => end = pos,
+                    None => break,
+                }
+            }
+            // "/a/" also matches prefix "/a/": covered, since the key is "/a".
+        }
+        for s in &self.scanned {
+            if best.is_some_and(|b| b < s.index) {
+                break; // scanned rules are in index order; nothing later can win
+            }
+            let path_ok = match (&s.regex, &s.conditions.path) {
+                (Some(re), _) => re.is_match(req.path),
+                (None, Some(p)) => p.matches(req.path),
+                (None, None) => true,
+            };
+            let mut rest = s.conditions.clone();
+            rest.path = None;
+            rest.host = None;
+            if path_ok && rest.matches(req) {
+                keep_lowest(&mut best, s.index);
+                break;
+            }
+        }
+        best
+    }
+}
+
+/// The compiled routes of one listener.
+#[derive(Debug, Default)]
+pub struct ListenerRoutes {
+    exact_hosts: HashMap<String, HostBucket>,
+    wildcard_hosts: HashMap<String, HostBucket>,
+    hostless: HostBucket,
+    /// Compiled regexes for rules with regex paths, for rewrites; by rule index.
+    regexes: HashMap<RuleIndex, Regex>,
+    /// Whether some rule looks at headers, query, method or source address.
+    needs_details: bool,
+}
+
+impl ListenerRoutes {
+    /// Compiles a listener's rules. A rule whose regex does not compile is left out (the
+    /// builder has already rejected such Ingresses, so this only guards the contract).
+    pub fn compile(listener: &Listener) -> Self {
+        let mut t = ListenerRoutes::default();
+        for (i, rule) in listener.rules.iter().enumerate() {
+            let c = &rule.conditions;
+            t.needs_details |= !(c.headers.is_empty()
+                && c.query.is_empty()
+                && c.methods.is_empty()
+                && c.source_ips.is_empty());
+            let bucket = match &rule.conditions.host {
+                Some(HostMatch::Exact(h)) => t.exact_hosts.entry(h.clone()).or_default(),
+                Some(HostMatch::Wildcard(s)) => t.wildcard_hosts.entry(s.clone()).or_default(),
+                None => &mut t.hostless,
+            };
+            if let Err(e) = bucket.insert(i, &rule.conditions) {
+                tracing::warn!(rule = i, error = %e, "rule left out: its path does not compile");
+                continue;
+            }
+            if let Some(PathMatch {
+                kind: PathKind::Regex,
+                path,
+            }) = &rule.conditions.path
+            {
+                if let Ok(re) = Regex::new(&format!("(?i)^(?:{path})")) {
+                    t.regexes.insert(i, re);
+                }
+            }
+        }
+        t
+    }
+
+    /// The first rule (in the model's order) that matches, or `None` for the default action.
+    pub fn lookup(&self, req: &RequestFacts<'_>) -> Option<RuleIndex> {
+        let mut best = None;
+        if let Some(b) = self.exact_hosts.get(req.host) {
+            if let Some(i) = b.lookup(req) {
+                keep_lowest(&mut best, i);
+            }
+        }
+        if let Some((first, rest)) = req.host.split_once('.') {
+            if !first.is_empty() {
+                if let Some(b) = self.wildcard_hosts.get(rest) {
+                    if let Some(i) = b.lookup(req) {
+                        keep_lowest(&mut best, i);
+                    }
+                }
+            }
+        }
+        if let Some(i) = self.hostless.lookup(req) {
+            keep_lowest(&mut best, i);
+        }
+        best
+    }
+
+    /// Whether lookups need the request's headers (and query, method, source address).
+    pub fn needs_request_details(&self) -> bool {
+        self.needs_details
+    }
+
+    /// The compiled regex of a regex-path rule.
+    pub fn regex(&self, rule: RuleIndex) -> Option<&Regex> {
+        self.regexes.get(&rule)
+    }
+}
+
+/// Applies an ingress-nginx `rewrite-target` (`/$2`) to a path matched by `re`.
+pub fn rewrite_path(re: &Regex, path: &str, target: &str) -> String {
+    // nginx's `$2abc` means group 2 then "abc"; Rust's replacement syntax needs `${2}abc`.
+    let mut tpl = String::with_capacity(target.len() + 4);
+    let mut chars = target.chars().peekable();
+    while let Some(c) = chars.next() {
+        if c == '$' && chars.peek().is_some_and(|d| d.is_ascii_digit()) {
+            tpl.push_str("${");
+            while let Some(d) = chars.peek().copied().filter(char::is_ascii_digit) {
+                tpl.push(d);
+                chars.next();
+            }
+            tpl.push('}');
+        } else if c == '$' {
+            tpl.push_str("$$");
+        } else {
+            tpl.push(c);
+        }
+    }
+    match re.captures(path) {
+        Some(caps) => {
+            let mut out = String::new();
+            caps.expand(&tpl, &mut out);
+            if out.starts_with('/') {
+                out
+            } else {
+                format!("/{out}")
+            }
+        }
+        None => path.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rewrite_like_nginx() {
+        let re = Regex::new("(?i)^(?:/something(/|$)(.*))").unwrap();
+        assert_eq!(rewrite_path(&re, "/something/new", "/$2"), "/new");
+        assert_eq!(rewrite_path(&re, "/something", "/$2"), "/");
+        assert_eq!(rewrite_path(&re, "/something/a/b", "/x/$2y"), "/x/a/by");
+        assert_eq!(rewrite_path(&re, "/SOMETHING/a", "/$2"), "/a");
+    }
+}

@@ -1,0 +1,145 @@
+//! TLS termination: certificates chosen by SNI from the model's listener certificates,
+//! swapped atomically with the configuration. TLS 1.2 and 1.3 only.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use arc_swap::ArcSwap;
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use rustls::server::{ClientHello, ResolvesServerCert};
+use rustls::sign::CertifiedKey;
+use tollgate_contract::{Certificate, Listener};
+
+/// Why a certificate could not be loaded.
+#[derive(Debug, thiserror::Error)]
+pub enum CertError {
+    #[error("certificate chain is not PEM: {0}")]
+    Chain(String),
+    #[error("private key is not usable: {0}")]
+    Key(String),
+    #[error("private key does not match the certificate: {0}")]
+    Mismatch(String),
+    #[error("cannot generate the default certificate: {0}")]
+    Generate(String),
+}
+
+/// Loads a PEM chain and key into a signing-ready certificate.
+pub fn certified_key(chain_pem: &str, key_pem: &str) -> Result<CertifiedKey, CertError> {
+    let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(chain_pem.as_bytes())
+        .collect::<Result<_, _>>()
+        .map_err(|e| CertError::Chain(e.to_string()))?;
+    if chain.is_empty() {
+        return Err(CertError::Chain("no certificate".into()));
+    }
+    let key = PrivateKeyDer::from_pem_slice(key_pem.as_bytes())
+        .map_err(|e| CertError::Key(e.to_string()))?;
+    let provider = rustls::crypto::aws_lc_rs::default_provider();
+    let signing = provider
+        .key_provider
+        .load_private_key(key)
+        .map_err(|e| CertError::Key(e.to_string()))?;
+    let ck = CertifiedKey::new(chain, signing);
+    ck.keys_match()
+        .map_err(|e| CertError::Mismatch(e.to_string()))?;
+    Ok(ck)
+}
+
+/// A self-signed certificate for hosts no Secret covers, as ingress-nginx's "fake
+/// certificate".
+pub fn generated_default_certificate() -> Result<CertifiedKey, CertError> {
+    let ck = rcgen::generate_simple_self_signed(vec!["tollgate.invalid".to_string()])
+        .map_err(|e| CertError::Generate(e.to_string()))?;
+    certified_key(&ck.cert.pem(), &ck.signing_key.serialize_pem())
+}
+
+/// The certificates of one configuration, by host.
+#[derive(Debug)]
+pub struct CertStore {
+    exact: HashMap<String, Arc<CertifiedKey>>,
+    /// By the suffix after `*.`.
+    wildcard: HashMap<String, Arc<CertifiedKey>>,
+    default: Arc<CertifiedKey>,
+}
+
+impl CertStore {
+    /// Collects the Secret certificates of a listener. A certificate that fails to load is
+    /// logged and skipped; every other one is kept.
+    pub fn from_listener(listener: Option<&Listener>, default: Arc<CertifiedKey>) -> Self {
+        let mut store = CertStore {
+            exact: HashMap::new(),
+            wildcard: HashMap::new(),
+            default,
+        };
+        let certs = listener.map(|l| l.certificates.as_slice()).unwrap_or(&[]);
+        for c in certs {
+            let Certificate::Secret {
+                secret,
+                hosts,
+                material,
+            } = c
+            else {
+                continue; // ARNs are for the AWS provider
+            };
+            let ck = match certified_key(&material.cert_chain_pem, &material.private_key_pem) {
+                Ok(ck) => Arc::new(ck),
+                Err(e) => {
+                    tracing::warn!(secret = %secret, error = %e, "TLS Secret skipped");
+                    continue;
+                }
+            };
+            for h in hosts {
+                let h = h.to_ascii_lowercase();
+                match h.strip_prefix("*.") {
+                    Some(suffix) => store
+                        .wildcard
+                        .entry(suffix.to_string())
+                        .or_insert_with(|| ck.clone()),
+                    None => store.exact.entry(h).or_insert_with(|| ck.clone()),
+                };
+            }
+        }
+        store
+    }
+
+    /// The certificate for a server name: exact, then wildcard, then the default.
+    pub fn select(&self, sni: Option<&str>) -> Arc<CertifiedKey> {
+        let Some(name) = sni.map(|s| s.trim_end_matches('.').to_ascii_lowercase()) else {
+            return self.default.clone();
+        };
+        if let Some(c) = self.exact.get(&name) {
+            return c.clone();
+        }
+        if let Some((_, rest)) = name.split_once('.') {
+            if let Some(c) = self.wildcard.get(rest) {
+                return c.clone();
+            }
+        }
+        self.default.clone()
+    }
+}
+
+/// rustls's certificate hook, reading the current store without a lock.
+#[derive(Debug)]
+pub struct SniResolver {
+    pub store: ArcSwap<CertStore>,
+    pub handshakes: prometheus_client::metrics::counter::Counter,
+}
+
+impl ResolvesServerCert for SniResolver {
+    fn resolve(&self, hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+        self.handshakes.inc();
+        Some(self.store.load().select(hello.server_name()))
+    }
+}
+
+/// A rustls server configuration using `resolver`, offering h2 and HTTP/1.1.
+pub fn server_config(resolver: Arc<SniResolver>) -> Result<rustls::ServerConfig, rustls::Error> {
+    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    let mut cfg = rustls::ServerConfig::builder_with_provider(provider)
+        .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])?
+        .with_no_client_auth()
+        .with_cert_resolver(resolver);
+    cfg.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    Ok(cfg)
+}

@@ -1,0 +1,241 @@
+//! Upstream targets at run time: in-flight counts, passive ejection, and the choice of a
+//! target (power-of-two-choices least-request, or round robin).
+//!
+//! Target state lives in `Arc<TargetState>`s that survive configuration swaps: a target that
+//! stays in the model keeps its counters and ejection; one that leaves is dropped when its
+//! last in-flight request finishes (that is the drain).
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use rand::Rng;
+use tollgate_contract::{ProtocolVersion, TargetAddress, TargetGroup};
+
+/// How a target group spreads requests.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Balancing {
+    /// Power of two random choices, the one with fewer requests in flight.
+    LeastRequest,
+    RoundRobin,
+}
+
+/// Run-time state of one target.
+#[derive(Debug)]
+pub struct TargetState {
+    pub addr: SocketAddr,
+    in_flight: AtomicUsize,
+    consecutive_failures: AtomicU32,
+    /// Milliseconds since `epoch` until which the target is ejected.
+    ejected_until_ms: AtomicU64,
+    epoch: Instant,
+}
+
+/// Longest ejection after repeated connect failures.
+const MAX_EJECTION: Duration = Duration::from_secs(30);
+/// First ejection.
+const BASE_EJECTION: Duration = Duration::from_secs(1);
+
+impl TargetState {
+    fn new(addr: SocketAddr, epoch: Instant) -> Self {
+        TargetState {
+            addr,
+            in_flight: AtomicUsize::new(0),
+            consecutive_failures: AtomicU32::new(0),
+            ejected_until_ms: AtomicU64::new(0),
+            epoch,
+        }
+    }
+
+    fn now_ms(&self) -> u64 {
+        u64::try_from(self.epoch.elapsed().as_millis()).unwrap_or(u64::MAX)
+    }
+
+    /// Whether passive health currently keeps requests away.
+    pub fn is_ejected(&self) -> bool {
+        self.ejected_until_ms.load(Ordering::Relaxed) > self.now_ms()
+    }
+
+    /// A connection to the target failed: eject it, for longer each time in a row.
+    pub fn record_connect_failure(&self) {
+        let n = self
+            .consecutive_failures
+            .fetch_add(1, Ordering::Relaxed)
+            .min(16);
+        let backoff = BASE_EJECTION
+            .saturating_mul(1 << n.min(5))
+            .min(MAX_EJECTION);
+        let until = self.now_ms() + u64::try_from(backoff.as_millis()).unwrap_or(30_000);
+        self.ejected_until_ms.store(until, Ordering::Relaxed);
+    }
+
+    /// The target answered: it is healthy again.
+    pub fn record_success(&self) {
+        if self.consecutive_failures.load(Ordering::Relaxed) != 0 {
+            self.consecutive_failures.store(0, Ordering::Relaxed);
+            self.ejected_until_ms.store(0, Ordering::Relaxed);
+        }
+    }
+
+    /// Requests currently in flight to this target.
+    pub fn in_flight(&self) -> usize {
+        self.in_flight.load(Ordering::Relaxed)
+    }
+}
+
+/// Counts a request in flight for as long as it lives.
+pub struct InFlight(Arc<TargetState>);
+
+impl InFlight {
+    pub fn new(t: Arc<TargetState>) -> Self {
+        t.in_flight.fetch_add(1, Ordering::Relaxed);
+        InFlight(t)
+    }
+
+    pub fn target(&self) -> &Arc<TargetState> {
+        &self.0
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.in_flight.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// A target group ready to serve.
+#[derive(Debug)]
+pub struct UpstreamGroup {
+    pub id: String,
+    pub service: String,
+    pub http2: bool,
+    pub tls: bool,
+    pub balancing: Balancing,
+    /// Ready targets only.
+    pub targets: Vec<Arc<TargetState>>,
+    rr: AtomicUsize,
+}
+
+impl UpstreamGroup {
+    /// Builds the run-time group, reusing target state from `previous` where the address
+    /// stays.
+    pub fn from_model(tg: &TargetGroup, previous: &TargetRegistry, epoch: Instant) -> Self {
+        let targets = tg
+            .targets
+            .iter()
+            .filter(|t| t.state.accepts_new_requests())
+            .filter_map(|t| match &t.address {
+                TargetAddress::Ip(ip) => Some(SocketAddr::new(*ip, t.port)),
+                TargetAddress::Instance(_) => None,
+            })
+            .map(|addr| {
+                previous
+                    .get(addr)
+                    .unwrap_or_else(|| Arc::new(TargetState::new(addr, epoch)))
+            })
+            .collect();
+        let balancing = match tg
+            .attributes
+            .get("load_balancing.algorithm.type")
+            .map(String::as_str)
+        {
+            Some("round_robin") => Balancing::RoundRobin,
+            _ => Balancing::LeastRequest,
+        };
+        UpstreamGroup {
+            id: tg.id.clone(),
+            service: tg.service.to_string(),
+            http2: matches!(
+                tg.protocol_version,
+                ProtocolVersion::Http2 | ProtocolVersion::Grpc
+            ),
+            tls: tg.protocol == tollgate_contract::BackendProtocol::Https,
+            balancing,
+            targets,
+            rr: AtomicUsize::new(0),
+        }
+    }
+
+    /// Picks a target, avoiding `exclude` (already tried) and ejected targets. When every
+    /// target is ejected, ejection is ignored: trying a maybe-dead target beats failing
+    /// outright (Envoy's panic threshold).
+    pub fn pick(&self, exclude: &[SocketAddr]) -> Option<Arc<TargetState>> {
+        let usable = |t: &&Arc<TargetState>| !exclude.contains(&t.addr);
+        let healthy: Vec<&Arc<TargetState>> = self
+            .targets
+            .iter()
+            .filter(usable)
+            .filter(|t| !t.is_ejected())
+            .collect();
+        let pool: Vec<&Arc<TargetState>> = if healthy.is_empty() {
+            self.targets.iter().filter(usable).collect()
+        } else {
+            healthy
+        };
+        match pool.len() {
+            0 => None,
+            1 => Some(pool[0].clone()),
+            n => match self.balancing {
+                Balancing::RoundRobin => {
+                    let i = self.rr.fetch_add(1, Ordering::Relaxed) % n;
+                    Some(pool[i].clone())
+                }
+                Balancing::LeastRequest => {
+                    let mut rng = rand::rng();
+                    let a = rng.random_range(0..n);
+                    let mut b = rng.random_range(0..n - 1);
+                    if b >= a {
+                        b += 1;
+                    }
+                    let (ta, tb) = (pool[a], pool[b]);
+                    Some(if tb.in_flight() < ta.in_flight() {
+                        tb.clone()
+                    } else {
+                        ta.clone()
+                    })
+                }
+            },
+        }
+    }
+}
+
+/// Every target's state by address, carried from one configuration to the next.
+#[derive(Debug, Default)]
+pub struct TargetRegistry {
+    by_addr: HashMap<SocketAddr, Arc<TargetState>>,
+}
+
+impl TargetRegistry {
+    pub fn get(&self, addr: SocketAddr) -> Option<Arc<TargetState>> {
+        self.by_addr.get(&addr).cloned()
+    }
+
+    pub fn collect<'a>(groups: impl Iterator<Item = &'a UpstreamGroup>) -> Self {
+        let mut by_addr = HashMap::new();
+        for g in groups {
+            for t in &g.targets {
+                by_addr.insert(t.addr, t.clone());
+            }
+        }
+        TargetRegistry { by_addr }
+    }
+}
+
+/// Weighted choice among target groups of a forward action.
+pub fn pick_weighted<'a, T>(choices: &'a [(T, u32)]) -> Option<&'a T> {
+    let total: u64 = choices.iter().map(|(_, w)| u64::from(*w)).sum();
+    if total == 0 {
+        return choices.first().map(|(t, _)| t);
+    }
+    let mut r = rand::rng().random_range(0..total);
+    for (t, w) in choices {
+        let w = u64::from(*w);
+        if r < w {
+            return Some(t);
+        }
+        r -= w;
+    }
+    choices.last().map(|(t, _)| t)
+}

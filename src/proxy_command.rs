@@ -1,0 +1,194 @@
+//! `tollgate proxy`: a source feeding the model builder feeding the proxy provider, plus
+//! the listeners that carry traffic.
+
+use std::collections::{BTreeSet, HashSet};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tollgate_contract::{DesiredState, Diagnostic, Severity, TargetAddress};
+use tollgate_proxy::{Limits, Proxy, ProxySettings};
+
+use crate::sources::manifest_dir::ManifestDirSource;
+use crate::sources::Source;
+use crate::{build, BuildOptions};
+
+/// Everything `tollgate proxy` is told.
+#[derive(Debug, Clone)]
+pub struct ProxyRunOptions {
+    pub manifests: PathBuf,
+    pub build: BuildOptions,
+    pub http_listen: SocketAddr,
+    pub https_listen: SocketAddr,
+    pub admin_listen: SocketAddr,
+    pub settings: ProxySettings,
+    pub limits: Limits,
+    /// How long open connections may finish after shutdown begins.
+    pub drain: Duration,
+    /// Start an echo backend on every loopback target address in the model (demo mode).
+    pub serve_echo_backends: bool,
+    pub publish_address: Option<String>,
+}
+
+/// Why the proxy could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum ProxyRunError {
+    #[error(transparent)]
+    Source(#[from] crate::sources::manifest_dir::ManifestDirError),
+    #[error(transparent)]
+    Proxy(#[from] tollgate_proxy::ProxyError),
+    #[error("cannot listen on {addr}: {source}")]
+    Listen {
+        addr: SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+async fn bind(addr: SocketAddr) -> Result<TcpListener, ProxyRunError> {
+    TcpListener::bind(addr)
+        .await
+        .map_err(|source| ProxyRunError::Listen { addr, source })
+}
+
+/// Listening sockets for the proxy, already bound.
+pub struct ProxyListeners {
+    pub http: TcpListener,
+    pub https: TcpListener,
+    pub admin: TcpListener,
+}
+
+/// Binds the addresses in `opts`, then runs until `shutdown` turns true, drains and returns.
+pub async fn run_proxy(
+    opts: ProxyRunOptions,
+    shutdown: watch::Receiver<bool>,
+) -> Result<(), ProxyRunError> {
+    let listeners = ProxyListeners {
+        http: bind(opts.http_listen).await?,
+        https: bind(opts.https_listen).await?,
+        admin: bind(opts.admin_listen).await?,
+    };
+    run_proxy_on(opts, listeners, shutdown).await
+}
+
+/// Runs on listeners bound by the caller (tests bind port 0).
+pub async fn run_proxy_on(
+    opts: ProxyRunOptions,
+    listeners: ProxyListeners,
+    mut shutdown: watch::Receiver<bool>,
+) -> Result<(), ProxyRunError> {
+    let source = ManifestDirSource::spawn(opts.manifests.clone())?;
+    let proxy = Proxy::new(opts.settings.clone(), opts.publish_address.clone())?;
+    let ProxyListeners { http, https, admin } = listeners;
+    tracing::info!(
+        http = ?http.local_addr().ok(),
+        https = ?https.local_addr().ok(),
+        admin = ?admin.local_addr().ok(),
+        manifests = %opts.manifests.display(),
+        "proxy listening"
+    );
+
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let acceptor = proxy.tls_acceptor()?;
+    let mut servers = tokio::task::JoinSet::new();
+    servers.spawn(tollgate_proxy::server::serve_traffic(
+        http,
+        None,
+        proxy.shared(),
+        opts.limits.clone(),
+        stop_rx.clone(),
+        opts.drain,
+    ));
+    servers.spawn(tollgate_proxy::server::serve_traffic(
+        https,
+        Some(acceptor),
+        proxy.shared(),
+        opts.limits.clone(),
+        stop_rx.clone(),
+        opts.drain,
+    ));
+    servers.spawn(tollgate_proxy::server::serve_admin(
+        admin,
+        proxy.shared(),
+        proxy.ready_flag(),
+        stop_rx.clone(),
+    ));
+
+    let mut states = source.subscribe();
+    let mut reported: BTreeSet<Diagnostic> = BTreeSet::new();
+    let mut echo_started: HashSet<SocketAddr> = HashSet::new();
+    loop {
+        let state = states.borrow_and_update().clone();
+        let out = build(&state.snapshot, &opts.build);
+        let generation = proxy.apply_model(&out.model);
+        // Log each diagnostic once, when it first appears.
+        let now: BTreeSet<Diagnostic> = state
+            .diagnostics
+            .iter()
+            .chain(&out.diagnostics)
+            .cloned()
+            .collect();
+        for d in now.difference(&reported) {
+            match d.severity {
+                Severity::Error => {
+                    tracing::error!(subject = %d.subject, reason = ?d.reason, "{}", d.message)
+                }
+                Severity::Warning => {
+                    tracing::warn!(subject = %d.subject, reason = ?d.reason, "{}", d.message)
+                }
+                Severity::Info => {
+                    tracing::info!(subject = %d.subject, reason = ?d.reason, "{}", d.message)
+                }
+            }
+        }
+        reported = now;
+        tracing::info!(
+            generation,
+            source_generation = state.generation,
+            "configuration applied"
+        );
+        if opts.serve_echo_backends {
+            start_echo_backends(&out.model, &mut echo_started).await;
+        }
+        tokio::select! {
+            changed = states.changed() => if changed.is_err() { break },
+            _ = shutdown.wait_for(|s| *s) => break,
+        }
+    }
+    tracing::info!(
+        drain_seconds = opts.drain.as_secs_f64(),
+        "shutting down: no new connections, draining"
+    );
+    proxy.ready_flag().store(false, Ordering::Relaxed);
+    let _ = stop_tx.send(true);
+    while servers.join_next().await.is_some() {}
+    Ok(())
+}
+
+async fn start_echo_backends(model: &DesiredState, started: &mut HashSet<SocketAddr>) {
+    for lb in &model.load_balancers {
+        for tg in &lb.target_groups {
+            for t in &tg.targets {
+                let TargetAddress::Ip(ip) = t.address else {
+                    continue;
+                };
+                let addr = SocketAddr::new(ip, t.port);
+                if !ip.is_loopback() || started.contains(&addr) {
+                    continue;
+                }
+                match TcpListener::bind(addr).await {
+                    Ok(l) => {
+                        started.insert(addr);
+                        let name = format!("{}:{}", tg.service, tg.service_port);
+                        tracing::info!(%addr, backend = %name, "echo backend started");
+                        tokio::spawn(crate::echo_backend::serve_echo(l, name));
+                    }
+                    Err(e) => tracing::warn!(%addr, error = %e, "echo backend not started"),
+                }
+            }
+        }
+    }
+}
