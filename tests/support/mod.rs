@@ -1,0 +1,341 @@
+//! Test harness for the proxy: echo backends and the proxy itself on loopback port 0, real
+//! HTTP/1.1, h2c and TLS clients, manifest helpers, and bounded readiness waits.
+#![allow(dead_code)] // each test binary uses a different part of the harness
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http::{HeaderMap, Request, StatusCode};
+use http_body_util::{BodyExt, Full};
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::watch;
+use tollgate::proxy_command::{run_proxy_on, ProxyListeners, ProxyRunOptions};
+use tollgate::{BuildOptions, Grouping};
+use tollgate_proxy::{Limits, ProxySettings};
+
+/// Starts an echo backend named `name` on a fresh loopback port.
+pub async fn echo(name: &str) -> SocketAddr {
+    echo_on("127.0.0.1:0".parse().unwrap(), name).await
+}
+
+pub async fn echo_on(addr: SocketAddr, name: &str) -> SocketAddr {
+    let l = TcpListener::bind(addr).await.expect("bind echo");
+    let addr = l.local_addr().expect("addr");
+    tokio::spawn(tollgate::echo_backend::serve_echo(l, name.to_string()));
+    addr
+}
+
+/// A Service `name` (port 80, named `http`) with an EndpointSlice listing `targets`.
+pub fn service(name: &str, targets: &[SocketAddr]) -> String {
+    service_with(name, targets, "")
+}
+
+/// Like [`service`], with extra Service annotations (a YAML flow mapping body).
+pub fn service_with(name: &str, targets: &[SocketAddr], annotations: &str) -> String {
+    let mut by_port: std::collections::BTreeMap<u16, Vec<String>> = Default::default();
+    for t in targets {
+        by_port.entry(t.port()).or_default().push(t.ip().to_string());
+    }
+    let mut out = format!(
+        "apiVersion: v1\nkind: Service\nmetadata: {{name: {name}, annotations: {{{annotations}}}}}\nspec: {{ports: [{{name: http, port: 80}}]}}\n"
+    );
+    // One slice per target port: a slice carries one port number per port name.
+    for (i, (port, ips)) in by_port.iter().enumerate() {
+        out.push_str(&format!(
+            "---\napiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\nmetadata: {{name: {name}-{i}, labels: {{kubernetes.io/service-name: {name}}}}}\naddressType: IPv4\nports: [{{name: http, port: {port}}}]\nendpoints:\n"
+        ));
+        for ip in ips {
+            out.push_str(&format!("- {{addresses: ['{ip}'], conditions: {{ready: true}}}}\n"));
+        }
+    }
+    out
+}
+
+/// An Ingress with one rule per `(host, path, pathType, service)`; host "" means none.
+pub fn ingress(name: &str, annotations: &str, routes: &[(&str, &str, &str, &str)]) -> String {
+    let mut out = format!(
+        "apiVersion: networking.k8s.io/v1\nkind: Ingress\nmetadata: {{name: {name}, annotations: {{{annotations}}}}}\nspec:\n  ingressClassName: tollgate\n  rules:\n"
+    );
+    for (host, path, ty, svc) in routes {
+        if host.is_empty() {
+            out.push_str("  - http:\n");
+        } else {
+            out.push_str(&format!("  - host: '{host}'\n    http:\n"));
+        }
+        out.push_str(&format!(
+            "      paths: [{{path: '{path}', pathType: {ty}, backend: {{service: {{name: {svc}, port: {{number: 80}}}}}}}}]\n"
+        ));
+    }
+    out
+}
+
+/// Polls `f` until it returns true; panics after `timeout`.
+pub async fn wait_until<F, Fut>(timeout: Duration, what: &str, mut f: F)
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = bool>,
+{
+    let deadline = Instant::now() + timeout;
+    loop {
+        if f().await {
+            return;
+        }
+        if Instant::now() > deadline {
+            panic!("timed out after {timeout:?} waiting for {what}");
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+/// The proxy under test, serving a temporary manifest directory.
+pub struct TestProxy {
+    pub http: SocketAddr,
+    pub https: SocketAddr,
+    pub admin: SocketAddr,
+    pub dir: tempfile::TempDir,
+    stop: watch::Sender<bool>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl TestProxy {
+    /// Starts the proxy on `manifests` (written to `main.yaml`) and waits until it is ready.
+    pub async fn start(manifests: &str) -> Self {
+        Self::start_with(manifests, |_| {}).await
+    }
+
+    pub async fn start_with(manifests: &str, tweak: impl FnOnce(&mut ProxyRunOptions)) -> Self {
+        let dir = tempfile::tempdir().expect("tempdir");
+        std::fs::write(dir.path().join("main.yaml"), manifests).expect("write manifests");
+        let bind = || async { TcpListener::bind("127.0.0.1:0").await.expect("bind") };
+        let (http, https, admin) = (bind().await, bind().await, bind().await);
+        let (h, s, a) = (
+            http.local_addr().unwrap(),
+            https.local_addr().unwrap(),
+            admin.local_addr().unwrap(),
+        );
+        let mut opts = ProxyRunOptions {
+            manifests: dir.path().to_path_buf(),
+            build: BuildOptions {
+                grouping: Grouping::Single("proxy".into()),
+                ..BuildOptions::default()
+            },
+            http_listen: h,
+            https_listen: s,
+            admin_listen: a,
+            settings: ProxySettings {
+                https_redirect_port: s.port(),
+                connect_timeout: Duration::from_secs(2),
+                response_header_timeout: Duration::from_secs(10),
+                ..ProxySettings::default()
+            },
+            limits: Limits::default(),
+            drain: Duration::from_secs(5),
+            serve_echo_backends: false,
+            publish_address: None,
+        };
+        tweak(&mut opts);
+        let (stop, rx) = watch::channel(false);
+        let task = tokio::spawn(async move {
+            if let Err(e) = run_proxy_on(opts, ProxyListeners { http, https, admin }, rx).await {
+                panic!("proxy failed: {e}");
+            }
+        });
+        let p = TestProxy { http: h, https: s, admin: a, dir, stop, task };
+        let admin = p.admin;
+        wait_until(Duration::from_secs(10), "proxy readiness", || async move {
+            matches!(get(admin, "admin", "/readyz").await, Ok((StatusCode::OK, _, _)))
+        })
+        .await;
+        p
+    }
+
+    pub fn path(&self, file: &str) -> PathBuf {
+        self.dir.path().join(file)
+    }
+
+    /// Replaces a manifest file atomically (write + rename), as a tool would.
+    pub fn write(&self, file: &str, content: &str) {
+        let tmp = self.dir.path().join(format!(".{file}.tmp"));
+        std::fs::write(&tmp, content).expect("write");
+        std::fs::rename(&tmp, self.path(file)).expect("rename");
+    }
+
+    pub async fn stop(self) {
+        let _ = self.stop.send(true);
+        let _ = tokio::time::timeout(Duration::from_secs(10), self.task).await;
+    }
+}
+
+pub type Resp = (StatusCode, HeaderMap, String);
+
+/// One HTTP/1.1 request on a new connection.
+pub async fn get(addr: SocketAddr, host: &str, path: &str) -> Result<Resp, String> {
+    let mut c = H1::connect(addr).await?;
+    c.get(host, path).await
+}
+
+/// A keepalive HTTP/1.1 client connection.
+pub struct H1 {
+    send: hyper::client::conn::http1::SendRequest<Full<Bytes>>,
+}
+
+impl H1 {
+    pub async fn connect(addr: SocketAddr) -> Result<Self, String> {
+        let s = TcpStream::connect(addr).await.map_err(|e| e.to_string())?;
+        let (send, conn) = hyper::client::conn::http1::handshake(TokioIo::new(s))
+            .await
+            .map_err(|e| e.to_string())?;
+        tokio::spawn(conn);
+        Ok(H1 { send })
+    }
+
+    pub async fn get(&mut self, host: &str, path: &str) -> Result<Resp, String> {
+        let req = Request::get(path).header("host", host).body(Full::new(Bytes::new())).map_err(|e| e.to_string())?;
+        self.request(req).await
+    }
+
+    pub async fn request(&mut self, req: Request<Full<Bytes>>) -> Result<Resp, String> {
+        self.send.ready().await.map_err(|e| e.to_string())?;
+        let resp = self.send.send_request(req).await.map_err(|e| e.to_string())?;
+        collect(resp).await
+    }
+
+    pub fn is_closed(&self) -> bool {
+        self.send.is_closed()
+    }
+}
+
+async fn collect(resp: hyper::Response<hyper::body::Incoming>) -> Result<Resp, String> {
+    let (parts, body) = resp.into_parts();
+    let body = body.collect().await.map_err(|e| e.to_string())?.to_bytes();
+    Ok((parts.status, parts.headers, String::from_utf8_lossy(&body).into_owned()))
+}
+
+/// One HTTP/2 request with prior knowledge (h2c).
+pub async fn h2c_get(addr: SocketAddr, authority: &str, path: &str) -> Result<Resp, String> {
+    let s = TcpStream::connect(addr).await.map_err(|e| e.to_string())?;
+    let (mut send, conn) = hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(s))
+        .await
+        .map_err(|e| e.to_string())?;
+    tokio::spawn(conn);
+    let req = Request::get(format!("http://{authority}{path}")).body(Full::new(Bytes::new())).map_err(|e| e.to_string())?;
+    let resp = send.send_request(req).await.map_err(|e| e.to_string())?;
+    collect(resp).await
+}
+
+/// Accepts any server certificate: the tests check which one was served, not its chain.
+#[derive(Debug)]
+struct AcceptAny(Arc<rustls::crypto::CryptoProvider>);
+
+impl rustls::client::danger::ServerCertVerifier for AcceptAny {
+    fn verify_server_cert(
+        &self,
+        _: &rustls::pki_types::CertificateDer<'_>,
+        _: &[rustls::pki_types::CertificateDer<'_>],
+        _: &rustls::pki_types::ServerName<'_>,
+        _: &[u8],
+        _: rustls::pki_types::UnixTime,
+    ) -> Result<rustls::client::danger::ServerCertVerified, rustls::Error> {
+        Ok(rustls::client::danger::ServerCertVerified::assertion())
+    }
+    fn verify_tls12_signature(
+        &self,
+        m: &[u8],
+        c: &rustls::pki_types::CertificateDer<'_>,
+        d: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(m, c, d, &self.0.signature_verification_algorithms)
+    }
+    fn verify_tls13_signature(
+        &self,
+        m: &[u8],
+        c: &rustls::pki_types::CertificateDer<'_>,
+        d: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(m, c, d, &self.0.signature_verification_algorithms)
+    }
+    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
+        self.0.signature_verification_algorithms.supported_schemes()
+    }
+}
+
+/// The outcome of a TLS request: the response, the certificate served, the ALPN protocol.
+pub struct TlsResp {
+    pub resp: Resp,
+    pub server_cert: Vec<u8>,
+    pub alpn: Option<Vec<u8>>,
+    pub version: rustls::ProtocolVersion,
+}
+
+/// One request over TLS with server name `sni` (None: no SNI), offering `alpn`.
+pub async fn tls_get(
+    addr: SocketAddr,
+    sni: Option<&str>,
+    host: &str,
+    path: &str,
+    alpn: &[&str],
+    versions: &[&'static rustls::SupportedProtocolVersion],
+) -> Result<TlsResp, String> {
+    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    let mut cfg = rustls::ClientConfig::builder_with_provider(provider.clone())
+        .with_protocol_versions(versions)
+        .map_err(|e| e.to_string())?
+        .dangerous()
+        .with_custom_certificate_verifier(Arc::new(AcceptAny(provider)))
+        .with_no_client_auth();
+    cfg.alpn_protocols = alpn.iter().map(|a| a.as_bytes().to_vec()).collect();
+    cfg.enable_sni = sni.is_some();
+    let name = rustls::pki_types::ServerName::try_from(sni.unwrap_or("unused.invalid").to_string()).map_err(|e| e.to_string())?;
+    let tcp = TcpStream::connect(addr).await.map_err(|e| e.to_string())?;
+    let tls = tokio_rustls::TlsConnector::from(Arc::new(cfg))
+        .connect(name, tcp)
+        .await
+        .map_err(|e| e.to_string())?;
+    let (_, session) = tls.get_ref();
+    let server_cert = session.peer_certificates().and_then(|c| c.first()).map(|c| c.to_vec()).unwrap_or_default();
+    let alpn_got = session.alpn_protocol().map(|a| a.to_vec());
+    let version = session.protocol_version().ok_or("no TLS version")?;
+    let resp = if alpn_got.as_deref() == Some(b"h2") {
+        let (mut send, conn) = hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(tls))
+            .await
+            .map_err(|e| e.to_string())?;
+        tokio::spawn(conn);
+        let req = Request::get(format!("https://{host}{path}")).body(Full::new(Bytes::new())).map_err(|e| e.to_string())?;
+        collect(send.send_request(req).await.map_err(|e| e.to_string())?).await?
+    } else {
+        let (mut send, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tls)).await.map_err(|e| e.to_string())?;
+        tokio::spawn(conn);
+        let req = Request::get(path).header("host", host).body(Full::new(Bytes::new())).map_err(|e| e.to_string())?;
+        collect(send.send_request(req).await.map_err(|e| e.to_string())?).await?
+    };
+    Ok(TlsResp { resp, server_cert, alpn: alpn_got, version })
+}
+
+/// The `name` an echo backend put in its JSON answer.
+pub fn served_by(body: &str) -> String {
+    serde_json::from_str::<serde_json::Value>(body)
+        .ok()
+        .and_then(|v| v["name"].as_str().map(str::to_string))
+        .unwrap_or_else(|| format!("<not echo: {body:?}>"))
+}
+
+/// A CA-less self-signed certificate for `names`, as (cert PEM, key PEM, cert DER).
+pub fn self_signed(names: &[&str]) -> (String, String, Vec<u8>) {
+    let ck = rcgen::generate_simple_self_signed(names.iter().map(|s| s.to_string()).collect::<Vec<_>>()).expect("rcgen");
+    (ck.cert.pem(), ck.signing_key.serialize_pem(), ck.cert.der().to_vec())
+}
+
+/// A `kubernetes.io/tls` Secret manifest.
+pub fn tls_secret(name: &str, cert_pem: &str, key_pem: &str) -> String {
+    let indent = |s: &str| s.lines().map(|l| format!("    {l}\n")).collect::<String>();
+    format!(
+        "apiVersion: v1\nkind: Secret\nmetadata: {{name: {name}}}\ntype: kubernetes.io/tls\nstringData:\n  tls.crt: |\n{}  tls.key: |\n{}",
+        indent(cert_pem),
+        indent(key_pem)
+    )
+}
