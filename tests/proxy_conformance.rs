@@ -9,9 +9,13 @@ use std::time::Duration;
 use http::StatusCode;
 use support::*;
 
-/// The documentation's path-type examples table: (paths as (path, type, service), request,
-/// expected service or None for the default backend).
-const TABLE: &[(&[(&str, &str, &str)], &str, Option<&str>)] = &[
+/// A path of an Ingress: (path, pathType, service).
+type PathSpec = (&'static str, &'static str, &'static str);
+/// A row: the paths, the request path, the expected service (None: the default backend).
+type Row = (&'static [PathSpec], &'static str, Option<&'static str>);
+
+/// The documentation's path-type examples table.
+const TABLE: &[Row] = &[
     (&[("/", "Prefix", "one")], "/anything/at/all", Some("one")),
     (&[("/foo", "Exact", "one")], "/foo", Some("one")),
     (&[("/foo", "Exact", "one")], "/bar", None),
@@ -25,13 +29,41 @@ const TABLE: &[(&[(&str, &str, &str)], &str, Option<&str>)] = &[
     (&[("/aaa/bbb", "Prefix", "one")], "/aaa/bbb", Some("one")),
     (&[("/aaa/bbb/", "Prefix", "one")], "/aaa/bbb", Some("one")),
     (&[("/aaa/bbb", "Prefix", "one")], "/aaa/bbb/", Some("one")),
-    (&[("/aaa/bbb", "Prefix", "one")], "/aaa/bbb/ccc", Some("one")),
+    (
+        &[("/aaa/bbb", "Prefix", "one")],
+        "/aaa/bbb/ccc",
+        Some("one"),
+    ),
     (&[("/aaa/bbb", "Prefix", "one")], "/aaa/bbbxyz", None),
-    (&[("/", "Prefix", "one"), ("/aaa", "Prefix", "two")], "/aaa/ccc", Some("two")),
-    (&[("/", "Prefix", "one"), ("/aaa", "Prefix", "two"), ("/aaa/bbb", "Prefix", "three")], "/aaa/bbb", Some("three")),
-    (&[("/", "Prefix", "one"), ("/aaa", "Prefix", "two"), ("/aaa/bbb", "Prefix", "three")], "/ccc", Some("one")),
+    (
+        &[("/", "Prefix", "one"), ("/aaa", "Prefix", "two")],
+        "/aaa/ccc",
+        Some("two"),
+    ),
+    (
+        &[
+            ("/", "Prefix", "one"),
+            ("/aaa", "Prefix", "two"),
+            ("/aaa/bbb", "Prefix", "three"),
+        ],
+        "/aaa/bbb",
+        Some("three"),
+    ),
+    (
+        &[
+            ("/", "Prefix", "one"),
+            ("/aaa", "Prefix", "two"),
+            ("/aaa/bbb", "Prefix", "three"),
+        ],
+        "/ccc",
+        Some("one"),
+    ),
     (&[("/aaa", "Prefix", "one")], "/ccc", None),
-    (&[("/foo", "Prefix", "one"), ("/foo", "Exact", "two")], "/foo", Some("two")),
+    (
+        &[("/foo", "Prefix", "one"), ("/foo", "Exact", "two")],
+        "/foo",
+        Some("two"),
+    ),
 ];
 
 async fn backends() -> String {
@@ -66,22 +98,38 @@ async fn path_types_as_the_documentation_table_says() {
     let mut m = backends().await;
     for (i, (paths, _, _)) in TABLE.iter().enumerate() {
         let host = format!("row{i}.example.com");
-        let routes: Vec<(&str, &str, &str, &str)> = paths.iter().map(|(p, t, s)| (host.as_str(), *p, *t, *s)).collect();
+        let routes: Vec<(&str, &str, &str, &str)> = paths
+            .iter()
+            .map(|(p, t, s)| (host.as_str(), *p, *t, *s))
+            .collect();
         m.push_str(&ingress(&format!("row{i}"), "", &routes));
         m.push_str("---\n");
     }
     let p = TestProxy::start(&m).await;
-    let both: &[&rustls::SupportedProtocolVersion] = &[&rustls::version::TLS13, &rustls::version::TLS12];
+    let both: &[&rustls::SupportedProtocolVersion] =
+        &[&rustls::version::TLS13, &rustls::version::TLS12];
     for (i, (_, request, want)) in TABLE.iter().enumerate() {
         let host = format!("row{i}.example.com");
-        check(get(p.http, &host, request).await, *want, &format!("row {i} {request} over HTTP/1.1"));
-        check(h2c_get(p.http, &host, request).await, *want, &format!("row {i} {request} over h2c"));
-        let h2 = tls_get(p.https, Some(&host), &host, request, &["h2"], both).await.map(|r| {
-            assert_eq!(r.alpn.as_deref(), Some(&b"h2"[..]));
-            r.resp
-        });
+        check(
+            get(p.http, &host, request).await,
+            *want,
+            &format!("row {i} {request} over HTTP/1.1"),
+        );
+        check(
+            h2c_get(p.http, &host, request).await,
+            *want,
+            &format!("row {i} {request} over h2c"),
+        );
+        let h2 = tls_get(p.https, Some(&host), &host, request, &["h2"], both)
+            .await
+            .map(|r| {
+                assert_eq!(r.alpn.as_deref(), Some(&b"h2"[..]));
+                r.resp
+            });
         check(h2, *want, &format!("row {i} {request} over TLS h2"));
-        let h1 = tls_get(p.https, Some(&host), &host, request, &["http/1.1"], both).await.map(|r| r.resp);
+        let h1 = tls_get(p.https, Some(&host), &host, request, &["http/1.1"], both)
+            .await
+            .map(|r| r.resp);
         check(h1, *want, &format!("row {i} {request} over TLS HTTP/1.1"));
     }
     p.stop().await;
@@ -106,46 +154,88 @@ async fn hosts_wildcards_fanout_virtual_hosts_and_default_backend() {
     let p = TestProxy::start(&m).await;
     let cases: &[(&str, &str, Option<&str>)] = &[
         ("first.bar.com", "/x", Some("one")),
-        ("FIRST.Bar.com", "/x", Some("one")),        // host matching is case-insensitive
-        ("first.bar.com:8080", "/x", Some("one")),   // the port is ignored
+        ("FIRST.Bar.com", "/x", Some("one")), // host matching is case-insensitive
+        ("first.bar.com:8080", "/x", Some("one")), // the port is ignored
         ("second.bar.com", "/", Some("two")),
-        ("unknown.org", "/", Some("three")),          // host-less rule
-        ("bar.foo.com", "/foo/x", Some("web")),       // wildcard: one label
-        ("baz.bar.foo.com", "/foo", Some("three")),   // two labels: not the wildcard
-        ("foo.com", "/foo", Some("three")),           // zero labels: not the wildcard
-        ("bar.foo.com", "/other", None),              // wildcard host selected, no path: default
+        ("unknown.org", "/", Some("three")),    // host-less rule
+        ("bar.foo.com", "/foo/x", Some("web")), // wildcard: one label
+        ("baz.bar.foo.com", "/foo", Some("three")), // two labels: not the wildcard
+        ("foo.com", "/foo", Some("three")),     // zero labels: not the wildcard
+        ("bar.foo.com", "/other", None),        // wildcard host selected, no path: default
         ("fan.example.com", "/api/v1", Some("api")),
         ("fan.example.com", "/web", Some("web")),
-        ("fan.example.com", "/", None),               // exact host selected: no fall-through
+        ("fan.example.com", "/", None), // exact host selected: no fall-through
     ];
     for (host, path, want) in cases {
-        check(get(p.http, host, path).await, *want, &format!("{host}{path}"));
+        check(
+            get(p.http, host, path).await,
+            *want,
+            &format!("{host}{path}"),
+        );
     }
     // spec.defaultBackend answers what no rule matches.
     p.write("default.yaml", "apiVersion: networking.k8s.io/v1\nkind: Ingress\nmetadata: {name: dflt}\nspec:\n  ingressClassName: tollgate\n  defaultBackend: {service: {name: fallback, port: {number: 80}}}\n");
     let http = p.http;
-    wait_until(Duration::from_secs(5), "default backend to apply", || async move {
-        get(http, "fan.example.com", "/").await.is_ok_and(|r| served_by(&r.2) == "fallback")
-    })
+    wait_until(
+        Duration::from_secs(5),
+        "default backend to apply",
+        || async move {
+            get(http, "fan.example.com", "/")
+                .await
+                .is_ok_and(|r| served_by(&r.2) == "fallback")
+        },
+    )
     .await;
-    check(get(p.http, "bar.foo.com", "/other").await, Some("fallback"), "wildcard host, unmatched path");
+    check(
+        get(p.http, "bar.foo.com", "/other").await,
+        Some("fallback"),
+        "wildcard host, unmatched path",
+    );
     p.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn several_ingresses_merge_on_one_host() {
     let mut m = backends().await;
-    m.push_str(&ingress("site", "", &[("shop.example.com", "/", "Prefix", "web")]));
+    m.push_str(&ingress(
+        "site",
+        "",
+        &[("shop.example.com", "/", "Prefix", "web")],
+    ));
     m.push_str("---\n");
-    m.push_str(&ingress("api", "", &[("shop.example.com", "/api", "Prefix", "api"), ("shop.example.com", "/api/v1/exact", "Exact", "one")]));
+    m.push_str(&ingress(
+        "api",
+        "",
+        &[
+            ("shop.example.com", "/api", "Prefix", "api"),
+            ("shop.example.com", "/api/v1/exact", "Exact", "one"),
+        ],
+    ));
     m.push_str("---\n");
     // Claims the same host and path as "site" but is newer: loses.
-    m.push_str(&ingress("zz-late", "", &[("shop.example.com", "/", "Prefix", "two")]).replace("metadata: {name: zz-late,", "metadata: {name: zz-late, creationTimestamp: '2030-01-01T00:00:00Z',"));
+    m.push_str(
+        &ingress("zz-late", "", &[("shop.example.com", "/", "Prefix", "two")]).replace(
+            "metadata: {name: zz-late,",
+            "metadata: {name: zz-late, creationTimestamp: '2030-01-01T00:00:00Z',",
+        ),
+    );
     let p = TestProxy::start(&m).await;
     check(get(p.http, "shop.example.com", "/").await, Some("web"), "/");
-    check(get(p.http, "shop.example.com", "/api/users").await, Some("api"), "/api/users");
-    check(get(p.http, "shop.example.com", "/api/v1/exact").await, Some("one"), "exact beats prefix");
-    check(get(p.http, "shop.example.com", "/apix").await, Some("web"), "element-wise prefix");
+    check(
+        get(p.http, "shop.example.com", "/api/users").await,
+        Some("api"),
+        "/api/users",
+    );
+    check(
+        get(p.http, "shop.example.com", "/api/v1/exact").await,
+        Some("one"),
+        "exact beats prefix",
+    );
+    check(
+        get(p.http, "shop.example.com", "/apix").await,
+        Some("web"),
+        "element-wise prefix",
+    );
     p.stop().await;
 }
 
@@ -169,21 +259,50 @@ async fn tls_certificates_by_sni() {
     let tls13: &[&rustls::SupportedProtocolVersion] = &[&rustls::version::TLS13];
     let tls12: &[&rustls::SupportedProtocolVersion] = &[&rustls::version::TLS12];
 
-    let r = tls_get(p.https, Some("a.example.com"), "a.example.com", "/", &["h2"], tls13).await.expect("a");
+    let r = tls_get(
+        p.https,
+        Some("a.example.com"),
+        "a.example.com",
+        "/",
+        &["h2"],
+        tls13,
+    )
+    .await
+    .expect("a");
     assert_eq!(r.server_cert, a_der, "exact SNI match");
     assert_eq!(served_by(&r.resp.2), "one");
-    let r = tls_get(p.https, Some("b.example.com"), "b.example.com", "/", &["http/1.1"], tls12).await.expect("b");
+    let r = tls_get(
+        p.https,
+        Some("b.example.com"),
+        "b.example.com",
+        "/",
+        &["http/1.1"],
+        tls12,
+    )
+    .await
+    .expect("b");
     assert_eq!(r.server_cert, w_der, "wildcard SNI match");
     assert_eq!(r.version, rustls::ProtocolVersion::TLSv1_2);
     assert_eq!(served_by(&r.resp.2), "two");
     for sni in [Some("c.example.com.evil"), Some("other.org"), None] {
-        let r = tls_get(p.https, sni, "a.example.com", "/", &["h2"], tls13).await.expect("default cert");
+        let r = tls_get(p.https, sni, "a.example.com", "/", &["h2"], tls13)
+            .await
+            .expect("default cert");
         assert_ne!(r.server_cert, a_der, "{sni:?}");
         assert_ne!(r.server_cert, w_der, "{sni:?}");
         assert!(!r.server_cert.is_empty());
     }
     // c.example.com's Secret is broken: it gets the wildcard, and the rest keeps working.
-    let r = tls_get(p.https, Some("c.example.com"), "a.example.com", "/", &["h2"], tls13).await.expect("c");
+    let r = tls_get(
+        p.https,
+        Some("c.example.com"),
+        "a.example.com",
+        "/",
+        &["h2"],
+        tls13,
+    )
+    .await
+    .expect("c");
     assert_eq!(r.server_cert, w_der);
     p.stop().await;
 }
@@ -191,27 +310,60 @@ async fn tls_certificates_by_sni() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ssl_redirect_rewrite_target_and_forwarded_headers() {
     let mut m = backends().await;
-    m.push_str(&ingress("secure", "nginx.ingress.kubernetes.io/force-ssl-redirect: 'true'", &[("secure.example.com", "/", "Prefix", "one")]));
+    m.push_str(&ingress(
+        "secure",
+        "nginx.ingress.kubernetes.io/force-ssl-redirect: 'true'",
+        &[("secure.example.com", "/", "Prefix", "one")],
+    ));
     m.push_str("---\n");
     m.push_str(&ingress(
         "rewrite",
         "nginx.ingress.kubernetes.io/rewrite-target: /$2",
-        &[("rw.example.com", "/something(/|$)(.*)", "ImplementationSpecific", "two")],
+        &[(
+            "rw.example.com",
+            "/something(/|$)(.*)",
+            "ImplementationSpecific",
+            "two",
+        )],
     ));
     m.push_str("---\n");
-    m.push_str(&ingress("plain", "", &[("plain.example.com", "/admin", "Prefix", "api"), ("plain.example.com", "/", "Prefix", "web")]));
+    m.push_str(&ingress(
+        "plain",
+        "",
+        &[
+            ("plain.example.com", "/admin", "Prefix", "api"),
+            ("plain.example.com", "/", "Prefix", "web"),
+        ],
+    ));
     let p = TestProxy::start(&m).await;
 
-    let (status, headers, _) = get(p.http, "secure.example.com", "/a/b?x=1").await.expect("redirect");
+    let (status, headers, _) = get(p.http, "secure.example.com", "/a/b?x=1")
+        .await
+        .expect("redirect");
     assert_eq!(status, StatusCode::PERMANENT_REDIRECT);
     assert_eq!(
         headers.get("location").and_then(|v| v.to_str().ok()),
         Some(format!("https://secure.example.com:{}/a/b?x=1", p.https.port()).as_str())
     );
-    let r = tls_get(p.https, Some("secure.example.com"), "secure.example.com", "/a", &["h2"], &[&rustls::version::TLS13]).await.expect("https");
-    assert_eq!(served_by(&r.resp.2), "one", "HTTPS is served, not redirected");
+    let r = tls_get(
+        p.https,
+        Some("secure.example.com"),
+        "secure.example.com",
+        "/a",
+        &["h2"],
+        &[&rustls::version::TLS13],
+    )
+    .await
+    .expect("https");
+    assert_eq!(
+        served_by(&r.resp.2),
+        "one",
+        "HTTPS is served, not redirected"
+    );
 
-    let (_, _, body) = get(p.http, "rw.example.com", "/something/new/path").await.expect("rewrite");
+    let (_, _, body) = get(p.http, "rw.example.com", "/something/new/path")
+        .await
+        .expect("rewrite");
     let v: serde_json::Value = serde_json::from_str(&body).expect("json");
     assert_eq!(v["path"], "/new/path");
 
@@ -234,7 +386,9 @@ async fn ssl_redirect_rewrite_target_and_forwarded_headers() {
     assert_eq!(h["host"], "plain.example.com");
 
     // Dot segments cannot slip a request past a more specific rule.
-    let (_, _, body) = get(p.http, "plain.example.com", "/public/../admin/x").await.expect("normalized");
+    let (_, _, body) = get(p.http, "plain.example.com", "/public/../admin/x")
+        .await
+        .expect("normalized");
     assert_eq!(served_by(&body), "api");
     let v: serde_json::Value = serde_json::from_str(&body).expect("json");
     assert_eq!(v["path"], "/admin/x");

@@ -35,7 +35,9 @@ fn list_file(a: SocketAddr, b: SocketAddr, cert: &str, key: &str) -> String {
         let bytes = s.as_bytes();
         let mut out = String::new();
         for chunk in bytes.chunks(3) {
-            let n = (u32::from(chunk[0]) << 16) | (u32::from(*chunk.get(1).unwrap_or(&0)) << 8) | u32::from(*chunk.get(2).unwrap_or(&0));
+            let n = (u32::from(chunk[0]) << 16)
+                | (u32::from(*chunk.get(1).unwrap_or(&0)) << 8)
+                | u32::from(*chunk.get(2).unwrap_or(&0));
             for i in 0..4 {
                 if i <= chunk.len() {
                     out.push(char::from(T[((n >> (18 - 6 * i)) & 63) as usize]));
@@ -86,39 +88,81 @@ async fn dropped_list_files_route_within_a_second() {
     let child = Command::new(env!("CARGO_BIN_EXE_tollgate"))
         .args(["proxy", "--manifests"])
         .arg(dir.path())
-        .args(["--http-listen", &http.to_string(), "--https-listen", &https.to_string(), "--admin-listen", &admin.to_string(), "--drain-seconds", "2"])
+        .args([
+            "--http-listen",
+            &http.to_string(),
+            "--https-listen",
+            &https.to_string(),
+            "--admin-listen",
+            &admin.to_string(),
+            "--drain-seconds",
+            "2",
+        ])
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
         .expect("start tollgate proxy");
     let mut proc = Proc(child);
     wait_until(Duration::from_secs(10), "readiness", || async move {
-        get(admin, "admin", "/readyz").await.is_ok_and(|r| r.0 == StatusCode::OK)
+        get(admin, "admin", "/readyz")
+            .await
+            .is_ok_and(|r| r.0 == StatusCode::OK)
     })
     .await;
-    assert_eq!(get(http, "shop.example.com", "/cart").await.expect("before").0, StatusCode::NOT_FOUND);
+    assert_eq!(
+        get(http, "shop.example.com", "/cart")
+            .await
+            .expect("before")
+            .0,
+        StatusCode::NOT_FOUND
+    );
 
     let (cert, key, der) = self_signed(&["shop.example.com"]);
     let tmp = dir.path().join(".drop.json.tmp");
     std::fs::write(&tmp, list_file(cart, catalog, &cert, &key)).expect("write");
     let dropped = Instant::now();
     std::fs::rename(&tmp, dir.path().join("shop.json")).expect("rename");
-    wait_until(Duration::from_secs(1), "traffic to follow the dropped file", || async move {
-        get(http, "shop.example.com", "/cart/items").await.is_ok_and(|r| served_by(&r.2) == "cart")
-    })
+    wait_until(
+        Duration::from_secs(1),
+        "traffic to follow the dropped file",
+        || async move {
+            get(http, "shop.example.com", "/cart/items")
+                .await
+                .is_ok_and(|r| served_by(&r.2) == "cart")
+        },
+    )
     .await;
     let took = dropped.elapsed();
-    assert_eq!(served_by(&get(http, "shop.example.com", "/").await.expect("catalog").2), "catalog");
-    let tls = tls_get(https, Some("shop.example.com"), "shop.example.com", "/cart", &["h2"], &[&rustls::version::TLS13])
-        .await
-        .expect("tls");
-    assert_eq!(tls.server_cert, der, "the dropped Secret's certificate is served");
+    assert_eq!(
+        served_by(&get(http, "shop.example.com", "/").await.expect("catalog").2),
+        "catalog"
+    );
+    let tls = tls_get(
+        https,
+        Some("shop.example.com"),
+        "shop.example.com",
+        "/cart",
+        &["h2"],
+        &[&rustls::version::TLS13],
+    )
+    .await
+    .expect("tls");
+    assert_eq!(
+        tls.server_cert, der,
+        "the dropped Secret's certificate is served"
+    );
     assert_eq!(served_by(&tls.resp.2), "cart");
 
     std::fs::remove_file(dir.path().join("shop.json")).expect("remove");
-    wait_until(Duration::from_secs(1), "routes to go with the file", || async move {
-        get(http, "shop.example.com", "/cart").await.is_ok_and(|r| r.0 == StatusCode::NOT_FOUND)
-    })
+    wait_until(
+        Duration::from_secs(1),
+        "routes to go with the file",
+        || async move {
+            get(http, "shop.example.com", "/cart")
+                .await
+                .is_ok_and(|r| r.0 == StatusCode::NOT_FOUND)
+        },
+    )
     .await;
     eprintln!("dropped file routed after {took:?}");
 
@@ -131,7 +175,10 @@ async fn dropped_list_files_route_within_a_second() {
         if let Some(s) = proc.0.try_wait().expect("wait") {
             break s;
         }
-        assert!(Instant::now() < deadline, "tollgate did not exit after SIGTERM");
+        assert!(
+            Instant::now() < deadline,
+            "tollgate did not exit after SIGTERM"
+        );
         tokio::time::sleep(Duration::from_millis(20)).await;
     };
     assert!(exit.success(), "exit status {exit}");

@@ -31,7 +31,10 @@ async fn config_generation(admin: SocketAddr) -> u64 {
 fn manifests(i: usize, backends: &[SocketAddr]) -> String {
     let n = backends.len();
     // A rotating, never-empty subset of the backends.
-    let subset: Vec<SocketAddr> = (0..n).filter(|b| (i + b) % 3 != 0 || *b == i % n).map(|b| backends[b]).collect();
+    let subset: Vec<SocketAddr> = (0..n)
+        .filter(|b| (i + b) % 3 != 0 || *b == i % n)
+        .map(|b| backends[b])
+        .collect();
     let svc = if i % 2 == 0 { "pool-a" } else { "pool-b" };
     let mut routes = vec![("live.example.com", "/", "Prefix", svc)];
     if i % 4 < 2 {
@@ -73,7 +76,10 @@ async fn hundred_changes_under_keepalive_load_fail_nothing() {
                     }
                     other => failed.record(format!("h1 client {c}: {:?}", other.map(|r| r.0))),
                 }
-                assert!(!conn.is_closed(), "the proxy must not close a keepalive connection");
+                assert!(
+                    !conn.is_closed(),
+                    "the proxy must not close a keepalive connection"
+                );
             }
         });
     }
@@ -81,16 +87,23 @@ async fn hundred_changes_under_keepalive_load_fail_nothing() {
         let (stop, ok, failed, addr) = (stop.clone(), ok.clone(), failed.clone(), p.http);
         clients.spawn(async move {
             let s = tokio::net::TcpStream::connect(addr).await.expect("connect");
-            let (mut send, conn) = hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(s)).await.expect("h2");
+            let (mut send, conn) =
+                hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(s))
+                    .await
+                    .expect("h2");
             tokio::spawn(conn);
             while !stop.load(Ordering::Relaxed) {
-                let req = http::Request::get("http://live.example.com/").body(Full::new(Bytes::new())).unwrap();
+                let req = http::Request::get("http://live.example.com/")
+                    .body(Full::new(Bytes::new()))
+                    .unwrap();
                 match send.send_request(req).await {
                     Ok(r) if r.status() == StatusCode::OK => {
                         let _ = r.into_body().collect().await;
                         ok.fetch_add(1, Ordering::Relaxed);
                     }
-                    other => failed.record(format!("h2 client {c}: {:?}", other.map(|r| r.status()))),
+                    other => {
+                        failed.record(format!("h2 client {c}: {:?}", other.map(|r| r.status())))
+                    }
                 }
             }
         });
@@ -101,30 +114,56 @@ async fn hundred_changes_under_keepalive_load_fail_nothing() {
     let arrived = Arc::new(tokio::sync::Notify::new());
     let release = Arc::new(tokio::sync::Notify::new());
     let holder = holding_backend(arrived.clone(), release.clone()).await;
-    p.write("hold.yaml", &format!("{}---\n{}", service("hold", &[holder]), ingress("hold", "", &[("hold.example.com", "/", "Prefix", "hold")])));
+    p.write(
+        "hold.yaml",
+        &format!(
+            "{}---\n{}",
+            service("hold", &[holder]),
+            ingress("hold", "", &[("hold.example.com", "/", "Prefix", "hold")])
+        ),
+    );
     let http = p.http;
     wait_until(Duration::from_secs(5), "hold route", || async move {
         // The holder answers 503 to probes so they are not held.
-        get(http, "hold.example.com", "/probe").await.is_ok_and(|r| r.0 == StatusCode::SERVICE_UNAVAILABLE)
+        get(http, "hold.example.com", "/probe")
+            .await
+            .is_ok_and(|r| r.0 == StatusCode::SERVICE_UNAVAILABLE)
     })
     .await;
     let held = tokio::spawn(async move { get(http, "hold.example.com", "/held").await });
-    tokio::time::timeout(Duration::from_secs(5), arrived.notified()).await.expect("held request reached its target");
+    tokio::time::timeout(Duration::from_secs(5), arrived.notified())
+        .await
+        .expect("held request reached its target");
     std::fs::remove_file(p.path("hold.yaml")).expect("remove");
-    wait_until(Duration::from_secs(5), "hold route removal", || async move {
-        get(http, "hold.example.com", "/probe").await.is_ok_and(|r| r.0 == StatusCode::NOT_FOUND)
-    })
+    wait_until(
+        Duration::from_secs(5),
+        "hold route removal",
+        || async move {
+            get(http, "hold.example.com", "/probe")
+                .await
+                .is_ok_and(|r| r.0 == StatusCode::NOT_FOUND)
+        },
+    )
     .await;
     release.notify_one();
     let held = held.await.expect("task").expect("held request");
-    assert_eq!((held.0, held.2.as_str()), (StatusCode::OK, "held"), "the removed target finished its request");
+    assert_eq!(
+        (held.0, held.2.as_str()),
+        (StatusCode::OK, "held"),
+        "the removed target finished its request"
+    );
 
     let mut last = config_generation(p.admin).await;
     for i in 1..=100 {
         p.write("main.yaml", &manifests(i, &backends));
         let admin = p.admin;
         let seen = last;
-        wait_until(Duration::from_secs(5), &format!("change {i} to apply"), || async move { config_generation(admin).await > seen }).await;
+        wait_until(
+            Duration::from_secs(5),
+            &format!("change {i} to apply"),
+            || async move { config_generation(admin).await > seen },
+        )
+        .await;
         last = config_generation(p.admin).await;
     }
 
@@ -134,7 +173,12 @@ async fn hundred_changes_under_keepalive_load_fail_nothing() {
     }
     let failures = failed.take();
     let total = ok.load(Ordering::Relaxed);
-    assert!(failures.is_empty(), "{} failed requests, e.g. {:?}", failures.len(), &failures[..failures.len().min(5)]);
+    assert!(
+        failures.is_empty(),
+        "{} failed requests, e.g. {:?}",
+        failures.len(),
+        &failures[..failures.len().min(5)]
+    );
     assert!(total > 200, "clients sent only {total} requests");
     eprintln!("{total} requests across 100+ changes, 0 failed");
     p.stop().await;
@@ -142,29 +186,41 @@ async fn hundred_changes_under_keepalive_load_fail_nothing() {
 
 /// A backend that answers `/held` only once released, after signalling arrival; anything
 /// else gets 503 at once.
-async fn holding_backend(arrived: Arc<tokio::sync::Notify>, release: Arc<tokio::sync::Notify>) -> SocketAddr {
-    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+async fn holding_backend(
+    arrived: Arc<tokio::sync::Notify>,
+    release: Arc<tokio::sync::Notify>,
+) -> SocketAddr {
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
     let addr = l.local_addr().expect("addr");
     tokio::spawn(async move {
         loop {
-            let Ok((s, _)) = l.accept().await else { continue };
+            let Ok((s, _)) = l.accept().await else {
+                continue;
+            };
             let (arrived, release) = (arrived.clone(), release.clone());
             tokio::spawn(async move {
-                let svc = hyper::service::service_fn(move |req: http::Request<hyper::body::Incoming>| {
-                    let (arrived, release) = (arrived.clone(), release.clone());
-                    async move {
-                        if req.uri().path() == "/held" {
-                            arrived.notify_one();
-                            release.notified().await;
-                            Ok::<_, std::convert::Infallible>(http::Response::new(Full::new(Bytes::from_static(b"held"))))
-                        } else {
-                            let mut r = http::Response::new(Full::new(Bytes::new()));
-                            *r.status_mut() = StatusCode::SERVICE_UNAVAILABLE;
-                            Ok(r)
+                let svc =
+                    hyper::service::service_fn(move |req: http::Request<hyper::body::Incoming>| {
+                        let (arrived, release) = (arrived.clone(), release.clone());
+                        async move {
+                            if req.uri().path() == "/held" {
+                                arrived.notify_one();
+                                release.notified().await;
+                                Ok::<_, std::convert::Infallible>(http::Response::new(Full::new(
+                                    Bytes::from_static(b"held"),
+                                )))
+                            } else {
+                                let mut r = http::Response::new(Full::new(Bytes::new()));
+                                *r.status_mut() = StatusCode::SERVICE_UNAVAILABLE;
+                                Ok(r)
+                            }
                         }
-                    }
-                });
-                let _ = hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(s), svc).await;
+                    });
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(TokioIo::new(s), svc)
+                    .await;
             });
         }
     });
@@ -186,6 +242,9 @@ impl Failures {
     }
 
     fn take(&self) -> Vec<String> {
-        self.0.lock().map(|mut v| std::mem::take(&mut *v)).unwrap_or_default()
+        self.0
+            .lock()
+            .map(|mut v| std::mem::take(&mut *v))
+            .unwrap_or_default()
     }
 }

@@ -39,7 +39,10 @@ pub fn service(name: &str, targets: &[SocketAddr]) -> String {
 pub fn service_with(name: &str, targets: &[SocketAddr], annotations: &str) -> String {
     let mut by_port: std::collections::BTreeMap<u16, Vec<String>> = Default::default();
     for t in targets {
-        by_port.entry(t.port()).or_default().push(t.ip().to_string());
+        by_port
+            .entry(t.port())
+            .or_default()
+            .push(t.ip().to_string());
     }
     let mut out = format!(
         "apiVersion: v1\nkind: Service\nmetadata: {{name: {name}, annotations: {{{annotations}}}}}\nspec: {{ports: [{{name: http, port: 80}}]}}\n"
@@ -50,7 +53,9 @@ pub fn service_with(name: &str, targets: &[SocketAddr], annotations: &str) -> St
             "---\napiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\nmetadata: {{name: {name}-{i}, labels: {{kubernetes.io/service-name: {name}}}}}\naddressType: IPv4\nports: [{{name: http, port: {port}}}]\nendpoints:\n"
         ));
         for ip in ips {
-            out.push_str(&format!("- {{addresses: ['{ip}'], conditions: {{ready: true}}}}\n"));
+            out.push_str(&format!(
+                "- {{addresses: ['{ip}'], conditions: {{ready: true}}}}\n"
+            ));
         }
     }
     out
@@ -145,10 +150,20 @@ impl TestProxy {
                 panic!("proxy failed: {e}");
             }
         });
-        let p = TestProxy { http: h, https: s, admin: a, dir, stop, task };
+        let p = TestProxy {
+            http: h,
+            https: s,
+            admin: a,
+            dir,
+            stop,
+            task,
+        };
         let admin = p.admin;
         wait_until(Duration::from_secs(10), "proxy readiness", || async move {
-            matches!(get(admin, "admin", "/readyz").await, Ok((StatusCode::OK, _, _)))
+            matches!(
+                get(admin, "admin", "/readyz").await,
+                Ok((StatusCode::OK, _, _))
+            )
         })
         .await;
         p
@@ -195,13 +210,20 @@ impl H1 {
     }
 
     pub async fn get(&mut self, host: &str, path: &str) -> Result<Resp, String> {
-        let req = Request::get(path).header("host", host).body(Full::new(Bytes::new())).map_err(|e| e.to_string())?;
+        let req = Request::get(path)
+            .header("host", host)
+            .body(Full::new(Bytes::new()))
+            .map_err(|e| e.to_string())?;
         self.request(req).await
     }
 
     pub async fn request(&mut self, req: Request<Full<Bytes>>) -> Result<Resp, String> {
         self.send.ready().await.map_err(|e| e.to_string())?;
-        let resp = self.send.send_request(req).await.map_err(|e| e.to_string())?;
+        let resp = self
+            .send
+            .send_request(req)
+            .await
+            .map_err(|e| e.to_string())?;
         collect(resp).await
     }
 
@@ -213,17 +235,24 @@ impl H1 {
 async fn collect(resp: hyper::Response<hyper::body::Incoming>) -> Result<Resp, String> {
     let (parts, body) = resp.into_parts();
     let body = body.collect().await.map_err(|e| e.to_string())?.to_bytes();
-    Ok((parts.status, parts.headers, String::from_utf8_lossy(&body).into_owned()))
+    Ok((
+        parts.status,
+        parts.headers,
+        String::from_utf8_lossy(&body).into_owned(),
+    ))
 }
 
 /// One HTTP/2 request with prior knowledge (h2c).
 pub async fn h2c_get(addr: SocketAddr, authority: &str, path: &str) -> Result<Resp, String> {
     let s = TcpStream::connect(addr).await.map_err(|e| e.to_string())?;
-    let (mut send, conn) = hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(s))
-        .await
-        .map_err(|e| e.to_string())?;
+    let (mut send, conn) =
+        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(s))
+            .await
+            .map_err(|e| e.to_string())?;
     tokio::spawn(conn);
-    let req = Request::get(format!("http://{authority}{path}")).body(Full::new(Bytes::new())).map_err(|e| e.to_string())?;
+    let req = Request::get(format!("http://{authority}{path}"))
+        .body(Full::new(Bytes::new()))
+        .map_err(|e| e.to_string())?;
     let resp = send.send_request(req).await.map_err(|e| e.to_string())?;
     collect(resp).await
 }
@@ -290,30 +319,48 @@ pub async fn tls_get(
         .with_no_client_auth();
     cfg.alpn_protocols = alpn.iter().map(|a| a.as_bytes().to_vec()).collect();
     cfg.enable_sni = sni.is_some();
-    let name = rustls::pki_types::ServerName::try_from(sni.unwrap_or("unused.invalid").to_string()).map_err(|e| e.to_string())?;
+    let name = rustls::pki_types::ServerName::try_from(sni.unwrap_or("unused.invalid").to_string())
+        .map_err(|e| e.to_string())?;
     let tcp = TcpStream::connect(addr).await.map_err(|e| e.to_string())?;
     let tls = tokio_rustls::TlsConnector::from(Arc::new(cfg))
         .connect(name, tcp)
         .await
         .map_err(|e| e.to_string())?;
     let (_, session) = tls.get_ref();
-    let server_cert = session.peer_certificates().and_then(|c| c.first()).map(|c| c.to_vec()).unwrap_or_default();
+    let server_cert = session
+        .peer_certificates()
+        .and_then(|c| c.first())
+        .map(|c| c.to_vec())
+        .unwrap_or_default();
     let alpn_got = session.alpn_protocol().map(|a| a.to_vec());
     let version = session.protocol_version().ok_or("no TLS version")?;
     let resp = if alpn_got.as_deref() == Some(b"h2") {
-        let (mut send, conn) = hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(tls))
+        let (mut send, conn) =
+            hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(tls))
+                .await
+                .map_err(|e| e.to_string())?;
+        tokio::spawn(conn);
+        let req = Request::get(format!("https://{host}{path}"))
+            .body(Full::new(Bytes::new()))
+            .map_err(|e| e.to_string())?;
+        collect(send.send_request(req).await.map_err(|e| e.to_string())?).await?
+    } else {
+        let (mut send, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tls))
             .await
             .map_err(|e| e.to_string())?;
         tokio::spawn(conn);
-        let req = Request::get(format!("https://{host}{path}")).body(Full::new(Bytes::new())).map_err(|e| e.to_string())?;
-        collect(send.send_request(req).await.map_err(|e| e.to_string())?).await?
-    } else {
-        let (mut send, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tls)).await.map_err(|e| e.to_string())?;
-        tokio::spawn(conn);
-        let req = Request::get(path).header("host", host).body(Full::new(Bytes::new())).map_err(|e| e.to_string())?;
+        let req = Request::get(path)
+            .header("host", host)
+            .body(Full::new(Bytes::new()))
+            .map_err(|e| e.to_string())?;
         collect(send.send_request(req).await.map_err(|e| e.to_string())?).await?
     };
-    Ok(TlsResp { resp, server_cert, alpn: alpn_got, version })
+    Ok(TlsResp {
+        resp,
+        server_cert,
+        alpn: alpn_got,
+        version,
+    })
 }
 
 /// The `name` an echo backend put in its JSON answer.
@@ -326,8 +373,14 @@ pub fn served_by(body: &str) -> String {
 
 /// A CA-less self-signed certificate for `names`, as (cert PEM, key PEM, cert DER).
 pub fn self_signed(names: &[&str]) -> (String, String, Vec<u8>) {
-    let ck = rcgen::generate_simple_self_signed(names.iter().map(|s| s.to_string()).collect::<Vec<_>>()).expect("rcgen");
-    (ck.cert.pem(), ck.signing_key.serialize_pem(), ck.cert.der().to_vec())
+    let ck =
+        rcgen::generate_simple_self_signed(names.iter().map(|s| s.to_string()).collect::<Vec<_>>())
+            .expect("rcgen");
+    (
+        ck.cert.pem(),
+        ck.signing_key.serialize_pem(),
+        ck.cert.der().to_vec(),
+    )
 }
 
 /// A `kubernetes.io/tls` Secret manifest.

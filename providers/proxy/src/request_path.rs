@@ -6,6 +6,7 @@
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -446,7 +447,14 @@ async fn forward(
     };
     // A body-less request can be retried on another target after a connect failure.
     let replayable = hyper::body::Body::is_end_stream(&body);
-    let mut body = Some(body.boxed_unsync());
+    let body_failed = Arc::new(AtomicBool::new(false));
+    let mut body = Some(
+        ClientBody {
+            inner: body,
+            failed: body_failed.clone(),
+        }
+        .boxed_unsync(),
+    );
     let mut tried: Vec<SocketAddr> = Vec::new();
     let attempts = if replayable {
         group.targets.len().clamp(1, 3)
@@ -494,6 +502,13 @@ async fn forward(
                 continue;
             }
             Ok(Err(e)) => {
+                if body_failed.load(Ordering::Relaxed) {
+                    // The client's body was malformed (e.g. a bad chunk size), not the target.
+                    let mut r = error_response(StatusCode::BAD_REQUEST, "malformed request body");
+                    r.headers_mut()
+                        .insert(header::CONNECTION, HeaderValue::from_static("close"));
+                    return r;
+                }
                 tracing::debug!(target = %target.addr, error = %e, "upstream request failed");
                 return error_response(StatusCode::BAD_GATEWAY, "upstream connection failed");
             }
@@ -536,6 +551,41 @@ async fn forward(
         error_response(StatusCode::SERVICE_UNAVAILABLE, "no ready endpoints")
     } else {
         error_response(StatusCode::BAD_GATEWAY, "could not connect to any endpoint")
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// The client's request body, remembering whether it failed (bad chunking, reset), so a
+    /// failed upstream exchange can be blamed on the right side.
+    struct ClientBody {
+        #[pin]
+        inner: Incoming,
+        failed: Arc<AtomicBool>,
+    }
+}
+
+impl hyper::body::Body for ClientBody {
+    type Data = Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<hyper::body::Frame<Bytes>, hyper::Error>>> {
+        let this = self.project();
+        let polled = this.inner.poll_frame(cx);
+        if let std::task::Poll::Ready(Some(Err(_))) = &polled {
+            this.failed.store(true, Ordering::Relaxed);
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> hyper::body::SizeHint {
+        self.inner.size_hint()
     }
 }
 

@@ -224,7 +224,7 @@ impl TargetRegistry {
 }
 
 /// Weighted choice among target groups of a forward action.
-pub fn pick_weighted<'a, T>(choices: &'a [(T, u32)]) -> Option<&'a T> {
+pub fn pick_weighted<T>(choices: &[(T, u32)]) -> Option<&T> {
     let total: u64 = choices.iter().map(|(_, w)| u64::from(*w)).sum();
     if total == 0 {
         return choices.first().map(|(t, _)| t);

@@ -10,10 +10,26 @@ use tollgate_contract::{
 };
 use tollgate_proxy::route_table::ListenerRoutes;
 
-const HOSTS: &[Option<&str>] = &[None, Some("a.com"), Some("x.a.com"), Some("*.a.com"), Some("*.x.a.com"), Some("b.x.a.com")];
+const HOSTS: &[Option<&str>] = &[
+    None,
+    Some("a.com"),
+    Some("x.a.com"),
+    Some("*.a.com"),
+    Some("*.x.a.com"),
+    Some("b.x.a.com"),
+];
 const PATHS: &[&str] = &["/", "/a", "/a/", "/a/b", "/ab", "/a/b/c", "/b"];
-const REQ_HOSTS: &[&str] = &["a.com", "x.a.com", "y.a.com", "b.x.a.com", "c.x.a.com", "other.org"];
-const REQ_PATHS: &[&str] = &["/", "/a", "/a/", "/a/b", "/a/bc", "/ab", "/a/b/c", "/a/b/c/d", "/b", "/c"];
+const REQ_HOSTS: &[&str] = &[
+    "a.com",
+    "x.a.com",
+    "y.a.com",
+    "b.x.a.com",
+    "c.x.a.com",
+    "other.org",
+];
+const REQ_PATHS: &[&str] = &[
+    "/", "/a", "/a/", "/a/b", "/a/bc", "/ab", "/a/b/c", "/a/b/c/d", "/b", "/c",
+];
 
 fn host(h: Option<&str>) -> Option<HostMatch> {
     h.map(|h| match h.strip_prefix("*.") {
@@ -49,12 +65,21 @@ fn reference(l: &Listener, req: &RequestFacts<'_>) -> Option<usize> {
     l.rules.iter().position(|r| {
         let mut c = r.conditions.clone();
         let path_ok = match &c.path {
-            Some(PathMatch { kind: PathKind::Regex, path }) => {
-                regex::Regex::new(&format!("(?i)^(?:{path})")).unwrap().is_match(req.path)
-            }
+            Some(PathMatch {
+                kind: PathKind::Regex,
+                path,
+            }) => regex::Regex::new(&format!("(?i)^(?:{path})"))
+                .unwrap()
+                .is_match(req.path),
             _ => true,
         };
-        if matches!(c.path, Some(PathMatch { kind: PathKind::Regex, .. })) {
+        if matches!(
+            c.path,
+            Some(PathMatch {
+                kind: PathKind::Regex,
+                ..
+            })
+        ) {
             c.path = None;
         }
         path_ok && c.matches(req)

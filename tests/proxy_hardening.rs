@@ -1,0 +1,262 @@
+//! Hostile clients on raw sockets: smuggling shapes, oversized heads, slowloris, too many
+//! connections. Each gets a clean refusal, and the proxy keeps serving everyone else.
+
+mod support;
+
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use http::StatusCode;
+use support::*;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+async fn proxy(tweak: impl FnOnce(&mut tollgate::proxy_command::ProxyRunOptions)) -> TestProxy {
+    let e = echo("web").await;
+    let m = format!(
+        "{}---\n{}",
+        service("web", &[e]),
+        ingress("web", "", &[("h.example.com", "/", "Prefix", "web")])
+    );
+    TestProxy::start_with(&m, tweak).await
+}
+
+/// Sends raw bytes and reads until the server closes or 3 s pass; returns what came back.
+async fn raw(addr: SocketAddr, bytes: &[u8]) -> String {
+    let mut s = TcpStream::connect(addr).await.expect("connect");
+    s.write_all(bytes).await.expect("write");
+    let mut out = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(3), s.read_to_end(&mut out)).await;
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+fn status_line(resp: &str) -> &str {
+    resp.lines().next().unwrap_or("")
+}
+
+async fn still_serving(p: &TestProxy) {
+    let r = get(p.http, "h.example.com", "/")
+        .await
+        .expect("normal request after abuse");
+    assert_eq!(r.0, StatusCode::OK);
+    assert_eq!(served_by(&r.2), "web");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn smuggling_shapes_get_400() {
+    let p = proxy(|_| {}).await;
+    let cases: &[(&str, &[u8])] = &[
+        (
+            "two different Content-Lengths",
+            b"POST /echo HTTP/1.1\r\nHost: h.example.com\r\nContent-Length: 4\r\nContent-Length: 5\r\n\r\nabcde",
+        ),
+        (
+            "a Transfer-Encoding other than chunked",
+            b"POST /echo HTTP/1.1\r\nHost: h.example.com\r\nTransfer-Encoding: gzip\r\n\r\nabc",
+        ),
+        ("an invalid Content-Length", b"POST /echo HTTP/1.1\r\nHost: h.example.com\r\nContent-Length: -1\r\n\r\n"),
+        ("an invalid header name", b"GET / HTTP/1.1\r\nHost: h.example.com\r\nBad Header: x\r\n\r\n"),
+        ("a control character in a header value", b"GET / HTTP/1.1\r\nHost: h.example.com\r\nX: a\x00b\r\n\r\n"),
+    ];
+    for (what, bytes) in cases {
+        let resp = raw(p.http, bytes).await;
+        assert!(
+            status_line(&resp).starts_with("HTTP/1.1 400"),
+            "{what}: got {:?}",
+            status_line(&resp)
+        );
+        assert_eq!(
+            resp.matches("HTTP/1.1").count(),
+            1,
+            "{what}: nothing may be answered after the rejection: {resp:?}"
+        );
+    }
+    still_serving(&p).await;
+    p.stop().await;
+}
+
+/// Content-Length with Transfer-Encoding: hyper resolves it as RFC 9112 §6.3 says before the
+/// proxy sees the request (chunked wins, Content-Length is dropped, the connection closes
+/// after the response), so the smuggled second request is never parsed, let alone forwarded.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn content_length_with_transfer_encoding_smuggles_nothing() {
+    let p = proxy(|_| {}).await;
+    for smuggle in [
+        &b"POST /echo HTTP/1.1\r\nHost: h.example.com\r\nContent-Length: 4\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\nGET /admin HTTP/1.1\r\nHost: h.example.com\r\n\r\n"[..],
+        &b"POST /echo HTTP/1.1\r\nHost: h.example.com\r\nTransfer-Encoding: chunked\r\nContent-Length: 40\r\n\r\n0\r\n\r\nGET /admin HTTP/1.1\r\nHost: h.example.com\r\n\r\n"[..],
+    ] {
+        let resp = raw(p.http, smuggle).await;
+        assert_eq!(resp.matches("HTTP/1.1 ").count(), 1, "exactly one response, then the connection closes: {resp:?}");
+        assert!(!resp.contains("/admin"), "the smuggled request must not reach a backend: {resp:?}");
+    }
+    still_serving(&p).await;
+    p.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_chunk_sizes_get_400() {
+    let p = proxy(|_| {}).await;
+    let resp = raw(
+        p.http,
+        b"POST /echo HTTP/1.1\r\nHost: h.example.com\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\nabc\r\n0\r\n\r\nGET /admin HTTP/1.1\r\nHost: h.example.com\r\n\r\n",
+    )
+    .await;
+    // The head was valid, so the request was forwarded while its body streamed; the bad
+    // chunk size aborts the body: 400, and the connection ends without the smuggled request.
+    assert!(
+        status_line(&resp).starts_with("HTTP/1.1 400"),
+        "got {:?}",
+        status_line(&resp)
+    );
+    assert_eq!(resp.matches("HTTP/1.1 ").count(), 1, "{resp:?}");
+    assert!(!resp.contains("/admin"), "{resp:?}");
+    assert!(
+        !resp.contains("abc"),
+        "the malformed chunk must not be echoed back: {resp:?}"
+    );
+    still_serving(&p).await;
+    p.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn oversized_heads_are_refused() {
+    let p = proxy(|_| {}).await;
+    let huge = format!(
+        "GET / HTTP/1.1\r\nHost: h.example.com\r\nX-Big: {}\r\n\r\n",
+        "a".repeat(200 * 1024)
+    );
+    let resp = raw(p.http, huge.as_bytes()).await;
+    assert!(
+        status_line(&resp).starts_with("HTTP/1.1 431"),
+        "got {:?}",
+        status_line(&resp)
+    );
+    let many: String = (0..300).map(|i| format!("X-H{i}: v\r\n")).collect();
+    let resp = raw(
+        p.http,
+        format!("GET / HTTP/1.1\r\nHost: h.example.com\r\n{many}\r\n").as_bytes(),
+    )
+    .await;
+    assert!(
+        status_line(&resp).starts_with("HTTP/1.1 431"),
+        "got {:?}",
+        status_line(&resp)
+    );
+    still_serving(&p).await;
+    p.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slowloris_is_cut_off() {
+    let p = proxy(|o| o.limits.header_read_timeout = Duration::from_millis(500)).await;
+    let mut s = TcpStream::connect(p.http).await.expect("connect");
+    s.write_all(b"GET / HTTP/1.1\r\nHost: h.example.com\r\nX-Slow: ")
+        .await
+        .expect("write");
+    let started = Instant::now();
+    let mut buf = Vec::new();
+    let read = tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut buf)).await;
+    assert!(
+        read.is_ok(),
+        "the proxy must close a connection that dribbles its headers"
+    );
+    assert!(started.elapsed() < Duration::from_secs(3));
+    let text = String::from_utf8_lossy(&buf);
+    assert!(
+        text.is_empty() || status_line(&text).starts_with("HTTP/1.1 408"),
+        "got {text:?}"
+    );
+    still_serving(&p).await;
+    p.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connection_limit_refuses_extra_connections() {
+    let p = proxy(|o| o.limits.max_connections = 3).await;
+    // Hold the three permitted connections open (the readiness probe went to the admin port).
+    let mut held = Vec::new();
+    for _ in 0..3 {
+        let mut c = H1::connect(p.http).await.expect("connect");
+        assert_eq!(
+            c.get("h.example.com", "/").await.expect("served").0,
+            StatusCode::OK
+        );
+        held.push(c);
+    }
+    let refused = H1::connect(p.http).await;
+    let outcome = match refused {
+        Err(_) => true,
+        Ok(mut c) => c.get("h.example.com", "/").await.is_err(),
+    };
+    assert!(outcome, "a fourth connection must be refused");
+    drop(held);
+    let http = p.http;
+    wait_until(
+        Duration::from_secs(5),
+        "a permit to come back",
+        || async move {
+            get(http, "h.example.com", "/")
+                .await
+                .is_ok_and(|r| r.0 == StatusCode::OK)
+        },
+    )
+    .await;
+    p.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn upstream_failures_answer_502_503_504() {
+    let dead = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        l.local_addr().expect("addr") // closed when `l` drops: connections are refused
+    };
+    let live = echo("live").await;
+    let m = format!(
+        "{}---\n{}---\n{}---\n{}",
+        service("dead", &[dead]),
+        service("mixed", &[dead, live]),
+        "apiVersion: v1\nkind: Service\nmetadata: {name: empty}\nspec: {ports: [{name: http, port: 80}]}\n",
+        ingress(
+            "f",
+            "",
+            &[
+                ("f.example.com", "/dead", "Prefix", "dead"),
+                ("f.example.com", "/mixed", "Prefix", "mixed"),
+                ("f.example.com", "/empty", "Prefix", "empty"),
+                ("f.example.com", "/missing", "Prefix", "no-such-service"),
+            ]
+        )
+    );
+    let p = TestProxy::start_with(&m, |o| {
+        o.settings.response_header_timeout = Duration::from_millis(300)
+    })
+    .await;
+    assert_eq!(
+        get(p.http, "f.example.com", "/dead").await.expect("dead").0,
+        StatusCode::BAD_GATEWAY
+    );
+    assert_eq!(
+        get(p.http, "f.example.com", "/empty")
+            .await
+            .expect("empty")
+            .0,
+        StatusCode::SERVICE_UNAVAILABLE
+    );
+    assert_eq!(
+        get(p.http, "f.example.com", "/missing")
+            .await
+            .expect("missing")
+            .0,
+        StatusCode::SERVICE_UNAVAILABLE
+    );
+    // A refused connection is retried on the other target, and the dead one is ejected.
+    for _ in 0..20 {
+        let r = get(p.http, "f.example.com", "/mixed").await.expect("mixed");
+        assert_eq!((r.0, served_by(&r.2)), (StatusCode::OK, "live".to_string()));
+    }
+    let r = get(p.http, "f.example.com", "/mixed?sleep_ms=2000")
+        .await
+        .expect("slow");
+    assert_eq!(r.0, StatusCode::GATEWAY_TIMEOUT);
+    p.stop().await;
+}

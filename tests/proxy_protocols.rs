@@ -1,0 +1,203 @@
+//! Protocols through the proxy: WebSocket both ways, gRPC over HTTP/2 to an h2c upstream
+//! (with trailers), and request/response bodies streamed rather than buffered.
+
+mod support;
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures_util::{SinkExt, StreamExt};
+use http::StatusCode;
+use http_body_util::BodyExt;
+use hyper::body::Frame;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use support::*;
+use tokio_tungstenite::tungstenite::Message;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn websocket_round_trip() {
+    let ws = echo("ws").await;
+    let m = format!(
+        "{}---\n{}",
+        service("ws", &[ws]),
+        ingress("ws", "", &[("ws.example.com", "/", "Prefix", "ws")])
+    );
+    let p = TestProxy::start(&m).await;
+    let tcp = tokio::net::TcpStream::connect(p.http)
+        .await
+        .expect("connect");
+    let (mut socket, resp) = tokio_tungstenite::client_async("ws://ws.example.com/chat", tcp)
+        .await
+        .expect("websocket handshake through the proxy");
+    assert_eq!(resp.status(), StatusCode::SWITCHING_PROTOCOLS);
+    for i in 0..50 {
+        socket
+            .send(Message::text(format!("hello {i}")))
+            .await
+            .expect("send");
+        let got = tokio::time::timeout(Duration::from_secs(5), socket.next())
+            .await
+            .expect("echo in time")
+            .expect("open")
+            .expect("frame");
+        assert_eq!(got, Message::text(format!("hello {i}")));
+    }
+    let big = vec![7u8; 256 * 1024];
+    socket
+        .send(Message::binary(big.clone()))
+        .await
+        .expect("send binary");
+    let got = tokio::time::timeout(Duration::from_secs(5), socket.next())
+        .await
+        .expect("echo")
+        .expect("open")
+        .expect("frame");
+    assert_eq!(got.into_data().as_ref(), &big[..]);
+    socket.close(None).await.expect("close");
+    p.stop().await;
+}
+
+fn grpc_frame(payload: &[u8]) -> Bytes {
+    let mut b = Vec::with_capacity(payload.len() + 5);
+    b.push(0);
+    b.extend_from_slice(&u32::try_from(payload.len()).unwrap_or(0).to_be_bytes());
+    b.extend_from_slice(payload);
+    Bytes::from(b)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn grpc_round_trip_over_h2c_and_tls() {
+    let g = echo("grpc").await;
+    let m = format!(
+        "{}---\n{}",
+        service_with(
+            "grpc",
+            &[g],
+            "alb.ingress.kubernetes.io/backend-protocol-version: GRPC"
+        ),
+        ingress("grpc", "", &[("grpc.example.com", "/", "Prefix", "grpc")])
+    );
+    let p = TestProxy::start(&m).await;
+    let s = tokio::net::TcpStream::connect(p.http)
+        .await
+        .expect("connect");
+    let (mut send, conn) =
+        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(s))
+            .await
+            .expect("h2c");
+    tokio::spawn(conn);
+    for i in 0..10 {
+        let payload = format!("request {i}");
+        let req = http::Request::post("http://grpc.example.com/echo.Echo/Say")
+            .header("content-type", "application/grpc")
+            .header("te", "trailers")
+            .body(http_body_util::Full::new(grpc_frame(payload.as_bytes())))
+            .unwrap();
+        let resp = send.send_request(req).await.expect("gRPC call");
+        assert_eq!(resp.status(), StatusCode::OK);
+        assert_eq!(
+            resp.headers()
+                .get("content-type")
+                .and_then(|v| v.to_str().ok()),
+            Some("application/grpc")
+        );
+        let collected = resp.into_body().collect().await.expect("body");
+        let trailers = collected
+            .trailers()
+            .cloned()
+            .expect("gRPC trailers pass through");
+        assert_eq!(
+            trailers.get("grpc-status").and_then(|v| v.to_str().ok()),
+            Some("0")
+        );
+        assert_eq!(
+            trailers.get("x-served-by").and_then(|v| v.to_str().ok()),
+            Some("grpc")
+        );
+        assert_eq!(collected.to_bytes(), grpc_frame(payload.as_bytes()));
+    }
+    p.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bodies_stream_both_ways() {
+    let e = echo("stream").await;
+    let m = format!(
+        "{}---\n{}",
+        service("stream", &[e]),
+        ingress("s", "", &[("s.example.com", "/", "Prefix", "stream")])
+    );
+    let p = TestProxy::start(&m).await;
+    let mut conn = H1Stream::connect(p.http).await;
+    // Each chunk must come back before the next is sent: only a streaming proxy can do that.
+    let (tx, rx) = tokio::sync::mpsc::channel::<Bytes>(1);
+    let body = ChannelBody(rx);
+    let req = http::Request::post("/echo")
+        .header("host", "s.example.com")
+        .header("transfer-encoding", "chunked")
+        .body(body)
+        .unwrap();
+    let resp = conn
+        .send
+        .send_request(req)
+        .await
+        .expect("response headers before the request body ended");
+    assert_eq!(resp.status(), StatusCode::OK);
+    let mut body = resp.into_body();
+    let chunk = vec![b'x'; 64 * 1024];
+    let mut echoed = 0usize;
+    for _ in 0..64 {
+        tx.send(Bytes::from(chunk.clone()))
+            .await
+            .expect("send chunk");
+        let mut got = 0;
+        while got < chunk.len() {
+            let frame = tokio::time::timeout(Duration::from_secs(5), body.frame())
+                .await
+                .expect("echo in time")
+                .expect("frame")
+                .expect("ok");
+            if let Ok(d) = frame.into_data() {
+                got += d.len();
+            }
+        }
+        echoed += got;
+    }
+    drop(tx);
+    assert_eq!(
+        echoed,
+        64 * chunk.len(),
+        "4 MiB streamed through chunk by chunk"
+    );
+    p.stop().await;
+}
+
+struct H1Stream {
+    send: hyper::client::conn::http1::SendRequest<ChannelBody>,
+}
+
+impl H1Stream {
+    async fn connect(addr: std::net::SocketAddr) -> Self {
+        let s = tokio::net::TcpStream::connect(addr).await.expect("connect");
+        let (send, conn) = hyper::client::conn::http1::handshake(TokioIo::new(s))
+            .await
+            .expect("h1");
+        tokio::spawn(conn);
+        H1Stream { send }
+    }
+}
+
+/// A request body fed chunk by chunk from a channel.
+struct ChannelBody(tokio::sync::mpsc::Receiver<Bytes>);
+
+impl hyper::body::Body for ChannelBody {
+    type Data = Bytes;
+    type Error = std::convert::Infallible;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
+        self.0.poll_recv(cx).map(|c| c.map(|b| Ok(Frame::data(b))))
+    }
+}
