@@ -108,6 +108,10 @@ struct ProxyArgs {
     /// Address reported as the load balancer's address (Ingress status).
     #[arg(long, value_name = "HOST")]
     publish_address: Option<String>,
+
+    /// Threads serving traffic (default: one per CPU core).
+    #[arg(long, value_name = "N")]
+    worker_threads: Option<usize>,
 }
 
 #[derive(Args)]
@@ -256,7 +260,17 @@ fn proxy(args: ProxyArgs) -> anyhow::Result<ExitCode> {
         serve_echo_backends: args.serve_echo_backends,
         publish_address: args.publish_address,
     };
-    let rt = tokio::runtime::Runtime::new().context("starting the Tokio runtime")?;
+    // One worker: a current-thread runtime drives I/O and tasks on the same thread, with no
+    // hand-off between threads (measured: far fewer context switches per request).
+    let mut rt = match args.worker_threads {
+        Some(1) => tokio::runtime::Builder::new_current_thread(),
+        _ => tokio::runtime::Builder::new_multi_thread(),
+    };
+    rt.enable_all();
+    if let Some(n) = args.worker_threads.filter(|n| *n > 1) {
+        rt.worker_threads(n);
+    }
+    let rt = rt.build().context("starting the Tokio runtime")?;
     rt.block_on(async move {
         let (tx, rx) = tokio::sync::watch::channel(false);
         tokio::spawn(async move {

@@ -55,10 +55,9 @@ impl Default for ProxySettings {
     }
 }
 
-/// Connection pools to the targets: one for HTTP/1.1, one for HTTP/2 (gRPC) upstreams.
-/// hyper-util keys its pools by authority, which gives one keepalive pool per target.
+/// The HTTP/2 (gRPC) upstream client; hyper-util keys its pool by authority, one multiplexed
+/// connection per target. HTTP/1.1 upstreams use the targets' own pools (`upstream.rs`).
 pub struct UpstreamClients {
-    h1: Client<HttpConnector, ProxyBody>,
     h2: Client<HttpConnector, ProxyBody>,
 }
 
@@ -68,19 +67,13 @@ impl UpstreamClients {
         conn.set_connect_timeout(Some(settings.connect_timeout));
         conn.set_nodelay(true);
         conn.enforce_http(true);
-        let mut b = Client::builder(TokioExecutor::new());
-        b.pool_idle_timeout(settings.upstream_idle_timeout)
-            .pool_max_idle_per_host(256)
-            .pool_timer(TokioTimer::new())
-            .timer(TokioTimer::new());
-        let h1 = b.build(conn.clone());
         let mut b2 = Client::builder(TokioExecutor::new());
         b2.http2_only(true)
             .pool_idle_timeout(settings.upstream_idle_timeout)
             .pool_timer(TokioTimer::new())
             .timer(TokioTimer::new());
         let h2 = b2.build(conn);
-        UpstreamClients { h1, h2 }
+        UpstreamClients { h2 }
     }
 }
 
@@ -265,7 +258,8 @@ pub async fn handle(
     };
     let host = request_host(&req);
     let path = normalize_path(req.uri().path()).into_owned();
-    let query = req.uri().query().unwrap_or("").to_string();
+    let uri = req.uri().clone();
+    let query = uri.query().unwrap_or("");
     let headers: Vec<(String, String)> = if listener.routes.needs_request_details() {
         req.headers()
             .iter()
@@ -282,7 +276,7 @@ pub async fn handle(
         host: &host,
         path: &path,
         method: req.method().as_str(),
-        query: &query,
+        query,
         headers: &headers,
         source_ip: Some(conn.client.ip()),
     };
@@ -298,7 +292,7 @@ pub async fn handle(
             let status = StatusCode::from_u16(*status).unwrap_or(StatusCode::NOT_FOUND);
             local_response(status, content_type, body.clone())
         }
-        CompiledAction::Redirect(r) => redirect(r, &host, &path, &query, &shared.settings),
+        CompiledAction::Redirect(r) => redirect(r, &host, &path, query, &shared.settings),
         CompiledAction::Forward {
             groups,
             rewrite_target,
@@ -365,44 +359,48 @@ fn redirect(
     resp
 }
 
-/// Builds the upstream request headers: hop-by-hop removed, `Host` kept, forwarding headers
-/// set from what the proxy saw (client-supplied `X-Forwarded-*` are replaced, not trusted).
-fn upstream_headers(
-    src: &HeaderMap,
+/// Turns the client's headers into the upstream request's, in place: hop-by-hop headers
+/// removed, `Host` kept, forwarding headers set from what the proxy saw (client-supplied
+/// `X-Forwarded-*` are replaced, not trusted).
+fn prepare_upstream_headers(
+    h: &mut HeaderMap,
     conn: ConnInfo,
     host_header: Option<&HeaderValue>,
     upgrade: bool,
-) -> HeaderMap {
-    let mut h = src.clone();
+) {
     // Headers named in Connection are hop-by-hop too.
-    let named: Vec<HeaderName> = src
+    let named: Vec<HeaderName> = h
         .get_all(header::CONNECTION)
         .iter()
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(','))
         .filter_map(|t| HeaderName::from_bytes(t.trim().as_bytes()).ok())
+        .filter(|n| n != header::CONNECTION)
         .collect();
-    let upgrade_value = src.get(header::UPGRADE).cloned();
+    let upgrade_value = if upgrade {
+        h.get(header::UPGRADE).cloned()
+    } else {
+        None
+    };
+    let te_trailers = h
+        .get(header::TE)
+        .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"trailers"));
     for n in HOP_BY_HOP.iter().chain(named.iter()) {
         h.remove(n);
     }
-    if upgrade {
+    if let Some(u) = upgrade_value {
         h.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
-        if let Some(u) = upgrade_value {
-            h.insert(header::UPGRADE, u);
-        }
+        h.insert(header::UPGRADE, u);
     }
-    if let Some(te) = src
-        .get(header::TE)
-        .filter(|v| v.as_bytes().eq_ignore_ascii_case(b"trailers"))
-    {
-        h.insert(header::TE, te.clone()); // gRPC needs it
+    if te_trailers {
+        h.insert(header::TE, HeaderValue::from_static("trailers")); // gRPC needs it
     }
     if let Some(host) = host_header {
         h.insert(header::HOST, host.clone());
+        h.insert(HeaderName::from_static("x-forwarded-host"), host.clone());
     }
-    let ip = conn.client.ip().to_string();
-    if let Ok(v) = HeaderValue::from_str(&ip) {
+    let ip = HeaderValue::from_str(&conn.client.ip().to_string()).ok();
+    if let Some(v) = ip {
         h.insert(HeaderName::from_static("x-forwarded-for"), v.clone());
         h.insert(HeaderName::from_static("x-real-ip"), v);
     }
@@ -410,14 +408,75 @@ fn upstream_headers(
         HeaderName::from_static("x-forwarded-proto"),
         HeaderValue::from_static(if conn.tls { "https" } else { "http" }),
     );
-    if let Some(host) = host_header {
-        h.insert(HeaderName::from_static("x-forwarded-host"), host.clone());
-    }
     h.insert(
         HeaderName::from_static("x-forwarded-port"),
         HeaderValue::from(conn.local.port()),
     );
-    h
+}
+
+/// Why one attempt at a target failed.
+enum AttemptError {
+    /// No connection could be made: try another target.
+    Connect,
+    /// The exchange failed after the request was handed over.
+    Exchange(String),
+}
+
+/// Sends one request to one target over a pooled HTTP/1.1 connection. A pooled connection
+/// the target closed meanwhile is replaced once, transparently, if the request was not sent.
+async fn exchange_h1(
+    target: &Arc<crate::upstream::TargetState>,
+    mut up: Request<ProxyBody>,
+    connect_timeout: Duration,
+) -> Result<
+    (
+        Response<Incoming>,
+        hyper::client::conn::http1::SendRequest<ProxyBody>,
+    ),
+    AttemptError,
+> {
+    for fresh in [false, true] {
+        let mut sender = match (fresh, target.idle.take()) {
+            (false, Some(mut s)) => match s.ready().await {
+                Ok(()) => s,
+                Err(_) => connect_h1(target.addr, connect_timeout)
+                    .await
+                    .ok_or(AttemptError::Connect)?,
+            },
+            _ => connect_h1(target.addr, connect_timeout)
+                .await
+                .ok_or(AttemptError::Connect)?,
+        };
+        match sender.try_send_request(up).await {
+            Ok(resp) => return Ok((resp, sender)),
+            Err(mut e) => match e.take_message() {
+                // Not sent: the idle connection had been closed. Retry on a new one.
+                Some(req) if !fresh => up = req,
+                _ => return Err(AttemptError::Exchange(e.into_error().to_string())),
+            },
+        }
+    }
+    Err(AttemptError::Exchange("no connection".into()))
+}
+
+async fn connect_h1(
+    addr: SocketAddr,
+    connect_timeout: Duration,
+) -> Option<hyper::client::conn::http1::SendRequest<ProxyBody>> {
+    let stream =
+        match tokio::time::timeout(connect_timeout, tokio::net::TcpStream::connect(addr)).await {
+            Ok(Ok(s)) => s,
+            _ => return None,
+        };
+    let _ = stream.set_nodelay(true);
+    let (sender, conn) = hyper::client::conn::http1::Builder::new()
+        .handshake(TokioIo::new(stream))
+        .await
+        .ok()?;
+    tokio::spawn(async move {
+        let _ = conn.with_upgrades().await;
+    });
+    Some(sender)
 }
 
 async fn forward(
@@ -439,11 +498,20 @@ async fn forward(
     let host_header = req.headers().get(header::HOST).cloned().or_else(|| {
         HeaderValue::from_str(req.uri().authority().map(|a| a.as_str()).unwrap_or(host)).ok()
     });
-    let (parts, body) = req.into_parts();
-    let headers = upstream_headers(&parts.headers, conn, host_header.as_ref(), upgrade);
-    let path_and_query = match parts.uri.query() {
-        Some(q) => format!("{path}?{q}"),
-        None => path.to_string(),
+    let (mut parts, body) = req.into_parts();
+    prepare_upstream_headers(&mut parts.headers, conn, host_header.as_ref(), upgrade);
+    // Origin-form target: reuse the client's when routing did not change the path.
+    let origin_form: Uri = if parts.uri.path() == path && parts.uri.scheme().is_none() {
+        parts.uri.clone()
+    } else {
+        let pq = match parts.uri.query() {
+            Some(q) => format!("{path}?{q}"),
+            None => path.to_string(),
+        };
+        match pq.parse() {
+            Ok(u) => u,
+            Err(_) => return error_response(StatusCode::BAD_REQUEST, "invalid request target"),
+        }
     };
     // A body-less request can be retried on another target after a connect failure.
     let replayable = hyper::body::Body::is_end_stream(&body);
@@ -468,40 +536,68 @@ async fn forward(
         };
         tried.push(target.addr);
         let in_flight = InFlight::new(target.clone());
-        let uri: Uri = match format!("http://{}{}", target.addr, path_and_query).parse() {
-            Ok(u) => u,
-            Err(_) => return error_response(StatusCode::BAD_REQUEST, "invalid request target"),
-        };
         let mut up = Request::new(body.take().unwrap_or_else(empty));
         *up.method_mut() = parts.method.clone();
-        *up.uri_mut() = uri;
-        *up.headers_mut() = headers.clone();
-        *up.version_mut() = if group.http2 {
-            Version::HTTP_2
+        *up.headers_mut() = if attempts > 1 {
+            parts.headers.clone()
         } else {
-            Version::HTTP_11
-        };
-        let client = if group.http2 {
-            &shared.clients.h2
-        } else {
-            &shared.clients.h1
+            std::mem::take(&mut parts.headers)
         };
         let sent = Instant::now();
-        let result =
-            tokio::time::timeout(shared.settings.response_header_timeout, client.request(up)).await;
-        match result {
-            Err(_) => {
-                return error_response(
-                    StatusCode::GATEWAY_TIMEOUT,
-                    "upstream did not answer in time",
-                )
+        let result: Result<
+            (
+                Response<Incoming>,
+                Option<hyper::client::conn::http1::SendRequest<ProxyBody>>,
+            ),
+            AttemptError,
+        > = if group.http2 {
+            let uri: Uri = match format!("http://{}{}", target.addr, origin_form).parse() {
+                Ok(u) => u,
+                Err(_) => return error_response(StatusCode::BAD_REQUEST, "invalid request target"),
+            };
+            *up.uri_mut() = uri;
+            *up.version_mut() = Version::HTTP_2;
+            let r = tokio::time::timeout(
+                shared.settings.response_header_timeout,
+                shared.clients.h2.request(up),
+            )
+            .await;
+            match r {
+                Err(_) => {
+                    return error_response(
+                        StatusCode::GATEWAY_TIMEOUT,
+                        "upstream did not answer in time",
+                    )
+                }
+                Ok(Ok(resp)) => Ok((resp, None)),
+                Ok(Err(e)) if e.is_connect() => Err(AttemptError::Connect),
+                Ok(Err(e)) => Err(AttemptError::Exchange(e.to_string())),
             }
-            Ok(Err(e)) if e.is_connect() => {
+        } else {
+            *up.uri_mut() = origin_form.clone();
+            *up.version_mut() = Version::HTTP_11;
+            let r = tokio::time::timeout(
+                shared.settings.response_header_timeout,
+                exchange_h1(&target, up, shared.settings.connect_timeout),
+            )
+            .await;
+            match r {
+                Err(_) => {
+                    return error_response(
+                        StatusCode::GATEWAY_TIMEOUT,
+                        "upstream did not answer in time",
+                    )
+                }
+                Ok(r) => r.map(|(resp, s)| (resp, Some(s))),
+            }
+        };
+        match result {
+            Err(AttemptError::Connect) => {
                 target.record_connect_failure();
-                tracing::debug!(target = %target.addr, error = %e, "connect failed; trying another target");
+                tracing::debug!(target = %target.addr, "connect failed; trying another target");
                 continue;
             }
-            Ok(Err(e)) => {
+            Err(AttemptError::Exchange(e)) => {
                 if body_failed.load(Ordering::Relaxed) {
                     // The client's body was malformed (e.g. a bad chunk size), not the target.
                     let mut r = error_response(StatusCode::BAD_REQUEST, "malformed request body");
@@ -512,7 +608,7 @@ async fn forward(
                 tracing::debug!(target = %target.addr, error = %e, "upstream request failed");
                 return error_response(StatusCode::BAD_GATEWAY, "upstream connection failed");
             }
-            Ok(Ok(mut resp)) => {
+            Ok((mut resp, sender)) => {
                 target.record_success();
                 shared
                     .metrics
@@ -537,10 +633,12 @@ async fn forward(
                 for n in &HOP_BY_HOP {
                     rparts.headers.remove(n);
                 }
-                // Keep the target's in-flight count up until the body has been sent.
+                // Keep the target's in-flight count up until the body has been sent; the
+                // connection goes back to the pool when the body ends cleanly.
                 let body = InFlightBody {
                     inner: rbody,
-                    _in_flight: in_flight,
+                    in_flight,
+                    connection: sender,
                 }
                 .boxed_unsync();
                 return Response::from_parts(rparts, body);
@@ -590,11 +688,13 @@ impl hyper::body::Body for ClientBody {
 }
 
 pin_project_lite::pin_project! {
-    /// A response body that holds its target's in-flight count until it ends.
+    /// A response body that holds its target's in-flight count until it ends, then returns
+    /// the upstream connection to the target's pool.
     struct InFlightBody {
         #[pin]
         inner: Incoming,
-        _in_flight: InFlight,
+        in_flight: InFlight,
+        connection: Option<hyper::client::conn::http1::SendRequest<ProxyBody>>,
     }
 }
 
@@ -606,7 +706,20 @@ impl hyper::body::Body for InFlightBody {
         self: std::pin::Pin<&mut Self>,
         cx: &mut std::task::Context<'_>,
     ) -> std::task::Poll<Option<Result<hyper::body::Frame<Bytes>, hyper::Error>>> {
-        self.project().inner.poll_frame(cx)
+        let mut this = self.project();
+        let polled = this.inner.as_mut().poll_frame(cx);
+        // hyper stops polling once `is_end_stream` holds, so check it after every frame too.
+        let ended = match &polled {
+            std::task::Poll::Ready(None) => true,
+            std::task::Poll::Ready(Some(Ok(_))) => this.inner.is_end_stream(),
+            _ => false,
+        };
+        if ended {
+            if let Some(c) = this.connection.take() {
+                this.in_flight.target().idle.put(c);
+            }
+        }
+        polled
     }
 
     fn is_end_stream(&self) -> bool {

@@ -22,10 +22,51 @@ pub enum Balancing {
     RoundRobin,
 }
 
+/// Idle HTTP/1.1 connections to one target, most recently used first out. Lock-free.
+pub struct IdleConnections(
+    crossbeam_queue::ArrayQueue<
+        hyper::client::conn::http1::SendRequest<crate::request_path::ProxyBody>,
+    >,
+);
+
+impl std::fmt::Debug for IdleConnections {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "IdleConnections({})", self.0.len())
+    }
+}
+
+/// Most idle connections kept per target.
+const MAX_IDLE_PER_TARGET: usize = 512;
+
+impl IdleConnections {
+    /// An open idle connection, if any.
+    pub fn take(
+        &self,
+    ) -> Option<hyper::client::conn::http1::SendRequest<crate::request_path::ProxyBody>> {
+        // Right after a response ends the connection may not be ready yet (its task has not
+        // seen the end of the message); the caller awaits readiness. Closed ones are dropped.
+        while let Some(c) = self.0.pop() {
+            if !c.is_closed() {
+                return Some(c);
+            }
+        }
+        None
+    }
+
+    /// Returns a connection after its exchange finished; dropped (closed) when full.
+    pub fn put(&self, c: hyper::client::conn::http1::SendRequest<crate::request_path::ProxyBody>) {
+        if !c.is_closed() {
+            let _ = self.0.push(c);
+        }
+    }
+}
+
 /// Run-time state of one target.
 #[derive(Debug)]
 pub struct TargetState {
     pub addr: SocketAddr,
+    /// Keepalive connections; dropped (and closed) with the last reference to the target.
+    pub idle: IdleConnections,
     in_flight: AtomicUsize,
     consecutive_failures: AtomicU32,
     /// Milliseconds since `epoch` until which the target is ejected.
@@ -42,6 +83,7 @@ impl TargetState {
     fn new(addr: SocketAddr, epoch: Instant) -> Self {
         TargetState {
             addr,
+            idle: IdleConnections(crossbeam_queue::ArrayQueue::new(MAX_IDLE_PER_TARGET)),
             in_flight: AtomicUsize::new(0),
             consecutive_failures: AtomicU32::new(0),
             ejected_until_ms: AtomicU64::new(0),
@@ -162,41 +204,61 @@ impl UpstreamGroup {
     /// target is ejected, ejection is ignored: trying a maybe-dead target beats failing
     /// outright (Envoy's panic threshold).
     pub fn pick(&self, exclude: &[SocketAddr]) -> Option<Arc<TargetState>> {
-        let usable = |t: &&Arc<TargetState>| !exclude.contains(&t.addr);
-        let healthy: Vec<&Arc<TargetState>> = self
+        let n = self.targets.len();
+        match n {
+            0 => return None,
+            1 => {
+                return self
+                    .targets
+                    .first()
+                    .filter(|t| !exclude.contains(&t.addr))
+                    .cloned()
+            }
+            _ => {}
+        }
+        // The common case, no exclusion and nobody ejected, allocates nothing.
+        let usable = |t: &Arc<TargetState>| !exclude.contains(&t.addr) && !t.is_ejected();
+        match self.balancing {
+            Balancing::RoundRobin => {
+                let start = self.rr.fetch_add(1, Ordering::Relaxed);
+                if let Some(t) = (0..n)
+                    .map(|k| &self.targets[(start + k) % n])
+                    .find(|t| usable(t))
+                {
+                    return Some(t.clone());
+                }
+            }
+            Balancing::LeastRequest => {
+                let mut rng = rand::rng();
+                let ia = rng.random_range(0..n);
+                let ib = (ia + rng.random_range(1..n)) % n; // a distinct second choice
+                let (a, b) = (&self.targets[ia], &self.targets[ib]);
+                let chosen = match (usable(a), usable(b)) {
+                    (true, true) => Some(if b.in_flight() < a.in_flight() { b } else { a }),
+                    (true, false) => Some(a),
+                    (false, true) => Some(b),
+                    (false, false) => None,
+                };
+                if let Some(t) = chosen {
+                    return Some(t.clone());
+                }
+                // Both draws unusable: choose among all usable ones.
+                let pool: Vec<&Arc<TargetState>> =
+                    self.targets.iter().filter(|t| usable(t)).collect();
+                if !pool.is_empty() {
+                    return Some(pool[rng.random_range(0..pool.len())].clone());
+                }
+            }
+        }
+        // Every target is ejected (or tried): ignore ejection rather than fail outright.
+        let rest: Vec<&Arc<TargetState>> = self
             .targets
             .iter()
-            .filter(usable)
-            .filter(|t| !t.is_ejected())
+            .filter(|t| !exclude.contains(&t.addr))
             .collect();
-        let pool: Vec<&Arc<TargetState>> = if healthy.is_empty() {
-            self.targets.iter().filter(usable).collect()
-        } else {
-            healthy
-        };
-        match pool.len() {
+        match rest.len() {
             0 => None,
-            1 => Some(pool[0].clone()),
-            n => match self.balancing {
-                Balancing::RoundRobin => {
-                    let i = self.rr.fetch_add(1, Ordering::Relaxed) % n;
-                    Some(pool[i].clone())
-                }
-                Balancing::LeastRequest => {
-                    let mut rng = rand::rng();
-                    let a = rng.random_range(0..n);
-                    let mut b = rng.random_range(0..n - 1);
-                    if b >= a {
-                        b += 1;
-                    }
-                    let (ta, tb) = (pool[a], pool[b]);
-                    Some(if tb.in_flight() < ta.in_flight() {
-                        tb.clone()
-                    } else {
-                        ta.clone()
-                    })
-                }
-            },
+            len => Some(rest[rand::rng().random_range(0..len)].clone()),
         }
     }
 }
