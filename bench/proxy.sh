@@ -255,13 +255,17 @@ for p in profiles:
     for x in ["tollgate", "nginx", "haproxy"]:
         fails = max([int(r["failed"]) for r in rows if r["profile"] == p and r["proxy"] == x] or [0])
         p99 = med(p, x, "p99_ms")
-        print(f"| {p} | {x} | {med(p, x, 'req_per_s'):.0f} | {med(p, x, 'p50_ms'):.2f}{' (mean)' if p == 'h2-tls' else ''} | {'' if p99 != p99 else f'{p99:.2f}'} | {fails} | {med(p, x, 'cpu_s_per_1k'):.4f} |")
+        cpu = med(p, x, "cpu_s_per_1k")
+        # A reload replaces nginx's and haproxy's processes mid-run: their CPU is not measurable.
+        cpu_text = "n/a" if (p == "changes" and x != "tollgate") or cpu < 0 else f"{cpu:.4f}"
+        print(f"| {p} | {x} | {med(p, x, 'req_per_s'):.0f} | {med(p, x, 'p50_ms'):.2f}{' (mean)' if p == 'h2-tls' else ''} | {'' if p99 != p99 else f'{p99:.2f}'} | {fails} | {cpu_text} |")
 print()
 print("| profile | Tollgate/nginx req/s | Tollgate/haproxy req/s | Tollgate/nginx CPU per request |")
 print("|---|---|---|---|")
 for p in profiles:
     t, n, h = (med(p, x, "req_per_s") for x in ["tollgate", "nginx", "haproxy"])
     tc, nc = med(p, "tollgate", "cpu_s_per_1k"), med(p, "nginx", "cpu_s_per_1k")
-    print(f"| {p} | {t / n:.2f} | {t / h:.2f} | {tc / nc:.2f} |")
+    ratio_cpu = "n/a" if p == "changes" else f"{tc / nc:.2f}"
+    print(f"| {p} | {t / n:.2f} | {t / h:.2f} | {ratio_cpu} |")
 PY
 cat "$OUT/summary.md"
