@@ -59,6 +59,9 @@ impl Default for ProxySettings {
 /// connection per target. HTTP/1.1 upstreams use the targets' own pools (`upstream.rs`).
 pub struct UpstreamClients {
     h2: Client<HttpConnector, ProxyBody>,
+    /// For `backend-protocol: HTTPS` targets. Like ALB and ingress-nginx's default
+    /// (`proxy-ssl-verify: off`), target certificates are not verified.
+    tls: tokio_rustls::TlsConnector,
 }
 
 impl UpstreamClients {
@@ -73,7 +76,10 @@ impl UpstreamClients {
             .pool_timer(TokioTimer::new())
             .timer(TokioTimer::new());
         let h2 = b2.build(conn);
-        UpstreamClients { h2 }
+        UpstreamClients {
+            h2,
+            tls: crate::tls::unverified_client_connector(),
+        }
     }
 }
 
@@ -428,6 +434,7 @@ async fn exchange_h1(
     target: &Arc<crate::upstream::TargetState>,
     mut up: Request<ProxyBody>,
     connect_timeout: Duration,
+    tls: Option<&tokio_rustls::TlsConnector>,
 ) -> Result<
     (
         Response<Incoming>,
@@ -439,11 +446,11 @@ async fn exchange_h1(
         let mut sender = match (fresh, target.idle.take()) {
             (false, Some(mut s)) => match s.ready().await {
                 Ok(()) => s,
-                Err(_) => connect_h1(target.addr, connect_timeout)
+                Err(_) => connect_h1(target.addr, connect_timeout, tls)
                     .await
                     .ok_or(AttemptError::Connect)?,
             },
-            _ => connect_h1(target.addr, connect_timeout)
+            _ => connect_h1(target.addr, connect_timeout, tls)
                 .await
                 .ok_or(AttemptError::Connect)?,
         };
@@ -462,6 +469,7 @@ async fn exchange_h1(
 async fn connect_h1(
     addr: SocketAddr,
     connect_timeout: Duration,
+    tls: Option<&tokio_rustls::TlsConnector>,
 ) -> Option<hyper::client::conn::http1::SendRequest<ProxyBody>> {
     let stream =
         match tokio::time::timeout(connect_timeout, tokio::net::TcpStream::connect(addr)).await {
@@ -469,8 +477,25 @@ async fn connect_h1(
             _ => return None,
         };
     let _ = stream.set_nodelay(true);
+    match tls {
+        None => spawn_h1(stream).await,
+        Some(connector) => {
+            let name = rustls::pki_types::ServerName::IpAddress(addr.ip().into());
+            let tls_stream = tokio::time::timeout(connect_timeout, connector.connect(name, stream))
+                .await
+                .ok()?
+                .ok()?;
+            spawn_h1(tls_stream).await
+        }
+    }
+}
+
+async fn spawn_h1<S>(io: S) -> Option<hyper::client::conn::http1::SendRequest<ProxyBody>>
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
     let (sender, conn) = hyper::client::conn::http1::Builder::new()
-        .handshake(TokioIo::new(stream))
+        .handshake(TokioIo::new(io))
         .await
         .ok()?;
     tokio::spawn(async move {
@@ -487,10 +512,10 @@ async fn forward(
     host: &str,
     path: &str,
 ) -> Response<ProxyBody> {
-    if group.tls {
+    if group.tls && group.http2 {
         return error_response(
             StatusCode::BAD_GATEWAY,
-            "HTTPS backends are not supported by the proxy yet",
+            "gRPC over TLS to targets (GRPCS) is not supported by the proxy yet",
         );
     }
     let upgrade = is_upgrade(&req);
@@ -578,7 +603,12 @@ async fn forward(
             *up.version_mut() = Version::HTTP_11;
             let r = tokio::time::timeout(
                 shared.settings.response_header_timeout,
-                exchange_h1(&target, up, shared.settings.connect_timeout),
+                exchange_h1(
+                    &target,
+                    up,
+                    shared.settings.connect_timeout,
+                    group.tls.then_some(&shared.clients.tls),
+                ),
             )
             .await;
             match r {

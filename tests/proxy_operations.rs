@@ -1,0 +1,182 @@
+//! Operations: `/healthz`, `/readyz` and `/metrics` with real counts, and targets that speak
+//! HTTPS (`backend-protocol: HTTPS`).
+
+mod support;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use http::StatusCode;
+use http_body_util::Full;
+use hyper_util::rt::TokioIo;
+use support::*;
+
+fn metric(body: &str, prefix: &str) -> Option<f64> {
+    body.lines()
+        .find(|l| l.starts_with(prefix))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn admin_endpoints_and_metrics_count_what_happened() {
+    let web = echo("web").await;
+    let m = format!(
+        "{}---\n{}",
+        service("web", &[web]),
+        ingress("shop", "", &[("m.example.com", "/", "Prefix", "web")])
+    );
+    let p = TestProxy::start(&m).await;
+    assert_eq!(
+        get(p.admin, "a", "/healthz").await.expect("healthz").0,
+        StatusCode::OK
+    );
+    assert_eq!(
+        get(p.admin, "a", "/readyz").await.expect("readyz").0,
+        StatusCode::OK
+    );
+    for _ in 0..7 {
+        assert_eq!(
+            get(p.http, "m.example.com", "/x").await.expect("ok").0,
+            StatusCode::OK
+        );
+    }
+    for _ in 0..3 {
+        assert_eq!(
+            get(p.http, "nothing.example.com", "/")
+                .await
+                .expect("404")
+                .0,
+            StatusCode::NOT_FOUND
+        );
+    }
+    let tls = tls_get(
+        p.https,
+        Some("m.example.com"),
+        "m.example.com",
+        "/",
+        &["h2"],
+        &[&rustls::version::TLS13],
+    )
+    .await
+    .expect("tls");
+    assert_eq!(tls.resp.0, StatusCode::OK);
+
+    let (status, headers, body) = get(p.admin, "a", "/metrics").await.expect("metrics");
+    assert_eq!(status, StatusCode::OK);
+    assert!(headers
+        .get("content-type")
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.contains("openmetrics")));
+    let ok = metric(
+        &body,
+        r#"tollgate_proxy_requests_total{ingress="default/shop",service="default/web",status_class="2xx"}"#,
+    );
+    assert_eq!(
+        ok,
+        Some(8.0),
+        "7 plain + 1 TLS request served by the Ingress:\n{body}"
+    );
+    let not_found = metric(
+        &body,
+        r#"tollgate_proxy_requests_total{ingress="",service="",status_class="4xx"}"#,
+    );
+    assert_eq!(not_found, Some(3.0), "{body}");
+    assert!(
+        metric(&body, "tollgate_proxy_config_generation ").is_some_and(|g| g >= 1.0),
+        "{body}"
+    );
+    assert_eq!(
+        metric(&body, "tollgate_proxy_upstream_response_seconds_count"),
+        Some(8.0),
+        "{body}"
+    );
+    assert!(
+        metric(&body, "tollgate_proxy_tls_handshakes_total").is_some_and(|n| n >= 1.0),
+        "{body}"
+    );
+    assert!(
+        metric(&body, "tollgate_proxy_config_apply_seconds_count").is_some_and(|n| n >= 1.0),
+        "{body}"
+    );
+    assert!(body.contains("tollgate_proxy_open_connections"), "{body}");
+    assert_eq!(
+        get(p.admin, "a", "/nope").await.expect("admin 404").0,
+        StatusCode::NOT_FOUND
+    );
+    p.stop().await;
+}
+
+/// A target that speaks HTTPS with a self-signed certificate and says which path it saw.
+async fn tls_backend() -> SocketAddr {
+    use rustls::pki_types::pem::PemObject;
+    let (cert, key, _) = self_signed(&["backend.internal"]);
+    let certs: Vec<rustls::pki_types::CertificateDer<'static>> =
+        rustls::pki_types::CertificateDer::pem_slice_iter(cert.as_bytes())
+            .collect::<Result<_, _>>()
+            .expect("pem");
+    let key = rustls::pki_types::PrivateKeyDer::from_pem_slice(key.as_bytes()).expect("key");
+    let cfg = rustls::ServerConfig::builder_with_provider(Arc::new(
+        rustls::crypto::aws_lc_rs::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .expect("versions")
+    .with_no_client_auth()
+    .with_single_cert(certs, key)
+    .expect("cert");
+    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(cfg));
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = l.local_addr().expect("addr");
+    tokio::spawn(async move {
+        loop {
+            let Ok((s, _)) = l.accept().await else {
+                continue;
+            };
+            let acceptor = acceptor.clone();
+            tokio::spawn(async move {
+                let Ok(tls) = acceptor.accept(s).await else {
+                    return;
+                };
+                let svc = hyper::service::service_fn(
+                    |req: http::Request<hyper::body::Incoming>| async move {
+                        Ok::<_, std::convert::Infallible>(http::Response::new(Full::new(
+                            Bytes::from(format!("tls-backend {}", req.uri().path())),
+                        )))
+                    },
+                );
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(TokioIo::new(tls), svc)
+                    .await;
+            });
+        }
+    });
+    addr
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn https_targets() {
+    let b = tls_backend().await;
+    let m = format!(
+        "{}---\n{}",
+        service_with(
+            "secure",
+            &[b],
+            "alb.ingress.kubernetes.io/backend-protocol: HTTPS"
+        ),
+        ingress("s", "", &[("s.example.com", "/", "Prefix", "secure")])
+    );
+    let p = TestProxy::start(&m).await;
+    for i in 0..5 {
+        let (status, _, body) = get(p.http, "s.example.com", &format!("/p{i}"))
+            .await
+            .expect("request");
+        assert_eq!(
+            (status, body),
+            (StatusCode::OK, format!("tls-backend /p{i}"))
+        );
+    }
+    p.stop().await;
+}
