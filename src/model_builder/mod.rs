@@ -369,8 +369,7 @@ fn build_load_balancer(
         });
     }
 
-    let mut ingresses: Vec<_> = members.iter().map(|m| m.obj.clone()).collect();
-    ingresses.sort();
+    let ingresses: Vec<_> = members.iter().map(|m| m.obj.clone()).collect();
     LoadBalancer {
         id,
         ingresses,

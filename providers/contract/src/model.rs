@@ -62,7 +62,8 @@ pub struct LoadBalancer {
     /// Stable identity: `group/<name>` for an explicit Ingress group,
     /// `ingress/<namespace>/<name>` for an Ingress that is its own group.
     pub id: String,
-    /// The Ingresses built into this load balancer, sorted.
+    /// The Ingresses built into this load balancer, in precedence order (`group.order`,
+    /// then oldest, then namespace/name): the first wins any conflict.
     pub ingresses: Vec<ObjectRef>,
     /// `internal` or `internet-facing` (AWS); ignored by the proxy.
     pub scheme: Scheme,
