@@ -168,6 +168,20 @@ struct PlanArgs {
     /// instead of one per Ingress group.
     #[arg(long)]
     single_load_balancer: bool,
+
+    /// Also show what a provider would do: `aws` prints the ALB resources and the changes
+    /// against an empty account (observing the real account arrives with the AWS SDK layer).
+    #[arg(long, value_enum)]
+    provider: Option<ProviderArg>,
+
+    /// Cluster name written into the AWS tags (tollgate.io/cluster) and hashed into names.
+    #[arg(long, default_value = "default")]
+    cluster_name: String,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum ProviderArg {
+    Aws,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -219,6 +233,25 @@ fn plan(args: PlanArgs) -> anyhow::Result<ExitCode> {
         }
     };
     print!("{text}");
+    if let Some(ProviderArg::Aws) = args.provider {
+        let limits = tollgate_aws::alb_stack::AlbLimits::default();
+        let mut stacks = Vec::new();
+        for lb in &out.model.load_balancers {
+            let (stack, diags) =
+                tollgate_aws::alb_stack::build_stack(&args.cluster_name, lb, &limits);
+            diagnostics.extend(diags);
+            stacks.push(stack);
+        }
+        let plan =
+            tollgate_aws::plan::plan(&stacks, &tollgate_aws::inventory::Inventory::default());
+        diagnostics.extend(plan.diagnostics.iter().cloned());
+        diagnostics.sort();
+        diagnostics.dedup();
+        println!("---\n# AWS plan against an empty account");
+        for line in plan.to_string().lines() {
+            println!("# {line}");
+        }
+    }
     for d in &diagnostics {
         if d.severity >= Severity::Warning {
             eprintln!("{d}");

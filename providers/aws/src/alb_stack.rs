@@ -1,0 +1,635 @@
+//! The desired state of one Ingress group in ALB terms: names, tags, conditions and actions
+//! exactly as the ELBv2 API takes them, after the quotas Tollgate enforces itself.
+//!
+//! Pure: built from a [`LoadBalancer`] of the model, no API calls. Quota violations become
+//! diagnostics on the Ingress that caused them, and the rest of the group is still built.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use serde::Serialize;
+use sha2::{Digest, Sha256};
+use tollgate_contract::{
+    Action, BackendProtocol, Certificate, Diagnostic, HostMatch, ListenerProtocol, LoadBalancer,
+    ObjectKind, ObjectRef, PathKind, PathMatch, ProtocolVersion, Reason, Scheme, Severity,
+    TargetAddress, TargetGroup, TargetType,
+};
+
+/// Tag naming the cluster that owns a resource.
+pub const TAG_CLUSTER: &str = "tollgate.io/cluster";
+/// Tag naming the stack (the model's load-balancer id).
+pub const TAG_STACK: &str = "tollgate.io/stack";
+/// Tag naming the resource within its stack.
+pub const TAG_RESOURCE: &str = "tollgate.io/resource";
+
+/// The ALB quotas Tollgate enforces (the emulator does not; AWS does).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AlbLimits {
+    pub rules_per_listener: usize,
+    pub values_per_condition: usize,
+    pub target_groups_per_action: usize,
+    pub target_groups_per_load_balancer: usize,
+    pub path_pattern_length: usize,
+}
+
+impl Default for AlbLimits {
+    fn default() -> Self {
+        AlbLimits {
+            rules_per_listener: 100,
+            values_per_condition: 5,
+            target_groups_per_action: 5,
+            target_groups_per_load_balancer: 100,
+            path_pattern_length: 128,
+        }
+    }
+}
+
+/// One Ingress group as ALB resources.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct AlbStack {
+    /// The model's load-balancer id; the value of [`TAG_STACK`].
+    pub stack: String,
+    pub load_balancer: LoadBalancerSpec,
+    /// Sorted by name.
+    pub target_groups: Vec<TargetGroupSpec>,
+    /// Sorted by port.
+    pub listeners: Vec<ListenerSpec>,
+}
+
+/// The load balancer itself.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct LoadBalancerSpec {
+    pub name: String,
+    pub scheme: Scheme,
+    pub attributes: BTreeMap<String, String>,
+    pub tags: BTreeMap<String, String>,
+}
+
+/// A target group. Its name hashes everything ELBv2 cannot change in place, so a change of
+/// protocol, port or target type is a new target group (created before the old is deleted).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct TargetGroupSpec {
+    pub name: String,
+    /// The model's target-group id.
+    pub model_id: String,
+    pub protocol: String,
+    pub protocol_version: String,
+    pub port: u16,
+    pub target_type: String,
+    pub health_check: tollgate_contract::HealthCheck,
+    pub attributes: BTreeMap<String, String>,
+    pub tags: BTreeMap<String, String>,
+    /// Ready targets: (pod IP or instance ID, port). Sorted.
+    pub targets: Vec<(String, u16)>,
+}
+
+/// A listener.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ListenerSpec {
+    pub port: u16,
+    pub protocol: String,
+    /// ACM ARNs; the first is the default certificate. Secret certificates appear as
+    /// `secret:<namespace>/<name>@<fingerprint>` until imported into ACM.
+    pub certificates: Vec<String>,
+    pub ssl_policy: Option<String>,
+    pub default_action: AlbAction,
+    /// In evaluation order; priorities are assigned by the plan.
+    pub rules: Vec<RuleSpec>,
+}
+
+/// A listener rule's content: what it matches and what it does.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RuleSpec {
+    pub conditions: Vec<AlbCondition>,
+    pub action: AlbAction,
+}
+
+/// A rule condition, as ELBv2 models it.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+#[serde(rename_all = "camelCase", tag = "field", content = "values")]
+pub enum AlbCondition {
+    HostHeader(Vec<String>),
+    PathPattern(Vec<String>),
+    HttpRequestMethod(Vec<String>),
+    SourceIp(Vec<String>),
+}
+
+/// A rule action, as ELBv2 models it. Target groups are referred to by name.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+#[serde(rename_all = "camelCase", tag = "type")]
+pub enum AlbAction {
+    Forward {
+        target_groups: Vec<(String, u32)>,
+        stickiness_seconds: Option<u32>,
+    },
+    Redirect {
+        protocol: String,
+        port: String,
+        host: String,
+        path: String,
+        query: String,
+        status_code: String,
+    },
+    FixedResponse {
+        status_code: String,
+        content_type: String,
+        body: String,
+    },
+}
+
+/// Lower-case letters, digits and '-', at most `max` characters, no '-' at either end.
+fn sanitize(s: &str, max: usize) -> String {
+    let cleaned: String = s
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() {
+                c.to_ascii_lowercase()
+            } else {
+                '-'
+            }
+        })
+        .take(max)
+        .collect();
+    cleaned.trim_matches('-').to_string()
+}
+
+fn short_hash(parts: &[&str]) -> String {
+    let mut h = Sha256::new();
+    for p in parts {
+        h.update(p.as_bytes());
+        h.update([0]);
+    }
+    h.finalize()
+        .iter()
+        .take(5)
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+/// `k8s-<group>-<hash>`: at most 32 characters, unique per cluster and stack.
+pub fn load_balancer_name(cluster: &str, stack: &str) -> String {
+    let tail = stack.rsplit('/').next().unwrap_or(stack);
+    format!(
+        "k8s-{}-{}",
+        sanitize(tail, 17),
+        short_hash(&[cluster, stack])
+    )
+}
+
+/// `k8s-<ns>-<svc>-<hash>`: at most 32 characters; the hash covers the immutable settings.
+pub fn target_group_name(cluster: &str, stack: &str, tg: &TargetGroup) -> String {
+    let immutable = format!(
+        "{:?}|{}|{:?}|{:?}|{:?}",
+        tg.protocol, tg.service_port, tg.protocol_version, tg.target_type, tg.id
+    );
+    format!(
+        "k8s-{}-{}-{}",
+        sanitize(&tg.service.namespace, 7),
+        sanitize(&tg.service.name, 9),
+        short_hash(&[cluster, stack, &immutable])
+    )
+}
+
+fn ingress_diag(ing: &ObjectRef, reason: Reason, message: String) -> Diagnostic {
+    Diagnostic::new(
+        Severity::Error,
+        ObjectKind::Ingress,
+        ing.namespace.clone(),
+        ing.name.clone(),
+        reason,
+        message,
+    )
+}
+
+/// ALB path patterns for a path condition; `None` when ALB cannot express it.
+fn path_patterns(p: &PathMatch) -> Option<Vec<String>> {
+    match p.kind {
+        PathKind::Exact => Some(vec![p.path.clone()]),
+        PathKind::Prefix => {
+            let base = p.path.trim_end_matches('/');
+            if base.is_empty() {
+                Some(vec!["/*".into()])
+            } else {
+                Some(vec![base.to_string(), format!("{base}/*")])
+            }
+        }
+        PathKind::Regex => None,
+    }
+}
+
+/// ALB accepts only these content types in fixed responses.
+fn alb_content_type(ct: &str) -> String {
+    let base = ct.split(';').next().unwrap_or("").trim();
+    match base {
+        "text/plain" | "text/css" | "text/html" | "application/javascript" | "application/json" => {
+            base.to_string()
+        }
+        _ => "text/plain".to_string(),
+    }
+}
+
+fn translate_action(
+    action: &Action,
+    tg_names: &BTreeMap<String, String>,
+) -> Result<AlbAction, String> {
+    Ok(match action {
+        Action::Forward(f) => {
+            let mut tgs = Vec::new();
+            for w in &f.target_groups {
+                let name = tg_names
+                    .get(&w.target_group)
+                    .ok_or_else(|| format!("target group {} was left out", w.target_group))?;
+                tgs.push((name.clone(), w.weight));
+            }
+            AlbAction::Forward {
+                target_groups: tgs,
+                stickiness_seconds: f.stickiness_seconds,
+            }
+        }
+        Action::Redirect(r) => AlbAction::Redirect {
+            protocol: r
+                .protocol
+                .clone()
+                .unwrap_or_else(|| "#{protocol}".into())
+                .to_ascii_uppercase(),
+            port: r
+                .port
+                .map(|p| p.to_string())
+                .unwrap_or_else(|| "#{port}".into()),
+            host: r.host.clone().unwrap_or_else(|| "#{host}".into()),
+            path: r.path.clone().unwrap_or_else(|| "/#{path}".into()),
+            query: r.query.clone().unwrap_or_else(|| "#{query}".into()),
+            // ALB redirects are 301 or 302 only: permanent kinds become 301.
+            status_code: if matches!(r.status_code, 302 | 303 | 307) {
+                "HTTP_302"
+            } else {
+                "HTTP_301"
+            }
+            .into(),
+        },
+        Action::FixedResponse(f) => AlbAction::FixedResponse {
+            status_code: f.status_code.to_string(),
+            content_type: alb_content_type(&f.content_type),
+            body: f.body.clone(),
+        },
+    })
+}
+
+/// Builds the ALB stack for one load balancer of the model.
+pub fn build_stack(
+    cluster: &str,
+    lb: &LoadBalancer,
+    limits: &AlbLimits,
+) -> (AlbStack, Vec<Diagnostic>) {
+    let mut diags = Vec::new();
+    let stack_tags = |resource: &str| -> BTreeMap<String, String> {
+        let mut t = lb.tags.clone();
+        t.insert(TAG_CLUSTER.into(), cluster.into());
+        t.insert(TAG_STACK.into(), lb.id.clone());
+        t.insert(TAG_RESOURCE.into(), resource.into());
+        t
+    };
+
+    // Target groups, at most the quota; which ones are kept follows the Ingresses' precedence.
+    let precedence: BTreeMap<&ObjectRef, usize> = lb
+        .ingresses
+        .iter()
+        .enumerate()
+        .map(|(i, o)| (o, i))
+        .collect();
+    let first_user = |tg_id: &str| -> usize {
+        lb.listeners
+            .iter()
+            .flat_map(|l| &l.rules)
+            .filter(|r| matches!(&r.action, Action::Forward(f) if f.target_groups.iter().any(|w| w.target_group == tg_id)))
+            .filter_map(|r| precedence.get(&r.ingress).copied())
+            .min()
+            .unwrap_or(usize::MAX)
+    };
+    let mut ordered: Vec<&TargetGroup> = lb.target_groups.iter().collect();
+    ordered.sort_by_key(|tg| (first_user(&tg.id), tg.id.clone()));
+    let mut tg_names = BTreeMap::new();
+    let mut target_groups = Vec::new();
+    for (i, tg) in ordered.into_iter().enumerate() {
+        if i >= limits.target_groups_per_load_balancer {
+            for ing in &lb.ingresses {
+                diags.push(ingress_diag(
+                    ing,
+                    Reason::QuotaExceeded,
+                    format!(
+                        "load balancer {} needs more than {} target groups; target group {} is left out and its routes with it",
+                        lb.id, limits.target_groups_per_load_balancer, tg.id
+                    ),
+                ));
+            }
+            continue;
+        }
+        let name = target_group_name(cluster, &lb.id, tg);
+        tg_names.insert(tg.id.clone(), name.clone());
+        let mut targets: Vec<(String, u16)> = tg
+            .targets
+            .iter()
+            .filter(|t| t.state.accepts_new_requests())
+            .map(|t| match &t.address {
+                TargetAddress::Ip(ip) => (ip.to_string(), t.port),
+                TargetAddress::Instance(id) => (id.clone(), t.port),
+            })
+            .collect();
+        targets.sort();
+        targets.dedup();
+        target_groups.push(TargetGroupSpec {
+            name,
+            model_id: tg.id.clone(),
+            protocol: match tg.protocol {
+                BackendProtocol::Http => "HTTP",
+                BackendProtocol::Https => "HTTPS",
+            }
+            .into(),
+            protocol_version: match tg.protocol_version {
+                ProtocolVersion::Http1 => "HTTP1",
+                ProtocolVersion::Http2 => "HTTP2",
+                ProtocolVersion::Grpc => "GRPC",
+            }
+            .into(),
+            port: tg
+                .targets
+                .first()
+                .map(|t| t.port)
+                .unwrap_or(tg.service_port),
+            target_type: match tg.target_type {
+                TargetType::Ip => "ip",
+                TargetType::Instance => "instance",
+            }
+            .into(),
+            health_check: tg.health_check.clone(),
+            attributes: tg.attributes.clone(),
+            tags: stack_tags(&tg.id),
+            targets,
+        });
+    }
+    target_groups.sort_by(|a, b| a.name.cmp(&b.name));
+
+    let mut listeners = Vec::new();
+    for l in &lb.listeners {
+        let owners: BTreeSet<&ObjectRef> = l.rules.iter().map(|r| &r.ingress).collect();
+        let certificates: Vec<String> = l
+            .certificates
+            .iter()
+            .map(|c| match c {
+                Certificate::Arn { arn } => arn.clone(),
+                Certificate::Secret {
+                    secret, material, ..
+                } => format!("secret:{secret}@{}", material.fingerprint),
+            })
+            .collect();
+        if l.protocol == ListenerProtocol::Https && certificates.is_empty() {
+            let blamed: Vec<&ObjectRef> = if owners.is_empty() {
+                lb.ingresses.iter().collect()
+            } else {
+                owners.into_iter().collect()
+            };
+            for ing in blamed {
+                diags.push(ingress_diag(
+                    ing,
+                    Reason::QuotaExceeded,
+                    format!(
+                        "HTTPS listener on port {} has no certificate (no usable tls Secret, certificate-arn or ACM certificate for its hosts); the listener is not created",
+                        l.port
+                    ),
+                ));
+            }
+            continue;
+        }
+        let default_action = match translate_action(&l.default_action, &tg_names) {
+            Ok(a) => a,
+            Err(_) => AlbAction::FixedResponse {
+                status_code: "503".into(),
+                content_type: "text/plain".into(),
+                body: "503 service unavailable: the default backend's target group was left out\n"
+                    .into(),
+            },
+        };
+        let mut rules = Vec::new();
+        for r in &l.rules {
+            let mut conditions = Vec::new();
+            let mut problem = None;
+            if let Some(h) = &r.conditions.host {
+                conditions.push(AlbCondition::HostHeader(vec![match h {
+                    HostMatch::Exact(h) => h.clone(),
+                    HostMatch::Wildcard(s) => format!("*.{s}"),
+                }]));
+            }
+            if let Some(p) = &r.conditions.path {
+                match path_patterns(p) {
+                    Some(values) if values.iter().all(|v| v.len() <= limits.path_pattern_length) => {
+                        conditions.push(AlbCondition::PathPattern(values))
+                    }
+                    Some(_) => problem = Some(format!("path {} is longer than ALB's {} characters", p.path, limits.path_pattern_length)),
+                    None => problem = Some(format!("regular-expression path {} (use-regex) is served by the proxy provider only", p.path)),
+                }
+            }
+            if !r.conditions.methods.is_empty() {
+                conditions.push(AlbCondition::HttpRequestMethod(
+                    r.conditions.methods.clone(),
+                ));
+            }
+            if !r.conditions.source_ips.is_empty() {
+                conditions.push(AlbCondition::SourceIp(r.conditions.source_ips.clone()));
+            }
+            if conditions.is_empty() {
+                conditions.push(AlbCondition::PathPattern(vec!["/*".into()]));
+            }
+            let too_many = conditions.iter().any(|c| match c {
+                AlbCondition::HostHeader(v)
+                | AlbCondition::PathPattern(v)
+                | AlbCondition::HttpRequestMethod(v)
+                | AlbCondition::SourceIp(v) => v.len() > limits.values_per_condition,
+            });
+            if too_many {
+                problem = Some(format!(
+                    "a condition has more than {} values",
+                    limits.values_per_condition
+                ));
+            }
+            if let Action::Forward(f) = &r.action {
+                if f.target_groups.len() > limits.target_groups_per_action {
+                    problem = Some(format!(
+                        "a forward action names more than {} target groups",
+                        limits.target_groups_per_action
+                    ));
+                }
+            }
+            let action = match translate_action(&r.action, &tg_names) {
+                Ok(a) => a,
+                Err(e) => {
+                    problem = problem.or(Some(e));
+                    continue_with(&mut diags, &r.ingress, problem.take());
+                    continue;
+                }
+            };
+            if problem.is_some() {
+                continue_with(&mut diags, &r.ingress, problem.take());
+                continue;
+            }
+            let fence_host = (r.conditions.path.is_none())
+                .then(|| r.conditions.host.clone())
+                .flatten();
+            rules.push(PlacedRule {
+                ingress: r.ingress.clone(),
+                fence_host,
+                host: r.conditions.host.clone(),
+                spec: RuleSpec { conditions, action },
+            });
+        }
+        if rules.len() > limits.rules_per_listener {
+            rules = fit_rule_quota(rules, lb, l.port, limits.rules_per_listener, &mut diags);
+        }
+        listeners.push(ListenerSpec {
+            port: l.port,
+            protocol: l.protocol.to_string(),
+            certificates,
+            ssl_policy: l.ssl_policy.clone(),
+            default_action,
+            rules: rules.into_iter().map(|r| r.spec).collect(),
+        });
+    }
+    diags.sort();
+    diags.dedup();
+    (
+        AlbStack {
+            stack: lb.id.clone(),
+            load_balancer: LoadBalancerSpec {
+                name: load_balancer_name(cluster, &lb.id),
+                scheme: lb.scheme,
+                attributes: lb.attributes.clone(),
+                tags: stack_tags("LoadBalancer"),
+            },
+            target_groups,
+            listeners,
+        },
+        diags,
+    )
+}
+
+/// A translated rule with what the quota logic needs to know about it.
+struct PlacedRule {
+    ingress: ObjectRef,
+    host: Option<HostMatch>,
+    /// Set for a host-only rule (a fence): it serves every Ingress on that host.
+    fence_host: Option<HostMatch>,
+    spec: RuleSpec,
+}
+
+/// Leaves out whole Ingresses, lowest precedence first, until the listener's rules fit, as
+/// the builder leaves out an invalid Ingress: the group deploys, the Ingress that does not
+/// fit is told. A fence stays while another Ingress's rule on its host remains.
+fn fit_rule_quota(
+    mut rules: Vec<PlacedRule>,
+    lb: &LoadBalancer,
+    port: u16,
+    max: usize,
+    diags: &mut Vec<Diagnostic>,
+) -> Vec<PlacedRule> {
+    let rank = |o: &ObjectRef| {
+        lb.ingresses
+            .iter()
+            .position(|i| i == o)
+            .unwrap_or(usize::MAX)
+    };
+    while rules.len() > max {
+        let Some(loser) = rules
+            .iter()
+            .filter(|r| r.fence_host.is_none())
+            .max_by_key(|r| rank(&r.ingress))
+            .map(|r| r.ingress.clone())
+        else {
+            rules.truncate(max);
+            break;
+        };
+        rules.retain(|r| r.fence_host.is_some() || r.ingress != loser);
+        let hosts_in_use: BTreeSet<Option<HostMatch>> = rules
+            .iter()
+            .filter(|r| r.fence_host.is_none())
+            .map(|r| r.host.clone())
+            .collect();
+        rules.retain(|r| r.fence_host.is_none() || hosts_in_use.contains(&r.host));
+        diags.push(ingress_diag(
+            &loser,
+            Reason::QuotaExceeded,
+            format!(
+                "listener {port} of load balancer {} would need more than {max} rules; this Ingress (lowest precedence) is left out of it",
+                lb.id
+            ),
+        ));
+    }
+    rules
+}
+
+fn continue_with(diags: &mut Vec<Diagnostic>, ing: &ObjectRef, problem: Option<String>) {
+    if let Some(p) = problem {
+        diags.push(ingress_diag(
+            ing,
+            Reason::QuotaExceeded,
+            format!("{p}; the route is left out on ALB"),
+        ));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn target_group_names_fit_elbv2_limits() {
+        let tg = TargetGroup {
+            id: "x".into(),
+            service: ObjectRef::new("a-very-long-namespace", "a-very-long-service-name"),
+            service_port: 80,
+            protocol: BackendProtocol::Http,
+            protocol_version: ProtocolVersion::Http1,
+            target_type: TargetType::Ip,
+            health_check: Default::default(),
+            attributes: Default::default(),
+            targets: vec![],
+        };
+        let n = target_group_name("cluster", "stack", &tg);
+        assert!(n.len() <= 32, "{n}");
+        assert!(n.chars().all(|c| c.is_ascii_alphanumeric() || c == '-'));
+    }
+
+    #[test]
+    fn names_fit_elbv2_limits() {
+        let n = load_balancer_name(
+            "a-very-long-cluster-name",
+            "group/an-extremely-long-ingress-group-name-indeed",
+        );
+        assert!(n.len() <= 32, "{n}");
+        assert!(n.starts_with("k8s-an-extremely-long"));
+        assert!(!n.contains("--"));
+    }
+
+    #[test]
+    fn prefix_becomes_two_patterns() {
+        let p = |kind, path: &str| PathMatch {
+            kind,
+            path: path.into(),
+        };
+        assert_eq!(
+            path_patterns(&p(PathKind::Prefix, "/")),
+            Some(vec!["/*".to_string()])
+        );
+        assert_eq!(
+            path_patterns(&p(PathKind::Prefix, "/foo/")),
+            Some(vec!["/foo".to_string(), "/foo/*".to_string()])
+        );
+        assert_eq!(
+            path_patterns(&p(PathKind::Exact, "/foo/")),
+            Some(vec!["/foo/".to_string()])
+        );
+        assert_eq!(path_patterns(&p(PathKind::Regex, "/a(.*)")), None);
+    }
+}

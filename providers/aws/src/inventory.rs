@@ -1,0 +1,215 @@
+//! What Tollgate observed in AWS: its own resources, found by tags. Filled by the SDK layer
+//! (one tag-filtered look-up per resource kind) and kept current by Tollgate's own writes.
+
+use std::collections::BTreeMap;
+
+use serde::Serialize;
+
+use crate::alb_stack::{AlbAction, RuleSpec, TargetGroupSpec};
+
+/// Every Tollgate-owned resource in the region, by stack.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct Inventory {
+    pub load_balancers: Vec<ObservedLoadBalancer>,
+    pub target_groups: Vec<ObservedTargetGroup>,
+}
+
+/// A load balancer with its listeners and rules.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ObservedLoadBalancer {
+    pub arn: String,
+    pub name: String,
+    pub stack: String,
+    pub dns_name: String,
+    pub attributes: BTreeMap<String, String>,
+    pub listeners: Vec<ObservedListener>,
+}
+
+/// A listener.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ObservedListener {
+    pub arn: String,
+    pub port: u16,
+    pub protocol: String,
+    pub certificates: Vec<String>,
+    pub ssl_policy: Option<String>,
+    pub default_action: AlbAction,
+    pub rules: Vec<ObservedRule>,
+}
+
+/// A non-default listener rule.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ObservedRule {
+    pub arn: String,
+    pub priority: u32,
+    pub content: RuleSpec,
+}
+
+/// A target group with its registered targets.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ObservedTargetGroup {
+    pub arn: String,
+    pub stack: String,
+    /// As it would be desired: comparing specs tells what to modify.
+    pub spec: TargetGroupSpec,
+}
+
+use crate::alb_stack::{AlbStack, TAG_STACK};
+use crate::plan::{Change, Ref};
+
+impl Inventory {
+    fn load_balancer_mut(&mut self, r: &Ref) -> Option<&mut ObservedLoadBalancer> {
+        self.load_balancers.iter_mut().find(|lb| match r {
+            Ref::Arn(a) => &lb.arn == a,
+            Ref::Name(n) => &lb.name == n,
+        })
+    }
+
+    fn rules_mut(&mut self) -> impl Iterator<Item = &mut ObservedRule> {
+        self.load_balancers
+            .iter_mut()
+            .flat_map(|lb| lb.listeners.iter_mut())
+            .flat_map(|l| l.rules.iter_mut())
+    }
+
+    /// Records a change that AWS has just carried out, so the inventory stays current without
+    /// another look-up. `arn` is the ARN a create call returned (`dns_name` for a new load
+    /// balancer); `stacks` is the desired state the change came from.
+    pub fn record(
+        &mut self,
+        change: &Change,
+        arn: Option<&str>,
+        dns_name: Option<&str>,
+        stacks: &[AlbStack],
+    ) {
+        let new_arn = |what: &str| {
+            arn.map(str::to_string)
+                .unwrap_or_else(|| format!("unknown:{what}"))
+        };
+        match change {
+            Change::CreateTargetGroup { spec } => {
+                let mut spec = spec.clone();
+                spec.targets.clear(); // registered by a RegisterTargets change
+                self.target_groups.push(ObservedTargetGroup {
+                    arn: new_arn(&spec.name),
+                    stack: spec.tags.get(TAG_STACK).cloned().unwrap_or_default(),
+                    spec,
+                });
+            }
+            Change::ModifyTargetGroup { arn, spec } => {
+                if let Some(o) = self.target_groups.iter_mut().find(|t| &t.arn == arn) {
+                    o.spec.health_check = spec.health_check.clone();
+                    o.spec.attributes = spec.attributes.clone();
+                }
+            }
+            Change::CreateLoadBalancer { stack, name } => {
+                let attributes = stacks
+                    .iter()
+                    .find(|s| &s.stack == stack)
+                    .map(|s| s.load_balancer.attributes.clone())
+                    .unwrap_or_default();
+                self.load_balancers.push(ObservedLoadBalancer {
+                    arn: new_arn(name),
+                    name: name.clone(),
+                    stack: stack.clone(),
+                    dns_name: dns_name.unwrap_or_default().to_string(),
+                    attributes,
+                    listeners: Vec::new(),
+                });
+            }
+            Change::ModifyLoadBalancerAttributes { arn, attributes } => {
+                if let Some(lb) = self.load_balancer_mut(&Ref::Arn(arn.clone())) {
+                    lb.attributes = attributes.clone();
+                }
+            }
+            Change::CreateListener { listener, spec } => {
+                let arn = new_arn(&format!("listener-{}", listener.port));
+                if let Some(lb) = self.load_balancer_mut(&listener.load_balancer) {
+                    lb.listeners.push(ObservedListener {
+                        arn,
+                        port: spec.port,
+                        protocol: spec.protocol.clone(),
+                        certificates: spec.certificates.clone(),
+                        ssl_policy: spec.ssl_policy.clone(),
+                        default_action: spec.default_action.clone(),
+                        rules: Vec::new(),
+                    });
+                }
+            }
+            Change::ModifyListener { arn, spec } => {
+                if let Some(l) = self
+                    .load_balancers
+                    .iter_mut()
+                    .flat_map(|lb| lb.listeners.iter_mut())
+                    .find(|l| &l.arn == arn)
+                {
+                    l.protocol = spec.protocol.clone();
+                    l.certificates = spec.certificates.clone();
+                    l.ssl_policy = spec.ssl_policy.clone();
+                    l.default_action = spec.default_action.clone();
+                }
+            }
+            Change::CreateRule {
+                listener,
+                priority,
+                rule,
+            } => {
+                let arn = new_arn(&format!("rule-{priority}"));
+                if let Some(l) = self
+                    .load_balancer_mut(&listener.load_balancer)
+                    .and_then(|lb| lb.listeners.iter_mut().find(|l| l.port == listener.port))
+                {
+                    l.rules.push(ObservedRule {
+                        arn,
+                        priority: *priority,
+                        content: rule.clone(),
+                    });
+                }
+            }
+            Change::ModifyRule { arn, rule } => {
+                if let Some(r) = self.rules_mut().find(|r| &r.arn == arn) {
+                    r.content = rule.clone();
+                }
+            }
+            Change::SetRulePriority { arn, to, .. } => {
+                if let Some(r) = self.rules_mut().find(|r| &r.arn == arn) {
+                    r.priority = *to;
+                }
+            }
+            Change::RegisterTargets {
+                target_group,
+                targets,
+            } => {
+                if let Some(tg) = self.target_groups.iter_mut().find(|t| match target_group {
+                    Ref::Arn(a) => &t.arn == a,
+                    Ref::Name(n) => &t.spec.name == n,
+                }) {
+                    tg.spec.targets.extend(targets.iter().cloned());
+                    tg.spec.targets.sort();
+                    tg.spec.targets.dedup();
+                }
+            }
+            Change::DeregisterTargets { arn, targets } => {
+                if let Some(tg) = self.target_groups.iter_mut().find(|t| &t.arn == arn) {
+                    tg.spec.targets.retain(|t| !targets.contains(t));
+                }
+            }
+            Change::DeleteRule { arn } => {
+                for lb in &mut self.load_balancers {
+                    for l in &mut lb.listeners {
+                        l.rules.retain(|r| &r.arn != arn);
+                    }
+                }
+            }
+            Change::DeleteListener { arn } => {
+                for lb in &mut self.load_balancers {
+                    lb.listeners.retain(|l| &l.arn != arn);
+                }
+            }
+            Change::DeleteLoadBalancer { arn, .. } => {
+                self.load_balancers.retain(|lb| &lb.arn != arn)
+            }
+            Change::DeleteTargetGroup { arn, .. } => self.target_groups.retain(|t| &t.arn != arn),
+        }
+    }
+}

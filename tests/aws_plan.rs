@@ -1,0 +1,222 @@
+//! The AWS plan through the real model builder: a cold plan, convergence to a no-op, one
+//! changed path → one call, endpoint churn → target calls only, deletion → nothing left, and
+//! the quotas Tollgate enforces itself. The inventory is advanced with `Inventory::record`,
+//! the same bookkeeping the SDK layer does after each successful call.
+
+use tollgate::sources::manifest_dir::parse_manifests;
+use tollgate::{build, BuildOptions};
+use tollgate_aws::alb_stack::{build_stack, AlbLimits, AlbStack};
+use tollgate_aws::inventory::Inventory;
+use tollgate_aws::plan::{plan, Change, Plan};
+use tollgate_contract::{Diagnostic, Reason};
+
+const SERVICES: &str = r#"
+apiVersion: v1
+kind: Service
+metadata: {name: web}
+spec: {ports: [{name: http, port: 80}]}
+---
+apiVersion: discovery.k8s.io/v1
+kind: EndpointSlice
+metadata: {name: web-1, labels: {kubernetes.io/service-name: web}}
+addressType: IPv4
+ports: [{name: http, port: 8080}]
+endpoints:
+- {addresses: [10.0.1.1], conditions: {ready: true}}
+- {addresses: [10.0.1.2], conditions: {ready: true}}
+---
+apiVersion: v1
+kind: Service
+metadata: {name: api}
+spec: {ports: [{name: http, port: 80}]}
+---
+apiVersion: discovery.k8s.io/v1
+kind: EndpointSlice
+metadata: {name: api-1, labels: {kubernetes.io/service-name: api}}
+addressType: IPv4
+ports: [{name: http, port: 9000}]
+endpoints:
+- {addresses: [10.0.2.1], conditions: {ready: true}}
+"#;
+
+fn shop(api_path: &str) -> String {
+    format!(
+        r#"
+apiVersion: networking.k8s.io/v1
+kind: Ingress
+metadata: {{name: shop, annotations: {{alb.ingress.kubernetes.io/group.name: shop}}}}
+spec:
+  ingressClassName: tollgate
+  rules:
+  - host: shop.example.com
+    http:
+      paths:
+      - {{path: /, pathType: Prefix, backend: {{service: {{name: web, port: {{number: 80}}}}}}}}
+      - {{path: {api_path}, pathType: Prefix, backend: {{service: {{name: api, port: {{number: 80}}}}}}}}
+      - {{path: /static, pathType: Prefix, backend: {{service: {{name: web, port: {{number: 80}}}}}}}}
+---
+apiVersion: networking.k8s.io/v1
+kind: Ingress
+metadata: {{name: admin, annotations: {{alb.ingress.kubernetes.io/group.name: shop}}}}
+spec:
+  ingressClassName: tollgate
+  rules:
+  - host: admin.example.com
+    http: {{paths: [{{path: /, pathType: Prefix, backend: {{service: {{name: api, port: {{number: 80}}}}}}}}]}}
+"#
+    )
+}
+
+fn stacks(manifests: &str) -> (Vec<AlbStack>, Vec<Diagnostic>) {
+    let (snap, _) = parse_manifests("case.yaml", manifests, false);
+    let out = build(&snap, &BuildOptions::default());
+    let mut diags = out.diagnostics.clone();
+    let stacks = out
+        .model
+        .load_balancers
+        .iter()
+        .map(|lb| {
+            let (s, d) = build_stack("test", lb, &AlbLimits::default());
+            diags.extend(d);
+            s
+        })
+        .collect();
+    (stacks, diags)
+}
+
+/// Carries a plan out on the inventory, as successful API calls would.
+fn apply(inv: &mut Inventory, p: &Plan, stacks: &[AlbStack], next_arn: &mut u32) {
+    for c in &p.changes {
+        *next_arn += 1;
+        let arn = format!("arn:aws:test:{next_arn}");
+        inv.record(c, Some(&arn), Some("lb.example.aws"), stacks);
+    }
+}
+
+fn count(p: &Plan, f: impl Fn(&Change) -> bool) -> usize {
+    p.changes.iter().filter(|c| f(c)).count()
+}
+
+#[test]
+fn cold_plan_converges_and_a_resync_changes_nothing() {
+    let (desired, diags) = stacks(&format!("{SERVICES}---{}", shop("/api")));
+    assert!(diags.is_empty(), "{diags:#?}");
+    let mut inv = Inventory::default();
+    let cold = plan(&desired, &inv);
+    insta::assert_snapshot!(cold.to_string());
+    let mut arn = 0;
+    apply(&mut inv, &cold, &desired, &mut arn);
+    let resync = plan(&desired, &inv);
+    assert!(
+        resync.is_empty(),
+        "a no-op resync must make no call:\n{resync}"
+    );
+}
+
+#[test]
+fn one_changed_path_is_one_call() {
+    let (before, _) = stacks(&format!("{SERVICES}---{}", shop("/api")));
+    let mut inv = Inventory::default();
+    let mut arn = 0;
+    let p = plan(&before, &inv);
+    apply(&mut inv, &p, &before, &mut arn);
+
+    let (after, _) = stacks(&format!("{SERVICES}---{}", shop("/apis")));
+    let p = plan(&after, &inv);
+    assert_eq!(p.changes.len(), 1, "{p}");
+    assert!(matches!(p.changes[0], Change::ModifyRule { .. }), "{p}");
+    apply(&mut inv, &p, &after, &mut arn);
+    assert!(plan(&after, &inv).is_empty());
+}
+
+#[test]
+fn endpoint_churn_touches_only_targets() {
+    let (before, _) = stacks(&format!("{SERVICES}---{}", shop("/api")));
+    let mut inv = Inventory::default();
+    let mut arn = 0;
+    let p = plan(&before, &inv);
+    apply(&mut inv, &p, &before, &mut arn);
+
+    let churned = SERVICES.replace("- {addresses: [10.0.1.2], conditions: {ready: true}}", "- {addresses: [10.0.1.2], conditions: {ready: false, terminating: true}}\n- {addresses: [10.0.1.3], conditions: {ready: true}}");
+    let (after, _) = stacks(&format!("{churned}---{}", shop("/api")));
+    let p = plan(&after, &inv);
+    let target_calls = count(&p, |c| {
+        matches!(
+            c,
+            Change::RegisterTargets { .. } | Change::DeregisterTargets { .. }
+        )
+    });
+    assert_eq!(
+        (target_calls, p.changes.len()),
+        (2, 2),
+        "one register, one deregister, nothing else:\n{p}"
+    );
+}
+
+#[test]
+fn deleting_every_ingress_leaves_nothing() {
+    let (desired, _) = stacks(&format!("{SERVICES}---{}", shop("/api")));
+    let mut inv = Inventory::default();
+    let mut arn = 0;
+    let p = plan(&desired, &inv);
+    apply(&mut inv, &p, &desired, &mut arn);
+    let teardown = plan(&[], &inv);
+    assert_eq!(
+        count(&teardown, |c| matches!(
+            c,
+            Change::DeleteLoadBalancer { .. }
+        )),
+        1,
+        "{teardown}"
+    );
+    assert_eq!(
+        count(&teardown, |c| matches!(c, Change::DeleteTargetGroup { .. })),
+        2,
+        "{teardown}"
+    );
+    apply(&mut inv, &teardown, &[], &mut arn);
+    assert_eq!(inv, Inventory::default());
+}
+
+#[test]
+fn quotas_are_enforced_with_a_diagnostic_and_the_rest_deploys() {
+    let paths: String = (0..120)
+        .map(|i| format!("      - {{path: /p{i}, pathType: Exact, backend: {{service: {{name: web, port: {{number: 80}}}}}}}}\n"))
+        .collect();
+    let big = format!(
+        "apiVersion: networking.k8s.io/v1\nkind: Ingress\nmetadata: {{name: big, annotations: {{alb.ingress.kubernetes.io/group.name: shop, alb.ingress.kubernetes.io/group.order: '10'}}}}\nspec:\n  ingressClassName: tollgate\n  rules:\n  - host: big.example.com\n    http:\n      paths:\n{paths}"
+    );
+    let (desired, diags) = stacks(&format!("{SERVICES}---{}---\n{big}", shop("/api")));
+    // The Ingress that does not fit (lowest precedence) is left out; the rest of the group,
+    // shop's 3 routes and admin's 1, deploys.
+    let rules = desired[0].listeners[0].rules.len();
+    assert_eq!(rules, 4, "{:#?}", desired[0].listeners[0].rules);
+    assert!(rules <= AlbLimits::default().rules_per_listener);
+    let quota: Vec<_> = diags
+        .iter()
+        .filter(|d| d.reason == Reason::QuotaExceeded)
+        .collect();
+    assert_eq!(quota.len(), 1, "{quota:#?}");
+    assert_eq!(quota[0].subject.name, "big");
+
+    // HTTPS with no certificate: told, and the listener is not created.
+    let tls = "apiVersion: networking.k8s.io/v1\nkind: Ingress\nmetadata: {name: notls, annotations: {alb.ingress.kubernetes.io/listen-ports: '[{\"HTTPS\": 443}]'}}\nspec:\n  ingressClassName: tollgate\n  rules: [{host: s.example.com, http: {paths: [{path: /, pathType: Prefix, backend: {service: {name: web, port: {number: 80}}}}]}}]\n";
+    let (desired, diags) = stacks(&format!("{SERVICES}---\n{tls}"));
+    assert!(desired[0].listeners.is_empty());
+    assert!(
+        diags
+            .iter()
+            .any(|d| d.reason == Reason::QuotaExceeded && d.message.contains("has no certificate")),
+        "{diags:#?}"
+    );
+
+    // A regex path cannot be an ALB rule.
+    let rx = "apiVersion: networking.k8s.io/v1\nkind: Ingress\nmetadata: {name: rx, annotations: {nginx.ingress.kubernetes.io/use-regex: 'true'}}\nspec:\n  ingressClassName: tollgate\n  rules: [{host: r.example.com, http: {paths: [{path: '/a(.*)', pathType: ImplementationSpecific, backend: {service: {name: web, port: {number: 80}}}}]}}]\n";
+    let (_, diags) = stacks(&format!("{SERVICES}---\n{rx}"));
+    assert!(
+        diags
+            .iter()
+            .any(|d| d.message.contains("served by the proxy provider only")),
+        "{diags:#?}"
+    );
+}
