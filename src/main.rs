@@ -42,6 +42,14 @@ enum Command {
     /// --drain-seconds, then exits.
     Proxy(ProxyArgs),
 
+    /// Build Application Load Balancers in AWS for the Ingresses in a directory of manifests:
+    /// observe Tollgate's resources by tags, plan, apply. With --once, converge and exit (status
+    /// 0 only when AWS matches the manifests); otherwise follow the files as they change.
+    ///
+    /// Credentials and region come from the default AWS chain (environment, profile, IRSA);
+    /// --aws-endpoint-url (or AWS_ENDPOINT_URL) points at an emulator.
+    Aws(AwsArgs),
+
     /// Run a backend that answers every request with what it saw (JSON), echoes POST /echo
     /// bodies, WebSocket messages and gRPC frames: for demos and tests.
     Echo(EchoArgs),
@@ -112,6 +120,37 @@ struct ProxyArgs {
     /// Threads serving traffic (default: one per CPU core).
     #[arg(long, value_name = "N")]
     worker_threads: Option<usize>,
+}
+
+#[derive(Args)]
+struct AwsArgs {
+    #[command(flatten)]
+    model: ModelArgs,
+
+    /// Cluster name: written into the tollgate.io/cluster tag, hashed into resource names,
+    /// and used to find subnets (kubernetes.io/cluster/NAME).
+    #[arg(long, default_value = "default")]
+    cluster_name: String,
+
+    /// AWS API endpoint (an emulator such as moto server or LocalStack Pro).
+    #[arg(long, env = "AWS_ENDPOINT_URL", value_name = "URL")]
+    aws_endpoint_url: Option<String>,
+
+    /// AWS region (default: from the environment or profile).
+    #[arg(long, env = "AWS_REGION", value_name = "REGION")]
+    region: Option<String>,
+
+    /// Converge once and exit: 0 when AWS matches, 2 when something was rejected or failed.
+    #[arg(long)]
+    once: bool,
+
+    /// Most rules per listener (ALB's quota; raise it if your account's limit is higher).
+    #[arg(long, default_value_t = 100)]
+    max_rules_per_listener: usize,
+
+    /// Seconds between full re-reads of AWS in continuous mode.
+    #[arg(long, default_value_t = 300)]
+    resync_seconds: u64,
 }
 
 #[derive(Args)]
@@ -346,6 +385,49 @@ fn echo(args: EchoArgs) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+fn aws(args: AwsArgs) -> anyhow::Result<ExitCode> {
+    let opts = tollgate::aws_command::AwsRunOptions {
+        manifests: args.model.manifests.clone(),
+        build: args.model.options(Grouping::ByIngressGroup),
+        cluster: args.cluster_name,
+        endpoint: args.aws_endpoint_url,
+        region: args.region,
+        limits: tollgate_aws::alb_stack::AlbLimits {
+            rules_per_listener: args.max_rules_per_listener,
+            ..Default::default()
+        },
+        resync: Duration::from_secs(args.resync_seconds.max(1)),
+    };
+    let rt = tokio::runtime::Runtime::new().context("starting the Tokio runtime")?;
+    rt.block_on(async move {
+        if args.once {
+            let (r, inventory) = tollgate::aws_command::run_once(&opts).await?;
+            for lb in &inventory.load_balancers {
+                println!("{}\t{}\t{}", lb.stack, lb.name, lb.dns_name);
+            }
+            for d in &r.diagnostics {
+                if d.severity >= Severity::Warning {
+                    eprintln!("{d}");
+                }
+            }
+            let rejected = r.diagnostics.iter().any(|d| d.severity == Severity::Error);
+            Ok(if r.converged && !rejected {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::from(2)
+            })
+        } else {
+            let (tx, rx) = tokio::sync::watch::channel(false);
+            tokio::spawn(async move {
+                wait_for_stop_signal().await;
+                let _ = tx.send(true);
+            });
+            tollgate::aws_command::run_continuous(&opts, rx).await?;
+            Ok(ExitCode::SUCCESS)
+        }
+    })
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
@@ -363,6 +445,7 @@ fn main() -> ExitCode {
         Command::Plan(a) => plan(a),
         Command::Proxy(a) => proxy(a),
         Command::Echo(a) => echo(a),
+        Command::Aws(a) => aws(a),
     };
     match result {
         Ok(code) => code,

@@ -267,6 +267,15 @@ struct Phases {
     delete_target_groups: Vec<Change>,
 }
 
+fn is_subset(want: &BTreeMap<String, String>, have: &BTreeMap<String, String>) -> bool {
+    want.iter().all(|(k, v)| have.get(k) == Some(v))
+}
+
+/// Certificates as ELBv2 holds them: ACM ARNs (Secret certificates are imported first).
+fn acm_only(certs: &[String]) -> Vec<&String> {
+    certs.iter().filter(|c| c.starts_with("arn:")).collect()
+}
+
 /// Diffs every desired stack against the inventory. Observed stacks that are no longer
 /// desired are deleted whole.
 pub fn plan(desired: &[AlbStack], observed: &Inventory) -> Plan {
@@ -299,8 +308,9 @@ pub fn plan(desired: &[AlbStack], observed: &Inventory) -> Plan {
                     }
                 }
                 Some(o) => {
+                    // AWS reports every attribute with its default: compare only what we set.
                     let settings_differ = o.spec.health_check != tg.health_check
-                        || o.spec.attributes != tg.attributes;
+                        || !is_subset(&tg.attributes, &o.spec.attributes);
                     if settings_differ {
                         p.target_groups.push(Change::ModifyTargetGroup {
                             arn: o.arn.clone(),
@@ -352,9 +362,7 @@ pub fn plan(desired: &[AlbStack], observed: &Inventory) -> Plan {
                 Ref::Name(stack.load_balancer.name.clone())
             }
             Some(o) => {
-                if o.attributes != stack.load_balancer.attributes
-                    && !stack.load_balancer.attributes.is_empty()
-                {
+                if !is_subset(&stack.load_balancer.attributes, &o.attributes) {
                     p.load_balancers.push(Change::ModifyLoadBalancerAttributes {
                         arn: o.arn.clone(),
                         attributes: stack.load_balancer.attributes.clone(),
@@ -392,8 +400,8 @@ pub fn plan(desired: &[AlbStack], observed: &Inventory) -> Plan {
                 Some(o) => {
                     let differs = o.protocol != l.protocol
                         || o.default_action != l.default_action
-                        || o.certificates != l.certificates
-                        || o.ssl_policy != l.ssl_policy;
+                        || acm_only(&o.certificates) != acm_only(&l.certificates)
+                        || (l.ssl_policy.is_some() && o.ssl_policy != l.ssl_policy);
                     if differs {
                         p.listeners.push(Change::ModifyListener {
                             arn: o.arn.clone(),

@@ -1,0 +1,1080 @@
+//! The SDK half of the AWS provider: observe Tollgate's resources by tags into an
+//! [`Inventory`], and carry out a [`Plan`]'s changes, recording each success back into the
+//! inventory. Every call is counted by operation and outcome.
+
+use std::collections::BTreeMap;
+use std::sync::Mutex;
+
+use aws_sdk_elasticloadbalancingv2 as elbv2;
+use elbv2::types as t;
+use tollgate_contract::{BackendProtocol, Diagnostic, HealthCheck, ObjectKind, Reason, Severity};
+
+use crate::alb_stack::{
+    AlbAction, AlbCondition, AlbStack, RuleSpec, TargetGroupSpec, TAG_CLUSTER, TAG_RESOURCE,
+    TAG_STACK,
+};
+use crate::inventory::{
+    Inventory, ObservedListener, ObservedLoadBalancer, ObservedRule, ObservedTargetGroup,
+};
+use crate::plan::{Change, Plan, Ref};
+
+/// A failed AWS call.
+#[derive(Debug, thiserror::Error)]
+pub enum AwsError {
+    #[error("{operation}: {message}")]
+    Api {
+        operation: &'static str,
+        message: String,
+    },
+    #[error("no subnets tagged kubernetes.io/cluster/{cluster} (shared or owned) with kubernetes.io/role/elb or kubernetes.io/role/internal-elb")]
+    NoSubnets { cluster: String },
+    #[error("{0} refers to a resource that was not created")]
+    Unresolved(String),
+}
+
+fn api<E: std::fmt::Display>(operation: &'static str) -> impl FnOnce(E) -> AwsError {
+    move |e| AwsError::Api {
+        operation,
+        message: format!("{e}"),
+    }
+}
+
+/// Counts of AWS calls by operation: (succeeded, failed).
+#[derive(Debug, Default)]
+pub struct CallLog {
+    calls: Mutex<BTreeMap<&'static str, (u64, u64)>>,
+}
+
+/// Operations that change something.
+pub fn is_mutating(operation: &str) -> bool {
+    !(operation.starts_with("Describe")
+        || operation.starts_with("Get")
+        || operation.starts_with("List"))
+}
+
+impl CallLog {
+    fn record<T, E>(&self, operation: &'static str, r: &Result<T, E>) {
+        if let Ok(mut m) = self.calls.lock() {
+            let e = m.entry(operation).or_default();
+            if r.is_ok() {
+                e.0 += 1;
+            } else {
+                e.1 += 1;
+            }
+        }
+    }
+
+    /// A copy of the counts.
+    pub fn snapshot(&self) -> BTreeMap<&'static str, (u64, u64)> {
+        self.calls.lock().map(|m| m.clone()).unwrap_or_default()
+    }
+
+    /// Mutating calls made so far (successful or not).
+    pub fn mutating(&self) -> u64 {
+        self.snapshot()
+            .iter()
+            .filter(|(op, _)| is_mutating(op))
+            .map(|(_, (ok, err))| ok + err)
+            .sum()
+    }
+}
+
+/// The AWS clients and the cluster they act for.
+pub struct Aws {
+    pub elbv2: elbv2::Client,
+    pub ec2: aws_sdk_ec2::Client,
+    pub tagging: aws_sdk_resourcegroupstagging::Client,
+    pub cluster: String,
+    pub calls: CallLog,
+}
+
+impl Aws {
+    /// Clients from the default credential chain (IRSA in EKS), with an optional endpoint
+    /// (the emulator) and region.
+    pub async fn connect(cluster: &str, endpoint: Option<&str>, region: Option<&str>) -> Self {
+        let mut loader = aws_config::defaults(aws_config::BehaviorVersion::latest())
+            .retry_config(aws_config::retry::RetryConfig::standard().with_max_attempts(5));
+        if let Some(e) = endpoint {
+            loader = loader.endpoint_url(e);
+        }
+        if let Some(r) = region {
+            loader = loader.region(aws_config::Region::new(r.to_string()));
+        }
+        let conf = loader.load().await;
+        Aws {
+            elbv2: elbv2::Client::new(&conf),
+            ec2: aws_sdk_ec2::Client::new(&conf),
+            tagging: aws_sdk_resourcegroupstagging::Client::new(&conf),
+            cluster: cluster.to_string(),
+            calls: CallLog::default(),
+        }
+    }
+
+    /// Every resource tagged for this cluster, by kind. One paginated, tag-filtered look-up;
+    /// no region-wide scan.
+    async fn tagged(&self) -> Result<Vec<(String, BTreeMap<String, String>)>, AwsError> {
+        let filter = aws_sdk_resourcegroupstagging::types::TagFilter::builder()
+            .key(TAG_CLUSTER)
+            .values(self.cluster.clone())
+            .build();
+        let mut out = Vec::new();
+        let mut token: Option<String> = None;
+        loop {
+            let r = self
+                .tagging
+                .get_resources()
+                .tag_filters(filter.clone())
+                .resource_type_filters("elasticloadbalancing:loadbalancer")
+                .resource_type_filters("elasticloadbalancing:targetgroup")
+                .set_pagination_token(token.clone())
+                .send()
+                .await;
+            self.calls.record("GetResources", &r);
+            let r = r.map_err(api("GetResources"))?;
+            for m in r.resource_tag_mapping_list() {
+                let tags = m
+                    .tags()
+                    .iter()
+                    .map(|t| (t.key().to_string(), t.value().to_string()))
+                    .collect();
+                if let Some(arn) = m.resource_arn() {
+                    out.push((arn.to_string(), tags));
+                }
+            }
+            token = r
+                .pagination_token()
+                .filter(|t| !t.is_empty())
+                .map(str::to_string);
+            if token.is_none() {
+                break;
+            }
+        }
+        Ok(out)
+    }
+
+    /// Reads Tollgate's load balancers, listeners, rules, target groups and targets.
+    pub async fn observe(&self) -> Result<Inventory, AwsError> {
+        let tagged = self.tagged().await?;
+        let is_tg = |arn: &str| arn.contains(":targetgroup/");
+        let stack_of: BTreeMap<String, BTreeMap<String, String>> = tagged.into_iter().collect();
+        let tg_arns: Vec<&String> = stack_of.keys().filter(|a| is_tg(a)).collect();
+        let lb_arns: Vec<&String> = stack_of.keys().filter(|a| !is_tg(a)).collect();
+
+        let mut inv = Inventory::default();
+        let mut tg_name_by_arn = BTreeMap::new();
+        for chunk in tg_arns.chunks(20) {
+            let r = self
+                .elbv2
+                .describe_target_groups()
+                .set_target_group_arns(Some(chunk.iter().map(|s| s.to_string()).collect()))
+                .send()
+                .await;
+            self.calls.record("DescribeTargetGroups", &r);
+            for tg in r.map_err(api("DescribeTargetGroups"))?.target_groups() {
+                let Some(arn) = tg.target_group_arn() else {
+                    continue;
+                };
+                let tags = stack_of.get(arn).cloned().unwrap_or_default();
+                let attrs = self
+                    .elbv2
+                    .describe_target_group_attributes()
+                    .target_group_arn(arn)
+                    .send()
+                    .await;
+                self.calls.record("DescribeTargetGroupAttributes", &attrs);
+                let attributes = attrs
+                    .map_err(api("DescribeTargetGroupAttributes"))?
+                    .attributes()
+                    .iter()
+                    .filter_map(|a| Some((a.key()?.to_string(), a.value()?.to_string())))
+                    .collect();
+                let health = self
+                    .elbv2
+                    .describe_target_health()
+                    .target_group_arn(arn)
+                    .send()
+                    .await;
+                self.calls.record("DescribeTargetHealth", &health);
+                let mut targets: Vec<(String, u16)> = health
+                    .map_err(api("DescribeTargetHealth"))?
+                    .target_health_descriptions()
+                    .iter()
+                    .filter(|d| {
+                        d.target_health()
+                            .and_then(|h| h.state())
+                            .is_none_or(|s| s.as_str() != "draining")
+                    })
+                    .filter_map(|d| {
+                        let t = d.target()?;
+                        Some((t.id()?.to_string(), u16::try_from(t.port()?).ok()?))
+                    })
+                    .collect();
+                targets.sort();
+                let protocol_version = tg.protocol_version().unwrap_or("HTTP1").to_string();
+                let matcher = tg.matcher();
+                let health_check = HealthCheck {
+                    path: tg.health_check_path().unwrap_or("/").to_string(),
+                    port: tg.health_check_port().unwrap_or("traffic-port").to_string(),
+                    protocol: if tg.health_check_protocol().map(|p| p.as_str()) == Some("HTTPS") {
+                        BackendProtocol::Https
+                    } else {
+                        BackendProtocol::Http
+                    },
+                    interval_seconds: tg
+                        .health_check_interval_seconds()
+                        .and_then(|v| u32::try_from(v).ok())
+                        .unwrap_or(15),
+                    timeout_seconds: tg
+                        .health_check_timeout_seconds()
+                        .and_then(|v| u32::try_from(v).ok())
+                        .unwrap_or(5),
+                    healthy_threshold: tg
+                        .healthy_threshold_count()
+                        .and_then(|v| u32::try_from(v).ok())
+                        .unwrap_or(2),
+                    unhealthy_threshold: tg
+                        .unhealthy_threshold_count()
+                        .and_then(|v| u32::try_from(v).ok())
+                        .unwrap_or(2),
+                    success_codes: matcher
+                        .and_then(|m| m.http_code().or(m.grpc_code()))
+                        .unwrap_or("200")
+                        .to_string(),
+                };
+                let name = tg.target_group_name().unwrap_or_default().to_string();
+                tg_name_by_arn.insert(arn.to_string(), name.clone());
+                inv.target_groups.push(ObservedTargetGroup {
+                    arn: arn.to_string(),
+                    stack: tags.get(TAG_STACK).cloned().unwrap_or_default(),
+                    spec: TargetGroupSpec {
+                        name,
+                        model_id: tags.get(TAG_RESOURCE).cloned().unwrap_or_default(),
+                        protocol: tg
+                            .protocol()
+                            .map(|p| p.as_str().to_string())
+                            .unwrap_or_default(),
+                        protocol_version,
+                        port: tg.port().and_then(|p| u16::try_from(p).ok()).unwrap_or(0),
+                        target_type: tg
+                            .target_type()
+                            .map(|p| p.as_str().to_string())
+                            .unwrap_or_default(),
+                        health_check,
+                        attributes,
+                        tags,
+                        targets,
+                    },
+                });
+            }
+        }
+        for chunk in lb_arns.chunks(20) {
+            let r = self
+                .elbv2
+                .describe_load_balancers()
+                .set_load_balancer_arns(Some(chunk.iter().map(|s| s.to_string()).collect()))
+                .send()
+                .await;
+            self.calls.record("DescribeLoadBalancers", &r);
+            for lb in r.map_err(api("DescribeLoadBalancers"))?.load_balancers() {
+                let Some(arn) = lb.load_balancer_arn() else {
+                    continue;
+                };
+                let tags = stack_of.get(arn).cloned().unwrap_or_default();
+                let attrs = self
+                    .elbv2
+                    .describe_load_balancer_attributes()
+                    .load_balancer_arn(arn)
+                    .send()
+                    .await;
+                self.calls.record("DescribeLoadBalancerAttributes", &attrs);
+                let attributes = attrs
+                    .map_err(api("DescribeLoadBalancerAttributes"))?
+                    .attributes()
+                    .iter()
+                    .filter_map(|a| Some((a.key()?.to_string(), a.value()?.to_string())))
+                    .collect();
+                let mut listeners = Vec::new();
+                let ls = self
+                    .elbv2
+                    .describe_listeners()
+                    .load_balancer_arn(arn)
+                    .send()
+                    .await;
+                self.calls.record("DescribeListeners", &ls);
+                for l in ls.map_err(api("DescribeListeners"))?.listeners() {
+                    let Some(larn) = l.listener_arn() else {
+                        continue;
+                    };
+                    let default_cert: Vec<String> = l
+                        .certificates()
+                        .iter()
+                        .filter_map(|c| c.certificate_arn().map(str::to_string))
+                        .collect();
+                    let mut certificates = default_cert.clone();
+                    if l.protocol().map(|p| p.as_str()) == Some("HTTPS") {
+                        let extra = self
+                            .elbv2
+                            .describe_listener_certificates()
+                            .listener_arn(larn)
+                            .send()
+                            .await;
+                        self.calls.record("DescribeListenerCertificates", &extra);
+                        let mut rest: Vec<String> = extra
+                            .map_err(api("DescribeListenerCertificates"))?
+                            .certificates()
+                            .iter()
+                            .filter(|c| c.is_default() != Some(true))
+                            .filter_map(|c| c.certificate_arn().map(str::to_string))
+                            .filter(|a| !default_cert.contains(a))
+                            .collect();
+                        rest.sort();
+                        certificates.extend(rest);
+                    }
+                    let rs = self.elbv2.describe_rules().listener_arn(larn).send().await;
+                    self.calls.record("DescribeRules", &rs);
+                    let mut rules = Vec::new();
+                    for r in rs.map_err(api("DescribeRules"))?.rules() {
+                        if r.is_default() == Some(true) {
+                            continue;
+                        }
+                        let (Some(rarn), Some(Ok(priority))) =
+                            (r.rule_arn(), r.priority().map(str::parse::<u32>))
+                        else {
+                            continue;
+                        };
+                        let mut conditions: Vec<AlbCondition> = r
+                            .conditions()
+                            .iter()
+                            .filter_map(condition_from_sdk)
+                            .collect();
+                        conditions.sort();
+                        let Some(action) = r
+                            .actions()
+                            .first()
+                            .and_then(|a| action_from_sdk(a, &tg_name_by_arn))
+                        else {
+                            continue;
+                        };
+                        rules.push(ObservedRule {
+                            arn: rarn.to_string(),
+                            priority,
+                            content: RuleSpec { conditions, action },
+                        });
+                    }
+                    rules.sort_by_key(|r| r.priority);
+                    let Some(default_action) = l
+                        .default_actions()
+                        .first()
+                        .and_then(|a| action_from_sdk(a, &tg_name_by_arn))
+                    else {
+                        continue;
+                    };
+                    listeners.push(ObservedListener {
+                        arn: larn.to_string(),
+                        port: l.port().and_then(|p| u16::try_from(p).ok()).unwrap_or(0),
+                        protocol: l
+                            .protocol()
+                            .map(|p| p.as_str().to_string())
+                            .unwrap_or_default(),
+                        certificates,
+                        ssl_policy: l.ssl_policy().map(str::to_string),
+                        default_action,
+                        rules,
+                    });
+                }
+                listeners.sort_by_key(|l| l.port);
+                inv.load_balancers.push(ObservedLoadBalancer {
+                    arn: arn.to_string(),
+                    name: lb.load_balancer_name().unwrap_or_default().to_string(),
+                    stack: tags.get(TAG_STACK).cloned().unwrap_or_default(),
+                    dns_name: lb.dns_name().unwrap_or_default().to_string(),
+                    attributes,
+                    listeners,
+                });
+            }
+        }
+        Ok(inv)
+    }
+
+    /// Subnets for a load balancer of this scheme, found by the cluster's tags.
+    async fn subnets(&self, internal: bool) -> Result<(Vec<String>, String), AwsError> {
+        let role = if internal {
+            "kubernetes.io/role/internal-elb"
+        } else {
+            "kubernetes.io/role/elb"
+        };
+        for role_filter in [Some(role), None] {
+            let mut req = self.ec2.describe_subnets().filters(
+                aws_sdk_ec2::types::Filter::builder()
+                    .name(format!("tag:kubernetes.io/cluster/{}", self.cluster))
+                    .values("shared")
+                    .values("owned")
+                    .build(),
+            );
+            if let Some(r) = role_filter {
+                req = req.filters(
+                    aws_sdk_ec2::types::Filter::builder()
+                        .name("tag-key")
+                        .values(r)
+                        .build(),
+                );
+            }
+            let r = req.send().await;
+            self.calls.record("DescribeSubnets", &r);
+            let r = r.map_err(api("DescribeSubnets"))?;
+            let mut subnets: Vec<(String, String)> = r
+                .subnets()
+                .iter()
+                .filter_map(|s| Some((s.subnet_id()?.to_string(), s.vpc_id()?.to_string())))
+                .collect();
+            subnets.sort();
+            if let Some((_, vpc)) = subnets.first().cloned() {
+                return Ok((
+                    subnets
+                        .into_iter()
+                        .filter(|(_, v)| *v == vpc)
+                        .map(|(s, _)| s)
+                        .collect(),
+                    vpc,
+                ));
+            }
+        }
+        Err(AwsError::NoSubnets {
+            cluster: self.cluster.clone(),
+        })
+    }
+
+    /// Carries out `plan` in order, recording each success into `inv`. A failed change is
+    /// reported and skipped; changes that depended on it fail to resolve and are skipped too,
+    /// while other stacks carry on.
+    pub async fn apply(
+        &self,
+        plan: &Plan,
+        stacks: &[AlbStack],
+        inv: &mut Inventory,
+    ) -> Vec<Diagnostic> {
+        let mut diags = Vec::new();
+        let mut vpc: Option<String> = None;
+        for change in &plan.changes {
+            let result = self.apply_one(change, stacks, inv, &mut vpc).await;
+            match result {
+                Ok((arn, dns)) => inv.record(change, arn.as_deref(), dns.as_deref(), stacks),
+                Err(e) => {
+                    tracing::warn!(change = %change, error = %e, "AWS change failed");
+                    diags.push(Diagnostic::new(
+                        Severity::Error,
+                        ObjectKind::LoadBalancer,
+                        "",
+                        stack_of(change, inv),
+                        Reason::ApplyFailed,
+                        format!("{change}: {e}"),
+                    ));
+                }
+            }
+        }
+        diags
+    }
+
+    async fn apply_one(
+        &self,
+        change: &Change,
+        stacks: &[AlbStack],
+        inv: &Inventory,
+        vpc: &mut Option<String>,
+    ) -> Result<(Option<String>, Option<String>), AwsError> {
+        match change {
+            Change::CreateTargetGroup { spec } => {
+                let vpc_id = match vpc.clone() {
+                    Some(v) => v,
+                    None => {
+                        let (_, v) = self.subnets(true).await?;
+                        *vpc = Some(v.clone());
+                        v
+                    }
+                };
+                let hc = &spec.health_check;
+                let grpc = spec.protocol_version == "GRPC";
+                let matcher = if grpc {
+                    t::Matcher::builder().grpc_code(&hc.success_codes).build()
+                } else {
+                    t::Matcher::builder().http_code(&hc.success_codes).build()
+                };
+                let mut req = self
+                    .elbv2
+                    .create_target_group()
+                    .name(&spec.name)
+                    .protocol(t::ProtocolEnum::from(spec.protocol.as_str()))
+                    .protocol_version(&spec.protocol_version)
+                    .port(i32::from(spec.port))
+                    .target_type(t::TargetTypeEnum::from(spec.target_type.as_str()))
+                    .health_check_enabled(true)
+                    .health_check_path(&hc.path)
+                    .health_check_port(&hc.port)
+                    .health_check_protocol(t::ProtocolEnum::from(match hc.protocol {
+                        BackendProtocol::Http => "HTTP",
+                        BackendProtocol::Https => "HTTPS",
+                    }))
+                    .health_check_interval_seconds(i32::try_from(hc.interval_seconds).unwrap_or(15))
+                    .health_check_timeout_seconds(i32::try_from(hc.timeout_seconds).unwrap_or(5))
+                    .healthy_threshold_count(i32::try_from(hc.healthy_threshold).unwrap_or(2))
+                    .unhealthy_threshold_count(i32::try_from(hc.unhealthy_threshold).unwrap_or(2))
+                    .matcher(matcher)
+                    .vpc_id(vpc_id);
+                for (k, v) in &spec.tags {
+                    req = req.tags(t::Tag::builder().key(k).value(v).build());
+                }
+                let r = req.send().await;
+                self.calls.record("CreateTargetGroup", &r);
+                let r = r.map_err(api("CreateTargetGroup"))?;
+                let arn = r
+                    .target_groups()
+                    .first()
+                    .and_then(|g| g.target_group_arn())
+                    .map(str::to_string);
+                if let (Some(a), false) = (&arn, spec.attributes.is_empty()) {
+                    self.modify_tg_attributes(a, &spec.attributes).await?;
+                }
+                Ok((arn, None))
+            }
+            Change::ModifyTargetGroup { arn, spec } => {
+                let hc = &spec.health_check;
+                let r = self
+                    .elbv2
+                    .modify_target_group()
+                    .target_group_arn(arn)
+                    .health_check_path(&hc.path)
+                    .health_check_port(&hc.port)
+                    .health_check_interval_seconds(i32::try_from(hc.interval_seconds).unwrap_or(15))
+                    .health_check_timeout_seconds(i32::try_from(hc.timeout_seconds).unwrap_or(5))
+                    .healthy_threshold_count(i32::try_from(hc.healthy_threshold).unwrap_or(2))
+                    .unhealthy_threshold_count(i32::try_from(hc.unhealthy_threshold).unwrap_or(2))
+                    .send()
+                    .await;
+                self.calls.record("ModifyTargetGroup", &r);
+                r.map_err(api("ModifyTargetGroup"))?;
+                if !spec.attributes.is_empty() {
+                    self.modify_tg_attributes(arn, &spec.attributes).await?;
+                }
+                Ok((None, None))
+            }
+            Change::CreateLoadBalancer { stack, name } => {
+                let spec = stacks
+                    .iter()
+                    .find(|s| &s.stack == stack)
+                    .ok_or_else(|| AwsError::Unresolved(stack.clone()))?;
+                let internal = spec.load_balancer.scheme == tollgate_contract::Scheme::Internal;
+                let (subnets, v) = self.subnets(internal).await?;
+                *vpc = Some(v);
+                let mut req = self
+                    .elbv2
+                    .create_load_balancer()
+                    .name(name)
+                    .r#type(t::LoadBalancerTypeEnum::Application)
+                    .scheme(if internal {
+                        t::LoadBalancerSchemeEnum::Internal
+                    } else {
+                        t::LoadBalancerSchemeEnum::InternetFacing
+                    })
+                    .set_subnets(Some(subnets));
+                for (k, v) in &spec.load_balancer.tags {
+                    req = req.tags(t::Tag::builder().key(k).value(v).build());
+                }
+                let r = req.send().await;
+                self.calls.record("CreateLoadBalancer", &r);
+                let r = r.map_err(api("CreateLoadBalancer"))?;
+                let lb = r.load_balancers().first();
+                let arn = lb.and_then(|l| l.load_balancer_arn()).map(str::to_string);
+                let dns = lb.and_then(|l| l.dns_name()).map(str::to_string);
+                if let (Some(a), false) = (&arn, spec.load_balancer.attributes.is_empty()) {
+                    self.modify_lb_attributes(a, &spec.load_balancer.attributes)
+                        .await?;
+                }
+                Ok((arn, dns))
+            }
+            Change::ModifyLoadBalancerAttributes { arn, attributes } => {
+                self.modify_lb_attributes(arn, attributes).await?;
+                Ok((None, None))
+            }
+            Change::CreateListener { listener, spec } => {
+                let lb = resolve_lb(inv, &listener.load_balancer)?;
+                let mut req = self
+                    .elbv2
+                    .create_listener()
+                    .load_balancer_arn(lb)
+                    .port(i32::from(spec.port))
+                    .protocol(t::ProtocolEnum::from(spec.protocol.as_str()))
+                    .default_actions(action_to_sdk(&spec.default_action, inv)?);
+                let certs = usable_certificates(&spec.certificates);
+                if let Some(first) = certs.first() {
+                    req =
+                        req.certificates(t::Certificate::builder().certificate_arn(*first).build());
+                }
+                if let Some(p) = &spec.ssl_policy {
+                    req = req.ssl_policy(p);
+                }
+                let r = req.send().await;
+                self.calls.record("CreateListener", &r);
+                let arn = r
+                    .map_err(api("CreateListener"))?
+                    .listeners()
+                    .first()
+                    .and_then(|l| l.listener_arn())
+                    .map(str::to_string);
+                if let (Some(a), true) = (&arn, certs.len() > 1) {
+                    self.add_certificates(a, &certs[1..]).await?;
+                }
+                Ok((arn, None))
+            }
+            Change::ModifyListener { arn, spec } => {
+                let mut req = self
+                    .elbv2
+                    .modify_listener()
+                    .listener_arn(arn)
+                    .protocol(t::ProtocolEnum::from(spec.protocol.as_str()))
+                    .default_actions(action_to_sdk(&spec.default_action, inv)?);
+                let certs = usable_certificates(&spec.certificates);
+                if let Some(first) = certs.first() {
+                    req =
+                        req.certificates(t::Certificate::builder().certificate_arn(*first).build());
+                }
+                if let Some(p) = &spec.ssl_policy {
+                    req = req.ssl_policy(p);
+                }
+                let r = req.send().await;
+                self.calls.record("ModifyListener", &r);
+                r.map_err(api("ModifyListener"))?;
+                if certs.len() > 1 {
+                    self.add_certificates(arn, &certs[1..]).await?;
+                }
+                Ok((None, None))
+            }
+            Change::CreateRule {
+                listener,
+                priority,
+                rule,
+            } => {
+                let lb = resolve_lb(inv, &listener.load_balancer)?;
+                let larn = inv
+                    .load_balancers
+                    .iter()
+                    .find(|o| o.arn == lb)
+                    .and_then(|o| o.listeners.iter().find(|l| l.port == listener.port))
+                    .map(|l| l.arn.clone())
+                    .ok_or_else(|| AwsError::Unresolved(format!("listener {}", listener.port)))?;
+                let r = self
+                    .elbv2
+                    .create_rule()
+                    .listener_arn(larn)
+                    .priority(i32::try_from(*priority).unwrap_or(i32::MAX))
+                    .set_conditions(Some(rule.conditions.iter().map(condition_to_sdk).collect()))
+                    .actions(action_to_sdk(&rule.action, inv)?)
+                    .send()
+                    .await;
+                self.calls.record("CreateRule", &r);
+                let arn = r
+                    .map_err(api("CreateRule"))?
+                    .rules()
+                    .first()
+                    .and_then(|r| r.rule_arn())
+                    .map(str::to_string);
+                Ok((arn, None))
+            }
+            Change::ModifyRule { arn, rule } => {
+                let r = self
+                    .elbv2
+                    .modify_rule()
+                    .rule_arn(arn)
+                    .set_conditions(Some(rule.conditions.iter().map(condition_to_sdk).collect()))
+                    .actions(action_to_sdk(&rule.action, inv)?)
+                    .send()
+                    .await;
+                self.calls.record("ModifyRule", &r);
+                r.map_err(api("ModifyRule"))?;
+                Ok((None, None))
+            }
+            Change::SetRulePriority { arn, to, .. } => {
+                let r = self
+                    .elbv2
+                    .set_rule_priorities()
+                    .rule_priorities(
+                        t::RulePriorityPair::builder()
+                            .rule_arn(arn)
+                            .priority(i32::try_from(*to).unwrap_or(i32::MAX))
+                            .build(),
+                    )
+                    .send()
+                    .await;
+                self.calls.record("SetRulePriorities", &r);
+                r.map_err(api("SetRulePriorities"))?;
+                Ok((None, None))
+            }
+            Change::RegisterTargets {
+                target_group,
+                targets,
+            } => {
+                let arn = resolve_tg(inv, target_group)?;
+                let r = self
+                    .elbv2
+                    .register_targets()
+                    .target_group_arn(arn)
+                    .set_targets(Some(
+                        targets
+                            .iter()
+                            .map(|(id, port)| {
+                                t::TargetDescription::builder()
+                                    .id(id)
+                                    .port(i32::from(*port))
+                                    .build()
+                            })
+                            .collect(),
+                    ))
+                    .send()
+                    .await;
+                self.calls.record("RegisterTargets", &r);
+                r.map_err(api("RegisterTargets"))?;
+                Ok((None, None))
+            }
+            Change::DeregisterTargets { arn, targets } => {
+                let r = self
+                    .elbv2
+                    .deregister_targets()
+                    .target_group_arn(arn)
+                    .set_targets(Some(
+                        targets
+                            .iter()
+                            .map(|(id, port)| {
+                                t::TargetDescription::builder()
+                                    .id(id)
+                                    .port(i32::from(*port))
+                                    .build()
+                            })
+                            .collect(),
+                    ))
+                    .send()
+                    .await;
+                self.calls.record("DeregisterTargets", &r);
+                r.map_err(api("DeregisterTargets"))?;
+                Ok((None, None))
+            }
+            Change::DeleteRule { arn } => {
+                let r = self.elbv2.delete_rule().rule_arn(arn).send().await;
+                self.calls.record("DeleteRule", &r);
+                r.map_err(api("DeleteRule"))?;
+                Ok((None, None))
+            }
+            Change::DeleteListener { arn } => {
+                let r = self.elbv2.delete_listener().listener_arn(arn).send().await;
+                self.calls.record("DeleteListener", &r);
+                r.map_err(api("DeleteListener"))?;
+                Ok((None, None))
+            }
+            Change::DeleteLoadBalancer { arn, .. } => {
+                let r = self
+                    .elbv2
+                    .delete_load_balancer()
+                    .load_balancer_arn(arn)
+                    .send()
+                    .await;
+                self.calls.record("DeleteLoadBalancer", &r);
+                r.map_err(api("DeleteLoadBalancer"))?;
+                Ok((None, None))
+            }
+            Change::DeleteTargetGroup { arn, .. } => {
+                let r = self
+                    .elbv2
+                    .delete_target_group()
+                    .target_group_arn(arn)
+                    .send()
+                    .await;
+                self.calls.record("DeleteTargetGroup", &r);
+                r.map_err(api("DeleteTargetGroup"))?;
+                Ok((None, None))
+            }
+        }
+    }
+
+    async fn modify_tg_attributes(
+        &self,
+        arn: &str,
+        attrs: &BTreeMap<String, String>,
+    ) -> Result<(), AwsError> {
+        let r = self
+            .elbv2
+            .modify_target_group_attributes()
+            .target_group_arn(arn)
+            .set_attributes(Some(
+                attrs
+                    .iter()
+                    .map(|(k, v)| t::TargetGroupAttribute::builder().key(k).value(v).build())
+                    .collect(),
+            ))
+            .send()
+            .await;
+        self.calls.record("ModifyTargetGroupAttributes", &r);
+        r.map_err(api("ModifyTargetGroupAttributes")).map(|_| ())
+    }
+
+    async fn modify_lb_attributes(
+        &self,
+        arn: &str,
+        attrs: &BTreeMap<String, String>,
+    ) -> Result<(), AwsError> {
+        let r = self
+            .elbv2
+            .modify_load_balancer_attributes()
+            .load_balancer_arn(arn)
+            .set_attributes(Some(
+                attrs
+                    .iter()
+                    .map(|(k, v)| t::LoadBalancerAttribute::builder().key(k).value(v).build())
+                    .collect(),
+            ))
+            .send()
+            .await;
+        self.calls.record("ModifyLoadBalancerAttributes", &r);
+        r.map_err(api("ModifyLoadBalancerAttributes")).map(|_| ())
+    }
+
+    async fn add_certificates(&self, listener: &str, arns: &[&str]) -> Result<(), AwsError> {
+        let r = self
+            .elbv2
+            .add_listener_certificates()
+            .listener_arn(listener)
+            .set_certificates(Some(
+                arns.iter()
+                    .map(|a| t::Certificate::builder().certificate_arn(*a).build())
+                    .collect(),
+            ))
+            .send()
+            .await;
+        self.calls.record("AddListenerCertificates", &r);
+        r.map_err(api("AddListenerCertificates")).map(|_| ())
+    }
+}
+
+/// Certificates the listener can use now: ACM ARNs. Kubernetes Secret certificates need an
+/// ACM import first (not implemented yet) and are left out.
+fn usable_certificates(certs: &[String]) -> Vec<&str> {
+    certs
+        .iter()
+        .map(String::as_str)
+        .filter(|c| c.starts_with("arn:"))
+        .collect()
+}
+
+fn stack_of(change: &Change, inv: &Inventory) -> String {
+    match change {
+        Change::CreateLoadBalancer { stack, .. } => stack.clone(),
+        Change::CreateTargetGroup { spec } => spec.tags.get(TAG_STACK).cloned().unwrap_or_default(),
+        other => {
+            let text = format!("{other}");
+            inv.load_balancers
+                .iter()
+                .find(|lb| text.contains(&lb.arn) || text.contains(&lb.name))
+                .map(|lb| lb.stack.clone())
+                .unwrap_or_default()
+        }
+    }
+}
+
+fn resolve_lb(inv: &Inventory, r: &Ref) -> Result<String, AwsError> {
+    inv.load_balancers
+        .iter()
+        .find(|o| match r {
+            Ref::Arn(a) => &o.arn == a,
+            Ref::Name(n) => &o.name == n,
+        })
+        .map(|o| o.arn.clone())
+        .ok_or_else(|| AwsError::Unresolved(r.to_string()))
+}
+
+fn resolve_tg(inv: &Inventory, r: &Ref) -> Result<String, AwsError> {
+    inv.target_groups
+        .iter()
+        .find(|o| match r {
+            Ref::Arn(a) => &o.arn == a,
+            Ref::Name(n) => &o.spec.name == n,
+        })
+        .map(|o| o.arn.clone())
+        .ok_or_else(|| AwsError::Unresolved(r.to_string()))
+}
+
+fn condition_to_sdk(c: &AlbCondition) -> t::RuleCondition {
+    match c {
+        AlbCondition::HostHeader(v) => t::RuleCondition::builder()
+            .field("host-header")
+            .host_header_config(
+                t::HostHeaderConditionConfig::builder()
+                    .set_values(Some(v.clone()))
+                    .build(),
+            )
+            .build(),
+        AlbCondition::PathPattern(v) => t::RuleCondition::builder()
+            .field("path-pattern")
+            .path_pattern_config(
+                t::PathPatternConditionConfig::builder()
+                    .set_values(Some(v.clone()))
+                    .build(),
+            )
+            .build(),
+        AlbCondition::HttpRequestMethod(v) => t::RuleCondition::builder()
+            .field("http-request-method")
+            .http_request_method_config(
+                t::HttpRequestMethodConditionConfig::builder()
+                    .set_values(Some(v.clone()))
+                    .build(),
+            )
+            .build(),
+        AlbCondition::SourceIp(v) => t::RuleCondition::builder()
+            .field("source-ip")
+            .source_ip_config(
+                t::SourceIpConditionConfig::builder()
+                    .set_values(Some(v.clone()))
+                    .build(),
+            )
+            .build(),
+    }
+}
+
+fn condition_from_sdk(c: &t::RuleCondition) -> Option<AlbCondition> {
+    let pick = |cfg: Option<Vec<String>>| {
+        cfg.filter(|v| !v.is_empty())
+            .unwrap_or_else(|| c.values().to_vec())
+    };
+    Some(match c.field()? {
+        "host-header" => {
+            AlbCondition::HostHeader(pick(c.host_header_config().map(|h| h.values().to_vec())))
+        }
+        "path-pattern" => {
+            AlbCondition::PathPattern(pick(c.path_pattern_config().map(|h| h.values().to_vec())))
+        }
+        "http-request-method" => AlbCondition::HttpRequestMethod(pick(
+            c.http_request_method_config().map(|h| h.values().to_vec()),
+        )),
+        "source-ip" => {
+            AlbCondition::SourceIp(pick(c.source_ip_config().map(|h| h.values().to_vec())))
+        }
+        _ => return None,
+    })
+}
+
+fn action_to_sdk(a: &AlbAction, inv: &Inventory) -> Result<t::Action, AwsError> {
+    Ok(match a {
+        AlbAction::Forward {
+            target_groups,
+            stickiness_seconds,
+        } => {
+            let mut tuples = Vec::new();
+            for (name, weight) in target_groups {
+                let arn = resolve_tg(inv, &Ref::Name(name.clone()))?;
+                tuples.push(
+                    t::TargetGroupTuple::builder()
+                        .target_group_arn(arn)
+                        .weight(i32::try_from(*weight).unwrap_or(1))
+                        .build(),
+                );
+            }
+            let mut cfg = t::ForwardActionConfig::builder().set_target_groups(Some(tuples));
+            if let Some(s) = stickiness_seconds {
+                cfg = cfg.target_group_stickiness_config(
+                    t::TargetGroupStickinessConfig::builder()
+                        .enabled(true)
+                        .duration_seconds(i32::try_from(*s).unwrap_or(1))
+                        .build(),
+                );
+            }
+            t::Action::builder()
+                .r#type(t::ActionTypeEnum::Forward)
+                .forward_config(cfg.build())
+                .build()
+        }
+        AlbAction::Redirect {
+            protocol,
+            port,
+            host,
+            path,
+            query,
+            status_code,
+        } => t::Action::builder()
+            .r#type(t::ActionTypeEnum::Redirect)
+            .redirect_config(
+                t::RedirectActionConfig::builder()
+                    .protocol(protocol)
+                    .port(port)
+                    .host(host)
+                    .path(path)
+                    .query(query)
+                    .status_code(t::RedirectActionStatusCodeEnum::from(status_code.as_str()))
+                    .build(),
+            )
+            .build(),
+        AlbAction::FixedResponse {
+            status_code,
+            content_type,
+            body,
+        } => t::Action::builder()
+            .r#type(t::ActionTypeEnum::FixedResponse)
+            .fixed_response_config(
+                t::FixedResponseActionConfig::builder()
+                    .status_code(status_code)
+                    .content_type(content_type)
+                    .message_body(body)
+                    .build(),
+            )
+            .build(),
+    })
+}
+
+fn action_from_sdk(a: &t::Action, tg_names: &BTreeMap<String, String>) -> Option<AlbAction> {
+    match a.r#type()? {
+        t::ActionTypeEnum::Forward => {
+            let mut tgs: Vec<(String, u32)> = match a.forward_config() {
+                Some(f) if !f.target_groups().is_empty() => f
+                    .target_groups()
+                    .iter()
+                    .filter_map(|tg| {
+                        Some((
+                            tg_names.get(tg.target_group_arn()?)?.clone(),
+                            tg.weight().and_then(|w| u32::try_from(w).ok()).unwrap_or(1),
+                        ))
+                    })
+                    .collect(),
+                _ => vec![(tg_names.get(a.target_group_arn()?)?.clone(), 1)],
+            };
+            tgs.sort();
+            let stickiness_seconds = a
+                .forward_config()
+                .and_then(|f| f.target_group_stickiness_config())
+                .filter(|s| s.enabled() == Some(true))
+                .and_then(|s| s.duration_seconds())
+                .and_then(|d| u32::try_from(d).ok());
+            Some(AlbAction::Forward {
+                target_groups: tgs,
+                stickiness_seconds,
+            })
+        }
+        t::ActionTypeEnum::Redirect => {
+            let r = a.redirect_config()?;
+            Some(AlbAction::Redirect {
+                protocol: r.protocol().unwrap_or("#{protocol}").to_string(),
+                port: r.port().unwrap_or("#{port}").to_string(),
+                host: r.host().unwrap_or("#{host}").to_string(),
+                path: r.path().unwrap_or("/#{path}").to_string(),
+                query: r.query().unwrap_or("#{query}").to_string(),
+                status_code: r
+                    .status_code()
+                    .map(|s| s.as_str().to_string())
+                    .unwrap_or_default(),
+            })
+        }
+        t::ActionTypeEnum::FixedResponse => {
+            let f = a.fixed_response_config()?;
+            Some(AlbAction::FixedResponse {
+                status_code: f.status_code().unwrap_or_default().to_string(),
+                content_type: f.content_type().unwrap_or("text/plain").to_string(),
+                body: f.message_body().unwrap_or_default().to_string(),
+            })
+        }
+        _ => None,
+    }
+}
