@@ -100,19 +100,7 @@ pub async fn reconcile(
 }
 
 fn log_diagnostics(diags: &[Diagnostic]) {
-    for d in diags {
-        match d.severity {
-            Severity::Error => {
-                tracing::error!(subject = %d.subject, reason = ?d.reason, "{}", d.message)
-            }
-            Severity::Warning => {
-                tracing::warn!(subject = %d.subject, reason = ?d.reason, "{}", d.message)
-            }
-            Severity::Info => {
-                tracing::debug!(subject = %d.subject, reason = ?d.reason, "{}", d.message)
-            }
-        }
-    }
+    diags.iter().for_each(crate::log_diagnostic);
 }
 
 /// Reads the manifests once, converges AWS to them, and reports whether it converged.

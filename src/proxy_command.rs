@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use tokio::net::TcpListener;
 use tokio::sync::watch;
-use tollgate_contract::{DesiredState, Diagnostic, Severity, TargetAddress};
+use tollgate_contract::{DesiredState, Diagnostic, TargetAddress};
 use tollgate_proxy::{Limits, Proxy, ProxySettings};
 
 use crate::sources::manifest_dir::ManifestDirSource;
@@ -132,17 +132,7 @@ pub async fn run_proxy_on(
             .cloned()
             .collect();
         for d in now.difference(&reported) {
-            match d.severity {
-                Severity::Error => {
-                    tracing::error!(subject = %d.subject, reason = ?d.reason, "{}", d.message)
-                }
-                Severity::Warning => {
-                    tracing::warn!(subject = %d.subject, reason = ?d.reason, "{}", d.message)
-                }
-                Severity::Info => {
-                    tracing::info!(subject = %d.subject, reason = ?d.reason, "{}", d.message)
-                }
-            }
+            crate::log_diagnostic(d);
         }
         reported = now;
         tracing::info!(

@@ -144,12 +144,13 @@ pub fn server_config(resolver: Arc<SniResolver>) -> Result<rustls::ServerConfig,
     Ok(cfg)
 }
 
-/// Accepts any target certificate: target TLS here is for encryption on the wire, as with ALB
-/// targets and ingress-nginx's default `proxy-ssl-verify: off`.
+/// Accepts any server certificate (signatures are still checked): target TLS is for
+/// encryption on the wire, as with ALB targets and ingress-nginx's default
+/// `proxy-ssl-verify: off`.
 #[derive(Debug)]
-struct AnyTargetCertificate(Arc<rustls::crypto::CryptoProvider>);
+pub struct AnyServerCertificate(pub Arc<rustls::crypto::CryptoProvider>);
 
-impl rustls::client::danger::ServerCertVerifier for AnyTargetCertificate {
+impl rustls::client::danger::ServerCertVerifier for AnyServerCertificate {
     fn verify_server_cert(
         &self,
         _: &CertificateDer<'_>,
@@ -191,7 +192,7 @@ pub fn unverified_client_connector() -> tokio_rustls::TlsConnector {
         .with_safe_default_protocol_versions()
         .map(|b| {
             b.dangerous()
-                .with_custom_certificate_verifier(Arc::new(AnyTargetCertificate(provider)))
+                .with_custom_certificate_verifier(Arc::new(AnyServerCertificate(provider)))
                 .with_no_client_auth()
         });
     match cfg {
