@@ -8,11 +8,12 @@ use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use tollgate::aws_command::{reconcile, run_once, AwsRunOptions};
+use tollgate::aws_command::{desired_stacks, reconcile, run_once, AwsRunOptions};
 use tollgate::sources::manifest_dir::load_dir;
 use tollgate::{BuildOptions, Grouping};
 use tollgate_aws::alb_stack::AlbLimits;
 use tollgate_aws::aws_api::Aws;
+use tollgate_aws::plan::{plan, Plan};
 
 const CLUSTER: &str = "emu";
 
@@ -324,4 +325,53 @@ async fn instance_targets_are_nodes_on_the_node_port() {
         .collect();
     want.sort();
     assert_eq!(tg.targets, want);
+}
+
+/// Empties the emulator (moto's reset endpoint).
+fn reset_moto(endpoint: &str) {
+    use std::io::{Read, Write};
+    let addr = endpoint.trim_start_matches("http://");
+    let mut s = TcpStream::connect(addr).expect("connect moto");
+    let _ = s.write_all(format!("POST /moto-api/reset HTTP/1.1\r\nHost: {addr}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n").as_bytes());
+    let mut out = String::new();
+    let _ = s.read_to_string(&mut out);
+    assert!(out.starts_with("HTTP/1.1 200"), "moto reset: {out}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_crash_after_any_call_resumes_without_duplicates() {
+    test_credentials();
+    let moto = start_moto();
+    let dir = tempfile::tempdir().expect("tempdir");
+    std::fs::write(dir.path().join("services.yaml"), SERVICES).unwrap();
+    std::fs::write(dir.path().join("shop.yaml"), shop("/api")).unwrap();
+    let opts = options(dir.path(), &moto.endpoint);
+    let (snapshot, _) = load_dir(dir.path()).expect("manifests");
+    let (stacks, _) = desired_stacks(&snapshot, &opts);
+    let cold = plan(&stacks, &Default::default());
+    assert!(cold.changes.len() >= 8, "{cold}");
+    for k in 1..cold.changes.len() {
+        reset_moto(&moto.endpoint);
+        seed(&moto.endpoint, 0).await;
+        // The first process dies after k calls...
+        let aws = Aws::connect(CLUSTER, Some(&moto.endpoint), Some("us-east-1")).await;
+        let mut inv = aws.observe().await.expect("observe");
+        let partial = Plan {
+            changes: cold.changes[..k].to_vec(),
+            diagnostics: vec![],
+        };
+        let failures = aws.apply(&partial, &stacks, &mut inv).await;
+        assert!(failures.is_empty(), "k={k}: {failures:#?}");
+        // ...and the next one adopts what exists by its tags and finishes the job.
+        let (r, inv) = run_once(&opts).await.expect("resume");
+        assert!(r.converged, "k={k}: {:#?}", r.diagnostics);
+        assert_eq!(inv.load_balancers.len(), 1, "k={k}: one load balancer");
+        assert_eq!(inv.target_groups.len(), 2, "k={k}: two target groups");
+        assert_eq!(inv.load_balancers[0].listeners.len(), 1, "k={k}");
+        assert_eq!(
+            inv.load_balancers[0].listeners[0].rules.len(),
+            3,
+            "k={k}: no duplicate rules"
+        );
+    }
 }
