@@ -6,11 +6,11 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use tokio::sync::watch;
-use tollgate_aws::alb_stack::{build_stack, AlbLimits, AlbStack};
+use tollgate_aws::alb_stack::{build_stacks, AlbLimits, AlbStack};
 use tollgate_aws::aws_api::{Aws, AwsError};
 use tollgate_aws::inventory::Inventory;
 use tollgate_aws::plan::plan;
-use tollgate_contract::{Diagnostic, Severity};
+use tollgate_contract::Diagnostic;
 
 use crate::sources::manifest_dir::{load_dir, ManifestDirError, ManifestDirSource};
 use crate::sources::Source;
@@ -55,17 +55,9 @@ pub fn desired_stacks(
     opts: &AwsRunOptions,
 ) -> (Vec<AlbStack>, Vec<Diagnostic>) {
     let out = build(snapshot, &opts.build);
+    let (stacks, stack_diags) = build_stacks(&opts.cluster, &out.model, &opts.limits);
     let mut diags = out.diagnostics;
-    let stacks = out
-        .model
-        .load_balancers
-        .iter()
-        .map(|lb| {
-            let (s, d) = build_stack(&opts.cluster, lb, &opts.limits);
-            diags.extend(d);
-            s
-        })
-        .collect();
+    diags.extend(stack_diags);
     (stacks, diags)
 }
 
@@ -89,11 +81,8 @@ pub async fn reconcile(
     diagnostics.sort();
     diagnostics.dedup();
     Reconciled {
-        converged: !failed
-            && after.is_empty()
-            && !diagnostics.iter().any(|d| {
-                d.severity == Severity::Error && d.reason == tollgate_contract::Reason::ApplyFailed
-            }),
+        // Every apply failure is in `failed`; a second plan tells whether AWS matches.
+        converged: !failed && after.is_empty(),
         changes_applied: p.changes.len(),
         diagnostics,
     }

@@ -273,14 +273,12 @@ fn plan(args: PlanArgs) -> anyhow::Result<ExitCode> {
     };
     print!("{text}");
     if let Some(ProviderArg::Aws) = args.provider {
-        let limits = tollgate_aws::alb_stack::AlbLimits::default();
-        let mut stacks = Vec::new();
-        for lb in &out.model.load_balancers {
-            let (stack, diags) =
-                tollgate_aws::alb_stack::build_stack(&args.cluster_name, lb, &limits);
-            diagnostics.extend(diags);
-            stacks.push(stack);
-        }
+        let (stacks, stack_diags) = tollgate_aws::alb_stack::build_stacks(
+            &args.cluster_name,
+            &out.model,
+            &tollgate_aws::alb_stack::AlbLimits::default(),
+        );
+        diagnostics.extend(stack_diags);
         let plan =
             tollgate_aws::plan::plan(&stacks, &tollgate_aws::inventory::Inventory::default());
         diagnostics.extend(plan.diagnostics.iter().cloned());

@@ -5,7 +5,7 @@
 
 use tollgate::sources::manifest_dir::parse_manifests;
 use tollgate::{build, BuildOptions};
-use tollgate_aws::alb_stack::{build_stack, AlbLimits, AlbStack};
+use tollgate_aws::alb_stack::{build_stacks, AlbLimits, AlbStack};
 use tollgate_aws::inventory::Inventory;
 use tollgate_aws::plan::{plan, Change, Plan};
 use tollgate_contract::{Diagnostic, Reason};
@@ -70,17 +70,9 @@ spec:
 fn stacks(manifests: &str) -> (Vec<AlbStack>, Vec<Diagnostic>) {
     let (snap, _) = parse_manifests("case.yaml", manifests, false);
     let out = build(&snap, &BuildOptions::default());
-    let mut diags = out.diagnostics.clone();
-    let stacks = out
-        .model
-        .load_balancers
-        .iter()
-        .map(|lb| {
-            let (s, d) = build_stack("test", lb, &AlbLimits::default());
-            diags.extend(d);
-            s
-        })
-        .collect();
+    let (stacks, stack_diags) = build_stacks("test", &out.model, &AlbLimits::default());
+    let mut diags = out.diagnostics;
+    diags.extend(stack_diags);
     (stacks, diags)
 }
 

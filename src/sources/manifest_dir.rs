@@ -456,20 +456,23 @@ impl ManifestDirSource {
             let mut last = dir_fingerprint(&dir);
             let mut tick = tokio::time::interval(Duration::from_secs(1));
             loop {
-                let changed = tokio::select! {
+                let now = tokio::select! {
                     ev = ev_rx.recv() => {
                         if ev.is_none() { return; }
                         // Coalesce a burst of events into one re-read.
                         tokio::time::sleep(Duration::from_millis(15)).await;
                         while ev_rx.try_recv().is_ok() {}
-                        true
+                        dir_fingerprint(&dir)
                     }
-                    _ = tick.tick() => dir_fingerprint(&dir) != last,
+                    _ = tick.tick() => {
+                        let now = dir_fingerprint(&dir);
+                        if now == last {
+                            continue;
+                        }
+                        now
+                    }
                 };
-                if !changed {
-                    continue;
-                }
-                last = dir_fingerprint(&dir);
+                last = now;
                 let dir2 = dir.clone();
                 let loaded = tokio::task::spawn_blocking(move || load_dir(&dir2)).await;
                 match loaded {

@@ -569,6 +569,25 @@ fn fit_rule_quota(
     rules
 }
 
+/// The ALB stacks of every load balancer of the model, with every diagnostic met.
+pub fn build_stacks(
+    cluster: &str,
+    model: &tollgate_contract::DesiredState,
+    limits: &AlbLimits,
+) -> (Vec<AlbStack>, Vec<Diagnostic>) {
+    let mut diags = Vec::new();
+    let stacks = model
+        .load_balancers
+        .iter()
+        .map(|lb| {
+            let (s, d) = build_stack(cluster, lb, limits);
+            diags.extend(d);
+            s
+        })
+        .collect();
+    (stacks, diags)
+}
+
 fn continue_with(diags: &mut Vec<Diagnostic>, ing: &ObjectRef, problem: Option<String>) {
     if let Some(p) = problem {
         diags.push(ingress_diag(

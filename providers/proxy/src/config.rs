@@ -69,15 +69,10 @@ pub struct ProxyConfig {
 impl ProxyConfig {
     /// A configuration that answers every request with the default 404.
     pub fn empty(metrics: &ProxyMetrics) -> Self {
-        let default_listener = || CompiledListener {
-            routes: ListenerRoutes::default(),
-            rules: Vec::new(),
-            default: compile_action(&not_found(), "", &HashMap::new(), metrics),
-        };
         ProxyConfig {
             generation: 0,
-            http: Some(default_listener()),
-            https: Some(default_listener()),
+            http: Some(not_found_listener(metrics)),
+            https: Some(not_found_listener(metrics)),
             groups: HashMap::new(),
         }
     }
@@ -107,13 +102,21 @@ impl ProxyConfig {
                 .find_map(|lb: &LoadBalancer| lb.listener(port).map(|l| (lb, l)))?;
             Some(compile_listener(l, &groups, metrics))
         };
-        let empty = ProxyConfig::empty(metrics);
         ProxyConfig {
             generation,
-            http: listener(HTTP_PORT).or(empty.http),
-            https: listener(HTTPS_PORT).or(empty.https),
+            http: Some(listener(HTTP_PORT).unwrap_or_else(|| not_found_listener(metrics))),
+            https: Some(listener(HTTPS_PORT).unwrap_or_else(|| not_found_listener(metrics))),
             groups,
         }
+    }
+}
+
+/// A listener with no rules: everything gets the built-in 404.
+fn not_found_listener(metrics: &ProxyMetrics) -> CompiledListener {
+    CompiledListener {
+        routes: ListenerRoutes::default(),
+        rules: Vec::new(),
+        default: compile_action(&not_found(), "", &HashMap::new(), metrics),
     }
 }
 
