@@ -1,25 +1,33 @@
 //! `tollgate aws`: a source feeding the model builder feeding the AWS provider — the AWS
 //! counterpart of `tollgate proxy`.
 
-use std::path::PathBuf;
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::SocketAddr;
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use tokio::sync::watch;
 use tollgate_aws::alb_stack::{build_stacks, AlbLimits, AlbStack};
-use tollgate_aws::aws_api::{Aws, AwsError};
+use k8s_openapi::api::networking::v1::Ingress;
+use kube::ResourceExt;
+use tollgate_aws::aws_api::{stack_of, Aws, AwsError};
 use tollgate_aws::inventory::Inventory;
 use tollgate_aws::plan::plan;
-use tollgate_contract::Diagnostic;
+use tollgate_contract::{Diagnostic, ObjectRef};
 
 use crate::sources::manifest_dir::{load_dir, ManifestDirError, ManifestDirSource};
-use crate::sources::Source;
-use crate::{build, BuildOptions, ClusterSnapshot};
+use crate::admin_server::{serve_aws_admin, AwsAdminState};
+use crate::ingress_status::{PublishedAddress, SyncReport, FINALIZER};
+use crate::kubernetes_mode::{KubeContext, KubeModeError};
+use crate::sources::kubernetes::KubeSource;
+use crate::sources::{Source, SourceSpec, SourceState};
+use crate::{build, load_balancer_id, BuildOptions, ClusterSnapshot};
 
 /// Everything `tollgate aws` is told.
 #[derive(Debug, Clone)]
 pub struct AwsRunOptions {
-    pub manifests: PathBuf,
+    pub source: SourceSpec,
     pub build: BuildOptions,
     pub cluster: String,
     pub endpoint: Option<String>,
@@ -27,6 +35,8 @@ pub struct AwsRunOptions {
     pub limits: AlbLimits,
     /// How often the inventory is re-read from AWS in continuous mode.
     pub resync: Duration,
+    /// Where continuous mode serves /healthz, /readyz and /metrics.
+    pub admin_listen: Option<SocketAddr>,
 }
 
 /// Why `tollgate aws` stopped.
@@ -35,7 +45,15 @@ pub enum AwsRunError {
     #[error(transparent)]
     Source(#[from] ManifestDirError),
     #[error(transparent)]
+    Kubernetes(#[from] KubeModeError),
+    #[error(transparent)]
     Aws(#[from] AwsError),
+    #[error("cannot listen on {addr}: {source}")]
+    Listen {
+        addr: SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
 }
 
 /// The result of one reconcile.
@@ -47,6 +65,11 @@ pub struct Reconciled {
     pub changes_applied: usize,
     /// Whether AWS now matches the desired state (a second plan is empty, nothing failed).
     pub converged: bool,
+    /// Stacks with a failed change or a change still pending: their deleted Ingresses keep
+    /// their finalizer.
+    pub unconverged_stacks: BTreeSet<String>,
+    /// The Ingresses of each desired stack.
+    pub ingresses_by_stack: BTreeMap<String, Vec<ObjectRef>>,
 }
 
 /// The ALB stacks for a snapshot, with every diagnostic met on the way.
@@ -68,7 +91,10 @@ pub async fn reconcile(
     snapshot: &ClusterSnapshot,
     opts: &AwsRunOptions,
 ) -> Reconciled {
-    let (stacks, mut diagnostics) = desired_stacks(snapshot, opts);
+    let out = build(snapshot, &opts.build);
+    let (stacks, stack_diags) = build_stacks(&opts.cluster, &out.model, &opts.limits);
+    let mut diagnostics = out.diagnostics;
+    diagnostics.extend(stack_diags);
     let p = plan(&stacks, inventory);
     diagnostics.extend(p.diagnostics.iter().cloned());
     if !p.is_empty() {
@@ -76,8 +102,11 @@ pub async fn reconcile(
     }
     let failures = aws.apply(&p, &stacks, inventory).await;
     let failed = !failures.is_empty();
+    let mut unconverged_stacks: BTreeSet<String> =
+        failures.iter().map(|d| d.subject.name.clone()).collect();
     diagnostics.extend(failures);
     let after = plan(&stacks, inventory);
+    unconverged_stacks.extend(after.changes.iter().map(|c| stack_of(c, inventory)));
     diagnostics.sort();
     diagnostics.dedup();
     Reconciled {
@@ -85,6 +114,13 @@ pub async fn reconcile(
         converged: !failed && after.is_empty(),
         changes_applied: p.changes.len(),
         diagnostics,
+        unconverged_stacks,
+        ingresses_by_stack: out
+            .model
+            .load_balancers
+            .iter()
+            .map(|lb| (lb.id.clone(), lb.ingresses.clone()))
+            .collect(),
     }
 }
 
@@ -92,16 +128,31 @@ fn log_diagnostics(diags: &[Diagnostic]) {
     diags.iter().for_each(crate::log_diagnostic);
 }
 
-/// Reads the manifests once, converges AWS to them, and reports whether it converged.
-pub async fn run_once(opts: &AwsRunOptions) -> Result<(Reconciled, Inventory), AwsRunError> {
-    let (snapshot, source_diags) = load_dir(&opts.manifests)?;
-    log_diagnostics(&source_diags);
-    let aws = Aws::connect(
+async fn connect_aws(opts: &AwsRunOptions) -> Aws {
+    Aws::connect(
         &opts.cluster,
         opts.endpoint.as_deref(),
         opts.region.as_deref(),
     )
-    .await;
+    .await
+}
+
+/// Reads the source once, converges AWS to it, and reports whether it converged.
+pub async fn run_once(opts: &AwsRunOptions) -> Result<(Reconciled, Inventory), AwsRunError> {
+    let (snapshot, source_diags) = match &opts.source {
+        SourceSpec::Manifests(dir) => load_dir(dir)?,
+        SourceSpec::Kubernetes(k) => {
+            let client = crate::kubernetes_mode::connect(k).await?;
+            let source = KubeSource::spawn(client, k.source.clone())
+                .await
+                .map_err(KubeModeError::from)?;
+            source.wait_synced().await;
+            let state = source.subscribe().borrow().clone();
+            (state.snapshot.clone(), state.diagnostics.clone())
+        }
+    };
+    log_diagnostics(&source_diags);
+    let aws = connect_aws(opts).await;
     let mut inventory = aws.observe().await?;
     let mut r = reconcile(&aws, &mut inventory, &snapshot, opts).await;
     log_diagnostics(&r.diagnostics);
@@ -110,45 +161,180 @@ pub async fn run_once(opts: &AwsRunOptions) -> Result<(Reconciled, Inventory), A
     Ok((r, inventory))
 }
 
-/// Follows the manifest directory until `shutdown`, re-reading AWS every `opts.resync`.
+/// Follows the source until `shutdown`, re-reading AWS every `opts.resync`. With the
+/// Kubernetes API as the source, only the Lease holder writes to AWS and to the cluster.
 pub async fn run_continuous(
     opts: &AwsRunOptions,
     mut shutdown: watch::Receiver<bool>,
 ) -> Result<(), AwsRunError> {
-    let source = ManifestDirSource::spawn(opts.manifests.clone())?;
-    let aws = Arc::new(
-        Aws::connect(
-            &opts.cluster,
-            opts.endpoint.as_deref(),
-            opts.region.as_deref(),
-        )
-        .await,
-    );
-    let mut inventory = aws.observe().await?;
+    let (source, mut kube): (Box<dyn Source>, Option<KubeContext>) = match &opts.source {
+        SourceSpec::Manifests(dir) => (Box::new(ManifestDirSource::spawn(dir.clone())?), None),
+        SourceSpec::Kubernetes(k) => {
+            let ctx = KubeContext::start(k).await?;
+            ctx.source.wait_synced().await;
+            (Box::new(ctx.source.clone()), Some(ctx))
+        }
+    };
+    let aws = Arc::new(connect_aws(opts).await);
+    let admin = Arc::new(AwsAdminState::default());
+    if let Some(addr) = opts.admin_listen {
+        let l = tokio::net::TcpListener::bind(addr)
+            .await
+            .map_err(|source| AwsRunError::Listen { addr, source })?;
+        tokio::spawn(serve_aws_admin(l, admin.clone(), aws.clone(), shutdown.clone()));
+    }
+    // The source has listed everything: a follower is as ready as it gets.
+    admin.ready.store(true, Ordering::Relaxed);
+    let mut inventory: Option<Inventory> = None;
     let mut last_observe = Instant::now();
     let mut states = source.subscribe();
+    let mut leadership = kube.as_ref().map(|k| k.leadership.clone());
     let mut retry = tokio::time::interval(Duration::from_secs(30));
     loop {
-        if last_observe.elapsed() >= opts.resync {
-            match aws.observe().await {
-                Ok(inv) => inventory = inv,
-                Err(e) => {
-                    tracing::warn!(error = %e, "AWS resync failed; planning against the last inventory")
+        let leading = leadership.as_ref().is_none_or(|l| *l.borrow());
+        admin.leader.store(leading, Ordering::Relaxed);
+        if leading {
+            // A new leader (or a resync) reads AWS afresh: another replica may have written.
+            if inventory.is_none() || last_observe.elapsed() >= opts.resync {
+                match aws.observe().await {
+                    Ok(inv) => inventory = Some(inv),
+                    Err(e) => {
+                        tracing::warn!(error = %e, "reading AWS failed; will retry")
+                    }
+                }
+                last_observe = Instant::now();
+            }
+            if let Some(inv) = inventory.as_mut() {
+                let state = states.borrow_and_update().clone();
+                log_diagnostics(&state.diagnostics);
+                if let Some(ctx) = kube.as_ref() {
+                    add_finalizers(ctx, &state.snapshot, opts).await;
+                }
+                let started = Instant::now();
+                let r = reconcile(&aws, inv, &state.snapshot, opts).await;
+                admin.reconciles.fetch_add(1, Ordering::Relaxed);
+                if !r.converged {
+                    admin.reconcile_failures.fetch_add(1, Ordering::Relaxed);
+                }
+                admin
+                    .last_plan_size
+                    .store(r.changes_applied as u64, Ordering::Relaxed);
+                admin.last_apply_micros.store(
+                    u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX),
+                    Ordering::Relaxed,
+                );
+                log_diagnostics(&r.diagnostics);
+                for lb in &inv.load_balancers {
+                    tracing::debug!(stack = %lb.stack, dns = %lb.dns_name, "load balancer address");
+                }
+                if let Some(ctx) = kube.as_mut() {
+                    report_to_cluster(ctx, &state, &r, inv, opts).await;
                 }
             }
-            last_observe = Instant::now();
+        } else {
+            inventory = None;
         }
-        let state = states.borrow_and_update().clone();
-        log_diagnostics(&state.diagnostics);
-        let r = reconcile(&aws, &mut inventory, &state.snapshot, opts).await;
-        log_diagnostics(&r.diagnostics);
-        for lb in &inventory.load_balancers {
-            tracing::info!(stack = %lb.stack, dns = %lb.dns_name, "load balancer address");
-        }
+        let lost_or_won = async {
+            match leadership.as_mut() {
+                Some(l) => {
+                    if l.changed().await.is_err() {
+                        std::future::pending::<()>().await
+                    }
+                }
+                None => std::future::pending::<()>().await,
+            }
+        };
         tokio::select! {
             changed = states.changed() => if changed.is_err() { return Ok(()) },
+            _ = lost_or_won => {}
             _ = retry.tick() => {}
             _ = shutdown.wait_for(|s| *s) => return Ok(()),
+        }
+    }
+}
+
+/// Puts the finalizer on every claimed Ingress before its resources are created, so a delete
+/// waits for the clean-up.
+async fn add_finalizers(ctx: &KubeContext, snapshot: &ClusterSnapshot, opts: &AwsRunOptions) {
+    let out = build(snapshot, &opts.build);
+    let claimed: BTreeSet<(&str, &str)> = out
+        .model
+        .load_balancers
+        .iter()
+        .flat_map(|lb| lb.ingresses.iter())
+        .map(|r| (r.namespace.as_str(), r.name.as_str()))
+        .collect();
+    let ings: Vec<&Ingress> = snapshot
+        .ingresses
+        .iter()
+        .filter(|i| {
+            claimed.contains(&(
+                i.metadata.namespace.as_deref().unwrap_or_default(),
+                i.metadata.name.as_deref().unwrap_or_default(),
+            ))
+        })
+        .collect();
+    for e in ctx.writer.add_finalizers(&ings).await {
+        tracing::warn!(error = %e, "cannot add the finalizer");
+    }
+}
+
+/// Status (the ALB's DNS name), conditions, Events, and finalizers released for Ingresses
+/// whose load balancer no longer holds anything of theirs.
+async fn report_to_cluster(
+    ctx: &mut KubeContext,
+    state: &SourceState,
+    r: &Reconciled,
+    inv: &Inventory,
+    opts: &AwsRunOptions,
+) {
+    let mut report = SyncReport {
+        diagnostics: r.diagnostics.clone(),
+        ..Default::default()
+    };
+    report.diagnostics.extend(state.diagnostics.iter().cloned());
+    for (stack, ings) in &r.ingresses_by_stack {
+        let addrs: Vec<PublishedAddress> = inv
+            .load_balancers
+            .iter()
+            .filter(|lb| &lb.stack == stack && !lb.dns_name.is_empty())
+            .map(|lb| PublishedAddress::Hostname(lb.dns_name.clone()))
+            .collect();
+        for i in ings {
+            report
+                .addresses
+                .insert((i.namespace.clone(), i.name.clone()), addrs.clone());
+        }
+    }
+    for e in ctx.writer.sync(&state.snapshot.ingresses, &report).await {
+        tracing::warn!(error = %e, "status write failed; will retry");
+    }
+    let claimed: BTreeSet<(&str, &str)> = r
+        .ingresses_by_stack
+        .values()
+        .flatten()
+        .map(|i| (i.namespace.as_str(), i.name.as_str()))
+        .collect();
+    for ing in &state.snapshot.ingresses {
+        if !ing.finalizers().iter().any(|f| f == FINALIZER) {
+            continue;
+        }
+        let key = (
+            ing.metadata.namespace.as_deref().unwrap_or_default(),
+            ing.metadata.name.as_deref().unwrap_or_default(),
+        );
+        let release = if ing.metadata.deletion_timestamp.is_some() {
+            let stack = load_balancer_id(&state.snapshot, &opts.build, ing);
+            !r.unconverged_stacks.contains(&stack)
+        } else {
+            // No longer ours (class changed): released once everything converged.
+            !claimed.contains(&key) && r.unconverged_stacks.is_empty()
+        };
+        if release {
+            match ctx.writer.remove_finalizer(ing).await {
+                Ok(()) => tracing::info!(ingress = %format!("{}/{}", key.0, key.1), "AWS resources gone; finalizer removed"),
+                Err(e) => tracing::warn!(error = %e, "cannot remove the finalizer"),
+            }
         }
     }
 }

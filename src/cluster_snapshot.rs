@@ -4,6 +4,8 @@ use k8s_openapi::api::core::v1::{Endpoints, Namespace, Node, Secret, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use k8s_openapi::api::networking::v1::{Ingress, IngressClass};
 
+use crate::class_params::TollgateClassParams;
+
 /// Every object kind Tollgate reads, as plain lists. Sources fill it; the builder indexes it.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct ClusterSnapshot {
@@ -16,6 +18,8 @@ pub struct ClusterSnapshot {
     pub secrets: Vec<Secret>,
     pub nodes: Vec<Node>,
     pub namespaces: Vec<Namespace>,
+    /// Parameters IngressClasses point at (`spec.parameters`).
+    pub class_params: Vec<TollgateClassParams>,
 }
 
 impl ClusterSnapshot {
@@ -29,6 +33,7 @@ impl ClusterSnapshot {
             + self.secrets.len()
             + self.nodes.len()
             + self.namespaces.len()
+            + self.class_params.len()
     }
 
     /// Whether the snapshot holds no object at all.

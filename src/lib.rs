@@ -1,15 +1,20 @@
 //! Tollgate, the controller: sources of cluster objects, the Ingress → model builder, and the
 //! command-line front end. Providers live in `providers/`.
 
+pub mod admin_server;
 pub mod aws_command;
+pub mod class_params;
 pub mod cluster_snapshot;
 pub mod echo_backend;
+pub mod ingress_status;
+pub mod kubernetes_mode;
+pub mod leader_election;
 pub mod model_builder;
 pub mod proxy_command;
 pub mod sources;
 
 pub use cluster_snapshot::ClusterSnapshot;
-pub use model_builder::{build, BuildOptions, BuildOutput, Grouping};
+pub use model_builder::{build, load_balancer_id, BuildOptions, BuildOutput, Grouping};
 
 /// Logs a diagnostic at the level its severity calls for (a CLI's or a controller's log).
 pub fn log_diagnostic(d: &tollgate_contract::Diagnostic) {

@@ -9,7 +9,11 @@ use anyhow::Context;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use serde::Serialize;
 use tollgate::model_builder::CONTROLLER_NAME;
+use tollgate::kubernetes_mode::KubeOptions;
+use tollgate::leader_election::LeaseOptions;
 use tollgate::proxy_command::{run_proxy, ProxyRunOptions};
+use tollgate::sources::kubernetes::KubeSourceOptions;
+use tollgate::sources::SourceSpec;
 use tollgate::sources::manifest_dir::load_dir;
 use tollgate::{build, BuildOptions, Grouping};
 use tollgate_contract::{DesiredState, Diagnostic, Severity, TargetType};
@@ -50,6 +54,9 @@ enum Command {
     /// --aws-endpoint-url (or AWS_ENDPOINT_URL) points at an emulator.
     Aws(AwsArgs),
 
+    /// Print the TollgateClassParams CustomResourceDefinition (YAML) for `kubectl apply -f -`.
+    Crd,
+
     /// Run a backend that answers every request with what it saw (JSON), echoes POST /echo
     /// bodies, WebSocket messages and gRPC frames: for demos and tests.
     Echo(EchoArgs),
@@ -59,6 +66,14 @@ enum Command {
 struct ProxyArgs {
     #[command(flatten)]
     model: ModelArgs,
+
+    #[command(flatten)]
+    kube: KubeArgs,
+
+    /// Service (NAMESPACE/NAME) whose address is written into Ingress status when
+    /// --publish-address is not given: its load-balancer ingress, external IPs or cluster IP.
+    #[arg(long, value_name = "NAMESPACE/NAME")]
+    publish_service: Option<String>,
 
     /// Address for plain HTTP (the Ingresses' port 80).
     #[arg(long, value_name = "ADDR", default_value = "0.0.0.0:80")]
@@ -127,6 +142,9 @@ struct AwsArgs {
     #[command(flatten)]
     model: ModelArgs,
 
+    #[command(flatten)]
+    kube: KubeArgs,
+
     /// Cluster name: written into the tollgate.io/cluster tag, hashed into resource names,
     /// and used to find subnets (kubernetes.io/cluster/NAME).
     #[arg(long, default_value = "default")]
@@ -151,6 +169,10 @@ struct AwsArgs {
     /// Seconds between full re-reads of AWS in continuous mode.
     #[arg(long, default_value_t = 300)]
     resync_seconds: u64,
+
+    /// Address for /healthz, /readyz and /metrics in continuous mode.
+    #[arg(long, value_name = "ADDR", default_value = "0.0.0.0:10254")]
+    admin_listen: SocketAddr,
 }
 
 #[derive(Args)]
@@ -164,13 +186,89 @@ struct EchoArgs {
     name: String,
 }
 
+/// How to use the Kubernetes API when no --manifests is given.
+#[derive(Args, Clone)]
+struct KubeArgs {
+    /// kubeconfig file (default: KUBECONFIG, ~/.kube/config, or the in-cluster account).
+    #[arg(long, value_name = "FILE")]
+    kubeconfig: Option<PathBuf>,
+
+    /// Do not elect a leader: this replica writes to AWS and to Ingress status on its own.
+    #[arg(long)]
+    no_leader_elect: bool,
+
+    /// Namespace of the leader-election Lease.
+    #[arg(long, env = "POD_NAMESPACE", default_value = "tollgate")]
+    lease_namespace: String,
+
+    /// Name of the leader-election Lease (default: tollgate-proxy or tollgate-aws).
+    #[arg(long)]
+    lease_name: Option<String>,
+
+    /// Seconds a Lease stays valid without renewal: the longest a dead leader is waited for.
+    #[arg(long, default_value_t = 15)]
+    lease_duration_seconds: u64,
+
+    /// This replica's name: the Lease holder identity and the Events' reporting instance.
+    #[arg(long, env = "POD_NAME")]
+    instance: Option<String>,
+}
+
+impl KubeArgs {
+    fn options(&self, mode: &str, publish_service: Option<&str>) -> anyhow::Result<KubeOptions> {
+        let instance = self.instance.clone().unwrap_or_else(|| {
+            std::fs::read_to_string("/proc/sys/kernel/hostname")
+                .map(|h| h.trim().to_string())
+                .unwrap_or_else(|_| "tollgate".into())
+                + &format!("-{}", std::process::id())
+        });
+        let publish_service = match publish_service {
+            Some(s) => {
+                let (ns, name) = s.split_once('/').filter(|(a, b)| !a.is_empty() && !b.is_empty()).ok_or_else(|| {
+                    anyhow::anyhow!("--publish-service must be NAMESPACE/NAME, got {s:?}")
+                })?;
+                Some((ns.to_string(), name.to_string()))
+            }
+            None => None,
+        };
+        let duration = Duration::from_secs(self.lease_duration_seconds.max(3));
+        Ok(KubeOptions {
+            kubeconfig: self.kubeconfig.clone(),
+            lease: (!self.no_leader_elect).then(|| LeaseOptions {
+                namespace: self.lease_namespace.clone(),
+                name: self
+                    .lease_name
+                    .clone()
+                    .unwrap_or_else(|| format!("tollgate-{mode}")),
+                identity: instance.clone(),
+                duration,
+                grace: (duration / 3).max(Duration::from_secs(1)),
+            }),
+            instance,
+            publish_service,
+            source: KubeSourceOptions {
+                watch_nodes: mode == "aws",
+                ..KubeSourceOptions::default()
+            },
+        })
+    }
+}
+
+fn source_spec(model: &ModelArgs, kube: &KubeArgs, mode: &str, publish_service: Option<&str>) -> anyhow::Result<SourceSpec> {
+    Ok(match &model.manifests {
+        Some(dir) => SourceSpec::Manifests(dir.clone()),
+        None => SourceSpec::Kubernetes(kube.options(mode, publish_service)?),
+    })
+}
+
 /// Options shared by every command that builds the model.
 #[derive(Args, Clone)]
 struct ModelArgs {
     /// Directory of Kubernetes manifests (YAML, multi-document, or JSON; `kind: List`
-    /// included), read recursively. Hidden files are skipped.
+    /// included), read recursively. Hidden files are skipped. Without it, `proxy` and `aws`
+    /// watch the Kubernetes API (kubeconfig or in-cluster service account).
     #[arg(long, value_name = "DIR")]
-    manifests: PathBuf,
+    manifests: Option<PathBuf>,
 
     /// Claim Ingresses of this class name (spec.ingressClassName or the legacy
     /// kubernetes.io/ingress.class annotation) even when no IngressClass object names
@@ -252,7 +350,12 @@ struct PlanOutput<'a> {
 }
 
 fn plan(args: PlanArgs) -> anyhow::Result<ExitCode> {
-    let (snapshot, mut diagnostics) = load_dir(&args.model.manifests)?;
+    let dir = args
+        .model
+        .manifests
+        .as_ref()
+        .context("tollgate plan needs --manifests DIR")?;
+    let (snapshot, mut diagnostics) = load_dir(dir)?;
     let grouping = if args.single_load_balancer {
         Grouping::Single("proxy".into())
     } else {
@@ -309,7 +412,7 @@ fn seconds(s: f64, what: &str) -> anyhow::Result<Duration> {
 
 fn proxy(args: ProxyArgs) -> anyhow::Result<ExitCode> {
     let opts = ProxyRunOptions {
-        manifests: args.model.manifests.clone(),
+        source: source_spec(&args.model, &args.kube, "proxy", args.publish_service.as_deref())?,
         build: args.model.options(Grouping::Single("proxy".into())),
         http_listen: args.http_listen,
         https_listen: args.https_listen,
@@ -385,7 +488,7 @@ fn echo(args: EchoArgs) -> anyhow::Result<ExitCode> {
 
 fn aws(args: AwsArgs) -> anyhow::Result<ExitCode> {
     let opts = tollgate::aws_command::AwsRunOptions {
-        manifests: args.model.manifests.clone(),
+        source: source_spec(&args.model, &args.kube, "aws", None)?,
         build: args.model.options(Grouping::ByIngressGroup),
         cluster: args.cluster_name,
         endpoint: args.aws_endpoint_url,
@@ -395,6 +498,7 @@ fn aws(args: AwsArgs) -> anyhow::Result<ExitCode> {
             ..Default::default()
         },
         resync: Duration::from_secs(args.resync_seconds.max(1)),
+        admin_listen: Some(args.admin_listen),
     };
     let rt = tokio::runtime::Runtime::new().context("starting the Tokio runtime")?;
     rt.block_on(async move {
@@ -443,6 +547,12 @@ fn main() -> ExitCode {
         Command::Plan(a) => plan(a),
         Command::Proxy(a) => proxy(a),
         Command::Echo(a) => echo(a),
+        Command::Crd => tollgate::class_params::crd_yaml()
+            .map(|y| {
+                print!("{y}");
+                ExitCode::SUCCESS
+            })
+            .context("rendering the CRD"),
         Command::Aws(a) => aws(a),
     };
     match result {

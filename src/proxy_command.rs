@@ -3,8 +3,8 @@
 
 use std::collections::{BTreeSet, HashSet};
 use std::net::SocketAddr;
-use std::path::PathBuf;
 use std::sync::atomic::Ordering;
+use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::net::TcpListener;
@@ -12,14 +12,16 @@ use tokio::sync::watch;
 use tollgate_contract::{DesiredState, Diagnostic, TargetAddress};
 use tollgate_proxy::{Limits, Proxy, ProxySettings};
 
+use crate::ingress_status::{PublishedAddress, SyncReport};
+use crate::kubernetes_mode::KubeContext;
 use crate::sources::manifest_dir::ManifestDirSource;
-use crate::sources::Source;
-use crate::{build, BuildOptions};
+use crate::sources::{Source, SourceSpec, SourceState};
+use crate::{build, BuildOptions, BuildOutput};
 
 /// Everything `tollgate proxy` is told.
 #[derive(Debug, Clone)]
 pub struct ProxyRunOptions {
-    pub manifests: PathBuf,
+    pub source: SourceSpec,
     pub build: BuildOptions,
     pub http_listen: SocketAddr,
     pub https_listen: SocketAddr,
@@ -38,6 +40,8 @@ pub struct ProxyRunOptions {
 pub enum ProxyRunError {
     #[error(transparent)]
     Source(#[from] crate::sources::manifest_dir::ManifestDirError),
+    #[error(transparent)]
+    Kubernetes(#[from] crate::kubernetes_mode::KubeModeError),
     #[error(transparent)]
     Proxy(#[from] tollgate_proxy::ProxyError),
     #[error("cannot listen on {addr}: {source}")]
@@ -80,14 +84,21 @@ pub async fn run_proxy_on(
     listeners: ProxyListeners,
     mut shutdown: watch::Receiver<bool>,
 ) -> Result<(), ProxyRunError> {
-    let source = ManifestDirSource::spawn(opts.manifests.clone())?;
     let proxy = Proxy::new(opts.settings.clone(), opts.publish_address.clone())?;
+    let (source, kube): (Box<dyn Source>, Option<KubeContext>) = match &opts.source {
+        SourceSpec::Manifests(dir) => (Box::new(ManifestDirSource::spawn(dir.clone())?), None),
+        SourceSpec::Kubernetes(k) => {
+            let ctx = KubeContext::start(k).await?;
+            ctx.source.wait_synced().await;
+            (Box::new(ctx.source.clone()), Some(ctx))
+        }
+    };
     let ProxyListeners { http, https, admin } = listeners;
     tracing::info!(
         http = ?http.local_addr().ok(),
         https = ?https.local_addr().ok(),
         admin = ?admin.local_addr().ok(),
-        manifests = %opts.manifests.display(),
+        source = ?opts.source,
         "proxy listening"
     );
 
@@ -118,6 +129,11 @@ pub async fn run_proxy_on(
     ));
 
     let mut states = source.subscribe();
+    // Status is written off the configuration path: a slow API server never delays routing.
+    let (status_tx, status_rx) = watch::channel(None);
+    if let Some(ctx) = kube {
+        servers.spawn(write_status(ctx, status_rx, opts.publish_address.clone(), stop_rx.clone()));
+    }
     let mut reported: BTreeSet<Diagnostic> = BTreeSet::new();
     let mut echo_started: HashSet<SocketAddr> = HashSet::new();
     loop {
@@ -143,6 +159,7 @@ pub async fn run_proxy_on(
         if opts.serve_echo_backends {
             start_echo_backends(&out.model, &mut echo_started).await;
         }
+        let _ = status_tx.send(Some(Arc::new((state, out))));
         tokio::select! {
             changed = states.changed() => if changed.is_err() { break },
             _ = shutdown.wait_for(|s| *s) => break,
@@ -179,6 +196,57 @@ async fn start_echo_backends(model: &DesiredState, started: &mut HashSet<SocketA
                     Err(e) => tracing::warn!(%addr, error = %e, "echo backend not started"),
                 }
             }
+        }
+    }
+}
+
+/// The latest applied state, for the status writer.
+type Applied = Option<Arc<(Arc<SourceState>, BuildOutput)>>;
+
+/// Writes Ingress status, conditions and Events whenever this replica leads and a new state
+/// has been applied; retries failed writes with back-off.
+async fn write_status(
+    mut ctx: KubeContext,
+    mut applied: watch::Receiver<Applied>,
+    publish_address: Option<String>,
+    mut stop: watch::Receiver<bool>,
+) {
+    let mut leadership = ctx.leadership.clone();
+    let mut retry = Duration::from_millis(500);
+    loop {
+        let current = applied.borrow_and_update().clone();
+        let mut failed = false;
+        if let (Some(cur), true) = (current, ctx.is_leader()) {
+            let (state, out) = &*cur;
+            let addresses: Vec<PublishedAddress> = match &publish_address {
+                Some(a) => vec![PublishedAddress::parse(a)],
+                None => ctx.publish_service_addresses().await,
+            };
+            let mut report = SyncReport {
+                diagnostics: state.diagnostics.clone(),
+                ..Default::default()
+            };
+            report.diagnostics.extend(out.diagnostics.iter().cloned());
+            for lb in &out.model.load_balancers {
+                for r in &lb.ingresses {
+                    report
+                        .addresses
+                        .insert((r.namespace.clone(), r.name.clone()), addresses.clone());
+                }
+            }
+            let errors = ctx.writer.sync(&state.snapshot.ingresses, &report).await;
+            for e in &errors {
+                tracing::warn!(error = %e, "status write failed; will retry");
+            }
+            failed = !errors.is_empty();
+        }
+        let backoff = tokio::time::sleep(if failed { retry } else { Duration::from_secs(3600) });
+        retry = if failed { (retry * 2).min(Duration::from_secs(30)) } else { Duration::from_millis(500) };
+        tokio::select! {
+            changed = applied.changed() => if changed.is_err() { return },
+            changed = leadership.changed() => if changed.is_err() { return },
+            _ = backoff => {}
+            _ = stop.wait_for(|s| *s) => return,
         }
     }
 }

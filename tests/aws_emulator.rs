@@ -208,7 +208,7 @@ spec:
 
 fn options(dir: &Path, endpoint: &str) -> AwsRunOptions {
     AwsRunOptions {
-        manifests: dir.to_path_buf(),
+        source: tollgate::sources::SourceSpec::Manifests(dir.to_path_buf()),
         build: BuildOptions {
             grouping: Grouping::ByIngressGroup,
             ..BuildOptions::default()
@@ -218,12 +218,16 @@ fn options(dir: &Path, endpoint: &str) -> AwsRunOptions {
         region: Some("us-east-1".into()),
         limits: AlbLimits::default(),
         resync: Duration::from_secs(300),
+        admin_listen: None,
     }
 }
 
 /// Observes AWS afresh and reconciles once; returns (mutating calls, changes planned).
 async fn fresh_reconcile(opts: &AwsRunOptions) -> (u64, usize, bool) {
-    let (snapshot, _) = load_dir(&opts.manifests).expect("manifests");
+    let tollgate::sources::SourceSpec::Manifests(dir) = &opts.source else {
+        panic!("manifest source expected");
+    };
+    let (snapshot, _) = load_dir(dir).expect("manifests");
     let aws = Aws::connect(
         &opts.cluster,
         opts.endpoint.as_deref(),

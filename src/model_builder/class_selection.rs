@@ -8,6 +8,15 @@ use tollgate_contract::{Diagnostic, ObjectKind, Reason, Severity};
 
 use super::annotations::{DEFAULT_CLASS, LEGACY_CLASS};
 use super::BuildOptions;
+use crate::class_params::{TollgateClassParams, TollgateClassParamsSpec, API_GROUP};
+
+fn is_default(c: &IngressClass) -> bool {
+    c.metadata
+        .annotations
+        .as_ref()
+        .and_then(|a| a.get(DEFAULT_CLASS))
+        .is_some_and(|v| v == "true")
+}
 
 /// Decides class membership for one snapshot.
 pub(crate) struct ClassSelector<'a> {
@@ -27,13 +36,7 @@ impl<'a> ClassSelector<'a> {
                     .is_some_and(|ctl| ctl == opts.controller_name)
             })
             .collect();
-        let has_default_class = ours.iter().any(|c| {
-            c.metadata
-                .annotations
-                .as_ref()
-                .and_then(|a| a.get(DEFAULT_CLASS))
-                .is_some_and(|v| v == "true")
-        });
+        let has_default_class = ours.iter().any(|c| is_default(c));
         ClassSelector {
             opts,
             classes: ours
@@ -42,6 +45,44 @@ impl<'a> ClassSelector<'a> {
                 .collect(),
             has_default_class,
         }
+    }
+
+    /// The class name an Ingress names (the field wins over the legacy annotation).
+    fn class_of<'i>(&self, ing: &'i Ingress) -> Option<&'i str> {
+        ing.spec
+            .as_ref()
+            .and_then(|s| s.ingress_class_name.as_deref())
+            .or_else(|| {
+                ing.metadata
+                    .annotations
+                    .as_ref()
+                    .and_then(|a| a.get(LEGACY_CLASS))
+                    .map(String::as_str)
+            })
+    }
+
+    /// The TollgateClassParams of the Ingress's class (or of the default class when it names
+    /// none), if the class points at existing ones.
+    pub(crate) fn params_for<'p>(
+        &self,
+        ing: &Ingress,
+        params: &'p [TollgateClassParams],
+    ) -> Option<&'p TollgateClassParamsSpec> {
+        if params.is_empty() {
+            return None;
+        }
+        let class = match self.class_of(ing) {
+            Some(c) => self.classes.get(c)?,
+            None => self.classes.values().find(|c| is_default(c))?,
+        };
+        let p = class.spec.as_ref()?.parameters.as_ref()?;
+        if p.api_group.as_deref() != Some(API_GROUP) || p.kind != "TollgateClassParams" {
+            return None;
+        }
+        params
+            .iter()
+            .find(|c| c.metadata.name.as_deref() == Some(p.name.as_str()))
+            .map(|c| &c.spec)
     }
 
     fn is_ours(&self, class: &str) -> bool {

@@ -89,6 +89,40 @@ impl BuildOutput {
     }
 }
 
+/// The id of the load balancer an Ingress belongs to by its own settings (annotations and
+/// class parameters), whether or not it is valid: used to find the load balancer a deleted
+/// Ingress was part of.
+pub fn load_balancer_id(
+    snapshot: &ClusterSnapshot,
+    opts: &BuildOptions,
+    ing: &k8s_openapi::api::networking::v1::Ingress,
+) -> String {
+    let classes = ClassSelector::new(&snapshot.ingress_classes, opts);
+    let group = match read_member(ing) {
+        Ok(mut m) => {
+            if let Some(params) = classes.params_for(ing, &snapshot.class_params) {
+                params.apply_to(&mut m.settings);
+            }
+            m.settings.group_name
+        }
+        Err(_) => ing
+            .metadata
+            .annotations
+            .as_ref()
+            .and_then(|a| a.get("alb.ingress.kubernetes.io/group.name"))
+            .map(|g| g.trim().to_string()),
+    };
+    match (&opts.grouping, group) {
+        (Grouping::Single(id), _) => id.clone(),
+        (Grouping::ByIngressGroup, Some(g)) => format!("group/{g}"),
+        (Grouping::ByIngressGroup, None) => format!(
+            "ingress/{}/{}",
+            ing.metadata.namespace.as_deref().unwrap_or("default"),
+            ing.metadata.name.as_deref().unwrap_or_default()
+        ),
+    }
+}
+
 /// Builds the desired state from a snapshot of cluster objects.
 pub fn build(snapshot: &ClusterSnapshot, opts: &BuildOptions) -> BuildOutput {
     let mut diags = Vec::new();
@@ -102,7 +136,10 @@ pub fn build(snapshot: &ClusterSnapshot, opts: &BuildOptions) -> BuildOutput {
             continue;
         }
         match read_member(ing) {
-            Ok(m) => {
+            Ok(mut m) => {
+                if let Some(params) = classes.params_for(ing, &snapshot.class_params) {
+                    params.apply_to(&mut m.settings);
+                }
                 let id = match (&opts.grouping, &m.settings.group_name) {
                     (Grouping::Single(id), _) => id.clone(),
                     (Grouping::ByIngressGroup, Some(g)) => format!("group/{g}"),

@@ -13,7 +13,6 @@ use std::time::{Duration, SystemTime};
 use k8s_openapi::api::core::v1::{Endpoints, Namespace, Node, Secret, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use k8s_openapi::api::networking::v1::{Ingress, IngressClass};
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use k8s_openapi::ByteString;
 use notify::Watcher;
 use serde::de::DeserializeOwned;
@@ -23,6 +22,7 @@ use tokio::sync::watch;
 use tollgate_contract::{Diagnostic, ObjectKind, Reason, Severity};
 
 use super::{Source, SourceState};
+use crate::class_params::TollgateClassParams;
 use crate::ClusterSnapshot;
 
 /// Failure to read the directory itself (not a file in it).
@@ -274,6 +274,7 @@ impl Loader {
                 }
                 self.push::<EndpointSlice>(v, origin, "EndpointSlice", true, |s| &mut s.endpoint_slices)
             }
+            ("tollgate.io/v1alpha1", "TollgateClassParams") => self.push::<TollgateClassParams>(v, origin, "TollgateClassParams", false, |s| &mut s.class_params),
             ("networking.k8s.io/v1beta1" | "extensions/v1beta1", "Ingress") => self.file_diag(
                 Severity::Error,
                 origin,
@@ -303,7 +304,7 @@ impl Loader {
         namespaced: bool,
         list: impl FnOnce(&mut ClusterSnapshot) -> &mut Vec<T>,
     ) where
-        T: DeserializeOwned + k8s_openapi::Metadata<Ty = ObjectMeta>,
+        T: DeserializeOwned + kube::Resource,
     {
         let mut obj: T = match serde_json::from_value(v) {
             Ok(o) => o,
@@ -317,7 +318,7 @@ impl Loader {
                 return;
             }
         };
-        let meta = obj.metadata_mut();
+        let meta = obj.meta_mut();
         let Some(name) = meta.name.clone().filter(|n| !n.is_empty()) else {
             self.file_diag(
                 Severity::Error,

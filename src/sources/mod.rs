@@ -2,6 +2,7 @@
 //! consumer rebuilds the model from the newest one. A kube-rs reflector-backed source fits the
 //! same shape: its stores are read into a snapshot whenever a watch event arrives.
 
+pub mod kubernetes;
 pub mod manifest_dir;
 
 use std::sync::Arc;
@@ -10,6 +11,15 @@ use tokio::sync::watch;
 use tollgate_contract::Diagnostic;
 
 use crate::ClusterSnapshot;
+
+/// Where a command reads cluster objects from.
+#[derive(Debug, Clone)]
+pub enum SourceSpec {
+    /// A directory of manifests, followed as it changes.
+    Manifests(std::path::PathBuf),
+    /// The Kubernetes API.
+    Kubernetes(crate::kubernetes_mode::KubeOptions),
+}
 
 /// One published state of a source: the objects, and what went wrong reading them.
 #[derive(Debug, Clone, Default)]
@@ -23,7 +33,7 @@ pub struct SourceState {
 
 /// A producer of snapshots. `subscribe` hands out a receiver that always holds the latest
 /// state; intermediate states may be skipped (coalesced), which is what a builder wants.
-pub trait Source {
+pub trait Source: Send + Sync {
     /// The latest state, and every later one.
     fn subscribe(&self) -> watch::Receiver<Arc<SourceState>>;
 }

@@ -15,6 +15,7 @@ use hyper_util::rt::{TokioExecutor, TokioIo};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 use tollgate::proxy_command::{run_proxy_on, ProxyListeners, ProxyRunOptions};
+use tollgate::sources::SourceSpec;
 use tollgate::{BuildOptions, Grouping};
 use tollgate_proxy::{Limits, ProxySettings};
 
@@ -124,7 +125,7 @@ impl TestProxy {
             admin.local_addr().unwrap(),
         );
         let mut opts = ProxyRunOptions {
-            manifests: dir.path().to_path_buf(),
+            source: SourceSpec::Manifests(dir.path().to_path_buf()),
             build: BuildOptions {
                 grouping: Grouping::Single("proxy".into()),
                 ..BuildOptions::default()

@@ -862,7 +862,8 @@ fn usable_certificates(certs: &[String]) -> Vec<&str> {
         .collect()
 }
 
-fn stack_of(change: &Change, inv: &Inventory) -> String {
+/// The stack (model load-balancer id) a change belongs to.
+pub fn stack_of(change: &Change, inv: &Inventory) -> String {
     match change {
         Change::CreateLoadBalancer { stack, .. } => stack.clone(),
         Change::CreateTargetGroup { spec } => spec.tags.get(TAG_STACK).cloned().unwrap_or_default(),

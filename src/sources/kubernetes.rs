@@ -1,0 +1,392 @@
+//! The Kubernetes API as a source: one kube-rs watcher + reflector store per kind, coalesced
+//! into whole [`ClusterSnapshot`]s for the model builder.
+//!
+//! What is held in memory is only what the builder reads: `managedFields` are dropped on
+//! arrival; Secrets are watched as metadata only (name, resourceVersion) and a Secret's data is
+//! fetched only when an Ingress's `tls` section names it, and fetched again only when its
+//! resourceVersion changes. A watch that breaks (including 410 Gone after etcd compaction) is
+//! resumed or re-listed by kube-runtime's watcher with back-off; nothing is lost, the next
+//! snapshot carries the re-listed state.
+
+use std::collections::{BTreeSet, HashMap};
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures_util::{Stream, StreamExt};
+use k8s_openapi::api::core::v1::{Node, Secret, Service};
+use k8s_openapi::api::discovery::v1::EndpointSlice;
+use k8s_openapi::api::networking::v1::{Ingress, IngressClass};
+use kube::api::{Api, ApiResource, DynamicObject};
+use kube::core::PartialObjectMeta;
+use kube::runtime::reflector::{self, Store};
+use kube::runtime::{watcher, WatchStreamExt};
+use kube::{Client, Resource, ResourceExt};
+use serde::de::DeserializeOwned;
+use tokio::sync::{watch, Notify};
+use tokio::task::JoinSet;
+use tollgate_contract::{Diagnostic, ObjectKind, Reason, Severity};
+
+use super::{Source, SourceState};
+use crate::class_params::TollgateClassParams;
+use crate::ClusterSnapshot;
+
+/// What the Kubernetes source watches.
+#[derive(Debug, Clone)]
+pub struct KubeSourceOptions {
+    /// Watch Nodes (needed for `instance` targets; proxy mode does without).
+    pub watch_nodes: bool,
+    /// Watch TollgateClassParams (skipped when the CRD is not installed).
+    pub watch_class_params: bool,
+    /// How long to wait after a change for more changes before publishing: a burst of events
+    /// (an initial list, a rollout) becomes one snapshot.
+    pub coalesce: Duration,
+}
+
+impl Default for KubeSourceOptions {
+    fn default() -> Self {
+        KubeSourceOptions {
+            watch_nodes: true,
+            watch_class_params: true,
+            coalesce: Duration::from_millis(20),
+        }
+    }
+}
+
+/// Why the Kubernetes source could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum KubeSourceError {
+    #[error("Kubernetes API discovery failed: {0}")]
+    Discovery(#[source] kube::Error),
+}
+
+/// A running set of watchers publishing snapshots; dropping the last clone stops them.
+#[derive(Clone)]
+pub struct KubeSource {
+    rx: watch::Receiver<Arc<SourceState>>,
+    _tasks: Arc<JoinSet<()>>,
+}
+
+impl Source for KubeSource {
+    fn subscribe(&self) -> watch::Receiver<Arc<SourceState>> {
+        self.rx.clone()
+    }
+}
+
+/// Drops what the builder never reads before an object enters a store.
+fn drop_managed_fields<K: Resource>(obj: &mut K) {
+    obj.meta_mut().managed_fields = None;
+}
+
+/// Runs `stream` (a reflector) forever, waking the publisher on every change.
+fn drive<S, T>(tasks: &mut JoinSet<()>, kind: &'static str, stream: S, notify: Arc<Notify>)
+where
+    S: Stream<Item = Result<watcher::Event<T>, watcher::Error>> + Send + 'static,
+    T: Send + 'static,
+{
+    tasks.spawn(async move {
+        let mut stream = std::pin::pin!(stream);
+        while let Some(ev) = stream.next().await {
+            match ev {
+                Ok(watcher::Event::Init | watcher::Event::InitApply(_)) => {}
+                Ok(_) => notify.notify_one(),
+                Err(e) => tracing::warn!(kind, error = %e, "watch failed; retrying with back-off"),
+            }
+        }
+    });
+}
+
+fn typed<K>(
+    tasks: &mut JoinSet<()>,
+    api: Api<K>,
+    kind: &'static str,
+    notify: &Arc<Notify>,
+) -> Store<K>
+where
+    K: Resource<DynamicType = ()> + Clone + DeserializeOwned + std::fmt::Debug + Send + Sync,
+    K: 'static,
+{
+    let (reader, writer) = reflector::store();
+    let stream = watcher(api, watcher::Config::default())
+        .default_backoff()
+        .modify(drop_managed_fields)
+        .reflect(writer);
+    drive(tasks, kind, stream, notify.clone());
+    reader
+}
+
+/// The EndpointSlice API this server serves: v1 (Kubernetes 1.21+, what production uses) or
+/// v1beta1 (older servers, such as the v1.20 test apiserver).
+async fn endpoint_slice_resource(client: &Client) -> Result<ApiResource, KubeSourceError> {
+    let v1 = client.list_api_group_resources("discovery.k8s.io/v1").await;
+    let serves_v1 = match v1 {
+        Ok(list) => list.resources.iter().any(|r| r.name == "endpointslices"),
+        Err(kube::Error::Api(s)) if s.code == 404 => false,
+        Err(e) => return Err(KubeSourceError::Discovery(e)),
+    };
+    let version = if serves_v1 { "v1" } else { "v1beta1" };
+    if !serves_v1 {
+        tracing::info!("discovery.k8s.io/v1 is not served; reading v1beta1 EndpointSlices");
+    }
+    Ok(ApiResource {
+        group: "discovery.k8s.io".into(),
+        version: version.into(),
+        api_version: format!("discovery.k8s.io/{version}"),
+        kind: "EndpointSlice".into(),
+        plural: "endpointslices".into(),
+    })
+}
+
+/// Reads a v1 or v1beta1 slice as v1: the fields Tollgate reads (addresses, conditions,
+/// ports, targetRef, nodeName) have the same shape in both.
+fn endpoint_slice_from(obj: &DynamicObject) -> Option<EndpointSlice> {
+    let mut v = serde_json::to_value(obj).ok()?;
+    let o = v.as_object_mut()?;
+    o.insert("apiVersion".into(), "discovery.k8s.io/v1".into());
+    o.insert("kind".into(), "EndpointSlice".into());
+    serde_json::from_value(v).ok()
+}
+
+async fn crd_installed(client: &Client) -> bool {
+    match client.list_api_group_resources("tollgate.io/v1alpha1").await {
+        Ok(list) => list.resources.iter().any(|r| r.kind == "TollgateClassParams"),
+        Err(_) => false,
+    }
+}
+
+struct Stores {
+    ingresses: Store<Ingress>,
+    classes: Store<IngressClass>,
+    services: Store<Service>,
+    slices: Store<DynamicObject>,
+    nodes: Option<Store<Node>>,
+    class_params: Option<Store<TollgateClassParams>>,
+    secret_meta: Store<PartialObjectMeta<Secret>>,
+}
+
+impl KubeSource {
+    /// Starts the watchers; the first snapshot is published once every store has listed.
+    pub async fn spawn(client: Client, opts: KubeSourceOptions) -> Result<Self, KubeSourceError> {
+        let notify = Arc::new(Notify::new());
+        let mut tasks = JoinSet::new();
+        let slice_resource = endpoint_slice_resource(&client).await?;
+        let class_params = opts.watch_class_params && crd_installed(&client).await;
+        if opts.watch_class_params && !class_params {
+            tracing::info!("TollgateClassParams CRD not installed; IngressClass parameters ignored");
+        }
+
+        let slices_api: Api<DynamicObject> = Api::all_with(client.clone(), &slice_resource);
+        let slices_w = reflector::store::Writer::new(slice_resource.clone());
+        let slices_reader = slices_w.as_reader();
+        let stream = watcher(slices_api, watcher::Config::default())
+            .default_backoff()
+            .modify(drop_managed_fields)
+            .reflect(slices_w);
+        drive(&mut tasks, "EndpointSlice", stream, notify.clone());
+
+        let (meta_reader, meta_writer) = reflector::store();
+        let stream = watcher(
+            Api::<PartialObjectMeta<Secret>>::all(client.clone()),
+            watcher::Config::default(),
+        )
+            .default_backoff()
+            .modify(drop_managed_fields)
+            .reflect(meta_writer);
+        drive(&mut tasks, "Secret", stream, notify.clone());
+
+        let stores = Stores {
+            ingresses: typed(&mut tasks, Api::all(client.clone()), "Ingress", &notify),
+            classes: typed(&mut tasks, Api::all(client.clone()), "IngressClass", &notify),
+            services: typed(&mut tasks, Api::all(client.clone()), "Service", &notify),
+            slices: slices_reader,
+            nodes: opts
+                .watch_nodes
+                .then(|| typed(&mut tasks, Api::all(client.clone()), "Node", &notify)),
+            class_params: class_params.then(|| {
+                typed(
+                    &mut tasks,
+                    Api::all(client.clone()),
+                    "TollgateClassParams",
+                    &notify,
+                )
+            }),
+            secret_meta: meta_reader,
+        };
+
+        let (tx, rx) = watch::channel(Arc::new(SourceState::default()));
+        tasks.spawn(publish(client, stores, notify, tx, opts.coalesce));
+        Ok(KubeSource {
+            rx,
+            _tasks: Arc::new(tasks),
+        })
+    }
+
+    /// Waits until the first snapshot (every kind listed) has been published.
+    pub async fn wait_synced(&self) {
+        let mut rx = self.rx.clone();
+        let _ = rx.wait_for(|s| s.generation > 0).await;
+    }
+}
+
+/// Secret data held for referenced Secrets, keyed by (namespace, name), with the
+/// resourceVersion it was read at.
+type SecretCache = HashMap<(String, String), (String, Secret)>;
+
+async fn publish(
+    client: Client,
+    stores: Stores,
+    notify: Arc<Notify>,
+    tx: watch::Sender<Arc<SourceState>>,
+    coalesce: Duration,
+) {
+    for ready in [
+        stores.ingresses.wait_until_ready().await,
+        stores.classes.wait_until_ready().await,
+        stores.services.wait_until_ready().await,
+        stores.slices.wait_until_ready().await,
+        stores.secret_meta.wait_until_ready().await,
+    ] {
+        if ready.is_err() {
+            return;
+        }
+    }
+    if let Some(n) = &stores.nodes {
+        if n.wait_until_ready().await.is_err() {
+            return;
+        }
+    }
+    if let Some(p) = &stores.class_params {
+        if p.wait_until_ready().await.is_err() {
+            return;
+        }
+    }
+    let mut cache = SecretCache::new();
+    let mut generation = 0u64;
+    loop {
+        let (snapshot, diagnostics) = read_snapshot(&client, &stores, &mut cache).await;
+        let unchanged = {
+            let cur = tx.borrow();
+            generation > 0 && cur.snapshot == snapshot && cur.diagnostics == diagnostics
+        };
+        if !unchanged {
+            generation += 1;
+            let state = SourceState {
+                snapshot,
+                diagnostics,
+                generation,
+            };
+            if tx.send(Arc::new(state)).is_err() {
+                return;
+            }
+        }
+        notify.notified().await;
+        // Let a burst of events land before reading the stores again.
+        tokio::time::sleep(coalesce).await;
+    }
+}
+
+fn owned<K: Clone>(store: &Store<K>) -> Vec<K>
+where
+    K: kube::Resource + 'static,
+    K::DynamicType: Eq + std::hash::Hash + Clone,
+{
+    let mut v: Vec<K> = store.state().iter().map(|o| (**o).clone()).collect();
+    // Stores are hash maps: sort so equal states compare equal.
+    v.sort_by(|a, b| (a.namespace(), a.name_any()).cmp(&(b.namespace(), b.name_any())));
+    v
+}
+
+async fn read_snapshot(
+    client: &Client,
+    stores: &Stores,
+    cache: &mut SecretCache,
+) -> (ClusterSnapshot, Vec<Diagnostic>) {
+    let ingresses = owned(&stores.ingresses);
+    let mut endpoint_slices: Vec<EndpointSlice> = stores
+        .slices
+        .state()
+        .iter()
+        .filter_map(|o| endpoint_slice_from(o))
+        .collect();
+    endpoint_slices.sort_by(|a, b| {
+        (&a.metadata.namespace, &a.metadata.name).cmp(&(&b.metadata.namespace, &b.metadata.name))
+    });
+    let mut diagnostics = Vec::new();
+    let secrets = referenced_secrets(client, &ingresses, stores, cache, &mut diagnostics).await;
+    let snapshot = ClusterSnapshot {
+        ingress_classes: owned(&stores.classes),
+        services: owned(&stores.services),
+        endpoint_slices,
+        secrets,
+        nodes: stores.nodes.as_ref().map(owned).unwrap_or_default(),
+        class_params: stores.class_params.as_ref().map(owned).unwrap_or_default(),
+        ingresses,
+        ..Default::default()
+    };
+    (snapshot, diagnostics)
+}
+
+/// The Secrets named in Ingress `tls` sections, read through `cache`: a GET only for a
+/// Secret not read yet or whose resourceVersion moved.
+async fn referenced_secrets(
+    client: &Client,
+    ingresses: &[Ingress],
+    stores: &Stores,
+    cache: &mut SecretCache,
+    diagnostics: &mut Vec<Diagnostic>,
+) -> Vec<Secret> {
+    let wanted: BTreeSet<(String, String)> = ingresses
+        .iter()
+        .flat_map(|ing| {
+            let ns = ing.namespace().unwrap_or_default();
+            ing.spec
+                .iter()
+                .flat_map(|s| s.tls.iter().flatten())
+                .filter_map(|t| t.secret_name.clone())
+                .map(move |n| (ns.clone(), n))
+        })
+        .collect();
+    cache.retain(|k, _| wanted.contains(k));
+    let mut out = Vec::with_capacity(wanted.len());
+    for (ns, name) in wanted {
+        let meta_ref = reflector::ObjectRef::<PartialObjectMeta<Secret>>::new(&name).within(&ns);
+        let Some(meta) = stores.secret_meta.get(&meta_ref) else {
+            // Not in the cluster: the builder reports the missing Secret.
+            cache.remove(&(ns, name));
+            continue;
+        };
+        let rv = meta.resource_version().unwrap_or_default();
+        let key = (ns.clone(), name.clone());
+        if let Some((cached_rv, s)) = cache.get(&key) {
+            if *cached_rv == rv {
+                out.push(s.clone());
+                continue;
+            }
+        }
+        let api: Api<Secret> = Api::namespaced(client.clone(), &ns);
+        match api.get_opt(&name).await {
+            Ok(Some(mut s)) => {
+                drop_managed_fields(&mut s);
+                cache.insert(key, (rv, s.clone()));
+                out.push(s);
+            }
+            Ok(None) => {
+                cache.remove(&key);
+            }
+            Err(e) => {
+                // Keep serving the last good copy if there is one.
+                if let Some((_, s)) = cache.get(&key) {
+                    out.push(s.clone());
+                }
+                diagnostics.push(Diagnostic::new(
+                    Severity::Warning,
+                    ObjectKind::Secret,
+                    ns,
+                    name,
+                    Reason::SecretInvalid,
+                    format!("cannot read the Secret: {e}"),
+                ));
+            }
+        }
+    }
+    out
+}
