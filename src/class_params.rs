@@ -35,6 +35,7 @@ pub struct TollgateClassParamsSpec {
     pub group: Option<ClassGroup>,
     /// `internet-facing` or `internal`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(schema_with = "scheme_schema")]
     pub scheme: Option<ClassScheme>,
     /// Subnet IDs or Name tags for the load balancers (otherwise discovered by tags).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
@@ -56,7 +57,26 @@ pub struct TollgateClassParamsSpec {
     pub ssl_policy: Option<String>,
     /// `ip` or `instance`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(schema_with = "target_type_schema")]
     pub target_type: Option<ClassTargetType>,
+}
+
+// An optional field is simply absent: a `null` in a CRD enum makes kube-apiserver 1.20
+// reject the CRD, and older `kubectl` refuses it client-side.
+fn string_enum(values: &[&str], description: &str) -> schemars::Schema {
+    schemars::json_schema!({
+        "type": "string",
+        "enum": values,
+        "description": description,
+    })
+}
+
+fn scheme_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+    string_enum(&["internet-facing", "internal"], "`internet-facing` or `internal`.")
+}
+
+fn target_type_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+    string_enum(&["ip", "instance"], "`ip` or `instance`.")
 }
 
 /// An ingress group named by class parameters.

@@ -154,15 +154,39 @@ impl TestApiserver {
     }
 
     fn start_apiserver(&mut self, bins: &Path) {
+        let child = self.spawn_apiserver(bins, self.port, "apiserver.log");
+        self.apiserver = Some(child);
+    }
+
+    /// A second kube-apiserver on the same etcd and credentials, killed when the returned
+    /// guard drops.
+    pub async fn start_second_apiserver(&self) -> SecondApiserver {
+        let port = free_port();
+        let child = self.spawn_apiserver(bin_dir(), port, "apiserver-2.log");
+        let second = SecondApiserver { child, port };
+        let client = self.client_for_port(port, "admin-token").await;
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let req = http::Request::get("/readyz").body(Vec::new()).expect("request");
+            if client.request_text(req).await.is_ok_and(|t| t.trim() == "ok") {
+                break;
+            }
+            assert!(Instant::now() < deadline, "second kube-apiserver not ready");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        second
+    }
+
+    fn spawn_apiserver(&self, bins: &Path, port: u16, log_name: &str) -> Child {
         let d = self.dir.path();
-        let log = d.join("apiserver.log");
+        let log = d.join(log_name);
         let p = |n: &str| d.join(n).to_string_lossy().into_owned();
         let mut child = Command::new(bins.join("kube-apiserver"))
             .args([
                 format!("--etcd-servers={}", self.etcd_url),
                 "--bind-address=127.0.0.1".into(),
                 "--advertise-address=127.0.0.1".into(),
-                format!("--secure-port={}", self.port),
+                format!("--secure-port={port}"),
                 "--insecure-port=0".into(),
                 format!("--tls-cert-file={}", p("serving.crt")),
                 format!("--tls-private-key-file={}", p("serving.key")),
@@ -180,8 +204,8 @@ impl TestApiserver {
             .stderr(std::fs::File::create(&log).expect("apiserver log"))
             .spawn()
             .expect("starting kube-apiserver");
-        wait_for_port(self.port, &mut child, "kube-apiserver", &log);
-        self.apiserver = Some(child);
+        wait_for_port(port, &mut child, "kube-apiserver", &log);
+        child
     }
 
     async fn wait_ready(&self) {
@@ -248,12 +272,16 @@ impl TestApiserver {
 
     /// A kubeconfig file authenticating with `token` (`admin-token` or `controller-token`).
     pub fn kubeconfig(&self, token: &str) -> PathBuf {
-        let path = self.dir.path().join(format!("kubeconfig-{token}"));
+        self.kubeconfig_for_port(self.port, token)
+    }
+
+    fn kubeconfig_for_port(&self, port: u16, token: &str) -> PathBuf {
+        let path = self.dir.path().join(format!("kubeconfig-{port}-{token}"));
         let ca = std::fs::read(self.dir.path().join("ca.crt")).expect("ca");
         let ca_b64 = base64_encode(&ca);
         let text = format!(
             "apiVersion: v1\nkind: Config\nclusters:\n- name: test\n  cluster:\n    server: {url}\n    certificate-authority-data: {ca_b64}\nusers:\n- name: u\n  user:\n    token: {token}\ncontexts:\n- name: test\n  context: {{cluster: test, user: u, namespace: default}}\ncurrent-context: test\n",
-            url = self.url
+            url = format!("https://127.0.0.1:{port}")
         );
         std::fs::write(&path, text).expect("kubeconfig");
         path
@@ -261,7 +289,12 @@ impl TestApiserver {
 
     /// A client authenticating with `token`.
     pub async fn client(&self, token: &str) -> kube::Client {
-        let kc = Kubeconfig::read_from(self.kubeconfig(token)).expect("kubeconfig");
+        self.client_for_port(self.port, token).await
+    }
+
+    /// A client of the API server listening on `port`.
+    pub async fn client_for_port(&self, port: u16, token: &str) -> kube::Client {
+        let kc = Kubeconfig::read_from(self.kubeconfig_for_port(port, token)).expect("kubeconfig");
         let cfg = kube::Config::from_custom_kubeconfig(kc, &KubeConfigOptions::default())
             .await
             .expect("kube config");
@@ -271,6 +304,19 @@ impl TestApiserver {
     /// The admin (system:masters) client.
     pub async fn admin(&self) -> kube::Client {
         self.client("admin-token").await
+    }
+}
+
+/// A kube-apiserver started by [`TestApiserver::start_second_apiserver`].
+pub struct SecondApiserver {
+    child: Child,
+    pub port: u16,
+}
+
+impl Drop for SecondApiserver {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
     }
 }
 
@@ -297,4 +343,81 @@ fn base64_encode(data: &[u8]) -> String {
         }
     }
     out
+}
+
+/// Server-side applies every document of a multi-document YAML (namespaced objects without a
+/// namespace go to `default_ns`); with `dry_run` nothing is persisted. Kinds are resolved by
+/// discovery, retried for a few seconds so a CRD applied just before becomes servable.
+pub async fn apply_yaml(
+    client: &kube::Client,
+    yaml: &str,
+    default_ns: &str,
+    dry_run: bool,
+) -> Result<Vec<kube::api::DynamicObject>, String> {
+    use kube::api::{Api, DynamicObject, GroupVersionKind, Patch, PatchParams};
+    use serde::Deserialize;
+    let mut out = Vec::new();
+    for doc in serde_yaml_ng::Deserializer::from_str(yaml) {
+        let v = serde_json::Value::deserialize(doc).map_err(|e| e.to_string())?;
+        if v.is_null() {
+            continue;
+        }
+        let obj: DynamicObject = serde_json::from_value(v.clone()).map_err(|e| e.to_string())?;
+        let tm = obj.types.clone().ok_or("document without apiVersion/kind")?;
+        let (group, version) = match tm.api_version.split_once('/') {
+            Some((g, v)) => (g.to_string(), v.to_string()),
+            None => (String::new(), tm.api_version.clone()),
+        };
+        let gvk = GroupVersionKind::gvk(&group, &version, &tm.kind);
+        let deadline = Instant::now() + Duration::from_secs(20);
+        let (ar, caps) = loop {
+            match kube::discovery::pinned_kind(client, &gvk).await {
+                Ok(found) => break found,
+                Err(e) if Instant::now() > deadline => return Err(format!("{gvk:?}: {e}")),
+                Err(_) => tokio::time::sleep(Duration::from_millis(200)).await,
+            }
+        };
+        let name = obj.metadata.name.clone().ok_or("document without a name")?;
+        let api: Api<DynamicObject> = match caps.scope {
+            kube::discovery::Scope::Namespaced => {
+                let ns = obj.metadata.namespace.clone().unwrap_or_else(|| default_ns.into());
+                Api::namespaced_with(client.clone(), &ns, &ar)
+            }
+            kube::discovery::Scope::Cluster => Api::all_with(client.clone(), &ar),
+        };
+        if tm.kind == "CustomResourceDefinition" && !dry_run {
+            // v1.20 rejects a server-side apply of a single-version v1 CRD ("per-version
+            // schemas may not all be identical"); a plain create is accepted.
+            let mut pp = kube::api::PostParams::default();
+            pp.field_manager = Some("tollgate-tests".into());
+            let created = api
+                .create(&pp, &obj)
+                .await
+                .map_err(|e| format!("{} {name}: {e}", tm.kind))?;
+            out.push(created);
+            continue;
+        }
+        let mut pp = PatchParams::apply("tollgate-tests").force();
+        if dry_run {
+            pp = pp.dry_run();
+        }
+        let applied = api
+            .patch(&name, &pp, &Patch::Apply(&v))
+            .await
+            .map_err(|e| format!("{} {name}: {e}", tm.kind))?;
+        out.push(applied);
+    }
+    Ok(out)
+}
+
+/// Installs `deploy/`'s Namespace, CRD, RBAC and IngressClass for real (the controller's
+/// token then has exactly the ClusterRole's permissions).
+pub async fn install_deploy_basics(client: &kube::Client) {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy");
+    for f in ["namespace.yaml", "crd.yaml", "rbac.yaml", "ingressclass.yaml"] {
+        let text = std::fs::read_to_string(root.join(f)).expect("deploy manifest");
+        apply_yaml(client, &text, "tollgate", false)
+            .await
+            .unwrap_or_else(|e| panic!("applying deploy/{f}: {e}"));
+    }
 }

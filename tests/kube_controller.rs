@@ -1,0 +1,494 @@
+//! The Kubernetes wiring against a real kube-apiserver (v1.20.2 built from Debian's source
+//! package, `kube-apiserver/install.sh`) with etcd, on loopback. The controller always runs
+//! with the `tollgate` ServiceAccount's token under `deploy/rbac.yaml` — never as
+//! `system:masters`; the test itself sets up objects as admin.
+
+mod support;
+
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use http::StatusCode;
+use k8s_openapi::api::coordination::v1::Lease;
+use k8s_openapi::api::core::v1::ConfigMap;
+use k8s_openapi::api::events::v1::Event;
+use k8s_openapi::api::networking::v1::Ingress;
+use kube::api::{Api, DeleteParams, Patch, PatchParams};
+use support::kube_apiserver::{apply_yaml, install_deploy_basics, TestApiserver};
+use support::{echo, get, served_by, wait_until, TestProxy};
+use tollgate::ingress_status::{CONDITIONS_ANNOTATION, FINALIZER};
+use tollgate::kubernetes_mode::KubeOptions;
+use tollgate::leader_election::LeaseOptions;
+use tollgate::sources::kubernetes::KubeSourceOptions;
+use tollgate::sources::SourceSpec;
+
+/// The test apiserver serves EndpointSlice only as v1beta1; the manifests helpers write v1.
+fn service_v1beta1(name: &str, targets: &[SocketAddr]) -> String {
+    support::service(name, targets).replace(
+        "apiVersion: discovery.k8s.io/v1\n",
+        "apiVersion: discovery.k8s.io/v1beta1\n",
+    )
+}
+
+fn kube_options(k: &TestApiserver, instance: &str, lease_secs: u64) -> KubeOptions {
+    KubeOptions {
+        kubeconfig: Some(k.kubeconfig("controller-token")),
+        lease: Some(LeaseOptions {
+            namespace: "tollgate".into(),
+            name: "tollgate-proxy".into(),
+            identity: instance.into(),
+            duration: Duration::from_secs(lease_secs),
+            grace: Duration::from_secs(2),
+        }),
+        instance: instance.into(),
+        publish_service: None,
+        source: KubeSourceOptions {
+            watch_nodes: false,
+            ..KubeSourceOptions::default()
+        },
+    }
+}
+
+async fn proxy_on_api(k: &TestApiserver, publish: &str) -> TestProxy {
+    let opts = kube_options(k, "proxy-under-test", 10);
+    let publish = publish.to_string();
+    TestProxy::start_with("", move |o| {
+        o.source = SourceSpec::Kubernetes(opts);
+        o.publish_address = Some(publish);
+    })
+    .await
+}
+
+async fn routed_to(addr: SocketAddr, host: &str, path: &str) -> Option<String> {
+    match get(addr, host, path).await {
+        Ok((StatusCode::OK, _, body)) => Some(served_by(&body)),
+        _ => None,
+    }
+}
+
+fn condition(ing: &Ingress) -> serde_json::Value {
+    ing.metadata
+        .annotations
+        .as_ref()
+        .and_then(|a| a.get(CONDITIONS_ANNOTATION))
+        .and_then(|s| serde_json::from_str::<serde_json::Value>(s).ok())
+        .map(|v| v[0].clone())
+        .unwrap_or(serde_json::Value::Null)
+}
+
+async fn events_for(client: &kube::Client, ns: &str, name: &str) -> Vec<Event> {
+    let api: Api<Event> = Api::namespaced(client.clone(), ns);
+    api.list(&Default::default())
+        .await
+        .map(|l| l.items)
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|e| e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some(name))
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn proxy_mode_routes_an_ingress_writes_status_and_follows_a_path_change() {
+    let k = TestApiserver::start().await;
+    let admin = k.admin().await;
+    install_deploy_basics(&admin).await;
+    let backend = echo("api-backend").await;
+    apply_yaml(&admin, &service_v1beta1("api", &[backend]), "default", false)
+        .await
+        .expect("service");
+    let shop = |path: &str| support::ingress("shop", "", &[("shop.example", path, "Prefix", "api")]);
+    apply_yaml(&admin, &shop("/api"), "default", false)
+        .await
+        .expect("ingress");
+
+    let proxy = proxy_on_api(&k, "192.0.2.10").await;
+    wait_until(Duration::from_secs(20), "the Ingress to be routed", || async {
+        routed_to(proxy.http, "shop.example", "/api/x").await.as_deref() == Some("api-backend")
+    })
+    .await;
+
+    let ingresses: Api<Ingress> = Api::namespaced(admin.clone(), "default");
+    wait_until(Duration::from_secs(20), "status and condition", || async {
+        let Ok(ing) = ingresses.get("shop").await else {
+            return false;
+        };
+        let ip = ing
+            .status
+            .as_ref()
+            .and_then(|s| s.load_balancer.as_ref())
+            .and_then(|l| l.ingress.as_ref())
+            .and_then(|i| i.first())
+            .and_then(|i| i.ip.clone());
+        ip.as_deref() == Some("192.0.2.10") && condition(&ing)["status"] == "True"
+    })
+    .await;
+    wait_until(Duration::from_secs(20), "a Normal Synced Event", || async {
+        events_for(&admin, "default", "shop")
+            .await
+            .iter()
+            .any(|e| e.reason.as_deref() == Some("Synced") && e.type_.as_deref() == Some("Normal"))
+    })
+    .await;
+
+    // A path change in the API reaches the route table.
+    apply_yaml(&admin, &shop("/v2"), "default", false)
+        .await
+        .expect("update");
+    wait_until(Duration::from_secs(20), "the new path to be routed", || async {
+        routed_to(proxy.http, "shop.example", "/v2/x").await.as_deref() == Some("api-backend")
+            && matches!(get(proxy.http, "shop.example", "/api/x").await, Ok((StatusCode::NOT_FOUND, _, _)))
+    })
+    .await;
+
+    // Deleting the Ingress removes its routes (proxy mode puts no finalizer on it).
+    ingresses
+        .delete("shop", &DeleteParams::default())
+        .await
+        .expect("delete");
+    wait_until(Duration::from_secs(20), "the deleted Ingress to stop routing", || async {
+        matches!(get(proxy.http, "shop.example", "/v2/x").await, Ok((StatusCode::NOT_FOUND, _, _)))
+    })
+    .await;
+    proxy.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_invalid_member_of_a_group_gets_a_warning_and_a_false_condition_the_rest_is_synced() {
+    let k = TestApiserver::start().await;
+    let admin = k.admin().await;
+    install_deploy_basics(&admin).await;
+    let backend = echo("good-backend").await;
+    apply_yaml(&admin, &service_v1beta1("web", &[backend]), "default", false)
+        .await
+        .expect("service");
+    let group = "alb.ingress.kubernetes.io/group.name: shop";
+    let good = support::ingress("good", group, &[("good.example", "/", "Prefix", "web")]);
+    let bad = support::ingress(
+        "bad",
+        &format!("{group}, alb.ingress.kubernetes.io/group.order: 'not-a-number'"),
+        &[("bad.example", "/", "Prefix", "web")],
+    );
+    apply_yaml(&admin, &format!("{good}---\n{bad}"), "default", false)
+        .await
+        .expect("ingresses");
+
+    let proxy = proxy_on_api(&k, "192.0.2.20").await;
+    wait_until(Duration::from_secs(20), "the valid member to be routed", || async {
+        routed_to(proxy.http, "good.example", "/").await.as_deref() == Some("good-backend")
+    })
+    .await;
+    assert!(
+        matches!(get(proxy.http, "bad.example", "/").await, Ok((StatusCode::NOT_FOUND, _, _))),
+        "the invalid member must not be routed"
+    );
+
+    let ingresses: Api<Ingress> = Api::namespaced(admin.clone(), "default");
+    wait_until(Duration::from_secs(20), "conditions on both members", || async {
+        let (Ok(g), Ok(b)) = (ingresses.get("good").await, ingresses.get("bad").await) else {
+            return false;
+        };
+        condition(&g)["status"] == "True"
+            && condition(&b)["status"] == "False"
+            && condition(&b)["reason"] == "AnnotationInvalid"
+    })
+    .await;
+    wait_until(Duration::from_secs(20), "a Warning Event on the invalid member", || async {
+        events_for(&admin, "default", "bad").await.iter().any(|e| {
+            e.type_.as_deref() == Some("Warning")
+                && e.reason.as_deref() == Some("AnnotationInvalid")
+                && e.note.as_deref().is_some_and(|n| n.contains("group.order"))
+        })
+    })
+    .await;
+    proxy.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_watch_resumed_after_410_gone_loses_no_change() {
+    let mut k = TestApiserver::start().await;
+    let admin = k.admin().await;
+    install_deploy_basics(&admin).await;
+    let one = echo("backend-one").await;
+    let two = echo("backend-two").await;
+    apply_yaml(
+        &admin,
+        &format!("{}---\n{}", service_v1beta1("one", &[one]), service_v1beta1("two", &[two])),
+        "default",
+        false,
+    )
+    .await
+    .expect("services");
+    let ing = |svc: &str| support::ingress("site", "", &[("site.example", "/", "Prefix", svc)]);
+    apply_yaml(&admin, &ing("one"), "default", false)
+        .await
+        .expect("ingress");
+    let proxy = proxy_on_api(&k, "192.0.2.30").await;
+    wait_until(Duration::from_secs(20), "routing to one", || async {
+        routed_to(proxy.http, "site.example", "/").await.as_deref() == Some("backend-one")
+    })
+    .await;
+
+    // While the API server is down, a second API server on the same etcd takes a change;
+    // etcd's history is then compacted, so the proxy's watches cannot resume from their
+    // resourceVersion when the first server returns: they get 410 Gone and must re-list.
+    k.stop_apiserver();
+    {
+        let second = k.start_second_apiserver().await;
+        let client = k.client_for_port(second.port, "admin-token").await;
+        apply_yaml(&client, &ing("two"), "default", false)
+            .await
+            .expect("change through the second server");
+        k.compact_etcd();
+    }
+    assert_eq!(
+        routed_to(proxy.http, "site.example", "/").await.as_deref(),
+        Some("backend-one"),
+        "the proxy keeps serving the last configuration while the API is away"
+    );
+    k.restart_apiserver().await;
+    wait_until(Duration::from_secs(30), "the change made during the outage", || async {
+        routed_to(proxy.http, "site.example", "/").await.as_deref() == Some("backend-two")
+    })
+    .await;
+    proxy.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_controller_account_has_only_what_deploy_grants_and_deploy_passes_a_dry_run() {
+    let k = TestApiserver::start().await;
+    let admin = k.admin().await;
+    install_deploy_basics(&admin).await;
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy");
+    let mut files: Vec<_> = std::fs::read_dir(&root)
+        .expect("deploy/")
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|x| x == "yaml"))
+        .collect();
+    files.sort();
+    assert!(files.len() >= 7, "deploy/ manifests missing: {files:?}");
+    for f in &files {
+        let text = std::fs::read_to_string(f).expect("read");
+        let applied = apply_yaml(&admin, &text, "tollgate", true)
+            .await
+            .unwrap_or_else(|e| panic!("{} fails a server-side dry-run apply: {e}", f.display()));
+        assert!(!applied.is_empty(), "{} holds no object", f.display());
+    }
+    // deploy/crd.yaml is what `tollgate crd` prints.
+    let generated = tollgate::class_params::crd_yaml().expect("crd");
+    assert_eq!(
+        std::fs::read_to_string(root.join("crd.yaml")).expect("crd.yaml"),
+        generated,
+        "deploy/crd.yaml is stale: run `tollgate crd > deploy/crd.yaml`"
+    );
+
+    let ctl = k.client("controller-token").await;
+    let ingresses: Api<Ingress> = Api::namespaced(ctl.clone(), "default");
+    assert!(ingresses.list(&Default::default()).await.is_ok(), "may list Ingresses");
+    let forbidden = |r: Result<_, kube::Error>| matches!(r, Err(kube::Error::Api(s)) if s.code == 403);
+    let cms: Api<ConfigMap> = Api::namespaced(ctl.clone(), "default");
+    assert!(forbidden(cms.list(&Default::default()).await.map(|_| ())), "ConfigMaps are not readable");
+    assert!(
+        forbidden(
+            ingresses
+                .create(&Default::default(), &Ingress {
+                    metadata: kube::api::ObjectMeta {
+                        name: Some("x".into()),
+                        ..Default::default()
+                    },
+                    ..Default::default()
+                })
+                .await
+                .map(|_| ())
+        ),
+        "Ingresses cannot be created"
+    );
+    assert!(
+        forbidden(ingresses.delete("x", &DeleteParams::default()).await.map(|_| ())),
+        "Ingresses cannot be deleted"
+    );
+    let leases_elsewhere: Api<Lease> = Api::namespaced(ctl.clone(), "default");
+    assert!(
+        forbidden(
+            leases_elsewhere
+                .patch("l", &PatchParams::apply("t"), &Patch::Apply(serde_json::json!({
+                    "apiVersion": "coordination.k8s.io/v1", "kind": "Lease", "metadata": {"name": "l"}
+                })))
+                .await
+                .map(|_| ())
+        ),
+        "Leases only in Tollgate's namespace"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn killing_the_leader_hands_status_writing_to_the_other_replica_within_15_seconds() {
+    let k = TestApiserver::start().await;
+    let admin = k.admin().await;
+    install_deploy_basics(&admin).await;
+    let kubeconfig = k.kubeconfig("controller-token");
+    let bin = env!("CARGO_BIN_EXE_tollgate");
+    let spawn = |name: &str, publish: &str| {
+        std::process::Command::new(bin)
+            .args(["proxy", "--http-listen", "127.0.0.1:0", "--https-listen", "127.0.0.1:0"])
+            .args(["--admin-listen", "127.0.0.1:0", "--lease-duration-seconds", "8"])
+            .args(["--lease-namespace", "tollgate", "--instance", name])
+            .args(["--publish-address", publish])
+            .arg("--kubeconfig")
+            .arg(&kubeconfig)
+            .env("RUST_LOG", "warn")
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("start tollgate")
+    };
+    let leases: Api<Lease> = Api::namespaced(admin.clone(), "tollgate");
+    let holder = || async {
+        leases
+            .get_opt("tollgate-proxy")
+            .await
+            .ok()
+            .flatten()
+            .and_then(|l| l.spec.and_then(|s| s.holder_identity))
+    };
+    let mut first = spawn("replica-a", "192.0.2.1");
+    wait_until(Duration::from_secs(20), "replica-a to lead", || async {
+        holder().await.as_deref() == Some("replica-a")
+    })
+    .await;
+    let mut second = spawn("replica-b", "192.0.2.2");
+    let backend = echo("b").await;
+    apply_yaml(&admin, &service_v1beta1("web", &[backend]), "default", false)
+        .await
+        .expect("service");
+    apply_yaml(
+        &admin,
+        &support::ingress("site", "", &[("site.example", "/", "Prefix", "web")]),
+        "default",
+        false,
+    )
+    .await
+    .expect("ingress");
+    let ingresses: Api<Ingress> = Api::namespaced(admin.clone(), "default");
+    let published = || async {
+        ingresses
+            .get("site")
+            .await
+            .ok()
+            .and_then(|i| i.status)
+            .and_then(|s| s.load_balancer)
+            .and_then(|l| l.ingress)
+            .and_then(|v| v.first().and_then(|i| i.ip.clone()))
+    };
+    wait_until(Duration::from_secs(20), "the leader's status", || async {
+        published().await.as_deref() == Some("192.0.2.1")
+    })
+    .await;
+    // Only the leader writes: the follower's different address never appears.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(published().await.as_deref(), Some("192.0.2.1"), "the follower wrote status");
+
+    let killed = Instant::now();
+    first.kill().expect("kill leader");
+    let _ = first.wait();
+    wait_until(Duration::from_secs(15), "replica-b to take the Lease", || async {
+        holder().await.as_deref() == Some("replica-b")
+    })
+    .await;
+    let takeover = killed.elapsed();
+    wait_until(Duration::from_secs(10), "the new leader's status", || async {
+        published().await.as_deref() == Some("192.0.2.2")
+    })
+    .await;
+    eprintln!("leader take-over after {takeover:?}");
+    assert!(takeover <= Duration::from_secs(15), "take-over took {takeover:?}");
+    let _ = second.kill();
+    let _ = second.wait();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn aws_mode_creates_the_alb_writes_its_hostname_and_cleans_up_behind_the_finalizer() {
+    use tollgate::aws_command::{run_continuous, AwsRunOptions};
+    use tollgate::{BuildOptions, Grouping};
+    use tollgate_aws::aws_api::Aws;
+
+    support::moto::test_credentials();
+    let moto = support::moto::start_moto();
+    support::moto::seed_cluster(&moto.endpoint, "kube", 0).await;
+    let k = TestApiserver::start().await;
+    let admin = k.admin().await;
+    install_deploy_basics(&admin).await;
+    apply_yaml(
+        &admin,
+        &service_v1beta1("api", &["10.0.0.21:9000".parse().expect("addr")]),
+        "default",
+        false,
+    )
+    .await
+    .expect("service");
+    let shop = |path: &str| support::ingress("shop", "", &[("shop.example", path, "Prefix", "api")]);
+    apply_yaml(&admin, &shop("/api"), "default", false)
+        .await
+        .expect("ingress");
+
+    let mut kube = kube_options(&k, "aws-under-test", 10);
+    if let Some(l) = kube.lease.as_mut() {
+        l.name = "tollgate-aws".into();
+    }
+    let opts = AwsRunOptions {
+        source: SourceSpec::Kubernetes(kube),
+        build: BuildOptions {
+            grouping: Grouping::ByIngressGroup,
+            ..BuildOptions::default()
+        },
+        cluster: "kube".into(),
+        endpoint: Some(moto.endpoint.clone()),
+        region: Some("us-east-1".into()),
+        limits: Default::default(),
+        resync: Duration::from_secs(300),
+        admin_listen: None,
+    };
+    let (stop, stop_rx) = tokio::sync::watch::channel(false);
+    let controller = tokio::spawn(async move { run_continuous(&opts, stop_rx).await });
+
+    let aws = Aws::connect("kube", Some(&moto.endpoint), Some("us-east-1")).await;
+    let ingresses: Api<Ingress> = Api::namespaced(admin.clone(), "default");
+    wait_until(Duration::from_secs(60), "the ALB's DNS name in the Ingress status", || async {
+        let Ok(inv) = aws.observe().await else { return false };
+        let Some(lb) = inv.load_balancers.first() else { return false };
+        let Ok(ing) = ingresses.get("shop").await else { return false };
+        let host = ing
+            .status
+            .and_then(|s| s.load_balancer)
+            .and_then(|l| l.ingress)
+            .and_then(|v| v.first().and_then(|i| i.hostname.clone()));
+        host.as_deref() == Some(lb.dns_name.as_str())
+            && ing.metadata.finalizers.unwrap_or_default().iter().any(|f| f == FINALIZER)
+    })
+    .await;
+
+    // A path change in the API reaches the ALB's rules.
+    apply_yaml(&admin, &shop("/v2"), "default", false)
+        .await
+        .expect("update");
+    wait_until(Duration::from_secs(60), "the changed rule in AWS", || async {
+        let Ok(inv) = aws.observe().await else { return false };
+        let rules = format!("{:?}", inv.load_balancers);
+        rules.contains("/v2") && !rules.contains("\"/api\"")
+    })
+    .await;
+
+    ingresses
+        .delete("shop", &DeleteParams::default())
+        .await
+        .expect("delete");
+    wait_until(Duration::from_secs(60), "the Ingress gone and nothing left in AWS", || async {
+        let gone = matches!(ingresses.get_opt("shop").await, Ok(None));
+        let empty = aws.observe().await.is_ok_and(|inv| {
+            inv.load_balancers.is_empty() && inv.target_groups.is_empty()
+        });
+        gone && empty
+    })
+    .await;
+    let _ = stop.send(true);
+    let _ = tokio::time::timeout(Duration::from_secs(10), controller).await;
+}
