@@ -10,7 +10,9 @@ set -euo pipefail
 VERSION=1.20.2
 DEB_VERSION=1.20.5+really1.20.2-1.1+deb12u1
 CACHE=${XDG_CACHE_HOME:-$HOME/.cache}/tollgate
-OUT=${TOLLGATE_KUBE_BIN:-$CACHE/kube-$VERSION}
+# The suffix names the local patches applied; a new patch gets a new directory.
+OUT=${TOLLGATE_KUBE_BIN:-$CACHE/kube-$VERSION-p1}
+HERE=$(cd "$(dirname "$0")" && pwd)
 mkdir -p "$CACHE"
 
 need_apt=()
@@ -19,6 +21,7 @@ command -v make >/dev/null || need_apt+=(make)
 command -v rsync >/dev/null || need_apt+=(rsync)
 command -v etcd >/dev/null || need_apt+=(etcd-server etcd-client)
 command -v openssl >/dev/null || need_apt+=(openssl)
+command -v patch >/dev/null || need_apt+=(patch)
 if [ ${#need_apt[@]} -gt 0 ]; then
   apt-get update -qq >&2 && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need_apt[@]}" >&2
 fi
@@ -44,6 +47,10 @@ CONF
     (cd "$work" && apt-get source --download-only "kubernetes=$DEB_VERSION" >&2)
     tar -C "$work" -xzf "$work"/kubernetes_*.orig.tar.gz
     src=$(find "$work" -maxdepth 1 -type d -name 'kubernetes-*' | head -n1)
+    # The vendored modern-go/reflect2 v1.0.1 predates Go 1.18's reflect.mapiterinit
+    # signature: built with bookworm's Go 1.19, the API server segfaults the first time it
+    # encodes a custom resource. This is the upstream v1.0.2 fix.
+    patch -d "$src" -p1 <"$HERE/reflect2-go1.18-mapiter.patch" >&2
     (
       cd "$src"
       export CGO_ENABLED=0 GOFLAGS=-mod=vendor GOPROXY=off

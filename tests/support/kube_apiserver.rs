@@ -401,10 +401,18 @@ pub async fn apply_yaml(
         if dry_run {
             pp = pp.dry_run();
         }
-        let applied = api
-            .patch(&name, &pp, &Patch::Apply(&v))
-            .await
-            .map_err(|e| format!("{} {name}: {e}", tm.kind))?;
+        // Right after a CRD is registered the server may drop a request to its new endpoint
+        // (and it is not yet in discovery everywhere): retry transport errors and 404s briefly.
+        let applied = loop {
+            match api.patch(&name, &pp, &Patch::Apply(&v)).await {
+                Ok(o) => break o,
+                Err(kube::Error::Api(s)) if s.code != 404 || Instant::now() > deadline => {
+                    return Err(format!("{} {name}: {s}", tm.kind))
+                }
+                Err(e) if Instant::now() > deadline => return Err(format!("{} {name}: {e}", tm.kind)),
+                Err(_) => tokio::time::sleep(Duration::from_millis(200)).await,
+            }
+        };
         out.push(applied);
     }
     Ok(out)
