@@ -23,9 +23,11 @@ use tokio::net::TcpStream;
 /// Status code of `GET path` with `Host: host`, on a new connection.
 async fn status(addr: SocketAddr, host: &str, path: &str) -> Option<u16> {
     let mut s = TcpStream::connect(addr).await.ok()?;
-    s.write_all(format!("GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n").as_bytes())
-        .await
-        .ok()?;
+    s.write_all(
+        format!("GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n").as_bytes(),
+    )
+    .await
+    .ok()?;
     let mut buf = Vec::new();
     s.read_to_end(&mut buf).await.ok()?;
     let text = String::from_utf8_lossy(&buf);
@@ -34,7 +36,7 @@ async fn status(addr: SocketAddr, host: &str, path: &str) -> Option<u16> {
 
 fn slice_yaml(svc: &str, port: u16, endpoints: usize) -> String {
     let mut y = format!(
-        "apiVersion: v1\nkind: Service\nmetadata: {{name: {svc}}}\nspec: {{ports: [{{name: http, port: 80}}]}}\n---\napiVersion: discovery.k8s.io/v1beta1\nkind: EndpointSlice\nmetadata: {{name: {svc}-1, labels: {{kubernetes.io/service-name: {svc}}}}}\naddressType: IPv4\nports: [{{name: http, port: {port}}}]\nendpoints:\n"
+        "apiVersion: v1\nkind: Service\nmetadata: {{name: {svc}}}\nspec: {{ports: [{{name: http, port: 80, protocol: TCP}}]}}\n---\napiVersion: discovery.k8s.io/v1beta1\nkind: EndpointSlice\nmetadata: {{name: {svc}-1, labels: {{kubernetes.io/service-name: {svc}}}}}\naddressType: IPv4\nports: [{{name: http, port: {port}}}]\nendpoints:\n"
     );
     for i in 0..endpoints {
         // The first endpoint is the loopback echo backend; the rest are addresses nobody
@@ -44,7 +46,9 @@ fn slice_yaml(svc: &str, port: u16, endpoints: usize) -> String {
         } else {
             format!("10.{}.{}.{}", (i >> 16) & 255, (i >> 8) & 255, i & 255)
         };
-        y.push_str(&format!("- {{addresses: ['{ip}'], conditions: {{ready: true}}}}\n"));
+        y.push_str(&format!(
+            "- {{addresses: ['{ip}'], conditions: {{ready: true}}}}\n"
+        ));
     }
     y
 }
@@ -111,15 +115,22 @@ fn rss_kib(pid: u32) -> (u64, u64) {
 }
 
 async fn change_latency(k: &TestApiserver, admin: &kube::Client) {
-    let echo = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("echo");
+    let echo = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("echo");
     let port = echo.local_addr().expect("addr").port();
     tokio::spawn(tollgate::echo_backend::serve_echo(echo, "bench".into()));
     apply_yaml(admin, &slice_yaml("web", port, 1), "default", false)
         .await
         .expect("service");
-    apply_yaml(admin, &ingress_yaml("site", "site.example", "/v0", "web"), "default", false)
-        .await
-        .expect("ingress");
+    apply_yaml(
+        admin,
+        &ingress_yaml("site", "site.example", "/v0", "web"),
+        "default",
+        false,
+    )
+    .await
+    .expect("ingress");
     let (http, adm) = (free_addr(), free_addr());
     let _proxy = spawn_proxy(&k.kubeconfig("controller-token"), http, adm);
     wait_for("first route", Duration::from_secs(30), async || {
@@ -164,7 +175,9 @@ async fn memory(k: &TestApiserver, admin: &kube::Client) {
     )
     .await
     .expect("namespace");
-    let echo = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("echo");
+    let echo = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("echo");
     let port = echo.local_addr().expect("addr").port();
     tokio::spawn(tollgate::echo_backend::serve_echo(echo, "scale".into()));
     let started = Instant::now();
@@ -175,17 +188,29 @@ async fn memory(k: &TestApiserver, admin: &kube::Client) {
     }
     let api: Api<Ingress> = Api::namespaced(admin.clone(), ns);
     for i in 0..1000 {
-        let y = ingress_yaml(&format!("ing{i}"), &format!("h{i}.example"), "/", &format!("svc{}", i % 100));
+        let y = ingress_yaml(
+            &format!("ing{i}"),
+            &format!("h{i}.example"),
+            "/",
+            &format!("svc{}", i % 100),
+        );
         let ing: Ingress = serde_yaml_ng::from_str(&y).expect("ingress yaml");
-        api.create(&PostParams::default(), &ing).await.expect("create");
+        api.create(&PostParams::default(), &ing)
+            .await
+            .expect("create");
     }
-    println!("created 1,000 Ingresses and 10,000 endpoints in {:.1} s", started.elapsed().as_secs_f64());
+    println!(
+        "created 1,000 Ingresses and 10,000 endpoints in {:.1} s",
+        started.elapsed().as_secs_f64()
+    );
     let (http, adm) = (free_addr(), free_addr());
     let proxy = spawn_proxy(&k.kubeconfig("controller-token"), http, adm);
     let t0 = Instant::now();
-    wait_for("the last Ingress routed", Duration::from_secs(120), async || {
-        status(http, "h999.example", "/").await == Some(200)
-    })
+    wait_for(
+        "the last Ingress routed",
+        Duration::from_secs(120),
+        async || status(http, "h999.example", "/").await == Some(200),
+    )
     .await;
     let synced = t0.elapsed();
     // Let the status writer finish its 1,000 writes, then measure.

@@ -7,20 +7,20 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use tokio::sync::watch;
-use tollgate_aws::alb_stack::{build_stacks, AlbLimits, AlbStack};
 use k8s_openapi::api::networking::v1::Ingress;
 use kube::ResourceExt;
+use tokio::sync::watch;
+use tollgate_aws::alb_stack::{build_stacks, AlbLimits, AlbStack};
 use tollgate_aws::aws_api::{stack_of, Aws, AwsError};
 use tollgate_aws::inventory::Inventory;
 use tollgate_aws::plan::plan;
 use tollgate_contract::{Diagnostic, ObjectRef};
 
-use crate::sources::manifest_dir::{load_dir, ManifestDirError, ManifestDirSource};
 use crate::admin_server::{serve_aws_admin, AwsAdminState};
 use crate::ingress_status::{PublishedAddress, SyncReport, FINALIZER};
 use crate::kubernetes_mode::{KubeContext, KubeModeError};
 use crate::sources::kubernetes::KubeSource;
+use crate::sources::manifest_dir::{load_dir, ManifestDirError, ManifestDirSource};
 use crate::sources::{Source, SourceSpec, SourceState};
 use crate::{build, load_balancer_id, BuildOptions, ClusterSnapshot};
 
@@ -181,7 +181,12 @@ pub async fn run_continuous(
         let l = tokio::net::TcpListener::bind(addr)
             .await
             .map_err(|source| AwsRunError::Listen { addr, source })?;
-        tokio::spawn(serve_aws_admin(l, admin.clone(), aws.clone(), shutdown.clone()));
+        tokio::spawn(serve_aws_admin(
+            l,
+            admin.clone(),
+            aws.clone(),
+            shutdown.clone(),
+        ));
     }
     // The source has listed everything: a follower is as ready as it gets.
     admin.ready.store(true, Ordering::Relaxed);
@@ -332,7 +337,9 @@ async fn report_to_cluster(
         };
         if release {
             match ctx.writer.remove_finalizer(ing).await {
-                Ok(()) => tracing::info!(ingress = %format!("{}/{}", key.0, key.1), "AWS resources gone; finalizer removed"),
+                Ok(()) => {
+                    tracing::info!(ingress = %format!("{}/{}", key.0, key.1), "AWS resources gone; finalizer removed")
+                }
                 Err(e) => tracing::warn!(error = %e, "cannot remove the finalizer"),
             }
         }

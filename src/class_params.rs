@@ -72,7 +72,10 @@ fn string_enum(values: &[&str], description: &str) -> schemars::Schema {
 }
 
 fn scheme_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
-    string_enum(&["internet-facing", "internal"], "`internet-facing` or `internal`.")
+    string_enum(
+        &["internet-facing", "internal"],
+        "`internet-facing` or `internal`.",
+    )
 }
 
 fn target_type_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {

@@ -88,7 +88,12 @@ fn diag_event(d: &Diagnostic) -> Event {
     }
 }
 
-fn object_ref(kind: ObjectKind, namespace: &str, name: &str, uid: Option<String>) -> Option<ObjectReference> {
+fn object_ref(
+    kind: ObjectKind,
+    namespace: &str,
+    name: &str,
+    uid: Option<String>,
+) -> Option<ObjectReference> {
     let (api_version, kind) = match kind {
         ObjectKind::Ingress => ("networking.k8s.io/v1", "Ingress"),
         ObjectKind::IngressClass => ("networking.k8s.io/v1", "IngressClass"),
@@ -112,7 +117,10 @@ fn condition_of(ing: &Ingress, diags: &[&Diagnostic], now: &str) -> serde_json::
         .iter()
         .filter(|d| d.severity == Severity::Error)
         .collect();
-    let warnings = diags.iter().filter(|d| d.severity == Severity::Warning).count();
+    let warnings = diags
+        .iter()
+        .filter(|d| d.severity == Severity::Warning)
+        .count();
     let (status, reason, message) = match errors.first() {
         Some(d) => ("False", format!("{:?}", d.reason), d.message.clone()),
         None if warnings > 0 => (
@@ -129,10 +137,9 @@ fn condition_of(ing: &Ingress, diags: &[&Diagnostic], now: &str) -> serde_json::
         .and_then(|s| serde_json::from_str::<serde_json::Value>(s).ok())
         .and_then(|v| v.get(0).cloned());
     let since = match &previous {
-        Some(p) if p["status"] == status => p["lastTransitionTime"]
-            .as_str()
-            .unwrap_or(now)
-            .to_string(),
+        Some(p) if p["status"] == status => {
+            p["lastTransitionTime"].as_str().unwrap_or(now).to_string()
+        }
         _ => now.to_string(),
     };
     json!([{
@@ -186,17 +193,16 @@ impl IngressStatusWriter {
     pub async fn sync(&mut self, ingresses: &[Ingress], report: &SyncReport) -> Vec<StatusError> {
         let mut errors = Vec::new();
         let now = jiff_now();
-        let by_ingress: HashMap<(&str, &str), Vec<&Diagnostic>> =
-            report
-                .diagnostics
-                .iter()
-                .filter(|d| d.subject.kind == ObjectKind::Ingress)
-                .fold(HashMap::new(), |mut m, d| {
-                    m.entry((d.subject.namespace.as_str(), d.subject.name.as_str()))
-                        .or_default()
-                        .push(d);
-                    m
-                });
+        let by_ingress: HashMap<(&str, &str), Vec<&Diagnostic>> = report
+            .diagnostics
+            .iter()
+            .filter(|d| d.subject.kind == ObjectKind::Ingress)
+            .fold(HashMap::new(), |mut m, d| {
+                m.entry((d.subject.namespace.as_str(), d.subject.name.as_str()))
+                    .or_default()
+                    .push(d);
+                m
+            });
         for ing in ingresses {
             let ns = ing.namespace().unwrap_or_default();
             let name = ing.name_any();
@@ -240,7 +246,8 @@ impl IngressStatusWriter {
             let cond = condition_of(ing, &diags, &now);
             let cond_text = cond.to_string();
             if ing.annotations().get(CONDITIONS_ANNOTATION) != Some(&cond_text) {
-                let patch = json!({ "metadata": { "annotations": { CONDITIONS_ANNOTATION: cond_text } } });
+                let patch =
+                    json!({ "metadata": { "annotations": { CONDITIONS_ANNOTATION: cond_text } } });
                 if let Err(source) = api
                     .patch(&name, &PatchParams::default(), &Patch::Merge(&patch))
                     .await
@@ -294,7 +301,9 @@ impl IngressStatusWriter {
         for d in current.difference(&self.reported) {
             let s = &d.subject;
             let uid = if s.kind == ObjectKind::Ingress {
-                uids.get(&(s.namespace.clone(), s.name.clone())).cloned().flatten()
+                uids.get(&(s.namespace.clone(), s.name.clone()))
+                    .cloned()
+                    .flatten()
             } else {
                 None
             };
@@ -321,7 +330,9 @@ impl IngressStatusWriter {
     pub async fn add_finalizers(&self, ingresses: &[&Ingress]) -> Vec<StatusError> {
         let mut errors = Vec::new();
         for ing in ingresses {
-            if ing.metadata.deletion_timestamp.is_some() || ing.finalizers().iter().any(|f| f == FINALIZER) {
+            if ing.metadata.deletion_timestamp.is_some()
+                || ing.finalizers().iter().any(|f| f == FINALIZER)
+            {
                 continue;
             }
             let mut fins = ing.finalizers().to_vec();

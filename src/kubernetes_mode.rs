@@ -51,7 +51,8 @@ pub struct KubeContext {
 pub async fn connect(opts: &KubeOptions) -> Result<Client, KubeModeError> {
     let cfg = match &opts.kubeconfig {
         Some(path) => {
-            let kc = Kubeconfig::read_from(path).map_err(|e| KubeModeError::Config(e.to_string()))?;
+            let kc =
+                Kubeconfig::read_from(path).map_err(|e| KubeModeError::Config(e.to_string()))?;
             kube::Config::from_custom_kubeconfig(kc, &KubeConfigOptions::default())
                 .await
                 .map_err(|e| KubeModeError::Config(e.to_string()))?

@@ -8,13 +8,13 @@ use std::time::Duration;
 use anyhow::Context;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use serde::Serialize;
-use tollgate::model_builder::CONTROLLER_NAME;
 use tollgate::kubernetes_mode::KubeOptions;
 use tollgate::leader_election::LeaseOptions;
+use tollgate::model_builder::CONTROLLER_NAME;
 use tollgate::proxy_command::{run_proxy, ProxyRunOptions};
 use tollgate::sources::kubernetes::KubeSourceOptions;
-use tollgate::sources::SourceSpec;
 use tollgate::sources::manifest_dir::load_dir;
+use tollgate::sources::SourceSpec;
 use tollgate::{build, BuildOptions, Grouping};
 use tollgate_contract::{DesiredState, Diagnostic, Severity, TargetType};
 use tollgate_proxy::{Limits, ProxySettings};
@@ -224,9 +224,12 @@ impl KubeArgs {
         });
         let publish_service = match publish_service {
             Some(s) => {
-                let (ns, name) = s.split_once('/').filter(|(a, b)| !a.is_empty() && !b.is_empty()).ok_or_else(|| {
-                    anyhow::anyhow!("--publish-service must be NAMESPACE/NAME, got {s:?}")
-                })?;
+                let (ns, name) = s
+                    .split_once('/')
+                    .filter(|(a, b)| !a.is_empty() && !b.is_empty())
+                    .ok_or_else(|| {
+                        anyhow::anyhow!("--publish-service must be NAMESPACE/NAME, got {s:?}")
+                    })?;
                 Some((ns.to_string(), name.to_string()))
             }
             None => None,
@@ -254,7 +257,12 @@ impl KubeArgs {
     }
 }
 
-fn source_spec(model: &ModelArgs, kube: &KubeArgs, mode: &str, publish_service: Option<&str>) -> anyhow::Result<SourceSpec> {
+fn source_spec(
+    model: &ModelArgs,
+    kube: &KubeArgs,
+    mode: &str,
+    publish_service: Option<&str>,
+) -> anyhow::Result<SourceSpec> {
     Ok(match &model.manifests {
         Some(dir) => SourceSpec::Manifests(dir.clone()),
         None => SourceSpec::Kubernetes(kube.options(mode, publish_service)?),
@@ -412,7 +420,12 @@ fn seconds(s: f64, what: &str) -> anyhow::Result<Duration> {
 
 fn proxy(args: ProxyArgs) -> anyhow::Result<ExitCode> {
     let opts = ProxyRunOptions {
-        source: source_spec(&args.model, &args.kube, "proxy", args.publish_service.as_deref())?,
+        source: source_spec(
+            &args.model,
+            &args.kube,
+            "proxy",
+            args.publish_service.as_deref(),
+        )?,
         build: args.model.options(Grouping::Single("proxy".into())),
         http_listen: args.http_listen,
         https_listen: args.https_listen,

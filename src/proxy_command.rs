@@ -132,7 +132,12 @@ pub async fn run_proxy_on(
     // Status is written off the configuration path: a slow API server never delays routing.
     let (status_tx, status_rx) = watch::channel(None);
     if let Some(ctx) = kube {
-        servers.spawn(write_status(ctx, status_rx, opts.publish_address.clone(), stop_rx.clone()));
+        servers.spawn(write_status(
+            ctx,
+            status_rx,
+            opts.publish_address.clone(),
+            stop_rx.clone(),
+        ));
     }
     let mut reported: BTreeSet<Diagnostic> = BTreeSet::new();
     let mut echo_started: HashSet<SocketAddr> = HashSet::new();
@@ -240,8 +245,16 @@ async fn write_status(
             }
             failed = !errors.is_empty();
         }
-        let backoff = tokio::time::sleep(if failed { retry } else { Duration::from_secs(3600) });
-        retry = if failed { (retry * 2).min(Duration::from_secs(30)) } else { Duration::from_millis(500) };
+        let backoff = tokio::time::sleep(if failed {
+            retry
+        } else {
+            Duration::from_secs(3600)
+        });
+        retry = if failed {
+            (retry * 2).min(Duration::from_secs(30))
+        } else {
+            Duration::from_millis(500)
+        };
         tokio::select! {
             changed = applied.changed() => if changed.is_err() { return },
             changed = leadership.changed() => if changed.is_err() { return },

@@ -3,8 +3,8 @@
 //! one mutating call, deleting every Ingress leaves zero tagged resources; `instance` targets
 //! are the nodes' instances on the NodePort.
 
-use std::path::Path;
 use std::net::TcpStream;
+use std::path::Path;
 use std::time::Duration;
 
 mod support;

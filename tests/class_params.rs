@@ -77,7 +77,10 @@ fn class_parameters_override_annotations_only_for_their_class() {
     assert_eq!(platform.ingresses.len(), 1);
     assert_eq!(platform.ingresses[0].name, "a");
     assert_eq!(platform.scheme, Scheme::Internal);
-    assert_eq!(platform.tags.get("team").map(String::as_str), Some("platform"));
+    assert_eq!(
+        platform.tags.get("team").map(String::as_str),
+        Some("platform")
+    );
     assert_eq!(platform.tags.get("owner").map(String::as_str), Some("a"));
     assert!(platform
         .target_groups
@@ -99,7 +102,8 @@ fn the_crd_is_a_structural_cluster_scoped_v1_crd_without_null_enums() {
     assert_eq!(v["spec"]["group"], "tollgate.io");
     // kube-apiserver 1.20 rejects a CRD whose enum lists null.
     assert!(!yaml.contains("- null"), "{yaml}");
-    let spec = &v["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["spec"]["properties"];
+    let spec =
+        &v["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["spec"]["properties"];
     for field in [
         "group",
         "scheme",

@@ -24,10 +24,16 @@ use tollgate::sources::SourceSpec;
 
 /// The test apiserver serves EndpointSlice only as v1beta1; the manifests helpers write v1.
 fn service_v1beta1(name: &str, targets: &[SocketAddr]) -> String {
-    support::service(name, targets).replace(
-        "apiVersion: discovery.k8s.io/v1\n",
-        "apiVersion: discovery.k8s.io/v1beta1\n",
-    )
+    // Server-side apply on v1.20 needs `protocol` in list entries keyed by it.
+    support::service(name, targets)
+        .replace(
+            "apiVersion: discovery.k8s.io/v1\n",
+            "apiVersion: discovery.k8s.io/v1beta1\n",
+        )
+        .replace(
+            "{name: http, port: 80}",
+            "{name: http, port: 80, protocol: TCP}",
+        )
 }
 
 fn kube_options(k: &TestApiserver, instance: &str, lease_secs: u64) -> KubeOptions {
@@ -93,18 +99,31 @@ async fn proxy_mode_routes_an_ingress_writes_status_and_follows_a_path_change() 
     let admin = k.admin().await;
     install_deploy_basics(&admin).await;
     let backend = echo("api-backend").await;
-    apply_yaml(&admin, &service_v1beta1("api", &[backend]), "default", false)
-        .await
-        .expect("service");
-    let shop = |path: &str| support::ingress("shop", "", &[("shop.example", path, "Prefix", "api")]);
+    apply_yaml(
+        &admin,
+        &service_v1beta1("api", &[backend]),
+        "default",
+        false,
+    )
+    .await
+    .expect("service");
+    let shop =
+        |path: &str| support::ingress("shop", "", &[("shop.example", path, "Prefix", "api")]);
     apply_yaml(&admin, &shop("/api"), "default", false)
         .await
         .expect("ingress");
 
     let proxy = proxy_on_api(&k, "192.0.2.10").await;
-    wait_until(Duration::from_secs(20), "the Ingress to be routed", || async {
-        routed_to(proxy.http, "shop.example", "/api/x").await.as_deref() == Some("api-backend")
-    })
+    wait_until(
+        Duration::from_secs(20),
+        "the Ingress to be routed",
+        || async {
+            routed_to(proxy.http, "shop.example", "/api/x")
+                .await
+                .as_deref()
+                == Some("api-backend")
+        },
+    )
     .await;
 
     let ingresses: Api<Ingress> = Api::namespaced(admin.clone(), "default");
@@ -134,10 +153,20 @@ async fn proxy_mode_routes_an_ingress_writes_status_and_follows_a_path_change() 
     apply_yaml(&admin, &shop("/v2"), "default", false)
         .await
         .expect("update");
-    wait_until(Duration::from_secs(20), "the new path to be routed", || async {
-        routed_to(proxy.http, "shop.example", "/v2/x").await.as_deref() == Some("api-backend")
-            && matches!(get(proxy.http, "shop.example", "/api/x").await, Ok((StatusCode::NOT_FOUND, _, _)))
-    })
+    wait_until(
+        Duration::from_secs(20),
+        "the new path to be routed",
+        || async {
+            routed_to(proxy.http, "shop.example", "/v2/x")
+                .await
+                .as_deref()
+                == Some("api-backend")
+                && matches!(
+                    get(proxy.http, "shop.example", "/api/x").await,
+                    Ok((StatusCode::NOT_FOUND, _, _))
+                )
+        },
+    )
     .await;
 
     // Deleting the Ingress removes its routes (proxy mode puts no finalizer on it).
@@ -145,9 +174,16 @@ async fn proxy_mode_routes_an_ingress_writes_status_and_follows_a_path_change() 
         .delete("shop", &DeleteParams::default())
         .await
         .expect("delete");
-    wait_until(Duration::from_secs(20), "the deleted Ingress to stop routing", || async {
-        matches!(get(proxy.http, "shop.example", "/v2/x").await, Ok((StatusCode::NOT_FOUND, _, _)))
-    })
+    wait_until(
+        Duration::from_secs(20),
+        "the deleted Ingress to stop routing",
+        || async {
+            matches!(
+                get(proxy.http, "shop.example", "/v2/x").await,
+                Ok((StatusCode::NOT_FOUND, _, _))
+            )
+        },
+    )
     .await;
     proxy.stop().await;
 }
@@ -158,9 +194,14 @@ async fn an_invalid_member_of_a_group_gets_a_warning_and_a_false_condition_the_r
     let admin = k.admin().await;
     install_deploy_basics(&admin).await;
     let backend = echo("good-backend").await;
-    apply_yaml(&admin, &service_v1beta1("web", &[backend]), "default", false)
-        .await
-        .expect("service");
+    apply_yaml(
+        &admin,
+        &service_v1beta1("web", &[backend]),
+        "default",
+        false,
+    )
+    .await
+    .expect("service");
     let group = "alb.ingress.kubernetes.io/group.name: shop";
     let good = support::ingress("good", group, &[("good.example", "/", "Prefix", "web")]);
     let bad = support::ingress(
@@ -173,32 +214,47 @@ async fn an_invalid_member_of_a_group_gets_a_warning_and_a_false_condition_the_r
         .expect("ingresses");
 
     let proxy = proxy_on_api(&k, "192.0.2.20").await;
-    wait_until(Duration::from_secs(20), "the valid member to be routed", || async {
-        routed_to(proxy.http, "good.example", "/").await.as_deref() == Some("good-backend")
-    })
+    wait_until(
+        Duration::from_secs(20),
+        "the valid member to be routed",
+        || async {
+            routed_to(proxy.http, "good.example", "/").await.as_deref() == Some("good-backend")
+        },
+    )
     .await;
     assert!(
-        matches!(get(proxy.http, "bad.example", "/").await, Ok((StatusCode::NOT_FOUND, _, _))),
+        matches!(
+            get(proxy.http, "bad.example", "/").await,
+            Ok((StatusCode::NOT_FOUND, _, _))
+        ),
         "the invalid member must not be routed"
     );
 
     let ingresses: Api<Ingress> = Api::namespaced(admin.clone(), "default");
-    wait_until(Duration::from_secs(20), "conditions on both members", || async {
-        let (Ok(g), Ok(b)) = (ingresses.get("good").await, ingresses.get("bad").await) else {
-            return false;
-        };
-        condition(&g)["status"] == "True"
-            && condition(&b)["status"] == "False"
-            && condition(&b)["reason"] == "AnnotationInvalid"
-    })
+    wait_until(
+        Duration::from_secs(20),
+        "conditions on both members",
+        || async {
+            let (Ok(g), Ok(b)) = (ingresses.get("good").await, ingresses.get("bad").await) else {
+                return false;
+            };
+            condition(&g)["status"] == "True"
+                && condition(&b)["status"] == "False"
+                && condition(&b)["reason"] == "AnnotationInvalid"
+        },
+    )
     .await;
-    wait_until(Duration::from_secs(20), "a Warning Event on the invalid member", || async {
-        events_for(&admin, "default", "bad").await.iter().any(|e| {
-            e.type_.as_deref() == Some("Warning")
-                && e.reason.as_deref() == Some("AnnotationInvalid")
-                && e.note.as_deref().is_some_and(|n| n.contains("group.order"))
-        })
-    })
+    wait_until(
+        Duration::from_secs(20),
+        "a Warning Event on the invalid member",
+        || async {
+            events_for(&admin, "default", "bad").await.iter().any(|e| {
+                e.type_.as_deref() == Some("Warning")
+                    && e.reason.as_deref() == Some("AnnotationInvalid")
+                    && e.note.as_deref().is_some_and(|n| n.contains("group.order"))
+            })
+        },
+    )
     .await;
     proxy.stop().await;
 }
@@ -212,7 +268,11 @@ async fn a_watch_resumed_after_410_gone_loses_no_change() {
     let two = echo("backend-two").await;
     apply_yaml(
         &admin,
-        &format!("{}---\n{}", service_v1beta1("one", &[one]), service_v1beta1("two", &[two])),
+        &format!(
+            "{}---\n{}",
+            service_v1beta1("one", &[one]),
+            service_v1beta1("two", &[two])
+        ),
         "default",
         false,
     )
@@ -246,9 +306,13 @@ async fn a_watch_resumed_after_410_gone_loses_no_change() {
         "the proxy keeps serving the last configuration while the API is away"
     );
     k.restart_apiserver().await;
-    wait_until(Duration::from_secs(30), "the change made during the outage", || async {
-        routed_to(proxy.http, "site.example", "/").await.as_deref() == Some("backend-two")
-    })
+    wait_until(
+        Duration::from_secs(30),
+        "the change made during the outage",
+        || async {
+            routed_to(proxy.http, "site.example", "/").await.as_deref() == Some("backend-two")
+        },
+    )
     .await;
     proxy.stop().await;
 }
@@ -283,27 +347,42 @@ async fn the_controller_account_has_only_what_deploy_grants_and_deploy_passes_a_
 
     let ctl = k.client("controller-token").await;
     let ingresses: Api<Ingress> = Api::namespaced(ctl.clone(), "default");
-    assert!(ingresses.list(&Default::default()).await.is_ok(), "may list Ingresses");
-    let forbidden = |r: Result<_, kube::Error>| matches!(r, Err(kube::Error::Api(s)) if s.code == 403);
+    assert!(
+        ingresses.list(&Default::default()).await.is_ok(),
+        "may list Ingresses"
+    );
+    let forbidden =
+        |r: Result<_, kube::Error>| matches!(r, Err(kube::Error::Api(s)) if s.code == 403);
     let cms: Api<ConfigMap> = Api::namespaced(ctl.clone(), "default");
-    assert!(forbidden(cms.list(&Default::default()).await.map(|_| ())), "ConfigMaps are not readable");
+    assert!(
+        forbidden(cms.list(&Default::default()).await.map(|_| ())),
+        "ConfigMaps are not readable"
+    );
     assert!(
         forbidden(
             ingresses
-                .create(&Default::default(), &Ingress {
-                    metadata: kube::api::ObjectMeta {
-                        name: Some("x".into()),
+                .create(
+                    &Default::default(),
+                    &Ingress {
+                        metadata: kube::api::ObjectMeta {
+                            name: Some("x".into()),
+                            ..Default::default()
+                        },
                         ..Default::default()
-                    },
-                    ..Default::default()
-                })
+                    }
+                )
                 .await
                 .map(|_| ())
         ),
         "Ingresses cannot be created"
     );
     assert!(
-        forbidden(ingresses.delete("x", &DeleteParams::default()).await.map(|_| ())),
+        forbidden(
+            ingresses
+                .delete("x", &DeleteParams::default())
+                .await
+                .map(|_| ())
+        ),
         "Ingresses cannot be deleted"
     );
     let leases_elsewhere: Api<Lease> = Api::namespaced(ctl.clone(), "default");
@@ -329,8 +408,19 @@ async fn killing_the_leader_hands_status_writing_to_the_other_replica_within_15_
     let bin = env!("CARGO_BIN_EXE_tollgate");
     let spawn = |name: &str, publish: &str| {
         std::process::Command::new(bin)
-            .args(["proxy", "--http-listen", "127.0.0.1:0", "--https-listen", "127.0.0.1:0"])
-            .args(["--admin-listen", "127.0.0.1:0", "--lease-duration-seconds", "8"])
+            .args([
+                "proxy",
+                "--http-listen",
+                "127.0.0.1:0",
+                "--https-listen",
+                "127.0.0.1:0",
+            ])
+            .args([
+                "--admin-listen",
+                "127.0.0.1:0",
+                "--lease-duration-seconds",
+                "8",
+            ])
             .args(["--lease-namespace", "tollgate", "--instance", name])
             .args(["--publish-address", publish])
             .arg("--kubeconfig")
@@ -357,9 +447,14 @@ async fn killing_the_leader_hands_status_writing_to_the_other_replica_within_15_
     .await;
     let mut second = spawn("replica-b", "192.0.2.2");
     let backend = echo("b").await;
-    apply_yaml(&admin, &service_v1beta1("web", &[backend]), "default", false)
-        .await
-        .expect("service");
+    apply_yaml(
+        &admin,
+        &service_v1beta1("web", &[backend]),
+        "default",
+        false,
+    )
+    .await
+    .expect("service");
     apply_yaml(
         &admin,
         &support::ingress("site", "", &[("site.example", "/", "Prefix", "web")]),
@@ -385,22 +480,33 @@ async fn killing_the_leader_hands_status_writing_to_the_other_replica_within_15_
     .await;
     // Only the leader writes: the follower's different address never appears.
     tokio::time::sleep(Duration::from_secs(2)).await;
-    assert_eq!(published().await.as_deref(), Some("192.0.2.1"), "the follower wrote status");
+    assert_eq!(
+        published().await.as_deref(),
+        Some("192.0.2.1"),
+        "the follower wrote status"
+    );
 
     let killed = Instant::now();
     first.kill().expect("kill leader");
     let _ = first.wait();
-    wait_until(Duration::from_secs(15), "replica-b to take the Lease", || async {
-        holder().await.as_deref() == Some("replica-b")
-    })
+    wait_until(
+        Duration::from_secs(15),
+        "replica-b to take the Lease",
+        || async { holder().await.as_deref() == Some("replica-b") },
+    )
     .await;
     let takeover = killed.elapsed();
-    wait_until(Duration::from_secs(10), "the new leader's status", || async {
-        published().await.as_deref() == Some("192.0.2.2")
-    })
+    wait_until(
+        Duration::from_secs(10),
+        "the new leader's status",
+        || async { published().await.as_deref() == Some("192.0.2.2") },
+    )
     .await;
     eprintln!("leader take-over after {takeover:?}");
-    assert!(takeover <= Duration::from_secs(15), "take-over took {takeover:?}");
+    assert!(
+        takeover <= Duration::from_secs(15),
+        "take-over took {takeover:?}"
+    );
     let _ = second.kill();
     let _ = second.wait();
 }
@@ -425,7 +531,8 @@ async fn aws_mode_creates_the_alb_writes_its_hostname_and_cleans_up_behind_the_f
     )
     .await
     .expect("service");
-    let shop = |path: &str| support::ingress("shop", "", &[("shop.example", path, "Prefix", "api")]);
+    let shop =
+        |path: &str| support::ingress("shop", "", &[("shop.example", path, "Prefix", "api")]);
     apply_yaml(&admin, &shop("/api"), "default", false)
         .await
         .expect("ingress");
@@ -452,42 +559,68 @@ async fn aws_mode_creates_the_alb_writes_its_hostname_and_cleans_up_behind_the_f
 
     let aws = Aws::connect("kube", Some(&moto.endpoint), Some("us-east-1")).await;
     let ingresses: Api<Ingress> = Api::namespaced(admin.clone(), "default");
-    wait_until(Duration::from_secs(60), "the ALB's DNS name in the Ingress status", || async {
-        let Ok(inv) = aws.observe().await else { return false };
-        let Some(lb) = inv.load_balancers.first() else { return false };
-        let Ok(ing) = ingresses.get("shop").await else { return false };
-        let host = ing
-            .status
-            .and_then(|s| s.load_balancer)
-            .and_then(|l| l.ingress)
-            .and_then(|v| v.first().and_then(|i| i.hostname.clone()));
-        host.as_deref() == Some(lb.dns_name.as_str())
-            && ing.metadata.finalizers.unwrap_or_default().iter().any(|f| f == FINALIZER)
-    })
+    wait_until(
+        Duration::from_secs(60),
+        "the ALB's DNS name in the Ingress status",
+        || async {
+            let Ok(inv) = aws.observe().await else {
+                return false;
+            };
+            let Some(lb) = inv.load_balancers.first() else {
+                return false;
+            };
+            let Ok(ing) = ingresses.get("shop").await else {
+                return false;
+            };
+            let host = ing
+                .status
+                .and_then(|s| s.load_balancer)
+                .and_then(|l| l.ingress)
+                .and_then(|v| v.first().and_then(|i| i.hostname.clone()));
+            host.as_deref() == Some(lb.dns_name.as_str())
+                && ing
+                    .metadata
+                    .finalizers
+                    .unwrap_or_default()
+                    .iter()
+                    .any(|f| f == FINALIZER)
+        },
+    )
     .await;
 
     // A path change in the API reaches the ALB's rules.
     apply_yaml(&admin, &shop("/v2"), "default", false)
         .await
         .expect("update");
-    wait_until(Duration::from_secs(60), "the changed rule in AWS", || async {
-        let Ok(inv) = aws.observe().await else { return false };
-        let rules = format!("{:?}", inv.load_balancers);
-        rules.contains("/v2") && !rules.contains("\"/api\"")
-    })
+    wait_until(
+        Duration::from_secs(60),
+        "the changed rule in AWS",
+        || async {
+            let Ok(inv) = aws.observe().await else {
+                return false;
+            };
+            let rules = format!("{:?}", inv.load_balancers);
+            rules.contains("/v2") && !rules.contains("\"/api\"")
+        },
+    )
     .await;
 
     ingresses
         .delete("shop", &DeleteParams::default())
         .await
         .expect("delete");
-    wait_until(Duration::from_secs(60), "the Ingress gone and nothing left in AWS", || async {
-        let gone = matches!(ingresses.get_opt("shop").await, Ok(None));
-        let empty = aws.observe().await.is_ok_and(|inv| {
-            inv.load_balancers.is_empty() && inv.target_groups.is_empty()
-        });
-        gone && empty
-    })
+    wait_until(
+        Duration::from_secs(60),
+        "the Ingress gone and nothing left in AWS",
+        || async {
+            let gone = matches!(ingresses.get_opt("shop").await, Ok(None));
+            let empty = aws
+                .observe()
+                .await
+                .is_ok_and(|inv| inv.load_balancers.is_empty() && inv.target_groups.is_empty());
+            gone && empty
+        },
+    )
     .await;
     let _ = stop.send(true);
     let _ = tokio::time::timeout(Duration::from_secs(10), controller).await;

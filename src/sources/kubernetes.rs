@@ -147,8 +147,14 @@ fn endpoint_slice_from(obj: &DynamicObject) -> Option<EndpointSlice> {
 }
 
 async fn crd_installed(client: &Client) -> bool {
-    match client.list_api_group_resources("tollgate.io/v1alpha1").await {
-        Ok(list) => list.resources.iter().any(|r| r.kind == "TollgateClassParams"),
+    match client
+        .list_api_group_resources("tollgate.io/v1alpha1")
+        .await
+    {
+        Ok(list) => list
+            .resources
+            .iter()
+            .any(|r| r.kind == "TollgateClassParams"),
         Err(_) => false,
     }
 }
@@ -171,7 +177,9 @@ impl KubeSource {
         let slice_resource = endpoint_slice_resource(&client).await?;
         let class_params = opts.watch_class_params && crd_installed(&client).await;
         if opts.watch_class_params && !class_params {
-            tracing::info!("TollgateClassParams CRD not installed; IngressClass parameters ignored");
+            tracing::info!(
+                "TollgateClassParams CRD not installed; IngressClass parameters ignored"
+            );
         }
 
         let slices_api: Api<DynamicObject> = Api::all_with(client.clone(), &slice_resource);
@@ -188,14 +196,19 @@ impl KubeSource {
             Api::<PartialObjectMeta<Secret>>::all(client.clone()),
             watcher::Config::default(),
         )
-            .default_backoff()
-            .modify(drop_managed_fields)
-            .reflect(meta_writer);
+        .default_backoff()
+        .modify(drop_managed_fields)
+        .reflect(meta_writer);
         drive(&mut tasks, "Secret", stream, notify.clone());
 
         let stores = Stores {
             ingresses: typed(&mut tasks, Api::all(client.clone()), "Ingress", &notify),
-            classes: typed(&mut tasks, Api::all(client.clone()), "IngressClass", &notify),
+            classes: typed(
+                &mut tasks,
+                Api::all(client.clone()),
+                "IngressClass",
+                &notify,
+            ),
             services: typed(&mut tasks, Api::all(client.clone()), "Service", &notify),
             slices: slices_reader,
             nodes: opts
@@ -284,14 +297,14 @@ async fn publish(
     }
 }
 
-fn owned<K: Clone>(store: &Store<K>) -> Vec<K>
+fn owned<K>(store: &Store<K>) -> Vec<K>
 where
-    K: kube::Resource + 'static,
+    K: kube::Resource + Clone + 'static,
     K::DynamicType: Eq + std::hash::Hash + Clone,
 {
     let mut v: Vec<K> = store.state().iter().map(|o| (**o).clone()).collect();
     // Stores are hash maps: sort so equal states compare equal.
-    v.sort_by(|a, b| (a.namespace(), a.name_any()).cmp(&(b.namespace(), b.name_any())));
+    v.sort_by_key(|a| (a.namespace(), a.name_any()));
     v
 }
 

@@ -60,7 +60,10 @@ fn wait_for_port(port: u16, child: &mut Child, what: &str, log: &Path) {
                 std::fs::read_to_string(log).unwrap_or_default()
             );
         }
-        assert!(Instant::now() < deadline, "{what} did not listen within 60 s");
+        assert!(
+            Instant::now() < deadline,
+            "{what} did not listen within 60 s"
+        );
         std::thread::sleep(Duration::from_millis(50));
     }
 }
@@ -167,8 +170,14 @@ impl TestApiserver {
         let client = self.client_for_port(port, "admin-token").await;
         let deadline = Instant::now() + Duration::from_secs(60);
         loop {
-            let req = http::Request::get("/readyz").body(Vec::new()).expect("request");
-            if client.request_text(req).await.is_ok_and(|t| t.trim() == "ok") {
+            let req = http::Request::get("/readyz")
+                .body(Vec::new())
+                .expect("request");
+            if client
+                .request_text(req)
+                .await
+                .is_ok_and(|t| t.trim() == "ok")
+            {
                 break;
             }
             assert!(Instant::now() < deadline, "second kube-apiserver not ready");
@@ -212,7 +221,9 @@ impl TestApiserver {
         let client = self.client("admin-token").await;
         let deadline = Instant::now() + Duration::from_secs(60);
         loop {
-            let req = http::Request::get("/readyz").body(Vec::new()).expect("request");
+            let req = http::Request::get("/readyz")
+                .body(Vec::new())
+                .expect("request");
             if let Ok(text) = client.request_text(req).await {
                 if text.trim() == "ok" {
                     break;
@@ -228,7 +239,10 @@ impl TestApiserver {
         // The default namespace and RBAC bootstrap roles appear shortly after /readyz.
         let ns: kube::Api<k8s_openapi::api::core::v1::Namespace> = kube::Api::all(client);
         while ns.get_opt("default").await.ok().flatten().is_none() {
-            assert!(Instant::now() < deadline, "namespace default never appeared");
+            assert!(
+                Instant::now() < deadline,
+                "namespace default never appeared"
+            );
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
     }
@@ -253,7 +267,14 @@ impl TestApiserver {
     /// an older resourceVersion gets 410 Gone.
     pub fn compact_etcd(&self) {
         let out = Command::new("etcdctl")
-            .args(["--endpoints", &self.etcd_url, "endpoint", "status", "-w", "json"])
+            .args([
+                "--endpoints",
+                &self.etcd_url,
+                "endpoint",
+                "status",
+                "-w",
+                "json",
+            ])
             .env("ETCDCTL_API", "3")
             .output()
             .expect("etcdctl endpoint status");
@@ -281,7 +302,7 @@ impl TestApiserver {
         let ca_b64 = base64_encode(&ca);
         let text = format!(
             "apiVersion: v1\nkind: Config\nclusters:\n- name: test\n  cluster:\n    server: {url}\n    certificate-authority-data: {ca_b64}\nusers:\n- name: u\n  user:\n    token: {token}\ncontexts:\n- name: test\n  context: {{cluster: test, user: u, namespace: default}}\ncurrent-context: test\n",
-            url = format!("https://127.0.0.1:{port}")
+            url = format_args!("https://127.0.0.1:{port}")
         );
         std::fs::write(&path, text).expect("kubeconfig");
         path
@@ -332,7 +353,11 @@ fn base64_encode(data: &[u8]) -> String {
     const T: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
     let mut out = String::with_capacity(data.len().div_ceil(3) * 4);
     for chunk in data.chunks(3) {
-        let b = [chunk[0], *chunk.get(1).unwrap_or(&0), *chunk.get(2).unwrap_or(&0)];
+        let b = [
+            chunk[0],
+            *chunk.get(1).unwrap_or(&0),
+            *chunk.get(2).unwrap_or(&0),
+        ];
         let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
         for i in 0..4 {
             if i <= chunk.len() {
@@ -363,7 +388,10 @@ pub async fn apply_yaml(
             continue;
         }
         let obj: DynamicObject = serde_json::from_value(v.clone()).map_err(|e| e.to_string())?;
-        let tm = obj.types.clone().ok_or("document without apiVersion/kind")?;
+        let tm = obj
+            .types
+            .clone()
+            .ok_or("document without apiVersion/kind")?;
         let (group, version) = match tm.api_version.split_once('/') {
             Some((g, v)) => (g.to_string(), v.to_string()),
             None => (String::new(), tm.api_version.clone()),
@@ -380,23 +408,15 @@ pub async fn apply_yaml(
         let name = obj.metadata.name.clone().ok_or("document without a name")?;
         let api: Api<DynamicObject> = match caps.scope {
             kube::discovery::Scope::Namespaced => {
-                let ns = obj.metadata.namespace.clone().unwrap_or_else(|| default_ns.into());
+                let ns = obj
+                    .metadata
+                    .namespace
+                    .clone()
+                    .unwrap_or_else(|| default_ns.into());
                 Api::namespaced_with(client.clone(), &ns, &ar)
             }
             kube::discovery::Scope::Cluster => Api::all_with(client.clone(), &ar),
         };
-        if tm.kind == "CustomResourceDefinition" && !dry_run {
-            // v1.20 rejects a server-side apply of a single-version v1 CRD ("per-version
-            // schemas may not all be identical"); a plain create is accepted.
-            let mut pp = kube::api::PostParams::default();
-            pp.field_manager = Some("tollgate-tests".into());
-            let created = api
-                .create(&pp, &obj)
-                .await
-                .map_err(|e| format!("{} {name}: {e}", tm.kind))?;
-            out.push(created);
-            continue;
-        }
         let mut pp = PatchParams::apply("tollgate-tests").force();
         if dry_run {
             pp = pp.dry_run();
@@ -409,7 +429,9 @@ pub async fn apply_yaml(
                 Err(kube::Error::Api(s)) if s.code != 404 || Instant::now() > deadline => {
                     return Err(format!("{} {name}: {s}", tm.kind))
                 }
-                Err(e) if Instant::now() > deadline => return Err(format!("{} {name}: {e}", tm.kind)),
+                Err(e) if Instant::now() > deadline => {
+                    return Err(format!("{} {name}: {e}", tm.kind))
+                }
                 Err(_) => tokio::time::sleep(Duration::from_millis(200)).await,
             }
         };
@@ -422,7 +444,12 @@ pub async fn apply_yaml(
 /// token then has exactly the ClusterRole's permissions).
 pub async fn install_deploy_basics(client: &kube::Client) {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy");
-    for f in ["namespace.yaml", "crd.yaml", "rbac.yaml", "ingressclass.yaml"] {
+    for f in [
+        "namespace.yaml",
+        "crd.yaml",
+        "rbac.yaml",
+        "ingressclass.yaml",
+    ] {
         let text = std::fs::read_to_string(root.join(f)).expect("deploy manifest");
         apply_yaml(client, &text, "tollgate", false)
             .await

@@ -20,7 +20,10 @@ impl Drop for Moto {
 
 pub fn start_moto() -> Moto {
     let out = Command::new("bash")
-        .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/localstack/install-moto.sh"))
+        .arg(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/localstack/install-moto.sh"
+        ))
         .output()
         .expect("run install-moto.sh");
     assert!(
@@ -138,7 +141,6 @@ pub async fn seed_cluster(endpoint: &str, cluster: &str, nodes: usize) -> Vec<St
     }
     provider_ids
 }
-
 
 /// [`seed_cluster`] for the cluster name the AWS tests use.
 pub async fn seed(endpoint: &str, nodes: usize) -> Vec<String> {
