@@ -79,9 +79,17 @@ impl Drop for Child {
 }
 
 fn spawn_proxy(kubeconfig: &std::path::Path, http: SocketAddr, admin: SocketAddr) -> Child {
+    // TOLLGATE_BENCH_WRAPPER (e.g. `heaptrack`) runs the controller under a profiler.
+    let mut cmd = match std::env::var("TOLLGATE_BENCH_WRAPPER") {
+        Ok(w) if !w.is_empty() => {
+            let mut c = std::process::Command::new(w);
+            c.arg(env!("CARGO_BIN_EXE_tollgate"));
+            c
+        }
+        _ => std::process::Command::new(env!("CARGO_BIN_EXE_tollgate")),
+    };
     Child(
-        std::process::Command::new(env!("CARGO_BIN_EXE_tollgate"))
-            .args(["proxy", "--http-listen", &http.to_string()])
+        cmd.args(["proxy", "--http-listen", &http.to_string()])
             .args(["--https-listen", &free_addr().to_string()])
             .args(["--admin-listen", &admin.to_string()])
             .args(["--lease-namespace", "tollgate", "--instance", "bench"])
@@ -102,7 +110,8 @@ async fn wait_for(what: &str, timeout: Duration, mut f: impl AsyncFnMut() -> boo
     }
 }
 
-fn rss_kib(pid: u32) -> (u64, u64) {
+/// (VmRSS, VmHWM, RssAnon, RssFile) in KiB.
+fn rss_kib(pid: u32) -> (u64, u64, u64, u64) {
     let text = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
     let field = |name: &str| {
         text.lines()
@@ -111,7 +120,12 @@ fn rss_kib(pid: u32) -> (u64, u64) {
             .and_then(|v| v.parse().ok())
             .unwrap_or(0)
     };
-    (field("VmRSS:"), field("VmHWM:"))
+    (
+        field("VmRSS:"),
+        field("VmHWM:"),
+        field("RssAnon:"),
+        field("RssFile:"),
+    )
 }
 
 async fn change_latency(k: &TestApiserver, admin: &kube::Client) {
@@ -215,12 +229,15 @@ async fn memory(k: &TestApiserver, admin: &kube::Client) {
     let synced = t0.elapsed();
     // Let the status writer finish its 1,000 writes, then measure.
     tokio::time::sleep(Duration::from_secs(10)).await;
-    let (rss, hwm) = rss_kib(proxy.0.id());
+    let (rss, hwm, anon, file) = rss_kib(proxy.0.id());
+    let mb = |k: u64| k as f64 / 1024.0;
     println!(
-        "1,000 Ingresses / 10,000 endpoints: start → all routed {:.2} s; RSS {:.1} MB (peak {:.1} MB)",
+        "1,000 Ingresses / 10,000 endpoints: start → all routed {:.2} s; RSS {:.1} MB (peak {:.1} MB; heap/anonymous {:.1} MB, binary/file {:.1} MB)",
         synced.as_secs_f64(),
-        rss as f64 / 1024.0,
-        hwm as f64 / 1024.0
+        mb(rss),
+        mb(hwm),
+        mb(anon),
+        mb(file)
     );
 }
 

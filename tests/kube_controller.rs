@@ -407,29 +407,31 @@ async fn killing_the_leader_hands_status_writing_to_the_other_replica_within_15_
     let kubeconfig = k.kubeconfig("controller-token");
     let bin = env!("CARGO_BIN_EXE_tollgate");
     let spawn = |name: &str, publish: &str| {
-        std::process::Command::new(bin)
-            .args([
-                "proxy",
-                "--http-listen",
-                "127.0.0.1:0",
-                "--https-listen",
-                "127.0.0.1:0",
-            ])
-            .args([
-                "--admin-listen",
-                "127.0.0.1:0",
-                "--lease-duration-seconds",
-                "8",
-            ])
-            .args(["--lease-namespace", "tollgate", "--instance", name])
-            .args(["--publish-address", publish])
-            .arg("--kubeconfig")
-            .arg(&kubeconfig)
-            .env("RUST_LOG", "warn")
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .expect("start tollgate")
+        KillOnDrop(
+            std::process::Command::new(bin)
+                .args([
+                    "proxy",
+                    "--http-listen",
+                    "127.0.0.1:0",
+                    "--https-listen",
+                    "127.0.0.1:0",
+                ])
+                .args([
+                    "--admin-listen",
+                    "127.0.0.1:0",
+                    "--lease-duration-seconds",
+                    "8",
+                ])
+                .args(["--lease-namespace", "tollgate", "--instance", name])
+                .args(["--publish-address", publish])
+                .arg("--kubeconfig")
+                .arg(&kubeconfig)
+                .env("RUST_LOG", "warn")
+                .stdout(std::process::Stdio::null())
+                .stderr(std::process::Stdio::null())
+                .spawn()
+                .expect("start tollgate"),
+        )
     };
     let leases: Api<Lease> = Api::namespaced(admin.clone(), "tollgate");
     let holder = || async {
@@ -445,7 +447,7 @@ async fn killing_the_leader_hands_status_writing_to_the_other_replica_within_15_
         holder().await.as_deref() == Some("replica-a")
     })
     .await;
-    let mut second = spawn("replica-b", "192.0.2.2");
+    let second = spawn("replica-b", "192.0.2.2");
     let backend = echo("b").await;
     apply_yaml(
         &admin,
@@ -487,8 +489,8 @@ async fn killing_the_leader_hands_status_writing_to_the_other_replica_within_15_
     );
 
     let killed = Instant::now();
-    first.kill().expect("kill leader");
-    let _ = first.wait();
+    first.0.kill().expect("kill leader");
+    let _ = first.0.wait();
     wait_until(
         Duration::from_secs(15),
         "replica-b to take the Lease",
@@ -507,8 +509,17 @@ async fn killing_the_leader_hands_status_writing_to_the_other_replica_within_15_
         takeover <= Duration::from_secs(15),
         "take-over took {takeover:?}"
     );
-    let _ = second.kill();
-    let _ = second.wait();
+    drop(second);
+}
+
+/// A controller process that cannot outlive its test, even one that fails.
+struct KillOnDrop(std::process::Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

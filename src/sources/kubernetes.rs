@@ -114,36 +114,36 @@ where
     reader
 }
 
-/// The EndpointSlice API this server serves: v1 (Kubernetes 1.21+, what production uses) or
-/// v1beta1 (older servers, such as the v1.20 test apiserver).
-async fn endpoint_slice_resource(client: &Client) -> Result<ApiResource, KubeSourceError> {
-    let v1 = client.list_api_group_resources("discovery.k8s.io/v1").await;
-    let serves_v1 = match v1 {
-        Ok(list) => list.resources.iter().any(|r| r.name == "endpointslices"),
-        Err(kube::Error::Api(s)) if s.code == 404 => false,
-        Err(e) => return Err(KubeSourceError::Discovery(e)),
-    };
-    let version = if serves_v1 { "v1" } else { "v1beta1" };
-    if !serves_v1 {
-        tracing::info!("discovery.k8s.io/v1 is not served; reading v1beta1 EndpointSlices");
+/// Whether the server serves `discovery.k8s.io/v1` EndpointSlices (Kubernetes 1.21+, what
+/// production uses); older servers, such as the v1.20 test apiserver, serve only v1beta1.
+async fn serves_endpoint_slice_v1(client: &Client) -> Result<bool, KubeSourceError> {
+    match client.list_api_group_resources("discovery.k8s.io/v1").await {
+        Ok(list) => Ok(list.resources.iter().any(|r| r.name == "endpointslices")),
+        Err(kube::Error::Api(s)) if s.code == 404 => Ok(false),
+        Err(e) => Err(KubeSourceError::Discovery(e)),
     }
-    Ok(ApiResource {
-        group: "discovery.k8s.io".into(),
-        version: version.into(),
-        api_version: format!("discovery.k8s.io/{version}"),
-        kind: "EndpointSlice".into(),
-        plural: "endpointslices".into(),
-    })
 }
 
-/// Reads a v1 or v1beta1 slice as v1: the fields Tollgate reads (addresses, conditions,
-/// ports, targetRef, nodeName) have the same shape in both.
-fn endpoint_slice_from(obj: &DynamicObject) -> Option<EndpointSlice> {
+/// Reads a v1beta1 slice as v1: the fields Tollgate reads (addresses, conditions, ports,
+/// targetRef, nodeName) have the same shape in both.
+fn endpoint_slice_from(obj: DynamicObject) -> Option<EndpointSlice> {
     let mut v = serde_json::to_value(obj).ok()?;
     let o = v.as_object_mut()?;
     o.insert("apiVersion".into(), "discovery.k8s.io/v1".into());
     o.insert("kind".into(), "EndpointSlice".into());
     serde_json::from_value(v).ok()
+}
+
+/// A v1beta1 watch event as a v1 one (an object that does not convert is skipped).
+fn v1beta1_event(ev: watcher::Event<DynamicObject>) -> Option<watcher::Event<EndpointSlice>> {
+    use watcher::Event as E;
+    Some(match ev {
+        E::Apply(o) => E::Apply(endpoint_slice_from(o)?),
+        E::Delete(o) => E::Delete(endpoint_slice_from(o)?),
+        E::InitApply(o) => E::InitApply(endpoint_slice_from(o)?),
+        E::Init => E::Init,
+        E::InitDone => E::InitDone,
+    })
 }
 
 async fn crd_installed(client: &Client) -> bool {
@@ -163,7 +163,7 @@ struct Stores {
     ingresses: Store<Ingress>,
     classes: Store<IngressClass>,
     services: Store<Service>,
-    slices: Store<DynamicObject>,
+    slices: Store<EndpointSlice>,
     nodes: Option<Store<Node>>,
     class_params: Option<Store<TollgateClassParams>>,
     secret_meta: Store<PartialObjectMeta<Secret>>,
@@ -174,7 +174,7 @@ impl KubeSource {
     pub async fn spawn(client: Client, opts: KubeSourceOptions) -> Result<Self, KubeSourceError> {
         let notify = Arc::new(Notify::new());
         let mut tasks = JoinSet::new();
-        let slice_resource = endpoint_slice_resource(&client).await?;
+        let slices_v1 = serves_endpoint_slice_v1(&client).await?;
         let class_params = opts.watch_class_params && crd_installed(&client).await;
         if opts.watch_class_params && !class_params {
             tracing::info!(
@@ -182,14 +182,39 @@ impl KubeSource {
             );
         }
 
-        let slices_api: Api<DynamicObject> = Api::all_with(client.clone(), &slice_resource);
-        let slices_w = reflector::store::Writer::new(slice_resource.clone());
-        let slices_reader = slices_w.as_reader();
-        let stream = watcher(slices_api, watcher::Config::default())
-            .default_backoff()
-            .modify(drop_managed_fields)
-            .reflect(slices_w);
-        drive(&mut tasks, "EndpointSlice", stream, notify.clone());
+        // Slices are stored as the v1 type either way, so the snapshot is read without
+        // conversion; only a v1beta1-only server pays for converting each event once.
+        let slices_reader = if slices_v1 {
+            typed(
+                &mut tasks,
+                Api::all(client.clone()),
+                "EndpointSlice",
+                &notify,
+            )
+        } else {
+            tracing::info!("discovery.k8s.io/v1 is not served; reading v1beta1 EndpointSlices");
+            let v1beta1 = ApiResource {
+                group: "discovery.k8s.io".into(),
+                version: "v1beta1".into(),
+                api_version: "discovery.k8s.io/v1beta1".into(),
+                kind: "EndpointSlice".into(),
+                plural: "endpointslices".into(),
+            };
+            let api: Api<DynamicObject> = Api::all_with(client.clone(), &v1beta1);
+            let (reader, writer) = reflector::store();
+            let stream = watcher(api, watcher::Config::default())
+                .default_backoff()
+                .filter_map(|r| async move {
+                    match r {
+                        Ok(ev) => v1beta1_event(ev).map(Ok),
+                        Err(e) => Some(Err(e)),
+                    }
+                })
+                .modify(drop_managed_fields)
+                .reflect(writer);
+            drive(&mut tasks, "EndpointSlice", stream, notify.clone());
+            reader
+        };
 
         let (meta_reader, meta_writer) = reflector::store();
         let stream = watcher(
@@ -314,15 +339,7 @@ async fn read_snapshot(
     cache: &mut SecretCache,
 ) -> (ClusterSnapshot, Vec<Diagnostic>) {
     let ingresses = owned(&stores.ingresses);
-    let mut endpoint_slices: Vec<EndpointSlice> = stores
-        .slices
-        .state()
-        .iter()
-        .filter_map(|o| endpoint_slice_from(o))
-        .collect();
-    endpoint_slices.sort_by(|a, b| {
-        (&a.metadata.namespace, &a.metadata.name).cmp(&(&b.metadata.namespace, &b.metadata.name))
-    });
+    let endpoint_slices = owned(&stores.slices);
     let mut diagnostics = Vec::new();
     let secrets = referenced_secrets(client, &ingresses, stores, cache, &mut diagnostics).await;
     let snapshot = ClusterSnapshot {

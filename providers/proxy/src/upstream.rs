@@ -22,16 +22,23 @@ pub enum Balancing {
     RoundRobin,
 }
 
-/// Idle HTTP/1.1 connections to one target, most recently used first out. Lock-free.
-pub struct IdleConnections(
-    crossbeam_queue::ArrayQueue<
-        hyper::client::conn::http1::SendRequest<crate::request_path::ProxyBody>,
-    >,
-);
+type IdleQueue = crossbeam_queue::ArrayQueue<
+    hyper::client::conn::http1::SendRequest<crate::request_path::ProxyBody>,
+>;
+
+/// Idle HTTP/1.1 connections to one target. Lock-free. The queue is allocated on the first
+/// returned connection: a preallocated 512-slot queue per target cost ~16 KB for each of
+/// the thousands of endpoints a cluster lists and the proxy may never connect to.
+#[derive(Default)]
+pub struct IdleConnections(std::sync::OnceLock<IdleQueue>);
 
 impl std::fmt::Debug for IdleConnections {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "IdleConnections({})", self.0.len())
+        write!(
+            f,
+            "IdleConnections({})",
+            self.0.get().map_or(0, IdleQueue::len)
+        )
     }
 }
 
@@ -45,7 +52,8 @@ impl IdleConnections {
     ) -> Option<hyper::client::conn::http1::SendRequest<crate::request_path::ProxyBody>> {
         // Right after a response ends the connection may not be ready yet (its task has not
         // seen the end of the message); the caller awaits readiness. Closed ones are dropped.
-        while let Some(c) = self.0.pop() {
+        let queue = self.0.get()?;
+        while let Some(c) = queue.pop() {
             if !c.is_closed() {
                 return Some(c);
             }
@@ -56,7 +64,10 @@ impl IdleConnections {
     /// Returns a connection after its exchange finished; dropped (closed) when full.
     pub fn put(&self, c: hyper::client::conn::http1::SendRequest<crate::request_path::ProxyBody>) {
         if !c.is_closed() {
-            let _ = self.0.push(c);
+            let _ = self
+                .0
+                .get_or_init(|| IdleQueue::new(MAX_IDLE_PER_TARGET))
+                .push(c);
         }
     }
 }
@@ -83,7 +94,7 @@ impl TargetState {
     fn new(addr: SocketAddr, epoch: Instant) -> Self {
         TargetState {
             addr,
-            idle: IdleConnections(crossbeam_queue::ArrayQueue::new(MAX_IDLE_PER_TARGET)),
+            idle: IdleConnections::default(),
             in_flight: AtomicUsize::new(0),
             consecutive_failures: AtomicU32::new(0),
             ejected_until_ms: AtomicU64::new(0),
