@@ -79,14 +79,17 @@ impl Drop for Child {
 }
 
 fn spawn_proxy(kubeconfig: &std::path::Path, http: SocketAddr, admin: SocketAddr) -> Child {
-    // TOLLGATE_BENCH_WRAPPER (e.g. `heaptrack`) runs the controller under a profiler.
+    // TOLLGATE_BENCH_BIN measures another build (e.g. a release binary); TOLLGATE_BENCH_WRAPPER
+    // (e.g. `heaptrack`) runs the controller under a profiler.
+    let bin = std::env::var("TOLLGATE_BENCH_BIN")
+        .unwrap_or_else(|_| env!("CARGO_BIN_EXE_tollgate").to_string());
     let mut cmd = match std::env::var("TOLLGATE_BENCH_WRAPPER") {
         Ok(w) if !w.is_empty() => {
             let mut c = std::process::Command::new(w);
-            c.arg(env!("CARGO_BIN_EXE_tollgate"));
+            c.arg(&bin);
             c
         }
-        _ => std::process::Command::new(env!("CARGO_BIN_EXE_tollgate")),
+        _ => std::process::Command::new(&bin),
     };
     Child(
         cmd.args(["proxy", "--http-listen", &http.to_string()])

@@ -235,6 +235,7 @@ pub async fn run_continuous(
                 if let Some(ctx) = kube.as_mut() {
                     report_to_cluster(ctx, &state, &r, inv, opts).await;
                 }
+                crate::release_free_memory();
             }
         } else {
             inventory = None;

@@ -16,6 +16,19 @@ pub mod sources;
 pub use cluster_snapshot::ClusterSnapshot;
 pub use model_builder::{build, load_balancer_id, BuildOptions, BuildOutput, Grouping};
 
+/// Hands memory freed by a configuration rebuild back to the OS. A rebuild briefly holds
+/// the old and the new snapshot and model; glibc keeps such freed memory in its arenas, which
+/// measured as half the controller's RSS with 1,000 Ingresses. Rebuilds are rare next to
+/// requests, so the trim's cost does not matter.
+pub fn release_free_memory() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: malloc_trim only walks the allocator's own free lists; no Rust invariant is
+    // involved.
+    unsafe {
+        libc::malloc_trim(0);
+    }
+}
+
 /// Logs a diagnostic at the level its severity calls for (a CLI's or a controller's log).
 pub fn log_diagnostic(d: &tollgate_contract::Diagnostic) {
     use tollgate_contract::Severity;

@@ -165,6 +165,7 @@ pub async fn run_proxy_on(
             start_echo_backends(&out.model, &mut echo_started).await;
         }
         let _ = status_tx.send(Some(Arc::new((state, out))));
+        crate::release_free_memory();
         tokio::select! {
             changed = states.changed() => if changed.is_err() { break },
             _ = shutdown.wait_for(|s| *s) => break,
@@ -244,6 +245,7 @@ async fn write_status(
                 tracing::warn!(error = %e, "status write failed; will retry");
             }
             failed = !errors.is_empty();
+            crate::release_free_memory();
         }
         let backoff = tokio::time::sleep(if failed {
             retry
