@@ -230,13 +230,33 @@ async fn memory(k: &TestApiserver, admin: &kube::Client) {
     )
     .await;
     let synced = t0.elapsed();
-    // Let the status writer finish its 1,000 writes, then measure.
-    tokio::time::sleep(Duration::from_secs(10)).await;
+    // Let the status writer finish its 1,000 status, condition and Event writes (each comes
+    // back as a watch event and a rebuild), then measure the steady state.
+    let ingresses: Api<Ingress> = Api::namespaced(admin.clone(), ns);
+    wait_for(
+        "every status written",
+        Duration::from_secs(120),
+        async || {
+            ingresses.list(&Default::default()).await.is_ok_and(|l| {
+                l.items.iter().all(|i| {
+                    i.status
+                        .as_ref()
+                        .and_then(|s| s.load_balancer.as_ref())
+                        .and_then(|l| l.ingress.as_ref())
+                        .is_some_and(|v| !v.is_empty())
+                })
+            })
+        },
+    )
+    .await;
+    let written = t0.elapsed();
+    tokio::time::sleep(Duration::from_secs(5)).await;
     let (rss, hwm, anon, file) = rss_kib(proxy.0.id());
     let mb = |k: u64| k as f64 / 1024.0;
     println!(
-        "1,000 Ingresses / 10,000 endpoints: start → all routed {:.2} s; RSS {:.1} MB (peak {:.1} MB; heap/anonymous {:.1} MB, binary/file {:.1} MB)",
+        "1,000 Ingresses / 10,000 endpoints: start → all routed {:.2} s, all statuses written {:.1} s; RSS {:.1} MB (peak {:.1} MB; heap/anonymous {:.1} MB, binary/file {:.1} MB)",
         synced.as_secs_f64(),
+        written.as_secs_f64(),
         mb(rss),
         mb(hwm),
         mb(anon),
