@@ -18,9 +18,9 @@ use tollgate_contract::{Diagnostic, ObjectRef};
 
 use crate::admin_server::{serve_aws_admin, AwsAdminState};
 use crate::ingress_status::{PublishedAddress, SyncReport, FINALIZER};
-use crate::kubernetes_mode::{KubeContext, KubeModeError};
+use crate::kubernetes_mode::{start_source, KubeContext, KubeModeError};
 use crate::sources::kubernetes::KubeSource;
-use crate::sources::manifest_dir::{load_dir, ManifestDirError, ManifestDirSource};
+use crate::sources::manifest_dir::{load_dir, ManifestDirError};
 use crate::sources::{Source, SourceSpec, SourceState};
 use crate::{build, load_balancer_id, BuildOptions, ClusterSnapshot};
 
@@ -167,14 +167,7 @@ pub async fn run_continuous(
     opts: &AwsRunOptions,
     mut shutdown: watch::Receiver<bool>,
 ) -> Result<(), AwsRunError> {
-    let (source, mut kube): (Box<dyn Source>, Option<KubeContext>) = match &opts.source {
-        SourceSpec::Manifests(dir) => (Box::new(ManifestDirSource::spawn(dir.clone())?), None),
-        SourceSpec::Kubernetes(k) => {
-            let ctx = KubeContext::start(k).await?;
-            ctx.source.wait_synced().await;
-            (Box::new(ctx.source.clone()), Some(ctx))
-        }
-    };
+    let (source, mut kube) = start_source::<AwsRunError>(&opts.source).await?;
     let aws = Arc::new(connect_aws(opts).await);
     let admin = Arc::new(AwsAdminState::default());
     if let Some(addr) = opts.admin_listen {

@@ -56,7 +56,6 @@ pub struct SyncReport {
 pub struct IngressStatusWriter {
     client: Client,
     recorder: Recorder,
-    field_manager: String,
     /// Diagnostics already published as Events.
     reported: BTreeSet<Diagnostic>,
     /// (uid, generation) of Ingresses already announced as synced.
@@ -182,7 +181,6 @@ impl IngressStatusWriter {
         IngressStatusWriter {
             recorder: Recorder::new(client.clone(), reporter),
             client,
-            field_manager: "tollgate".into(),
             reported: BTreeSet::new(),
             announced: HashMap::new(),
         }
@@ -367,7 +365,6 @@ impl IngressStatusWriter {
                 "resourceVersion": ing.resource_version(),
             }
         });
-        let _ = &self.field_manager;
         api.patch(&name, &PatchParams::default(), &Patch::Merge(&patch))
             .await
             .map(|_| ())

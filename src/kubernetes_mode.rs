@@ -11,6 +11,8 @@ use kube::{Api, Client};
 use crate::ingress_status::{IngressStatusWriter, PublishedAddress};
 use crate::leader_election::{always_leader, elect, LeaderElectionError, Leadership, LeaseOptions};
 use crate::sources::kubernetes::{KubeSource, KubeSourceError, KubeSourceOptions};
+use crate::sources::manifest_dir::{ManifestDirError, ManifestDirSource};
+use crate::sources::{Source, SourceSpec};
 
 /// How to reach and use the Kubernetes API.
 #[derive(Debug, Clone)]
@@ -45,6 +47,22 @@ pub struct KubeContext {
     pub leadership: Leadership,
     pub writer: IngressStatusWriter,
     pub publish_service: Option<(String, String)>,
+}
+
+/// Starts the source a command was given: a watched manifest directory, or the Kubernetes
+/// API (then also leadership and the status writer, once every kind has been listed).
+pub async fn start_source<E>(spec: &SourceSpec) -> Result<(Box<dyn Source>, Option<KubeContext>), E>
+where
+    E: From<ManifestDirError> + From<KubeModeError>,
+{
+    Ok(match spec {
+        SourceSpec::Manifests(dir) => (Box::new(ManifestDirSource::spawn(dir.clone())?), None),
+        SourceSpec::Kubernetes(k) => {
+            let ctx = KubeContext::start(k).await?;
+            ctx.source.wait_synced().await;
+            (Box::new(ctx.source.clone()), Some(ctx))
+        }
+    })
 }
 
 /// Builds a client from `opts.kubeconfig` or the environment.

@@ -13,9 +13,8 @@ use tollgate_contract::{DesiredState, Diagnostic, TargetAddress};
 use tollgate_proxy::{Limits, Proxy, ProxySettings};
 
 use crate::ingress_status::{PublishedAddress, SyncReport};
-use crate::kubernetes_mode::KubeContext;
-use crate::sources::manifest_dir::ManifestDirSource;
-use crate::sources::{Source, SourceSpec, SourceState};
+use crate::kubernetes_mode::{start_source, KubeContext};
+use crate::sources::{SourceSpec, SourceState};
 use crate::{build, BuildOptions, BuildOutput};
 
 /// Everything `tollgate proxy` is told.
@@ -85,14 +84,7 @@ pub async fn run_proxy_on(
     mut shutdown: watch::Receiver<bool>,
 ) -> Result<(), ProxyRunError> {
     let proxy = Proxy::new(opts.settings.clone(), opts.publish_address.clone())?;
-    let (source, kube): (Box<dyn Source>, Option<KubeContext>) = match &opts.source {
-        SourceSpec::Manifests(dir) => (Box::new(ManifestDirSource::spawn(dir.clone())?), None),
-        SourceSpec::Kubernetes(k) => {
-            let ctx = KubeContext::start(k).await?;
-            ctx.source.wait_synced().await;
-            (Box::new(ctx.source.clone()), Some(ctx))
-        }
-    };
+    let (source, kube) = start_source::<ProxyRunError>(&opts.source).await?;
     let ProxyListeners { http, https, admin } = listeners;
     tracing::info!(
         http = ?http.local_addr().ok(),
