@@ -136,7 +136,21 @@ pub async fn run_proxy_on(
     loop {
         let state = states.borrow_and_update().clone();
         let out = build(&state.snapshot, &opts.build);
-        let generation = proxy.apply_model(&out.model);
+        // Our own status writes come back as watch events: the snapshot changed, the model
+        // did not. Recompiling the route table for them was most of the work of writing
+        // 1,000 statuses; the status task still gets the new snapshot to compare against.
+        let unchanged = status_tx
+            .borrow()
+            .as_ref()
+            .is_some_and(|prev| prev.1.model == out.model);
+        if !unchanged {
+            let generation = proxy.apply_model(&out.model);
+            tracing::info!(
+                generation,
+                source_generation = state.generation,
+                "configuration applied"
+            );
+        }
         // Log each diagnostic once, when it first appears.
         let now: BTreeSet<Diagnostic> = state
             .diagnostics
@@ -148,11 +162,6 @@ pub async fn run_proxy_on(
             crate::log_diagnostic(d);
         }
         reported = now;
-        tracing::info!(
-            generation,
-            source_generation = state.generation,
-            "configuration applied"
-        );
         if opts.serve_echo_backends {
             start_echo_backends(&out.model, &mut echo_started).await;
         }
