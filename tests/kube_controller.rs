@@ -306,8 +306,10 @@ async fn a_watch_resumed_after_410_gone_loses_no_change() {
         "the proxy keeps serving the last configuration while the API is away"
     );
     k.restart_apiserver().await;
+    // The watchers reconnect on kube-runtime's back-off (doubling up to 30 s while the API
+    // was away), then get 410 Gone and re-list.
     wait_until(
-        Duration::from_secs(30),
+        Duration::from_secs(90),
         "the change made during the outage",
         || async {
             routed_to(proxy.http, "site.example", "/").await.as_deref() == Some("backend-two")
