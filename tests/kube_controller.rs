@@ -12,7 +12,7 @@ use http::StatusCode;
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::ConfigMap;
 use k8s_openapi::api::events::v1::Event;
-use k8s_openapi::api::networking::v1::Ingress;
+use k8s_openapi::api::networking::v1::{Ingress, IngressLoadBalancerIngress};
 use kube::api::{Api, DeleteParams, Patch, PatchParams};
 use support::kube_apiserver::{apply_yaml, install_deploy_basics, TestApiserver};
 use support::{echo, get, served_by, wait_until, TestProxy};
@@ -93,25 +93,47 @@ async fn events_for(client: &kube::Client, ns: &str, name: &str) -> Vec<Event> {
         .collect()
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn proxy_mode_routes_an_ingress_writes_status_and_follows_a_path_change() {
+/// A fresh API server with deploy/'s Namespace, CRD, RBAC and IngressClass, and its admin.
+async fn cluster() -> (TestApiserver, kube::Client) {
     let k = TestApiserver::start().await;
     let admin = k.admin().await;
     install_deploy_basics(&admin).await;
-    let backend = echo("api-backend").await;
-    apply_yaml(
-        &admin,
-        &service_v1beta1("api", &[backend]),
-        "default",
-        false,
+    (k, admin)
+}
+
+/// Applies `yaml` into the `default` namespace for real.
+async fn apply(client: &kube::Client, yaml: &str, what: &str) {
+    if let Err(e) = apply_yaml(client, yaml, "default", false).await {
+        panic!("applying {what}: {e}");
+    }
+}
+
+/// The first address in an Ingress's `status.loadBalancer.ingress`.
+fn published(ing: &Ingress) -> Option<&IngressLoadBalancerIngress> {
+    ing.status
+        .as_ref()?
+        .load_balancer
+        .as_ref()?
+        .ingress
+        .as_ref()?
+        .first()
+}
+
+async fn answers_404(addr: SocketAddr, host: &str, path: &str) -> bool {
+    matches!(
+        get(addr, host, path).await,
+        Ok((StatusCode::NOT_FOUND, _, _))
     )
-    .await
-    .expect("service");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn proxy_mode_routes_an_ingress_writes_status_and_follows_a_path_change() {
+    let (k, admin) = cluster().await;
+    let backend = echo("api-backend").await;
+    apply(&admin, &service_v1beta1("api", &[backend]), "service").await;
     let shop =
         |path: &str| support::ingress("shop", "", &[("shop.example", path, "Prefix", "api")]);
-    apply_yaml(&admin, &shop("/api"), "default", false)
-        .await
-        .expect("ingress");
+    apply(&admin, &shop("/api"), "ingress").await;
 
     let proxy = proxy_on_api(&k, "192.0.2.10").await;
     wait_until(
@@ -131,14 +153,8 @@ async fn proxy_mode_routes_an_ingress_writes_status_and_follows_a_path_change() 
         let Ok(ing) = ingresses.get("shop").await else {
             return false;
         };
-        let ip = ing
-            .status
-            .as_ref()
-            .and_then(|s| s.load_balancer.as_ref())
-            .and_then(|l| l.ingress.as_ref())
-            .and_then(|i| i.first())
-            .and_then(|i| i.ip.clone());
-        ip.as_deref() == Some("192.0.2.10") && condition(&ing)["status"] == "True"
+        published(&ing).and_then(|a| a.ip.as_deref()) == Some("192.0.2.10")
+            && condition(&ing)["status"] == "True"
     })
     .await;
     wait_until(Duration::from_secs(20), "a Normal Synced Event", || async {
@@ -150,9 +166,7 @@ async fn proxy_mode_routes_an_ingress_writes_status_and_follows_a_path_change() 
     .await;
 
     // A path change in the API reaches the route table.
-    apply_yaml(&admin, &shop("/v2"), "default", false)
-        .await
-        .expect("update");
+    apply(&admin, &shop("/v2"), "update").await;
     wait_until(
         Duration::from_secs(20),
         "the new path to be routed",
@@ -161,10 +175,7 @@ async fn proxy_mode_routes_an_ingress_writes_status_and_follows_a_path_change() 
                 .await
                 .as_deref()
                 == Some("api-backend")
-                && matches!(
-                    get(proxy.http, "shop.example", "/api/x").await,
-                    Ok((StatusCode::NOT_FOUND, _, _))
-                )
+                && answers_404(proxy.http, "shop.example", "/api/x").await
         },
     )
     .await;
@@ -177,12 +188,7 @@ async fn proxy_mode_routes_an_ingress_writes_status_and_follows_a_path_change() 
     wait_until(
         Duration::from_secs(20),
         "the deleted Ingress to stop routing",
-        || async {
-            matches!(
-                get(proxy.http, "shop.example", "/v2/x").await,
-                Ok((StatusCode::NOT_FOUND, _, _))
-            )
-        },
+        || async { answers_404(proxy.http, "shop.example", "/v2/x").await },
     )
     .await;
     proxy.stop().await;
@@ -190,18 +196,9 @@ async fn proxy_mode_routes_an_ingress_writes_status_and_follows_a_path_change() 
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_invalid_member_of_a_group_gets_a_warning_and_a_false_condition_the_rest_is_synced() {
-    let k = TestApiserver::start().await;
-    let admin = k.admin().await;
-    install_deploy_basics(&admin).await;
+    let (k, admin) = cluster().await;
     let backend = echo("good-backend").await;
-    apply_yaml(
-        &admin,
-        &service_v1beta1("web", &[backend]),
-        "default",
-        false,
-    )
-    .await
-    .expect("service");
+    apply(&admin, &service_v1beta1("web", &[backend]), "service").await;
     let group = "alb.ingress.kubernetes.io/group.name: shop";
     let good = support::ingress("good", group, &[("good.example", "/", "Prefix", "web")]);
     let bad = support::ingress(
@@ -209,9 +206,7 @@ async fn an_invalid_member_of_a_group_gets_a_warning_and_a_false_condition_the_r
         &format!("{group}, alb.ingress.kubernetes.io/group.order: 'not-a-number'"),
         &[("bad.example", "/", "Prefix", "web")],
     );
-    apply_yaml(&admin, &format!("{good}---\n{bad}"), "default", false)
-        .await
-        .expect("ingresses");
+    apply(&admin, &format!("{good}---\n{bad}"), "ingresses").await;
 
     let proxy = proxy_on_api(&k, "192.0.2.20").await;
     wait_until(
@@ -223,10 +218,7 @@ async fn an_invalid_member_of_a_group_gets_a_warning_and_a_false_condition_the_r
     )
     .await;
     assert!(
-        matches!(
-            get(proxy.http, "bad.example", "/").await,
-            Ok((StatusCode::NOT_FOUND, _, _))
-        ),
+        answers_404(proxy.http, "bad.example", "/").await,
         "the invalid member must not be routed"
     );
 
@@ -261,27 +253,21 @@ async fn an_invalid_member_of_a_group_gets_a_warning_and_a_false_condition_the_r
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_watch_resumed_after_410_gone_loses_no_change() {
-    let mut k = TestApiserver::start().await;
-    let admin = k.admin().await;
-    install_deploy_basics(&admin).await;
+    let (mut k, admin) = cluster().await;
     let one = echo("backend-one").await;
     let two = echo("backend-two").await;
-    apply_yaml(
+    apply(
         &admin,
         &format!(
             "{}---\n{}",
             service_v1beta1("one", &[one]),
             service_v1beta1("two", &[two])
         ),
-        "default",
-        false,
+        "services",
     )
-    .await
-    .expect("services");
+    .await;
     let ing = |svc: &str| support::ingress("site", "", &[("site.example", "/", "Prefix", svc)]);
-    apply_yaml(&admin, &ing("one"), "default", false)
-        .await
-        .expect("ingress");
+    apply(&admin, &ing("one"), "ingress").await;
     let proxy = proxy_on_api(&k, "192.0.2.30").await;
     wait_until(Duration::from_secs(20), "routing to one", || async {
         routed_to(proxy.http, "site.example", "/").await.as_deref() == Some("backend-one")
@@ -295,9 +281,7 @@ async fn a_watch_resumed_after_410_gone_loses_no_change() {
     {
         let second = k.start_second_apiserver().await;
         let client = k.client_for_port(second.port, "admin-token").await;
-        apply_yaml(&client, &ing("two"), "default", false)
-            .await
-            .expect("change through the second server");
+        apply(&client, &ing("two"), "change through the second server").await;
         k.compact_etcd();
     }
     assert_eq!(
@@ -321,9 +305,7 @@ async fn a_watch_resumed_after_410_gone_loses_no_change() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_controller_account_has_only_what_deploy_grants_and_deploy_passes_a_dry_run() {
-    let k = TestApiserver::start().await;
-    let admin = k.admin().await;
-    install_deploy_basics(&admin).await;
+    let (k, admin) = cluster().await;
     let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy");
     let mut files: Vec<_> = std::fs::read_dir(&root)
         .expect("deploy/")
@@ -403,9 +385,7 @@ async fn the_controller_account_has_only_what_deploy_grants_and_deploy_passes_a_
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn killing_the_leader_hands_status_writing_to_the_other_replica_within_15_seconds() {
-    let k = TestApiserver::start().await;
-    let admin = k.admin().await;
-    install_deploy_basics(&admin).await;
+    let (k, admin) = cluster().await;
     let kubeconfig = k.kubeconfig("controller-token");
     let bin = env!("CARGO_BIN_EXE_tollgate");
     let spawn = |name: &str, publish: &str| {
@@ -451,41 +431,26 @@ async fn killing_the_leader_hands_status_writing_to_the_other_replica_within_15_
     .await;
     let second = spawn("replica-b", "192.0.2.2");
     let backend = echo("b").await;
-    apply_yaml(
-        &admin,
-        &service_v1beta1("web", &[backend]),
-        "default",
-        false,
-    )
-    .await
-    .expect("service");
-    apply_yaml(
+    apply(&admin, &service_v1beta1("web", &[backend]), "service").await;
+    apply(
         &admin,
         &support::ingress("site", "", &[("site.example", "/", "Prefix", "web")]),
-        "default",
-        false,
+        "ingress",
     )
-    .await
-    .expect("ingress");
+    .await;
     let ingresses: Api<Ingress> = Api::namespaced(admin.clone(), "default");
-    let published = || async {
-        ingresses
-            .get("site")
-            .await
-            .ok()
-            .and_then(|i| i.status)
-            .and_then(|s| s.load_balancer)
-            .and_then(|l| l.ingress)
-            .and_then(|v| v.first().and_then(|i| i.ip.clone()))
+    let published_ip = || async {
+        let ing = ingresses.get("site").await.ok()?;
+        published(&ing)?.ip.clone()
     };
     wait_until(Duration::from_secs(20), "the leader's status", || async {
-        published().await.as_deref() == Some("192.0.2.1")
+        published_ip().await.as_deref() == Some("192.0.2.1")
     })
     .await;
     // Only the leader writes: the follower's different address never appears.
     tokio::time::sleep(Duration::from_secs(2)).await;
     assert_eq!(
-        published().await.as_deref(),
+        published_ip().await.as_deref(),
         Some("192.0.2.1"),
         "the follower wrote status"
     );
@@ -503,7 +468,7 @@ async fn killing_the_leader_hands_status_writing_to_the_other_replica_within_15_
     wait_until(
         Duration::from_secs(10),
         "the new leader's status",
-        || async { published().await.as_deref() == Some("192.0.2.2") },
+        || async { published_ip().await.as_deref() == Some("192.0.2.2") },
     )
     .await;
     eprintln!("leader take-over after {takeover:?}");
@@ -533,22 +498,16 @@ async fn aws_mode_creates_the_alb_writes_its_hostname_and_cleans_up_behind_the_f
     support::moto::test_credentials();
     let moto = support::moto::start_moto();
     support::moto::seed_cluster(&moto.endpoint, "kube", 0).await;
-    let k = TestApiserver::start().await;
-    let admin = k.admin().await;
-    install_deploy_basics(&admin).await;
-    apply_yaml(
+    let (k, admin) = cluster().await;
+    apply(
         &admin,
         &service_v1beta1("api", &["10.0.0.21:9000".parse().expect("addr")]),
-        "default",
-        false,
+        "service",
     )
-    .await
-    .expect("service");
+    .await;
     let shop =
         |path: &str| support::ingress("shop", "", &[("shop.example", path, "Prefix", "api")]);
-    apply_yaml(&admin, &shop("/api"), "default", false)
-        .await
-        .expect("ingress");
+    apply(&admin, &shop("/api"), "ingress").await;
 
     let mut kube = kube_options(&k, "aws-under-test", 10);
     if let Some(l) = kube.lease.as_mut() {
@@ -585,12 +544,7 @@ async fn aws_mode_creates_the_alb_writes_its_hostname_and_cleans_up_behind_the_f
             let Ok(ing) = ingresses.get("shop").await else {
                 return false;
             };
-            let host = ing
-                .status
-                .and_then(|s| s.load_balancer)
-                .and_then(|l| l.ingress)
-                .and_then(|v| v.first().and_then(|i| i.hostname.clone()));
-            host.as_deref() == Some(lb.dns_name.as_str())
+            published(&ing).and_then(|a| a.hostname.as_deref()) == Some(lb.dns_name.as_str())
                 && ing
                     .metadata
                     .finalizers
@@ -602,9 +556,7 @@ async fn aws_mode_creates_the_alb_writes_its_hostname_and_cleans_up_behind_the_f
     .await;
 
     // A path change in the API reaches the ALB's rules.
-    apply_yaml(&admin, &shop("/v2"), "default", false)
-        .await
-        .expect("update");
+    apply(&admin, &shop("/v2"), "update").await;
     wait_until(
         Duration::from_secs(60),
         "the changed rule in AWS",
