@@ -73,6 +73,22 @@ pub struct StatusError {
     source: kube::Error,
 }
 
+impl StatusError {
+    /// Wraps a failed API call about `namespace/name`.
+    fn on<'a>(
+        what: &'static str,
+        namespace: &'a str,
+        name: &'a str,
+    ) -> impl FnOnce(kube::Error) -> StatusError + 'a {
+        move |source| StatusError {
+            what,
+            namespace: namespace.to_string(),
+            name: name.to_string(),
+            source,
+        }
+    }
+}
+
 fn diag_event(d: &Diagnostic) -> Event {
     Event {
         type_: if d.severity >= Severity::Warning {
@@ -227,17 +243,14 @@ impl IngressStatusWriter {
                     .unwrap_or_default();
                 if want != have {
                     let patch = json!({ "status": IngressStatus { load_balancer: Some(want) } });
-                    if let Err(source) = api
+                    let written = api
                         .patch_status(&name, &PatchParams::default(), &Patch::Merge(&patch))
-                        .await
-                    {
-                        errors.push(StatusError {
-                            what: "writing the status of Ingress",
-                            namespace: ns.clone(),
-                            name: name.clone(),
-                            source,
-                        });
-                    }
+                        .await;
+                    errors.extend(written.err().map(StatusError::on(
+                        "writing the status of Ingress",
+                        &ns,
+                        &name,
+                    )));
                 }
             }
             // Condition.
@@ -246,17 +259,14 @@ impl IngressStatusWriter {
             if ing.annotations().get(CONDITIONS_ANNOTATION) != Some(&cond_text) {
                 let patch =
                     json!({ "metadata": { "annotations": { CONDITIONS_ANNOTATION: cond_text } } });
-                if let Err(source) = api
+                let written = api
                     .patch(&name, &PatchParams::default(), &Patch::Merge(&patch))
-                    .await
-                {
-                    errors.push(StatusError {
-                        what: "writing the Synced condition of Ingress",
-                        namespace: ns.clone(),
-                        name: name.clone(),
-                        source,
-                    });
-                }
+                    .await;
+                errors.extend(written.err().map(StatusError::on(
+                    "writing the Synced condition of Ingress",
+                    &ns,
+                    &name,
+                )));
             }
             // Normal event once per generation that synced without error.
             let ok = !diags.iter().any(|d| d.severity == Severity::Error);
@@ -275,12 +285,11 @@ impl IngressStatusWriter {
                         Ok(()) => {
                             self.announced.insert(uid, generation);
                         }
-                        Err(source) => errors.push(StatusError {
-                            what: "publishing an Event for Ingress",
-                            namespace: ns.clone(),
-                            name: name.clone(),
-                            source,
-                        }),
+                        Err(e) => errors.push(StatusError::on(
+                            "publishing an Event for Ingress",
+                            &ns,
+                            &name,
+                        )(e)),
                     }
                 }
             }
@@ -308,14 +317,12 @@ impl IngressStatusWriter {
             let Some(r) = object_ref(s.kind, &s.namespace, &s.name, uid) else {
                 continue;
             };
-            if let Err(source) = self.recorder.publish(&diag_event(d), &r).await {
-                errors.push(StatusError {
-                    what: "publishing an Event for",
-                    namespace: s.namespace.clone(),
-                    name: s.name.clone(),
-                    source,
-                });
-            }
+            let published = self.recorder.publish(&diag_event(d), &r).await;
+            errors.extend(published.err().map(StatusError::on(
+                "publishing an Event for",
+                &s.namespace,
+                &s.name,
+            )));
         }
         // Forget what went away, so it is reported again if it comes back.
         self.reported = current;
@@ -368,12 +375,11 @@ impl IngressStatusWriter {
         api.patch(&name, &PatchParams::default(), &Patch::Merge(&patch))
             .await
             .map(|_| ())
-            .map_err(|source| StatusError {
-                what: "updating the finalizers of Ingress",
-                namespace: ns,
-                name,
-                source,
-            })
+            .map_err(StatusError::on(
+                "updating the finalizers of Ingress",
+                &ns,
+                &name,
+            ))
     }
 }
 
