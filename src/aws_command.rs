@@ -14,7 +14,7 @@ use tollgate_aws::alb_stack::{build_stacks, AlbLimits, AlbStack};
 use tollgate_aws::aws_api::{stack_of, Aws, AwsError};
 use tollgate_aws::inventory::Inventory;
 use tollgate_aws::plan::plan;
-use tollgate_contract::{Diagnostic, ObjectRef};
+use tollgate_contract::{DesiredState, Diagnostic, ObjectRef};
 
 use crate::admin_server::{serve_aws_admin, AwsAdminState};
 use crate::ingress_status::{PublishedAddress, SyncReport, FINALIZER};
@@ -22,7 +22,7 @@ use crate::kubernetes_mode::{start_source, KubeContext, KubeModeError};
 use crate::sources::kubernetes::KubeSource;
 use crate::sources::manifest_dir::{load_dir, ManifestDirError};
 use crate::sources::{Source, SourceSpec, SourceState};
-use crate::{build, load_balancer_id, BuildOptions, ClusterSnapshot};
+use crate::{build, load_balancer_id, BuildOptions, BuildOutput, ClusterSnapshot};
 
 /// Everything `tollgate aws` is told.
 #[derive(Debug, Clone)]
@@ -77,9 +77,13 @@ pub fn desired_stacks(
     snapshot: &ClusterSnapshot,
     opts: &AwsRunOptions,
 ) -> (Vec<AlbStack>, Vec<Diagnostic>) {
-    let out = build(snapshot, &opts.build);
+    stacks_of(&build(snapshot, &opts.build), opts)
+}
+
+/// The ALB stacks for a built model, with the builder's and the stacks' diagnostics.
+fn stacks_of(out: &BuildOutput, opts: &AwsRunOptions) -> (Vec<AlbStack>, Vec<Diagnostic>) {
     let (stacks, stack_diags) = build_stacks(&opts.cluster, &out.model, &opts.limits);
-    let mut diags = out.diagnostics;
+    let mut diags = out.diagnostics.clone();
     diags.extend(stack_diags);
     (stacks, diags)
 }
@@ -91,10 +95,17 @@ pub async fn reconcile(
     snapshot: &ClusterSnapshot,
     opts: &AwsRunOptions,
 ) -> Reconciled {
-    let out = build(snapshot, &opts.build);
-    let (stacks, stack_diags) = build_stacks(&opts.cluster, &out.model, &opts.limits);
-    let mut diagnostics = out.diagnostics;
-    diagnostics.extend(stack_diags);
+    reconcile_model(aws, inventory, build(snapshot, &opts.build), opts).await
+}
+
+/// [`reconcile`] for a model already built from the snapshot.
+pub async fn reconcile_model(
+    aws: &Aws,
+    inventory: &mut Inventory,
+    out: BuildOutput,
+    opts: &AwsRunOptions,
+) -> Reconciled {
+    let (stacks, mut diagnostics) = stacks_of(&out, opts);
     let p = plan(&stacks, inventory);
     diagnostics.extend(p.diagnostics.iter().cloned());
     if !p.is_empty() {
@@ -205,11 +216,12 @@ pub async fn run_continuous(
             if let Some(inv) = inventory.as_mut() {
                 let state = states.borrow_and_update().clone();
                 log_diagnostics(&state.diagnostics);
+                let out = build(&state.snapshot, &opts.build);
                 if let Some(ctx) = kube.as_ref() {
-                    add_finalizers(ctx, &state.snapshot, opts).await;
+                    add_finalizers(ctx, &state.snapshot, &out.model).await;
                 }
                 let started = Instant::now();
-                let r = reconcile(&aws, inv, &state.snapshot, opts).await;
+                let r = reconcile_model(&aws, inv, out, opts).await;
                 admin.reconciles.fetch_add(1, Ordering::Relaxed);
                 if !r.converged {
                     admin.reconcile_failures.fetch_add(1, Ordering::Relaxed);
@@ -254,10 +266,8 @@ pub async fn run_continuous(
 
 /// Puts the finalizer on every claimed Ingress before its resources are created, so a delete
 /// waits for the clean-up.
-async fn add_finalizers(ctx: &KubeContext, snapshot: &ClusterSnapshot, opts: &AwsRunOptions) {
-    let out = build(snapshot, &opts.build);
-    let claimed: BTreeSet<(&str, &str)> = out
-        .model
+async fn add_finalizers(ctx: &KubeContext, snapshot: &ClusterSnapshot, model: &DesiredState) {
+    let claimed: BTreeSet<(&str, &str)> = model
         .load_balancers
         .iter()
         .flat_map(|lb| lb.ingresses.iter())
