@@ -262,6 +262,34 @@ async fn memory(k: &TestApiserver, admin: &kube::Client) {
         mb(anon),
         mb(file)
     );
+    if std::env::var_os("TOLLGATE_BENCH_SMAPS").is_some() {
+        print_largest_mappings(proxy.0.id());
+    }
+}
+
+/// The ten mappings with the most resident memory, from /proc/PID/smaps (where RSS goes).
+fn print_largest_mappings(pid: u32) {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/smaps")).unwrap_or_default();
+    let mut maps: Vec<(u64, String)> = Vec::new();
+    for line in text.lines() {
+        let mut words = line.split_whitespace();
+        match words.next() {
+            Some(w) if w.contains('-') && w.chars().all(|c| c.is_ascii_hexdigit() || c == '-') => {
+                let name = line.split_whitespace().nth(5).unwrap_or("[anon]");
+                maps.push((0, format!("{w} {name}")));
+            }
+            Some("Rss:") => {
+                if let (Some(m), Some(kib)) = (maps.last_mut(), words.next()) {
+                    m.0 = kib.parse().unwrap_or(0);
+                }
+            }
+            _ => {}
+        }
+    }
+    maps.sort_by_key(|m| std::cmp::Reverse(m.0));
+    for (kib, name) in maps.iter().take(10) {
+        println!("  {:>8} KiB  {name}", kib);
+    }
 }
 
 fn main() {
@@ -277,7 +305,13 @@ fn main() {
         let k = TestApiserver::start().await;
         let admin = k.admin().await;
         install_deploy_basics(&admin).await;
-        change_latency(&k, &admin).await;
-        memory(&k, &admin).await;
+        // TOLLGATE_BENCH_ONLY=memory|latency runs one part.
+        let only = std::env::var("TOLLGATE_BENCH_ONLY").unwrap_or_default();
+        if only != "memory" {
+            change_latency(&k, &admin).await;
+        }
+        if only != "latency" {
+            memory(&k, &admin).await;
+        }
     });
 }

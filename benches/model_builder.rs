@@ -22,39 +22,45 @@ fn meta(name: String) -> ObjectMeta {
 fn large_cluster(hosts: usize, paths_per_host: usize, services: usize) -> ClusterSnapshot {
     let mut snap = ClusterSnapshot::default();
     for s in 0..services {
-        snap.services.push(Service {
-            metadata: meta(format!("svc{s}")),
-            spec: Some(ServiceSpec {
-                ports: Some(vec![ServicePort {
-                    name: Some("http".into()),
-                    port: 80,
+        snap.services.push(
+            Service {
+                metadata: meta(format!("svc{s}")),
+                spec: Some(ServiceSpec {
+                    ports: Some(vec![ServicePort {
+                        name: Some("http".into()),
+                        port: 80,
+                        ..Default::default()
+                    }]),
                     ..Default::default()
-                }]),
+                }),
                 ..Default::default()
-            }),
-            ..Default::default()
-        });
+            }
+            .into(),
+        );
         let mut m = meta(format!("svc{s}-x"));
         m.labels = Some([("kubernetes.io/service-name".to_string(), format!("svc{s}"))].into());
-        snap.endpoint_slices.push(EndpointSlice {
-            metadata: m,
-            address_type: "IPv4".into(),
-            ports: Some(vec![EndpointPort {
-                name: Some("http".into()),
-                port: Some(8080),
-                ..Default::default()
-            }]),
-            endpoints: (0..10)
-                .map(|e| Endpoint {
-                    addresses: vec![format!("10.{}.{}.{}", s / 250, s % 250, e + 1)],
-                    conditions: Some(EndpointConditions {
-                        ready: Some(true),
-                        ..Default::default()
-                    }),
+        snap.endpoint_slices.push(
+            EndpointSlice {
+                metadata: m,
+                address_type: "IPv4".into(),
+                ports: Some(vec![EndpointPort {
+                    name: Some("http".into()),
+                    port: Some(8080),
                     ..Default::default()
-                })
-                .collect(),
-        });
+                }]),
+                endpoints: (0..10)
+                    .map(|e| Endpoint {
+                        addresses: vec![format!("10.{}.{}.{}", s / 250, s % 250, e + 1)],
+                        conditions: Some(EndpointConditions {
+                            ready: Some(true),
+                            ..Default::default()
+                        }),
+                        ..Default::default()
+                    })
+                    .collect(),
+            }
+            .into(),
+        );
     }
     for h in 0..hosts {
         let paths = (0..paths_per_host)
@@ -73,18 +79,21 @@ fn large_cluster(hosts: usize, paths_per_host: usize, services: usize) -> Cluste
                 },
             })
             .collect();
-        snap.ingresses.push(Ingress {
-            metadata: meta(format!("ing{h}")),
-            spec: Some(IngressSpec {
-                ingress_class_name: Some("tollgate".into()),
-                rules: Some(vec![IngressRule {
-                    host: Some(format!("host{h}.example.com")),
-                    http: Some(HTTPIngressRuleValue { paths }),
-                }]),
-                ..Default::default()
-            }),
-            status: None,
-        });
+        snap.ingresses.push(
+            Ingress {
+                metadata: meta(format!("ing{h}")),
+                spec: Some(IngressSpec {
+                    ingress_class_name: Some("tollgate".into()),
+                    rules: Some(vec![IngressRule {
+                        host: Some(format!("host{h}.example.com")),
+                        http: Some(HTTPIngressRuleValue { paths }),
+                    }]),
+                    ..Default::default()
+                }),
+                status: None,
+            }
+            .into(),
+        );
     }
     snap
 }

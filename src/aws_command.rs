@@ -282,6 +282,7 @@ async fn add_finalizers(ctx: &KubeContext, snapshot: &ClusterSnapshot, model: &D
                 i.metadata.name.as_deref().unwrap_or_default(),
             ))
         })
+        .map(|i| &**i)
         .collect();
     for e in ctx.writer.add_finalizers(&ings).await {
         tracing::warn!(error = %e, "cannot add the finalizer");

@@ -9,6 +9,7 @@
 //! so a steady state makes no API calls.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::Arc;
 
 use k8s_openapi::api::core::v1::ObjectReference;
 use k8s_openapi::api::networking::v1::{
@@ -204,7 +205,11 @@ impl IngressStatusWriter {
 
     /// Brings every claimed Ingress's status, condition and Events in line with `report`.
     /// Returns the failures (each is retried on the next sync).
-    pub async fn sync(&mut self, ingresses: &[Ingress], report: &SyncReport) -> Vec<StatusError> {
+    pub async fn sync(
+        &mut self,
+        ingresses: &[Arc<Ingress>],
+        report: &SyncReport,
+    ) -> Vec<StatusError> {
         let mut errors = Vec::new();
         let now = jiff_now();
         let by_ingress: HashMap<(&str, &str), Vec<&Diagnostic>> = report

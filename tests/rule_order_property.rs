@@ -83,21 +83,24 @@ fn backend(i: usize) -> IngressBackend {
 fn snapshot(ings: &[GenIngress]) -> ClusterSnapshot {
     let mut snap = ClusterSnapshot::default();
     for i in 0..6 {
-        snap.services.push(Service {
-            metadata: ObjectMeta {
-                name: Some(format!("svc{i}")),
-                namespace: Some("default".into()),
-                ..Default::default()
-            },
-            spec: Some(ServiceSpec {
-                ports: Some(vec![ServicePort {
-                    port: 80,
+        snap.services.push(
+            Service {
+                metadata: ObjectMeta {
+                    name: Some(format!("svc{i}")),
+                    namespace: Some("default".into()),
                     ..Default::default()
-                }]),
+                },
+                spec: Some(ServiceSpec {
+                    ports: Some(vec![ServicePort {
+                        port: 80,
+                        ..Default::default()
+                    }]),
+                    ..Default::default()
+                }),
                 ..Default::default()
-            }),
-            ..Default::default()
-        });
+            }
+            .into(),
+        );
     }
     for (n, g) in ings.iter().enumerate() {
         // One IngressRule per path keeps the generator simple; rules with equal hosts merge.
@@ -116,21 +119,24 @@ fn snapshot(ings: &[GenIngress]) -> ClusterSnapshot {
             })
             .collect();
         let has_rules = !rules.is_empty();
-        snap.ingresses.push(Ingress {
-            metadata: ObjectMeta {
-                name: Some(format!("ing{n:02}")),
-                namespace: Some("default".into()),
-                ..Default::default()
-            },
-            spec: Some(IngressSpec {
-                ingress_class_name: Some("tollgate".into()),
-                rules: has_rules.then_some(rules),
-                // An Ingress needs rules or a default backend; give the empty ones one.
-                default_backend: g.default_backend.or((!has_rules).then_some(0)).map(backend),
-                ..Default::default()
-            }),
-            status: None,
-        });
+        snap.ingresses.push(
+            Ingress {
+                metadata: ObjectMeta {
+                    name: Some(format!("ing{n:02}")),
+                    namespace: Some("default".into()),
+                    ..Default::default()
+                },
+                spec: Some(IngressSpec {
+                    ingress_class_name: Some("tollgate".into()),
+                    rules: has_rules.then_some(rules),
+                    // An Ingress needs rules or a default backend; give the empty ones one.
+                    default_backend: g.default_backend.or((!has_rules).then_some(0)).map(backend),
+                    ..Default::default()
+                }),
+                status: None,
+            }
+            .into(),
+        );
     }
     snap
 }

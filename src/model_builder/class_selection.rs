@@ -2,6 +2,7 @@
 //! default IngressClass, and the `--ingress-class` name claimed without an IngressClass.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 
 use k8s_openapi::api::networking::v1::{Ingress, IngressClass};
 use tollgate_contract::{Diagnostic, ObjectKind, Reason, Severity};
@@ -26,7 +27,7 @@ pub(crate) struct ClassSelector<'a> {
 }
 
 impl<'a> ClassSelector<'a> {
-    pub(crate) fn new(classes: &'a [IngressClass], opts: &'a BuildOptions) -> Self {
+    pub(crate) fn new(classes: &'a [Arc<IngressClass>], opts: &'a BuildOptions) -> Self {
         let ours: Vec<&IngressClass> = classes
             .iter()
             .filter(|c| {
@@ -35,6 +36,7 @@ impl<'a> ClassSelector<'a> {
                     .and_then(|s| s.controller.as_deref())
                     .is_some_and(|ctl| ctl == opts.controller_name)
             })
+            .map(|c| &**c)
             .collect();
         let has_default_class = ours.iter().any(|c| is_default(c));
         ClassSelector {
@@ -66,7 +68,7 @@ impl<'a> ClassSelector<'a> {
     pub(crate) fn params_for<'p>(
         &self,
         ing: &Ingress,
-        params: &'p [TollgateClassParams],
+        params: &'p [Arc<TollgateClassParams>],
     ) -> Option<&'p TollgateClassParamsSpec> {
         if params.is_empty() {
             return None;

@@ -43,7 +43,7 @@ impl<'a> BackendIndex<'a> {
         let mut services = HashMap::new();
         for s in &snap.services {
             let key = ns_name(&s.metadata);
-            services.insert(key, s);
+            services.insert(key, &**s);
             if let Some(a) = s.metadata.annotations.as_ref() {
                 let (settings, errors) = backend_settings(a);
                 for e in errors {
@@ -79,9 +79,9 @@ impl<'a> BackendIndex<'a> {
             endpoints: snap
                 .endpoints
                 .iter()
-                .map(|e| (ns_name(&e.metadata), e))
+                .map(|e| (ns_name(&e.metadata), &**e))
                 .collect(),
-            nodes: snap.nodes.iter().collect(),
+            nodes: snap.nodes.iter().map(|n| &**n).collect(),
             service_settings,
         }
     }

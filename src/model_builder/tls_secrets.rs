@@ -2,6 +2,7 @@
 //! plan already says when a Secret is unusable.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 
 use k8s_openapi::api::core::v1::Secret;
 use rustls::pki_types::pem::PemObject;
@@ -16,7 +17,7 @@ pub(crate) struct SecretIndex<'a> {
 }
 
 impl<'a> SecretIndex<'a> {
-    pub(crate) fn new(secrets: &'a [Secret]) -> Self {
+    pub(crate) fn new(secrets: &'a [Arc<Secret>]) -> Self {
         SecretIndex {
             secrets: secrets
                 .iter()
@@ -26,7 +27,7 @@ impl<'a> SecretIndex<'a> {
                             s.metadata.namespace.as_deref().unwrap_or("default"),
                             s.metadata.name.as_deref().unwrap_or_default(),
                         ),
-                        s,
+                        &**s,
                     )
                 })
                 .collect(),

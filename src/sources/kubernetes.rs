@@ -267,7 +267,7 @@ impl KubeSource {
 
 /// Secret data held for referenced Secrets, keyed by (namespace, name), with the
 /// resourceVersion it was read at.
-type SecretCache = HashMap<(String, String), (String, Secret)>;
+type SecretCache = HashMap<(String, String), (String, Arc<Secret>)>;
 
 async fn publish(
     client: Client,
@@ -322,12 +322,12 @@ async fn publish(
     }
 }
 
-fn owned<K>(store: &Store<K>) -> Vec<K>
+fn owned<K>(store: &Store<K>) -> Vec<Arc<K>>
 where
     K: kube::Resource + Clone + 'static,
     K::DynamicType: Eq + std::hash::Hash + Clone,
 {
-    let mut v: Vec<K> = store.state().iter().map(|o| (**o).clone()).collect();
+    let mut v = store.state();
     // Stores are hash maps: sort so equal states compare equal.
     v.sort_by_key(|a| (a.namespace(), a.name_any()));
     v
@@ -359,11 +359,11 @@ async fn read_snapshot(
 /// Secret not read yet or whose resourceVersion moved.
 async fn referenced_secrets(
     client: &Client,
-    ingresses: &[Ingress],
+    ingresses: &[Arc<Ingress>],
     stores: &Stores,
     cache: &mut SecretCache,
     diagnostics: &mut Vec<Diagnostic>,
-) -> Vec<Secret> {
+) -> Vec<Arc<Secret>> {
     let wanted: BTreeSet<(String, String)> = ingresses
         .iter()
         .flat_map(|ing| {
@@ -396,6 +396,7 @@ async fn referenced_secrets(
         match api.get_opt(&name).await {
             Ok(Some(mut s)) => {
                 drop_managed_fields(&mut s);
+                let s = Arc::new(s);
                 cache.insert(key, (rv, s.clone()));
                 out.push(s);
             }

@@ -302,7 +302,7 @@ impl Loader {
         origin: &Origin,
         kind: &'static str,
         namespaced: bool,
-        list: impl FnOnce(&mut ClusterSnapshot) -> &mut Vec<T>,
+        list: impl FnOnce(&mut ClusterSnapshot) -> &mut Vec<Arc<T>>,
     ) where
         T: DeserializeOwned + kube::Resource,
     {
@@ -340,7 +340,7 @@ impl Loader {
         let items = list(&mut self.snapshot);
         if let Some((first_file, idx)) = self.seen.get(&key).cloned() {
             // The later definition wins, as `kubectl apply` of the files in order would.
-            items[idx] = obj;
+            items[idx] = Arc::new(obj);
             let at = if ns.is_empty() {
                 name
             } else {
@@ -355,7 +355,7 @@ impl Loader {
                 ),
             );
         } else {
-            items.push(obj);
+            items.push(Arc::new(obj));
             let idx = items.len() - 1;
             self.seen.insert(key, (origin.file.clone(), idx));
         }
