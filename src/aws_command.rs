@@ -14,7 +14,7 @@ use tollgate_aws::alb_stack::{build_stacks, AlbLimits, AlbStack};
 use tollgate_aws::aws_api::{stack_of, Aws, AwsError};
 use tollgate_aws::inventory::Inventory;
 use tollgate_aws::plan::plan;
-use tollgate_contract::{DesiredState, Diagnostic, ObjectRef};
+use tollgate_contract::{DesiredState, Diagnostic, ObjectKind, ObjectRef};
 
 use crate::admin_server::{serve_aws_admin, AwsAdminState};
 use crate::ingress_status::{PublishedAddress, SyncReport, FINALIZER};
@@ -303,6 +303,27 @@ async fn report_to_cluster(
         ..Default::default()
     };
     report.diagnostics.extend(state.diagnostics.iter().cloned());
+    // A load balancer's problem (a failed AWS call, a certificate not found) is every one of
+    // its Ingresses' problem: that is where users look (Events, the Synced condition).
+    let per_ingress: Vec<Diagnostic> = r
+        .diagnostics
+        .iter()
+        .filter(|d| d.subject.kind == ObjectKind::LoadBalancer)
+        .flat_map(|d| {
+            r.ingresses_by_stack
+                .get(&d.subject.name)
+                .into_iter()
+                .flatten()
+                .map(move |i| {
+                    let mut d = d.clone();
+                    d.subject.kind = ObjectKind::Ingress;
+                    d.subject.namespace = i.namespace.clone();
+                    d.subject.name = i.name.clone();
+                    d
+                })
+        })
+        .collect();
+    report.diagnostics.extend(per_ingress);
     for (stack, ings) in &r.ingresses_by_stack {
         let addrs: Vec<PublishedAddress> = inv
             .load_balancers

@@ -247,3 +247,163 @@ async fn a_crash_after_any_call_resumes_without_duplicates() {
         );
     }
 }
+
+/// A self-signed certificate for `host` (its common name and only SAN, so ACM's domain
+/// name is the host), as (cert PEM, key PEM).
+fn certificate_for(host: &str) -> (String, String) {
+    let key = rcgen::KeyPair::generate().expect("key");
+    let mut params = rcgen::CertificateParams::new(vec![host.to_string()]).expect("params");
+    params.distinguished_name = rcgen::DistinguishedName::new();
+    params
+        .distinguished_name
+        .push(rcgen::DnType::CommonName, host);
+    let cert = params.self_signed(&key).expect("self-signed");
+    (cert.pem(), key.serialize_pem())
+}
+
+/// Imports a certificate someone else manages (untagged) into the emulator's ACM.
+async fn import_foreign(aws: &Aws, host: &str) -> String {
+    let (cert, key) = certificate_for(host);
+    aws.acm
+        .import_certificate()
+        .certificate(aws_sdk_acm::primitives::Blob::new(cert))
+        .private_key(aws_sdk_acm::primitives::Blob::new(key))
+        .send()
+        .await
+        .expect("import")
+        .certificate_arn()
+        .expect("arn")
+        .to_string()
+}
+
+fn tls_ingresses(with_secret: bool) -> String {
+    let secure = if with_secret {
+        "  tls: [{hosts: [secure.example.com], secretName: secure-tls}]\n"
+    } else {
+        ""
+    };
+    format!(
+        r#"apiVersion: networking.k8s.io/v1
+kind: Ingress
+metadata: {{name: store, annotations: {{alb.ingress.kubernetes.io/group.name: tls}}}}
+spec:
+  ingressClassName: tollgate
+  tls: [{{hosts: [shop.example.com, other.example.com]}}]
+  rules:
+  - host: shop.example.com
+    http: {{paths: [{{path: /, pathType: Prefix, backend: {{service: {{name: web, port: {{number: 80}}}}}}}}]}}
+  - host: other.example.com
+    http: {{paths: [{{path: /, pathType: Prefix, backend: {{service: {{name: web, port: {{number: 80}}}}}}}}]}}
+---
+apiVersion: networking.k8s.io/v1
+kind: Ingress
+metadata: {{name: secure, annotations: {{alb.ingress.kubernetes.io/group.name: tls}}}}
+spec:
+  ingressClassName: tollgate
+{secure}  rules:
+  - host: secure.example.com
+    http: {{paths: [{{path: /, pathType: Prefix, backend: {{service: {{name: api, port: {{number: 80}}}}}}}}]}}
+"#
+    )
+}
+
+/// The HTTPS listener's certificates (default first) as AWS reports them.
+async fn https_certificates(opts: &AwsRunOptions) -> Vec<String> {
+    let aws = Aws::connect(CLUSTER, opts.endpoint.as_deref(), Some("us-east-1")).await;
+    let inv = aws.observe().await.expect("observe");
+    inv.load_balancers
+        .iter()
+        .flat_map(|lb| &lb.listeners)
+        .find(|l| l.port == 443)
+        .map(|l| l.certificates.clone())
+        .unwrap_or_default()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn acm_discovery_and_secret_import_rotation_and_cleanup() {
+    test_credentials();
+    let moto = start_moto();
+    seed(&moto.endpoint, 0).await;
+    let aws = Aws::connect(CLUSTER, Some(&moto.endpoint), Some("us-east-1")).await;
+    let wildcard = import_foreign(&aws, "*.example.com").await;
+    let exact = import_foreign(&aws, "shop.example.com").await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    std::fs::write(dir.path().join("services.yaml"), SERVICES).unwrap();
+    let (cert, key) = certificate_for("secure.example.com");
+    std::fs::write(
+        dir.path().join("secret.yaml"),
+        support::tls_secret("secure-tls", &cert, &key),
+    )
+    .unwrap();
+    std::fs::write(dir.path().join("tls.yaml"), tls_ingresses(true)).unwrap();
+    let opts = options(dir.path(), &moto.endpoint);
+
+    let (r, inv) = run_once(&opts).await.expect("converge");
+    assert!(r.converged, "{:#?}", r.diagnostics);
+    // The Secret is imported once, tagged with its name and fingerprint.
+    assert_eq!(inv.imported_certificates.len(), 1, "{inv:#?}");
+    let imported = inv.imported_certificates[0].clone();
+    assert_eq!(imported.secret, "default/secure-tls");
+    // shop.example.com: the exact certificate beats the wildcard; other.example.com: the
+    // wildcard; secure.example.com: the import.
+    let mut certs = https_certificates(&opts).await;
+    certs.sort();
+    let mut want = vec![wildcard.clone(), exact.clone(), imported.arn.clone()];
+    want.sort();
+    assert_eq!(certs, want);
+    let (mutating, _, converged) = fresh_reconcile(&opts).await;
+    assert_eq!(mutating, 0, "a no-op resync");
+    assert!(converged);
+
+    // The Secret rotates: re-imported under the same ARN (listeners untouched), fingerprint
+    // tag updated — two calls, nothing else.
+    let (cert2, key2) = certificate_for("secure.example.com");
+    std::fs::write(
+        dir.path().join("secret.yaml"),
+        support::tls_secret("secure-tls", &cert2, &key2),
+    )
+    .unwrap();
+    let (mutating, planned, converged) = fresh_reconcile(&opts).await;
+    assert!(converged);
+    assert_eq!((mutating, planned), (2, 1), "re-import + tag");
+    let served = aws
+        .acm
+        .get_certificate()
+        .certificate_arn(&imported.arn)
+        .send()
+        .await
+        .expect("get certificate");
+    assert_eq!(
+        served.certificate().map(str::trim),
+        Some(cert2.trim()),
+        "ACM serves the rotated certificate"
+    );
+    assert_eq!(https_certificates(&opts).await.len(), 3);
+
+    // The Secret no longer used: off the listener, then deleted from ACM.
+    std::fs::write(dir.path().join("tls.yaml"), tls_ingresses(false)).unwrap();
+    let (_, _, converged) = fresh_reconcile(&opts).await;
+    assert!(converged);
+    let mut certs = https_certificates(&opts).await;
+    certs.sort();
+    let mut want = vec![wildcard.clone(), exact.clone()];
+    want.sort();
+    assert_eq!(certs, want);
+    let left = aws.observe().await.expect("observe");
+    assert!(left.imported_certificates.is_empty(), "{left:#?}");
+    let listed = aws.acm.list_certificates().send().await.expect("list");
+    assert_eq!(
+        listed.certificate_summary_list().len(),
+        2,
+        "only the two foreign certificates remain"
+    );
+
+    // Every Ingress gone: nothing tagged left, foreign certificates untouched.
+    std::fs::remove_file(dir.path().join("tls.yaml")).unwrap();
+    let (_, _, converged) = fresh_reconcile(&opts).await;
+    assert!(converged);
+    let left = aws.observe().await.expect("observe");
+    assert!(left.load_balancers.is_empty() && left.target_groups.is_empty());
+    let listed = aws.acm.list_certificates().send().await.expect("list");
+    assert_eq!(listed.certificate_summary_list().len(), 2);
+}

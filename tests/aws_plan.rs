@@ -39,6 +39,10 @@ endpoints:
 - {addresses: [10.0.2.1], conditions: {ready: true}}
 "#;
 
+/// HTTPS only, no `tls` and no `certificate-arn`: the certificate is discovered in ACM by
+/// the rule's host, as the AWS Load Balancer Controller does.
+const NO_TLS: &str = "apiVersion: networking.k8s.io/v1\nkind: Ingress\nmetadata: {name: notls, annotations: {alb.ingress.kubernetes.io/listen-ports: '[{\"HTTPS\": 443}]'}}\nspec:\n  ingressClassName: tollgate\n  rules: [{host: s.example.com, http: {paths: [{path: /, pathType: Prefix, backend: {service: {name: web, port: {number: 80}}}}]}}]\n";
+
 fn shop(api_path: &str) -> String {
     format!(
         r#"
@@ -191,15 +195,26 @@ fn quotas_are_enforced_with_a_diagnostic_and_the_rest_deploys() {
     assert_eq!(quota.len(), 1, "{quota:#?}");
     assert_eq!(quota[0].subject.name, "big");
 
-    // HTTPS with no certificate: told, and the listener is not created.
-    let tls = "apiVersion: networking.k8s.io/v1\nkind: Ingress\nmetadata: {name: notls, annotations: {alb.ingress.kubernetes.io/listen-ports: '[{\"HTTPS\": 443}]'}}\nspec:\n  ingressClassName: tollgate\n  rules: [{host: s.example.com, http: {paths: [{path: /, pathType: Prefix, backend: {service: {name: web, port: {number: 80}}}}]}}]\n";
-    let (desired, diags) = stacks(&format!("{SERVICES}---\n{tls}"));
-    assert!(desired[0].listeners.is_empty());
+    // HTTPS with no certificate anywhere (no tls Secret, no ARN, nothing in ACM for the
+    // host): told, and the listener is not created.
+    let (desired, _) = stacks(&format!("{SERVICES}---\n{NO_TLS}"));
+    let empty_acm = Inventory {
+        acm_certificates: Some(Vec::new()),
+        ..Default::default()
+    };
+    let p = plan(&desired, &empty_acm);
     assert!(
-        diags
+        !p.changes
             .iter()
-            .any(|d| d.reason == Reason::QuotaExceeded && d.message.contains("has no certificate")),
-        "{diags:#?}"
+            .any(|c| matches!(c, Change::CreateListener { .. })),
+        "{p}"
+    );
+    assert!(
+        p.diagnostics
+            .iter()
+            .any(|d| d.reason == Reason::CertificateNotFound && d.message.contains("s.example.com")),
+        "{:#?}",
+        p.diagnostics
     );
 
     // A regex path cannot be an ALB rule.
@@ -211,4 +226,62 @@ fn quotas_are_enforced_with_a_diagnostic_and_the_rest_deploys() {
             .any(|d| d.message.contains("served by the proxy provider only")),
         "{diags:#?}"
     );
+}
+
+/// The certificate a CreateListener in `p` carries.
+fn listener_certificates(p: &Plan) -> Vec<String> {
+    p.changes
+        .iter()
+        .find_map(|c| match c {
+            Change::CreateListener { spec, .. } => Some(spec.certificates.clone()),
+            _ => None,
+        })
+        .unwrap_or_default()
+}
+
+#[test]
+fn acm_discovery_prefers_the_exact_name_over_a_wildcard() {
+    use tollgate_aws::inventory::AcmCertificate;
+    let (desired, _) = stacks(&format!("{SERVICES}---\n{NO_TLS}"));
+    let cert = |arn: &str, names: &[&str]| AcmCertificate {
+        arn: arn.into(),
+        names: names.iter().map(|n| n.to_string()).collect(),
+    };
+    let wildcard = cert("arn:aws:acm:r:1:certificate/a-wild", &["*.example.com"]);
+    let exact = cert(
+        "arn:aws:acm:r:1:certificate/z-exact",
+        &["other.example.com", "s.example.com"],
+    );
+    let unrelated = cert(
+        "arn:aws:acm:r:1:certificate/0-other",
+        &["*.s.example.com", "example.com"],
+    );
+    let with = |certs: Vec<AcmCertificate>| Inventory {
+        acm_certificates: Some(certs),
+        ..Default::default()
+    };
+    let p = plan(&desired, &with(vec![wildcard.clone(), unrelated.clone()]));
+    assert_eq!(listener_certificates(&p), vec![wildcard.arn.clone()], "{p}");
+    let p = plan(
+        &desired,
+        &with(vec![wildcard.clone(), exact.clone(), unrelated]),
+    );
+    assert_eq!(listener_certificates(&p), vec![exact.arn.clone()], "{p}");
+    assert!(p.diagnostics.is_empty(), "{:#?}", p.diagnostics);
+
+    // Converged: the observed listener holds the discovered certificate → nothing to do.
+    let mut inv = with(vec![wildcard, exact]);
+    let cold = plan(&desired, &inv);
+    for c in &cold.changes {
+        inv.record(
+            c,
+            Some(&format!(
+                "arn:new:{}",
+                inv.target_groups.len() + inv.load_balancers.len()
+            )),
+            None,
+            &desired,
+        );
+    }
+    assert!(plan(&desired, &inv).is_empty(), "{}", plan(&desired, &inv));
 }

@@ -32,6 +32,22 @@ impl Member<'_> {
         &self.obj.namespace
     }
 
+    /// The hosts its rules name, as written (`*.example.com` for a wildcard), deduplicated.
+    pub(crate) fn rule_hosts(&self) -> Vec<String> {
+        let mut hosts: Vec<String> = self
+            .routes
+            .iter()
+            .filter_map(|r| match &r.host {
+                Some(HostMatch::Exact(h)) => Some(h.clone()),
+                Some(HostMatch::Wildcard(suffix)) => Some(format!("*.{suffix}")),
+                None => None,
+            })
+            .collect();
+        hosts.sort();
+        hosts.dedup();
+        hosts
+    }
+
     /// Ordering among the members of one group: `group.order`, then oldest, then name.
     pub(crate) fn precedence_key(&self) -> (i32, Option<&Time>, &ObjectRef) {
         let ts = self.ingress.metadata.creation_timestamp.as_ref();

@@ -388,7 +388,8 @@ fn build_load_balancer(
         }
 
         let certificates = if draft.protocol == ListenerProtocol::Https {
-            listener_certificates(&draft.members, members, secrets, diags)
+            let discover_rule_hosts = !matches!(opts.grouping, Grouping::Single(_));
+            listener_certificates(&draft.members, members, secrets, discover_rule_hosts, diags)
         } else {
             Vec::new()
         };
@@ -418,10 +419,16 @@ fn build_load_balancer(
     }
 }
 
+/// The certificates of an HTTPS listener: `certificate-arn` ARNs; Secrets named in `tls`;
+/// and, for a member with no `certificate-arn`, a `Discover` per TLS host that names no
+/// Secret (ingress-nginx serves those with its default certificate, the AWS Load Balancer
+/// Controller looks them up in ACM) — or per rule host when the member has no `tls` at all
+/// and `discover_rule_hosts` (a cloud load balancer, as the AWS controller does).
 fn listener_certificates(
     attached: &[usize],
     members: &[Member<'_>],
     secrets: &mut SecretIndex<'_>,
+    discover_rule_hosts: bool,
     diags: &mut Vec<Diagnostic>,
 ) -> Vec<Certificate> {
     let mut certs = BTreeSet::new();
@@ -430,9 +437,20 @@ fn listener_certificates(
         for arn in &m.settings.certificate_arns {
             certs.insert(Certificate::Arn { arn: arn.clone() });
         }
+        let discover = m.settings.certificate_arns.is_empty();
+        if discover && discover_rule_hosts && m.tls.is_empty() {
+            for host in m.rule_hosts() {
+                certs.insert(Certificate::Discover { host });
+            }
+        }
         for (ti, t) in m.tls.iter().enumerate() {
             let Some(name) = t.secret_name.as_deref().filter(|s| !s.is_empty()) else {
-                continue; // hosts only: served with the default certificate, as ingress-nginx does
+                if discover {
+                    for host in t.hosts.iter().flatten().filter(|h| !h.is_empty()) {
+                        certs.insert(Certificate::Discover { host: host.clone() });
+                    }
+                }
+                continue;
             };
             match secrets.material(m.namespace(), name) {
                 Ok(material) => {

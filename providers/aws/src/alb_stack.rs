@@ -54,7 +54,29 @@ pub struct AlbStack {
     pub target_groups: Vec<TargetGroupSpec>,
     /// Sorted by port.
     pub listeners: Vec<ListenerSpec>,
+    /// Kubernetes TLS Secrets its listeners use, to be imported into ACM. Sorted.
+    pub secret_certificates: Vec<SecretCertificate>,
 }
+
+/// A `kubernetes.io/tls` Secret whose certificate Tollgate imports into ACM (tagged with the
+/// Secret and the material's fingerprint, re-imported under the same ARN when it rotates).
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SecretCertificate {
+    /// `namespace/name`.
+    pub secret: String,
+    pub material: tollgate_contract::TlsMaterial,
+}
+
+/// Prefix of a listener certificate that is a Kubernetes Secret not yet resolved to the ARN
+/// of its ACM import: `secret:<namespace>/<name>@<fingerprint>`.
+pub const SECRET_CERTIFICATE: &str = "secret:";
+/// Prefix of a listener certificate to be discovered in ACM by host: `acm-host:<host>`.
+pub const DISCOVERED_CERTIFICATE: &str = "acm-host:";
+/// Tag on an imported certificate naming its Secret (`namespace/name`).
+pub const TAG_SECRET: &str = "tollgate.io/secret";
+/// Tag on an imported certificate holding the fingerprint of the imported material.
+pub const TAG_FINGERPRINT: &str = "tollgate.io/fingerprint";
 
 /// The load balancer itself.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -91,8 +113,9 @@ pub struct TargetGroupSpec {
 pub struct ListenerSpec {
     pub port: u16,
     pub protocol: String,
-    /// ACM ARNs; the first is the default certificate. Secret certificates appear as
-    /// `secret:<namespace>/<name>@<fingerprint>` until imported into ACM.
+    /// ACM ARNs; the first is the default certificate. Before the plan resolves them, Secret
+    /// certificates appear as `secret:<namespace>/<name>@<fingerprint>` and certificates to
+    /// discover as `acm-host:<host>`.
     pub certificates: Vec<String>,
     pub ssl_policy: Option<String>,
     pub default_action: AlbAction,
@@ -374,6 +397,7 @@ pub fn build_stack(
     target_groups.sort_by(|a, b| a.name.cmp(&b.name));
 
     let mut listeners = Vec::new();
+    let mut secret_certificates = BTreeSet::new();
     for l in &lb.listeners {
         let owners: BTreeSet<&ObjectRef> = l.rules.iter().map(|r| &r.ingress).collect();
         let certificates: Vec<String> = l
@@ -383,7 +407,14 @@ pub fn build_stack(
                 Certificate::Arn { arn } => arn.clone(),
                 Certificate::Secret {
                     secret, material, ..
-                } => format!("secret:{secret}@{}", material.fingerprint),
+                } => {
+                    secret_certificates.insert(SecretCertificate {
+                        secret: secret.to_string(),
+                        material: material.clone(),
+                    });
+                    format!("{SECRET_CERTIFICATE}{secret}@{}", material.fingerprint)
+                }
+                Certificate::Discover { host } => format!("{DISCOVERED_CERTIFICATE}{host}"),
             })
             .collect();
         if l.protocol == ListenerProtocol::Https && certificates.is_empty() {
@@ -395,7 +426,7 @@ pub fn build_stack(
             for ing in blamed {
                 diags.push(ingress_diag(
                     ing,
-                    Reason::QuotaExceeded,
+                    Reason::CertificateNotFound,
                     format!(
                         "HTTPS listener on port {} has no certificate (no usable tls Secret, certificate-arn or ACM certificate for its hosts); the listener is not created",
                         l.port
@@ -510,6 +541,7 @@ pub fn build_stack(
             },
             target_groups,
             listeners,
+            secret_certificates: secret_certificates.into_iter().collect(),
         },
         diags,
     )

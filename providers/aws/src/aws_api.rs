@@ -10,13 +10,14 @@ use elbv2::types as t;
 use tollgate_contract::{BackendProtocol, Diagnostic, HealthCheck, ObjectKind, Reason, Severity};
 
 use crate::alb_stack::{
-    AlbAction, AlbCondition, AlbStack, RuleSpec, TargetGroupSpec, TAG_CLUSTER, TAG_RESOURCE,
-    TAG_STACK,
+    AlbAction, AlbCondition, AlbStack, RuleSpec, TargetGroupSpec, TAG_CLUSTER, TAG_FINGERPRINT,
+    TAG_RESOURCE, TAG_SECRET, TAG_STACK,
 };
 use crate::inventory::{
-    Inventory, ObservedListener, ObservedLoadBalancer, ObservedRule, ObservedTargetGroup,
+    AcmCertificate, ImportedCertificate, Inventory, ObservedListener, ObservedLoadBalancer,
+    ObservedRule, ObservedTargetGroup,
 };
-use crate::plan::{Change, Plan, Ref};
+use crate::plan::{listener_arns, Change, Plan, Ref};
 
 /// A failed AWS call.
 #[derive(Debug, thiserror::Error)]
@@ -84,6 +85,7 @@ pub struct Aws {
     pub elbv2: elbv2::Client,
     pub ec2: aws_sdk_ec2::Client,
     pub tagging: aws_sdk_resourcegroupstagging::Client,
+    pub acm: aws_sdk_acm::Client,
     pub cluster: String,
     pub calls: CallLog,
 }
@@ -105,6 +107,7 @@ impl Aws {
             elbv2: elbv2::Client::new(&conf),
             ec2: aws_sdk_ec2::Client::new(&conf),
             tagging: aws_sdk_resourcegroupstagging::Client::new(&conf),
+            acm: aws_sdk_acm::Client::new(&conf),
             cluster: cluster.to_string(),
             calls: CallLog::default(),
         }
@@ -126,6 +129,7 @@ impl Aws {
                 .tag_filters(filter.clone())
                 .resource_type_filters("elasticloadbalancing:loadbalancer")
                 .resource_type_filters("elasticloadbalancing:targetgroup")
+                .resource_type_filters("acm:certificate")
                 .set_pagination_token(token.clone())
                 .send()
                 .await;
@@ -156,11 +160,32 @@ impl Aws {
     pub async fn observe(&self) -> Result<Inventory, AwsError> {
         let tagged = self.tagged().await?;
         let is_tg = |arn: &str| arn.contains(":targetgroup/");
+        let is_certificate = |arn: &str| arn.contains(":certificate/");
         let stack_of: BTreeMap<String, BTreeMap<String, String>> = tagged.into_iter().collect();
         let tg_arns: Vec<&String> = stack_of.keys().filter(|a| is_tg(a)).collect();
-        let lb_arns: Vec<&String> = stack_of.keys().filter(|a| !is_tg(a)).collect();
+        let lb_arns: Vec<&String> = stack_of
+            .keys()
+            .filter(|a| !is_tg(a) && !is_certificate(a))
+            .collect();
 
         let mut inv = Inventory::default();
+        for (arn, tags) in stack_of.iter().filter(|(a, _)| is_certificate(a)) {
+            if let Some(secret) = tags.get(TAG_SECRET) {
+                inv.imported_certificates.push(ImportedCertificate {
+                    arn: arn.clone(),
+                    secret: secret.clone(),
+                    fingerprint: tags.get(TAG_FINGERPRINT).cloned().unwrap_or_default(),
+                });
+            }
+        }
+        inv.acm_certificates = match self.acm_certificates(&inv.imported_certificates).await {
+            Ok(c) => Some(c),
+            Err(e) => {
+                // Discovery is then reported as unresolved; everything else still works.
+                tracing::warn!(error = %e, "cannot list ACM certificates; certificate discovery is off");
+                None
+            }
+        };
         let mut tg_name_by_arn = BTreeMap::new();
         for chunk in tg_arns.chunks(20) {
             let r = self
@@ -396,6 +421,74 @@ impl Aws {
         Ok(inv)
     }
 
+    /// Issued ACM certificates other than Tollgate's own imports, with the names they cover:
+    /// one paginated list (a describe only for a certificate with more names than a list
+    /// entry carries).
+    async fn acm_certificates(
+        &self,
+        ours: &[ImportedCertificate],
+    ) -> Result<Vec<AcmCertificate>, AwsError> {
+        let mut out = Vec::new();
+        let mut token: Option<String> = None;
+        loop {
+            let r = self
+                .acm
+                .list_certificates()
+                .certificate_statuses(aws_sdk_acm::types::CertificateStatus::Issued)
+                .set_next_token(token.clone())
+                .send()
+                .await;
+            self.calls.record("ListCertificates", &r);
+            let r = r.map_err(api("ListCertificates"))?;
+            for c in r.certificate_summary_list() {
+                let Some(arn) = c.certificate_arn() else {
+                    continue;
+                };
+                if ours.iter().any(|o| o.arn == arn) {
+                    continue;
+                }
+                let mut names: Vec<String> = c
+                    .domain_name()
+                    .into_iter()
+                    .chain(
+                        c.subject_alternative_name_summaries()
+                            .iter()
+                            .map(String::as_str),
+                    )
+                    .map(str::to_ascii_lowercase)
+                    .collect();
+                if c.has_additional_subject_alternative_names() == Some(true) {
+                    let d = self
+                        .acm
+                        .describe_certificate()
+                        .certificate_arn(arn)
+                        .send()
+                        .await;
+                    self.calls.record("DescribeCertificate", &d);
+                    if let Some(detail) = d.map_err(api("DescribeCertificate"))?.certificate() {
+                        names.extend(
+                            detail
+                                .subject_alternative_names()
+                                .iter()
+                                .map(|n| n.to_ascii_lowercase()),
+                        );
+                    }
+                }
+                names.sort();
+                names.dedup();
+                out.push(AcmCertificate {
+                    arn: arn.to_string(),
+                    names,
+                });
+            }
+            token = r.next_token().filter(|t| !t.is_empty()).map(str::to_string);
+            if token.is_none() {
+                break;
+            }
+        }
+        Ok(out)
+    }
+
     /// Subnets for a load balancer of this scheme, found by the cluster's tags.
     async fn subnets(&self, internal: bool) -> Result<(Vec<String>, String), AwsError> {
         let role = if internal {
@@ -483,6 +576,75 @@ impl Aws {
         vpc: &mut Option<String>,
     ) -> Result<(Option<String>, Option<String>), AwsError> {
         match change {
+            Change::ImportCertificate {
+                secret,
+                fingerprint,
+                arn,
+            } => {
+                let material = stacks
+                    .iter()
+                    .flat_map(|s| &s.secret_certificates)
+                    .find(|c| &c.secret == secret && &c.material.fingerprint == fingerprint)
+                    .map(|c| &c.material)
+                    .ok_or_else(|| AwsError::Unresolved(format!("Secret {secret}")))?;
+                let (leaf, chain) = split_chain(&material.cert_chain_pem);
+                let mut req = self
+                    .acm
+                    .import_certificate()
+                    .certificate(aws_sdk_acm::primitives::Blob::new(leaf))
+                    .private_key(aws_sdk_acm::primitives::Blob::new(
+                        material.private_key_pem.as_bytes(),
+                    ))
+                    .set_certificate_chain(
+                        (!chain.is_empty()).then(|| aws_sdk_acm::primitives::Blob::new(chain)),
+                    );
+                let tag =
+                    |k: &str, v: &str| aws_sdk_acm::types::Tag::builder().key(k).value(v).build();
+                let tags = [
+                    tag(TAG_CLUSTER, &self.cluster),
+                    tag(TAG_SECRET, secret),
+                    tag(TAG_FINGERPRINT, fingerprint),
+                ];
+                match arn {
+                    // A re-import keeps the ARN (listeners are untouched) but cannot carry
+                    // tags: the fingerprint tag is updated after it.
+                    Some(a) => req = req.certificate_arn(a),
+                    None => {
+                        for t in tags.iter().flatten() {
+                            req = req.tags(t.clone());
+                        }
+                    }
+                }
+                let r = req.send().await;
+                self.calls.record("ImportCertificate", &r);
+                let imported = r
+                    .map_err(api("ImportCertificate"))?
+                    .certificate_arn()
+                    .map(str::to_string);
+                if let (Some(a), Some(_)) = (&imported, arn) {
+                    let r = self
+                        .acm
+                        .add_tags_to_certificate()
+                        .certificate_arn(a)
+                        .set_tags(Some(tags.into_iter().filter_map(Result::ok).collect()))
+                        .send()
+                        .await;
+                    self.calls.record("AddTagsToCertificate", &r);
+                    r.map_err(api("AddTagsToCertificate"))?;
+                }
+                Ok((imported, None))
+            }
+            Change::DeleteCertificate { arn, .. } => {
+                let r = self
+                    .acm
+                    .delete_certificate()
+                    .certificate_arn(arn)
+                    .send()
+                    .await;
+                self.calls.record("DeleteCertificate", &r);
+                r.map_err(api("DeleteCertificate"))?;
+                Ok((None, None))
+            }
             Change::CreateTargetGroup { spec } => {
                 let vpc_id = match vpc.clone() {
                     Some(v) => v,
@@ -604,10 +766,10 @@ impl Aws {
                     .port(i32::from(spec.port))
                     .protocol(t::ProtocolEnum::from(spec.protocol.as_str()))
                     .default_actions(action_to_sdk(&spec.default_action, inv)?);
-                let certs = usable_certificates(&spec.certificates);
+                let certs = listener_arns(&spec.certificates, &inv.imported_certificates);
                 if let Some(first) = certs.first() {
                     req =
-                        req.certificates(t::Certificate::builder().certificate_arn(*first).build());
+                        req.certificates(t::Certificate::builder().certificate_arn(first).build());
                 }
                 if let Some(p) = &spec.ssl_policy {
                     req = req.ssl_policy(p);
@@ -632,10 +794,10 @@ impl Aws {
                     .listener_arn(arn)
                     .protocol(t::ProtocolEnum::from(spec.protocol.as_str()))
                     .default_actions(action_to_sdk(&spec.default_action, inv)?);
-                let certs = usable_certificates(&spec.certificates);
+                let certs = listener_arns(&spec.certificates, &inv.imported_certificates);
                 if let Some(first) = certs.first() {
                     req =
-                        req.certificates(t::Certificate::builder().certificate_arn(*first).build());
+                        req.certificates(t::Certificate::builder().certificate_arn(first).build());
                 }
                 if let Some(p) = &spec.ssl_policy {
                     req = req.ssl_policy(p);
@@ -643,8 +805,29 @@ impl Aws {
                 let r = req.send().await;
                 self.calls.record("ModifyListener", &r);
                 r.map_err(api("ModifyListener"))?;
-                if certs.len() > 1 {
-                    self.add_certificates(arn, &certs[1..]).await?;
+                let had: Vec<String> = inv
+                    .load_balancers
+                    .iter()
+                    .flat_map(|lb| &lb.listeners)
+                    .find(|l| &l.arn == arn)
+                    .map(|l| l.certificates.clone())
+                    .unwrap_or_default();
+                // ModifyListener takes exactly one certificate, the default; AWS keeps the
+                // SNI certificates, moto replaces them all. Adding them again is a no-op on
+                // AWS and restores them on the emulator, so both end up as desired.
+                let add: Vec<String> = certs.iter().skip(1).cloned().collect();
+                // The old default, if not wanted any more, was replaced by ModifyListener.
+                let remove: Vec<String> = had
+                    .iter()
+                    .skip(1)
+                    .filter(|h| !certs.contains(h))
+                    .cloned()
+                    .collect();
+                if !add.is_empty() {
+                    self.add_certificates(arn, &add).await?;
+                }
+                if !remove.is_empty() {
+                    self.remove_certificates(arn, &remove).await?;
                 }
                 Ok((None, None))
             }
@@ -835,14 +1018,14 @@ impl Aws {
         r.map_err(api("ModifyLoadBalancerAttributes")).map(|_| ())
     }
 
-    async fn add_certificates(&self, listener: &str, arns: &[&str]) -> Result<(), AwsError> {
+    async fn add_certificates(&self, listener: &str, arns: &[String]) -> Result<(), AwsError> {
         let r = self
             .elbv2
             .add_listener_certificates()
             .listener_arn(listener)
             .set_certificates(Some(
                 arns.iter()
-                    .map(|a| t::Certificate::builder().certificate_arn(*a).build())
+                    .map(|a| t::Certificate::builder().certificate_arn(a).build())
                     .collect(),
             ))
             .send()
@@ -850,16 +1033,34 @@ impl Aws {
         self.calls.record("AddListenerCertificates", &r);
         r.map_err(api("AddListenerCertificates")).map(|_| ())
     }
+
+    async fn remove_certificates(&self, listener: &str, arns: &[String]) -> Result<(), AwsError> {
+        let r = self
+            .elbv2
+            .remove_listener_certificates()
+            .listener_arn(listener)
+            .set_certificates(Some(
+                arns.iter()
+                    .map(|a| t::Certificate::builder().certificate_arn(a).build())
+                    .collect(),
+            ))
+            .send()
+            .await;
+        self.calls.record("RemoveListenerCertificates", &r);
+        r.map_err(api("RemoveListenerCertificates")).map(|_| ())
+    }
 }
 
-/// Certificates the listener can use now: ACM ARNs. Kubernetes Secret certificates need an
-/// ACM import first (not implemented yet) and are left out.
-fn usable_certificates(certs: &[String]) -> Vec<&str> {
-    certs
-        .iter()
-        .map(String::as_str)
-        .filter(|c| c.starts_with("arn:"))
-        .collect()
+/// Splits a PEM chain into the leaf certificate and the rest (ACM takes them apart).
+fn split_chain(pem: &str) -> (&str, &str) {
+    const END: &str = "-----END CERTIFICATE-----";
+    match pem.find(END) {
+        Some(i) => {
+            let (leaf, rest) = pem.split_at(i + END.len());
+            (leaf, rest.trim_start())
+        }
+        None => (pem, ""),
+    }
 }
 
 /// The stack (model load-balancer id) a change belongs to.

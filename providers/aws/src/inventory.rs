@@ -12,6 +12,29 @@ use crate::alb_stack::{AlbAction, RuleSpec, TargetGroupSpec};
 pub struct Inventory {
     pub load_balancers: Vec<ObservedLoadBalancer>,
     pub target_groups: Vec<ObservedTargetGroup>,
+    /// ACM certificates Tollgate imported from Kubernetes Secrets.
+    pub imported_certificates: Vec<ImportedCertificate>,
+    /// Every other issued ACM certificate, for discovery by host; `None` when ACM was not
+    /// read (an offline `plan`, or no permission), so discovery is left unresolved.
+    pub acm_certificates: Option<Vec<AcmCertificate>>,
+}
+
+/// A certificate Tollgate imported into ACM from a Secret.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ImportedCertificate {
+    pub arn: String,
+    /// `namespace/name` of the Secret.
+    pub secret: String,
+    /// Fingerprint of the material imported last.
+    pub fingerprint: String,
+}
+
+/// An issued ACM certificate someone else manages, with the names it covers.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct AcmCertificate {
+    pub arn: String,
+    /// Domain name and subject alternative names, lower-case (`*.example.com` for a wildcard).
+    pub names: Vec<String>,
 }
 
 /// A load balancer with its listeners and rules.
@@ -72,6 +95,13 @@ impl Inventory {
             .flat_map(|l| l.rules.iter_mut())
     }
 
+    /// The ARN of the ACM import of a Secret (`namespace/name`), if there is one.
+    pub fn imported_certificate(&self, secret: &str) -> Option<&ImportedCertificate> {
+        self.imported_certificates
+            .iter()
+            .find(|c| c.secret == secret)
+    }
+
     /// Records a change that AWS has just carried out, so the inventory stays current without
     /// another look-up. `arn` is the ARN a create call returned (`dns_name` for a new load
     /// balancer); `stacks` is the desired state the change came from.
@@ -86,7 +116,23 @@ impl Inventory {
             arn.map(str::to_string)
                 .unwrap_or_else(|| format!("unknown:{what}"))
         };
+        let imported = self.imported_certificates.clone();
         match change {
+            Change::ImportCertificate {
+                secret,
+                fingerprint,
+                ..
+            } => {
+                self.imported_certificates.retain(|c| &c.secret != secret);
+                self.imported_certificates.push(ImportedCertificate {
+                    arn: new_arn(secret),
+                    secret: secret.clone(),
+                    fingerprint: fingerprint.clone(),
+                });
+            }
+            Change::DeleteCertificate { arn, .. } => {
+                self.imported_certificates.retain(|c| &c.arn != arn)
+            }
             Change::CreateTargetGroup { spec } => {
                 let mut spec = spec.clone();
                 spec.targets.clear(); // registered by a RegisterTargets change
@@ -129,7 +175,7 @@ impl Inventory {
                         arn,
                         port: spec.port,
                         protocol: spec.protocol.clone(),
-                        certificates: spec.certificates.clone(),
+                        certificates: crate::plan::listener_arns(&spec.certificates, &imported),
                         ssl_policy: spec.ssl_policy.clone(),
                         default_action: spec.default_action.clone(),
                         rules: Vec::new(),
@@ -144,7 +190,7 @@ impl Inventory {
                     .find(|l| &l.arn == arn)
                 {
                     l.protocol = spec.protocol.clone();
-                    l.certificates = spec.certificates.clone();
+                    l.certificates = crate::plan::listener_arns(&spec.certificates, &imported);
                     l.ssl_policy = spec.ssl_policy.clone();
                     l.default_action = spec.default_action.clone();
                 }

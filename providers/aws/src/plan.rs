@@ -11,8 +11,13 @@ use std::fmt;
 use serde::Serialize;
 use tollgate_contract::{Diagnostic, ObjectKind, Reason, Severity};
 
-use crate::alb_stack::{AlbAction, AlbStack, ListenerSpec, RuleSpec, TargetGroupSpec};
-use crate::inventory::{Inventory, ObservedListener, ObservedLoadBalancer};
+use crate::alb_stack::{
+    AlbAction, AlbStack, ListenerSpec, RuleSpec, TargetGroupSpec, DISCOVERED_CERTIFICATE,
+    SECRET_CERTIFICATE,
+};
+use crate::inventory::{
+    AcmCertificate, ImportedCertificate, Inventory, ObservedListener, ObservedLoadBalancer,
+};
 use crate::priorities::{place_rules, Placement};
 
 /// Refers to a resource that may not exist yet: by ARN when observed, by name when the plan
@@ -44,6 +49,13 @@ pub struct ListenerRef {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "camelCase", tag = "change")]
 pub enum Change {
+    /// Imports a Secret's certificate into ACM; with `arn`, re-imports it under that ARN (a
+    /// rotation: listeners keep pointing at the same certificate).
+    ImportCertificate {
+        secret: String,
+        fingerprint: String,
+        arn: Option<String>,
+    },
     CreateTargetGroup {
         spec: TargetGroupSpec,
     },
@@ -103,13 +115,19 @@ pub enum Change {
         arn: String,
         name: String,
     },
+    /// Deletes an imported certificate no listener uses any more.
+    DeleteCertificate {
+        arn: String,
+        secret: String,
+    },
 }
 
 impl Change {
     /// `+` create, `~` change, `-` delete, as a terraform plan prints them.
     pub fn symbol(&self) -> char {
         match self {
-            Change::CreateTargetGroup { .. }
+            Change::ImportCertificate { arn: None, .. }
+            | Change::CreateTargetGroup { .. }
             | Change::CreateLoadBalancer { .. }
             | Change::CreateListener { .. }
             | Change::CreateRule { .. }
@@ -118,6 +136,7 @@ impl Change {
             | Change::DeleteListener { .. }
             | Change::DeleteLoadBalancer { .. }
             | Change::DeleteTargetGroup { .. }
+            | Change::DeleteCertificate { .. }
             | Change::DeregisterTargets { .. } => '-',
             _ => '~',
         }
@@ -128,6 +147,23 @@ impl fmt::Display for Change {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let s = self.symbol();
         match self {
+            Change::ImportCertificate {
+                secret,
+                fingerprint,
+                arn,
+            } => match arn {
+                None => write!(
+                    f,
+                    "{s} ACM certificate from Secret {secret} ({fingerprint:.12})"
+                ),
+                Some(a) => write!(
+                    f,
+                    "{s} ACM certificate {a}: re-import Secret {secret} ({fingerprint:.12})"
+                ),
+            },
+            Change::DeleteCertificate { arn, secret } => {
+                write!(f, "{s} ACM certificate {arn} (Secret {secret})")
+            }
             Change::CreateTargetGroup { spec } => write!(
                 f,
                 "{s} target group {} ({} {} {} port {})",
@@ -256,6 +292,7 @@ impl fmt::Display for Plan {
 
 #[derive(Default)]
 struct Phases {
+    certificates: Vec<Change>,
     target_groups: Vec<Change>,
     load_balancers: Vec<Change>,
     listeners: Vec<Change>,
@@ -265,15 +302,113 @@ struct Phases {
     delete_listeners: Vec<Change>,
     delete_load_balancers: Vec<Change>,
     delete_target_groups: Vec<Change>,
+    delete_certificates: Vec<Change>,
 }
 
 fn is_subset(want: &BTreeMap<String, String>, have: &BTreeMap<String, String>) -> bool {
     want.iter().all(|(k, v)| have.get(k) == Some(v))
 }
 
-/// Certificates as ELBv2 holds them: ACM ARNs (Secret certificates are imported first).
-fn acm_only(certs: &[String]) -> Vec<&String> {
-    certs.iter().filter(|c| c.starts_with("arn:")).collect()
+/// The certificate ARNs of a resolved listener certificate list: a Secret still shown as
+/// `secret:<ns>/<name>@<fingerprint>` becomes the ARN of its import once there is one.
+/// Anything unresolved is left out. Order kept (the first is the default), duplicates dropped.
+pub fn listener_arns(certs: &[String], imported: &[ImportedCertificate]) -> Vec<String> {
+    let mut out: Vec<String> = Vec::new();
+    for c in certs {
+        let arn = if let Some(rest) = c.strip_prefix(SECRET_CERTIFICATE) {
+            let secret = rest.rsplit_once('@').map_or(rest, |(s, _)| s);
+            imported
+                .iter()
+                .find(|i| i.secret == secret)
+                .map(|i| i.arn.clone())
+        } else if c.starts_with(DISCOVERED_CERTIFICATE) {
+            None
+        } else {
+            Some(c.clone())
+        };
+        if let Some(a) = arn {
+            if !out.contains(&a) {
+                out.push(a);
+            }
+        }
+    }
+    out
+}
+
+/// The ACM certificate for `host`: one naming the host exactly beats a wildcard that covers
+/// it; among equals the lowest ARN, so the choice is stable.
+pub fn discover_certificate<'a>(host: &str, certs: &'a [AcmCertificate]) -> Option<&'a str> {
+    let host = host.to_ascii_lowercase();
+    let named = |name: &str| {
+        certs
+            .iter()
+            .filter(|c| c.names.iter().any(|n| n == name))
+            .map(|c| c.arn.as_str())
+            .min()
+    };
+    named(&host).or_else(|| {
+        let (_, parent) = host.split_once('.')?;
+        if host.starts_with("*.") {
+            return None;
+        }
+        named(&format!("*.{parent}"))
+    })
+}
+
+/// A listener's certificates as ELBv2 will hold them: ACM discovery done (a host with no
+/// certificate is reported), Secrets resolved to their imports where imported (a Secret not
+/// imported yet stays `secret:…` and is resolved when the plan is applied).
+fn resolve_certificates(
+    l: &ListenerSpec,
+    stack: &str,
+    observed: &Inventory,
+    diagnostics: &mut Vec<Diagnostic>,
+) -> Vec<String> {
+    let mut out: Vec<String> = Vec::new();
+    for c in &l.certificates {
+        let resolved = if let Some(host) = c.strip_prefix(DISCOVERED_CERTIFICATE) {
+            match &observed.acm_certificates {
+                // ACM not read (offline plan): show what would be looked up.
+                None => Some(c.clone()),
+                Some(acm) => match discover_certificate(host, acm) {
+                    Some(arn) => Some(arn.to_string()),
+                    None => {
+                        diagnostics.push(Diagnostic::new(
+                            Severity::Warning,
+                            ObjectKind::LoadBalancer,
+                            "",
+                            stack.to_string(),
+                            Reason::CertificateNotFound,
+                            format!(
+                                "listener {}: no issued ACM certificate covers host {host}",
+                                l.port
+                            ),
+                        ));
+                        None
+                    }
+                },
+            }
+        } else if c.starts_with(SECRET_CERTIFICATE) {
+            listener_arns(std::slice::from_ref(c), &observed.imported_certificates)
+                .pop()
+                .or_else(|| Some(c.clone()))
+        } else {
+            Some(c.clone())
+        };
+        if let Some(r) = resolved {
+            if !out.contains(&r) {
+                out.push(r);
+            }
+        }
+    }
+    out
+}
+
+/// Whether a listener's certificates differ: the default (first) certificate, then the rest
+/// as a set (ELBv2 does not order them).
+fn certificates_differ(observed: &[String], wanted: &[String]) -> bool {
+    let rest = |v: &[String]| -> BTreeSet<String> { v.iter().skip(1).cloned().collect() };
+    observed.first() != wanted.first() || rest(observed) != rest(wanted)
 }
 
 /// Diffs every desired stack against the inventory. Observed stacks that are no longer
@@ -376,12 +511,28 @@ pub fn plan(desired: &[AlbStack], observed: &Inventory) -> Plan {
         let no_listeners = Vec::new();
         let observed_listeners: &Vec<ObservedListener> =
             lb_obs.map(|o| &o.listeners).unwrap_or(&no_listeners);
-        for l in &stack.listeners {
+        for wanted in &stack.listeners {
             let listener = ListenerRef {
                 load_balancer: lb_ref.clone(),
-                port: l.port,
+                port: wanted.port,
             };
+            let mut resolved = wanted.clone();
+            resolved.certificates =
+                resolve_certificates(wanted, &stack.stack, observed, &mut diagnostics);
+            let l = &resolved;
+            let no_certificate = l.protocol == "HTTPS" && l.certificates.is_empty();
+            if no_certificate {
+                diagnostics.push(Diagnostic::new(
+                    Severity::Error,
+                    ObjectKind::LoadBalancer,
+                    "",
+                    stack.stack.clone(),
+                    Reason::CertificateNotFound,
+                    format!("HTTPS listener on port {} has no certificate; it is left as it is (not created)", l.port),
+                ));
+            }
             match observed_listeners.iter().find(|o| o.port == l.port) {
+                None if no_certificate => {}
                 None => {
                     p.listeners.push(Change::CreateListener {
                         listener: listener.clone(),
@@ -400,7 +551,8 @@ pub fn plan(desired: &[AlbStack], observed: &Inventory) -> Plan {
                 Some(o) => {
                     let differs = o.protocol != l.protocol
                         || o.default_action != l.default_action
-                        || acm_only(&o.certificates) != acm_only(&l.certificates)
+                        || (!no_certificate
+                            && certificates_differ(&o.certificates, &l.certificates))
                         || (l.ssl_policy.is_some() && o.ssl_policy != l.ssl_policy);
                     if differs {
                         p.listeners.push(Change::ModifyListener {
@@ -451,6 +603,30 @@ pub fn plan(desired: &[AlbStack], observed: &Inventory) -> Plan {
         }
     }
 
+    // Secret certificates: import what is new or rotated; delete imports nothing uses.
+    let mut wanted_secrets: BTreeMap<&str, &str> = BTreeMap::new();
+    for c in desired.iter().flat_map(|s| &s.secret_certificates) {
+        wanted_secrets.insert(&c.secret, &c.material.fingerprint);
+    }
+    for (secret, fingerprint) in &wanted_secrets {
+        let have = observed.imported_certificate(secret);
+        if have.is_none_or(|h| h.fingerprint != *fingerprint) {
+            p.certificates.push(Change::ImportCertificate {
+                secret: secret.to_string(),
+                fingerprint: fingerprint.to_string(),
+                arn: have.map(|h| h.arn.clone()),
+            });
+        }
+    }
+    for c in &observed.imported_certificates {
+        if !wanted_secrets.contains_key(c.secret.as_str()) {
+            p.delete_certificates.push(Change::DeleteCertificate {
+                arn: c.arn.clone(),
+                secret: c.secret.clone(),
+            });
+        }
+    }
+
     // Stacks nobody wants: the load balancer (with its listeners and rules), then its target
     // groups.
     for o in &observed.load_balancers {
@@ -471,6 +647,7 @@ pub fn plan(desired: &[AlbStack], observed: &Inventory) -> Plan {
     }
 
     let changes = [
+        p.certificates,
         p.target_groups,
         p.load_balancers,
         p.listeners,
@@ -480,6 +657,7 @@ pub fn plan(desired: &[AlbStack], observed: &Inventory) -> Plan {
         p.delete_listeners,
         p.delete_load_balancers,
         p.delete_target_groups,
+        p.delete_certificates,
     ]
     .into_iter()
     .flatten()

@@ -95,6 +95,9 @@ pub enum Reason {
     GroupSettingConflict,
     /// A provider-enforced limit was exceeded.
     QuotaExceeded,
+    /// No certificate could be found for a TLS host (ACM discovery), or an HTTPS listener
+    /// has none at all.
+    CertificateNotFound,
     /// A provider failed to apply part of the model.
     ApplyFailed,
     /// Everything was built.

@@ -150,6 +150,10 @@ pub enum Certificate {
     },
     /// An ACM (or IAM) certificate ARN given by annotation.
     Arn { arn: String },
+    /// A certificate the provider looks up for this TLS host (ACM discovery, as the AWS Load
+    /// Balancer Controller does when no `certificate-arn` is given). The proxy has no
+    /// certificate store to search and serves such hosts with its default certificate.
+    Discover { host: String },
 }
 
 /// PEM-encoded certificate chain and private key. Serializes as a fingerprint only, so a
