@@ -407,3 +407,71 @@ async fn acm_discovery_and_secret_import_rotation_and_cleanup() {
     let listed = aws.acm.list_certificates().send().await.expect("list");
     assert_eq!(listed.certificate_summary_list().len(), 2);
 }
+
+/// `actions.*` and `conditions.*` annotations become ALB actions and conditions, and read
+/// back from the emulator as the same rules (a no-op resync makes no call).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn annotated_actions_and_conditions() {
+    test_credentials();
+    let moto = start_moto();
+    seed(&moto.endpoint, 0).await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    std::fs::write(dir.path().join("services.yaml"), SERVICES).unwrap();
+    std::fs::write(
+        dir.path().join("alb.yaml"),
+        r#"apiVersion: networking.k8s.io/v1
+kind: Ingress
+metadata:
+  name: alb
+  annotations:
+    alb.ingress.kubernetes.io/actions.ssl-redirect: '{"Type": "redirect", "RedirectConfig": {"Protocol": "HTTPS", "Port": "443", "StatusCode": "HTTP_301"}}'
+    alb.ingress.kubernetes.io/actions.maintenance: '{"type":"fixed-response","fixedResponseConfig":{"contentType":"text/plain","statusCode":"503","messageBody":"down"}}'
+    alb.ingress.kubernetes.io/actions.canary: '{"type":"forward","forwardConfig":{"targetGroups":[{"serviceName":"web","servicePort":"80","weight":10},{"serviceName":"api","servicePort":80,"weight":90}],"targetGroupStickinessConfig":{"enabled":true,"durationSeconds":60}}}'
+    alb.ingress.kubernetes.io/conditions.api: '[{"field":"http-header","httpHeaderConfig":{"httpHeaderName":"X-Beta","values":["yes","true"]}},{"field":"query-string","queryStringConfig":{"values":[{"key":"beta","value":"1"}]}},{"field":"source-ip","sourceIpConfig":{"values":["10.0.0.0/8"]}}]'
+spec:
+  ingressClassName: tollgate
+  rules:
+  - host: alb.example.com
+    http:
+      paths:
+      - {path: /old, pathType: Prefix, backend: {service: {name: ssl-redirect, port: {name: use-annotation}}}}
+      - {path: /down, pathType: Exact, backend: {service: {name: maintenance, port: {name: use-annotation}}}}
+      - {path: /canary, pathType: Prefix, backend: {service: {name: canary, port: {name: use-annotation}}}}
+      - {path: /, pathType: Prefix, backend: {service: {name: api, port: {number: 80}}}}
+      - {path: /, pathType: Prefix, backend: {service: {name: web, port: {number: 80}}}}
+"#,
+    )
+    .unwrap();
+    let opts = options(dir.path(), &moto.endpoint);
+    let (r, _) = run_once(&opts).await.expect("converge");
+    assert!(r.converged, "{:#?}", r.diagnostics);
+
+    let aws = Aws::connect(CLUSTER, Some(&moto.endpoint), Some("us-east-1")).await;
+    let inv = aws.observe().await.expect("observe");
+    let rules: Vec<String> = inv.load_balancers[0].listeners[0]
+        .rules
+        .iter()
+        .map(|r| format!("{:?}", r.content))
+        .collect();
+    let text = rules.join("\n");
+    for want in [
+        "Redirect { protocol: \"HTTPS\", port: \"443\"",
+        "FixedResponse { status_code: \"503\"",
+        "stickiness_seconds: Some(60)",
+        "HttpHeader(\"x-beta\", [\"yes\", \"true\"])",
+        "QueryString([(Some(\"beta\"), \"1\")])",
+        "SourceIp([\"10.0.0.0/8\"])",
+    ] {
+        assert!(text.contains(want), "no {want} in\n{text}");
+    }
+    // Two target groups with the canary's weights.
+    assert!(
+        rules
+            .iter()
+            .any(|r| r.contains(", 10)") && r.contains(", 90)")),
+        "{text}"
+    );
+    let (mutating, planned, converged) = fresh_reconcile(&opts).await;
+    assert_eq!((mutating, planned), (0, 0), "read back as desired:\n{text}");
+    assert!(converged);
+}

@@ -394,3 +394,88 @@ async fn ssl_redirect_rewrite_target_and_forwarded_headers() {
     assert_eq!(v["path"], "/admin/x");
     p.stop().await;
 }
+
+/// The AWS Load Balancer Controller's `actions.*` and `conditions.*` annotations, served by
+/// the proxy: a redirect (the widely copied PascalCase form), a fixed response, a weighted
+/// forward, and a header condition choosing between two backends of the same path.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn alb_actions_and_conditions() {
+    let mut m = backends().await;
+    m.push_str(
+        r#"apiVersion: networking.k8s.io/v1
+kind: Ingress
+metadata:
+  name: alb
+  annotations:
+    alb.ingress.kubernetes.io/actions.ssl-redirect: '{"Type": "redirect", "RedirectConfig": {"Protocol": "HTTPS", "Port": "443", "StatusCode": "HTTP_301"}}'
+    alb.ingress.kubernetes.io/actions.moved: '{"type":"redirect","redirectConfig":{"host":"new.example.com","path":"/landing","statusCode":"HTTP_302"}}'
+    alb.ingress.kubernetes.io/actions.maintenance: '{"type":"fixed-response","fixedResponseConfig":{"contentType":"text/plain","statusCode":"503","messageBody":"down for maintenance"}}'
+    alb.ingress.kubernetes.io/actions.canary: '{"type":"forward","forwardConfig":{"targetGroups":[{"serviceName":"one","servicePort":"80","weight":0},{"serviceName":"two","servicePort":80,"weight":100}]}}'
+    alb.ingress.kubernetes.io/conditions.three: '[{"field":"http-header","httpHeaderConfig":{"httpHeaderName":"X-Beta","values":["yes"]}}]'
+spec:
+  ingressClassName: tollgate
+  rules:
+  - host: actions.example.com
+    http:
+      paths:
+      - {path: /old, pathType: Prefix, backend: {service: {name: ssl-redirect, port: {name: use-annotation}}}}
+      - {path: /moved, pathType: Exact, backend: {service: {name: moved, port: {name: use-annotation}}}}
+      - {path: /down, pathType: Prefix, backend: {service: {name: maintenance, port: {name: use-annotation}}}}
+      - {path: /canary, pathType: Prefix, backend: {service: {name: canary, port: {name: use-annotation}}}}
+      - {path: /missing, pathType: Prefix, backend: {service: {name: nothing-here, port: {name: use-annotation}}}}
+      - {path: /, pathType: Prefix, backend: {service: {name: three, port: {number: 80}}}}
+      - {path: /, pathType: Prefix, backend: {service: {name: one, port: {number: 80}}}}
+"#,
+    );
+    let p = TestProxy::start(&m).await;
+    let host = "actions.example.com";
+
+    let (status, headers, _) = get(p.http, host, "/old/page?q=1").await.expect("redirect");
+    assert_eq!(status, StatusCode::MOVED_PERMANENTLY);
+    let location = |h: &http::HeaderMap| {
+        h.get("location")
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string)
+    };
+    assert_eq!(
+        location(&headers),
+        Some(format!("https://{host}:{}/old/page?q=1", p.https.port()))
+    );
+    // Left-out parts keep the request's: still http, still this port.
+    let (status, headers, _) = get(p.http, host, "/moved").await.expect("moved");
+    assert_eq!(status, StatusCode::FOUND);
+    assert_eq!(
+        location(&headers),
+        Some(format!("http://new.example.com:{}/landing", p.http.port()))
+    );
+
+    let (status, _, body) = get(p.http, host, "/down/x").await.expect("fixed");
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(body, "down for maintenance");
+
+    for _ in 0..20 {
+        let (status, _, body) = get(p.http, host, "/canary").await.expect("canary");
+        assert_eq!(status, StatusCode::OK);
+        assert_eq!(served_by(&body), "two", "weight 0 never serves");
+    }
+
+    // A use-annotation backend without its annotation answers 503; the rest is served.
+    let (status, _, _) = get(p.http, host, "/missing").await.expect("missing");
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+
+    let (_, _, body) = get(p.http, host, "/page").await.expect("plain");
+    assert_eq!(served_by(&body), "one");
+    let mut c = H1::connect(p.http).await.expect("connect");
+    let req = http::Request::get("/page")
+        .header("host", host)
+        .header("x-beta", "yes")
+        .body(http_body_util::Full::new(bytes::Bytes::new()))
+        .unwrap();
+    let (_, _, body) = c.request(req).await.expect("beta");
+    assert_eq!(
+        served_by(&body),
+        "three",
+        "the header condition picks three"
+    );
+    p.stop().await;
+}

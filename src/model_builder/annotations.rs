@@ -6,7 +6,11 @@
 
 use std::collections::BTreeMap;
 
-use tollgate_contract::{BackendProtocol, ListenerProtocol, ProtocolVersion, Scheme, TargetType};
+use tollgate_contract::{
+    BackendProtocol, Conditions, ListenerProtocol, ProtocolVersion, Scheme, TargetType,
+};
+
+use super::alb_actions::{named_annotations, parse_action, parse_conditions, AnnotatedAction};
 
 /// The AWS Load Balancer Controller's annotation prefix.
 pub const ALB: &str = "alb.ingress.kubernetes.io/";
@@ -42,6 +46,10 @@ pub struct IngressSettings {
     pub rewrite_target: Option<String>,
     pub use_regex: bool,
     pub backend: BackendSettings,
+    /// `actions.<name>`, by name.
+    pub actions: BTreeMap<String, AnnotatedAction>,
+    /// `conditions.<name>`, by backend name: extra conditions for that backend's paths.
+    pub conditions: BTreeMap<String, Conditions>,
 }
 
 /// Settings that shape a target group. Read from the Ingress, then overridden by the
@@ -374,6 +382,22 @@ pub fn ingress_settings(
         .map(|(v, _)| v.to_string());
     let use_regex = r.bool(&format!("{NGINX}use-regex")).unwrap_or(false);
     let backend = read_backend(&mut r);
+    let mut failed = Vec::new();
+    let actions = named_annotations(
+        annotations,
+        &format!("{ALB}actions."),
+        parse_action,
+        &mut failed,
+    );
+    let conditions = named_annotations(
+        annotations,
+        &format!("{ALB}conditions."),
+        parse_conditions,
+        &mut failed,
+    );
+    for (name, value, problem) in failed {
+        r.fail(&name, &value, problem);
+    }
 
     if r.errors.is_empty() {
         Ok(IngressSettings {
@@ -390,6 +414,8 @@ pub fn ingress_settings(
             use_regex: use_regex || rewrite_target.is_some(),
             rewrite_target,
             backend,
+            actions,
+            conditions,
         })
     } else {
         Err(r.errors)

@@ -7,6 +7,7 @@
 //! Error diagnostic and the rest of its group is still built; an unresolvable backend turns
 //! only its own route into a 503; a bad Secret drops only its own certificate.
 
+pub mod alb_actions;
 pub mod annotations;
 mod class_selection;
 mod ingress_member;
@@ -16,14 +17,16 @@ pub mod tls_secrets;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
+use k8s_openapi::api::networking::v1::IngressBackend;
 use tollgate_contract::{
-    Action, Certificate, DesiredState, Diagnostic, FixedResponse, Forward, Listener,
+    Action, Certificate, Conditions, DesiredState, Diagnostic, FixedResponse, Forward, Listener,
     ListenerProtocol, LoadBalancer, ObjectKind, Reason, Redirect, Scheme, Severity, TargetType,
     WeightedTargetGroup,
 };
 
 pub use ingress_member::{parse_host, parse_path};
 
+use alb_actions::AnnotatedAction;
 use class_selection::ClassSelector;
 use ingress_member::{read_member, sort_by_precedence, Member};
 use rule_order::{conflict_key, order_rules, Route};
@@ -275,27 +278,31 @@ fn build_load_balancer(
 
     // Resolve every backend once per member; an unresolvable one answers 503.
     let mut tgs = TargetGroupSet::new(backends, opts);
-    let mut resolve = |m: &Member<'_>, backend, diags: &mut Vec<Diagnostic>| -> Action {
-        match tgs.resolve(m.namespace(), backend, &m.settings.backend) {
-            Ok(tg) => Action::Forward(Forward {
-                target_groups: vec![WeightedTargetGroup {
-                    target_group: tg,
-                    weight: 1,
-                }],
-                stickiness_seconds: None,
-                rewrite_target: m.settings.rewrite_target.clone(),
-            }),
-            Err(u) => {
-                diags.push(ingress_diag(
-                    m,
-                    Severity::Warning,
-                    u.reason,
-                    format!("{}; requests for it answer 503", u.message),
-                ));
-                Action::FixedResponse(FixedResponse::service_unavailable(&u.message))
+    let mut resolve =
+        |m: &Member<'_>, backend: &IngressBackend, diags: &mut Vec<Diagnostic>| -> Action {
+            if let Some(name) = alb_actions::annotated_action_name(backend) {
+                return annotated_action(m, name, &mut tgs, diags);
             }
-        }
-    };
+            match tgs.resolve(m.namespace(), backend, &m.settings.backend) {
+                Ok(tg) => Action::Forward(Forward {
+                    target_groups: vec![WeightedTargetGroup {
+                        target_group: tg,
+                        weight: 1,
+                    }],
+                    stickiness_seconds: None,
+                    rewrite_target: m.settings.rewrite_target.clone(),
+                }),
+                Err(u) => {
+                    diags.push(ingress_diag(
+                        m,
+                        Severity::Warning,
+                        u.reason,
+                        format!("{}; requests for it answer 503", u.message),
+                    ));
+                    Action::FixedResponse(FixedResponse::service_unavailable(&u.message))
+                }
+            }
+        };
     let route_actions: Vec<Vec<Action>> = members
         .iter()
         .map(|m| {
@@ -359,7 +366,8 @@ fn build_load_balancer(
         for &mi in &draft.members {
             let m = &members[mi];
             for (ri, r) in m.routes.iter().enumerate() {
-                let key = conflict_key(&r.host, &r.path);
+                let extra = extra_conditions(m, r.backend);
+                let key = conflict_key(&r.host, &r.path, &extra);
                 if let Some(&winner) = seen.get(&key) {
                     if winner != mi {
                         diags.push(ingress_diag(
@@ -381,6 +389,7 @@ fn build_load_balancer(
                 routes.push(Route {
                     host: r.host.clone(),
                     path: r.path.clone(),
+                    extra,
                     action: on_listener(mi, &route_actions[mi][ri]),
                     ingress: m.obj.clone(),
                 });
@@ -424,6 +433,80 @@ fn build_load_balancer(
 /// Secret (ingress-nginx serves those with its default certificate, the AWS Load Balancer
 /// Controller looks them up in ACM) — or per rule host when the member has no `tls` at all
 /// and `discover_rule_hosts` (a cloud load balancer, as the AWS controller does).
+/// The `conditions.<name>` a path's backend name picks up (empty when there are none).
+fn extra_conditions(m: &Member<'_>, backend: &IngressBackend) -> Conditions {
+    backend
+        .service
+        .as_ref()
+        .and_then(|s| m.settings.conditions.get(&s.name))
+        .cloned()
+        .unwrap_or_default()
+}
+
+/// The action of a `use-annotation` backend: `actions.<name>` of the same Ingress. A
+/// Service of a weighted forward that cannot be resolved is left out (and reported); with
+/// none left, or no such annotation, the path answers 503.
+fn annotated_action(
+    m: &Member<'_>,
+    name: &str,
+    tgs: &mut TargetGroupSet<'_, '_>,
+    diags: &mut Vec<Diagnostic>,
+) -> Action {
+    let Some(action) = m.settings.actions.get(name) else {
+        let message = format!(
+            "backend {name} uses annotation {}actions.{name}, which is not set",
+            annotations::ALB
+        );
+        diags.push(ingress_diag(
+            m,
+            Severity::Warning,
+            Reason::AnnotationInvalid,
+            format!("{message}; requests for it answer 503"),
+        ));
+        return Action::FixedResponse(FixedResponse::service_unavailable(&message));
+    };
+    match action {
+        AnnotatedAction::FixedResponse(f) => Action::FixedResponse(f.clone()),
+        AnnotatedAction::Redirect(r) => Action::Redirect(r.clone()),
+        AnnotatedAction::Forward {
+            services,
+            stickiness_seconds,
+        } => {
+            let mut groups: Vec<WeightedTargetGroup> = Vec::new();
+            for s in services {
+                let backend = alb_actions::service_backend(s);
+                match tgs.resolve(m.namespace(), &backend, &m.settings.backend) {
+                    Ok(tg) => match groups.iter_mut().find(|g| g.target_group == tg) {
+                        Some(g) => g.weight += s.weight,
+                        None => groups.push(WeightedTargetGroup {
+                            target_group: tg,
+                            weight: s.weight,
+                        }),
+                    },
+                    Err(u) => diags.push(ingress_diag(
+                        m,
+                        Severity::Warning,
+                        u.reason,
+                        format!(
+                            "action {name}: {}; it gets no share of the traffic",
+                            u.message
+                        ),
+                    )),
+                }
+            }
+            if groups.is_empty() {
+                let message = format!("action {name} forwards to no usable Service");
+                return Action::FixedResponse(FixedResponse::service_unavailable(&message));
+            }
+            Action::Forward(Forward {
+                target_groups: groups,
+                stickiness_seconds: *stickiness_seconds,
+                rewrite_target: m.settings.rewrite_target.clone(),
+            })
+        }
+    }
+}
+
 fn listener_certificates(
     attached: &[usize],
     members: &[Member<'_>],

@@ -19,6 +19,9 @@ use tollgate_contract::{Action, Conditions, HostMatch, ObjectRef, PathKind, Path
 pub struct Route {
     pub host: Option<HostMatch>,
     pub path: PathMatch,
+    /// Header, query, method and source-IP conditions (`conditions.<name>`); host and path
+    /// are always empty here.
+    pub extra: Conditions,
     pub action: Action,
     pub ingress: ObjectRef,
 }
@@ -27,8 +30,27 @@ pub struct Route {
 pub fn conflict_key(
     host: &Option<HostMatch>,
     path: &PathMatch,
-) -> (Option<HostMatch>, PathKind, String) {
-    (host.clone(), path.kind, normalized_path(path).to_string())
+    extra: &Conditions,
+) -> (Option<HostMatch>, PathKind, String, String) {
+    let extra = if *extra == Conditions::default() {
+        String::new()
+    } else {
+        serde_json::to_string(extra).unwrap_or_default()
+    };
+    (
+        host.clone(),
+        path.kind,
+        normalized_path(path).to_string(),
+        extra,
+    )
+}
+
+/// How many extra conditions narrow a route: at the same path, the narrower goes first.
+fn narrowness(extra: &Conditions) -> usize {
+    extra.headers.len()
+        + extra.query.len()
+        + usize::from(!extra.methods.is_empty())
+        + usize::from(!extra.source_ips.is_empty())
 }
 
 fn normalized_path(path: &PathMatch) -> &str {
@@ -64,8 +86,14 @@ pub fn order_rules(routes: Vec<Route>, default_action: &Action) -> Vec<Rule> {
 
     let mut rules = Vec::new();
     let mut emit = |host: Option<HostMatch>, mut group: Vec<Route>, fence_needed: bool| {
-        group.sort_by(|a, b| path_order(&a.path).cmp(&path_order(&b.path)));
-        let fence = fence_needed && !group.iter().any(|r| covers_everything(&r.path));
+        group.sort_by(|a, b| {
+            (path_order(&a.path), Reverse(narrowness(&a.extra)))
+                .cmp(&(path_order(&b.path), Reverse(narrowness(&b.extra))))
+        });
+        let fence = fence_needed
+            && !group
+                .iter()
+                .any(|r| covers_everything(&r.path) && narrowness(&r.extra) == 0);
         let fence_owner = group.first().map(|r| r.ingress.clone());
         for r in group {
             rules.push(Rule {
@@ -73,7 +101,7 @@ pub fn order_rules(routes: Vec<Route>, default_action: &Action) -> Vec<Rule> {
                 conditions: Conditions {
                     host: r.host,
                     path: Some(r.path),
-                    ..Default::default()
+                    ..r.extra
                 },
                 action: r.action,
             });

@@ -139,6 +139,24 @@ pub enum AlbCondition {
     PathPattern(Vec<String>),
     HttpRequestMethod(Vec<String>),
     SourceIp(Vec<String>),
+    /// A header name and the values (one must match).
+    HttpHeader(String, Vec<String>),
+    /// Key/value pairs (one must match); a pair without a key matches any key.
+    QueryString(Vec<(Option<String>, String)>),
+}
+
+impl AlbCondition {
+    /// How many values the condition holds (ALB allows 5 per condition).
+    pub fn value_count(&self) -> usize {
+        match self {
+            AlbCondition::HostHeader(v)
+            | AlbCondition::PathPattern(v)
+            | AlbCondition::HttpRequestMethod(v)
+            | AlbCondition::SourceIp(v)
+            | AlbCondition::HttpHeader(_, v) => v.len(),
+            AlbCondition::QueryString(v) => v.len(),
+        }
+    }
 }
 
 /// A rule action, as ELBv2 models it. Target groups are referred to by name.
@@ -268,6 +286,8 @@ fn translate_action(
                     .ok_or_else(|| format!("target group {} was left out", w.target_group))?;
                 tgs.push((name.clone(), w.weight));
             }
+            // ELBv2 keeps no order among weighted target groups; compare them sorted.
+            tgs.sort();
             AlbAction::Forward {
                 target_groups: tgs,
                 stickiness_seconds: f.stickiness_seconds,
@@ -471,15 +491,25 @@ pub fn build_stack(
             if !r.conditions.source_ips.is_empty() {
                 conditions.push(AlbCondition::SourceIp(r.conditions.source_ips.clone()));
             }
+            for h in &r.conditions.headers {
+                conditions.push(AlbCondition::HttpHeader(h.name.clone(), h.values.clone()));
+            }
+            for q in &r.conditions.query {
+                conditions.push(AlbCondition::QueryString(
+                    q.pairs
+                        .iter()
+                        .map(|p| (p.key.clone(), p.value.clone()))
+                        .collect(),
+                ));
+            }
             if conditions.is_empty() {
                 conditions.push(AlbCondition::PathPattern(vec!["/*".into()]));
             }
-            let too_many = conditions.iter().any(|c| match c {
-                AlbCondition::HostHeader(v)
-                | AlbCondition::PathPattern(v)
-                | AlbCondition::HttpRequestMethod(v)
-                | AlbCondition::SourceIp(v) => v.len() > limits.values_per_condition,
-            });
+            // ELBv2 does not keep the order; the observed rule is compared sorted.
+            conditions.sort();
+            let too_many = conditions
+                .iter()
+                .any(|c| c.value_count() > limits.values_per_condition);
             if too_many {
                 problem = Some(format!(
                     "a condition has more than {} values",

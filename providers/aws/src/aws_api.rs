@@ -1135,6 +1135,33 @@ fn condition_to_sdk(c: &AlbCondition) -> t::RuleCondition {
                     .build(),
             )
             .build(),
+        AlbCondition::HttpHeader(name, v) => t::RuleCondition::builder()
+            .field("http-header")
+            .http_header_config(
+                t::HttpHeaderConditionConfig::builder()
+                    .http_header_name(name)
+                    .set_values(Some(v.clone()))
+                    .build(),
+            )
+            .build(),
+        AlbCondition::QueryString(pairs) => t::RuleCondition::builder()
+            .field("query-string")
+            .query_string_config(
+                t::QueryStringConditionConfig::builder()
+                    .set_values(Some(
+                        pairs
+                            .iter()
+                            .map(|(k, v)| {
+                                t::QueryStringKeyValuePair::builder()
+                                    .set_key(k.clone())
+                                    .value(v)
+                                    .build()
+                            })
+                            .collect(),
+                    ))
+                    .build(),
+            )
+            .build(),
     }
 }
 
@@ -1156,6 +1183,25 @@ fn condition_from_sdk(c: &t::RuleCondition) -> Option<AlbCondition> {
         "source-ip" => {
             AlbCondition::SourceIp(pick(c.source_ip_config().map(|h| h.values().to_vec())))
         }
+        "http-header" => {
+            let h = c.http_header_config()?;
+            AlbCondition::HttpHeader(
+                h.http_header_name()?.to_ascii_lowercase(),
+                h.values().to_vec(),
+            )
+        }
+        "query-string" => AlbCondition::QueryString(
+            c.query_string_config()?
+                .values()
+                .iter()
+                .map(|p| {
+                    (
+                        p.key().map(str::to_string),
+                        p.value().unwrap_or_default().to_string(),
+                    )
+                })
+                .collect(),
+        ),
         _ => return None,
     })
 }

@@ -235,6 +235,17 @@ fn describe(rule: &RuleSpec) -> String {
                 format!("method {}", v.join("|"))
             }
             crate::alb_stack::AlbCondition::SourceIp(v) => format!("source {}", v.join("|")),
+            crate::alb_stack::AlbCondition::HttpHeader(name, v) => {
+                format!("header {name}: {}", v.join("|"))
+            }
+            crate::alb_stack::AlbCondition::QueryString(pairs) => format!(
+                "query {}",
+                pairs
+                    .iter()
+                    .map(|(k, v)| format!("{}={v}", k.as_deref().unwrap_or("*")))
+                    .collect::<Vec<_>>()
+                    .join("|")
+            ),
         })
         .collect();
     let action = match &rule.action {

@@ -298,7 +298,7 @@ pub async fn handle(
             let status = StatusCode::from_u16(*status).unwrap_or(StatusCode::NOT_FOUND);
             local_response(status, content_type, body.clone())
         }
-        CompiledAction::Redirect(r) => redirect(r, &host, &path, query, &shared.settings),
+        CompiledAction::Redirect(r) => redirect(r, &conn, &host, &path, query, &shared.settings),
         CompiledAction::Forward {
             groups,
             rewrite_target,
@@ -328,22 +328,29 @@ pub async fn handle(
     Ok(response)
 }
 
+/// A redirect's `Location`: each part the redirect leaves out keeps the request's value
+/// (scheme, host, port, path, query), except that a switch to HTTPS goes to the HTTPS port.
 fn redirect(
     r: &Redirect,
+    conn: &ConnInfo,
     host: &str,
     path: &str,
     query: &str,
     settings: &ProxySettings,
 ) -> Response<ProxyBody> {
+    let request_scheme = if conn.tls { "https" } else { "http" };
     let scheme = r
         .protocol
         .as_deref()
-        .unwrap_or("https")
+        .unwrap_or(request_scheme)
         .to_ascii_lowercase();
     let port = match r.port {
+        // 443 is "the HTTPS port", which this proxy may serve elsewhere.
         Some(443) if scheme == "https" => settings.https_redirect_port,
         Some(p) => p,
-        None => settings.https_redirect_port,
+        None if scheme == request_scheme => conn.local.port(),
+        None if scheme == "https" => settings.https_redirect_port,
+        None => 80,
     };
     let host = r.host.as_deref().unwrap_or(host);
     let default_port = (scheme == "https" && port == 443) || (scheme == "http" && port == 80);

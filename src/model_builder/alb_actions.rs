@@ -1,0 +1,491 @@
+//! The AWS Load Balancer Controller's `actions.<name>` and `conditions.<name>` annotations.
+//!
+//! A path whose backend is `service: {name: <name>, port: {name: use-annotation}}` takes its
+//! action from `alb.ingress.kubernetes.io/actions.<name>` (fixed response, redirect, or a
+//! weighted forward to several Services); `alb.ingress.kubernetes.io/conditions.<name>`
+//! adds conditions (HTTP header, query string, method, source IP) to every path whose
+//! backend is named `<name>`, be it an action or a real Service. Both are JSON, as the AWS
+//! controller documents them, so Ingresses move over unchanged.
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::api::networking::v1::{IngressBackend, IngressServiceBackend, ServiceBackendPort};
+use serde::Deserialize;
+use serde_json::Value;
+use tollgate_contract::{Conditions, FixedResponse, HeaderMatch, QueryMatch, QueryPair, Redirect};
+
+/// The port name that makes a backend refer to an action annotation.
+pub const USE_ANNOTATION: &str = "use-annotation";
+
+/// A Service port as an action's target group names it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ServicePortRef {
+    Number(i32),
+    Name(String),
+}
+
+/// One weighted Service of a forward action.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WeightedService {
+    pub service: String,
+    pub port: ServicePortRef,
+    pub weight: u32,
+}
+
+/// What `actions.<name>` asks for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AnnotatedAction {
+    FixedResponse(FixedResponse),
+    Redirect(Redirect),
+    Forward {
+        services: Vec<WeightedService>,
+        stickiness_seconds: Option<u32>,
+    },
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct ActionJson {
+    #[serde(rename = "type")]
+    kind: String,
+    fixed_response_config: Option<FixedJson>,
+    redirect_config: Option<RedirectJson>,
+    forward_config: Option<ForwardJson>,
+    #[serde(alias = "targetGroupARN")]
+    target_group_arn: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct FixedJson {
+    content_type: Option<String>,
+    status_code: Value,
+    message_body: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct RedirectJson {
+    protocol: Option<String>,
+    port: Option<Value>,
+    host: Option<String>,
+    path: Option<String>,
+    query: Option<String>,
+    status_code: String,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct ForwardJson {
+    #[serde(default)]
+    target_groups: Vec<TargetGroupJson>,
+    target_group_stickiness_config: Option<StickinessJson>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct TargetGroupJson {
+    service_name: Option<String>,
+    service_port: Option<Value>,
+    weight: Option<u32>,
+    #[serde(alias = "targetGroupARN")]
+    target_group_arn: Option<String>,
+    target_group_name: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct StickinessJson {
+    enabled: Option<bool>,
+    duration_seconds: Option<u32>,
+}
+
+/// A JSON number or a string holding one (the AWS controller's examples use both).
+fn number(v: &Value) -> Option<i64> {
+    match v {
+        Value::Number(n) => n.as_i64(),
+        Value::String(s) => s.trim().parse().ok(),
+        _ => None,
+    }
+}
+
+/// `#{host}`-style placeholders mean "keep the request's value", which is what an absent
+/// field says in the model.
+fn unless_placeholder(v: Option<String>, placeholder: &str) -> Option<String> {
+    v.filter(|s| !s.is_empty() && s != placeholder)
+}
+
+/// The AWS controller reads these annotations with Go's case-insensitive JSON matching, so
+/// the widely copied `{"Type": "redirect", "RedirectConfig": {...}}` works there: accept
+/// PascalCase keys by lower-casing each key's first letter.
+fn camel_case_keys(v: Value) -> Value {
+    match v {
+        Value::Object(m) => Value::Object(
+            m.into_iter()
+                .map(|(k, v)| {
+                    let mut chars = k.chars();
+                    let key = match chars.next() {
+                        Some(first) => first.to_ascii_lowercase().to_string() + chars.as_str(),
+                        None => k,
+                    };
+                    (key, camel_case_keys(v))
+                })
+                .collect(),
+        ),
+        Value::Array(a) => Value::Array(a.into_iter().map(camel_case_keys).collect()),
+        other => other,
+    }
+}
+
+fn from_json<T: serde::de::DeserializeOwned>(v: &str, what: &str) -> Result<T, String> {
+    let value: Value = serde_json::from_str(v).map_err(|e| format!("not {what}: {e}"))?;
+    serde_json::from_value(camel_case_keys(value)).map_err(|e| format!("not {what}: {e}"))
+}
+
+/// The action name of a `use-annotation` backend.
+pub fn annotated_action_name(backend: &IngressBackend) -> Option<&str> {
+    let s = backend.service.as_ref()?;
+    (s.port.as_ref()?.name.as_deref() == Some(USE_ANNOTATION)).then_some(s.name.as_str())
+}
+
+/// A forward action's Service as an Ingress backend, so it resolves like any other.
+pub fn service_backend(s: &WeightedService) -> IngressBackend {
+    IngressBackend {
+        resource: None,
+        service: Some(IngressServiceBackend {
+            name: s.service.clone(),
+            port: Some(match &s.port {
+                ServicePortRef::Number(n) => ServiceBackendPort {
+                    number: Some(*n),
+                    name: None,
+                },
+                ServicePortRef::Name(n) => ServiceBackendPort {
+                    number: None,
+                    name: Some(n.clone()),
+                },
+            }),
+        }),
+    }
+}
+
+/// Parses an `actions.<name>` value.
+pub fn parse_action(v: &str) -> Result<AnnotatedAction, String> {
+    let a: ActionJson = from_json(v, "an action")?;
+    if a.target_group_arn.is_some() {
+        return Err("forwarding to a target group ARN is not supported; name Services in forwardConfig.targetGroups".into());
+    }
+    match a.kind.as_str() {
+        "fixed-response" => {
+            let f = a
+                .fixed_response_config
+                .ok_or("fixed-response needs fixedResponseConfig")?;
+            let status_code = number(&f.status_code)
+                .and_then(|n| u16::try_from(n).ok())
+                .filter(|n| (200..=599).contains(n))
+                .ok_or("fixedResponseConfig.statusCode must be 2XX, 4XX or 5XX")?;
+            let body = f.message_body.unwrap_or_default();
+            if body.len() > 1024 {
+                return Err("fixedResponseConfig.messageBody is longer than 1024 bytes".into());
+            }
+            Ok(AnnotatedAction::FixedResponse(FixedResponse {
+                status_code,
+                content_type: f.content_type.unwrap_or_else(|| "text/plain".into()),
+                body,
+            }))
+        }
+        "redirect" => {
+            let r = a.redirect_config.ok_or("redirect needs redirectConfig")?;
+            let status_code = match r.status_code.as_str() {
+                "HTTP_301" => 301,
+                "HTTP_302" => 302,
+                other => {
+                    return Err(format!(
+                        "redirectConfig.statusCode {other:?} is not HTTP_301 or HTTP_302"
+                    ))
+                }
+            };
+            let port = match r.port {
+                None => None,
+                Some(Value::String(s)) if s == "#{port}" => None,
+                Some(p) => Some(
+                    number(&p)
+                        .and_then(|n| u16::try_from(n).ok())
+                        .filter(|n| *n > 0)
+                        .ok_or("redirectConfig.port must be a port number or #{port}")?,
+                ),
+            };
+            let protocol = unless_placeholder(r.protocol, "#{protocol}");
+            if let Some(p) = &protocol {
+                if !p.eq_ignore_ascii_case("HTTP") && !p.eq_ignore_ascii_case("HTTPS") {
+                    return Err(format!(
+                        "redirectConfig.protocol {p:?} is not HTTP or HTTPS"
+                    ));
+                }
+            }
+            Ok(AnnotatedAction::Redirect(Redirect {
+                protocol: protocol.map(|p| p.to_ascii_uppercase()),
+                host: unless_placeholder(r.host, "#{host}"),
+                port,
+                path: unless_placeholder(r.path, "/#{path}"),
+                query: unless_placeholder(r.query, "#{query}"),
+                status_code,
+            }))
+        }
+        "forward" => {
+            let f = a.forward_config.ok_or("forward needs forwardConfig")?;
+            if f.target_groups.is_empty() {
+                return Err("forwardConfig.targetGroups is empty".into());
+            }
+            let mut services = Vec::new();
+            for (i, t) in f.target_groups.into_iter().enumerate() {
+                if t.target_group_arn.is_some() || t.target_group_name.is_some() {
+                    return Err(format!("targetGroups[{i}]: target group ARNs and names are not supported; use serviceName and servicePort"));
+                }
+                let service = t
+                    .service_name
+                    .filter(|s| !s.is_empty())
+                    .ok_or_else(|| format!("targetGroups[{i}] has no serviceName"))?;
+                let port = match t.service_port {
+                    Some(Value::String(s)) if s.trim().parse::<i32>().is_err() => {
+                        ServicePortRef::Name(s)
+                    }
+                    Some(p) => ServicePortRef::Number(
+                        number(&p)
+                            .and_then(|n| i32::try_from(n).ok())
+                            .filter(|n| (1..=65535).contains(n))
+                            .ok_or_else(|| {
+                                format!("targetGroups[{i}].servicePort is not a port")
+                            })?,
+                    ),
+                    None => return Err(format!("targetGroups[{i}] has no servicePort")),
+                };
+                let weight = t.weight.unwrap_or(1);
+                if weight > 999 {
+                    return Err(format!("targetGroups[{i}].weight is above 999"));
+                }
+                services.push(WeightedService {
+                    service,
+                    port,
+                    weight,
+                });
+            }
+            let stickiness_seconds = f
+                .target_group_stickiness_config
+                .filter(|s| s.enabled == Some(true))
+                .map(|s| s.duration_seconds.unwrap_or(3600))
+                .map(|d| d.clamp(1, 604_800));
+            Ok(AnnotatedAction::Forward {
+                services,
+                stickiness_seconds,
+            })
+        }
+        other => Err(format!(
+            "type {other:?} is not fixed-response, redirect or forward"
+        )),
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct ConditionJson {
+    field: String,
+    http_header_config: Option<HeaderJson>,
+    http_request_method_config: Option<ValuesJson>,
+    query_string_config: Option<QueryJson>,
+    source_ip_config: Option<ValuesJson>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct HeaderJson {
+    http_header_name: String,
+    values: Vec<String>,
+}
+
+#[derive(Deserialize)]
+struct ValuesJson {
+    values: Vec<String>,
+}
+
+#[derive(Deserialize)]
+struct QueryJson {
+    values: Vec<QueryPairJson>,
+}
+
+#[derive(Deserialize)]
+struct QueryPairJson {
+    key: Option<String>,
+    value: String,
+}
+
+/// Parses a `conditions.<name>` value into the extra conditions it adds (host and path stay
+/// with the Ingress rule).
+pub fn parse_conditions(v: &str) -> Result<Conditions, String> {
+    let list: Vec<ConditionJson> = from_json(v, "a list of conditions")?;
+    let mut c = Conditions::default();
+    for (i, cond) in list.into_iter().enumerate() {
+        let missing = |what: &str| format!("conditions[{i}] ({}) has no {what}", cond.field);
+        match cond.field.as_str() {
+            "http-header" => {
+                let h = cond.http_header_config.as_ref().ok_or_else(|| missing("httpHeaderConfig"))?;
+                if h.http_header_name.is_empty() || h.values.is_empty() {
+                    return Err(missing("header name or values"));
+                }
+                c.headers.push(HeaderMatch {
+                    name: h.http_header_name.to_ascii_lowercase(),
+                    values: h.values.clone(),
+                });
+            }
+            "http-request-method" => {
+                let m = cond.http_request_method_config.as_ref().ok_or_else(|| missing("httpRequestMethodConfig"))?;
+                if m.values.is_empty() {
+                    return Err(missing("values"));
+                }
+                c.methods.extend(m.values.iter().map(|v| v.to_ascii_uppercase()));
+            }
+            "query-string" => {
+                let q = cond.query_string_config.as_ref().ok_or_else(|| missing("queryStringConfig"))?;
+                if q.values.is_empty() {
+                    return Err(missing("values"));
+                }
+                c.query.push(QueryMatch {
+                    pairs: q
+                        .values
+                        .iter()
+                        .map(|p| QueryPair {
+                            key: p.key.clone().filter(|k| !k.is_empty()),
+                            value: p.value.clone(),
+                        })
+                        .collect(),
+                });
+            }
+            "source-ip" => {
+                let s = cond.source_ip_config.as_ref().ok_or_else(|| missing("sourceIpConfig"))?;
+                for cidr in &s.values {
+                    if !is_cidr(cidr) {
+                        return Err(format!("conditions[{i}]: {cidr:?} is not a CIDR"));
+                    }
+                }
+                c.source_ips.extend(s.values.iter().cloned());
+            }
+            "host-header" | "path-pattern" => {
+                return Err(format!(
+                    "conditions[{i}]: {} conditions are not supported in annotations; put the host or path in spec.rules",
+                    cond.field
+                ))
+            }
+            other => return Err(format!("conditions[{i}]: field {other:?} is unknown")),
+        }
+    }
+    Ok(c)
+}
+
+fn is_cidr(v: &str) -> bool {
+    let Some((ip, len)) = v.split_once('/') else {
+        return false;
+    };
+    match (ip.parse::<std::net::IpAddr>(), len.parse::<u8>()) {
+        (Ok(std::net::IpAddr::V4(_)), Ok(l)) => l <= 32,
+        (Ok(std::net::IpAddr::V6(_)), Ok(l)) => l <= 128,
+        _ => false,
+    }
+}
+
+/// Every `<prefix><name>` annotation, parsed; errors name the annotation.
+pub fn named_annotations<T>(
+    annotations: &BTreeMap<String, String>,
+    prefix: &str,
+    parse: impl Fn(&str) -> Result<T, String>,
+    errors: &mut Vec<(String, String, String)>,
+) -> BTreeMap<String, T> {
+    let mut out = BTreeMap::new();
+    for (k, v) in annotations.range(prefix.to_string()..) {
+        let Some(name) = k.strip_prefix(prefix) else {
+            break;
+        };
+        match parse(v) {
+            Ok(t) => {
+                out.insert(name.to_string(), t);
+            }
+            Err(problem) => errors.push((k.clone(), v.clone(), problem)),
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_the_aws_controllers_documented_examples() {
+        let fixed = parse_action(r#"{"type":"fixed-response","fixedResponseConfig":{"contentType":"text/plain","statusCode":"503","messageBody":"503 error text"}}"#).unwrap();
+        assert!(matches!(
+            fixed,
+            AnnotatedAction::FixedResponse(FixedResponse {
+                status_code: 503,
+                ..
+            })
+        ));
+        let classic = parse_action(r#"{"Type": "redirect", "RedirectConfig": { "Protocol": "HTTPS", "Port": "443", "StatusCode": "HTTP_301"}}"#).unwrap();
+        let redirect = parse_action(r#"{"type":"redirect","redirectConfig":{"protocol":"HTTPS","port":"443","statusCode":"HTTP_301"}}"#).unwrap();
+        assert_eq!(classic, redirect);
+        assert_eq!(
+            redirect,
+            AnnotatedAction::Redirect(Redirect {
+                protocol: Some("HTTPS".into()),
+                host: None,
+                port: Some(443),
+                path: None,
+                query: None,
+                status_code: 301
+            })
+        );
+        let forward = parse_action(r#"{"type":"forward","forwardConfig":{"targetGroups":[{"serviceName":"blue","servicePort":"80","weight":20},{"serviceName":"green","servicePort":"http","weight":80}],"targetGroupStickinessConfig":{"enabled":true,"durationSeconds":200}}}"#).unwrap();
+        assert_eq!(
+            forward,
+            AnnotatedAction::Forward {
+                services: vec![
+                    WeightedService {
+                        service: "blue".into(),
+                        port: ServicePortRef::Number(80),
+                        weight: 20
+                    },
+                    WeightedService {
+                        service: "green".into(),
+                        port: ServicePortRef::Name("http".into()),
+                        weight: 80
+                    },
+                ],
+                stickiness_seconds: Some(200)
+            }
+        );
+        let c = parse_conditions(r#"[{"field":"http-header","httpHeaderConfig":{"httpHeaderName":"X-Canary","values":["yes"]}},{"field":"query-string","queryStringConfig":{"values":[{"key":"v","value":"2"}]}},{"field":"source-ip","sourceIpConfig":{"values":["10.0.0.0/8"]}},{"field":"http-request-method","httpRequestMethodConfig":{"values":["get"]}}]"#).unwrap();
+        assert_eq!(c.headers[0].name, "x-canary");
+        assert_eq!(c.query[0].pairs[0].key.as_deref(), Some("v"));
+        assert_eq!(c.source_ips, ["10.0.0.0/8"]);
+        assert_eq!(c.methods, ["GET"]);
+    }
+
+    #[test]
+    fn rejects_what_it_cannot_honour() {
+        for bad in [
+            r#"{"type":"forward","targetGroupARN":"arn:aws:elasticloadbalancing:x"}"#,
+            r#"{"type":"fixed-response","fixedResponseConfig":{"statusCode":"700"}}"#,
+            r#"{"type":"redirect","redirectConfig":{"statusCode":"HTTP_308"}}"#,
+            r#"{"type":"forward","forwardConfig":{"targetGroups":[]}}"#,
+            r#"{"type":"authenticate-oidc"}"#,
+            "not json",
+        ] {
+            assert!(parse_action(bad).is_err(), "{bad}");
+        }
+        for bad in [
+            r#"[{"field":"source-ip","sourceIpConfig":{"values":["10.0.0.1"]}}]"#,
+            r#"[{"field":"host-header","hostHeaderConfig":{"values":["a.example.com"]}}]"#,
+            r#"[{"field":"http-header"}]"#,
+            r#"{"field":"http-header"}"#,
+        ] {
+            assert!(parse_conditions(bad).is_err(), "{bad}");
+        }
+    }
+}
