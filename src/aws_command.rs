@@ -106,6 +106,10 @@ pub async fn reconcile_model(
     opts: &AwsRunOptions,
 ) -> Reconciled {
     let (stacks, mut diagnostics) = stacks_of(&out, opts);
+    if let Err(e) = aws.look_up_names(&stacks, inventory).await {
+        // Stacks naming subnets or security groups by tag are reported as unresolved.
+        tracing::warn!(error = %e, "cannot look up subnet and security group names");
+    }
     let p = plan(&stacks, inventory);
     diagnostics.extend(p.diagnostics.iter().cloned());
     if !p.is_empty() {

@@ -126,6 +126,15 @@ impl TollgateClassParamsSpec {
         if let Some(p) = &self.ssl_policy {
             settings.ssl_policy = Some(p.clone());
         }
+        if !self.subnets.is_empty() {
+            settings.subnets = Some(self.subnets.clone());
+        }
+        if !self.security_groups.is_empty() {
+            settings.security_groups = Some(self.security_groups.clone());
+        }
+        if !self.inbound_cidrs.is_empty() {
+            settings.inbound_cidrs = Some(self.inbound_cidrs.clone());
+        }
         if let Some(t) = self.target_type {
             settings.backend.target_type = Some(match t {
                 ClassTargetType::Ip => TargetType::Ip,

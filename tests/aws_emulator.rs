@@ -475,3 +475,178 @@ spec:
     assert_eq!((mutating, planned), (0, 0), "read back as desired:\n{text}");
     assert!(converged);
 }
+
+fn networked(annotations: &str) -> String {
+    format!(
+        r#"apiVersion: networking.k8s.io/v1
+kind: Ingress
+metadata:
+  name: net
+  annotations: {{alb.ingress.kubernetes.io/scheme: internet-facing, {annotations}}}
+spec:
+  ingressClassName: tollgate
+  rules:
+  - host: net.example.com
+    http: {{paths: [{{path: /, pathType: Prefix, backend: {{service: {{name: web, port: {{number: 80}}}}}}}}]}}
+"#
+    )
+}
+
+/// Creates a subnet or security group outside Tollgate, named by a `Name` tag.
+async fn named_resource(aws: &Aws, kind: &str, name: &str) -> String {
+    let vpc = aws
+        .ec2
+        .describe_subnets()
+        .filters(
+            aws_sdk_ec2::types::Filter::builder()
+                .name("tag:Name")
+                .values("emu-us-east-1a")
+                .build(),
+        )
+        .send()
+        .await
+        .expect("subnets")
+        .subnets()
+        .iter()
+        .find_map(|s| s.vpc_id().map(str::to_string))
+        .expect("a seeded VPC");
+    let id = if kind == "subnet" {
+        let s = aws
+            .ec2
+            .create_subnet()
+            .vpc_id(&vpc)
+            .cidr_block("10.0.9.0/24")
+            .availability_zone("us-east-1c")
+            .send()
+            .await
+            .expect("subnet");
+        s.subnet()
+            .and_then(|s| s.subnet_id())
+            .expect("id")
+            .to_string()
+    } else {
+        let g = aws
+            .ec2
+            .create_security_group()
+            .group_name(format!("{name}-group"))
+            .description("test")
+            .vpc_id(&vpc)
+            .send()
+            .await
+            .expect("security group");
+        g.group_id().expect("id").to_string()
+    };
+    aws.ec2
+        .create_tags()
+        .resources(&id)
+        .tags(
+            aws_sdk_ec2::types::Tag::builder()
+                .key("Name")
+                .value(name)
+                .build(),
+        )
+        .send()
+        .await
+        .expect("tag");
+    id
+}
+
+/// The managed security group (created, opened to `inbound-cidrs`, narrowed in place,
+/// deleted when replaced by given groups), subnets and security groups by `Name` tag, and
+/// the IP address type.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn security_groups_subnets_and_ip_address_type() {
+    test_credentials();
+    let moto = start_moto();
+    seed(&moto.endpoint, 0).await;
+    let aws = Aws::connect(CLUSTER, Some(&moto.endpoint), Some("us-east-1")).await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    std::fs::write(dir.path().join("services.yaml"), SERVICES).unwrap();
+    std::fs::write(dir.path().join("net.yaml"), networked("")).unwrap();
+    let opts = options(dir.path(), &moto.endpoint);
+
+    // Nothing said: a managed security group open on the listener port to everyone.
+    let (r, inv) = run_once(&opts).await.expect("converge");
+    assert!(r.converged, "{:#?}", r.diagnostics);
+    assert_eq!(inv.security_groups.len(), 1, "{inv:#?}");
+    let managed = inv.security_groups[0].clone();
+    assert_eq!(managed.ingress, vec![(80, "0.0.0.0/0".to_string())]);
+    let observed = aws.observe().await.expect("observe");
+    assert_eq!(
+        observed.security_groups, inv.security_groups,
+        "read back as recorded"
+    );
+    assert_eq!(
+        observed.load_balancers[0].security_groups,
+        vec![managed.id.clone()]
+    );
+    assert_eq!(observed.load_balancers[0].subnets.len(), 2);
+    let (mutating, _, _) = fresh_reconcile(&opts).await;
+    assert_eq!(mutating, 0);
+
+    // inbound-cidrs: one authorize, one revoke; the group and the load balancer stay.
+    std::fs::write(
+        dir.path().join("net.yaml"),
+        networked("alb.ingress.kubernetes.io/inbound-cidrs: '10.0.0.0/8, 2001:db8::/32'"),
+    )
+    .unwrap();
+    let (mutating, planned, converged) = fresh_reconcile(&opts).await;
+    assert!(converged);
+    assert_eq!((mutating, planned), (2, 2));
+    let observed = aws.observe().await.expect("observe");
+    assert_eq!(
+        observed.security_groups[0].ingress,
+        vec![
+            (80, "10.0.0.0/8".to_string()),
+            (80, "2001:db8::/32".to_string())
+        ]
+    );
+
+    // Given security groups and subnets by Name tag, and dual-stack: the load balancer is
+    // moved in place and the managed group deleted.
+    let web_sg = named_resource(&aws, "sg", "web-sg").await;
+    let extra = named_resource(&aws, "subnet", "extra").await;
+    std::fs::write(
+        dir.path().join("net.yaml"),
+        networked("alb.ingress.kubernetes.io/security-groups: web-sg, alb.ingress.kubernetes.io/subnets: 'emu-us-east-1a, extra', alb.ingress.kubernetes.io/ip-address-type: dualstack"),
+    )
+    .unwrap();
+    let (_, _, converged) = fresh_reconcile(&opts).await;
+    assert!(converged);
+    let observed = aws.observe().await.expect("observe");
+    let lb = &observed.load_balancers[0];
+    assert_eq!(lb.security_groups, vec![web_sg]);
+    assert!(
+        lb.subnets.contains(&extra) && lb.subnets.len() == 2,
+        "{:?}",
+        lb.subnets
+    );
+    assert_eq!(lb.ip_address_type, "dualstack");
+    assert!(observed.security_groups.is_empty(), "managed group deleted");
+    let (mutating, _, _) = fresh_reconcile(&opts).await;
+    assert_eq!(mutating, 0, "settled");
+
+    // An unknown name: reported, the load balancer keeps what it has.
+    std::fs::write(
+        dir.path().join("net.yaml"),
+        networked("alb.ingress.kubernetes.io/security-groups: no-such-group"),
+    )
+    .unwrap();
+    let (snapshot, _) = load_dir(dir.path()).expect("manifests");
+    let mut inv = aws.observe().await.expect("observe");
+    let r = reconcile(&aws, &mut inv, &snapshot, &opts).await;
+    assert!(
+        r.diagnostics
+            .iter()
+            .any(|d| d.message.contains("no-such-group")),
+        "{:#?}",
+        r.diagnostics
+    );
+
+    // Gone: nothing tagged left, the given group untouched.
+    std::fs::remove_file(dir.path().join("net.yaml")).unwrap();
+    let (_, _, converged) = fresh_reconcile(&opts).await;
+    assert!(converged);
+    let left = aws.observe().await.expect("observe");
+    assert!(left.load_balancers.is_empty() && left.security_groups.is_empty());
+}

@@ -380,7 +380,8 @@ pub fn parse_conditions(v: &str) -> Result<Conditions, String> {
     Ok(c)
 }
 
-fn is_cidr(v: &str) -> bool {
+/// Whether `v` is an IPv4 or IPv6 CIDR.
+pub fn is_cidr(v: &str) -> bool {
     let Some((ip, len)) = v.split_once('/') else {
         return false;
     };

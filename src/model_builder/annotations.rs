@@ -7,7 +7,8 @@
 use std::collections::BTreeMap;
 
 use tollgate_contract::{
-    BackendProtocol, Conditions, ListenerProtocol, ProtocolVersion, Scheme, TargetType,
+    BackendProtocol, Conditions, IpAddressType, ListenerProtocol, ProtocolVersion, Scheme,
+    TargetType,
 };
 
 use super::alb_actions::{named_annotations, parse_action, parse_conditions, AnnotatedAction};
@@ -41,6 +42,10 @@ pub struct IngressSettings {
     pub certificate_arns: Vec<String>,
     pub ssl_policy: Option<String>,
     pub scheme: Option<Scheme>,
+    pub subnets: Option<Vec<String>>,
+    pub security_groups: Option<Vec<String>>,
+    pub inbound_cidrs: Option<Vec<String>>,
+    pub ip_address_type: Option<IpAddressType>,
     pub load_balancer_attributes: BTreeMap<String, String>,
     pub tags: BTreeMap<String, String>,
     pub rewrite_target: Option<String>,
@@ -174,6 +179,21 @@ fn parse_key_values(v: &str) -> Result<BTreeMap<String, String>, String> {
         out.insert(k.to_string(), val.trim().to_string());
     }
     Ok(out)
+}
+
+/// A comma-separated list with at least one item.
+fn list_of(v: &str, what: &str) -> Result<Vec<String>, String> {
+    let items: Vec<String> = v
+        .split(',')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(String::from)
+        .collect();
+    if items.is_empty() {
+        Err(format!("expected a comma-separated list of {what}"))
+    } else {
+        Ok(items)
+    }
 }
 
 fn parse_group_name(v: &str) -> Result<String, String> {
@@ -375,6 +395,24 @@ pub fn ingress_settings(
         "internet-facing" => Ok(Scheme::InternetFacing),
         _ => Err("expected internal or internet-facing".into()),
     });
+    let subnets = r.parse(&format!("{ALB}subnets"), |v| {
+        list_of(v, "subnet IDs or names")
+    });
+    let security_groups = r.parse(&format!("{ALB}security-groups"), |v| {
+        list_of(v, "security group IDs or names")
+    });
+    let inbound_cidrs = r.parse(&format!("{ALB}inbound-cidrs"), |v| {
+        let cidrs = list_of(v, "CIDRs")?;
+        match cidrs.iter().find(|c| !super::alb_actions::is_cidr(c)) {
+            Some(bad) => Err(format!("{bad:?} is not a CIDR")),
+            None => Ok(cidrs),
+        }
+    });
+    let ip_address_type = r.parse(&format!("{ALB}ip-address-type"), |v| match v {
+        "ipv4" => Ok(IpAddressType::Ipv4),
+        "dualstack" => Ok(IpAddressType::Dualstack),
+        _ => Err("expected ipv4 or dualstack".into()),
+    });
     let load_balancer_attributes = r.key_values(&format!("{ALB}load-balancer-attributes"));
     let tags = r.key_values(&format!("{ALB}tags"));
     let rewrite_target = r
@@ -408,6 +446,10 @@ pub fn ingress_settings(
             certificate_arns,
             ssl_policy,
             scheme,
+            subnets,
+            security_groups,
+            inbound_cidrs,
+            ip_address_type,
             load_balancer_attributes,
             tags,
             // ingress-nginx treats a rewrite target as turning paths into regular expressions.

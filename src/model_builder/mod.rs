@@ -19,9 +19,9 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use k8s_openapi::api::networking::v1::IngressBackend;
 use tollgate_contract::{
-    Action, Certificate, Conditions, DesiredState, Diagnostic, FixedResponse, Forward, Listener,
-    ListenerProtocol, LoadBalancer, ObjectKind, Reason, Redirect, Scheme, Severity, TargetType,
-    WeightedTargetGroup,
+    Action, Certificate, Conditions, DesiredState, Diagnostic, FixedResponse, Forward,
+    IpAddressType, Listener, ListenerProtocol, LoadBalancer, Network, ObjectKind, Reason, Redirect,
+    Scheme, Severity, TargetType, WeightedTargetGroup,
 };
 
 pub use ingress_member::{parse_host, parse_path};
@@ -220,11 +220,47 @@ fn build_load_balancer(
 ) -> LoadBalancer {
     // Group-wide settings: the member with precedence decides; a disagreeing member is told.
     let mut scheme: Option<(Scheme, usize)> = None;
+    let mut subnets: Option<(Vec<String>, usize)> = None;
+    let mut security_groups: Option<(Vec<String>, usize)> = None;
+    let mut inbound_cidrs: Option<(Vec<String>, usize)> = None;
+    let mut ip_address_type: Option<(IpAddressType, usize)> = None;
     let mut ssl_policy: Option<(String, usize)> = None;
     let mut attributes = BTreeMap::new();
     let mut tags = BTreeMap::new();
     for (i, m) in members.iter().enumerate() {
         settle(&mut scheme, m.settings.scheme, i, members, "scheme", diags);
+        settle(
+            &mut subnets,
+            m.settings.subnets.clone(),
+            i,
+            members,
+            "subnets",
+            diags,
+        );
+        settle(
+            &mut security_groups,
+            m.settings.security_groups.clone(),
+            i,
+            members,
+            "security-groups",
+            diags,
+        );
+        settle(
+            &mut inbound_cidrs,
+            m.settings.inbound_cidrs.clone(),
+            i,
+            members,
+            "inbound-cidrs",
+            diags,
+        );
+        settle(
+            &mut ip_address_type,
+            m.settings.ip_address_type,
+            i,
+            members,
+            "ip-address-type",
+            diags,
+        );
         settle(
             &mut ssl_policy,
             m.settings.ssl_policy.clone(),
@@ -421,6 +457,12 @@ fn build_load_balancer(
         id,
         ingresses,
         scheme: scheme.map(|(s, _)| s).unwrap_or_default(),
+        network: Network {
+            subnets: subnets.map(|(v, _)| v).unwrap_or_default(),
+            security_groups: security_groups.map(|(v, _)| v).unwrap_or_default(),
+            inbound_cidrs: inbound_cidrs.map(|(v, _)| v).unwrap_or_default(),
+            ip_address_type: ip_address_type.map(|(v, _)| v).unwrap_or_default(),
+        },
         attributes,
         tags,
         listeners,

@@ -62,8 +62,8 @@ pub fn test_credentials() {
     std::env::set_var("AWS_REGION", "us-east-1");
 }
 
-/// A VPC with two tagged subnets in two AZs and `nodes` instances; returns the instances'
-/// provider IDs.
+/// A VPC with two tagged subnets in two AZs (named `<cluster>-<az>`) and `nodes` instances;
+/// returns the instances' provider IDs.
 pub async fn seed_cluster(endpoint: &str, cluster: &str, nodes: usize) -> Vec<String> {
     let conf = aws_config::defaults(aws_config::BehaviorVersion::latest())
         .endpoint_url(endpoint)
@@ -102,6 +102,7 @@ pub async fn seed_cluster(endpoint: &str, cluster: &str, nodes: usize) -> Vec<St
             .tags(tag(&format!("kubernetes.io/cluster/{cluster}"), "shared"))
             .tags(tag("kubernetes.io/role/elb", "1"))
             .tags(tag("kubernetes.io/role/internal-elb", "1"))
+            .tags(tag("Name", &format!("{cluster}-{az}")))
             .send()
             .await
             .expect("tags");

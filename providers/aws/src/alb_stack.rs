@@ -9,9 +9,9 @@ use std::collections::{BTreeMap, BTreeSet};
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 use tollgate_contract::{
-    Action, BackendProtocol, Certificate, Diagnostic, HostMatch, ListenerProtocol, LoadBalancer,
-    ObjectKind, ObjectRef, PathKind, PathMatch, ProtocolVersion, Reason, Scheme, Severity,
-    TargetAddress, TargetGroup, TargetType,
+    Action, BackendProtocol, Certificate, Diagnostic, HostMatch, IpAddressType, ListenerProtocol,
+    LoadBalancer, ObjectKind, ObjectRef, PathKind, PathMatch, ProtocolVersion, Reason, Scheme,
+    Severity, TargetAddress, TargetGroup, TargetType,
 };
 
 /// Tag naming the cluster that owns a resource.
@@ -85,6 +85,24 @@ pub struct LoadBalancerSpec {
     pub name: String,
     pub scheme: Scheme,
     pub attributes: BTreeMap<String, String>,
+    pub tags: BTreeMap<String, String>,
+    /// Subnet IDs or `Name` tags; empty: discovered by the cluster's subnet tags.
+    pub subnets: Vec<String>,
+    /// Security group IDs or `Name` tags; empty: [`Self::managed_security_group`].
+    pub security_groups: Vec<String>,
+    /// `ipv4` or `dualstack`.
+    pub ip_address_type: String,
+    /// The security group Tollgate manages for this load balancer when none are given.
+    pub managed_security_group: Option<SecurityGroupSpec>,
+}
+
+/// A security group Tollgate owns: open on the listener ports to the inbound CIDRs.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SecurityGroupSpec {
+    pub name: String,
+    /// (port, CIDR) pairs allowed in over TCP. Sorted.
+    pub ingress: Vec<(u16, String)>,
     pub tags: BTreeMap<String, String>,
 }
 
@@ -568,6 +586,29 @@ pub fn build_stack(
                 scheme: lb.scheme,
                 attributes: lb.attributes.clone(),
                 tags: stack_tags("LoadBalancer"),
+                subnets: lb.network.subnets.clone(),
+                security_groups: lb.network.security_groups.clone(),
+                ip_address_type: lb.network.ip_address_type.as_str().into(),
+                managed_security_group: lb.network.security_groups.is_empty().then(|| {
+                    let mut cidrs = lb.network.inbound_cidrs.clone();
+                    if cidrs.is_empty() {
+                        cidrs.push("0.0.0.0/0".into());
+                        if lb.network.ip_address_type == IpAddressType::Dualstack {
+                            cidrs.push("::/0".into());
+                        }
+                    }
+                    let mut ingress: Vec<(u16, String)> = listeners
+                        .iter()
+                        .flat_map(|l| cidrs.iter().map(move |c| (l.port, c.clone())))
+                        .collect();
+                    ingress.sort();
+                    ingress.dedup();
+                    SecurityGroupSpec {
+                        name: load_balancer_name(cluster, &lb.id),
+                        ingress,
+                        tags: stack_tags("SecurityGroup"),
+                    }
+                }),
             },
             target_groups,
             listeners,

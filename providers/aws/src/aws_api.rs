@@ -15,7 +15,7 @@ use crate::alb_stack::{
 };
 use crate::inventory::{
     AcmCertificate, ImportedCertificate, Inventory, ObservedListener, ObservedLoadBalancer,
-    ObservedRule, ObservedTargetGroup,
+    ObservedRule, ObservedSecurityGroup, ObservedTargetGroup,
 };
 use crate::plan::{listener_arns, Change, Plan, Ref};
 
@@ -130,6 +130,7 @@ impl Aws {
                 .resource_type_filters("elasticloadbalancing:loadbalancer")
                 .resource_type_filters("elasticloadbalancing:targetgroup")
                 .resource_type_filters("acm:certificate")
+                .resource_type_filters("ec2:security-group")
                 .set_pagination_token(token.clone())
                 .send()
                 .await;
@@ -161,11 +162,17 @@ impl Aws {
         let tagged = self.tagged().await?;
         let is_tg = |arn: &str| arn.contains(":targetgroup/");
         let is_certificate = |arn: &str| arn.contains(":certificate/");
+        let is_security_group = |arn: &str| arn.contains(":security-group/");
         let stack_of: BTreeMap<String, BTreeMap<String, String>> = tagged.into_iter().collect();
         let tg_arns: Vec<&String> = stack_of.keys().filter(|a| is_tg(a)).collect();
         let lb_arns: Vec<&String> = stack_of
             .keys()
-            .filter(|a| !is_tg(a) && !is_certificate(a))
+            .filter(|a| !is_tg(a) && !is_certificate(a) && !is_security_group(a))
+            .collect();
+        let sg_ids: Vec<String> = stack_of
+            .keys()
+            .filter(|a| is_security_group(a))
+            .filter_map(|a| a.rsplit('/').next().map(str::to_string))
             .collect();
 
         let mut inv = Inventory::default();
@@ -177,6 +184,9 @@ impl Aws {
                     fingerprint: tags.get(TAG_FINGERPRINT).cloned().unwrap_or_default(),
                 });
             }
+        }
+        if !sg_ids.is_empty() {
+            inv.security_groups = self.security_groups(sg_ids).await?;
         }
         inv.acm_certificates = match self.acm_certificates(&inv.imported_certificates).await {
             Ok(c) => Some(c),
@@ -408,6 +418,14 @@ impl Aws {
                     });
                 }
                 listeners.sort_by_key(|l| l.port);
+                let mut subnets: Vec<String> = lb
+                    .availability_zones()
+                    .iter()
+                    .filter_map(|z| z.subnet_id().map(str::to_string))
+                    .collect();
+                subnets.sort();
+                let mut security_groups = lb.security_groups().to_vec();
+                security_groups.sort();
                 inv.load_balancers.push(ObservedLoadBalancer {
                     arn: arn.to_string(),
                     name: lb.load_balancer_name().unwrap_or_default().to_string(),
@@ -415,10 +433,184 @@ impl Aws {
                     dns_name: lb.dns_name().unwrap_or_default().to_string(),
                     attributes,
                     listeners,
+                    subnets,
+                    security_groups,
+                    ip_address_type: lb
+                        .ip_address_type()
+                        .map(|t| t.as_str().to_string())
+                        .unwrap_or_default(),
                 });
             }
         }
         Ok(inv)
+    }
+
+    /// Tollgate's security groups (found by tags) with their TCP inbound rules: one call.
+    async fn security_groups(
+        &self,
+        ids: Vec<String>,
+    ) -> Result<Vec<ObservedSecurityGroup>, AwsError> {
+        let r = self
+            .ec2
+            .describe_security_groups()
+            .set_group_ids(Some(ids))
+            .send()
+            .await;
+        self.calls.record("DescribeSecurityGroups", &r);
+        let mut out = Vec::new();
+        for g in r.map_err(api("DescribeSecurityGroups"))?.security_groups() {
+            let tag = |k: &str| {
+                g.tags()
+                    .iter()
+                    .find(|t| t.key() == Some(k))
+                    .and_then(|t| t.value())
+                    .map(str::to_string)
+            };
+            let mut ingress = Vec::new();
+            for perm in g.ip_permissions() {
+                let (Some(from), Some(to)) = (perm.from_port(), perm.to_port()) else {
+                    continue;
+                };
+                let Ok(port) = u16::try_from(from) else {
+                    continue;
+                };
+                if from != to || perm.ip_protocol() != Some("tcp") {
+                    continue;
+                }
+                ingress.extend(
+                    perm.ip_ranges()
+                        .iter()
+                        .filter_map(|r| r.cidr_ip())
+                        .chain(perm.ipv6_ranges().iter().filter_map(|r| r.cidr_ipv6()))
+                        .map(|c| (port, c.to_string())),
+                );
+            }
+            ingress.sort();
+            ingress.dedup();
+            out.push(ObservedSecurityGroup {
+                id: g.group_id().unwrap_or_default().to_string(),
+                name: g.group_name().unwrap_or_default().to_string(),
+                stack: tag(TAG_STACK).unwrap_or_default(),
+                ingress,
+            });
+        }
+        Ok(out)
+    }
+
+    /// Looks up the subnet and security-group `Name` tags the stacks use that are not known
+    /// yet (one call per kind, only when something is new), into `inv.ids_by_name`.
+    pub async fn look_up_names(
+        &self,
+        stacks: &[AlbStack],
+        inv: &mut Inventory,
+    ) -> Result<(), AwsError> {
+        let unknown = |values: Vec<&String>, prefix: &str, kind: &str| -> Vec<String> {
+            let mut v: Vec<String> = values
+                .into_iter()
+                .filter(|v| !v.starts_with(prefix))
+                .filter(|v| !inv.ids_by_name.contains_key(&format!("{kind}:{v}")))
+                .cloned()
+                .collect();
+            v.sort();
+            v.dedup();
+            v
+        };
+        let subnet_names = unknown(
+            stacks
+                .iter()
+                .flat_map(|s| &s.load_balancer.subnets)
+                .collect(),
+            "subnet-",
+            "subnet",
+        );
+        let group_names = unknown(
+            stacks
+                .iter()
+                .flat_map(|s| &s.load_balancer.security_groups)
+                .collect(),
+            "sg-",
+            "sg",
+        );
+        let name_filter = |values: &[String]| {
+            aws_sdk_ec2::types::Filter::builder()
+                .name("tag:Name")
+                .set_values(Some(values.to_vec()))
+                .build()
+        };
+        if !subnet_names.is_empty() {
+            let r = self
+                .ec2
+                .describe_subnets()
+                .filters(name_filter(&subnet_names))
+                .send()
+                .await;
+            self.calls.record("DescribeSubnets", &r);
+            for s in r.map_err(api("DescribeSubnets"))?.subnets() {
+                let name = s
+                    .tags()
+                    .iter()
+                    .find(|t| t.key() == Some("Name"))
+                    .and_then(|t| t.value());
+                if let (Some(name), Some(id)) = (name, s.subnet_id()) {
+                    inv.ids_by_name
+                        .insert(format!("subnet:{name}"), id.to_string());
+                }
+            }
+        }
+        if !group_names.is_empty() {
+            let r = self
+                .ec2
+                .describe_security_groups()
+                .filters(name_filter(&group_names))
+                .send()
+                .await;
+            self.calls.record("DescribeSecurityGroups", &r);
+            for g in r.map_err(api("DescribeSecurityGroups"))?.security_groups() {
+                let name = g
+                    .tags()
+                    .iter()
+                    .find(|t| t.key() == Some("Name"))
+                    .and_then(|t| t.value());
+                if let (Some(name), Some(id)) = (name, g.group_id()) {
+                    inv.ids_by_name.insert(format!("sg:{name}"), id.to_string());
+                }
+            }
+            // A group's own name works too, as in the AWS console.
+            let left: Vec<String> = group_names
+                .into_iter()
+                .filter(|n| !inv.ids_by_name.contains_key(&format!("sg:{n}")))
+                .collect();
+            if !left.is_empty() {
+                let r = self
+                    .ec2
+                    .describe_security_groups()
+                    .filters(
+                        aws_sdk_ec2::types::Filter::builder()
+                            .name("group-name")
+                            .set_values(Some(left))
+                            .build(),
+                    )
+                    .send()
+                    .await;
+                self.calls.record("DescribeSecurityGroups", &r);
+                for g in r.map_err(api("DescribeSecurityGroups"))?.security_groups() {
+                    if let (Some(name), Some(id)) = (g.group_name(), g.group_id()) {
+                        inv.ids_by_name.insert(format!("sg:{name}"), id.to_string());
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// The VPC new resources go in: that of the cluster's tagged subnets.
+    async fn vpc(&self, cache: &mut Option<String>) -> Result<String, AwsError> {
+        if let Some(v) = cache.clone() {
+            return Ok(v);
+        }
+        let (_, v) = self.subnets(true).await?;
+        *cache = Some(v.clone());
+        Ok(v)
     }
 
     /// Issued ACM certificates other than Tollgate's own imports, with the names they cover:
@@ -645,15 +837,121 @@ impl Aws {
                 r.map_err(api("DeleteCertificate"))?;
                 Ok((None, None))
             }
-            Change::CreateTargetGroup { spec } => {
-                let vpc_id = match vpc.clone() {
-                    Some(v) => v,
-                    None => {
-                        let (_, v) = self.subnets(true).await?;
-                        *vpc = Some(v.clone());
-                        v
-                    }
+            Change::CreateSecurityGroup { spec, .. } => {
+                let vpc_id = self.vpc(vpc).await?;
+                let tags = aws_sdk_ec2::types::TagSpecification::builder()
+                    .resource_type(aws_sdk_ec2::types::ResourceType::SecurityGroup)
+                    .set_tags(Some(
+                        spec.tags
+                            .iter()
+                            .map(|(k, v)| {
+                                aws_sdk_ec2::types::Tag::builder().key(k).value(v).build()
+                            })
+                            .collect(),
+                    ))
+                    .build();
+                let r = self
+                    .ec2
+                    .create_security_group()
+                    .group_name(&spec.name)
+                    .description("Tollgate: inbound traffic to the load balancer's listeners")
+                    .vpc_id(vpc_id)
+                    .tag_specifications(tags)
+                    .send()
+                    .await;
+                self.calls.record("CreateSecurityGroup", &r);
+                let id = r
+                    .map_err(api("CreateSecurityGroup"))?
+                    .group_id()
+                    .map(str::to_string);
+                Ok((id, None))
+            }
+            Change::AuthorizeSecurityGroupIngress { group, rules } => {
+                let id = match group {
+                    Ref::Arn(id) => id.clone(),
+                    Ref::Name(n) => inv
+                        .security_groups
+                        .iter()
+                        .find(|g| &g.name == n)
+                        .map(|g| g.id.clone())
+                        .ok_or_else(|| AwsError::Unresolved(group.to_string()))?,
                 };
+                let r = self
+                    .ec2
+                    .authorize_security_group_ingress()
+                    .group_id(id)
+                    .set_ip_permissions(Some(ip_permissions(rules)))
+                    .send()
+                    .await;
+                self.calls.record("AuthorizeSecurityGroupIngress", &r);
+                r.map_err(api("AuthorizeSecurityGroupIngress"))?;
+                Ok((None, None))
+            }
+            Change::RevokeSecurityGroupIngress { id, rules } => {
+                let r = self
+                    .ec2
+                    .revoke_security_group_ingress()
+                    .group_id(id)
+                    .set_ip_permissions(Some(ip_permissions(rules)))
+                    .send()
+                    .await;
+                self.calls.record("RevokeSecurityGroupIngress", &r);
+                r.map_err(api("RevokeSecurityGroupIngress"))?;
+                Ok((None, None))
+            }
+            Change::DeleteSecurityGroup { id, .. } => {
+                let r = self.ec2.delete_security_group().group_id(id).send().await;
+                self.calls.record("DeleteSecurityGroup", &r);
+                r.map_err(api("DeleteSecurityGroup"))?;
+                Ok((None, None))
+            }
+            Change::SetSecurityGroups { arn, stack, .. } => {
+                let spec = stacks
+                    .iter()
+                    .find(|s| &s.stack == stack)
+                    .ok_or_else(|| AwsError::Unresolved(stack.clone()))?;
+                let groups = crate::plan::resolve_security_groups(&spec.load_balancer, stack, inv)
+                    .map_err(AwsError::Unresolved)?;
+                let r = self
+                    .elbv2
+                    .set_security_groups()
+                    .load_balancer_arn(arn)
+                    .set_security_groups(Some(groups))
+                    .send()
+                    .await;
+                self.calls.record("SetSecurityGroups", &r);
+                r.map_err(api("SetSecurityGroups"))?;
+                Ok((None, None))
+            }
+            Change::SetSubnets { arn, subnets } => {
+                let r = self
+                    .elbv2
+                    .set_subnets()
+                    .load_balancer_arn(arn)
+                    .set_subnets(Some(subnets.clone()))
+                    .send()
+                    .await;
+                self.calls.record("SetSubnets", &r);
+                r.map_err(api("SetSubnets"))?;
+                Ok((None, None))
+            }
+            Change::SetIpAddressType {
+                arn,
+                ip_address_type,
+            } => {
+                let r = self
+                    .elbv2
+                    .set_ip_address_type()
+                    .load_balancer_arn(arn)
+                    .ip_address_type(t::IpAddressType::from(ip_address_type.as_str()))
+                    .send()
+                    .await;
+                self.calls.record("SetIpAddressType", &r);
+                r.map_err(api("SetIpAddressType"))?;
+                Ok((None, None))
+            }
+            Change::CreateTargetGroup { spec } => {
+                let vpc_id = self.vpc(vpc).await?;
                 let hc = &spec.health_check;
                 let grpc = spec.protocol_version == "GRPC";
                 let matcher = if grpc {
@@ -725,8 +1023,18 @@ impl Aws {
                     .find(|s| &s.stack == stack)
                     .ok_or_else(|| AwsError::Unresolved(stack.clone()))?;
                 let internal = spec.load_balancer.scheme == tollgate_contract::Scheme::Internal;
-                let (subnets, v) = self.subnets(internal).await?;
-                *vpc = Some(v);
+                let subnets = match crate::plan::resolve_subnets(&spec.load_balancer, inv)
+                    .map_err(AwsError::Unresolved)?
+                {
+                    Some(given) => given,
+                    None => {
+                        let (subnets, v) = self.subnets(internal).await?;
+                        *vpc = Some(v);
+                        subnets
+                    }
+                };
+                let groups = crate::plan::resolve_security_groups(&spec.load_balancer, stack, inv)
+                    .map_err(AwsError::Unresolved)?;
                 let mut req = self
                     .elbv2
                     .create_load_balancer()
@@ -737,7 +1045,11 @@ impl Aws {
                     } else {
                         t::LoadBalancerSchemeEnum::InternetFacing
                     })
-                    .set_subnets(Some(subnets));
+                    .set_subnets(Some(subnets))
+                    .set_security_groups(Some(groups))
+                    .ip_address_type(t::IpAddressType::from(
+                        spec.load_balancer.ip_address_type.as_str(),
+                    ));
                 for (k, v) in &spec.load_balancer.tags {
                     req = req.tags(t::Tag::builder().key(k).value(v).build());
                 }
@@ -1051,6 +1363,29 @@ impl Aws {
     }
 }
 
+/// TCP permissions for (port, CIDR) pairs; IPv6 CIDRs go in their own list.
+fn ip_permissions(rules: &[(u16, String)]) -> Vec<aws_sdk_ec2::types::IpPermission> {
+    rules
+        .iter()
+        .map(|(port, cidr)| {
+            let p = aws_sdk_ec2::types::IpPermission::builder()
+                .ip_protocol("tcp")
+                .from_port(i32::from(*port))
+                .to_port(i32::from(*port));
+            if cidr.contains(':') {
+                p.ipv6_ranges(
+                    aws_sdk_ec2::types::Ipv6Range::builder()
+                        .cidr_ipv6(cidr)
+                        .build(),
+                )
+            } else {
+                p.ip_ranges(aws_sdk_ec2::types::IpRange::builder().cidr_ip(cidr).build())
+            }
+            .build()
+        })
+        .collect()
+}
+
 /// Splits a PEM chain into the leaf certificate and the rest (ACM takes them apart).
 fn split_chain(pem: &str) -> (&str, &str) {
     const END: &str = "-----END CERTIFICATE-----";
@@ -1066,7 +1401,9 @@ fn split_chain(pem: &str) -> (&str, &str) {
 /// The stack (model load-balancer id) a change belongs to.
 pub fn stack_of(change: &Change, inv: &Inventory) -> String {
     match change {
-        Change::CreateLoadBalancer { stack, .. } => stack.clone(),
+        Change::CreateLoadBalancer { stack, .. }
+        | Change::CreateSecurityGroup { stack, .. }
+        | Change::SetSecurityGroups { stack, .. } => stack.clone(),
         Change::CreateTargetGroup { spec } => spec.tags.get(TAG_STACK).cloned().unwrap_or_default(),
         other => {
             let text = format!("{other}");

@@ -17,6 +17,21 @@ pub struct Inventory {
     /// Every other issued ACM certificate, for discovery by host; `None` when ACM was not
     /// read (an offline `plan`, or no permission), so discovery is left unresolved.
     pub acm_certificates: Option<Vec<AcmCertificate>>,
+    /// Security groups Tollgate manages.
+    pub security_groups: Vec<ObservedSecurityGroup>,
+    /// Subnet and security-group IDs of the `Name` tags annotations use, looked up once:
+    /// keys `subnet:<name>` and `sg:<name>`.
+    pub ids_by_name: BTreeMap<String, String>,
+}
+
+/// A security group Tollgate manages, with its inbound rules.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ObservedSecurityGroup {
+    pub id: String,
+    pub name: String,
+    pub stack: String,
+    /// (port, CIDR) pairs allowed in over TCP. Sorted.
+    pub ingress: Vec<(u16, String)>,
 }
 
 /// A certificate Tollgate imported into ACM from a Secret.
@@ -46,6 +61,11 @@ pub struct ObservedLoadBalancer {
     pub dns_name: String,
     pub attributes: BTreeMap<String, String>,
     pub listeners: Vec<ObservedListener>,
+    /// Sorted.
+    pub subnets: Vec<String>,
+    /// Sorted.
+    pub security_groups: Vec<String>,
+    pub ip_address_type: String,
 }
 
 /// A listener.
@@ -133,6 +153,53 @@ impl Inventory {
             Change::DeleteCertificate { arn, .. } => {
                 self.imported_certificates.retain(|c| &c.arn != arn)
             }
+            Change::CreateSecurityGroup { stack, spec } => {
+                self.security_groups.push(ObservedSecurityGroup {
+                    id: new_arn(&spec.name),
+                    name: spec.name.clone(),
+                    stack: stack.clone(),
+                    ingress: Vec::new(),
+                });
+            }
+            Change::AuthorizeSecurityGroupIngress { group, rules } => {
+                if let Some(g) = self.security_groups.iter_mut().find(|g| match group {
+                    Ref::Arn(id) => &g.id == id,
+                    Ref::Name(n) => &g.name == n,
+                }) {
+                    g.ingress.extend(rules.iter().cloned());
+                    g.ingress.sort();
+                    g.ingress.dedup();
+                }
+            }
+            Change::RevokeSecurityGroupIngress { id, rules } => {
+                if let Some(g) = self.security_groups.iter_mut().find(|g| &g.id == id) {
+                    g.ingress.retain(|r| !rules.contains(r));
+                }
+            }
+            Change::DeleteSecurityGroup { id, .. } => self.security_groups.retain(|g| &g.id != id),
+            Change::SetSecurityGroups { arn, stack, .. } => {
+                let resolved = stacks.iter().find(|s| &s.stack == stack).and_then(|s| {
+                    crate::plan::resolve_security_groups(&s.load_balancer, stack, self).ok()
+                });
+                if let (Some(groups), Some(lb)) =
+                    (resolved, self.load_balancer_mut(&Ref::Arn(arn.clone())))
+                {
+                    lb.security_groups = groups;
+                }
+            }
+            Change::SetSubnets { arn, subnets } => {
+                if let Some(lb) = self.load_balancer_mut(&Ref::Arn(arn.clone())) {
+                    lb.subnets = subnets.clone();
+                }
+            }
+            Change::SetIpAddressType {
+                arn,
+                ip_address_type,
+            } => {
+                if let Some(lb) = self.load_balancer_mut(&Ref::Arn(arn.clone())) {
+                    lb.ip_address_type = ip_address_type.clone();
+                }
+            }
             Change::CreateTargetGroup { spec } => {
                 let mut spec = spec.clone();
                 spec.targets.clear(); // registered by a RegisterTargets change
@@ -149,18 +216,26 @@ impl Inventory {
                 }
             }
             Change::CreateLoadBalancer { stack, name } => {
-                let attributes = stacks
+                let spec = stacks
                     .iter()
                     .find(|s| &s.stack == stack)
-                    .map(|s| s.load_balancer.attributes.clone())
+                    .map(|s| &s.load_balancer);
+                let security_groups = spec
+                    .and_then(|s| crate::plan::resolve_security_groups(s, stack, self).ok())
+                    .unwrap_or_default();
+                let subnets = spec
+                    .and_then(|s| crate::plan::resolve_subnets(s, self).ok().flatten())
                     .unwrap_or_default();
                 self.load_balancers.push(ObservedLoadBalancer {
                     arn: new_arn(name),
                     name: name.clone(),
                     stack: stack.clone(),
                     dns_name: dns_name.unwrap_or_default().to_string(),
-                    attributes,
+                    attributes: spec.map(|s| s.attributes.clone()).unwrap_or_default(),
                     listeners: Vec::new(),
+                    subnets,
+                    security_groups,
+                    ip_address_type: spec.map(|s| s.ip_address_type.clone()).unwrap_or_default(),
                 });
             }
             Change::ModifyLoadBalancerAttributes { arn, attributes } => {

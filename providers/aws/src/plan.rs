@@ -12,8 +12,8 @@ use serde::Serialize;
 use tollgate_contract::{Diagnostic, ObjectKind, Reason, Severity};
 
 use crate::alb_stack::{
-    AlbAction, AlbStack, ListenerSpec, RuleSpec, TargetGroupSpec, DISCOVERED_CERTIFICATE,
-    SECRET_CERTIFICATE,
+    AlbAction, AlbStack, ListenerSpec, LoadBalancerSpec, RuleSpec, SecurityGroupSpec,
+    TargetGroupSpec, DISCOVERED_CERTIFICATE, SECRET_CERTIFICATE,
 };
 use crate::inventory::{
     AcmCertificate, ImportedCertificate, Inventory, ObservedListener, ObservedLoadBalancer,
@@ -56,6 +56,20 @@ pub enum Change {
         fingerprint: String,
         arn: Option<String>,
     },
+    /// Creates the security group Tollgate manages for a load balancer.
+    CreateSecurityGroup {
+        stack: String,
+        spec: SecurityGroupSpec,
+    },
+    /// Opens (port, CIDR) pairs; `group` is an ID once the group exists.
+    AuthorizeSecurityGroupIngress {
+        group: Ref,
+        rules: Vec<(u16, String)>,
+    },
+    RevokeSecurityGroupIngress {
+        id: String,
+        rules: Vec<(u16, String)>,
+    },
     CreateTargetGroup {
         spec: TargetGroupSpec,
     },
@@ -70,6 +84,21 @@ pub enum Change {
     ModifyLoadBalancerAttributes {
         arn: String,
         attributes: BTreeMap<String, String>,
+    },
+    /// Puts the load balancer in the stack's security groups (resolved when applied: the
+    /// managed group may be created by the same plan).
+    SetSecurityGroups {
+        arn: String,
+        stack: String,
+        groups: Vec<String>,
+    },
+    SetSubnets {
+        arn: String,
+        subnets: Vec<String>,
+    },
+    SetIpAddressType {
+        arn: String,
+        ip_address_type: String,
     },
     CreateListener {
         listener: ListenerRef,
@@ -115,6 +144,10 @@ pub enum Change {
         arn: String,
         name: String,
     },
+    DeleteSecurityGroup {
+        id: String,
+        name: String,
+    },
     /// Deletes an imported certificate no listener uses any more.
     DeleteCertificate {
         arn: String,
@@ -127,6 +160,8 @@ impl Change {
     pub fn symbol(&self) -> char {
         match self {
             Change::ImportCertificate { arn: None, .. }
+            | Change::CreateSecurityGroup { .. }
+            | Change::AuthorizeSecurityGroupIngress { .. }
             | Change::CreateTargetGroup { .. }
             | Change::CreateLoadBalancer { .. }
             | Change::CreateListener { .. }
@@ -137,6 +172,8 @@ impl Change {
             | Change::DeleteLoadBalancer { .. }
             | Change::DeleteTargetGroup { .. }
             | Change::DeleteCertificate { .. }
+            | Change::DeleteSecurityGroup { .. }
+            | Change::RevokeSecurityGroupIngress { .. }
             | Change::DeregisterTargets { .. } => '-',
             _ => '~',
         }
@@ -164,6 +201,35 @@ impl fmt::Display for Change {
             Change::DeleteCertificate { arn, secret } => {
                 write!(f, "{s} ACM certificate {arn} (Secret {secret})")
             }
+            Change::CreateSecurityGroup { stack, spec } => {
+                write!(f, "{s} security group {} for {stack}", spec.name)
+            }
+            Change::AuthorizeSecurityGroupIngress { group, rules } => {
+                write!(f, "{s} security group {group}: allow {}", rules_text(rules))
+            }
+            Change::RevokeSecurityGroupIngress { id, rules } => {
+                write!(f, "{s} security group {id}: allow {}", rules_text(rules))
+            }
+            Change::DeleteSecurityGroup { id, name } => {
+                write!(f, "{s} security group {name} ({id})")
+            }
+            Change::SetSecurityGroups { arn, groups, .. } => {
+                write!(
+                    f,
+                    "{s} load balancer {arn} security groups {}",
+                    groups.join(",")
+                )
+            }
+            Change::SetSubnets { arn, subnets } => {
+                write!(f, "{s} load balancer {arn} subnets {}", subnets.join(","))
+            }
+            Change::SetIpAddressType {
+                arn,
+                ip_address_type,
+            } => write!(
+                f,
+                "{s} load balancer {arn} IP address type {ip_address_type}"
+            ),
             Change::CreateTargetGroup { spec } => write!(
                 f,
                 "{s} target group {} ({} {} {} port {})",
@@ -222,6 +288,68 @@ impl fmt::Display for Change {
             Change::DeleteTargetGroup { name, .. } => write!(f, "{s} target group {name}"),
         }
     }
+}
+
+fn rules_text(rules: &[(u16, String)]) -> String {
+    rules
+        .iter()
+        .map(|(p, c)| format!("tcp/{p} from {c}"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// The security group IDs a load balancer of `spec` should have: the managed group's, or
+/// the given IDs and `Name` tags (looked up in [`Inventory::ids_by_name`]). `Err` names what
+/// is missing.
+pub fn resolve_security_groups(
+    spec: &LoadBalancerSpec,
+    stack: &str,
+    inv: &Inventory,
+) -> Result<Vec<String>, String> {
+    let mut out = if spec.security_groups.is_empty() {
+        let managed = inv
+            .security_groups
+            .iter()
+            .find(|g| g.stack == stack)
+            .ok_or_else(|| "the managed security group (not created yet)".to_string())?;
+        vec![managed.id.clone()]
+    } else {
+        spec.security_groups
+            .iter()
+            .map(|g| resolve_id(g, "sg-", "sg", inv))
+            .collect::<Result<_, _>>()?
+    };
+    out.sort();
+    out.dedup();
+    Ok(out)
+}
+
+/// The subnet IDs asked for (`None`: discovered by tags when the load balancer is created).
+pub fn resolve_subnets(
+    spec: &LoadBalancerSpec,
+    inv: &Inventory,
+) -> Result<Option<Vec<String>>, String> {
+    if spec.subnets.is_empty() {
+        return Ok(None);
+    }
+    let mut out: Vec<String> = spec
+        .subnets
+        .iter()
+        .map(|s| resolve_id(s, "subnet-", "subnet", inv))
+        .collect::<Result<_, _>>()?;
+    out.sort();
+    out.dedup();
+    Ok(Some(out))
+}
+
+fn resolve_id(v: &str, id_prefix: &str, kind: &str, inv: &Inventory) -> Result<String, String> {
+    if v.starts_with(id_prefix) {
+        return Ok(v.to_string());
+    }
+    inv.ids_by_name
+        .get(&format!("{kind}:{v}"))
+        .cloned()
+        .ok_or_else(|| format!("{kind} named {v:?}"))
 }
 
 fn describe(rule: &RuleSpec) -> String {
@@ -304,6 +432,7 @@ impl fmt::Display for Plan {
 #[derive(Default)]
 struct Phases {
     certificates: Vec<Change>,
+    security_groups: Vec<Change>,
     target_groups: Vec<Change>,
     load_balancers: Vec<Change>,
     listeners: Vec<Change>,
@@ -314,6 +443,7 @@ struct Phases {
     delete_load_balancers: Vec<Change>,
     delete_target_groups: Vec<Change>,
     delete_certificates: Vec<Change>,
+    delete_security_groups: Vec<Change>,
 }
 
 fn is_subset(want: &BTreeMap<String, String>, have: &BTreeMap<String, String>) -> bool {
@@ -422,6 +552,117 @@ fn certificates_differ(observed: &[String], wanted: &[String]) -> bool {
     observed.first() != wanted.first() || rest(observed) != rest(wanted)
 }
 
+/// The managed security group: created with its rules, or its rules brought in line.
+fn plan_managed_security_group(stack: &AlbStack, observed: &Inventory, p: &mut Phases) {
+    let Some(want) = &stack.load_balancer.managed_security_group else {
+        return;
+    };
+    match observed
+        .security_groups
+        .iter()
+        .find(|g| g.stack == stack.stack)
+    {
+        None => {
+            p.security_groups.push(Change::CreateSecurityGroup {
+                stack: stack.stack.clone(),
+                spec: want.clone(),
+            });
+            if !want.ingress.is_empty() {
+                p.security_groups
+                    .push(Change::AuthorizeSecurityGroupIngress {
+                        group: Ref::Name(want.name.clone()),
+                        rules: want.ingress.clone(),
+                    });
+            }
+        }
+        Some(have) => {
+            let add: Vec<(u16, String)> = want
+                .ingress
+                .iter()
+                .filter(|r| !have.ingress.contains(r))
+                .cloned()
+                .collect();
+            let remove: Vec<(u16, String)> = have
+                .ingress
+                .iter()
+                .filter(|r| !want.ingress.contains(r))
+                .cloned()
+                .collect();
+            if !add.is_empty() {
+                p.security_groups
+                    .push(Change::AuthorizeSecurityGroupIngress {
+                        group: Ref::Arn(have.id.clone()),
+                        rules: add,
+                    });
+            }
+            if !remove.is_empty() {
+                p.security_groups.push(Change::RevokeSecurityGroupIngress {
+                    id: have.id.clone(),
+                    rules: remove,
+                });
+            }
+        }
+    }
+}
+
+/// Security groups, subnets and IP address type of an existing load balancer.
+fn plan_network(
+    stack: &AlbStack,
+    o: &ObservedLoadBalancer,
+    observed: &Inventory,
+    p: &mut Phases,
+    diagnostics: &mut Vec<Diagnostic>,
+) {
+    let spec = &stack.load_balancer;
+    let mut missing = |what: String| {
+        diagnostics.push(Diagnostic::new(
+            Severity::Error,
+            ObjectKind::LoadBalancer,
+            "",
+            stack.stack.clone(),
+            Reason::AnnotationInvalid,
+            format!("{what} not found; the load balancer keeps its current one"),
+        ))
+    };
+    match resolve_security_groups(spec, &stack.stack, observed) {
+        Ok(groups) if groups != o.security_groups => {
+            p.load_balancers.push(Change::SetSecurityGroups {
+                arn: o.arn.clone(),
+                stack: stack.stack.clone(),
+                groups,
+            })
+        }
+        Ok(_) => {}
+        // The managed group is created by this plan; the load balancer joins it once it exists.
+        Err(_) if spec.security_groups.is_empty() => {
+            p.load_balancers.push(Change::SetSecurityGroups {
+                arn: o.arn.clone(),
+                stack: stack.stack.clone(),
+                groups: spec
+                    .managed_security_group
+                    .iter()
+                    .map(|g| format!("(new) {}", g.name))
+                    .collect(),
+            })
+        }
+        Err(what) => missing(what),
+    }
+    match resolve_subnets(spec, observed) {
+        Ok(Some(subnets)) if subnets != o.subnets => p.load_balancers.push(Change::SetSubnets {
+            arn: o.arn.clone(),
+            subnets,
+        }),
+        Ok(_) => {}
+        Err(what) => missing(what),
+    }
+    if !o.ip_address_type.is_empty() && o.ip_address_type != spec.ip_address_type {
+        p.load_balancers.push(Change::SetIpAddressType {
+            arn: o.arn.clone(),
+            ip_address_type: spec.ip_address_type.clone(),
+        });
+    }
+}
+
 /// Diffs every desired stack against the inventory. Observed stacks that are no longer
 /// desired are deleted whole.
 pub fn plan(desired: &[AlbStack], observed: &Inventory) -> Plan {
@@ -514,9 +755,11 @@ pub fn plan(desired: &[AlbStack], observed: &Inventory) -> Plan {
                         attributes: stack.load_balancer.attributes.clone(),
                     });
                 }
+                plan_network(stack, o, observed, &mut p, &mut diagnostics);
                 Ref::Arn(o.arn.clone())
             }
         };
+        plan_managed_security_group(stack, observed, &mut p);
 
         // Listeners and rules.
         let no_listeners = Vec::new();
@@ -638,6 +881,19 @@ pub fn plan(desired: &[AlbStack], observed: &Inventory) -> Plan {
         }
     }
 
+    // Managed security groups of stacks nobody wants go after their load balancers.
+    for g in &observed.security_groups {
+        if !desired
+            .iter()
+            .any(|s| s.stack == g.stack && s.load_balancer.managed_security_group.is_some())
+        {
+            p.delete_security_groups.push(Change::DeleteSecurityGroup {
+                id: g.id.clone(),
+                name: g.name.clone(),
+            });
+        }
+    }
+
     // Stacks nobody wants: the load balancer (with its listeners and rules), then its target
     // groups.
     for o in &observed.load_balancers {
@@ -659,6 +915,7 @@ pub fn plan(desired: &[AlbStack], observed: &Inventory) -> Plan {
 
     let changes = [
         p.certificates,
+        p.security_groups,
         p.target_groups,
         p.load_balancers,
         p.listeners,
@@ -669,6 +926,7 @@ pub fn plan(desired: &[AlbStack], observed: &Inventory) -> Plan {
         p.delete_load_balancers,
         p.delete_target_groups,
         p.delete_certificates,
+        p.delete_security_groups,
     ]
     .into_iter()
     .flatten()

@@ -67,6 +67,10 @@ pub struct LoadBalancer {
     pub ingresses: Vec<ObjectRef>,
     /// `internal` or `internet-facing` (AWS); ignored by the proxy.
     pub scheme: Scheme,
+    /// Subnets, security groups, inbound CIDRs and IP address type (AWS); ignored by the
+    /// proxy.
+    #[serde(default, skip_serializing_if = "Network::is_default")]
+    pub network: Network,
     /// Provider-specific settings collected from annotations, already validated.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub attributes: BTreeMap<String, String>,
@@ -89,6 +93,51 @@ impl LoadBalancer {
     /// The listener on this port, if any.
     pub fn listener(&self, port: u16) -> Option<&Listener> {
         self.listeners.iter().find(|l| l.port == port)
+    }
+}
+
+/// Where a cloud load balancer lives and who may reach it.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Network {
+    /// Subnet IDs or `Name` tags; empty: discovered by the cluster's subnet tags.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub subnets: Vec<String>,
+    /// Security group IDs or names; empty: a security group Tollgate manages, open on the
+    /// listener ports to `inbound_cidrs`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub security_groups: Vec<String>,
+    /// Who the managed security group lets in; empty: everyone (`0.0.0.0/0`, and `::/0` when
+    /// dual-stack).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub inbound_cidrs: Vec<String>,
+    #[serde(default)]
+    pub ip_address_type: IpAddressType,
+}
+
+impl Network {
+    /// Whether nothing was asked for (everything discovered or managed).
+    pub fn is_default(&self) -> bool {
+        *self == Network::default()
+    }
+}
+
+/// IPv4 only, or IPv4 and IPv6.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum IpAddressType {
+    #[default]
+    Ipv4,
+    Dualstack,
+}
+
+impl IpAddressType {
+    /// The ELBv2 name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            IpAddressType::Ipv4 => "ipv4",
+            IpAddressType::Dualstack => "dualstack",
+        }
     }
 }
 
