@@ -37,6 +37,8 @@ pub struct AwsRunOptions {
     pub resync: Duration,
     /// Where continuous mode serves /healthz, /readyz and /metrics.
     pub admin_listen: Option<SocketAddr>,
+    /// Tollgate's own request rate limit per AWS API family.
+    pub pace: tollgate_aws::api_pacing::Pace,
 }
 
 /// Why `tollgate aws` stopped.
@@ -144,10 +146,11 @@ fn log_diagnostics(diags: &[Diagnostic]) {
 }
 
 async fn connect_aws(opts: &AwsRunOptions) -> Aws {
-    Aws::connect(
+    Aws::connect_paced(
         &opts.cluster,
         opts.endpoint.as_deref(),
         opts.region.as_deref(),
+        opts.pace,
     )
     .await
 }

@@ -173,6 +173,15 @@ struct AwsArgs {
     /// Address for /healthz, /readyz and /metrics in continuous mode.
     #[arg(long, value_name = "ADDR", default_value = "0.0.0.0:10254")]
     admin_listen: SocketAddr,
+
+    /// Most AWS requests per second per API family (ELBv2, EC2, ACM, tagging), retries
+    /// included; 0 for no limit.
+    #[arg(long, default_value_t = 10.0)]
+    aws_api_rate: f64,
+
+    /// Requests an idle API family may make at once before the rate applies.
+    #[arg(long, default_value_t = 20)]
+    aws_api_burst: u32,
 }
 
 #[derive(Args)]
@@ -512,6 +521,10 @@ fn aws(args: AwsArgs) -> anyhow::Result<ExitCode> {
         },
         resync: Duration::from_secs(args.resync_seconds.max(1)),
         admin_listen: Some(args.admin_listen),
+        pace: tollgate_aws::api_pacing::Pace {
+            per_second: args.aws_api_rate,
+            burst: args.aws_api_burst,
+        },
     };
     let rt = tokio::runtime::Runtime::new().context("starting the Tokio runtime")?;
     rt.block_on(async move {

@@ -87,6 +87,11 @@ fn options(dir: &Path, endpoint: &str) -> AwsRunOptions {
         limits: AlbLimits::default(),
         resync: Duration::from_secs(300),
         admin_listen: None,
+        // The emulator is not AWS: no need to pace it (the bucket has its own unit test).
+        pace: tollgate_aws::api_pacing::Pace {
+            per_second: 0.0,
+            burst: 0,
+        },
     }
 }
 

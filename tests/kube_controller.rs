@@ -525,6 +525,7 @@ async fn aws_mode_creates_the_alb_writes_its_hostname_and_cleans_up_behind_the_f
         limits: Default::default(),
         resync: Duration::from_secs(300),
         admin_listen: None,
+        pace: Default::default(),
     };
     let (stop, stop_rx) = tokio::sync::watch::channel(false);
     let controller = tokio::spawn(async move { run_continuous(&opts, stop_rx).await });

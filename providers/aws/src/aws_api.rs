@@ -13,6 +13,7 @@ use crate::alb_stack::{
     AlbAction, AlbCondition, AlbStack, RuleSpec, TargetGroupSpec, TAG_CLUSTER, TAG_FINGERPRINT,
     TAG_RESOURCE, TAG_SECRET, TAG_STACK,
 };
+use crate::api_pacing::{Bucket, Pace, PacedClient};
 use crate::inventory::{
     AcmCertificate, ImportedCertificate, Inventory, ObservedListener, ObservedLoadBalancer,
     ObservedRule, ObservedSecurityGroup, ObservedTargetGroup,
@@ -92,8 +93,18 @@ pub struct Aws {
 
 impl Aws {
     /// Clients from the default credential chain (IRSA in EKS), with an optional endpoint
-    /// (the emulator) and region.
+    /// (the emulator) and region, each API family paced at [`Pace::default`].
     pub async fn connect(cluster: &str, endpoint: Option<&str>, region: Option<&str>) -> Self {
+        Self::connect_paced(cluster, endpoint, region, Pace::default()).await
+    }
+
+    /// [`Aws::connect`] with each API family (ELBv2, EC2, ACM, tagging) limited to `pace`.
+    pub async fn connect_paced(
+        cluster: &str,
+        endpoint: Option<&str>,
+        region: Option<&str>,
+        pace: Pace,
+    ) -> Self {
         let mut loader = aws_config::defaults(aws_config::BehaviorVersion::latest())
             .retry_config(aws_config::retry::RetryConfig::standard().with_max_attempts(5));
         if let Some(e) = endpoint {
@@ -103,11 +114,34 @@ impl Aws {
             loader = loader.region(aws_config::Region::new(r.to_string()));
         }
         let conf = loader.load().await;
+        let https = aws_smithy_http_client::Builder::new()
+            .tls_provider(aws_smithy_http_client::tls::Provider::Rustls(
+                aws_smithy_http_client::tls::rustls_provider::CryptoMode::AwsLc,
+            ))
+            .build_https();
+        // One bucket per API family: AWS throttles them separately.
+        let paced = || PacedClient::new(https.clone(), Bucket::new(pace));
         Aws {
-            elbv2: elbv2::Client::new(&conf),
-            ec2: aws_sdk_ec2::Client::new(&conf),
-            tagging: aws_sdk_resourcegroupstagging::Client::new(&conf),
-            acm: aws_sdk_acm::Client::new(&conf),
+            elbv2: elbv2::Client::from_conf(
+                elbv2::config::Builder::from(&conf)
+                    .http_client(paced())
+                    .build(),
+            ),
+            ec2: aws_sdk_ec2::Client::from_conf(
+                aws_sdk_ec2::config::Builder::from(&conf)
+                    .http_client(paced())
+                    .build(),
+            ),
+            tagging: aws_sdk_resourcegroupstagging::Client::from_conf(
+                aws_sdk_resourcegroupstagging::config::Builder::from(&conf)
+                    .http_client(paced())
+                    .build(),
+            ),
+            acm: aws_sdk_acm::Client::from_conf(
+                aws_sdk_acm::config::Builder::from(&conf)
+                    .http_client(paced())
+                    .build(),
+            ),
             cluster: cluster.to_string(),
             calls: CallLog::default(),
         }

@@ -7,6 +7,7 @@
 //! The SDK half (observing by tags, applying changes) builds on these.
 
 pub mod alb_stack;
+pub mod api_pacing;
 pub mod aws_api;
 pub mod inventory;
 pub mod plan;
