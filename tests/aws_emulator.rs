@@ -655,3 +655,144 @@ async fn security_groups_subnets_and_ip_address_type() {
     let left = aws.observe().await.expect("observe");
     assert!(left.load_balancers.is_empty() && left.security_groups.is_empty());
 }
+
+/// Reconciles (observing afresh each time) until converged; returns the rounds it took.
+async fn converge(opts: &AwsRunOptions, max_rounds: usize) -> usize {
+    for round in 1..=max_rounds {
+        let (_, _, converged) = fresh_reconcile(opts).await;
+        if converged {
+            return round;
+        }
+    }
+    panic!("not converged after {max_rounds} rounds");
+}
+
+/// Everything in the emulator, tagged or not: (load balancers, target groups, rules,
+/// certificates, security groups named like Tollgate's).
+async fn census(endpoint: &str) -> (usize, usize, usize, usize, usize) {
+    let aws = Aws::connect(CLUSTER, Some(endpoint), Some("us-east-1")).await;
+    let lbs = aws
+        .elbv2
+        .describe_load_balancers()
+        .send()
+        .await
+        .expect("lbs");
+    let mut rules = 0;
+    for lb in lbs.load_balancers() {
+        let ls = aws
+            .elbv2
+            .describe_listeners()
+            .load_balancer_arn(lb.load_balancer_arn().unwrap_or_default())
+            .send()
+            .await
+            .expect("listeners");
+        for l in ls.listeners() {
+            let rs = aws
+                .elbv2
+                .describe_rules()
+                .listener_arn(l.listener_arn().unwrap_or_default())
+                .send()
+                .await
+                .expect("rules");
+            rules += rs
+                .rules()
+                .iter()
+                .filter(|r| r.is_default() != Some(true))
+                .count();
+        }
+    }
+    let tgs = aws
+        .elbv2
+        .describe_target_groups()
+        .send()
+        .await
+        .expect("tgs");
+    let certs = aws.acm.list_certificates().send().await.expect("certs");
+    let sgs = aws
+        .ec2
+        .describe_security_groups()
+        .send()
+        .await
+        .expect("sgs");
+    let ours = sgs
+        .security_groups()
+        .iter()
+        .filter(|g| g.group_name().is_some_and(|n| n.starts_with("k8s-")))
+        .count();
+    (
+        lbs.load_balancers().len(),
+        tgs.target_groups().len(),
+        rules,
+        certs.certificate_summary_list().len(),
+        ours,
+    )
+}
+
+/// 30% of AWS calls fail — throttled before the emulator sees them, or a 5xx after it acted
+/// (the SDK retries and meets its own earlier success). Tollgate still converges, with no
+/// duplicate and, after every Ingress is deleted, nothing left behind.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn converges_without_duplicates_or_leaks_when_30_percent_of_calls_fail() {
+    test_credentials();
+    let moto = start_moto();
+    seed(&moto.endpoint, 0).await;
+    let aws = Aws::connect(CLUSTER, Some(&moto.endpoint), Some("us-east-1")).await;
+    import_foreign(&aws, "*.example.com").await;
+    let faults = support::fault_proxy::start_fault_proxy(&moto.endpoint, 300, 0x5eed).await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    std::fs::write(dir.path().join("services.yaml"), SERVICES).unwrap();
+    std::fs::write(dir.path().join("shop.yaml"), shop("/api")).unwrap();
+    let (cert, key) = certificate_for("secure.example.com");
+    std::fs::write(
+        dir.path().join("secret.yaml"),
+        support::tls_secret("secure-tls", &cert, &key),
+    )
+    .unwrap();
+    std::fs::write(dir.path().join("tls.yaml"), tls_ingresses(true)).unwrap();
+    let opts = options(dir.path(), &faults.endpoint);
+
+    let rounds = converge(&opts, 20).await;
+    let injected = faults.injected.load(std::sync::atomic::Ordering::SeqCst);
+    assert!(injected > 10, "faults were injected ({injected})");
+    println!("converged in {rounds} rounds with {injected} injected failures");
+
+    // Without faults: nothing to do, and exactly one of everything.
+    faults.set_enabled(false);
+    let (mutating, planned, converged) = fresh_reconcile(&opts).await;
+    assert_eq!((mutating, planned), (0, 0));
+    assert!(converged);
+    let (lbs, tgs, rules, certs, sgs) = census(&moto.endpoint).await;
+    assert_eq!(lbs, 2, "load balancers: group shop and group tls");
+    assert_eq!(tgs, 4, "target groups: web and api in each load balancer");
+    assert_eq!(
+        rules,
+        3 + 3 + 3,
+        "shop: 3 rules; tls: 3 on HTTP, 3 on HTTPS"
+    );
+    assert_eq!(
+        certs, 2,
+        "the foreign wildcard and one import of the Secret"
+    );
+    assert_eq!(sgs, 2, "one managed security group per load balancer");
+
+    // Delete everything, again through faults.
+    faults.set_enabled(true);
+    for f in ["shop.yaml", "tls.yaml", "secret.yaml"] {
+        std::fs::remove_file(dir.path().join(f)).unwrap();
+    }
+    converge(&opts, 20).await;
+    faults.set_enabled(false);
+    let left = aws.observe().await.expect("observe");
+    assert!(
+        left.load_balancers.is_empty()
+            && left.target_groups.is_empty()
+            && left.imported_certificates.is_empty()
+            && left.security_groups.is_empty(),
+        "{left:#?}"
+    );
+    assert_eq!(
+        census(&moto.endpoint).await,
+        (0, 0, 0, 1, 0),
+        "only the foreign certificate"
+    );
+}

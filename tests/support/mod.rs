@@ -2,6 +2,7 @@
 //! HTTP/1.1, h2c and TLS clients, manifest helpers, and bounded readiness waits.
 #![allow(dead_code)] // each test binary uses a different part of the harness
 
+pub mod fault_proxy;
 pub mod kube_apiserver;
 pub mod moto;
 

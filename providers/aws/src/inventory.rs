@@ -115,11 +115,14 @@ impl Inventory {
             .flat_map(|l| l.rules.iter_mut())
     }
 
-    /// The ARN of the ACM import of a Secret (`namespace/name`), if there is one.
+    /// The ACM import of a Secret (`namespace/name`), if there is one. Should a retried
+    /// import have left two, the lowest ARN is the one kept (listeners are moved to it) and
+    /// the plan deletes the others.
     pub fn imported_certificate(&self, secret: &str) -> Option<&ImportedCertificate> {
         self.imported_certificates
             .iter()
-            .find(|c| c.secret == secret)
+            .filter(|c| c.secret == secret)
+            .min_by(|a, b| a.arn.cmp(&b.arn))
     }
 
     /// Records a change that AWS has just carried out, so the inventory stays current without

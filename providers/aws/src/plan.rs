@@ -460,8 +460,9 @@ pub fn listener_arns(certs: &[String], imported: &[ImportedCertificate]) -> Vec<
             let secret = rest.rsplit_once('@').map_or(rest, |(s, _)| s);
             imported
                 .iter()
-                .find(|i| i.secret == secret)
+                .filter(|i| i.secret == secret)
                 .map(|i| i.arn.clone())
+                .min()
         } else if c.starts_with(DISCOVERED_CERTIFICATE) {
             None
         } else {
@@ -731,7 +732,13 @@ pub fn plan(desired: &[AlbStack], observed: &Inventory) -> Plan {
             .map(|t| t.name.as_str())
             .collect();
         for o in &observed_tgs {
-            if !wanted_tg_names.contains(o.spec.name.as_str()) {
+            // A second target group of a wanted name (a create retried after its answer was
+            // lost, on an API that allowed it) is a duplicate: only the first is used.
+            let first = observed_tgs
+                .iter()
+                .find(|x| x.spec.name == o.spec.name)
+                .is_some_and(|x| x.arn == o.arn);
+            if !wanted_tg_names.contains(o.spec.name.as_str()) || !first {
                 p.delete_target_groups.push(Change::DeleteTargetGroup {
                     arn: o.arn.clone(),
                     name: o.spec.name.clone(),
@@ -850,7 +857,11 @@ pub fn plan(desired: &[AlbStack], observed: &Inventory) -> Plan {
         }
         let wanted_ports: BTreeSet<u16> = stack.listeners.iter().map(|l| l.port).collect();
         for o in observed_listeners {
-            if !wanted_ports.contains(&o.port) {
+            let first = observed_listeners
+                .iter()
+                .find(|x| x.port == o.port)
+                .is_some_and(|x| x.arn == o.arn);
+            if !wanted_ports.contains(&o.port) || !first {
                 p.delete_listeners
                     .push(Change::DeleteListener { arn: o.arn.clone() });
             }
@@ -873,7 +884,10 @@ pub fn plan(desired: &[AlbStack], observed: &Inventory) -> Plan {
         }
     }
     for c in &observed.imported_certificates {
-        if !wanted_secrets.contains_key(c.secret.as_str()) {
+        let kept = observed
+            .imported_certificate(&c.secret)
+            .is_some_and(|k| k.arn == c.arn);
+        if !wanted_secrets.contains_key(c.secret.as_str()) || !kept {
             p.delete_certificates.push(Change::DeleteCertificate {
                 arn: c.arn.clone(),
                 secret: c.secret.clone(),
@@ -881,11 +895,18 @@ pub fn plan(desired: &[AlbStack], observed: &Inventory) -> Plan {
         }
     }
 
-    // Managed security groups of stacks nobody wants go after their load balancers.
+    // Managed security groups of stacks nobody wants (or a duplicate) go after their load
+    // balancers.
     for g in &observed.security_groups {
-        if !desired
+        let first = observed
+            .security_groups
             .iter()
-            .any(|s| s.stack == g.stack && s.load_balancer.managed_security_group.is_some())
+            .find(|x| x.stack == g.stack)
+            .is_some_and(|x| x.id == g.id);
+        if !first
+            || !desired
+                .iter()
+                .any(|s| s.stack == g.stack && s.load_balancer.managed_security_group.is_some())
         {
             p.delete_security_groups.push(Change::DeleteSecurityGroup {
                 id: g.id.clone(),
@@ -897,7 +918,12 @@ pub fn plan(desired: &[AlbStack], observed: &Inventory) -> Plan {
     // Stacks nobody wants: the load balancer (with its listeners and rules), then its target
     // groups.
     for o in &observed.load_balancers {
-        if !desired_stacks.contains(o.stack.as_str()) {
+        let first = observed
+            .load_balancers
+            .iter()
+            .find(|x| x.stack == o.stack)
+            .is_some_and(|x| x.arn == o.arn);
+        if !desired_stacks.contains(o.stack.as_str()) || !first {
             p.delete_load_balancers.push(Change::DeleteLoadBalancer {
                 arn: o.arn.clone(),
                 name: o.name.clone(),
