@@ -33,8 +33,11 @@ pub struct AwsRunOptions {
     pub endpoint: Option<String>,
     pub region: Option<String>,
     pub limits: AlbLimits,
-    /// How often the inventory is re-read from AWS in continuous mode.
+    /// How often continuous mode checks AWS by one tag look-up (a full re-read follows only
+    /// when the set of Tollgate's resources moved).
     pub resync: Duration,
+    /// How often continuous mode re-reads everything (drift inside a resource).
+    pub full_resync: Duration,
     /// Where continuous mode serves /healthz, /readyz and /metrics.
     pub admin_listen: Option<SocketAddr>,
     /// Tollgate's own request rate limit per AWS API family.
@@ -203,6 +206,7 @@ pub async fn run_continuous(
     admin.ready.store(true, Ordering::Relaxed);
     let mut inventory: Option<Inventory> = None;
     let mut last_observe = Instant::now();
+    let mut last_full_observe = Instant::now();
     let mut states = source.subscribe();
     let mut leadership = kube.as_ref().map(|k| k.leadership.clone());
     let mut retry = tokio::time::interval(Duration::from_secs(30));
@@ -210,13 +214,18 @@ pub async fn run_continuous(
         let leading = leadership.as_ref().is_none_or(|l| *l.borrow());
         admin.leader.store(leading, Ordering::Relaxed);
         if leading {
-            // A new leader (or a resync) reads AWS afresh: another replica may have written.
-            if inventory.is_none() || last_observe.elapsed() >= opts.resync {
-                match aws.observe().await {
-                    Ok(inv) => inventory = Some(inv),
-                    Err(e) => {
-                        tracing::warn!(error = %e, "reading AWS failed; will retry")
-                    }
+            // A new leader reads AWS afresh: another replica may have written. Then a cheap
+            // resync (one tag look-up) every `resync`, a full re-read every `full_resync`.
+            let full = inventory.is_none() || last_full_observe.elapsed() >= opts.full_resync;
+            if full || last_observe.elapsed() >= opts.resync {
+                let read = match inventory.as_mut() {
+                    Some(inv) if !full => aws.resync(inv).await.map(|_| ()),
+                    _ => aws.observe().await.map(|inv| inventory = Some(inv)),
+                };
+                match read {
+                    Ok(()) if full => last_full_observe = Instant::now(),
+                    Ok(()) => {}
+                    Err(e) => tracing::warn!(error = %e, "reading AWS failed; will retry"),
                 }
                 last_observe = Instant::now();
             }

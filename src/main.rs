@@ -166,9 +166,15 @@ struct AwsArgs {
     #[arg(long, default_value_t = 100)]
     max_rules_per_listener: usize,
 
-    /// Seconds between full re-reads of AWS in continuous mode.
+    /// Seconds between resyncs in continuous mode: one tag look-up, and a full re-read only
+    /// if the set of Tollgate's resources moved.
     #[arg(long, default_value_t = 300)]
     resync_seconds: u64,
+
+    /// Seconds between full re-reads of AWS (changes someone made inside Tollgate's
+    /// resources) in continuous mode.
+    #[arg(long, default_value_t = 3600)]
+    full_resync_seconds: u64,
 
     /// Address for /healthz, /readyz and /metrics in continuous mode.
     #[arg(long, value_name = "ADDR", default_value = "0.0.0.0:10254")]
@@ -520,6 +526,7 @@ fn aws(args: AwsArgs) -> anyhow::Result<ExitCode> {
             ..Default::default()
         },
         resync: Duration::from_secs(args.resync_seconds.max(1)),
+        full_resync: Duration::from_secs(args.full_resync_seconds.max(1)),
         admin_listen: Some(args.admin_listen),
         pace: tollgate_aws::api_pacing::Pace {
             per_second: args.aws_api_rate,

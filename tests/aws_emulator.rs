@@ -86,6 +86,7 @@ fn options(dir: &Path, endpoint: &str) -> AwsRunOptions {
         region: Some("us-east-1".into()),
         limits: AlbLimits::default(),
         resync: Duration::from_secs(300),
+        full_resync: Duration::from_secs(3600),
         admin_listen: None,
         // The emulator is not AWS: no need to pace it (the bucket has its own unit test).
         pace: tollgate_aws::api_pacing::Pace {
@@ -158,6 +159,35 @@ async fn create_resync_change_and_delete() {
     assert!(converged);
     let (mutating, _, _) = fresh_reconcile(&opts).await;
     assert_eq!(mutating, 0);
+
+    // The periodic resync: one tag look-up while nothing moved...
+    let aws = Aws::connect(CLUSTER, Some(&moto.endpoint), Some("us-east-1")).await;
+    let mut inv = aws.observe().await.expect("observe");
+    let kept = inv.clone();
+    let before = aws.calls.snapshot();
+    assert!(!aws.resync(&mut inv).await.expect("resync"), "nothing moved");
+    assert_eq!(inv, kept);
+    let after = aws.calls.snapshot();
+    let made: Vec<_> = after
+        .iter()
+        .filter(|(op, n)| before.get(*op) != Some(*n))
+        .map(|(op, _)| *op)
+        .collect();
+    assert_eq!(made, ["GetResources"]);
+    // ...and a full re-read when someone deleted the load balancer, which is then rebuilt.
+    aws.elbv2
+        .delete_load_balancer()
+        .load_balancer_arn(&inv.load_balancers[0].arn)
+        .send()
+        .await
+        .expect("delete behind Tollgate's back");
+    assert!(aws.resync(&mut inv).await.expect("resync"), "the set moved");
+    assert!(inv.load_balancers.is_empty());
+    let (snapshot, _) = load_dir(dir.path()).expect("manifests");
+    let r = reconcile(&aws, &mut inv, &snapshot, &opts).await;
+    assert!(r.converged, "{:#?}", r.diagnostics);
+    let (mutating, _, _) = fresh_reconcile(&opts).await;
+    assert_eq!(mutating, 0, "rebuilt as desired");
 
     // Every Ingress gone: nothing tagged is left.
     std::fs::remove_file(dir.path().join("shop.yaml")).unwrap();

@@ -524,6 +524,7 @@ async fn aws_mode_creates_the_alb_writes_its_hostname_and_cleans_up_behind_the_f
         region: Some("us-east-1".into()),
         limits: Default::default(),
         resync: Duration::from_secs(300),
+        full_resync: Duration::from_secs(3600),
         admin_listen: None,
         pace: Default::default(),
     };

@@ -81,6 +81,13 @@ impl CallLog {
     }
 }
 
+/// Look-ups one apply makes at most once: the VPC and the discovered subnets per scheme.
+#[derive(Default)]
+struct ApplyCache {
+    vpc: Option<String>,
+    subnets: BTreeMap<bool, (Vec<String>, String)>,
+}
+
 /// The AWS clients and the cluster they act for.
 pub struct Aws {
     pub elbv2: elbv2::Client,
@@ -165,6 +172,7 @@ impl Aws {
                 .resource_type_filters("elasticloadbalancing:targetgroup")
                 .resource_type_filters("acm:certificate")
                 .resource_type_filters("ec2:security-group")
+                .resources_per_page(100)
                 .set_pagination_token(token.clone())
                 .send()
                 .await;
@@ -189,6 +197,38 @@ impl Aws {
             }
         }
         Ok(out)
+    }
+
+    /// A cheap resync: one tag look-up. When the tagged resources are exactly those the
+    /// inventory holds (our own writes keep it current), the inventory stands and `false` is
+    /// returned; otherwise it is re-read in full and `true` returned. Drift inside a resource
+    /// (an edited rule) is for the periodic full re-read to find.
+    pub async fn resync(&self, inv: &mut Inventory) -> Result<bool, AwsError> {
+        // Security groups are held by ID, everything else by ARN.
+        let mut tagged: Vec<String> = self
+            .tagged()
+            .await?
+            .into_iter()
+            .map(|(arn, _)| match arn.split_once(":security-group/") {
+                Some((_, id)) => id.to_string(),
+                None => arn,
+            })
+            .collect();
+        tagged.sort();
+        let mut held: Vec<String> = inv
+            .load_balancers
+            .iter()
+            .map(|l| l.arn.clone())
+            .chain(inv.target_groups.iter().map(|t| t.arn.clone()))
+            .chain(inv.imported_certificates.iter().map(|c| c.arn.clone()))
+            .chain(inv.security_groups.iter().map(|g| g.id.clone()))
+            .collect();
+        held.sort();
+        if tagged == held {
+            return Ok(false);
+        }
+        *inv = self.observe().await?;
+        Ok(true)
     }
 
     /// Reads Tollgate's load balancers, listeners, rules, target groups and targets.
@@ -638,13 +678,27 @@ impl Aws {
     }
 
     /// The VPC new resources go in: that of the cluster's tagged subnets.
-    async fn vpc(&self, cache: &mut Option<String>) -> Result<String, AwsError> {
-        if let Some(v) = cache.clone() {
+    async fn vpc(&self, cache: &mut ApplyCache) -> Result<String, AwsError> {
+        if let Some(v) = cache.vpc.clone() {
             return Ok(v);
         }
-        let (_, v) = self.subnets(true).await?;
-        *cache = Some(v.clone());
+        let (_, v) = self.discovered_subnets(true, cache).await?;
         Ok(v)
+    }
+
+    /// [`Aws::subnets`], asked once per scheme during one apply.
+    async fn discovered_subnets(
+        &self,
+        internal: bool,
+        cache: &mut ApplyCache,
+    ) -> Result<(Vec<String>, String), AwsError> {
+        if let Some(found) = cache.subnets.get(&internal) {
+            return Ok(found.clone());
+        }
+        let found = self.subnets(internal).await?;
+        cache.vpc = Some(found.1.clone());
+        cache.subnets.insert(internal, found.clone());
+        Ok(found)
     }
 
     /// Issued ACM certificates other than Tollgate's own imports, with the names they cover:
@@ -773,7 +827,7 @@ impl Aws {
         inv: &mut Inventory,
     ) -> Vec<Diagnostic> {
         let mut diags = Vec::new();
-        let mut vpc: Option<String> = None;
+        let mut vpc = ApplyCache::default();
         for change in &plan.changes {
             let result = self.apply_one(change, stacks, inv, &mut vpc).await;
             match result {
@@ -799,7 +853,7 @@ impl Aws {
         change: &Change,
         stacks: &[AlbStack],
         inv: &Inventory,
-        vpc: &mut Option<String>,
+        vpc: &mut ApplyCache,
     ) -> Result<(Option<String>, Option<String>), AwsError> {
         match change {
             Change::ImportCertificate {
@@ -1062,8 +1116,7 @@ impl Aws {
                 {
                     Some(given) => given,
                     None => {
-                        let (subnets, v) = self.subnets(internal).await?;
-                        *vpc = Some(v);
+                        let (subnets, _) = self.discovered_subnets(internal, vpc).await?;
                         subnets
                     }
                 };
