@@ -165,7 +165,10 @@ async fn create_resync_change_and_delete() {
     let mut inv = aws.observe().await.expect("observe");
     let kept = inv.clone();
     let before = aws.calls.snapshot();
-    assert!(!aws.resync(&mut inv).await.expect("resync"), "nothing moved");
+    assert!(
+        !aws.resync(&mut inv).await.expect("resync"),
+        "nothing moved"
+    );
     assert_eq!(inv, kept);
     let after = aws.calls.snapshot();
     let made: Vec<_> = after

@@ -285,3 +285,60 @@ fn acm_discovery_prefers_the_exact_name_over_a_wildcard() {
     }
     assert!(plan(&desired, &inv).is_empty(), "{}", plan(&desired, &inv));
 }
+
+/// The AWS cold plan (as `tollgate plan --provider aws` prints it) and its diagnostics for
+/// every model fixture, then proof that recording it converges: many models, one snapshot
+/// each. ACM is taken as listing one wildcard certificate, so discovery resolves.
+#[test]
+fn cold_plans_of_every_fixture() {
+    use tollgate_aws::inventory::AcmCertificate;
+    let common = std::fs::read_to_string("tests/fixtures/common-backends.json").expect("fixture");
+    insta::glob!("fixtures/model/*.yaml", |path| {
+        let text = std::fs::read_to_string(path).expect("fixture");
+        if text.contains("# tollgate-test: single-load-balancer") {
+            return; // a proxy-only case
+        }
+        let (mut snap, _) = parse_manifests("common-backends.json", &common, true);
+        let (own, _) = parse_manifests("fixture.yaml", &text, false);
+        snap.ingresses.extend(own.ingresses);
+        snap.services.extend(own.services);
+        snap.endpoint_slices.extend(own.endpoint_slices);
+        snap.endpoints.extend(own.endpoints);
+        snap.secrets.extend(own.secrets);
+        snap.nodes.extend(own.nodes);
+        snap.ingress_classes.extend(own.ingress_classes);
+        let out = build(&snap, &BuildOptions::default());
+        let (stacks, mut diags) = build_stacks("test", &out.model, &AlbLimits::default());
+        let mut inv = Inventory {
+            acm_certificates: Some(vec![AcmCertificate {
+                arn: "arn:aws:acm:us-east-1:1:certificate/wildcard".into(),
+                names: vec!["*.example.com".into()],
+            }]),
+            ..Default::default()
+        };
+        let cold = plan(&stacks, &inv);
+        diags.extend(cold.diagnostics.iter().cloned());
+        diags.sort();
+        diags.dedup();
+        let printed = format!(
+            "{cold}\n{}",
+            diags
+                .iter()
+                .map(|d| format!(
+                    "{:?} {} {:?}: {}",
+                    d.severity, d.subject, d.reason, d.message
+                ))
+                .collect::<Vec<_>>()
+                .join("\n")
+        );
+        insta::assert_snapshot!(printed);
+        let mut next = 0;
+        apply(&mut inv, &cold, &stacks, &mut next);
+        let again = plan(&stacks, &inv);
+        assert!(
+            again.is_empty(),
+            "{}: not converged:\n{again}",
+            path.display()
+        );
+    });
+}
