@@ -17,6 +17,7 @@ use crate::alb_stack::{
 };
 use crate::inventory::{
     AcmCertificate, ImportedCertificate, Inventory, ObservedListener, ObservedLoadBalancer,
+    ObservedTargetGroup,
 };
 use crate::priorities::{place_rules, Placement};
 
@@ -553,6 +554,17 @@ fn certificates_differ(observed: &[String], wanted: &[String]) -> bool {
     observed.first() != wanted.first() || rest(observed) != rest(wanted)
 }
 
+/// Deregisters a target group's targets before it is deleted, so they drain (deleting it
+/// outright would cut their connections).
+fn deregister_all(tg: &ObservedTargetGroup, p: &mut Phases) {
+    if !tg.spec.targets.is_empty() {
+        p.targets.push(Change::DeregisterTargets {
+            arn: tg.arn.clone(),
+            targets: tg.spec.targets.clone(),
+        });
+    }
+}
+
 /// The managed security group: created with its rules, or its rules brought in line.
 fn plan_managed_security_group(stack: &AlbStack, observed: &Inventory, p: &mut Phases) {
     let Some(want) = &stack.load_balancer.managed_security_group else {
@@ -739,6 +751,7 @@ pub fn plan(desired: &[AlbStack], observed: &Inventory) -> Plan {
                 .find(|x| x.spec.name == o.spec.name)
                 .is_some_and(|x| x.arn == o.arn);
             if !wanted_tg_names.contains(o.spec.name.as_str()) || !first {
+                deregister_all(o, &mut p);
                 p.delete_target_groups.push(Change::DeleteTargetGroup {
                     arn: o.arn.clone(),
                     name: o.spec.name.clone(),
@@ -932,6 +945,7 @@ pub fn plan(desired: &[AlbStack], observed: &Inventory) -> Plan {
     }
     for o in &observed.target_groups {
         if !desired_stacks.contains(o.stack.as_str()) {
+            deregister_all(o, &mut p);
             p.delete_target_groups.push(Change::DeleteTargetGroup {
                 arn: o.arn.clone(),
                 name: o.spec.name.clone(),
