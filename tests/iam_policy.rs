@@ -26,7 +26,7 @@ fn the_policy_allows_every_operation_the_provider_calls() {
     let source = std::fs::read_to_string(format!("{root}/providers/aws/src/aws_api.rs"))
         .expect("aws_api.rs");
     let called: BTreeSet<String> = source
-        .split("record(\"")
+        .split("counted(\"")
         .skip(1)
         .filter_map(|rest| rest.split('"').next())
         .map(|op| format!("{}:{op}", service_of(op)))

@@ -99,6 +99,18 @@ pub struct Aws {
 }
 
 impl Aws {
+    /// Awaits one AWS call, counts it under `operation` (succeeded or failed) and types its
+    /// error.
+    async fn counted<T, E: std::fmt::Display>(
+        &self,
+        operation: &'static str,
+        call: impl std::future::Future<Output = Result<T, E>>,
+    ) -> Result<T, AwsError> {
+        let r = call.await;
+        self.calls.record(operation, &r);
+        r.map_err(api(operation))
+    }
+
     /// Clients from the default credential chain (IRSA in EKS), with an optional endpoint
     /// (the emulator) and region, each API family paced at [`Pace::default`].
     pub async fn connect(cluster: &str, endpoint: Option<&str>, region: Option<&str>) -> Self {
@@ -165,19 +177,21 @@ impl Aws {
         let mut token: Option<String> = None;
         loop {
             let r = self
-                .tagging
-                .get_resources()
-                .tag_filters(filter.clone())
-                .resource_type_filters("elasticloadbalancing:loadbalancer")
-                .resource_type_filters("elasticloadbalancing:targetgroup")
-                .resource_type_filters("acm:certificate")
-                .resource_type_filters("ec2:security-group")
-                .resources_per_page(100)
-                .set_pagination_token(token.clone())
-                .send()
+                .counted(
+                    "GetResources",
+                    self.tagging
+                        .get_resources()
+                        .tag_filters(filter.clone())
+                        .resource_type_filters("elasticloadbalancing:loadbalancer")
+                        .resource_type_filters("elasticloadbalancing:targetgroup")
+                        .resource_type_filters("acm:certificate")
+                        .resource_type_filters("ec2:security-group")
+                        .resources_per_page(100)
+                        .set_pagination_token(token.clone())
+                        .send(),
+                )
                 .await;
-            self.calls.record("GetResources", &r);
-            let r = r.map_err(api("GetResources"))?;
+            let r = r?;
             for m in r.resource_tag_mapping_list() {
                 let tags = m
                     .tags()
@@ -273,39 +287,43 @@ impl Aws {
         let mut tg_name_by_arn = BTreeMap::new();
         for chunk in tg_arns.chunks(20) {
             let r = self
-                .elbv2
-                .describe_target_groups()
-                .set_target_group_arns(Some(chunk.iter().map(|s| s.to_string()).collect()))
-                .send()
+                .counted(
+                    "DescribeTargetGroups",
+                    self.elbv2
+                        .describe_target_groups()
+                        .set_target_group_arns(Some(chunk.iter().map(|s| s.to_string()).collect()))
+                        .send(),
+                )
                 .await;
-            self.calls.record("DescribeTargetGroups", &r);
-            for tg in r.map_err(api("DescribeTargetGroups"))?.target_groups() {
+            for tg in r?.target_groups() {
                 let Some(arn) = tg.target_group_arn() else {
                     continue;
                 };
                 let tags = stack_of.get(arn).cloned().unwrap_or_default();
                 let attrs = self
-                    .elbv2
-                    .describe_target_group_attributes()
-                    .target_group_arn(arn)
-                    .send()
+                    .counted(
+                        "DescribeTargetGroupAttributes",
+                        self.elbv2
+                            .describe_target_group_attributes()
+                            .target_group_arn(arn)
+                            .send(),
+                    )
                     .await;
-                self.calls.record("DescribeTargetGroupAttributes", &attrs);
-                let attributes = attrs
-                    .map_err(api("DescribeTargetGroupAttributes"))?
+                let attributes = attrs?
                     .attributes()
                     .iter()
                     .filter_map(|a| Some((a.key()?.to_string(), a.value()?.to_string())))
                     .collect();
                 let health = self
-                    .elbv2
-                    .describe_target_health()
-                    .target_group_arn(arn)
-                    .send()
+                    .counted(
+                        "DescribeTargetHealth",
+                        self.elbv2
+                            .describe_target_health()
+                            .target_group_arn(arn)
+                            .send(),
+                    )
                     .await;
-                self.calls.record("DescribeTargetHealth", &health);
-                let mut targets: Vec<(String, u16)> = health
-                    .map_err(api("DescribeTargetHealth"))?
+                let mut targets: Vec<(String, u16)> = health?
                     .target_health_descriptions()
                     .iter()
                     .filter(|d| {
@@ -378,39 +396,44 @@ impl Aws {
         }
         for chunk in lb_arns.chunks(20) {
             let r = self
-                .elbv2
-                .describe_load_balancers()
-                .set_load_balancer_arns(Some(chunk.iter().map(|s| s.to_string()).collect()))
-                .send()
+                .counted(
+                    "DescribeLoadBalancers",
+                    self.elbv2
+                        .describe_load_balancers()
+                        .set_load_balancer_arns(Some(chunk.iter().map(|s| s.to_string()).collect()))
+                        .send(),
+                )
                 .await;
-            self.calls.record("DescribeLoadBalancers", &r);
-            for lb in r.map_err(api("DescribeLoadBalancers"))?.load_balancers() {
+            for lb in r?.load_balancers() {
                 let Some(arn) = lb.load_balancer_arn() else {
                     continue;
                 };
                 let tags = stack_of.get(arn).cloned().unwrap_or_default();
                 let attrs = self
-                    .elbv2
-                    .describe_load_balancer_attributes()
-                    .load_balancer_arn(arn)
-                    .send()
+                    .counted(
+                        "DescribeLoadBalancerAttributes",
+                        self.elbv2
+                            .describe_load_balancer_attributes()
+                            .load_balancer_arn(arn)
+                            .send(),
+                    )
                     .await;
-                self.calls.record("DescribeLoadBalancerAttributes", &attrs);
-                let attributes = attrs
-                    .map_err(api("DescribeLoadBalancerAttributes"))?
+                let attributes = attrs?
                     .attributes()
                     .iter()
                     .filter_map(|a| Some((a.key()?.to_string(), a.value()?.to_string())))
                     .collect();
                 let mut listeners = Vec::new();
                 let ls = self
-                    .elbv2
-                    .describe_listeners()
-                    .load_balancer_arn(arn)
-                    .send()
+                    .counted(
+                        "DescribeListeners",
+                        self.elbv2
+                            .describe_listeners()
+                            .load_balancer_arn(arn)
+                            .send(),
+                    )
                     .await;
-                self.calls.record("DescribeListeners", &ls);
-                for l in ls.map_err(api("DescribeListeners"))?.listeners() {
+                for l in ls?.listeners() {
                     let Some(larn) = l.listener_arn() else {
                         continue;
                     };
@@ -422,14 +445,15 @@ impl Aws {
                     let mut certificates = default_cert.clone();
                     if l.protocol().map(|p| p.as_str()) == Some("HTTPS") {
                         let extra = self
-                            .elbv2
-                            .describe_listener_certificates()
-                            .listener_arn(larn)
-                            .send()
+                            .counted(
+                                "DescribeListenerCertificates",
+                                self.elbv2
+                                    .describe_listener_certificates()
+                                    .listener_arn(larn)
+                                    .send(),
+                            )
                             .await;
-                        self.calls.record("DescribeListenerCertificates", &extra);
-                        let mut rest: Vec<String> = extra
-                            .map_err(api("DescribeListenerCertificates"))?
+                        let mut rest: Vec<String> = extra?
                             .certificates()
                             .iter()
                             .filter(|c| c.is_default() != Some(true))
@@ -439,10 +463,14 @@ impl Aws {
                         rest.sort();
                         certificates.extend(rest);
                     }
-                    let rs = self.elbv2.describe_rules().listener_arn(larn).send().await;
-                    self.calls.record("DescribeRules", &rs);
+                    let rs = self
+                        .counted(
+                            "DescribeRules",
+                            self.elbv2.describe_rules().listener_arn(larn).send(),
+                        )
+                        .await;
                     let mut rules = Vec::new();
-                    for r in rs.map_err(api("DescribeRules"))?.rules() {
+                    for r in rs?.rules() {
                         if r.is_default() == Some(true) {
                             continue;
                         }
@@ -525,14 +553,16 @@ impl Aws {
         ids: Vec<String>,
     ) -> Result<Vec<ObservedSecurityGroup>, AwsError> {
         let r = self
-            .ec2
-            .describe_security_groups()
-            .set_group_ids(Some(ids))
-            .send()
+            .counted(
+                "DescribeSecurityGroups",
+                self.ec2
+                    .describe_security_groups()
+                    .set_group_ids(Some(ids))
+                    .send(),
+            )
             .await;
-        self.calls.record("DescribeSecurityGroups", &r);
         let mut out = Vec::new();
-        for g in r.map_err(api("DescribeSecurityGroups"))?.security_groups() {
+        for g in r?.security_groups() {
             let tag = |k: &str| {
                 g.tags()
                     .iter()
@@ -613,13 +643,15 @@ impl Aws {
         };
         if !subnet_names.is_empty() {
             let r = self
-                .ec2
-                .describe_subnets()
-                .filters(name_filter(&subnet_names))
-                .send()
+                .counted(
+                    "DescribeSubnets",
+                    self.ec2
+                        .describe_subnets()
+                        .filters(name_filter(&subnet_names))
+                        .send(),
+                )
                 .await;
-            self.calls.record("DescribeSubnets", &r);
-            for s in r.map_err(api("DescribeSubnets"))?.subnets() {
+            for s in r?.subnets() {
                 let name = s
                     .tags()
                     .iter()
@@ -633,13 +665,15 @@ impl Aws {
         }
         if !group_names.is_empty() {
             let r = self
-                .ec2
-                .describe_security_groups()
-                .filters(name_filter(&group_names))
-                .send()
+                .counted(
+                    "DescribeSecurityGroups",
+                    self.ec2
+                        .describe_security_groups()
+                        .filters(name_filter(&group_names))
+                        .send(),
+                )
                 .await;
-            self.calls.record("DescribeSecurityGroups", &r);
-            for g in r.map_err(api("DescribeSecurityGroups"))?.security_groups() {
+            for g in r?.security_groups() {
                 let name = g
                     .tags()
                     .iter()
@@ -656,18 +690,20 @@ impl Aws {
                 .collect();
             if !left.is_empty() {
                 let r = self
-                    .ec2
-                    .describe_security_groups()
-                    .filters(
-                        aws_sdk_ec2::types::Filter::builder()
-                            .name("group-name")
-                            .set_values(Some(left))
-                            .build(),
+                    .counted(
+                        "DescribeSecurityGroups",
+                        self.ec2
+                            .describe_security_groups()
+                            .filters(
+                                aws_sdk_ec2::types::Filter::builder()
+                                    .name("group-name")
+                                    .set_values(Some(left))
+                                    .build(),
+                            )
+                            .send(),
                     )
-                    .send()
                     .await;
-                self.calls.record("DescribeSecurityGroups", &r);
-                for g in r.map_err(api("DescribeSecurityGroups"))?.security_groups() {
+                for g in r?.security_groups() {
                     if let (Some(name), Some(id)) = (g.group_name(), g.group_id()) {
                         inv.ids_by_name.insert(format!("sg:{name}"), id.to_string());
                     }
@@ -712,14 +748,16 @@ impl Aws {
         let mut token: Option<String> = None;
         loop {
             let r = self
-                .acm
-                .list_certificates()
-                .certificate_statuses(aws_sdk_acm::types::CertificateStatus::Issued)
-                .set_next_token(token.clone())
-                .send()
+                .counted(
+                    "ListCertificates",
+                    self.acm
+                        .list_certificates()
+                        .certificate_statuses(aws_sdk_acm::types::CertificateStatus::Issued)
+                        .set_next_token(token.clone())
+                        .send(),
+                )
                 .await;
-            self.calls.record("ListCertificates", &r);
-            let r = r.map_err(api("ListCertificates"))?;
+            let r = r?;
             for c in r.certificate_summary_list() {
                 let Some(arn) = c.certificate_arn() else {
                     continue;
@@ -739,13 +777,12 @@ impl Aws {
                     .collect();
                 if c.has_additional_subject_alternative_names() == Some(true) {
                     let d = self
-                        .acm
-                        .describe_certificate()
-                        .certificate_arn(arn)
-                        .send()
+                        .counted(
+                            "DescribeCertificate",
+                            self.acm.describe_certificate().certificate_arn(arn).send(),
+                        )
                         .await;
-                    self.calls.record("DescribeCertificate", &d);
-                    if let Some(detail) = d.map_err(api("DescribeCertificate"))?.certificate() {
+                    if let Some(detail) = d?.certificate() {
                         names.extend(
                             detail
                                 .subject_alternative_names()
@@ -792,9 +829,8 @@ impl Aws {
                         .build(),
                 );
             }
-            let r = req.send().await;
-            self.calls.record("DescribeSubnets", &r);
-            let r = r.map_err(api("DescribeSubnets"))?;
+            let r = self.counted("DescribeSubnets", req.send()).await;
+            let r = r?;
             let mut subnets: Vec<(String, String)> = r
                 .subnets()
                 .iter()
@@ -895,34 +931,31 @@ impl Aws {
                         }
                     }
                 }
-                let r = req.send().await;
-                self.calls.record("ImportCertificate", &r);
-                let imported = r
-                    .map_err(api("ImportCertificate"))?
-                    .certificate_arn()
-                    .map(str::to_string);
+                let r = self.counted("ImportCertificate", req.send()).await;
+                let imported = r?.certificate_arn().map(str::to_string);
                 if let (Some(a), Some(_)) = (&imported, arn) {
                     let r = self
-                        .acm
-                        .add_tags_to_certificate()
-                        .certificate_arn(a)
-                        .set_tags(Some(tags.into_iter().filter_map(Result::ok).collect()))
-                        .send()
+                        .counted(
+                            "AddTagsToCertificate",
+                            self.acm
+                                .add_tags_to_certificate()
+                                .certificate_arn(a)
+                                .set_tags(Some(tags.into_iter().filter_map(Result::ok).collect()))
+                                .send(),
+                        )
                         .await;
-                    self.calls.record("AddTagsToCertificate", &r);
-                    r.map_err(api("AddTagsToCertificate"))?;
+                    r?;
                 }
                 Ok((imported, None))
             }
             Change::DeleteCertificate { arn, .. } => {
                 let r = self
-                    .acm
-                    .delete_certificate()
-                    .certificate_arn(arn)
-                    .send()
+                    .counted(
+                        "DeleteCertificate",
+                        self.acm.delete_certificate().certificate_arn(arn).send(),
+                    )
                     .await;
-                self.calls.record("DeleteCertificate", &r);
-                r.map_err(api("DeleteCertificate"))?;
+                r?;
                 Ok((None, None))
             }
             Change::CreateSecurityGroup { spec, .. } => {
@@ -939,19 +972,20 @@ impl Aws {
                     ))
                     .build();
                 let r = self
-                    .ec2
-                    .create_security_group()
-                    .group_name(&spec.name)
-                    .description("Tollgate: inbound traffic to the load balancer's listeners")
-                    .vpc_id(vpc_id)
-                    .tag_specifications(tags)
-                    .send()
+                    .counted(
+                        "CreateSecurityGroup",
+                        self.ec2
+                            .create_security_group()
+                            .group_name(&spec.name)
+                            .description(
+                                "Tollgate: inbound traffic to the load balancer's listeners",
+                            )
+                            .vpc_id(vpc_id)
+                            .tag_specifications(tags)
+                            .send(),
+                    )
                     .await;
-                self.calls.record("CreateSecurityGroup", &r);
-                let id = r
-                    .map_err(api("CreateSecurityGroup"))?
-                    .group_id()
-                    .map(str::to_string);
+                let id = r?.group_id().map(str::to_string);
                 Ok((id, None))
             }
             Change::AuthorizeSecurityGroupIngress { group, rules } => {
@@ -965,32 +999,40 @@ impl Aws {
                         .ok_or_else(|| AwsError::Unresolved(group.to_string()))?,
                 };
                 let r = self
-                    .ec2
-                    .authorize_security_group_ingress()
-                    .group_id(id)
-                    .set_ip_permissions(Some(ip_permissions(rules)))
-                    .send()
+                    .counted(
+                        "AuthorizeSecurityGroupIngress",
+                        self.ec2
+                            .authorize_security_group_ingress()
+                            .group_id(id)
+                            .set_ip_permissions(Some(ip_permissions(rules)))
+                            .send(),
+                    )
                     .await;
-                self.calls.record("AuthorizeSecurityGroupIngress", &r);
-                r.map_err(api("AuthorizeSecurityGroupIngress"))?;
+                r?;
                 Ok((None, None))
             }
             Change::RevokeSecurityGroupIngress { id, rules } => {
                 let r = self
-                    .ec2
-                    .revoke_security_group_ingress()
-                    .group_id(id)
-                    .set_ip_permissions(Some(ip_permissions(rules)))
-                    .send()
+                    .counted(
+                        "RevokeSecurityGroupIngress",
+                        self.ec2
+                            .revoke_security_group_ingress()
+                            .group_id(id)
+                            .set_ip_permissions(Some(ip_permissions(rules)))
+                            .send(),
+                    )
                     .await;
-                self.calls.record("RevokeSecurityGroupIngress", &r);
-                r.map_err(api("RevokeSecurityGroupIngress"))?;
+                r?;
                 Ok((None, None))
             }
             Change::DeleteSecurityGroup { id, .. } => {
-                let r = self.ec2.delete_security_group().group_id(id).send().await;
-                self.calls.record("DeleteSecurityGroup", &r);
-                r.map_err(api("DeleteSecurityGroup"))?;
+                let r = self
+                    .counted(
+                        "DeleteSecurityGroup",
+                        self.ec2.delete_security_group().group_id(id).send(),
+                    )
+                    .await;
+                r?;
                 Ok((None, None))
             }
             Change::SetSecurityGroups { arn, stack, .. } => {
@@ -1001,26 +1043,30 @@ impl Aws {
                 let groups = crate::plan::resolve_security_groups(&spec.load_balancer, stack, inv)
                     .map_err(AwsError::Unresolved)?;
                 let r = self
-                    .elbv2
-                    .set_security_groups()
-                    .load_balancer_arn(arn)
-                    .set_security_groups(Some(groups))
-                    .send()
+                    .counted(
+                        "SetSecurityGroups",
+                        self.elbv2
+                            .set_security_groups()
+                            .load_balancer_arn(arn)
+                            .set_security_groups(Some(groups))
+                            .send(),
+                    )
                     .await;
-                self.calls.record("SetSecurityGroups", &r);
-                r.map_err(api("SetSecurityGroups"))?;
+                r?;
                 Ok((None, None))
             }
             Change::SetSubnets { arn, subnets } => {
                 let r = self
-                    .elbv2
-                    .set_subnets()
-                    .load_balancer_arn(arn)
-                    .set_subnets(Some(subnets.clone()))
-                    .send()
+                    .counted(
+                        "SetSubnets",
+                        self.elbv2
+                            .set_subnets()
+                            .load_balancer_arn(arn)
+                            .set_subnets(Some(subnets.clone()))
+                            .send(),
+                    )
                     .await;
-                self.calls.record("SetSubnets", &r);
-                r.map_err(api("SetSubnets"))?;
+                r?;
                 Ok((None, None))
             }
             Change::SetIpAddressType {
@@ -1028,14 +1074,16 @@ impl Aws {
                 ip_address_type,
             } => {
                 let r = self
-                    .elbv2
-                    .set_ip_address_type()
-                    .load_balancer_arn(arn)
-                    .ip_address_type(t::IpAddressType::from(ip_address_type.as_str()))
-                    .send()
+                    .counted(
+                        "SetIpAddressType",
+                        self.elbv2
+                            .set_ip_address_type()
+                            .load_balancer_arn(arn)
+                            .ip_address_type(t::IpAddressType::from(ip_address_type.as_str()))
+                            .send(),
+                    )
                     .await;
-                self.calls.record("SetIpAddressType", &r);
-                r.map_err(api("SetIpAddressType"))?;
+                r?;
                 Ok((None, None))
             }
             Change::CreateTargetGroup { spec } => {
@@ -1071,9 +1119,8 @@ impl Aws {
                 for (k, v) in &spec.tags {
                     req = req.tags(t::Tag::builder().key(k).value(v).build());
                 }
-                let r = req.send().await;
-                self.calls.record("CreateTargetGroup", &r);
-                let r = r.map_err(api("CreateTargetGroup"))?;
+                let r = self.counted("CreateTargetGroup", req.send()).await;
+                let r = r?;
                 let arn = r
                     .target_groups()
                     .first()
@@ -1087,19 +1134,29 @@ impl Aws {
             Change::ModifyTargetGroup { arn, spec } => {
                 let hc = &spec.health_check;
                 let r = self
-                    .elbv2
-                    .modify_target_group()
-                    .target_group_arn(arn)
-                    .health_check_path(&hc.path)
-                    .health_check_port(&hc.port)
-                    .health_check_interval_seconds(i32::try_from(hc.interval_seconds).unwrap_or(15))
-                    .health_check_timeout_seconds(i32::try_from(hc.timeout_seconds).unwrap_or(5))
-                    .healthy_threshold_count(i32::try_from(hc.healthy_threshold).unwrap_or(2))
-                    .unhealthy_threshold_count(i32::try_from(hc.unhealthy_threshold).unwrap_or(2))
-                    .send()
+                    .counted(
+                        "ModifyTargetGroup",
+                        self.elbv2
+                            .modify_target_group()
+                            .target_group_arn(arn)
+                            .health_check_path(&hc.path)
+                            .health_check_port(&hc.port)
+                            .health_check_interval_seconds(
+                                i32::try_from(hc.interval_seconds).unwrap_or(15),
+                            )
+                            .health_check_timeout_seconds(
+                                i32::try_from(hc.timeout_seconds).unwrap_or(5),
+                            )
+                            .healthy_threshold_count(
+                                i32::try_from(hc.healthy_threshold).unwrap_or(2),
+                            )
+                            .unhealthy_threshold_count(
+                                i32::try_from(hc.unhealthy_threshold).unwrap_or(2),
+                            )
+                            .send(),
+                    )
                     .await;
-                self.calls.record("ModifyTargetGroup", &r);
-                r.map_err(api("ModifyTargetGroup"))?;
+                r?;
                 if !spec.attributes.is_empty() {
                     self.modify_tg_attributes(arn, &spec.attributes).await?;
                 }
@@ -1140,9 +1197,8 @@ impl Aws {
                 for (k, v) in &spec.load_balancer.tags {
                     req = req.tags(t::Tag::builder().key(k).value(v).build());
                 }
-                let r = req.send().await;
-                self.calls.record("CreateLoadBalancer", &r);
-                let r = r.map_err(api("CreateLoadBalancer"))?;
+                let r = self.counted("CreateLoadBalancer", req.send()).await;
+                let r = r?;
                 let lb = r.load_balancers().first();
                 let arn = lb.and_then(|l| l.load_balancer_arn()).map(str::to_string);
                 let dns = lb.and_then(|l| l.dns_name()).map(str::to_string);
@@ -1173,10 +1229,8 @@ impl Aws {
                 if let Some(p) = &spec.ssl_policy {
                     req = req.ssl_policy(p);
                 }
-                let r = req.send().await;
-                self.calls.record("CreateListener", &r);
-                let arn = r
-                    .map_err(api("CreateListener"))?
+                let r = self.counted("CreateListener", req.send()).await;
+                let arn = r?
                     .listeners()
                     .first()
                     .and_then(|l| l.listener_arn())
@@ -1201,9 +1255,8 @@ impl Aws {
                 if let Some(p) = &spec.ssl_policy {
                     req = req.ssl_policy(p);
                 }
-                let r = req.send().await;
-                self.calls.record("ModifyListener", &r);
-                r.map_err(api("ModifyListener"))?;
+                let r = self.counted("ModifyListener", req.send()).await;
+                r?;
                 let had: Vec<String> = inv
                     .load_balancers
                     .iter()
@@ -1244,17 +1297,20 @@ impl Aws {
                     .map(|l| l.arn.clone())
                     .ok_or_else(|| AwsError::Unresolved(format!("listener {}", listener.port)))?;
                 let r = self
-                    .elbv2
-                    .create_rule()
-                    .listener_arn(larn)
-                    .priority(i32::try_from(*priority).unwrap_or(i32::MAX))
-                    .set_conditions(Some(rule.conditions.iter().map(condition_to_sdk).collect()))
-                    .actions(action_to_sdk(&rule.action, inv)?)
-                    .send()
+                    .counted(
+                        "CreateRule",
+                        self.elbv2
+                            .create_rule()
+                            .listener_arn(larn)
+                            .priority(i32::try_from(*priority).unwrap_or(i32::MAX))
+                            .set_conditions(Some(
+                                rule.conditions.iter().map(condition_to_sdk).collect(),
+                            ))
+                            .actions(action_to_sdk(&rule.action, inv)?)
+                            .send(),
+                    )
                     .await;
-                self.calls.record("CreateRule", &r);
-                let arn = r
-                    .map_err(api("CreateRule"))?
+                let arn = r?
                     .rules()
                     .first()
                     .and_then(|r| r.rule_arn())
@@ -1263,31 +1319,37 @@ impl Aws {
             }
             Change::ModifyRule { arn, rule } => {
                 let r = self
-                    .elbv2
-                    .modify_rule()
-                    .rule_arn(arn)
-                    .set_conditions(Some(rule.conditions.iter().map(condition_to_sdk).collect()))
-                    .actions(action_to_sdk(&rule.action, inv)?)
-                    .send()
+                    .counted(
+                        "ModifyRule",
+                        self.elbv2
+                            .modify_rule()
+                            .rule_arn(arn)
+                            .set_conditions(Some(
+                                rule.conditions.iter().map(condition_to_sdk).collect(),
+                            ))
+                            .actions(action_to_sdk(&rule.action, inv)?)
+                            .send(),
+                    )
                     .await;
-                self.calls.record("ModifyRule", &r);
-                r.map_err(api("ModifyRule"))?;
+                r?;
                 Ok((None, None))
             }
             Change::SetRulePriority { arn, to, .. } => {
                 let r = self
-                    .elbv2
-                    .set_rule_priorities()
-                    .rule_priorities(
-                        t::RulePriorityPair::builder()
-                            .rule_arn(arn)
-                            .priority(i32::try_from(*to).unwrap_or(i32::MAX))
-                            .build(),
+                    .counted(
+                        "SetRulePriorities",
+                        self.elbv2
+                            .set_rule_priorities()
+                            .rule_priorities(
+                                t::RulePriorityPair::builder()
+                                    .rule_arn(arn)
+                                    .priority(i32::try_from(*to).unwrap_or(i32::MAX))
+                                    .build(),
+                            )
+                            .send(),
                     )
-                    .send()
                     .await;
-                self.calls.record("SetRulePriorities", &r);
-                r.map_err(api("SetRulePriorities"))?;
+                r?;
                 Ok((None, None))
             }
             Change::RegisterTargets {
@@ -1296,80 +1358,93 @@ impl Aws {
             } => {
                 let arn = resolve_tg(inv, target_group)?;
                 let r = self
-                    .elbv2
-                    .register_targets()
-                    .target_group_arn(arn)
-                    .set_targets(Some(
-                        targets
-                            .iter()
-                            .map(|(id, port)| {
-                                t::TargetDescription::builder()
-                                    .id(id)
-                                    .port(i32::from(*port))
-                                    .build()
-                            })
-                            .collect(),
-                    ))
-                    .send()
+                    .counted(
+                        "RegisterTargets",
+                        self.elbv2
+                            .register_targets()
+                            .target_group_arn(arn)
+                            .set_targets(Some(
+                                targets
+                                    .iter()
+                                    .map(|(id, port)| {
+                                        t::TargetDescription::builder()
+                                            .id(id)
+                                            .port(i32::from(*port))
+                                            .build()
+                                    })
+                                    .collect(),
+                            ))
+                            .send(),
+                    )
                     .await;
-                self.calls.record("RegisterTargets", &r);
-                r.map_err(api("RegisterTargets"))?;
+                r?;
                 Ok((None, None))
             }
             Change::DeregisterTargets { arn, targets } => {
                 let r = self
-                    .elbv2
-                    .deregister_targets()
-                    .target_group_arn(arn)
-                    .set_targets(Some(
-                        targets
-                            .iter()
-                            .map(|(id, port)| {
-                                t::TargetDescription::builder()
-                                    .id(id)
-                                    .port(i32::from(*port))
-                                    .build()
-                            })
-                            .collect(),
-                    ))
-                    .send()
+                    .counted(
+                        "DeregisterTargets",
+                        self.elbv2
+                            .deregister_targets()
+                            .target_group_arn(arn)
+                            .set_targets(Some(
+                                targets
+                                    .iter()
+                                    .map(|(id, port)| {
+                                        t::TargetDescription::builder()
+                                            .id(id)
+                                            .port(i32::from(*port))
+                                            .build()
+                                    })
+                                    .collect(),
+                            ))
+                            .send(),
+                    )
                     .await;
-                self.calls.record("DeregisterTargets", &r);
-                r.map_err(api("DeregisterTargets"))?;
+                r?;
                 Ok((None, None))
             }
             Change::DeleteRule { arn } => {
-                let r = self.elbv2.delete_rule().rule_arn(arn).send().await;
-                self.calls.record("DeleteRule", &r);
-                r.map_err(api("DeleteRule"))?;
+                let r = self
+                    .counted("DeleteRule", self.elbv2.delete_rule().rule_arn(arn).send())
+                    .await;
+                r?;
                 Ok((None, None))
             }
             Change::DeleteListener { arn } => {
-                let r = self.elbv2.delete_listener().listener_arn(arn).send().await;
-                self.calls.record("DeleteListener", &r);
-                r.map_err(api("DeleteListener"))?;
+                let r = self
+                    .counted(
+                        "DeleteListener",
+                        self.elbv2.delete_listener().listener_arn(arn).send(),
+                    )
+                    .await;
+                r?;
                 Ok((None, None))
             }
             Change::DeleteLoadBalancer { arn, .. } => {
                 let r = self
-                    .elbv2
-                    .delete_load_balancer()
-                    .load_balancer_arn(arn)
-                    .send()
+                    .counted(
+                        "DeleteLoadBalancer",
+                        self.elbv2
+                            .delete_load_balancer()
+                            .load_balancer_arn(arn)
+                            .send(),
+                    )
                     .await;
-                self.calls.record("DeleteLoadBalancer", &r);
-                r.map_err(api("DeleteLoadBalancer"))?;
+                r?;
                 Ok((None, None))
             }
             Change::DeleteTargetGroup { arn, .. } => {
                 let r = self
-                    .elbv2
-                    .delete_target_group()
-                    .target_group_arn(arn)
-                    .send()
+                    .counted(
+                        "DeleteTargetGroup",
+                        self.elbv2
+                            .delete_target_group()
+                            .target_group_arn(arn)
+                            .send(),
+                    )
                     .await;
-                self.calls.record("DeleteTargetGroup", &r);
-                r.map_err(api("DeleteTargetGroup"))?;
+                r?;
                 Ok((None, None))
             }
         }
@@ -1381,19 +1456,23 @@ impl Aws {
         attrs: &BTreeMap<String, String>,
     ) -> Result<(), AwsError> {
         let r = self
-            .elbv2
-            .modify_target_group_attributes()
-            .target_group_arn(arn)
-            .set_attributes(Some(
-                attrs
-                    .iter()
-                    .map(|(k, v)| t::TargetGroupAttribute::builder().key(k).value(v).build())
-                    .collect(),
-            ))
-            .send()
+            .counted(
+                "ModifyTargetGroupAttributes",
+                self.elbv2
+                    .modify_target_group_attributes()
+                    .target_group_arn(arn)
+                    .set_attributes(Some(
+                        attrs
+                            .iter()
+                            .map(|(k, v)| {
+                                t::TargetGroupAttribute::builder().key(k).value(v).build()
+                            })
+                            .collect(),
+                    ))
+                    .send(),
+            )
             .await;
-        self.calls.record("ModifyTargetGroupAttributes", &r);
-        r.map_err(api("ModifyTargetGroupAttributes")).map(|_| ())
+        r.map(|_| ())
     }
 
     async fn modify_lb_attributes(
@@ -1402,51 +1481,59 @@ impl Aws {
         attrs: &BTreeMap<String, String>,
     ) -> Result<(), AwsError> {
         let r = self
-            .elbv2
-            .modify_load_balancer_attributes()
-            .load_balancer_arn(arn)
-            .set_attributes(Some(
-                attrs
-                    .iter()
-                    .map(|(k, v)| t::LoadBalancerAttribute::builder().key(k).value(v).build())
-                    .collect(),
-            ))
-            .send()
+            .counted(
+                "ModifyLoadBalancerAttributes",
+                self.elbv2
+                    .modify_load_balancer_attributes()
+                    .load_balancer_arn(arn)
+                    .set_attributes(Some(
+                        attrs
+                            .iter()
+                            .map(|(k, v)| {
+                                t::LoadBalancerAttribute::builder().key(k).value(v).build()
+                            })
+                            .collect(),
+                    ))
+                    .send(),
+            )
             .await;
-        self.calls.record("ModifyLoadBalancerAttributes", &r);
-        r.map_err(api("ModifyLoadBalancerAttributes")).map(|_| ())
+        r.map(|_| ())
     }
 
     async fn add_certificates(&self, listener: &str, arns: &[String]) -> Result<(), AwsError> {
         let r = self
-            .elbv2
-            .add_listener_certificates()
-            .listener_arn(listener)
-            .set_certificates(Some(
-                arns.iter()
-                    .map(|a| t::Certificate::builder().certificate_arn(a).build())
-                    .collect(),
-            ))
-            .send()
+            .counted(
+                "AddListenerCertificates",
+                self.elbv2
+                    .add_listener_certificates()
+                    .listener_arn(listener)
+                    .set_certificates(Some(
+                        arns.iter()
+                            .map(|a| t::Certificate::builder().certificate_arn(a).build())
+                            .collect(),
+                    ))
+                    .send(),
+            )
             .await;
-        self.calls.record("AddListenerCertificates", &r);
-        r.map_err(api("AddListenerCertificates")).map(|_| ())
+        r.map(|_| ())
     }
 
     async fn remove_certificates(&self, listener: &str, arns: &[String]) -> Result<(), AwsError> {
         let r = self
-            .elbv2
-            .remove_listener_certificates()
-            .listener_arn(listener)
-            .set_certificates(Some(
-                arns.iter()
-                    .map(|a| t::Certificate::builder().certificate_arn(a).build())
-                    .collect(),
-            ))
-            .send()
+            .counted(
+                "RemoveListenerCertificates",
+                self.elbv2
+                    .remove_listener_certificates()
+                    .listener_arn(listener)
+                    .set_certificates(Some(
+                        arns.iter()
+                            .map(|a| t::Certificate::builder().certificate_arn(a).build())
+                            .collect(),
+                    ))
+                    .send(),
+            )
             .await;
-        self.calls.record("RemoveListenerCertificates", &r);
-        r.map_err(api("RemoveListenerCertificates")).map(|_| ())
+        r.map(|_| ())
     }
 }
 
