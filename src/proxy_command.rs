@@ -133,6 +133,11 @@ pub async fn run_proxy_on(
     }
     let mut reported: BTreeSet<Diagnostic> = BTreeSet::new();
     let mut echo_started: HashSet<SocketAddr> = HashSet::new();
+    // Upstream connections nobody asks for are closed after the idle timeout.
+    let mut sweep = tokio::time::interval(
+        (opts.settings.upstream_idle_timeout / 2).max(Duration::from_millis(250)),
+    );
+    sweep.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
     loop {
         let state = states.borrow_and_update().clone();
         let out = build(&state.snapshot, &opts.build);
@@ -167,9 +172,15 @@ pub async fn run_proxy_on(
         }
         let _ = status_tx.send(Some(Arc::new((state, out))));
         crate::release_free_memory();
-        tokio::select! {
-            changed = states.changed() => if changed.is_err() { break },
-            _ = shutdown.wait_for(|s| *s) => break,
+        let stop = loop {
+            tokio::select! {
+                changed = states.changed() => break changed.is_err(),
+                _ = shutdown.wait_for(|s| *s) => break true,
+                _ = sweep.tick() => proxy.close_idle_upstreams(),
+            }
+        };
+        if stop {
+            break;
         }
     }
     tracing::info!(

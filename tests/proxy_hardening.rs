@@ -260,3 +260,64 @@ async fn upstream_failures_answer_502_503_504() {
     assert_eq!(r.0, StatusCode::GATEWAY_TIMEOUT);
     p.stop().await;
 }
+
+/// One HTTP/2 frame: length, type, flags, stream id, payload.
+fn h2_frame(kind: u8, flags: u8, stream: u32, payload: &[u8]) -> Vec<u8> {
+    let len = payload.len();
+    let mut f = vec![(len >> 16) as u8, (len >> 8) as u8, len as u8, kind, flags];
+    f.extend_from_slice(&stream.to_be_bytes());
+    f.extend_from_slice(payload);
+    f
+}
+
+/// HTTP/2 rapid reset (CVE-2023-44487) over h2c: a client that opens streams and cancels
+/// them at once, thousands of times, gets GOAWAY (ENHANCE_YOUR_CALM) and its connection is
+/// closed; everyone else keeps being served.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http2_rapid_reset_gets_goaway() {
+    let p = proxy(|_| {}).await;
+    let mut s = TcpStream::connect(p.http).await.expect("connect");
+    let mut out = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n".to_vec();
+    out.extend(h2_frame(0x4, 0, 0, &[])); // SETTINGS
+    s.write_all(&out).await.expect("preface");
+    // HEADERS: :method GET, :scheme http, :path / (static table), :authority literal.
+    let mut block = vec![0x82, 0x86, 0x84, 0x41, 13];
+    block.extend_from_slice(b"h.example.com");
+    let mut burst = Vec::new();
+    for i in 0..5_000u32 {
+        let stream = 2 * i + 1;
+        burst.extend(h2_frame(0x1, 0x4 | 0x1, stream, &block)); // END_HEADERS | END_STREAM
+        burst.extend(h2_frame(0x3, 0, stream, &8u32.to_be_bytes())); // RST_STREAM CANCEL
+    }
+    // The server may close mid-burst: that is the point.
+    let _ = s.write_all(&burst).await;
+    let mut seen = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut goaway = None;
+    while Instant::now() < deadline && goaway.is_none() {
+        let mut buf = [0u8; 65536];
+        match tokio::time::timeout(Duration::from_secs(1), s.read(&mut buf)).await {
+            Ok(Ok(0)) | Ok(Err(_)) => break,
+            Ok(Ok(n)) => seen.extend_from_slice(&buf[..n]),
+            Err(_) => continue,
+        }
+        // Walk the frames received so far for a GOAWAY.
+        let mut at = 0;
+        while at + 9 <= seen.len() {
+            let len = (usize::from(seen[at]) << 16)
+                | (usize::from(seen[at + 1]) << 8)
+                | usize::from(seen[at + 2]);
+            if at + 9 + len > seen.len() {
+                break;
+            }
+            if seen[at + 3] == 0x7 && len >= 8 {
+                let p = &seen[at + 9..at + 9 + len];
+                goaway = Some(u32::from_be_bytes([p[4], p[5], p[6], p[7]]));
+            }
+            at += 9 + len;
+        }
+    }
+    assert_eq!(goaway, Some(0xb), "GOAWAY with ENHANCE_YOUR_CALM");
+    still_serving(&p).await;
+    p.stop().await;
+}

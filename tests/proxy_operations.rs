@@ -180,3 +180,59 @@ async fn https_targets() {
     }
     p.stop().await;
 }
+
+/// A keepalive connection to a target that no request comes back for is closed after the
+/// upstream idle timeout (and not before it).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_upstream_connections_are_closed_after_the_timeout() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let backend = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = backend.local_addr().expect("addr");
+    let (closed_tx, closed_rx) = tokio::sync::oneshot::channel();
+    tokio::spawn(async move {
+        let Ok((mut s, _)) = backend.accept().await else {
+            return;
+        };
+        let mut head = Vec::new();
+        let mut buf = [0u8; 4096];
+        while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+            match s.read(&mut buf).await {
+                Ok(0) | Err(_) => return,
+                Ok(n) => head.extend_from_slice(&buf[..n]),
+            }
+        }
+        let _ = s
+            .write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+            .await;
+        let served = std::time::Instant::now();
+        // The proxy keeps the connection for reuse; wait for it to let go.
+        while let Ok(n) = s.read(&mut buf).await {
+            if n == 0 {
+                break;
+            }
+        }
+        let _ = closed_tx.send(served.elapsed());
+    });
+    let m = format!(
+        "{}---\n{}",
+        service("raw", &[addr]),
+        ingress("raw", "", &[("raw.example.com", "/", "Prefix", "raw")])
+    );
+    let p = TestProxy::start_with(&m, |o| {
+        o.settings.upstream_idle_timeout = std::time::Duration::from_secs(1);
+    })
+    .await;
+    let (status, _, body) = get(p.http, "raw.example.com", "/").await.expect("request");
+    assert_eq!((status, body.as_str()), (StatusCode::OK, "ok"));
+    let idle_for = tokio::time::timeout(std::time::Duration::from_secs(10), closed_rx)
+        .await
+        .expect("the proxy closed the idle upstream connection")
+        .expect("backend task");
+    assert!(
+        idle_for >= std::time::Duration::from_secs(1),
+        "not before the timeout: {idle_for:?}"
+    );
+    p.stop().await;
+}

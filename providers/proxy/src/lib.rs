@@ -124,6 +124,18 @@ impl Proxy {
         generation
     }
 
+    /// Closes upstream connections idle for `upstream_idle_timeout` (a connection is also
+    /// checked when it is taken; this closes those no request comes for).
+    pub fn close_idle_upstreams(&self) {
+        let registry = match self.registry.lock() {
+            Ok(g) => g,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        for t in registry.targets() {
+            t.idle.sweep(self.shared.settings.upstream_idle_timeout);
+        }
+    }
+
     /// The state shared with connection handlers.
     pub fn shared(&self) -> Arc<Shared> {
         self.shared.clone()

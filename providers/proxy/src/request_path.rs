@@ -440,7 +440,7 @@ enum AttemptError {
 async fn exchange_h1(
     target: &Arc<crate::upstream::TargetState>,
     mut up: Request<ProxyBody>,
-    connect_timeout: Duration,
+    settings: &ProxySettings,
     tls: Option<&tokio_rustls::TlsConnector>,
 ) -> Result<
     (
@@ -449,8 +449,9 @@ async fn exchange_h1(
     ),
     AttemptError,
 > {
+    let connect_timeout = settings.connect_timeout;
     for fresh in [false, true] {
-        let mut sender = match (fresh, target.idle.take()) {
+        let mut sender = match (fresh, target.idle.take(settings.upstream_idle_timeout)) {
             (false, Some(mut s)) => match s.ready().await {
                 Ok(()) => s,
                 Err(_) => connect_h1(target.addr, connect_timeout, tls)
@@ -613,7 +614,7 @@ async fn forward(
                 exchange_h1(
                     &target,
                     up,
-                    shared.settings.connect_timeout,
+                    &shared.settings,
                     group.tls.then_some(&shared.clients.tls),
                 ),
             )

@@ -22,9 +22,9 @@ pub enum Balancing {
     RoundRobin,
 }
 
-type IdleQueue = crossbeam_queue::ArrayQueue<
-    hyper::client::conn::http1::SendRequest<crate::request_path::ProxyBody>,
->;
+type IdleSender = hyper::client::conn::http1::SendRequest<crate::request_path::ProxyBody>;
+/// Idle connections with the moment each was parked.
+type IdleQueue = crossbeam_queue::ArrayQueue<(IdleSender, std::time::Instant)>;
 
 /// Idle HTTP/1.1 connections to one target. Lock-free. The queue is allocated on the first
 /// returned connection: a preallocated 512-slot queue per target cost ~16 KB for each of
@@ -46,15 +46,14 @@ impl std::fmt::Debug for IdleConnections {
 const MAX_IDLE_PER_TARGET: usize = 512;
 
 impl IdleConnections {
-    /// An open idle connection, if any.
-    pub fn take(
-        &self,
-    ) -> Option<hyper::client::conn::http1::SendRequest<crate::request_path::ProxyBody>> {
+    /// An open connection idle for less than `max_idle`, if any.
+    pub fn take(&self, max_idle: std::time::Duration) -> Option<IdleSender> {
         // Right after a response ends the connection may not be ready yet (its task has not
-        // seen the end of the message); the caller awaits readiness. Closed ones are dropped.
+        // seen the end of the message); the caller awaits readiness. Closed and expired ones
+        // are dropped, which closes them.
         let queue = self.0.get()?;
-        while let Some(c) = queue.pop() {
-            if !c.is_closed() {
+        while let Some((c, parked)) = queue.pop() {
+            if !c.is_closed() && parked.elapsed() < max_idle {
                 return Some(c);
             }
         }
@@ -62,13 +61,31 @@ impl IdleConnections {
     }
 
     /// Returns a connection after its exchange finished; dropped (closed) when full.
-    pub fn put(&self, c: hyper::client::conn::http1::SendRequest<crate::request_path::ProxyBody>) {
+    pub fn put(&self, c: IdleSender) {
         if !c.is_closed() {
             let _ = self
                 .0
                 .get_or_init(|| IdleQueue::new(MAX_IDLE_PER_TARGET))
-                .push(c);
+                .push((c, std::time::Instant::now()));
         }
+    }
+
+    /// Closes connections idle for `max_idle` or longer (and drops closed ones); returns
+    /// how many are left.
+    pub fn sweep(&self, max_idle: std::time::Duration) -> usize {
+        let Some(queue) = self.0.get() else {
+            return 0;
+        };
+        for _ in 0..queue.len() {
+            match queue.pop() {
+                Some((c, parked)) if !c.is_closed() && parked.elapsed() < max_idle => {
+                    let _ = queue.push((c, parked));
+                }
+                Some(_) => {}
+                None => break,
+            }
+        }
+        queue.len()
     }
 }
 
@@ -283,6 +300,11 @@ pub struct TargetRegistry {
 impl TargetRegistry {
     pub fn get(&self, addr: SocketAddr) -> Option<Arc<TargetState>> {
         self.by_addr.get(&addr).cloned()
+    }
+
+    /// Every target.
+    pub fn targets(&self) -> impl Iterator<Item = &Arc<TargetState>> {
+        self.by_addr.values()
     }
 
     pub fn collect<'a>(groups: impl Iterator<Item = &'a UpstreamGroup>) -> Self {
