@@ -105,6 +105,30 @@ async fn admin_endpoints_and_metrics_count_what_happened() {
         get(p.admin, "a", "/nope").await.expect("admin 404").0,
         StatusCode::NOT_FOUND
     );
+
+    // The Ingress goes away: so do its counters (churning Ingresses must not grow the
+    // exposition forever).
+    p.write(
+        "main.yaml",
+        &format!(
+            "{}---\n{}",
+            service("web", &[web]),
+            ingress("shop-v2", "", &[("m.example.com", "/", "Prefix", "web")])
+        ),
+    );
+    wait_until(
+        std::time::Duration::from_secs(10),
+        "old counters pruned",
+        || async {
+            let body = get(p.admin, "a", "/metrics")
+                .await
+                .map(|r| r.2)
+                .unwrap_or_default();
+            !body.contains(r#"ingress="default/shop""#)
+                && body.contains(r#"ingress="default/shop-v2""#)
+        },
+    )
+    .await;
     p.stop().await;
 }
 

@@ -103,6 +103,7 @@ impl Proxy {
             &self.shared.metrics,
         );
         *registry = TargetRegistry::collect(cfg.groups.values().map(|g| g.as_ref()));
+        self.shared.metrics.prune_request_counters();
         let https = desired
             .load_balancers
             .iter()

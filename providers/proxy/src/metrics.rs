@@ -1,6 +1,7 @@
 //! Prometheus metrics. Handles are created when a configuration is compiled, so the request
 //! path only increments atomics: no registry look-up and no lock per request.
 
+use std::collections::HashSet;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
@@ -87,6 +88,10 @@ pub struct ProxyMetrics {
     pub config_generation: Gauge,
     pub config_apply_seconds: Arc<AtomicHistogram>,
     pub tls_handshakes: Counter,
+    /// (Ingress, Service) pairs with request counters: those the configuration being
+    /// compiled asked for, and those of the one before. Touched only when a configuration is
+    /// compiled, never per request.
+    counted_pairs: std::sync::Mutex<(HashSet<(String, String)>, HashSet<(String, String)>)>,
 }
 
 impl Default for ProxyMetrics {
@@ -141,6 +146,7 @@ impl Default for ProxyMetrics {
             config_generation,
             config_apply_seconds,
             tls_handshakes,
+            counted_pairs: Default::default(),
         }
     }
 }
@@ -148,6 +154,9 @@ impl Default for ProxyMetrics {
 impl ProxyMetrics {
     /// Counters for one (Ingress, Service), one per status class 1xx..5xx.
     pub fn status_counters(&self, ingress: &str, service: &str) -> StatusCounters {
+        if let Ok(mut pairs) = self.counted_pairs.lock() {
+            pairs.0.insert((ingress.to_string(), service.to_string()));
+        }
         StatusCounters(std::array::from_fn(|i| {
             self.requests
                 .get_or_create(&RequestLabels {
@@ -157,6 +166,26 @@ impl ProxyMetrics {
                 })
                 .clone()
         }))
+    }
+
+    /// Drops the request counters of (Ingress, Service) pairs the configuration just
+    /// compiled no longer has, so a cluster with churning Ingresses does not grow the
+    /// exposition (and the proxy's memory) forever.
+    pub fn prune_request_counters(&self) {
+        let Ok(mut pairs) = self.counted_pairs.lock() else {
+            return;
+        };
+        let (now, before) = &mut *pairs;
+        for (ingress, service) in before.difference(now) {
+            for i in 1..=5 {
+                self.requests.remove(&RequestLabels {
+                    ingress: ingress.clone(),
+                    service: service.clone(),
+                    status_class: format!("{i}xx"),
+                });
+            }
+        }
+        *before = std::mem::take(now);
     }
 
     /// The text exposition.
