@@ -201,3 +201,112 @@ impl hyper::body::Body for ChannelBody {
         self.0.poll_recv(cx).map(|c| c.map(|b| Ok(Frame::data(b))))
     }
 }
+
+/// A gRPC target over TLS (HTTP/2 by ALPN, self-signed): answers each call with the
+/// request's message and `grpc-status: 0`, `x-served-by: grpcs` trailers.
+async fn grpcs_backend() -> std::net::SocketAddr {
+    use rustls::pki_types::pem::PemObject;
+    let (cert, key, _) = self_signed(&["grpc.internal"]);
+    let certs: Vec<rustls::pki_types::CertificateDer<'static>> =
+        rustls::pki_types::CertificateDer::pem_slice_iter(cert.as_bytes())
+            .collect::<Result<_, _>>()
+            .expect("pem");
+    let key = rustls::pki_types::PrivateKeyDer::from_pem_slice(key.as_bytes()).expect("key");
+    let mut cfg = rustls::ServerConfig::builder_with_provider(std::sync::Arc::new(
+        rustls::crypto::aws_lc_rs::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .expect("versions")
+    .with_no_client_auth()
+    .with_single_cert(certs, key)
+    .expect("cert");
+    cfg.alpn_protocols = vec![b"h2".to_vec()];
+    let acceptor = tokio_rustls::TlsAcceptor::from(std::sync::Arc::new(cfg));
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = l.local_addr().expect("addr");
+    tokio::spawn(async move {
+        loop {
+            let Ok((s, _)) = l.accept().await else {
+                continue;
+            };
+            let acceptor = acceptor.clone();
+            tokio::spawn(async move {
+                let Ok(tls) = acceptor.accept(s).await else {
+                    return;
+                };
+                let svc = hyper::service::service_fn(
+                    |req: http::Request<hyper::body::Incoming>| async move {
+                        let body = req
+                            .into_body()
+                            .collect()
+                            .await
+                            .map(|b| b.to_bytes())
+                            .unwrap_or_default();
+                        let mut trailers = http::HeaderMap::new();
+                        trailers.insert("grpc-status", http::HeaderValue::from_static("0"));
+                        trailers.insert("x-served-by", http::HeaderValue::from_static("grpcs"));
+                        let frames = futures_util::stream::iter(vec![
+                            Ok::<_, std::convert::Infallible>(Frame::data(body)),
+                            Ok(Frame::trailers(trailers)),
+                        ]);
+                        let mut resp = http::Response::new(http_body_util::StreamBody::new(frames));
+                        resp.headers_mut().insert(
+                            "content-type",
+                            http::HeaderValue::from_static("application/grpc"),
+                        );
+                        Ok::<_, std::convert::Infallible>(resp)
+                    },
+                );
+                let _ = hyper::server::conn::http2::Builder::new(TokioExecutor::new())
+                    .serve_connection(TokioIo::new(tls), svc)
+                    .await;
+            });
+        }
+    });
+    addr
+}
+
+/// `nginx.ingress.kubernetes.io/backend-protocol: GRPCS`: the proxy speaks HTTP/2 over TLS
+/// to the target; trailers come back to the h2c client.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn grpcs_targets() {
+    let g = grpcs_backend().await;
+    let m = format!(
+        "{}---\n{}",
+        service("grpcs", &[g]),
+        ingress(
+            "grpcs",
+            "nginx.ingress.kubernetes.io/backend-protocol: GRPCS",
+            &[("grpcs.example.com", "/", "Prefix", "grpcs")]
+        )
+    );
+    let p = TestProxy::start(&m).await;
+    let s = tokio::net::TcpStream::connect(p.http)
+        .await
+        .expect("connect");
+    let (mut send, conn) =
+        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(s))
+            .await
+            .expect("h2c");
+    tokio::spawn(conn);
+    for i in 0..5 {
+        let payload = format!("secure request {i}");
+        let req = http::Request::post("http://grpcs.example.com/echo.Echo/Say")
+            .header("content-type", "application/grpc")
+            .header("te", "trailers")
+            .body(http_body_util::Full::new(grpc_frame(payload.as_bytes())))
+            .unwrap();
+        let resp = send.send_request(req).await.expect("gRPC call");
+        assert_eq!(resp.status(), StatusCode::OK);
+        let collected = resp.into_body().collect().await.expect("body");
+        let trailers = collected.trailers().cloned().expect("trailers");
+        assert_eq!(
+            trailers.get("x-served-by").and_then(|v| v.to_str().ok()),
+            Some("grpcs")
+        );
+        assert_eq!(collected.to_bytes(), grpc_frame(payload.as_bytes()));
+    }
+    p.stop().await;
+}

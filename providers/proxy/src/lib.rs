@@ -15,6 +15,7 @@ pub mod route_table;
 pub mod server;
 pub mod tls;
 pub mod upstream;
+pub mod upstream_tls;
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};

@@ -78,6 +78,9 @@ impl EncodeMetric for AtomicHistogram {
     }
 }
 
+/// (Ingress, Service) label pairs.
+type IngressServicePairs = HashSet<(String, String)>;
+
 /// Every metric the proxy exports.
 #[derive(Debug)]
 pub struct ProxyMetrics {
@@ -91,7 +94,7 @@ pub struct ProxyMetrics {
     /// (Ingress, Service) pairs with request counters: those the configuration being
     /// compiled asked for, and those of the one before. Touched only when a configuration is
     /// compiled, never per request.
-    counted_pairs: std::sync::Mutex<(HashSet<(String, String)>, HashSet<(String, String)>)>,
+    counted_pairs: std::sync::Mutex<(IngressServicePairs, IngressServicePairs)>,
 }
 
 impl Default for ProxyMetrics {

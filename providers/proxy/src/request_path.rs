@@ -59,6 +59,8 @@ impl Default for ProxySettings {
 /// connection per target. HTTP/1.1 upstreams use the targets' own pools (`upstream.rs`).
 pub struct UpstreamClients {
     h2: Client<HttpConnector, ProxyBody>,
+    /// HTTP/2 over TLS (GRPCS).
+    h2_tls: Client<crate::upstream_tls::TlsH2Connector, ProxyBody>,
     /// For `backend-protocol: HTTPS` targets. Like ALB and ingress-nginx's default
     /// (`proxy-ssl-verify: off`), target certificates are not verified.
     tls: tokio_rustls::TlsConnector,
@@ -76,9 +78,13 @@ impl UpstreamClients {
             .pool_timer(TokioTimer::new())
             .timer(TokioTimer::new());
         let h2 = b2.build(conn);
+        let h2_tls = b2.build(crate::upstream_tls::TlsH2Connector::new(
+            settings.connect_timeout,
+        ));
         UpstreamClients {
             h2,
-            tls: crate::tls::unverified_client_connector(),
+            h2_tls,
+            tls: crate::tls::unverified_client_connector(&[b"http/1.1"]),
         }
     }
 }
@@ -520,12 +526,6 @@ async fn forward(
     host: &str,
     path: &str,
 ) -> Response<ProxyBody> {
-    if group.tls && group.http2 {
-        return error_response(
-            StatusCode::BAD_GATEWAY,
-            "gRPC over TLS to targets (GRPCS) is not supported by the proxy yet",
-        );
-    }
     let upgrade = is_upgrade(&req);
     let client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));
     let host_header = req.headers().get(header::HOST).cloned().or_else(|| {
@@ -584,17 +584,19 @@ async fn forward(
             ),
             AttemptError,
         > = if group.http2 {
-            let uri: Uri = match format!("http://{}{}", target.addr, origin_form).parse() {
+            let scheme = if group.tls { "https" } else { "http" };
+            let uri: Uri = match format!("{scheme}://{}{}", target.addr, origin_form).parse() {
                 Ok(u) => u,
                 Err(_) => return error_response(StatusCode::BAD_REQUEST, "invalid request target"),
             };
             *up.uri_mut() = uri;
             *up.version_mut() = Version::HTTP_2;
-            let r = tokio::time::timeout(
-                shared.settings.response_header_timeout,
-                shared.clients.h2.request(up),
-            )
-            .await;
+            let sent = if group.tls {
+                shared.clients.h2_tls.request(up)
+            } else {
+                shared.clients.h2.request(up)
+            };
+            let r = tokio::time::timeout(shared.settings.response_header_timeout, sent).await;
             match r {
                 Err(_) => {
                     return error_response(

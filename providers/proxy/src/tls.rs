@@ -186,7 +186,7 @@ impl rustls::client::danger::ServerCertVerifier for AnyServerCertificate {
 }
 
 /// A TLS connector for HTTPS targets (HTTP/1.1 over TLS; the certificate is not verified).
-pub fn unverified_client_connector() -> tokio_rustls::TlsConnector {
+pub fn unverified_client_connector(alpn: &[&[u8]]) -> tokio_rustls::TlsConnector {
     let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
     let cfg = rustls::ClientConfig::builder_with_provider(provider.clone())
         .with_safe_default_protocol_versions()
@@ -197,7 +197,7 @@ pub fn unverified_client_connector() -> tokio_rustls::TlsConnector {
         });
     match cfg {
         Ok(mut c) => {
-            c.alpn_protocols = vec![b"http/1.1".to_vec()];
+            c.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
             tokio_rustls::TlsConnector::from(Arc::new(c))
         }
         // The default provider always supports the default versions; keep a working value.
