@@ -355,6 +355,18 @@ spec:
     )
 }
 
+/// The `secure-tls` Secret (a certificate for secure.example.com) and the two TLS Ingresses
+/// of group `tls`.
+fn write_tls_case(dir: &Path) {
+    let (cert, key) = certificate_for("secure.example.com");
+    std::fs::write(
+        dir.join("secret.yaml"),
+        support::tls_secret("secure-tls", &cert, &key),
+    )
+    .unwrap();
+    std::fs::write(dir.join("tls.yaml"), tls_ingresses(true)).unwrap();
+}
+
 /// The HTTPS listener's certificates (default first) as AWS reports them.
 async fn https_certificates(opts: &AwsRunOptions) -> Vec<String> {
     let aws = Aws::connect(CLUSTER, opts.endpoint.as_deref(), Some("us-east-1")).await;
@@ -377,13 +389,7 @@ async fn acm_discovery_and_secret_import_rotation_and_cleanup() {
     let exact = import_foreign(&aws, "shop.example.com").await;
     let dir = tempfile::tempdir().expect("tempdir");
     std::fs::write(dir.path().join("services.yaml"), SERVICES).unwrap();
-    let (cert, key) = certificate_for("secure.example.com");
-    std::fs::write(
-        dir.path().join("secret.yaml"),
-        support::tls_secret("secure-tls", &cert, &key),
-    )
-    .unwrap();
-    std::fs::write(dir.path().join("tls.yaml"), tls_ingresses(true)).unwrap();
+    write_tls_case(dir.path());
     let opts = options(dir.path(), &moto.endpoint);
 
     let (r, inv) = run_once(&opts).await.expect("converge");
@@ -785,13 +791,7 @@ async fn converges_without_duplicates_or_leaks_when_30_percent_of_calls_fail() {
     let dir = tempfile::tempdir().expect("tempdir");
     std::fs::write(dir.path().join("services.yaml"), SERVICES).unwrap();
     std::fs::write(dir.path().join("shop.yaml"), shop("/api")).unwrap();
-    let (cert, key) = certificate_for("secure.example.com");
-    std::fs::write(
-        dir.path().join("secret.yaml"),
-        support::tls_secret("secure-tls", &cert, &key),
-    )
-    .unwrap();
-    std::fs::write(dir.path().join("tls.yaml"), tls_ingresses(true)).unwrap();
+    write_tls_case(dir.path());
     let opts = options(dir.path(), &faults.endpoint);
 
     let rounds = converge(&opts, 20).await;
