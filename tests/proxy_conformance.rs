@@ -425,9 +425,44 @@ spec:
       - {path: /missing, pathType: Prefix, backend: {service: {name: nothing-here, port: {name: use-annotation}}}}
       - {path: /, pathType: Prefix, backend: {service: {name: three, port: {number: 80}}}}
       - {path: /, pathType: Prefix, backend: {service: {name: one, port: {number: 80}}}}
+---
+# The AWS Load Balancer Controller documentation's example: host-header and path-pattern
+# values add to the rule's own host and path.
+apiVersion: networking.k8s.io/v1
+kind: Ingress
+metadata:
+  name: docs-example
+  annotations:
+    alb.ingress.kubernetes.io/actions.rule-path1: '{"type":"fixed-response","fixedResponseConfig":{"contentType":"text/plain","statusCode":"200","messageBody":"Host is www.example.com OR anno.example.com"}}'
+    alb.ingress.kubernetes.io/conditions.rule-path1: '[{"field":"host-header","hostHeaderConfig":{"values":["anno.example.com"]}}]'
+    alb.ingress.kubernetes.io/actions.rule-path2: '{"type":"fixed-response","fixedResponseConfig":{"contentType":"text/plain","statusCode":"200","messageBody":"Path is /path2 OR /anno/path2"}}'
+    alb.ingress.kubernetes.io/conditions.rule-path2: '[{"field":"path-pattern","pathPatternConfig":{"values":["/anno/path2"]}}]'
+spec:
+  ingressClassName: tollgate
+  rules:
+  - host: www.example.com
+    http: {paths: [{path: /, pathType: Prefix, backend: {service: {name: rule-path1, port: {name: use-annotation}}}}]}
+  - host: docs.example.com
+    http: {paths: [{path: /path2, pathType: Exact, backend: {service: {name: rule-path2, port: {name: use-annotation}}}}]}
 "#,
     );
     let p = TestProxy::start(&m).await;
+    for (h, path, want) in [
+        ("www.example.com", "/", Some("Host is")),
+        ("anno.example.com", "/x", Some("Host is")),
+        ("docs.example.com", "/path2", Some("Path is")),
+        ("docs.example.com", "/anno/path2", Some("Path is")),
+        ("docs.example.com", "/other", None),
+    ] {
+        let (status, _, body) = get(p.http, h, path).await.expect("docs example");
+        match want {
+            Some(text) => assert!(
+                status == StatusCode::OK && body.starts_with(text),
+                "{h}{path}: {status} {body}"
+            ),
+            None => assert_eq!(status, StatusCode::NOT_FOUND, "{h}{path}"),
+        }
+    }
     let host = "actions.example.com";
 
     let (status, headers, _) = get(p.http, host, "/old/page?q=1").await.expect("redirect");

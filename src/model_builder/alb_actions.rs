@@ -285,10 +285,23 @@ pub fn parse_action(v: &str) -> Result<AnnotatedAction, String> {
     }
 }
 
+/// What `conditions.<name>` adds to the paths of backend `<name>`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct AnnotatedConditions {
+    /// Header, query, method and source-IP conditions.
+    pub extra: Conditions,
+    /// `host-header` values: added to the rule's own host (either matches).
+    pub hosts: Vec<String>,
+    /// `path-pattern` values without wildcards: exact paths added to the rule's own path.
+    pub paths: Vec<String>,
+}
+
 #[derive(Deserialize)]
 #[serde(rename_all = "camelCase")]
 struct ConditionJson {
     field: String,
+    host_header_config: Option<ValuesJson>,
+    path_pattern_config: Option<ValuesJson>,
     http_header_config: Option<HeaderJson>,
     http_request_method_config: Option<ValuesJson>,
     query_string_config: Option<QueryJson>,
@@ -318,16 +331,19 @@ struct QueryPairJson {
     value: String,
 }
 
-/// Parses a `conditions.<name>` value into the extra conditions it adds (host and path stay
-/// with the Ingress rule).
-pub fn parse_conditions(v: &str) -> Result<Conditions, String> {
+/// Parses a `conditions.<name>` value.
+pub fn parse_conditions(v: &str) -> Result<AnnotatedConditions, String> {
     let list: Vec<ConditionJson> = from_json(v, "a list of conditions")?;
-    let mut c = Conditions::default();
+    let mut out = AnnotatedConditions::default();
+    let c = &mut out.extra;
     for (i, cond) in list.into_iter().enumerate() {
         let missing = |what: &str| format!("conditions[{i}] ({}) has no {what}", cond.field);
         match cond.field.as_str() {
             "http-header" => {
-                let h = cond.http_header_config.as_ref().ok_or_else(|| missing("httpHeaderConfig"))?;
+                let h = cond
+                    .http_header_config
+                    .as_ref()
+                    .ok_or_else(|| missing("httpHeaderConfig"))?;
                 if h.http_header_name.is_empty() || h.values.is_empty() {
                     return Err(missing("header name or values"));
                 }
@@ -337,14 +353,21 @@ pub fn parse_conditions(v: &str) -> Result<Conditions, String> {
                 });
             }
             "http-request-method" => {
-                let m = cond.http_request_method_config.as_ref().ok_or_else(|| missing("httpRequestMethodConfig"))?;
+                let m = cond
+                    .http_request_method_config
+                    .as_ref()
+                    .ok_or_else(|| missing("httpRequestMethodConfig"))?;
                 if m.values.is_empty() {
                     return Err(missing("values"));
                 }
-                c.methods.extend(m.values.iter().map(|v| v.to_ascii_uppercase()));
+                c.methods
+                    .extend(m.values.iter().map(|v| v.to_ascii_uppercase()));
             }
             "query-string" => {
-                let q = cond.query_string_config.as_ref().ok_or_else(|| missing("queryStringConfig"))?;
+                let q = cond
+                    .query_string_config
+                    .as_ref()
+                    .ok_or_else(|| missing("queryStringConfig"))?;
                 if q.values.is_empty() {
                     return Err(missing("values"));
                 }
@@ -360,7 +383,10 @@ pub fn parse_conditions(v: &str) -> Result<Conditions, String> {
                 });
             }
             "source-ip" => {
-                let s = cond.source_ip_config.as_ref().ok_or_else(|| missing("sourceIpConfig"))?;
+                let s = cond
+                    .source_ip_config
+                    .as_ref()
+                    .ok_or_else(|| missing("sourceIpConfig"))?;
                 for cidr in &s.values {
                     if !is_cidr(cidr) {
                         return Err(format!("conditions[{i}]: {cidr:?} is not a CIDR"));
@@ -368,16 +394,39 @@ pub fn parse_conditions(v: &str) -> Result<Conditions, String> {
                 }
                 c.source_ips.extend(s.values.iter().cloned());
             }
-            "host-header" | "path-pattern" => {
-                return Err(format!(
-                    "conditions[{i}]: {} conditions are not supported in annotations; put the host or path in spec.rules",
-                    cond.field
-                ))
+            "host-header" => {
+                let h = cond
+                    .host_header_config
+                    .as_ref()
+                    .ok_or_else(|| missing("hostHeaderConfig"))?;
+                if h.values.is_empty() {
+                    return Err(missing("values"));
+                }
+                out.hosts
+                    .extend(h.values.iter().map(|v| v.to_ascii_lowercase()));
+            }
+            "path-pattern" => {
+                let p = cond
+                    .path_pattern_config
+                    .as_ref()
+                    .ok_or_else(|| missing("pathPatternConfig"))?;
+                if p.values.is_empty() {
+                    return Err(missing("values"));
+                }
+                for v in &p.values {
+                    // Exact paths are portable to the proxy; ALB's `*`/`?` globs are not.
+                    if v.contains(['*', '?']) || !v.starts_with('/') {
+                        return Err(format!(
+                            "conditions[{i}]: path-pattern {v:?}: only exact paths starting with '/' are supported here; use spec.rules paths (Prefix) for patterns"
+                        ));
+                    }
+                }
+                out.paths.extend(p.values.iter().cloned());
             }
             other => return Err(format!("conditions[{i}]: field {other:?} is unknown")),
         }
     }
-    Ok(c)
+    Ok(out)
 }
 
 /// Whether `v` is an IPv4 or IPv6 CIDR.
@@ -461,7 +510,16 @@ mod tests {
                 stickiness_seconds: Some(200)
             }
         );
-        let c = parse_conditions(r#"[{"field":"http-header","httpHeaderConfig":{"httpHeaderName":"X-Canary","values":["yes"]}},{"field":"query-string","queryStringConfig":{"values":[{"key":"v","value":"2"}]}},{"field":"source-ip","sourceIpConfig":{"values":["10.0.0.0/8"]}},{"field":"http-request-method","httpRequestMethodConfig":{"values":["get"]}}]"#).unwrap();
+        let c = parse_conditions(r#"[{"field":"http-header","httpHeaderConfig":{"httpHeaderName":"X-Canary","values":["yes"]}},{"field":"query-string","queryStringConfig":{"values":[{"key":"v","value":"2"}]}},{"field":"source-ip","sourceIpConfig":{"values":["10.0.0.0/8"]}},{"field":"http-request-method","httpRequestMethodConfig":{"values":["get"]}}]"#).unwrap().extra;
+        // The AWS controller's documented host and path examples.
+        let hp = parse_conditions(r#"[{"field":"host-header","hostHeaderConfig":{"values":["anno.example.com"]}},{"field":"path-pattern","pathPatternConfig":{"values":["/path2"]}}]"#).unwrap();
+        assert_eq!(
+            (hp.hosts, hp.paths),
+            (
+                vec!["anno.example.com".to_string()],
+                vec!["/path2".to_string()]
+            )
+        );
         assert_eq!(c.headers[0].name, "x-canary");
         assert_eq!(c.query[0].pairs[0].key.as_deref(), Some("v"));
         assert_eq!(c.source_ips, ["10.0.0.0/8"]);
@@ -482,7 +540,8 @@ mod tests {
         }
         for bad in [
             r#"[{"field":"source-ip","sourceIpConfig":{"values":["10.0.0.1"]}}]"#,
-            r#"[{"field":"host-header","hostHeaderConfig":{"values":["a.example.com"]}}]"#,
+            r#"[{"field":"path-pattern","pathPatternConfig":{"values":["/api/*"]}}]"#,
+            r#"[{"field":"host-header","hostHeaderConfig":{"values":[]}}]"#,
             r#"[{"field":"http-header"}]"#,
             r#"{"field":"http-header"}"#,
         ] {

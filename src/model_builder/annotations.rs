@@ -7,11 +7,12 @@
 use std::collections::BTreeMap;
 
 use tollgate_contract::{
-    BackendProtocol, Conditions, IpAddressType, ListenerProtocol, ProtocolVersion, Scheme,
-    TargetType,
+    BackendProtocol, IpAddressType, ListenerProtocol, ProtocolVersion, Scheme, TargetType,
 };
 
-use super::alb_actions::{named_annotations, parse_action, parse_conditions, AnnotatedAction};
+use super::alb_actions::{
+    named_annotations, parse_action, parse_conditions, AnnotatedAction, AnnotatedConditions,
+};
 
 /// The AWS Load Balancer Controller's annotation prefix.
 pub const ALB: &str = "alb.ingress.kubernetes.io/";
@@ -54,7 +55,7 @@ pub struct IngressSettings {
     /// `actions.<name>`, by name.
     pub actions: BTreeMap<String, AnnotatedAction>,
     /// `conditions.<name>`, by backend name: extra conditions for that backend's paths.
-    pub conditions: BTreeMap<String, Conditions>,
+    pub conditions: BTreeMap<String, AnnotatedConditions>,
 }
 
 /// Settings that shape a target group. Read from the Ingress, then overridden by the

@@ -163,6 +163,10 @@ pub(crate) fn read_member(ing: &Ingress) -> Result<Member<'_>, Vec<Diagnostic>> 
         }
     }
 
+    if let Some(s) = &settings {
+        routes = widen_by_annotated_conditions(routes, s, &obj, &mut errors);
+    }
+
     match settings {
         Some(settings) if errors.is_empty() => Ok(Member {
             ingress: ing,
@@ -174,6 +178,74 @@ pub(crate) fn read_member(ing: &Ingress) -> Result<Member<'_>, Vec<Diagnostic>> 
         }),
         _ => Err(errors),
     }
+}
+
+/// Applies the `host-header` and `path-pattern` values of `conditions.<backend>` as the AWS
+/// Load Balancer Controller does: they are added to the rule's own host and path (one ALB
+/// condition each, its values ORed). Here that is one route per (host, path) pair, which
+/// both providers understand: hosts are the rule's host (if any) plus the annotation's;
+/// paths the rule's path plus the annotation's exact paths.
+fn widen_by_annotated_conditions<'a>(
+    routes: Vec<MemberRoute<'a>>,
+    settings: &IngressSettings,
+    obj: &ObjectRef,
+    errors: &mut Vec<Diagnostic>,
+) -> Vec<MemberRoute<'a>> {
+    let mut out = Vec::with_capacity(routes.len());
+    for r in routes {
+        let Some(cond) = r
+            .backend
+            .service
+            .as_ref()
+            .and_then(|s| settings.conditions.get(&s.name))
+            .filter(|c| !c.hosts.is_empty() || !c.paths.is_empty())
+        else {
+            out.push(r);
+            continue;
+        };
+        let name = r
+            .backend
+            .service
+            .as_ref()
+            .map(|s| s.name.as_str())
+            .unwrap_or_default();
+        let mut hosts: Vec<Option<HostMatch>> = vec![r.host.clone()];
+        if !cond.hosts.is_empty() {
+            // A rule without a host matched every host; the annotation narrows it to its own.
+            hosts.retain(Option::is_some);
+        }
+        for h in &cond.hosts {
+            match parse_host(h) {
+                Ok(hm) if !hosts.contains(&Some(hm.clone())) => hosts.push(Some(hm)),
+                Ok(_) => {}
+                Err(problem) => errors.push(error(
+                    obj,
+                    Reason::AnnotationInvalid,
+                    format!("conditions.{name}: host-header {h:?}: {problem}"),
+                )),
+            }
+        }
+        let mut paths = vec![r.path.clone()];
+        for p in &cond.paths {
+            let exact = PathMatch {
+                kind: PathKind::Exact,
+                path: p.clone(),
+            };
+            if !paths.contains(&exact) {
+                paths.push(exact);
+            }
+        }
+        for h in &hosts {
+            for p in &paths {
+                out.push(MemberRoute {
+                    host: h.clone(),
+                    path: p.clone(),
+                    backend: r.backend,
+                });
+            }
+        }
+    }
+    out
 }
 
 /// A host as the Ingress API accepts it: a lower-case DNS-1123 subdomain, optionally

@@ -481,7 +481,7 @@ fn extra_conditions(m: &Member<'_>, backend: &IngressBackend) -> Conditions {
         .service
         .as_ref()
         .and_then(|s| m.settings.conditions.get(&s.name))
-        .cloned()
+        .map(|c| c.extra.clone())
         .unwrap_or_default()
 }
 
