@@ -529,7 +529,11 @@ fn aws(args: AwsArgs) -> anyhow::Result<ExitCode> {
         full_resync: Duration::from_secs(args.full_resync_seconds.max(1)),
         admin_listen: Some(args.admin_listen),
         pace: tollgate_aws::api_pacing::Pace {
-            per_second: args.aws_api_rate,
+            per_second: if args.aws_api_rate.is_finite() && args.aws_api_rate >= 0.0 {
+                args.aws_api_rate
+            } else {
+                anyhow::bail!("--aws-api-rate must be a number of requests per second, 0 or more")
+            },
             burst: args.aws_api_burst,
         },
     };

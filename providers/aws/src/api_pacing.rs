@@ -62,7 +62,10 @@ impl Bucket {
         s.0 = (s.0 + refill).min(f64::from(self.pace.burst.max(1)));
         s.1 = now;
         if s.0 < 1.0 {
-            let wait = Duration::from_secs_f64((1.0 - s.0) / self.pace.per_second);
+            // A rate so low the wait overflows a Duration waits an hour per request instead.
+            let wait = Duration::try_from_secs_f64((1.0 - s.0) / self.pace.per_second)
+                .unwrap_or(Duration::from_secs(3600))
+                .min(Duration::from_secs(3600));
             tokio::time::sleep(wait).await;
             s.0 = 1.0;
             s.1 = Instant::now();
