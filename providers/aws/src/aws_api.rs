@@ -563,13 +563,6 @@ impl Aws {
             .await;
         let mut out = Vec::new();
         for g in r?.security_groups() {
-            let tag = |k: &str| {
-                g.tags()
-                    .iter()
-                    .find(|t| t.key() == Some(k))
-                    .and_then(|t| t.value())
-                    .map(str::to_string)
-            };
             let mut ingress = Vec::new();
             for perm in g.ip_permissions() {
                 let (Some(from), Some(to)) = (perm.from_port(), perm.to_port()) else {
@@ -594,7 +587,7 @@ impl Aws {
             out.push(ObservedSecurityGroup {
                 id: g.group_id().unwrap_or_default().to_string(),
                 name: g.group_name().unwrap_or_default().to_string(),
-                stack: tag(TAG_STACK).unwrap_or_default(),
+                stack: ec2_tag(g.tags(), TAG_STACK).unwrap_or_default().to_string(),
                 ingress,
             });
         }
@@ -652,12 +645,7 @@ impl Aws {
                 )
                 .await;
             for s in r?.subnets() {
-                let name = s
-                    .tags()
-                    .iter()
-                    .find(|t| t.key() == Some("Name"))
-                    .and_then(|t| t.value());
-                if let (Some(name), Some(id)) = (name, s.subnet_id()) {
+                if let (Some(name), Some(id)) = (ec2_tag(s.tags(), "Name"), s.subnet_id()) {
                     inv.ids_by_name
                         .insert(format!("subnet:{name}"), id.to_string());
                 }
@@ -674,12 +662,7 @@ impl Aws {
                 )
                 .await;
             for g in r?.security_groups() {
-                let name = g
-                    .tags()
-                    .iter()
-                    .find(|t| t.key() == Some("Name"))
-                    .and_then(|t| t.value());
-                if let (Some(name), Some(id)) = (name, g.group_id()) {
+                if let (Some(name), Some(id)) = (ec2_tag(g.tags(), "Name"), g.group_id()) {
                     inv.ids_by_name.insert(format!("sg:{name}"), id.to_string());
                 }
             }
@@ -1535,6 +1518,13 @@ impl Aws {
             .await;
         r.map(|_| ())
     }
+}
+
+/// The value of an EC2 resource's tag.
+fn ec2_tag<'a>(tags: &'a [aws_sdk_ec2::types::Tag], key: &str) -> Option<&'a str> {
+    tags.iter()
+        .find(|t| t.key() == Some(key))
+        .and_then(|t| t.value())
 }
 
 /// TCP permissions for (port, CIDR) pairs; IPv6 CIDRs go in their own list.
