@@ -696,6 +696,18 @@ async fn security_groups_subnets_and_ip_address_type() {
         "{:#?}",
         r.diagnostics
     );
+    // Not asked again on every reconcile; still reported.
+    let before = aws.calls.snapshot();
+    let r = reconcile(&aws, &mut inv, &snapshot, &opts).await;
+    assert!(r
+        .diagnostics
+        .iter()
+        .any(|d| d.message.contains("no-such-group")));
+    assert_eq!(
+        aws.calls.snapshot().get("DescribeSecurityGroups"),
+        before.get("DescribeSecurityGroups"),
+        "a missing name is not looked up again before the next resync"
+    );
 
     // Gone: nothing tagged left, the given group untouched.
     std::fs::remove_file(dir.path().join("net.yaml")).unwrap();

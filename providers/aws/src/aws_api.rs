@@ -239,6 +239,8 @@ impl Aws {
             .collect();
         held.sort();
         if tagged == held {
+            // Names someone may have created since are worth asking for again.
+            inv.names_not_found.clear();
             return Ok(false);
         }
         *inv = self.observe().await?;
@@ -605,7 +607,10 @@ impl Aws {
             let mut v: Vec<String> = values
                 .into_iter()
                 .filter(|v| !v.starts_with(prefix))
-                .filter(|v| !inv.ids_by_name.contains_key(&format!("{kind}:{v}")))
+                .filter(|v| {
+                    let key = format!("{kind}:{v}");
+                    !inv.ids_by_name.contains_key(&key) && !inv.names_not_found.contains(&key)
+                })
                 .cloned()
                 .collect();
             v.sort();
@@ -651,6 +656,11 @@ impl Aws {
                 }
             }
         }
+        let asked: Vec<String> = subnet_names
+            .iter()
+            .map(|n| format!("subnet:{n}"))
+            .chain(group_names.iter().map(|n| format!("sg:{n}")))
+            .collect();
         if !group_names.is_empty() {
             let r = self
                 .counted(
@@ -691,6 +701,13 @@ impl Aws {
                         inv.ids_by_name.insert(format!("sg:{name}"), id.to_string());
                     }
                 }
+            }
+        }
+        // A name that is not there is reported by the plan; asking again every reconcile
+        // would not make it appear sooner than the next resync.
+        for key in asked {
+            if !inv.ids_by_name.contains_key(&key) {
+                inv.names_not_found.insert(key);
             }
         }
         Ok(())

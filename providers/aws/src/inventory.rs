@@ -22,6 +22,8 @@ pub struct Inventory {
     /// Subnet and security-group IDs of the `Name` tags annotations use, looked up once:
     /// keys `subnet:<name>` and `sg:<name>`.
     pub ids_by_name: BTreeMap<String, String>,
+    /// Names looked up and not found (same keys), not asked again before the next resync.
+    pub names_not_found: std::collections::BTreeSet<String>,
 }
 
 /// A security group Tollgate manages, with its inbound rules.
