@@ -190,8 +190,7 @@ impl Aws {
                         .set_pagination_token(token.clone())
                         .send(),
                 )
-                .await;
-            let r = r?;
+                .await?;
             for m in r.resource_tag_mapping_list() {
                 let tags = m
                     .tags()
@@ -296,8 +295,8 @@ impl Aws {
                         .set_target_group_arns(Some(chunk.iter().map(|s| s.to_string()).collect()))
                         .send(),
                 )
-                .await;
-            for tg in r?.target_groups() {
+                .await?;
+            for tg in r.target_groups() {
                 let Some(arn) = tg.target_group_arn() else {
                     continue;
                 };
@@ -310,8 +309,8 @@ impl Aws {
                             .target_group_arn(arn)
                             .send(),
                     )
-                    .await;
-                let attributes = attrs?
+                    .await?;
+                let attributes = attrs
                     .attributes()
                     .iter()
                     .filter_map(|a| Some((a.key()?.to_string(), a.value()?.to_string())))
@@ -324,8 +323,8 @@ impl Aws {
                             .target_group_arn(arn)
                             .send(),
                     )
-                    .await;
-                let mut targets: Vec<(String, u16)> = health?
+                    .await?;
+                let mut targets: Vec<(String, u16)> = health
                     .target_health_descriptions()
                     .iter()
                     .filter(|d| {
@@ -405,8 +404,8 @@ impl Aws {
                         .set_load_balancer_arns(Some(chunk.iter().map(|s| s.to_string()).collect()))
                         .send(),
                 )
-                .await;
-            for lb in r?.load_balancers() {
+                .await?;
+            for lb in r.load_balancers() {
                 let Some(arn) = lb.load_balancer_arn() else {
                     continue;
                 };
@@ -419,8 +418,8 @@ impl Aws {
                             .load_balancer_arn(arn)
                             .send(),
                     )
-                    .await;
-                let attributes = attrs?
+                    .await?;
+                let attributes = attrs
                     .attributes()
                     .iter()
                     .filter_map(|a| Some((a.key()?.to_string(), a.value()?.to_string())))
@@ -434,8 +433,8 @@ impl Aws {
                             .load_balancer_arn(arn)
                             .send(),
                     )
-                    .await;
-                for l in ls?.listeners() {
+                    .await?;
+                for l in ls.listeners() {
                     let Some(larn) = l.listener_arn() else {
                         continue;
                     };
@@ -454,8 +453,8 @@ impl Aws {
                                     .listener_arn(larn)
                                     .send(),
                             )
-                            .await;
-                        let mut rest: Vec<String> = extra?
+                            .await?;
+                        let mut rest: Vec<String> = extra
                             .certificates()
                             .iter()
                             .filter(|c| c.is_default() != Some(true))
@@ -470,9 +469,9 @@ impl Aws {
                             "DescribeRules",
                             self.elbv2.describe_rules().listener_arn(larn).send(),
                         )
-                        .await;
+                        .await?;
                     let mut rules = Vec::new();
-                    for r in rs?.rules() {
+                    for r in rs.rules() {
                         if r.is_default() == Some(true) {
                             continue;
                         }
@@ -562,9 +561,9 @@ impl Aws {
                     .set_group_ids(Some(ids))
                     .send(),
             )
-            .await;
+            .await?;
         let mut out = Vec::new();
-        for g in r?.security_groups() {
+        for g in r.security_groups() {
             let mut ingress = Vec::new();
             for perm in g.ip_permissions() {
                 let (Some(from), Some(to)) = (perm.from_port(), perm.to_port()) else {
@@ -648,8 +647,8 @@ impl Aws {
                         .filters(name_filter(&subnet_names))
                         .send(),
                 )
-                .await;
-            for s in r?.subnets() {
+                .await?;
+            for s in r.subnets() {
                 if let (Some(name), Some(id)) = (ec2_tag(s.tags(), "Name"), s.subnet_id()) {
                     inv.ids_by_name
                         .insert(format!("subnet:{name}"), id.to_string());
@@ -670,8 +669,8 @@ impl Aws {
                         .filters(name_filter(&group_names))
                         .send(),
                 )
-                .await;
-            for g in r?.security_groups() {
+                .await?;
+            for g in r.security_groups() {
                 if let (Some(name), Some(id)) = (ec2_tag(g.tags(), "Name"), g.group_id()) {
                     inv.ids_by_name.insert(format!("sg:{name}"), id.to_string());
                 }
@@ -695,8 +694,8 @@ impl Aws {
                             )
                             .send(),
                     )
-                    .await;
-                for g in r?.security_groups() {
+                    .await?;
+                for g in r.security_groups() {
                     if let (Some(name), Some(id)) = (g.group_name(), g.group_id()) {
                         inv.ids_by_name.insert(format!("sg:{name}"), id.to_string());
                     }
@@ -756,8 +755,7 @@ impl Aws {
                         .set_next_token(token.clone())
                         .send(),
                 )
-                .await;
-            let r = r?;
+                .await?;
             for c in r.certificate_summary_list() {
                 let Some(arn) = c.certificate_arn() else {
                     continue;
@@ -781,8 +779,8 @@ impl Aws {
                             "DescribeCertificate",
                             self.acm.describe_certificate().certificate_arn(arn).send(),
                         )
-                        .await;
-                    if let Some(detail) = d?.certificate() {
+                        .await?;
+                    if let Some(detail) = d.certificate() {
                         names.extend(
                             detail
                                 .subject_alternative_names()
@@ -829,8 +827,7 @@ impl Aws {
                         .build(),
                 );
             }
-            let r = self.counted("DescribeSubnets", req.send()).await;
-            let r = r?;
+            let r = self.counted("DescribeSubnets", req.send()).await?;
             let mut subnets: Vec<(String, String)> = r
                 .subnets()
                 .iter()
@@ -931,31 +928,27 @@ impl Aws {
                         }
                     }
                 }
-                let r = self.counted("ImportCertificate", req.send()).await;
-                let imported = r?.certificate_arn().map(str::to_string);
+                let r = self.counted("ImportCertificate", req.send()).await?;
+                let imported = r.certificate_arn().map(str::to_string);
                 if let (Some(a), Some(_)) = (&imported, arn) {
-                    let r = self
-                        .counted(
-                            "AddTagsToCertificate",
-                            self.acm
-                                .add_tags_to_certificate()
-                                .certificate_arn(a)
-                                .set_tags(Some(tags.into_iter().filter_map(Result::ok).collect()))
-                                .send(),
-                        )
-                        .await;
-                    r?;
+                    self.counted(
+                        "AddTagsToCertificate",
+                        self.acm
+                            .add_tags_to_certificate()
+                            .certificate_arn(a)
+                            .set_tags(Some(tags.into_iter().filter_map(Result::ok).collect()))
+                            .send(),
+                    )
+                    .await?;
                 }
                 Ok((imported, None))
             }
             Change::DeleteCertificate { arn, .. } => {
-                let r = self
-                    .counted(
-                        "DeleteCertificate",
-                        self.acm.delete_certificate().certificate_arn(arn).send(),
-                    )
-                    .await;
-                r?;
+                self.counted(
+                    "DeleteCertificate",
+                    self.acm.delete_certificate().certificate_arn(arn).send(),
+                )
+                .await?;
                 Ok((None, None))
             }
             Change::CreateSecurityGroup { spec, .. } => {
@@ -984,8 +977,8 @@ impl Aws {
                             .tag_specifications(tags)
                             .send(),
                     )
-                    .await;
-                let id = r?.group_id().map(str::to_string);
+                    .await?;
+                let id = r.group_id().map(str::to_string);
                 Ok((id, None))
             }
             Change::AuthorizeSecurityGroupIngress { group, rules } => {
@@ -998,41 +991,35 @@ impl Aws {
                         .map(|g| g.id.clone())
                         .ok_or_else(|| AwsError::Unresolved(group.to_string()))?,
                 };
-                let r = self
-                    .counted(
-                        "AuthorizeSecurityGroupIngress",
-                        self.ec2
-                            .authorize_security_group_ingress()
-                            .group_id(id)
-                            .set_ip_permissions(Some(ip_permissions(rules)))
-                            .send(),
-                    )
-                    .await;
-                r?;
+                self.counted(
+                    "AuthorizeSecurityGroupIngress",
+                    self.ec2
+                        .authorize_security_group_ingress()
+                        .group_id(id)
+                        .set_ip_permissions(Some(ip_permissions(rules)))
+                        .send(),
+                )
+                .await?;
                 Ok((None, None))
             }
             Change::RevokeSecurityGroupIngress { id, rules } => {
-                let r = self
-                    .counted(
-                        "RevokeSecurityGroupIngress",
-                        self.ec2
-                            .revoke_security_group_ingress()
-                            .group_id(id)
-                            .set_ip_permissions(Some(ip_permissions(rules)))
-                            .send(),
-                    )
-                    .await;
-                r?;
+                self.counted(
+                    "RevokeSecurityGroupIngress",
+                    self.ec2
+                        .revoke_security_group_ingress()
+                        .group_id(id)
+                        .set_ip_permissions(Some(ip_permissions(rules)))
+                        .send(),
+                )
+                .await?;
                 Ok((None, None))
             }
             Change::DeleteSecurityGroup { id, .. } => {
-                let r = self
-                    .counted(
-                        "DeleteSecurityGroup",
-                        self.ec2.delete_security_group().group_id(id).send(),
-                    )
-                    .await;
-                r?;
+                self.counted(
+                    "DeleteSecurityGroup",
+                    self.ec2.delete_security_group().group_id(id).send(),
+                )
+                .await?;
                 Ok((None, None))
             }
             Change::SetSecurityGroups { arn, stack, .. } => {
@@ -1042,48 +1029,42 @@ impl Aws {
                     .ok_or_else(|| AwsError::Unresolved(stack.clone()))?;
                 let groups = crate::plan::resolve_security_groups(&spec.load_balancer, stack, inv)
                     .map_err(AwsError::Unresolved)?;
-                let r = self
-                    .counted(
-                        "SetSecurityGroups",
-                        self.elbv2
-                            .set_security_groups()
-                            .load_balancer_arn(arn)
-                            .set_security_groups(Some(groups))
-                            .send(),
-                    )
-                    .await;
-                r?;
+                self.counted(
+                    "SetSecurityGroups",
+                    self.elbv2
+                        .set_security_groups()
+                        .load_balancer_arn(arn)
+                        .set_security_groups(Some(groups))
+                        .send(),
+                )
+                .await?;
                 Ok((None, None))
             }
             Change::SetSubnets { arn, subnets } => {
-                let r = self
-                    .counted(
-                        "SetSubnets",
-                        self.elbv2
-                            .set_subnets()
-                            .load_balancer_arn(arn)
-                            .set_subnets(Some(subnets.clone()))
-                            .send(),
-                    )
-                    .await;
-                r?;
+                self.counted(
+                    "SetSubnets",
+                    self.elbv2
+                        .set_subnets()
+                        .load_balancer_arn(arn)
+                        .set_subnets(Some(subnets.clone()))
+                        .send(),
+                )
+                .await?;
                 Ok((None, None))
             }
             Change::SetIpAddressType {
                 arn,
                 ip_address_type,
             } => {
-                let r = self
-                    .counted(
-                        "SetIpAddressType",
-                        self.elbv2
-                            .set_ip_address_type()
-                            .load_balancer_arn(arn)
-                            .ip_address_type(t::IpAddressType::from(ip_address_type.as_str()))
-                            .send(),
-                    )
-                    .await;
-                r?;
+                self.counted(
+                    "SetIpAddressType",
+                    self.elbv2
+                        .set_ip_address_type()
+                        .load_balancer_arn(arn)
+                        .ip_address_type(t::IpAddressType::from(ip_address_type.as_str()))
+                        .send(),
+                )
+                .await?;
                 Ok((None, None))
             }
             Change::CreateTargetGroup { spec } => {
@@ -1119,8 +1100,7 @@ impl Aws {
                 for (k, v) in &spec.tags {
                     req = req.tags(t::Tag::builder().key(k).value(v).build());
                 }
-                let r = self.counted("CreateTargetGroup", req.send()).await;
-                let r = r?;
+                let r = self.counted("CreateTargetGroup", req.send()).await?;
                 let arn = r
                     .target_groups()
                     .first()
@@ -1133,30 +1113,26 @@ impl Aws {
             }
             Change::ModifyTargetGroup { arn, spec } => {
                 let hc = &spec.health_check;
-                let r = self
-                    .counted(
-                        "ModifyTargetGroup",
-                        self.elbv2
-                            .modify_target_group()
-                            .target_group_arn(arn)
-                            .health_check_path(&hc.path)
-                            .health_check_port(&hc.port)
-                            .health_check_interval_seconds(
-                                i32::try_from(hc.interval_seconds).unwrap_or(15),
-                            )
-                            .health_check_timeout_seconds(
-                                i32::try_from(hc.timeout_seconds).unwrap_or(5),
-                            )
-                            .healthy_threshold_count(
-                                i32::try_from(hc.healthy_threshold).unwrap_or(2),
-                            )
-                            .unhealthy_threshold_count(
-                                i32::try_from(hc.unhealthy_threshold).unwrap_or(2),
-                            )
-                            .send(),
-                    )
-                    .await;
-                r?;
+                self.counted(
+                    "ModifyTargetGroup",
+                    self.elbv2
+                        .modify_target_group()
+                        .target_group_arn(arn)
+                        .health_check_path(&hc.path)
+                        .health_check_port(&hc.port)
+                        .health_check_interval_seconds(
+                            i32::try_from(hc.interval_seconds).unwrap_or(15),
+                        )
+                        .health_check_timeout_seconds(
+                            i32::try_from(hc.timeout_seconds).unwrap_or(5),
+                        )
+                        .healthy_threshold_count(i32::try_from(hc.healthy_threshold).unwrap_or(2))
+                        .unhealthy_threshold_count(
+                            i32::try_from(hc.unhealthy_threshold).unwrap_or(2),
+                        )
+                        .send(),
+                )
+                .await?;
                 if !spec.attributes.is_empty() {
                     self.modify_tg_attributes(arn, &spec.attributes).await?;
                 }
@@ -1197,8 +1173,7 @@ impl Aws {
                 for (k, v) in &spec.load_balancer.tags {
                     req = req.tags(t::Tag::builder().key(k).value(v).build());
                 }
-                let r = self.counted("CreateLoadBalancer", req.send()).await;
-                let r = r?;
+                let r = self.counted("CreateLoadBalancer", req.send()).await?;
                 let lb = r.load_balancers().first();
                 let arn = lb.and_then(|l| l.load_balancer_arn()).map(str::to_string);
                 let dns = lb.and_then(|l| l.dns_name()).map(str::to_string);
@@ -1229,8 +1204,8 @@ impl Aws {
                 if let Some(p) = &spec.ssl_policy {
                     req = req.ssl_policy(p);
                 }
-                let r = self.counted("CreateListener", req.send()).await;
-                let arn = r?
+                let r = self.counted("CreateListener", req.send()).await?;
+                let arn = r
                     .listeners()
                     .first()
                     .and_then(|l| l.listener_arn())
@@ -1255,8 +1230,7 @@ impl Aws {
                 if let Some(p) = &spec.ssl_policy {
                     req = req.ssl_policy(p);
                 }
-                let r = self.counted("ModifyListener", req.send()).await;
-                r?;
+                self.counted("ModifyListener", req.send()).await?;
                 let had: Vec<String> = inv
                     .load_balancers
                     .iter()
@@ -1309,8 +1283,8 @@ impl Aws {
                             .actions(action_to_sdk(&rule.action, inv)?)
                             .send(),
                     )
-                    .await;
-                let arn = r?
+                    .await?;
+                let arn = r
                     .rules()
                     .first()
                     .and_then(|r| r.rule_arn())
@@ -1318,38 +1292,34 @@ impl Aws {
                 Ok((arn, None))
             }
             Change::ModifyRule { arn, rule } => {
-                let r = self
-                    .counted(
-                        "ModifyRule",
-                        self.elbv2
-                            .modify_rule()
-                            .rule_arn(arn)
-                            .set_conditions(Some(
-                                rule.conditions.iter().map(condition_to_sdk).collect(),
-                            ))
-                            .actions(action_to_sdk(&rule.action, inv)?)
-                            .send(),
-                    )
-                    .await;
-                r?;
+                self.counted(
+                    "ModifyRule",
+                    self.elbv2
+                        .modify_rule()
+                        .rule_arn(arn)
+                        .set_conditions(Some(
+                            rule.conditions.iter().map(condition_to_sdk).collect(),
+                        ))
+                        .actions(action_to_sdk(&rule.action, inv)?)
+                        .send(),
+                )
+                .await?;
                 Ok((None, None))
             }
             Change::SetRulePriority { arn, to, .. } => {
-                let r = self
-                    .counted(
-                        "SetRulePriorities",
-                        self.elbv2
-                            .set_rule_priorities()
-                            .rule_priorities(
-                                t::RulePriorityPair::builder()
-                                    .rule_arn(arn)
-                                    .priority(i32::try_from(*to).unwrap_or(i32::MAX))
-                                    .build(),
-                            )
-                            .send(),
-                    )
-                    .await;
-                r?;
+                self.counted(
+                    "SetRulePriorities",
+                    self.elbv2
+                        .set_rule_priorities()
+                        .rule_priorities(
+                            t::RulePriorityPair::builder()
+                                .rule_arn(arn)
+                                .priority(i32::try_from(*to).unwrap_or(i32::MAX))
+                                .build(),
+                        )
+                        .send(),
+                )
+                .await?;
                 Ok((None, None))
             }
             Change::RegisterTargets {
@@ -1357,94 +1327,82 @@ impl Aws {
                 targets,
             } => {
                 let arn = resolve_tg(inv, target_group)?;
-                let r = self
-                    .counted(
-                        "RegisterTargets",
-                        self.elbv2
-                            .register_targets()
-                            .target_group_arn(arn)
-                            .set_targets(Some(
-                                targets
-                                    .iter()
-                                    .map(|(id, port)| {
-                                        t::TargetDescription::builder()
-                                            .id(id)
-                                            .port(i32::from(*port))
-                                            .build()
-                                    })
-                                    .collect(),
-                            ))
-                            .send(),
-                    )
-                    .await;
-                r?;
+                self.counted(
+                    "RegisterTargets",
+                    self.elbv2
+                        .register_targets()
+                        .target_group_arn(arn)
+                        .set_targets(Some(
+                            targets
+                                .iter()
+                                .map(|(id, port)| {
+                                    t::TargetDescription::builder()
+                                        .id(id)
+                                        .port(i32::from(*port))
+                                        .build()
+                                })
+                                .collect(),
+                        ))
+                        .send(),
+                )
+                .await?;
                 Ok((None, None))
             }
             Change::DeregisterTargets { arn, targets } => {
-                let r = self
-                    .counted(
-                        "DeregisterTargets",
-                        self.elbv2
-                            .deregister_targets()
-                            .target_group_arn(arn)
-                            .set_targets(Some(
-                                targets
-                                    .iter()
-                                    .map(|(id, port)| {
-                                        t::TargetDescription::builder()
-                                            .id(id)
-                                            .port(i32::from(*port))
-                                            .build()
-                                    })
-                                    .collect(),
-                            ))
-                            .send(),
-                    )
-                    .await;
-                r?;
+                self.counted(
+                    "DeregisterTargets",
+                    self.elbv2
+                        .deregister_targets()
+                        .target_group_arn(arn)
+                        .set_targets(Some(
+                            targets
+                                .iter()
+                                .map(|(id, port)| {
+                                    t::TargetDescription::builder()
+                                        .id(id)
+                                        .port(i32::from(*port))
+                                        .build()
+                                })
+                                .collect(),
+                        ))
+                        .send(),
+                )
+                .await?;
                 Ok((None, None))
             }
             Change::DeleteRule { arn } => {
-                let r = self
-                    .counted("DeleteRule", self.elbv2.delete_rule().rule_arn(arn).send())
-                    .await;
-                r?;
+                self.counted("DeleteRule", self.elbv2.delete_rule().rule_arn(arn).send())
+                    .await?;
                 Ok((None, None))
             }
             Change::DeleteListener { arn } => {
-                let r = self
-                    .counted(
-                        "DeleteListener",
-                        self.elbv2.delete_listener().listener_arn(arn).send(),
-                    )
-                    .await;
-                r?;
+                self.counted(
+                    "DeleteListener",
+                    self.elbv2.delete_listener().listener_arn(arn).send(),
+                )
+                .await?;
                 Ok((None, None))
             }
             Change::DeleteLoadBalancer { arn, .. } => {
-                let r = self
-                    .counted(
-                        "DeleteLoadBalancer",
-                        self.elbv2
-                            .delete_load_balancer()
-                            .load_balancer_arn(arn)
-                            .send(),
-                    )
-                    .await;
-                r?;
+                self.counted(
+                    "DeleteLoadBalancer",
+                    self.elbv2
+                        .delete_load_balancer()
+                        .load_balancer_arn(arn)
+                        .send(),
+                )
+                .await?;
                 Ok((None, None))
             }
             Change::DeleteTargetGroup { arn, .. } => {
-                let r = self
-                    .counted(
-                        "DeleteTargetGroup",
-                        self.elbv2
-                            .delete_target_group()
-                            .target_group_arn(arn)
-                            .send(),
-                    )
-                    .await;
-                r?;
+                self.counted(
+                    "DeleteTargetGroup",
+                    self.elbv2
+                        .delete_target_group()
+                        .target_group_arn(arn)
+                        .send(),
+                )
+                .await?;
                 Ok((None, None))
             }
         }
