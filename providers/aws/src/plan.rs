@@ -554,6 +554,16 @@ fn certificates_differ(observed: &[String], wanted: &[String]) -> bool {
     observed.first() != wanted.first() || rest(observed) != rest(wanted)
 }
 
+/// Whether `item` (an element of `all`) comes after another with the same key. A create
+/// retried after its answer was lost can leave two of a resource, on an API that allows it;
+/// only the first is used, the others are deleted.
+fn is_duplicate<T, K: PartialEq>(all: &[T], item: &T, key: impl Fn(&T) -> K) -> bool {
+    let k = key(item);
+    all.iter()
+        .find(|x| key(x) == k)
+        .is_some_and(|first| !std::ptr::eq(first, item))
+}
+
 /// Deregisters a target group's targets before it is deleted, so they drain (deleting it
 /// outright would cut their connections).
 fn deregister_all(tg: &ObservedTargetGroup, p: &mut Phases) {
@@ -744,13 +754,9 @@ pub fn plan(desired: &[AlbStack], observed: &Inventory) -> Plan {
             .map(|t| t.name.as_str())
             .collect();
         for o in &observed_tgs {
-            // A second target group of a wanted name (a create retried after its answer was
-            // lost, on an API that allowed it) is a duplicate: only the first is used.
-            let first = observed_tgs
-                .iter()
-                .find(|x| x.spec.name == o.spec.name)
-                .is_some_and(|x| x.arn == o.arn);
-            if !wanted_tg_names.contains(o.spec.name.as_str()) || !first {
+            if !wanted_tg_names.contains(o.spec.name.as_str())
+                || is_duplicate(&observed_tgs, o, |t| t.spec.name.clone())
+            {
                 deregister_all(o, &mut p);
                 p.delete_target_groups.push(Change::DeleteTargetGroup {
                     arn: o.arn.clone(),
@@ -870,11 +876,7 @@ pub fn plan(desired: &[AlbStack], observed: &Inventory) -> Plan {
         }
         let wanted_ports: BTreeSet<u16> = stack.listeners.iter().map(|l| l.port).collect();
         for o in observed_listeners {
-            let first = observed_listeners
-                .iter()
-                .find(|x| x.port == o.port)
-                .is_some_and(|x| x.arn == o.arn);
-            if !wanted_ports.contains(&o.port) || !first {
+            if !wanted_ports.contains(&o.port) || is_duplicate(observed_listeners, o, |l| l.port) {
                 p.delete_listeners
                     .push(Change::DeleteListener { arn: o.arn.clone() });
             }
@@ -911,12 +913,7 @@ pub fn plan(desired: &[AlbStack], observed: &Inventory) -> Plan {
     // Managed security groups of stacks nobody wants (or a duplicate) go after their load
     // balancers.
     for g in &observed.security_groups {
-        let first = observed
-            .security_groups
-            .iter()
-            .find(|x| x.stack == g.stack)
-            .is_some_and(|x| x.id == g.id);
-        if !first
+        if is_duplicate(&observed.security_groups, g, |x| x.stack.clone())
             || !desired
                 .iter()
                 .any(|s| s.stack == g.stack && s.load_balancer.managed_security_group.is_some())
@@ -931,12 +928,9 @@ pub fn plan(desired: &[AlbStack], observed: &Inventory) -> Plan {
     // Stacks nobody wants: the load balancer (with its listeners and rules), then its target
     // groups.
     for o in &observed.load_balancers {
-        let first = observed
-            .load_balancers
-            .iter()
-            .find(|x| x.stack == o.stack)
-            .is_some_and(|x| x.arn == o.arn);
-        if !desired_stacks.contains(o.stack.as_str()) || !first {
+        if !desired_stacks.contains(o.stack.as_str())
+            || is_duplicate(&observed.load_balancers, o, |x| x.stack.clone())
+        {
             p.delete_load_balancers.push(Change::DeleteLoadBalancer {
                 arn: o.arn.clone(),
                 name: o.name.clone(),
@@ -974,5 +968,17 @@ pub fn plan(desired: &[AlbStack], observed: &Inventory) -> Plan {
     Plan {
         changes,
         diagnostics,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::is_duplicate;
+
+    #[test]
+    fn only_later_elements_with_an_earlier_key_are_duplicates() {
+        let all = [("a", 1), ("b", 2), ("a", 3), ("a", 4)];
+        let dup: Vec<bool> = all.iter().map(|x| is_duplicate(&all, x, |y| y.0)).collect();
+        assert_eq!(dup, [false, false, true, true]);
     }
 }
