@@ -42,6 +42,19 @@ impl ClusterSnapshot {
             + self.class_params.len()
     }
 
+    /// Adds every object of `other` (a second file or fixture read on its own).
+    pub fn merge(&mut self, other: ClusterSnapshot) {
+        self.ingresses.extend(other.ingresses);
+        self.ingress_classes.extend(other.ingress_classes);
+        self.services.extend(other.services);
+        self.endpoint_slices.extend(other.endpoint_slices);
+        self.endpoints.extend(other.endpoints);
+        self.secrets.extend(other.secrets);
+        self.nodes.extend(other.nodes);
+        self.namespaces.extend(other.namespaces);
+        self.class_params.extend(other.class_params);
+    }
+
     /// Whether the snapshot holds no object at all.
     pub fn is_empty(&self) -> bool {
         self.len() == 0

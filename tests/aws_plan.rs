@@ -300,13 +300,7 @@ fn cold_plans_of_every_fixture() {
         }
         let (mut snap, _) = parse_manifests("common-backends.json", &common, true);
         let (own, _) = parse_manifests("fixture.yaml", &text, false);
-        snap.ingresses.extend(own.ingresses);
-        snap.services.extend(own.services);
-        snap.endpoint_slices.extend(own.endpoint_slices);
-        snap.endpoints.extend(own.endpoints);
-        snap.secrets.extend(own.secrets);
-        snap.nodes.extend(own.nodes);
-        snap.ingress_classes.extend(own.ingress_classes);
+        snap.merge(own);
         let out = build(&snap, &BuildOptions::default());
         let (stacks, mut diags) = build_stacks("test", &out.model, &AlbLimits::default());
         let mut inv = Inventory {

@@ -28,8 +28,7 @@ struct Outcome {
 fn run_with(text: &str, grouping: Grouping) -> Outcome {
     let (mut snap, mut diags) = parse_manifests("case.yaml", text, false);
     let (healthy, _) = parse_manifests("healthy.yaml", HEALTHY, false);
-    snap.ingresses.extend(healthy.ingresses);
-    snap.services.extend(healthy.services);
+    snap.merge(healthy);
     let out = build(
         &snap,
         &BuildOptions {

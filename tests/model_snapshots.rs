@@ -31,17 +31,6 @@ fn plan(
     }
 }
 
-fn merge(into: &mut ClusterSnapshot, from: ClusterSnapshot) {
-    into.ingresses.extend(from.ingresses);
-    into.ingress_classes.extend(from.ingress_classes);
-    into.services.extend(from.services);
-    into.endpoint_slices.extend(from.endpoint_slices);
-    into.endpoints.extend(from.endpoints);
-    into.secrets.extend(from.secrets);
-    into.nodes.extend(from.nodes);
-    into.namespaces.extend(from.namespaces);
-}
-
 #[test]
 fn examples_one_load_balancer_per_ingress() {
     let (snap, diags) = load_dir(Path::new("examples")).expect("examples/ is readable");
@@ -73,7 +62,7 @@ fn edge_cases() {
             .unwrap_or("fixture");
         let (mut snap, _) = parse_manifests("common-backends.json", &common, true);
         let (own, diags) = parse_manifests(name, &text, false);
-        merge(&mut snap, own);
+        snap.merge(own);
         let grouping = if text.contains("# tollgate-test: single-load-balancer") {
             Grouping::Single("proxy".into())
         } else {
