@@ -20,7 +20,7 @@ use tollgate::sources::manifest_dir::load_dir;
 use tollgate::sources::SourceSpec;
 use tollgate::{BuildOptions, Grouping};
 use tollgate_aws::api_pacing::Pace;
-use tollgate_aws::aws_api::{is_mutating, Aws};
+use tollgate_aws::aws_api::is_mutating;
 
 const GROUPS: usize = 50;
 const PER_GROUP: usize = 10;
@@ -79,13 +79,7 @@ async fn round(
         unreachable!()
     };
     let (snapshot, _) = load_dir(dir).expect("manifests");
-    let aws = Aws::connect_paced(
-        &opts.cluster,
-        opts.endpoint.as_deref(),
-        opts.region.as_deref(),
-        opts.pace,
-    )
-    .await;
+    let aws = opts.connect().await;
     let t0 = Instant::now();
     let mut inv = if full_observe {
         aws.observe().await.expect("observe")
@@ -137,13 +131,7 @@ fn main() {
         );
         // What continuous mode does every --resync-seconds: one tag look-up against the
         // inventory its own writes kept current, then the plan.
-        let aws = Aws::connect_paced(
-            &opts.cluster,
-            opts.endpoint.as_deref(),
-            opts.region.as_deref(),
-            opts.pace,
-        )
-        .await;
+        let aws = opts.connect().await;
         let mut inv = aws.observe().await.expect("observe");
         let (snapshot, _) = load_dir(dir.path()).expect("manifests");
         let before = aws.calls.snapshot();

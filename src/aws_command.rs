@@ -148,14 +148,17 @@ fn log_diagnostics(diags: &[Diagnostic]) {
     diags.iter().for_each(crate::log_diagnostic);
 }
 
-async fn connect_aws(opts: &AwsRunOptions) -> Aws {
-    Aws::connect_paced(
-        &opts.cluster,
-        opts.endpoint.as_deref(),
-        opts.region.as_deref(),
-        opts.pace,
-    )
-    .await
+impl AwsRunOptions {
+    /// AWS clients for these options: endpoint, region and pacing.
+    pub async fn connect(&self) -> Aws {
+        Aws::connect_paced(
+            &self.cluster,
+            self.endpoint.as_deref(),
+            self.region.as_deref(),
+            self.pace,
+        )
+        .await
+    }
 }
 
 /// Reads the source once, converges AWS to it, and reports whether it converged.
@@ -173,7 +176,7 @@ pub async fn run_once(opts: &AwsRunOptions) -> Result<(Reconciled, Inventory), A
         }
     };
     log_diagnostics(&source_diags);
-    let aws = connect_aws(opts).await;
+    let aws = opts.connect().await;
     let mut inventory = aws.observe().await?;
     let mut r = reconcile(&aws, &mut inventory, &snapshot, opts).await;
     log_diagnostics(&r.diagnostics);
@@ -189,7 +192,7 @@ pub async fn run_continuous(
     mut shutdown: watch::Receiver<bool>,
 ) -> Result<(), AwsRunError> {
     let (source, mut kube) = start_source::<AwsRunError>(&opts.source).await?;
-    let aws = Arc::new(connect_aws(opts).await);
+    let aws = Arc::new(opts.connect().await);
     let admin = Arc::new(AwsAdminState::default());
     if let Some(addr) = opts.admin_listen {
         let l = tokio::net::TcpListener::bind(addr)

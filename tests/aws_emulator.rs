@@ -102,12 +102,7 @@ async fn fresh_reconcile(opts: &AwsRunOptions) -> (u64, usize, bool) {
         panic!("manifest source expected");
     };
     let (snapshot, _) = load_dir(dir).expect("manifests");
-    let aws = Aws::connect(
-        &opts.cluster,
-        opts.endpoint.as_deref(),
-        opts.region.as_deref(),
-    )
-    .await;
+    let aws = opts.connect().await;
     let mut inv = aws.observe().await.expect("observe");
     let r = reconcile(&aws, &mut inv, &snapshot, opts).await;
     (aws.calls.mutating(), r.changes_applied, r.converged)
@@ -369,8 +364,7 @@ fn write_tls_case(dir: &Path) {
 
 /// The HTTPS listener's certificates (default first) as AWS reports them.
 async fn https_certificates(opts: &AwsRunOptions) -> Vec<String> {
-    let aws = Aws::connect(CLUSTER, opts.endpoint.as_deref(), Some("us-east-1")).await;
-    let inv = aws.observe().await.expect("observe");
+    let inv = opts.connect().await.observe().await.expect("observe");
     inv.load_balancers
         .iter()
         .flat_map(|lb| &lb.listeners)
