@@ -4,7 +4,6 @@
 mod support;
 
 use std::net::SocketAddr;
-use std::sync::Arc;
 
 use bytes::Bytes;
 use http::StatusCode;
@@ -134,22 +133,7 @@ async fn admin_endpoints_and_metrics_count_what_happened() {
 
 /// A target that speaks HTTPS with a self-signed certificate and says which path it saw.
 async fn tls_backend() -> SocketAddr {
-    use rustls::pki_types::pem::PemObject;
-    let (cert, key, _) = self_signed(&["backend.internal"]);
-    let certs: Vec<rustls::pki_types::CertificateDer<'static>> =
-        rustls::pki_types::CertificateDer::pem_slice_iter(cert.as_bytes())
-            .collect::<Result<_, _>>()
-            .expect("pem");
-    let key = rustls::pki_types::PrivateKeyDer::from_pem_slice(key.as_bytes()).expect("key");
-    let cfg = rustls::ServerConfig::builder_with_provider(Arc::new(
-        rustls::crypto::aws_lc_rs::default_provider(),
-    ))
-    .with_safe_default_protocol_versions()
-    .expect("versions")
-    .with_no_client_auth()
-    .with_single_cert(certs, key)
-    .expect("cert");
-    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(cfg));
+    let acceptor = self_signed_acceptor(&["backend.internal"], &[]);
     let l = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
         .expect("bind");

@@ -65,20 +65,11 @@ fn grpc_frame(payload: &[u8]) -> Bytes {
     Bytes::from(b)
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn grpc_round_trip_over_h2c_and_tls() {
-    let g = echo("grpc").await;
-    let m = format!(
-        "{}---\n{}",
-        service_with(
-            "grpc",
-            &[g],
-            "alb.ingress.kubernetes.io/backend-protocol-version: GRPC"
-        ),
-        ingress("grpc", "", &[("grpc.example.com", "/", "Prefix", "grpc")])
-    );
-    let p = TestProxy::start(&m).await;
-    let s = tokio::net::TcpStream::connect(p.http)
+/// Ten gRPC calls on one h2c connection to the proxy: each must come back 200, as
+/// `application/grpc`, with the request's message and trailers `grpc-status: 0` and
+/// `x-served-by: <served_by>`.
+async fn grpc_echo_calls(proxy: std::net::SocketAddr, authority: &str, served_by: &str) {
+    let s = tokio::net::TcpStream::connect(proxy)
         .await
         .expect("connect");
     let (mut send, conn) =
@@ -88,7 +79,7 @@ async fn grpc_round_trip_over_h2c_and_tls() {
     tokio::spawn(conn);
     for i in 0..10 {
         let payload = format!("request {i}");
-        let req = http::Request::post("http://grpc.example.com/echo.Echo/Say")
+        let req = http::Request::post(format!("http://{authority}/echo.Echo/Say"))
             .header("content-type", "application/grpc")
             .header("te", "trailers")
             .body(http_body_util::Full::new(grpc_frame(payload.as_bytes())))
@@ -112,10 +103,26 @@ async fn grpc_round_trip_over_h2c_and_tls() {
         );
         assert_eq!(
             trailers.get("x-served-by").and_then(|v| v.to_str().ok()),
-            Some("grpc")
+            Some(served_by)
         );
         assert_eq!(collected.to_bytes(), grpc_frame(payload.as_bytes()));
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn grpc_round_trip_over_h2c() {
+    let g = echo("grpc").await;
+    let m = format!(
+        "{}---\n{}",
+        service_with(
+            "grpc",
+            &[g],
+            "alb.ingress.kubernetes.io/backend-protocol-version: GRPC"
+        ),
+        ingress("grpc", "", &[("grpc.example.com", "/", "Prefix", "grpc")])
+    );
+    let p = TestProxy::start(&m).await;
+    grpc_echo_calls(p.http, "grpc.example.com", "grpc").await;
     p.stop().await;
 }
 
@@ -205,23 +212,7 @@ impl hyper::body::Body for ChannelBody {
 /// A gRPC target over TLS (HTTP/2 by ALPN, self-signed): answers each call with the
 /// request's message and `grpc-status: 0`, `x-served-by: grpcs` trailers.
 async fn grpcs_backend() -> std::net::SocketAddr {
-    use rustls::pki_types::pem::PemObject;
-    let (cert, key, _) = self_signed(&["grpc.internal"]);
-    let certs: Vec<rustls::pki_types::CertificateDer<'static>> =
-        rustls::pki_types::CertificateDer::pem_slice_iter(cert.as_bytes())
-            .collect::<Result<_, _>>()
-            .expect("pem");
-    let key = rustls::pki_types::PrivateKeyDer::from_pem_slice(key.as_bytes()).expect("key");
-    let mut cfg = rustls::ServerConfig::builder_with_provider(std::sync::Arc::new(
-        rustls::crypto::aws_lc_rs::default_provider(),
-    ))
-    .with_safe_default_protocol_versions()
-    .expect("versions")
-    .with_no_client_auth()
-    .with_single_cert(certs, key)
-    .expect("cert");
-    cfg.alpn_protocols = vec![b"h2".to_vec()];
-    let acceptor = tokio_rustls::TlsAcceptor::from(std::sync::Arc::new(cfg));
+    let acceptor = self_signed_acceptor(&["grpc.internal"], &[b"h2"]);
     let l = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
         .expect("bind");
@@ -283,30 +274,6 @@ async fn grpcs_targets() {
         )
     );
     let p = TestProxy::start(&m).await;
-    let s = tokio::net::TcpStream::connect(p.http)
-        .await
-        .expect("connect");
-    let (mut send, conn) =
-        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(s))
-            .await
-            .expect("h2c");
-    tokio::spawn(conn);
-    for i in 0..5 {
-        let payload = format!("secure request {i}");
-        let req = http::Request::post("http://grpcs.example.com/echo.Echo/Say")
-            .header("content-type", "application/grpc")
-            .header("te", "trailers")
-            .body(http_body_util::Full::new(grpc_frame(payload.as_bytes())))
-            .unwrap();
-        let resp = send.send_request(req).await.expect("gRPC call");
-        assert_eq!(resp.status(), StatusCode::OK);
-        let collected = resp.into_body().collect().await.expect("body");
-        let trailers = collected.trailers().cloned().expect("trailers");
-        assert_eq!(
-            trailers.get("x-served-by").and_then(|v| v.to_str().ok()),
-            Some("grpcs")
-        );
-        assert_eq!(collected.to_bytes(), grpc_frame(payload.as_bytes()));
-    }
+    grpc_echo_calls(p.http, "grpcs.example.com", "grpcs").await;
     p.stop().await;
 }

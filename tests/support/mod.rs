@@ -354,6 +354,28 @@ pub fn self_signed(names: &[&str]) -> (String, String, Vec<u8>) {
     )
 }
 
+/// A TLS acceptor for a test target: a fresh self-signed certificate for `names`, offering
+/// the `alpn` protocols.
+pub fn self_signed_acceptor(names: &[&str], alpn: &[&[u8]]) -> tokio_rustls::TlsAcceptor {
+    use rustls::pki_types::pem::PemObject;
+    let (cert, key, _) = self_signed(names);
+    let certs: Vec<rustls::pki_types::CertificateDer<'static>> =
+        rustls::pki_types::CertificateDer::pem_slice_iter(cert.as_bytes())
+            .collect::<Result<_, _>>()
+            .expect("pem");
+    let key = rustls::pki_types::PrivateKeyDer::from_pem_slice(key.as_bytes()).expect("key");
+    let mut cfg = rustls::ServerConfig::builder_with_provider(std::sync::Arc::new(
+        rustls::crypto::aws_lc_rs::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .expect("versions")
+    .with_no_client_auth()
+    .with_single_cert(certs, key)
+    .expect("cert");
+    cfg.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
+    tokio_rustls::TlsAcceptor::from(std::sync::Arc::new(cfg))
+}
+
 /// A `kubernetes.io/tls` Secret manifest.
 pub fn tls_secret(name: &str, cert_pem: &str, key_pem: &str) -> String {
     let indent = |s: &str| s.lines().map(|l| format!("    {l}\n")).collect::<String>();
