@@ -141,7 +141,6 @@ impl Inventory {
             arn.map(str::to_string)
                 .unwrap_or_else(|| format!("unknown:{what}"))
         };
-        let imported = self.imported_certificates.clone();
         match change {
             Change::ImportCertificate {
                 secret,
@@ -250,12 +249,14 @@ impl Inventory {
             }
             Change::CreateListener { listener, spec } => {
                 let arn = new_arn(&format!("listener-{}", listener.port));
+                let certificates =
+                    crate::plan::listener_arns(&spec.certificates, &self.imported_certificates);
                 if let Some(lb) = self.load_balancer_mut(&listener.load_balancer) {
                     lb.listeners.push(ObservedListener {
                         arn,
                         port: spec.port,
                         protocol: spec.protocol.clone(),
-                        certificates: crate::plan::listener_arns(&spec.certificates, &imported),
+                        certificates,
                         ssl_policy: spec.ssl_policy.clone(),
                         default_action: spec.default_action.clone(),
                         rules: Vec::new(),
@@ -263,6 +264,8 @@ impl Inventory {
                 }
             }
             Change::ModifyListener { arn, spec } => {
+                let certificates =
+                    crate::plan::listener_arns(&spec.certificates, &self.imported_certificates);
                 if let Some(l) = self
                     .load_balancers
                     .iter_mut()
@@ -270,7 +273,7 @@ impl Inventory {
                     .find(|l| &l.arn == arn)
                 {
                     l.protocol = spec.protocol.clone();
-                    l.certificates = crate::plan::listener_arns(&spec.certificates, &imported);
+                    l.certificates = certificates;
                     l.ssl_policy = spec.ssl_policy.clone();
                     l.default_action = spec.default_action.clone();
                 }
