@@ -1196,7 +1196,7 @@ impl Aws {
                     .port(i32::from(spec.port))
                     .protocol(t::ProtocolEnum::from(spec.protocol.as_str()))
                     .default_actions(action_to_sdk(&spec.default_action, inv)?);
-                let certs = listener_arns(&spec.certificates, &inv.imported_certificates);
+                let certs = listener_arns(&spec.certificates, inv);
                 if let Some(first) = certs.first() {
                     req =
                         req.certificates(t::Certificate::builder().certificate_arn(first).build());
@@ -1222,7 +1222,7 @@ impl Aws {
                     .listener_arn(arn)
                     .protocol(t::ProtocolEnum::from(spec.protocol.as_str()))
                     .default_actions(action_to_sdk(&spec.default_action, inv)?);
-                let certs = listener_arns(&spec.certificates, &inv.imported_certificates);
+                let certs = listener_arns(&spec.certificates, inv);
                 if let Some(first) = certs.first() {
                     req =
                         req.certificates(t::Certificate::builder().certificate_arn(first).build());

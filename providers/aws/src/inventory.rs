@@ -249,8 +249,7 @@ impl Inventory {
             }
             Change::CreateListener { listener, spec } => {
                 let arn = new_arn(&format!("listener-{}", listener.port));
-                let certificates =
-                    crate::plan::listener_arns(&spec.certificates, &self.imported_certificates);
+                let certificates = crate::plan::listener_arns(&spec.certificates, self);
                 if let Some(lb) = self.load_balancer_mut(&listener.load_balancer) {
                     lb.listeners.push(ObservedListener {
                         arn,
@@ -264,8 +263,7 @@ impl Inventory {
                 }
             }
             Change::ModifyListener { arn, spec } => {
-                let certificates =
-                    crate::plan::listener_arns(&spec.certificates, &self.imported_certificates);
+                let certificates = crate::plan::listener_arns(&spec.certificates, self);
                 if let Some(l) = self
                     .load_balancers
                     .iter_mut()

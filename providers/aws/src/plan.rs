@@ -16,8 +16,7 @@ use crate::alb_stack::{
     TargetGroupSpec, DISCOVERED_CERTIFICATE, SECRET_CERTIFICATE,
 };
 use crate::inventory::{
-    AcmCertificate, ImportedCertificate, Inventory, ObservedListener, ObservedLoadBalancer,
-    ObservedTargetGroup,
+    AcmCertificate, Inventory, ObservedListener, ObservedLoadBalancer, ObservedTargetGroup,
 };
 use crate::priorities::{place_rules, Placement};
 
@@ -454,16 +453,11 @@ fn is_subset(want: &BTreeMap<String, String>, have: &BTreeMap<String, String>) -
 /// The certificate ARNs of a resolved listener certificate list: a Secret still shown as
 /// `secret:<ns>/<name>@<fingerprint>` becomes the ARN of its import once there is one.
 /// Anything unresolved is left out. Order kept (the first is the default), duplicates dropped.
-pub fn listener_arns(certs: &[String], imported: &[ImportedCertificate]) -> Vec<String> {
+pub fn listener_arns(certs: &[String], inv: &Inventory) -> Vec<String> {
     let mut out: Vec<String> = Vec::new();
     for c in certs {
-        let arn = if let Some(rest) = c.strip_prefix(SECRET_CERTIFICATE) {
-            let secret = rest.rsplit_once('@').map_or(rest, |(s, _)| s);
-            imported
-                .iter()
-                .filter(|i| i.secret == secret)
-                .map(|i| i.arn.clone())
-                .min()
+        let arn = if let Some(secret) = secret_of(c) {
+            inv.imported_certificate(secret).map(|i| i.arn.clone())
         } else if c.starts_with(DISCOVERED_CERTIFICATE) {
             None
         } else {
@@ -476,6 +470,13 @@ pub fn listener_arns(certs: &[String], imported: &[ImportedCertificate]) -> Vec<
         }
     }
     out
+}
+
+/// The Secret (`namespace/name`) of a listener certificate written
+/// `secret:<namespace>/<name>@<fingerprint>`.
+fn secret_of(certificate: &str) -> Option<&str> {
+    let rest = certificate.strip_prefix(SECRET_CERTIFICATE)?;
+    Some(rest.rsplit_once('@').map_or(rest, |(s, _)| s))
 }
 
 /// The ACM certificate for `host`: one naming the host exactly beats a wildcard that covers
@@ -531,10 +532,11 @@ fn resolve_certificates(
                     }
                 },
             }
-        } else if c.starts_with(SECRET_CERTIFICATE) {
-            listener_arns(std::slice::from_ref(c), &observed.imported_certificates)
-                .pop()
-                .or_else(|| Some(c.clone()))
+        } else if let Some(secret) = secret_of(c) {
+            match observed.imported_certificate(secret) {
+                Some(i) => Some(i.arn.clone()),
+                None => Some(c.clone()),
+            }
         } else {
             Some(c.clone())
         };
