@@ -209,11 +209,12 @@ fn widen_by_annotated_conditions<'a>(
             .as_ref()
             .map(|s| s.name.as_str())
             .unwrap_or_default();
-        let mut hosts: Vec<Option<HostMatch>> = vec![r.host.clone()];
-        if !cond.hosts.is_empty() {
-            // A rule without a host matched every host; the annotation narrows it to its own.
-            hosts.retain(Option::is_some);
-        }
+        // A rule without a host matched every host; host-header values narrow it to theirs.
+        let mut hosts: Vec<Option<HostMatch>> = if r.host.is_none() && !cond.hosts.is_empty() {
+            Vec::new()
+        } else {
+            vec![r.host.clone()]
+        };
         for h in &cond.hosts {
             match parse_host(h) {
                 Ok(hm) if !hosts.contains(&Some(hm.clone())) => hosts.push(Some(hm)),
