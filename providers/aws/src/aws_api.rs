@@ -1332,17 +1332,7 @@ impl Aws {
                     self.elbv2
                         .register_targets()
                         .target_group_arn(arn)
-                        .set_targets(Some(
-                            targets
-                                .iter()
-                                .map(|(id, port)| {
-                                    t::TargetDescription::builder()
-                                        .id(id)
-                                        .port(i32::from(*port))
-                                        .build()
-                                })
-                                .collect(),
-                        ))
+                        .set_targets(Some(target_descriptions(targets)))
                         .send(),
                 )
                 .await?;
@@ -1354,17 +1344,7 @@ impl Aws {
                     self.elbv2
                         .deregister_targets()
                         .target_group_arn(arn)
-                        .set_targets(Some(
-                            targets
-                                .iter()
-                                .map(|(id, port)| {
-                                    t::TargetDescription::builder()
-                                        .id(id)
-                                        .port(i32::from(*port))
-                                        .build()
-                                })
-                                .collect(),
-                        ))
+                        .set_targets(Some(target_descriptions(targets)))
                         .send(),
                 )
                 .await?;
@@ -1459,40 +1439,50 @@ impl Aws {
     }
 
     async fn add_certificates(&self, listener: &str, arns: &[String]) -> Result<(), AwsError> {
-        let r = self
-            .counted(
-                "AddListenerCertificates",
-                self.elbv2
-                    .add_listener_certificates()
-                    .listener_arn(listener)
-                    .set_certificates(Some(
-                        arns.iter()
-                            .map(|a| t::Certificate::builder().certificate_arn(a).build())
-                            .collect(),
-                    ))
-                    .send(),
-            )
-            .await;
-        r.map(|_| ())
+        self.counted(
+            "AddListenerCertificates",
+            self.elbv2
+                .add_listener_certificates()
+                .listener_arn(listener)
+                .set_certificates(Some(certificate_list(arns)))
+                .send(),
+        )
+        .await?;
+        Ok(())
     }
 
     async fn remove_certificates(&self, listener: &str, arns: &[String]) -> Result<(), AwsError> {
-        let r = self
-            .counted(
-                "RemoveListenerCertificates",
-                self.elbv2
-                    .remove_listener_certificates()
-                    .listener_arn(listener)
-                    .set_certificates(Some(
-                        arns.iter()
-                            .map(|a| t::Certificate::builder().certificate_arn(a).build())
-                            .collect(),
-                    ))
-                    .send(),
-            )
-            .await;
-        r.map(|_| ())
+        self.counted(
+            "RemoveListenerCertificates",
+            self.elbv2
+                .remove_listener_certificates()
+                .listener_arn(listener)
+                .set_certificates(Some(certificate_list(arns)))
+                .send(),
+        )
+        .await?;
+        Ok(())
     }
+}
+
+/// (target ID, port) pairs as ELBv2 takes them.
+fn target_descriptions(targets: &[(String, u16)]) -> Vec<t::TargetDescription> {
+    targets
+        .iter()
+        .map(|(id, port)| {
+            t::TargetDescription::builder()
+                .id(id)
+                .port(i32::from(*port))
+                .build()
+        })
+        .collect()
+}
+
+/// Certificate ARNs as ELBv2 takes them.
+fn certificate_list(arns: &[String]) -> Vec<t::Certificate> {
+    arns.iter()
+        .map(|a| t::Certificate::builder().certificate_arn(a).build())
+        .collect()
 }
 
 /// The value of an EC2 resource's tag.
