@@ -13,6 +13,8 @@
 # 1,000 requests, and Tollgate/nginx and Tollgate/haproxy ratios. Results: bench/out/.
 #
 # Usage: bench/proxy.sh [REPS] [SECONDS]      (defaults 3 and 10). Needs root for apt-get.
+# BENCH_PROFILES / BENCH_PROXIES (space-separated) run a subset, e.g.
+#   BENCH_PROFILES=http-c64 BENCH_PROXIES="tollgate nginx" bench/proxy.sh 2 5
 set -euo pipefail
 cd "$(dirname "$0")/.."
 REPS=${1:-3}
@@ -231,14 +233,17 @@ print(f"{rep}\th2-tls\t{proxy}\t{rps:.0f}\t{mean_ms:.2f}\t\t{failed}\t{ticks / m
 PY
 }
 
+PROFILES=${BENCH_PROFILES:-http-c64 http-c256 tls-c64 h2-tls changes}
+PROXIES=${BENCH_PROXIES:-tollgate nginx haproxy}
+wants() { [[ " $PROFILES " == *" $1 "* ]]; }
 for rep in $(seq 1 "$REPS"); do
-  for proxy in tollgate nginx haproxy; do
+  for proxy in $PROXIES; do
     echo "rep $rep: $proxy" >&2
-    run_wrk "$proxy" http-c64 64 http "$rep"
-    run_wrk "$proxy" http-c256 256 http "$rep"
-    run_wrk "$proxy" tls-c64 64 https "$rep"
-    run_h2 "$proxy" "$rep"
-    run_wrk "$proxy" changes 64 http "$rep"
+    if wants http-c64; then run_wrk "$proxy" http-c64 64 http "$rep"; fi
+    if wants http-c256; then run_wrk "$proxy" http-c256 256 http "$rep"; fi
+    if wants tls-c64; then run_wrk "$proxy" tls-c64 64 https "$rep"; fi
+    if wants h2-tls; then run_h2 "$proxy" "$rep"; fi
+    if wants changes; then run_wrk "$proxy" changes 64 http "$rep"; fi
   done
 done
 
@@ -248,7 +253,7 @@ rows = list(csv.DictReader(open(sys.argv[1]), delimiter="\t"))
 def med(profile, proxy, key):
     vals = [float(r[key]) for r in rows if r["profile"] == profile and r["proxy"] == proxy and r[key] not in ("", None)]
     return statistics.median(vals) if vals else float("nan")
-profiles = ["http-c64", "http-c256", "tls-c64", "h2-tls", "changes"]
+profiles = [p for p in ["http-c64", "http-c256", "tls-c64", "h2-tls", "changes"] if any(r["profile"] == p for r in rows)]
 print("| profile | proxy | req/s | p50 ms | p99 ms | failed (max) | CPU-s / 1k req |")
 print("|---|---|---|---|---|---|---|")
 for p in profiles:

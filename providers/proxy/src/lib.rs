@@ -2,6 +2,8 @@
 //! routed by the desired-state model.
 //!
 //! - [`request_path`]: what happens to one request (start reading here).
+//! - [`http1_relay`]: the hot path for body-less HTTP/1.1 requests, client and upstream
+//!   connection driven by one task; everything else is handed to hyper and `request_path`.
 //! - [`route_table`]: the model's rules compiled into an indexed table.
 //! - [`config`]: one configuration generation, swapped atomically by [`Proxy::apply_model`].
 //! - [`upstream`]: targets, load balancing, passive health.
@@ -9,6 +11,7 @@
 //! - [`server`]: listeners, limits, graceful shutdown.
 
 pub mod config;
+pub mod http1_relay;
 pub mod metrics;
 pub mod request_path;
 pub mod route_table;
@@ -135,6 +138,8 @@ impl Proxy {
         };
         for t in registry.targets() {
             t.idle.sweep(self.shared.settings.upstream_idle_timeout);
+            t.relay_idle
+                .sweep(self.shared.settings.upstream_idle_timeout);
         }
     }
 

@@ -91,6 +91,8 @@ pub struct ProxyMetrics {
     pub config_generation: Gauge,
     pub config_apply_seconds: Arc<AtomicHistogram>,
     pub tls_handshakes: Counter,
+    /// Client connections the HTTP/1.1 relay handed to hyper.
+    pub relay_handovers: Counter,
     /// (Ingress, Service) pairs with request counters: those the configuration being
     /// compiled asked for, and those of the one before. Touched only when a configuration is
     /// compiled, never per request.
@@ -141,8 +143,15 @@ impl Default for ProxyMetrics {
             "TLS handshakes started (certificate selections)",
             tls_handshakes.clone(),
         );
+        let relay_handovers = Counter::default();
+        registry.register(
+            "http1_relay_handovers",
+            "Client connections the HTTP/1.1 relay handed to the general path (request bodies, upgrades, HTTP/2, HTTP/1.0, local answers)",
+            relay_handovers.clone(),
+        );
         ProxyMetrics {
             registry,
+            relay_handovers,
             requests,
             upstream_latency,
             open_connections,

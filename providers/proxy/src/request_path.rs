@@ -63,7 +63,7 @@ pub struct UpstreamClients {
     h2_tls: Client<crate::upstream_tls::TlsH2Connector, ProxyBody>,
     /// For `backend-protocol: HTTPS` targets. Like ALB and ingress-nginx's default
     /// (`proxy-ssl-verify: off`), target certificates are not verified.
-    tls: tokio_rustls::TlsConnector,
+    pub(crate) tls: tokio_rustls::TlsConnector,
 }
 
 impl UpstreamClients {

@@ -13,6 +13,7 @@ use tokio::net::TcpListener;
 use tokio::sync::{watch, Semaphore};
 use tokio_rustls::TlsAcceptor;
 
+use crate::http1_relay::{self, RelayContext, Relayed};
 use crate::request_path::{admin_response, handle, ConnInfo, Shared};
 
 /// Limits that protect the proxy from its clients.
@@ -75,6 +76,7 @@ pub async fn serve_traffic(
     drain: Duration,
 ) {
     let builder = Arc::new(connection_builder(&limits));
+    let limits = Arc::new(limits);
     let permits = Arc::new(Semaphore::new(limits.max_connections));
     let graceful = GracefulShutdown::new();
     loop {
@@ -105,23 +107,41 @@ pub async fn serve_traffic(
         let builder = builder.clone();
         let watcher = graceful.watcher();
         let tls = tls.clone();
-        let handshake_timeout = limits.tls_handshake_timeout;
+        let limits = limits.clone();
+        let stop = shutdown.clone();
         tokio::spawn(async move {
             let _permit = permit;
             shared.metrics.open_connections.inc();
+            let relay = RelayContext::new(shared.clone(), conn_info, &limits);
             let svc_shared = shared.clone();
             let svc = service_fn(move |req| handle(svc_shared.clone(), conn_info, req));
             match tls {
                 None => {
-                    let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), svc);
-                    let _ = watcher.watch(conn.into_owned()).await;
+                    if let Relayed::Handover(io) = http1_relay::serve(stream, relay, stop).await {
+                        let conn = builder.serve_connection_with_upgrades(TokioIo::new(io), svc);
+                        let _ = watcher.watch(conn.into_owned()).await;
+                    }
                 }
                 Some(acceptor) => {
-                    match tokio::time::timeout(handshake_timeout, acceptor.accept(stream)).await {
-                        Ok(Ok(tls_stream)) => {
+                    let accepted =
+                        tokio::time::timeout(limits.tls_handshake_timeout, acceptor.accept(stream))
+                            .await;
+                    match accepted {
+                        Ok(Ok(tls_stream))
+                            if tls_stream.get_ref().1.alpn_protocol() == Some(b"h2") =>
+                        {
                             let conn = builder
                                 .serve_connection_with_upgrades(TokioIo::new(tls_stream), svc);
                             let _ = watcher.watch(conn.into_owned()).await;
+                        }
+                        Ok(Ok(tls_stream)) => {
+                            if let Relayed::Handover(io) =
+                                http1_relay::serve(tls_stream, relay, stop).await
+                            {
+                                let conn =
+                                    builder.serve_connection_with_upgrades(TokioIo::new(io), svc);
+                                let _ = watcher.watch(conn.into_owned()).await;
+                            }
                         }
                         Ok(Err(e)) => {
                             tracing::debug!(client = %client, error = %e, "TLS handshake failed")
@@ -134,10 +154,14 @@ pub async fn serve_traffic(
         });
     }
     drop(listener);
-    if tokio::time::timeout(drain, graceful.shutdown())
-        .await
-        .is_err()
-    {
+    // hyper's connections are told to finish through `graceful`, the relay's through
+    // `shutdown`; every connection holds a permit until it ends.
+    let all = u32::try_from(limits.max_connections).unwrap_or(u32::MAX);
+    let drained = async {
+        graceful.shutdown().await;
+        let _ = permits.acquire_many(all).await;
+    };
+    if tokio::time::timeout(drain, drained).await.is_err() {
         tracing::info!("drain period over; closing remaining connections");
     }
 }

@@ -23,16 +23,47 @@ pub enum Balancing {
 }
 
 type IdleSender = hyper::client::conn::http1::SendRequest<crate::request_path::ProxyBody>;
+
+/// A connection that can wait in a target's idle pool.
+pub trait PooledConnection {
+    /// Known to be closed, from state already at hand (no I/O).
+    fn is_closed(&self) -> bool;
+    /// Closed, asking the socket if need be (may cost a system call).
+    fn probe_closed(&self) -> bool {
+        self.is_closed()
+    }
+}
+
+impl PooledConnection for IdleSender {
+    fn is_closed(&self) -> bool {
+        hyper::client::conn::http1::SendRequest::is_closed(self)
+    }
+}
+
+impl PooledConnection for crate::http1_relay::UpstreamStream {
+    fn is_closed(&self) -> bool {
+        false
+    }
+    fn probe_closed(&self) -> bool {
+        crate::http1_relay::UpstreamStream::probe_closed(self)
+    }
+}
+
 /// Idle connections with the moment each was parked.
-type IdleQueue = crossbeam_queue::ArrayQueue<(IdleSender, std::time::Instant)>;
+type IdleQueue<C> = crossbeam_queue::ArrayQueue<(C, std::time::Instant)>;
 
 /// Idle HTTP/1.1 connections to one target. Lock-free. The queue is allocated on the first
 /// returned connection: a preallocated 512-slot queue per target cost ~16 KB for each of
 /// the thousands of endpoints a cluster lists and the proxy may never connect to.
-#[derive(Default)]
-pub struct IdleConnections(std::sync::OnceLock<IdleQueue>);
+pub struct IdleConnections<C>(std::sync::OnceLock<IdleQueue<C>>);
 
-impl std::fmt::Debug for IdleConnections {
+impl<C> Default for IdleConnections<C> {
+    fn default() -> Self {
+        IdleConnections(std::sync::OnceLock::new())
+    }
+}
+
+impl<C> std::fmt::Debug for IdleConnections<C> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(
             f,
@@ -45,12 +76,12 @@ impl std::fmt::Debug for IdleConnections {
 /// Most idle connections kept per target.
 const MAX_IDLE_PER_TARGET: usize = 512;
 
-impl IdleConnections {
-    /// An open connection idle for less than `max_idle`, if any.
-    pub fn take(&self, max_idle: std::time::Duration) -> Option<IdleSender> {
-        // Right after a response ends the connection may not be ready yet (its task has not
-        // seen the end of the message); the caller awaits readiness. Closed and expired ones
-        // are dropped, which closes them.
+impl<C: PooledConnection> IdleConnections<C> {
+    /// A connection idle for less than `max_idle` and not known to be closed, if any.
+    pub fn take(&self, max_idle: std::time::Duration) -> Option<C> {
+        // Right after a response ends a hyper connection may not be ready yet (its task has
+        // not seen the end of the message); the caller awaits readiness. Closed and expired
+        // ones are dropped, which closes them.
         let queue = self.0.get()?;
         while let Some((c, parked)) = queue.pop() {
             if !c.is_closed() && parked.elapsed() < max_idle {
@@ -61,7 +92,7 @@ impl IdleConnections {
     }
 
     /// Returns a connection after its exchange finished; dropped (closed) when full.
-    pub fn put(&self, c: IdleSender) {
+    pub fn put(&self, c: C) {
         if !c.is_closed() {
             let _ = self
                 .0
@@ -70,15 +101,15 @@ impl IdleConnections {
         }
     }
 
-    /// Closes connections idle for `max_idle` or longer (and drops closed ones); returns
-    /// how many are left.
+    /// Closes connections idle for `max_idle` or longer and those the target closed;
+    /// returns how many are left.
     pub fn sweep(&self, max_idle: std::time::Duration) -> usize {
         let Some(queue) = self.0.get() else {
             return 0;
         };
         for _ in 0..queue.len() {
             match queue.pop() {
-                Some((c, parked)) if !c.is_closed() && parked.elapsed() < max_idle => {
+                Some((c, parked)) if !c.probe_closed() && parked.elapsed() < max_idle => {
                     let _ = queue.push((c, parked));
                 }
                 Some(_) => {}
@@ -93,8 +124,11 @@ impl IdleConnections {
 #[derive(Debug)]
 pub struct TargetState {
     pub addr: SocketAddr,
-    /// Keepalive connections; dropped (and closed) with the last reference to the target.
-    pub idle: IdleConnections,
+    /// Keepalive connections of hyper's client (requests with bodies, upgrades); dropped
+    /// (and closed) with the last reference to the target.
+    pub idle: IdleConnections<IdleSender>,
+    /// Keepalive connections of the HTTP/1.1 relay (`http1_relay`).
+    pub relay_idle: IdleConnections<crate::http1_relay::UpstreamStream>,
     in_flight: AtomicUsize,
     consecutive_failures: AtomicU32,
     /// Milliseconds since `epoch` until which the target is ejected.
@@ -112,6 +146,7 @@ impl TargetState {
         TargetState {
             addr,
             idle: IdleConnections::default(),
+            relay_idle: IdleConnections::default(),
             in_flight: AtomicUsize::new(0),
             consecutive_failures: AtomicU32::new(0),
             ejected_until_ms: AtomicU64::new(0),

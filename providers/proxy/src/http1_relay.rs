@@ -1,0 +1,1120 @@
+//! The HTTP/1.1 relay: the hot path for body-less requests (GET, HEAD, DELETE, ...).
+//!
+//! One task drives the client connection and the upstream connection: it parses the request
+//! head with `httparse` straight from the read buffer, routes it, writes the upstream
+//! request head in one write, parses the response head and passes the body through as it
+//! comes (`Content-Length`, chunked — checked chunk by chunk, never re-encoded — or until
+//! close). There is no hand-off between tasks, no header map and no body channel per
+//! request; the upstream connection returns to its target's pool when the response ends.
+//!
+//! Everything the relay does not do itself — request bodies, upgrades (WebSocket),
+//! `Expect`, HTTP/1.0, HTTP/2 (prior knowledge), absolute-form targets, anything `httparse`
+//! rejects or a head over the limits, actions other than forwarding to an HTTP/1.1 target
+//! group — hands the connection, with every byte read so far, to hyper and
+//! [`crate::request_path`] for the rest of its life. So the relay only ever sees requests
+//! whose framing is unambiguous; the one smuggling shape hyper would resolve rather than
+//! refuse (`Content-Length` with `Transfer-Encoding`) is refused here with 400.
+
+use std::borrow::Cow;
+use std::io::Write as _;
+use std::mem::MaybeUninit;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+
+use bytes::{Buf, BytesMut};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
+use tokio::net::TcpStream;
+use tokio::sync::watch;
+use tollgate_contract::matching::{normalize_host, RequestFacts};
+
+use crate::config::{CompiledAction, ProxyConfig};
+use crate::request_path::{normalize_path, ConnInfo, Shared};
+use crate::route_table::{rewrite_path, RuleIndex};
+use crate::server::Limits;
+use crate::upstream::{pick_weighted, InFlight, TargetState, UpstreamGroup};
+
+/// Headers parsed in place; a head with more goes to hyper, which applies the real limit.
+const MAX_PARSED_HEADERS: usize = 128;
+/// Largest upstream response head accepted.
+const MAX_RESPONSE_HEAD: usize = 64 * 1024;
+/// Read buffer per connection side.
+const READ_BUF: usize = 16 * 1024;
+/// Targets tried for one request when connections fail.
+const MAX_ATTEMPTS: usize = 3;
+/// Longest chunk-size line (with extensions) and trailer section passed through.
+const MAX_CHUNK_LINE: usize = 4096;
+const MAX_TRAILERS: usize = 64 * 1024;
+
+/// A connection to a target, plain or TLS (`backend-protocol: HTTPS`).
+pub enum UpstreamStream {
+    Plain(TcpStream),
+    Tls(Box<tokio_rustls::client::TlsStream<TcpStream>>),
+}
+
+impl UpstreamStream {
+    fn tcp(&self) -> &TcpStream {
+        match self {
+            UpstreamStream::Plain(s) => s,
+            UpstreamStream::Tls(s) => s.get_ref().0,
+        }
+    }
+
+    /// Whether the target closed the connection (or sent something unasked) while it was
+    /// idle. Costs a `recv(MSG_PEEK)` when the socket's readiness is set.
+    pub fn probe_closed(&self) -> bool {
+        let mut cx = Context::from_waker(std::task::Waker::noop());
+        let mut byte = [0u8; 1];
+        let mut rb = ReadBuf::new(&mut byte);
+        // Pending: nothing to read, the connection is open and quiet.
+        self.tcp().poll_peek(&mut cx, &mut rb).is_ready()
+    }
+}
+
+impl AsyncRead for UpstreamStream {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        match self.get_mut() {
+            UpstreamStream::Plain(s) => Pin::new(s).poll_read(cx, buf),
+            UpstreamStream::Tls(s) => Pin::new(s.as_mut()).poll_read(cx, buf),
+        }
+    }
+}
+
+impl AsyncWrite for UpstreamStream {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        match self.get_mut() {
+            UpstreamStream::Plain(s) => Pin::new(s).poll_write(cx, buf),
+            UpstreamStream::Tls(s) => Pin::new(s.as_mut()).poll_write(cx, buf),
+        }
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        match self.get_mut() {
+            UpstreamStream::Plain(s) => Pin::new(s).poll_flush(cx),
+            UpstreamStream::Tls(s) => Pin::new(s.as_mut()).poll_flush(cx),
+        }
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        match self.get_mut() {
+            UpstreamStream::Plain(s) => Pin::new(s).poll_shutdown(cx),
+            UpstreamStream::Tls(s) => Pin::new(s.as_mut()).poll_shutdown(cx),
+        }
+    }
+}
+
+/// A client connection handed to hyper: the bytes the relay already read come first.
+pub struct Prefixed<S> {
+    prefix: BytesMut,
+    io: S,
+}
+
+impl<S: AsyncRead + Unpin> AsyncRead for Prefixed<S> {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        let this = self.get_mut();
+        if !this.prefix.is_empty() {
+            let n = this.prefix.len().min(buf.remaining());
+            buf.put_slice(&this.prefix[..n]);
+            this.prefix.advance(n);
+            return Poll::Ready(Ok(()));
+        }
+        Pin::new(&mut this.io).poll_read(cx, buf)
+    }
+}
+
+impl<S: AsyncWrite + Unpin> AsyncWrite for Prefixed<S> {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.get_mut().io).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.get_mut().io).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.io.is_write_vectored()
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.get_mut().io).poll_flush(cx)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.get_mut().io).poll_shutdown(cx)
+    }
+}
+
+/// How the relay left a client connection.
+pub enum Relayed<S> {
+    /// Closed (by either side, a timeout or shutdown).
+    Done,
+    /// Hyper serves the rest of the connection.
+    Handover(Prefixed<S>),
+}
+
+/// What the relay needs besides the connection.
+pub struct RelayContext {
+    pub shared: Arc<Shared>,
+    pub conn: ConnInfo,
+    pub header_read_timeout: Duration,
+    pub max_header_bytes: usize,
+    pub max_headers: usize,
+}
+
+impl RelayContext {
+    pub fn new(shared: Arc<Shared>, conn: ConnInfo, limits: &Limits) -> Self {
+        RelayContext {
+            shared,
+            conn,
+            header_read_timeout: limits.header_read_timeout,
+            max_header_bytes: limits.max_header_bytes,
+            max_headers: limits.max_headers,
+        }
+    }
+}
+
+/// A request the relay forwards itself.
+struct ForwardPlan {
+    head_len: usize,
+    /// Held so the rule's counters stay valid while the request runs.
+    cfg: Arc<ProxyConfig>,
+    index: Option<RuleIndex>,
+    group: Arc<UpstreamGroup>,
+    head_request: bool,
+    /// May be sent again after a reused connection turned out closed (RFC 9110 §9.2.2).
+    idempotent: bool,
+    client_close: bool,
+    /// Host and path for the access log, when it is on.
+    log: Option<(String, String)>,
+}
+
+/// What to do with the bytes at the front of the client buffer.
+enum Step {
+    Incomplete,
+    Forward(ForwardPlan),
+    Handover,
+    Reject(u16, &'static str),
+}
+
+/// Serves a client connection until it closes or needs hyper.
+pub async fn serve<S>(mut io: S, ctx: RelayContext, shutdown: watch::Receiver<bool>) -> Relayed<S>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    let mut buf = BytesMut::with_capacity(READ_BUF);
+    let mut upstream_buf = BytesMut::with_capacity(READ_BUF);
+    let mut request_head: Vec<u8> = Vec::with_capacity(1024);
+    let mut response_head: Vec<u8> = Vec::with_capacity(1024);
+    let draining = shutdown.clone();
+    let mut stop_rx = shutdown;
+    let stop = async move {
+        let _ = stop_rx.wait_for(|s| *s).await;
+    };
+    tokio::pin!(stop);
+    // The first head is timed from the start of the connection, later ones from their first
+    // byte (an idle keepalive connection waits), as hyper does.
+    let head_timer = tokio::time::sleep(ctx.header_read_timeout);
+    tokio::pin!(head_timer);
+    let mut head_timer_armed = true;
+    let response_timer = tokio::time::sleep(ctx.shared.settings.response_header_timeout);
+    tokio::pin!(response_timer);
+
+    loop {
+        if !buf.is_empty() {
+            match plan_request(&buf, &ctx, &mut request_head) {
+                Step::Incomplete if buf.len() < ctx.max_header_bytes => {}
+                Step::Incomplete | Step::Handover => {
+                    ctx.shared.metrics.relay_handovers.inc();
+                    return Relayed::Handover(Prefixed { prefix: buf, io });
+                }
+                Step::Reject(status, why) => {
+                    response_head.clear();
+                    local_response(&mut response_head, status, why, true);
+                    let _ = write_all_flush(&mut io, &response_head).await;
+                    return Relayed::Done;
+                }
+                Step::Forward(plan) => {
+                    buf.advance(plan.head_len);
+                    head_timer_armed = false;
+                    let mut exchange = Exchange {
+                        ctx: &ctx,
+                        request_head: &request_head,
+                        response_head: &mut response_head,
+                        upstream_buf: &mut upstream_buf,
+                        response_timer: response_timer.as_mut(),
+                        draining: *draining.borrow(),
+                    };
+                    if exchange.forward(&mut io, &plan).await {
+                        let _ = io.shutdown().await;
+                        return Relayed::Done;
+                    }
+                    continue;
+                }
+            }
+        }
+        if !head_timer_armed && !buf.is_empty() {
+            head_timer
+                .as_mut()
+                .reset(tokio::time::Instant::now() + ctx.header_read_timeout);
+            head_timer_armed = true;
+        }
+        if buf.capacity() - buf.len() < 1024 {
+            buf.reserve(READ_BUF);
+        }
+        let read = if head_timer_armed {
+            tokio::select! {
+                biased;
+                r = io.read_buf(&mut buf) => r,
+                _ = &mut head_timer => {
+                    response_head.clear();
+                    local_response(&mut response_head, 408, "request head not received in time", true);
+                    let _ = write_all_flush(&mut io, &response_head).await;
+                    return Relayed::Done;
+                }
+                _ = &mut stop => return Relayed::Done,
+            }
+        } else {
+            tokio::select! {
+                biased;
+                r = io.read_buf(&mut buf) => r,
+                _ = &mut stop => return Relayed::Done,
+            }
+        };
+        match read {
+            Ok(0) | Err(_) => return Relayed::Done,
+            Ok(_) => {}
+        }
+    }
+}
+
+fn eq(a: &[u8], b: &str) -> bool {
+    a.eq_ignore_ascii_case(b.as_bytes())
+}
+
+fn trim(v: &[u8]) -> &[u8] {
+    v.trim_ascii()
+}
+
+/// Request headers never forwarded by the relay: hop-by-hop ones (RFC 9110 §7.6.1) and the
+/// forwarding headers the proxy sets itself (a client's are replaced, not trusted).
+fn dropped_request_header(name: &str) -> bool {
+    const DROPPED: [&str; 11] = [
+        "connection",
+        "keep-alive",
+        "proxy-connection",
+        "te",
+        "trailer",
+        "transfer-encoding",
+        "upgrade",
+        "x-forwarded-for",
+        "x-forwarded-host",
+        "x-forwarded-proto",
+        "x-forwarded-port",
+    ];
+    DROPPED.iter().any(|d| name.eq_ignore_ascii_case(d)) || name.eq_ignore_ascii_case("x-real-ip")
+}
+
+/// Parses and routes the request at the front of `buf`; for a request the relay forwards,
+/// writes the upstream request head into `head`.
+fn plan_request(buf: &[u8], ctx: &RelayContext, head: &mut Vec<u8>) -> Step {
+    let mut storage = [const { MaybeUninit::<httparse::Header<'_>>::uninit() }; MAX_PARSED_HEADERS];
+    let limit = ctx.max_headers.clamp(1, MAX_PARSED_HEADERS);
+    let mut req = httparse::Request::new(&mut []);
+    let head_len = match req.parse_with_uninit_headers(buf, &mut storage[..limit]) {
+        Ok(httparse::Status::Complete(n)) => n,
+        Ok(httparse::Status::Partial) => return Step::Incomplete,
+        Err(_) => return Step::Handover,
+    };
+    let (Some(method), Some(target), Some(1)) = (req.method, req.path, req.version) else {
+        return Step::Handover;
+    };
+    if method == "CONNECT" || !target.starts_with('/') {
+        return Step::Handover;
+    }
+
+    let mut host: Option<&[u8]> = None;
+    let mut hosts = 0;
+    let mut content_lengths = 0;
+    let mut has_body = false;
+    let mut chunked_or_other_te = false;
+    let mut client_close = false;
+    // Headers the client named in `Connection` are hop-by-hop too.
+    let mut named: [&[u8]; 8] = [&[]; 8];
+    let mut named_len = 0;
+    for h in req.headers.iter() {
+        let name = h.name.as_bytes();
+        if eq(name, "host") {
+            hosts += 1;
+            host = Some(h.value);
+        } else if eq(name, "content-length") {
+            content_lengths += 1;
+            has_body |= trim(h.value) != b"0";
+        } else if eq(name, "transfer-encoding") {
+            chunked_or_other_te = true;
+        } else if eq(name, "upgrade") || eq(name, "expect") {
+            return Step::Handover;
+        } else if eq(name, "connection") {
+            for token in h.value.split(|b| *b == b',').map(trim) {
+                if eq(token, "close") {
+                    client_close = true;
+                } else if eq(token, "upgrade") {
+                    return Step::Handover;
+                } else if !token.is_empty() && !eq(token, "keep-alive") {
+                    if named_len == named.len() {
+                        return Step::Handover;
+                    }
+                    named[named_len] = token;
+                    named_len += 1;
+                }
+            }
+        }
+    }
+    if chunked_or_other_te && content_lengths > 0 {
+        return Step::Reject(400, "ambiguous message length");
+    }
+    if chunked_or_other_te || has_body || content_lengths > 1 || hosts != 1 {
+        return Step::Handover;
+    }
+    let Some(host_raw) = host.and_then(|h| std::str::from_utf8(h).ok()) else {
+        return Step::Handover;
+    };
+
+    let cfg = ctx.shared.config.load_full();
+    let Some(listener) = (if ctx.conn.tls { &cfg.https } else { &cfg.http }) else {
+        return Step::Handover;
+    };
+    let host_norm = normalize_host(host_raw);
+    let (raw_path, query) = match target.split_once('?') {
+        Some((p, q)) => (p, Some(q)),
+        None => (target, None),
+    };
+    let path = normalize_path(raw_path);
+    let details: Vec<(String, String)> = if listener.routes.needs_request_details() {
+        req.headers
+            .iter()
+            .filter_map(|h| {
+                std::str::from_utf8(h.value)
+                    .ok()
+                    .map(|v| (h.name.to_ascii_lowercase(), v.to_string()))
+            })
+            .collect()
+    } else {
+        Vec::new()
+    };
+    let facts = RequestFacts {
+        host: &host_norm,
+        path: &path,
+        method,
+        query: query.unwrap_or(""),
+        headers: &details,
+        source_ip: Some(ctx.conn.client.ip()),
+    };
+    let index = listener.routes.lookup(&facts);
+    let CompiledAction::Forward {
+        groups,
+        rewrite_target,
+    } = &listener.rule(index).action
+    else {
+        return Step::Handover;
+    };
+    let Some(group) = pick_weighted(groups) else {
+        return Step::Handover;
+    };
+    if group.http2 {
+        return Step::Handover;
+    }
+    let forwarded: Cow<'_, str> =
+        match (rewrite_target, index.and_then(|i| listener.routes.regex(i))) {
+            (Some(t), Some(re)) => Cow::Owned(rewrite_path(re, &path, t)),
+            _ => Cow::Borrowed(&path),
+        };
+
+    head.clear();
+    head.extend_from_slice(method.as_bytes());
+    head.push(b' ');
+    if forwarded == raw_path {
+        head.extend_from_slice(target.as_bytes());
+    } else {
+        head.extend_from_slice(forwarded.as_bytes());
+        if let Some(q) = query {
+            head.push(b'?');
+            head.extend_from_slice(q.as_bytes());
+        }
+    }
+    head.extend_from_slice(b" HTTP/1.1\r\n");
+    for h in req.headers.iter() {
+        if dropped_request_header(h.name) {
+            // `TE: trailers` is end-to-end for gRPC-style clients; other TE values are not.
+            if !(h.name.eq_ignore_ascii_case("te") && eq(trim(h.value), "trailers")) {
+                continue;
+            }
+        }
+        if named[..named_len]
+            .iter()
+            .any(|n| n.eq_ignore_ascii_case(h.name.as_bytes()))
+        {
+            continue;
+        }
+        head.extend_from_slice(h.name.as_bytes());
+        head.extend_from_slice(b": ");
+        head.extend_from_slice(h.value);
+        head.extend_from_slice(b"\r\n");
+    }
+    head.extend_from_slice(b"x-forwarded-host: ");
+    head.extend_from_slice(host_raw.as_bytes());
+    let ip = ctx.conn.client.ip();
+    let _ = write!(
+        head,
+        "\r\nx-forwarded-for: {ip}\r\nx-real-ip: {ip}\r\nx-forwarded-proto: {}\r\nx-forwarded-port: {}\r\n\r\n",
+        if ctx.conn.tls { "https" } else { "http" },
+        ctx.conn.local.port()
+    );
+
+    let log = ctx
+        .shared
+        .settings
+        .access_log
+        .then(|| (host_norm.clone(), path.to_string()));
+    Step::Forward(ForwardPlan {
+        head_len,
+        index,
+        group: group.clone(),
+        head_request: method == "HEAD",
+        idempotent: matches!(
+            method,
+            "GET" | "HEAD" | "OPTIONS" | "TRACE" | "PUT" | "DELETE"
+        ),
+        client_close,
+        log,
+        cfg: cfg.clone(),
+    })
+}
+
+/// How a response body is delimited.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Framing {
+    None,
+    Length(u64),
+    Chunked,
+    UntilClose,
+}
+
+/// The parts of an upstream response head the relay acts on.
+struct ResponseHead {
+    len: usize,
+    status: u16,
+    framing: Framing,
+    upstream_keepalive: bool,
+    close_client: bool,
+}
+
+/// Why no response head came from a target.
+enum HeadError {
+    Connect,
+    Timeout,
+    Upstream(&'static str),
+}
+
+/// One request's exchange with the targets, and its answer to the client.
+struct Exchange<'a> {
+    ctx: &'a RelayContext,
+    request_head: &'a [u8],
+    response_head: &'a mut Vec<u8>,
+    upstream_buf: &'a mut BytesMut,
+    response_timer: Pin<&'a mut tokio::time::Sleep>,
+    draining: bool,
+}
+
+impl Exchange<'_> {
+    /// Forwards the planned request and relays the answer; true when the client connection
+    /// must close afterwards.
+    async fn forward<S>(&mut self, client: &mut S, plan: &ForwardPlan) -> bool
+    where
+        S: AsyncWrite + Unpin,
+    {
+        let started = Instant::now();
+        let group = &plan.group;
+        let unspecified = SocketAddr::from(([0, 0, 0, 0], 0));
+        let mut tried = [unspecified; MAX_ATTEMPTS];
+        let mut n_tried = 0;
+        let attempts = group.targets.len().clamp(1, MAX_ATTEMPTS);
+        let mut failure: Option<(u16, &'static str)> = None;
+        for _ in 0..attempts {
+            let Some(target) = group.pick(&tried[..n_tried]) else {
+                break;
+            };
+            tried[n_tried] = target.addr;
+            n_tried += 1;
+            let in_flight = InFlight::new(target.clone());
+            let sent = Instant::now();
+            match self.exchange_head(&target, group.tls, plan).await {
+                Err(HeadError::Connect) => {
+                    target.record_connect_failure();
+                    tracing::debug!(target = %target.addr, "connect failed; trying another target");
+                    continue;
+                }
+                Err(HeadError::Timeout) => {
+                    failure = Some((504, "upstream did not answer in time"));
+                    break;
+                }
+                Err(HeadError::Upstream(why)) => {
+                    tracing::debug!(target = %target.addr, error = why, "upstream request failed");
+                    failure = Some((502, "upstream connection failed"));
+                    break;
+                }
+                Ok((stream, head)) => {
+                    target.record_success();
+                    self.ctx
+                        .shared
+                        .metrics
+                        .upstream_latency
+                        .observe(sent.elapsed().as_secs_f64());
+                    let close = self.relay_response(client, stream, &head, &in_flight).await;
+                    self.finish(plan, head.status, started);
+                    return close;
+                }
+            }
+        }
+        let (status, why) = failure.unwrap_or(if n_tried == 0 {
+            (503, "no ready endpoints")
+        } else {
+            (502, "could not connect to any endpoint")
+        });
+        let close = plan.client_close || self.draining;
+        self.response_head.clear();
+        local_response(self.response_head, status, why, close);
+        let failed = write_all_flush(client, self.response_head).await.is_err();
+        self.finish(plan, status, started);
+        close || failed
+    }
+
+    fn finish(&self, plan: &ForwardPlan, status: u16, started: Instant) {
+        let listener = if self.ctx.conn.tls {
+            &plan.cfg.https
+        } else {
+            &plan.cfg.http
+        };
+        if let Some(l) = listener {
+            l.rule(plan.index).counters.record(status);
+        }
+        if let Some((host, path)) = &plan.log {
+            tracing::info!(
+                target: "tollgate::access",
+                client = %self.ctx.conn.client,
+                host = %host,
+                path = %path,
+                status,
+                micros = started.elapsed().as_micros() as u64,
+            );
+        }
+    }
+
+    /// Sends the request head to `target` and reads the response head into the upstream
+    /// buffer. A pooled connection found closed before any answer is replaced once by a new
+    /// one when the request may be repeated.
+    async fn exchange_head(
+        &mut self,
+        target: &Arc<TargetState>,
+        tls: bool,
+        plan: &ForwardPlan,
+    ) -> Result<(UpstreamStream, ResponseHead), HeadError> {
+        let settings = &self.ctx.shared.settings;
+        'attempt: for fresh in [false, true] {
+            let pooled = if fresh {
+                None
+            } else {
+                target
+                    .relay_idle
+                    .take(settings.upstream_idle_timeout)
+                    // Only a request that may be repeated risks a connection without asking.
+                    .filter(|s| plan.idempotent || !s.probe_closed())
+            };
+            let reused = pooled.is_some();
+            let mut stream = match pooled {
+                Some(s) => s,
+                None => connect(target.addr, &self.ctx.shared, tls)
+                    .await
+                    .ok_or(HeadError::Connect)?,
+            };
+            self.upstream_buf.clear();
+            if write_all_flush(&mut stream, self.request_head)
+                .await
+                .is_err()
+            {
+                if reused {
+                    continue 'attempt;
+                }
+                return Err(HeadError::Upstream("writing the request failed"));
+            }
+            self.response_timer
+                .as_mut()
+                .reset(tokio::time::Instant::now() + settings.response_header_timeout);
+            loop {
+                match parse_response(self.upstream_buf, plan, self.draining, self.response_head) {
+                    Ok(Some(head)) => return Ok((stream, head)),
+                    Ok(None) => {}
+                    Err(why) => return Err(HeadError::Upstream(why)),
+                }
+                if self.upstream_buf.len() > MAX_RESPONSE_HEAD {
+                    return Err(HeadError::Upstream("response head too large"));
+                }
+                if self.upstream_buf.capacity() - self.upstream_buf.len() < 1024 {
+                    self.upstream_buf.reserve(READ_BUF);
+                }
+                let read = tokio::select! {
+                    biased;
+                    r = stream.read_buf(self.upstream_buf) => r,
+                    _ = self.response_timer.as_mut() => return Err(HeadError::Timeout),
+                };
+                match read {
+                    Ok(n) if n > 0 => {}
+                    _ if reused && self.upstream_buf.is_empty() && plan.idempotent => {
+                        continue 'attempt;
+                    }
+                    _ => return Err(HeadError::Upstream("connection closed before a response")),
+                }
+            }
+        }
+        Err(HeadError::Upstream("no connection"))
+    }
+
+    /// Writes the response head and streams the body; returns the upstream connection to
+    /// the pool when the body ended cleanly. True when the client connection must close.
+    async fn relay_response<S>(
+        &mut self,
+        client: &mut S,
+        mut stream: UpstreamStream,
+        head: &ResponseHead,
+        in_flight: &InFlight,
+    ) -> bool
+    where
+        S: AsyncWrite + Unpin,
+    {
+        let buf = &mut *self.upstream_buf;
+        buf.advance(head.len);
+        let mut chunks = ChunkScanner::default();
+        let mut remaining = match head.framing {
+            Framing::Length(n) => n,
+            _ => 0,
+        };
+        let mut done = false;
+        // The part of what was read that belongs to this body.
+        let mut take = |bytes: &[u8], done: &mut bool| -> Result<usize, ()> {
+            match head.framing {
+                Framing::None => {
+                    *done = true;
+                    Ok(0)
+                }
+                Framing::Length(_) => {
+                    let n = usize::try_from(remaining)
+                        .unwrap_or(usize::MAX)
+                        .min(bytes.len());
+                    remaining -= n as u64;
+                    *done = remaining == 0;
+                    Ok(n)
+                }
+                Framing::Chunked => {
+                    let n = chunks.scan(bytes)?;
+                    *done = chunks.is_done();
+                    Ok(n)
+                }
+                Framing::UntilClose => Ok(bytes.len()),
+            }
+        };
+        let Ok(first) = take(buf, &mut done) else {
+            return true; // a malformed first chunk: nothing sent yet, but no way to recover
+        };
+        self.response_head.extend_from_slice(&buf[..first]);
+        let extra = buf.len() > first;
+        buf.advance(first);
+        if write_all_flush(client, self.response_head).await.is_err() {
+            if done && !extra && head.upstream_keepalive {
+                in_flight.target().relay_idle.put(stream);
+            }
+            return true;
+        }
+        while !done {
+            buf.clear();
+            if buf.capacity() < READ_BUF {
+                buf.reserve(READ_BUF);
+            }
+            match stream.read_buf(buf).await {
+                Ok(0) if head.framing == Framing::UntilClose => return true,
+                Ok(0) | Err(_) => return true, // truncated: the client must see it end
+                Ok(_) => {}
+            }
+            let Ok(n) = take(buf, &mut done) else {
+                tracing::debug!(target = %in_flight.target().addr, "malformed chunked response");
+                return true;
+            };
+            if n < buf.len() {
+                // Bytes after the end of the response: the connection is not trustworthy.
+                let _ = write_all_flush(client, &buf[..n]).await;
+                return true;
+            }
+            if write_all_flush(client, &buf[..n]).await.is_err() {
+                return true;
+            }
+        }
+        if !extra && head.upstream_keepalive {
+            in_flight.target().relay_idle.put(stream);
+        } else {
+            drop(stream);
+        }
+        head.close_client
+    }
+}
+
+/// Parses a response head at the front of `buf` (skipping interim 1xx responses) and writes
+/// the client's response head into `out`. `None` while incomplete.
+fn parse_response(
+    buf: &mut BytesMut,
+    plan: &ForwardPlan,
+    draining: bool,
+    out: &mut Vec<u8>,
+) -> Result<Option<ResponseHead>, &'static str> {
+    loop {
+        let mut storage =
+            [const { MaybeUninit::<httparse::Header<'_>>::uninit() }; MAX_PARSED_HEADERS];
+        let mut resp = httparse::Response::new(&mut []);
+        let parsed = httparse::ParserConfig::default().parse_response_with_uninit_headers(
+            &mut resp,
+            buf,
+            &mut storage,
+        );
+        let len = match parsed {
+            Ok(httparse::Status::Complete(n)) => n,
+            Ok(httparse::Status::Partial) => return Ok(None),
+            Err(_) => return Err("malformed response head"),
+        };
+        let (Some(status), Some(version)) = (resp.code, resp.version) else {
+            return Err("malformed status line");
+        };
+        if status == 101 {
+            return Err("switching protocols without an upgrade request");
+        }
+        if (100..200).contains(&status) {
+            buf.advance(len);
+            continue;
+        }
+
+        let mut upstream_keepalive = version == 1;
+        let mut chunked = false;
+        let mut has_te = false;
+        let mut length: Option<u64> = None;
+        let mut named: [&[u8]; 8] = [&[]; 8];
+        let mut named_len = 0;
+        for h in resp.headers.iter() {
+            let name = h.name.as_bytes();
+            if eq(name, "transfer-encoding") {
+                has_te = true;
+                // Only a final `chunked` delimits the body; anything else runs to close.
+                chunked = h
+                    .value
+                    .rsplit(|b| *b == b',')
+                    .next()
+                    .is_some_and(|last| eq(trim(last), "chunked"));
+            } else if eq(name, "content-length") {
+                let v = std::str::from_utf8(trim(h.value))
+                    .ok()
+                    .filter(|v| !v.is_empty() && v.bytes().all(|b| b.is_ascii_digit()))
+                    .and_then(|v| v.parse::<u64>().ok())
+                    .ok_or("invalid Content-Length")?;
+                if length.is_some_and(|l| l != v) {
+                    return Err("conflicting Content-Lengths");
+                }
+                length = Some(v);
+            } else if eq(name, "connection") {
+                for token in h.value.split(|b| *b == b',').map(trim) {
+                    if eq(token, "close") {
+                        upstream_keepalive = false;
+                    } else if !token.is_empty()
+                        && !eq(token, "keep-alive")
+                        && named_len < named.len()
+                    {
+                        named[named_len] = token;
+                        named_len += 1;
+                    }
+                }
+            }
+        }
+        let framing = if plan.head_request || status == 204 || status == 304 {
+            Framing::None
+        } else if has_te {
+            if chunked {
+                Framing::Chunked
+            } else {
+                Framing::UntilClose
+            }
+        } else if let Some(n) = length {
+            if n == 0 {
+                Framing::None
+            } else {
+                Framing::Length(n)
+            }
+        } else {
+            Framing::UntilClose
+        };
+        if framing == Framing::UntilClose {
+            upstream_keepalive = false;
+        }
+        let close_client = plan.client_close || draining || framing == Framing::UntilClose;
+
+        out.clear();
+        out.extend_from_slice(b"HTTP/1.1 ");
+        let _ = write!(out, "{status:03} ");
+        out.extend_from_slice(resp.reason.unwrap_or("").as_bytes());
+        out.extend_from_slice(b"\r\n");
+        for h in resp.headers.iter() {
+            let name = h.name;
+            let hop_by_hop = [
+                "connection",
+                "keep-alive",
+                "proxy-connection",
+                "te",
+                "trailer",
+                "upgrade",
+            ]
+            .iter()
+            .any(|d| name.eq_ignore_ascii_case(d));
+            // With Transfer-Encoding present, Content-Length means nothing (RFC 9112 §6.3).
+            let stale_length = has_te && name.eq_ignore_ascii_case("content-length");
+            let named_here = named[..named_len]
+                .iter()
+                .any(|n| n.eq_ignore_ascii_case(name.as_bytes()));
+            if hop_by_hop || stale_length || named_here {
+                continue;
+            }
+            out.extend_from_slice(name.as_bytes());
+            out.extend_from_slice(b": ");
+            out.extend_from_slice(h.value);
+            out.extend_from_slice(b"\r\n");
+        }
+        if close_client {
+            out.extend_from_slice(b"connection: close\r\n");
+        }
+        out.extend_from_slice(b"\r\n");
+        return Ok(Some(ResponseHead {
+            len,
+            status,
+            framing,
+            upstream_keepalive,
+            close_client,
+        }));
+    }
+}
+
+/// Follows a chunked body as it passes through, to know where it ends; rejects malformed
+/// chunk sizes rather than forward them.
+#[derive(Debug, Default)]
+struct ChunkScanner {
+    state: ChunkState,
+    size: u64,
+    digits: usize,
+    line: usize,
+    trailers: usize,
+}
+
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+enum ChunkState {
+    #[default]
+    Size,
+    Extension,
+    SizeLf,
+    Data,
+    DataCr,
+    DataLf,
+    TrailerStart,
+    TrailerLine,
+    TrailerLf,
+    EndLf,
+    Done,
+}
+
+impl ChunkScanner {
+    fn is_done(&self) -> bool {
+        self.state == ChunkState::Done
+    }
+
+    /// How many of `bytes` belong to the body (all of them unless it ends inside).
+    fn scan(&mut self, bytes: &[u8]) -> Result<usize, ()> {
+        let mut i = 0;
+        while i < bytes.len() {
+            if self.state == ChunkState::Done {
+                return Ok(i);
+            }
+            if self.state == ChunkState::Data {
+                let n = usize::try_from(self.size)
+                    .unwrap_or(usize::MAX)
+                    .min(bytes.len() - i);
+                self.size -= n as u64;
+                i += n;
+                if self.size == 0 {
+                    self.state = ChunkState::DataCr;
+                }
+                continue;
+            }
+            let b = bytes[i];
+            i += 1;
+            self.state = match (self.state, b) {
+                (ChunkState::Size, b'\r') if self.digits > 0 => ChunkState::SizeLf,
+                (ChunkState::Size, b';' | b' ' | b'\t') if self.digits > 0 => ChunkState::Extension,
+                (ChunkState::Size, _) => {
+                    let d = char::from(b).to_digit(16).ok_or(())?;
+                    if self.digits >= 15 {
+                        return Err(()); // more than 2^60 bytes: refuse rather than overflow
+                    }
+                    self.size = self.size * 16 + u64::from(d);
+                    self.digits += 1;
+                    ChunkState::Size
+                }
+                (ChunkState::Extension, b'\r') => ChunkState::SizeLf,
+                (ChunkState::Extension, b'\n') => return Err(()),
+                (ChunkState::Extension, _) => {
+                    self.line += 1;
+                    if self.line > MAX_CHUNK_LINE {
+                        return Err(());
+                    }
+                    ChunkState::Extension
+                }
+                (ChunkState::SizeLf, b'\n') => {
+                    self.digits = 0;
+                    self.line = 0;
+                    if self.size == 0 {
+                        ChunkState::TrailerStart
+                    } else {
+                        ChunkState::Data
+                    }
+                }
+                (ChunkState::DataCr, b'\r') => ChunkState::DataLf,
+                (ChunkState::DataLf, b'\n') => ChunkState::Size,
+                (ChunkState::TrailerStart, b'\r') => ChunkState::EndLf,
+                (ChunkState::TrailerStart | ChunkState::TrailerLine, b'\n') => return Err(()),
+                (ChunkState::TrailerLine, b'\r') => ChunkState::TrailerLf,
+                (ChunkState::TrailerStart | ChunkState::TrailerLine, _) => {
+                    self.trailers += 1;
+                    if self.trailers > MAX_TRAILERS {
+                        return Err(());
+                    }
+                    ChunkState::TrailerLine
+                }
+                (ChunkState::TrailerLf, b'\n') => ChunkState::TrailerStart,
+                (ChunkState::EndLf, b'\n') => ChunkState::Done,
+                _ => return Err(()),
+            };
+        }
+        Ok(i)
+    }
+}
+
+async fn connect(addr: SocketAddr, shared: &Shared, tls: bool) -> Option<UpstreamStream> {
+    let timeout = shared.settings.connect_timeout;
+    let stream = tokio::time::timeout(timeout, TcpStream::connect(addr))
+        .await
+        .ok()?
+        .ok()?;
+    let _ = stream.set_nodelay(true);
+    if !tls {
+        return Some(UpstreamStream::Plain(stream));
+    }
+    let name = rustls::pki_types::ServerName::IpAddress(addr.ip().into());
+    let tls_stream = tokio::time::timeout(timeout, shared.clients.tls.connect(name, stream))
+        .await
+        .ok()?
+        .ok()?;
+    Some(UpstreamStream::Tls(Box::new(tls_stream)))
+}
+
+async fn write_all_flush<S: AsyncWrite + Unpin>(io: &mut S, bytes: &[u8]) -> std::io::Result<()> {
+    io.write_all(bytes).await?;
+    io.flush().await
+}
+
+/// A response the relay makes itself, as `request_path::local_response` does for hyper.
+fn local_response(out: &mut Vec<u8>, status: u16, why: &str, close: bool) {
+    let reason = http::StatusCode::from_u16(status)
+        .ok()
+        .and_then(|s| s.canonical_reason())
+        .unwrap_or("error");
+    let body = format!("{status} {reason}: {why}\n");
+    let _ = write!(
+        out,
+        "HTTP/1.1 {status} {reason}\r\ncontent-type: text/plain; charset=utf-8\r\ncontent-length: {}\r\nserver: tollgate\r\ndate: {}\r\n{}\r\n{body}",
+        body.len(),
+        httpdate::fmt_http_date(std::time::SystemTime::now()),
+        if close { "connection: close\r\n" } else { "" },
+    );
+}
+
+#[cfg(test)]
+mod tests {
+    use super::ChunkScanner;
+
+    fn scan_all(parts: &[&[u8]]) -> Result<(usize, bool), ()> {
+        let mut s = ChunkScanner::default();
+        let mut total = 0;
+        for p in parts {
+            total += s.scan(p)?;
+            if s.is_done() {
+                break;
+            }
+        }
+        Ok((total, s.is_done()))
+    }
+
+    #[test]
+    fn chunked_bodies_end_where_they_end() {
+        let body: &[u8] = b"4\r\nWiki\r\n5;ext=1\r\npedia\r\n0\r\nX-T: 1\r\n\r\n";
+        assert_eq!(scan_all(&[body]), Ok((body.len(), true)));
+        // Byte by byte, the same.
+        let bytes: Vec<&[u8]> = body.chunks(1).collect();
+        assert_eq!(scan_all(&bytes), Ok((body.len(), true)));
+        // Bytes after the end are not part of it.
+        let mut more = body.to_vec();
+        more.extend_from_slice(b"HTTP/1.1 200 OK\r\n");
+        assert_eq!(scan_all(&[&more]), Ok((body.len(), true)));
+        // Unfinished.
+        assert_eq!(scan_all(&[b"4\r\nWi"]), Ok((5, false)));
+    }
+
+    #[test]
+    fn malformed_chunks_are_refused() {
+        for bad in [
+            &b"zz\r\nabc\r\n"[..],
+            b"\r\n",
+            b"4\r\nWikiXX",
+            b"4\nWiki\r\n",
+            b"ffffffffffffffffff\r\n",
+            b"0\r\nX-T: 1\n\r\n",
+        ] {
+            assert_eq!(
+                scan_all(&[bad]),
+                Err(()),
+                "{:?}",
+                String::from_utf8_lossy(bad)
+            );
+        }
+    }
+}

@@ -1,0 +1,330 @@
+//! The HTTP/1.1 relay (`providers/proxy/src/http1_relay.rs`), through real sockets: response
+//! framings passed through as they come (chunked with trailers, long Content-Length bodies,
+//! until close, HEAD, interim 1xx), hop-by-hop and forwarding headers, pipelining, pooled
+//! upstream connections the target closed meanwhile, and the hand-over to hyper when a
+//! request has a body — on one keepalive connection, as clients use it.
+
+mod support;
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{Method, Request, StatusCode};
+use http_body_util::Full;
+use support::*;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+
+/// A target answering by path with fixed bytes, counting the connections it accepted.
+/// `/drop` answers and then closes the connection without saying so (as a target whose idle
+/// timeout just fired does); `/head-echo` answers with the request head it received.
+async fn scripted_backend() -> (SocketAddr, Arc<AtomicUsize>) {
+    let l = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = l.local_addr().expect("addr");
+    let accepted = Arc::new(AtomicUsize::new(0));
+    let count = accepted.clone();
+    tokio::spawn(async move {
+        while let Ok((s, _)) = l.accept().await {
+            count.fetch_add(1, Ordering::SeqCst);
+            tokio::spawn(serve_scripted(s));
+        }
+    });
+    (addr, accepted)
+}
+
+async fn serve_scripted(mut s: TcpStream) {
+    let mut pending: Vec<u8> = Vec::new();
+    let mut buf = [0u8; 8192];
+    loop {
+        let end = loop {
+            if let Some(i) = pending.windows(4).position(|w| w == b"\r\n\r\n") {
+                break i + 4;
+            }
+            match s.read(&mut buf).await {
+                Ok(0) | Err(_) => return,
+                Ok(n) => pending.extend_from_slice(&buf[..n]),
+            }
+        };
+        let head: Vec<u8> = pending.drain(..end).collect();
+        let text = String::from_utf8_lossy(&head).into_owned();
+        let mut line = text.split_whitespace();
+        let method = line.next().unwrap_or("").to_string();
+        let path = line.next().unwrap_or("").to_string();
+        let answer: Vec<u8> = match path.as_str() {
+            "/chunked" => b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nTrailer: X-Sum\r\n\r\n4\r\nWiki\r\n5;ext=1\r\npedia\r\n0\r\nX-Sum: 9\r\n\r\n".to_vec(),
+            "/big" => {
+                let mut a = b"HTTP/1.1 200 OK\r\nContent-Length: 1000000\r\n\r\n".to_vec();
+                a.extend(std::iter::repeat_n(b'x', 1_000_000));
+                a
+            }
+            "/hints" => b"HTTP/1.1 103 Early Hints\r\nLink: </style.css>; rel=preload\r\n\r\nHTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nfinal".to_vec(),
+            "/head" if method == "HEAD" => b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\n".to_vec(),
+            "/head" => b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nhello".to_vec(),
+            "/hop" => b"HTTP/1.1 200 OK\r\nConnection: keep-alive, X-Private\r\nX-Private: secret\r\nKeep-Alive: timeout=5\r\nContent-Length: 2\r\n\r\nok".to_vec(),
+            "/until-close" => {
+                let _ = s.write_all(b"HTTP/1.0 200 OK\r\nContent-Type: text/plain\r\n\r\nuntil close").await;
+                return;
+            }
+            "/drop" => {
+                let _ = s.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 7\r\n\r\ndropped").await;
+                return;
+            }
+            "/post" => {
+                // Read the Content-Length body and answer with it.
+                let len: usize = text
+                    .lines()
+                    .find_map(|l| l.strip_prefix("content-length: ").or_else(|| l.strip_prefix("Content-Length: ")))
+                    .and_then(|v| v.trim().parse().ok())
+                    .unwrap_or(0);
+                while pending.len() < len {
+                    match s.read(&mut buf).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => pending.extend_from_slice(&buf[..n]),
+                    }
+                }
+                let body: Vec<u8> = pending.drain(..len).collect();
+                let mut a = format!("HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n", body.len()).into_bytes();
+                a.extend_from_slice(&body);
+                a
+            }
+            _ => {
+                let mut a = format!("HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n", head.len()).into_bytes();
+                a.extend_from_slice(&head);
+                a
+            }
+        };
+        if s.write_all(&answer).await.is_err() {
+            return;
+        }
+    }
+}
+
+async fn relay_proxy(backend: SocketAddr) -> TestProxy {
+    let m = format!(
+        "{}---\n{}",
+        service("scripted", &[backend]),
+        ingress(
+            "scripted",
+            "",
+            &[("r.example.com", "/", "Prefix", "scripted")]
+        )
+    );
+    TestProxy::start(&m).await
+}
+
+async fn handovers(p: &TestProxy) -> f64 {
+    let (_, _, body) = get(p.admin, "admin", "/metrics").await.expect("metrics");
+    body.lines()
+        .find(|l| l.starts_with("tollgate_proxy_http1_relay_handovers_total"))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+        .expect("handover metric")
+}
+
+fn request(method: Method, path: &str, headers: &[(&str, &str)]) -> Request<Full<Bytes>> {
+    let mut b = Request::builder()
+        .method(method)
+        .uri(path)
+        .header("host", "r.example.com");
+    for (k, v) in headers {
+        b = b.header(*k, *v);
+    }
+    b.body(Full::new(Bytes::new())).expect("request")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn framings_and_headers_on_one_keepalive_connection() {
+    let (backend, accepted) = scripted_backend().await;
+    let p = relay_proxy(backend).await;
+    let mut c = H1::connect(p.http).await.expect("connect");
+
+    let (status, headers, body) = c.get("r.example.com", "/chunked").await.expect("chunked");
+    assert_eq!((status, body.as_str()), (StatusCode::OK, "Wikipedia"));
+    assert_eq!(
+        headers.get("transfer-encoding").map(|v| v.as_bytes()),
+        Some(&b"chunked"[..]),
+        "chunked passes through as chunked"
+    );
+
+    let (status, _, body) = c.get("r.example.com", "/big").await.expect("big");
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(body.len(), 1_000_000);
+    assert!(body.bytes().all(|b| b == b'x'));
+
+    let (status, headers, body) = c
+        .request(request(Method::HEAD, "/head", &[]))
+        .await
+        .expect("head");
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(body, "", "no body after HEAD");
+    assert_eq!(
+        headers.get("content-length").map(|v| v.as_bytes()),
+        Some(&b"5"[..])
+    );
+    let (_, _, body) = c.get("r.example.com", "/head").await.expect("after head");
+    assert_eq!(body, "hello", "the connection is in step after a HEAD");
+
+    let (status, _, body) = c.get("r.example.com", "/hints").await.expect("1xx");
+    assert_eq!((status, body.as_str()), (StatusCode::OK, "final"));
+
+    let (status, headers, body) = c.get("r.example.com", "/hop").await.expect("hop");
+    assert_eq!((status, body.as_str()), (StatusCode::OK, "ok"));
+    for hop in ["x-private", "keep-alive"] {
+        assert!(
+            headers.get(hop).is_none(),
+            "{hop} must not reach the client"
+        );
+    }
+
+    let (_, _, seen) = c
+        .request(request(
+            Method::GET,
+            "/a/../echo-head?q=1",
+            &[
+                ("connection", "keep-alive, x-client-hop"),
+                ("x-client-hop", "1"),
+                ("x-forwarded-for", "6.6.6.6"),
+                ("x-real-ip", "6.6.6.6"),
+                ("te", "trailers"),
+                ("x-custom", "kept"),
+            ],
+        ))
+        .await
+        .expect("head echo");
+    let seen = seen.to_ascii_lowercase();
+    assert!(
+        seen.starts_with("get /echo-head?q=1 http/1.1\r\n"),
+        "normalised path, query kept: {seen}"
+    );
+    for want in [
+        "host: r.example.com",
+        "x-custom: kept",
+        "te: trailers",
+        "x-forwarded-for: 127.0.0.1",
+        "x-real-ip: 127.0.0.1",
+        "x-forwarded-proto: http",
+        "x-forwarded-host: r.example.com",
+        &format!("x-forwarded-port: {}", p.http.port()),
+    ] {
+        assert!(seen.contains(want), "{want} missing upstream: {seen}");
+    }
+    for gone in ["x-client-hop", "6.6.6.6", "connection:"] {
+        assert!(!seen.contains(gone), "{gone} must not go upstream: {seen}");
+    }
+
+    assert!(!c.is_closed());
+    assert_eq!(handovers(&p).await, 0.0, "all of it served by the relay");
+    assert_eq!(
+        accepted.load(Ordering::SeqCst),
+        1,
+        "one upstream connection, reused for every request"
+    );
+
+    // A request with a body goes to hyper, on the same client connection.
+    let post = Request::post("/post")
+        .header("host", "r.example.com")
+        .body(Full::new(Bytes::from_static(b"payload")))
+        .expect("post");
+    let (status, _, body) = c.request(post).await.expect("post");
+    assert_eq!((status, body.as_str()), (StatusCode::OK, "payload"));
+    let (status, _, body) = c.get("r.example.com", "/head").await.expect("after post");
+    assert_eq!((status, body.as_str()), (StatusCode::OK, "hello"));
+    assert_eq!(handovers(&p).await, 1.0);
+    p.stop().await;
+}
+
+/// Reads from `s` until it closes (or 5 s pass).
+async fn read_to_close(s: &mut TcpStream) -> String {
+    let mut out = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut out)).await;
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pipelining_until_close_and_ambiguous_lengths() {
+    let (backend, _) = scripted_backend().await;
+    let p = relay_proxy(backend).await;
+
+    // Two requests in one write: two answers, in order; the last asks to close.
+    let mut s = TcpStream::connect(p.http).await.expect("connect");
+    s.write_all(
+        b"GET /head HTTP/1.1\r\nHost: r.example.com\r\n\r\nGET /chunked HTTP/1.1\r\nHost: r.example.com\r\nConnection: close\r\n\r\n",
+    )
+    .await
+    .expect("write");
+    let text = read_to_close(&mut s).await;
+    let first = text.find("hello").expect("first answer");
+    let second = text
+        .find("4\r\nWiki\r\n")
+        .expect("second answer, chunks as sent");
+    assert!(first < second, "{text}");
+    assert_eq!(text.matches("HTTP/1.1 200").count(), 2, "{text}");
+    assert!(
+        text.to_ascii_lowercase().contains("connection: close"),
+        "{text}"
+    );
+    assert!(
+        text.ends_with("X-Sum: 9\r\n\r\n"),
+        "trailers pass through: {text:?}"
+    );
+
+    // A body delimited by the target closing: the client is told the connection closes.
+    let mut s = TcpStream::connect(p.http).await.expect("connect");
+    s.write_all(b"GET /until-close HTTP/1.1\r\nHost: r.example.com\r\n\r\n")
+        .await
+        .expect("write");
+    let text = read_to_close(&mut s).await;
+    assert!(text.starts_with("HTTP/1.1 200"), "{text}");
+    assert!(
+        text.to_ascii_lowercase().contains("connection: close"),
+        "{text}"
+    );
+    assert!(text.ends_with("\r\n\r\nuntil close"), "{text:?}");
+
+    // Content-Length with Transfer-Encoding: refused, nothing reaches the target.
+    let mut s = TcpStream::connect(p.http).await.expect("connect");
+    s.write_all(b"GET /x HTTP/1.1\r\nHost: r.example.com\r\nContent-Length: 0\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n")
+        .await
+        .expect("write");
+    let text = read_to_close(&mut s).await;
+    assert!(text.starts_with("HTTP/1.1 400"), "{text}");
+    assert_eq!(text.matches("HTTP/1.1").count(), 1, "{text}");
+    p.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pooled_connections_the_target_closed_are_replaced() {
+    let (backend, accepted) = scripted_backend().await;
+    let p = relay_proxy(backend).await;
+    let mut c = H1::connect(p.http).await.expect("connect");
+    for round in 0..5 {
+        // The target closes after each answer; the proxy pooled the connection anyway (the
+        // answer said nothing), so the next request meets a closed connection first.
+        let (status, _, body) = c.get("r.example.com", "/drop").await.expect("get");
+        assert_eq!(
+            (status, body.as_str()),
+            (StatusCode::OK, "dropped"),
+            "GET {round}"
+        );
+        // A body-less POST may not be sent twice: the relay checks the pooled connection.
+        let (status, _, body) = c
+            .request(request(Method::POST, "/drop", &[]))
+            .await
+            .expect("post");
+        assert_eq!(
+            (status, body.as_str()),
+            (StatusCode::OK, "dropped"),
+            "POST {round}"
+        );
+    }
+    assert_eq!(
+        accepted.load(Ordering::SeqCst),
+        10,
+        "one connection per answer"
+    );
+    assert_eq!(handovers(&p).await, 0.0);
+    p.stop().await;
+}
