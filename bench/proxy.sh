@@ -107,7 +107,12 @@ EOF
   mv "$WORK/manifests/.bench.yaml.tmp" "$WORK/manifests/bench.yaml"
 }
 write_manifests 0
-taskset -c $PROXY_CPU "$TOLLGATE" proxy --manifests "$WORK/manifests" --worker-threads 1 \
+# In a session of its own, as nginx and haproxy are once they daemonize: with the kernel's
+# autogroup scheduling a process shares its session's CPU weight, and in this script's
+# session Tollgate would share it with wrk (one busy core's worth) and get about half the
+# weight of the backend beside it on the proxy core, so the backend would preempt it twice
+# as often as it preempts nginx.
+setsid taskset -c $PROXY_CPU "$TOLLGATE" proxy --manifests "$WORK/manifests" --worker-threads 1 \
   --http-listen 127.0.0.1:18100 --https-listen 127.0.0.1:18543 --admin-listen 127.0.0.1:18254 \
   >"$WORK/tollgate.log" 2>&1 &
 TOLLGATE_PID=$!; PIDS+=("$TOLLGATE_PID")
