@@ -328,3 +328,54 @@ async fn pooled_connections_the_target_closed_are_replaced() {
     assert_eq!(handovers(&p).await, 0.0);
     p.stop().await;
 }
+
+/// HTTP/2 clients (and HTTP/1.1 connections hyper took over) reach HTTP/1.1 targets through
+/// the same upstream exchange, the body decoded for hyper to frame again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http2_clients_get_decoded_bodies_from_http1_targets() {
+    use http_body_util::BodyExt;
+    let (backend, accepted) = scripted_backend().await;
+    let p = relay_proxy(backend).await;
+    let s = TcpStream::connect(p.http).await.expect("connect");
+    let (mut send, conn) = hyper::client::conn::http2::handshake(
+        hyper_util::rt::TokioExecutor::new(),
+        hyper_util::rt::TokioIo::new(s),
+    )
+    .await
+    .expect("h2 handshake");
+    tokio::spawn(conn);
+    let mut call = async |method: Method, path: &str| {
+        let req = Request::builder()
+            .method(method)
+            .uri(format!("http://r.example.com{path}"))
+            .body(Full::new(Bytes::new()))
+            .expect("request");
+        let resp = send.send_request(req).await.expect("response");
+        let (parts, body) = resp.into_parts();
+        let body = body.collect().await.expect("body").to_bytes();
+        (parts.status, parts.headers, body)
+    };
+    let (status, _, body) = call(Method::GET, "/chunked").await;
+    assert_eq!((status, &body[..]), (StatusCode::OK, &b"Wikipedia"[..]));
+    let (_, _, body) = call(Method::GET, "/big").await;
+    assert_eq!(body.len(), 1_000_000);
+    let (status, headers, body) = call(Method::HEAD, "/head").await;
+    assert_eq!((status, body.len()), (StatusCode::OK, 0));
+    assert_eq!(
+        headers.get("content-length").map(|v| v.as_bytes()),
+        Some(&b"5"[..])
+    );
+    let (_, _, body) = call(Method::GET, "/hints").await;
+    assert_eq!(&body[..], b"final");
+    let (_, headers, _) = call(Method::GET, "/hop").await;
+    assert!(headers.get("x-private").is_none());
+    let (_, _, body) = call(Method::GET, "/until-close").await;
+    assert_eq!(&body[..], b"until close");
+    let before = accepted.load(Ordering::SeqCst);
+    for _ in 0..3 {
+        let (status, _, body) = call(Method::GET, "/drop").await;
+        assert_eq!((status, &body[..]), (StatusCode::OK, &b"dropped"[..]));
+    }
+    assert_eq!(accepted.load(Ordering::SeqCst), before + 3);
+    p.stop().await;
+}

@@ -18,7 +18,6 @@
 use std::borrow::Cow;
 use std::io::Write as _;
 use std::mem::MaybeUninit;
-use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
@@ -26,7 +25,6 @@ use std::time::{Duration, Instant};
 
 use bytes::{Buf, BytesMut};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
-use tokio::net::TcpStream;
 use tokio::sync::watch;
 use tollgate_contract::matching::{normalize_host, RequestFacts};
 
@@ -34,85 +32,14 @@ use crate::config::{CompiledAction, ProxyConfig};
 use crate::request_path::{normalize_path, ConnInfo, Shared};
 use crate::route_table::{rewrite_path, RuleIndex};
 use crate::server::Limits;
-use crate::upstream::{pick_weighted, InFlight, TargetState, UpstreamGroup};
+use crate::upstream::{pick_weighted, UpstreamGroup};
+use crate::upstream_http1::{
+    self, eq, hop_by_hop_response_header, parse_final_head, response_facts, trim, write_all_flush,
+    Answer, ChunkScanner, Framing, ParsedHead, READ_BUF,
+};
 
 /// Headers parsed in place; a head with more goes to hyper, which applies the real limit.
 const MAX_PARSED_HEADERS: usize = 128;
-/// Largest upstream response head accepted.
-const MAX_RESPONSE_HEAD: usize = 64 * 1024;
-/// Read buffer per connection side.
-const READ_BUF: usize = 16 * 1024;
-/// Targets tried for one request when connections fail.
-const MAX_ATTEMPTS: usize = 3;
-/// Longest chunk-size line (with extensions) and trailer section passed through.
-const MAX_CHUNK_LINE: usize = 4096;
-const MAX_TRAILERS: usize = 64 * 1024;
-
-/// A connection to a target, plain or TLS (`backend-protocol: HTTPS`).
-pub enum UpstreamStream {
-    Plain(TcpStream),
-    Tls(Box<tokio_rustls::client::TlsStream<TcpStream>>),
-}
-
-impl UpstreamStream {
-    fn tcp(&self) -> &TcpStream {
-        match self {
-            UpstreamStream::Plain(s) => s,
-            UpstreamStream::Tls(s) => s.get_ref().0,
-        }
-    }
-
-    /// Whether the target closed the connection (or sent something unasked) while it was
-    /// idle. Costs a `recv(MSG_PEEK)` when the socket's readiness is set.
-    pub fn probe_closed(&self) -> bool {
-        let mut cx = Context::from_waker(std::task::Waker::noop());
-        let mut byte = [0u8; 1];
-        let mut rb = ReadBuf::new(&mut byte);
-        // Pending: nothing to read, the connection is open and quiet.
-        self.tcp().poll_peek(&mut cx, &mut rb).is_ready()
-    }
-}
-
-impl AsyncRead for UpstreamStream {
-    fn poll_read(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<std::io::Result<()>> {
-        match self.get_mut() {
-            UpstreamStream::Plain(s) => Pin::new(s).poll_read(cx, buf),
-            UpstreamStream::Tls(s) => Pin::new(s.as_mut()).poll_read(cx, buf),
-        }
-    }
-}
-
-impl AsyncWrite for UpstreamStream {
-    fn poll_write(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<std::io::Result<usize>> {
-        match self.get_mut() {
-            UpstreamStream::Plain(s) => Pin::new(s).poll_write(cx, buf),
-            UpstreamStream::Tls(s) => Pin::new(s.as_mut()).poll_write(cx, buf),
-        }
-    }
-
-    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        match self.get_mut() {
-            UpstreamStream::Plain(s) => Pin::new(s).poll_flush(cx),
-            UpstreamStream::Tls(s) => Pin::new(s.as_mut()).poll_flush(cx),
-        }
-    }
-
-    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        match self.get_mut() {
-            UpstreamStream::Plain(s) => Pin::new(s).poll_shutdown(cx),
-            UpstreamStream::Tls(s) => Pin::new(s.as_mut()).poll_shutdown(cx),
-        }
-    }
-}
-
 /// A client connection handed to hyper: the bytes the relay already read come first.
 pub struct Prefixed<S> {
     prefix: BytesMut,
@@ -307,14 +234,6 @@ where
             Ok(_) => {}
         }
     }
-}
-
-fn eq(a: &[u8], b: &str) -> bool {
-    a.eq_ignore_ascii_case(b.as_bytes())
-}
-
-fn trim(v: &[u8]) -> &[u8] {
-    v.trim_ascii()
 }
 
 /// Request headers never forwarded by the relay: hop-by-hop ones (RFC 9110 §7.6.1) and the
@@ -512,32 +431,8 @@ fn plan_request(buf: &[u8], ctx: &RelayContext, head: &mut Vec<u8>) -> Step {
     })
 }
 
-/// How a response body is delimited.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Framing {
-    None,
-    Length(u64),
-    Chunked,
-    UntilClose,
-}
-
-/// The parts of an upstream response head the relay acts on.
-struct ResponseHead {
-    len: usize,
-    status: u16,
-    framing: Framing,
-    upstream_keepalive: bool,
-    close_client: bool,
-}
-
-/// Why no response head came from a target.
-enum HeadError {
-    Connect,
-    Timeout,
-    Upstream(&'static str),
-}
-
-/// One request's exchange with the targets, and its answer to the client.
+/// The client's side of one forwarded request: the exchange with the targets, and the
+/// answer written to the client.
 struct Exchange<'a> {
     ctx: &'a RelayContext,
     request_head: &'a [u8],
@@ -545,6 +440,15 @@ struct Exchange<'a> {
     upstream_buf: &'a mut BytesMut,
     response_timer: Pin<&'a mut tokio::time::Sleep>,
     draining: bool,
+}
+
+/// What the relay needs of an upstream response head.
+struct ResponseHead {
+    len: usize,
+    status: u16,
+    framing: Framing,
+    upstream_keepalive: bool,
+    close_client: bool,
 }
 
 impl Exchange<'_> {
@@ -555,59 +459,34 @@ impl Exchange<'_> {
         S: AsyncWrite + Unpin,
     {
         let started = Instant::now();
-        let group = &plan.group;
-        let unspecified = SocketAddr::from(([0, 0, 0, 0], 0));
-        let mut tried = [unspecified; MAX_ATTEMPTS];
-        let mut n_tried = 0;
-        let attempts = group.targets.len().clamp(1, MAX_ATTEMPTS);
-        let mut failure: Option<(u16, &'static str)> = None;
-        for _ in 0..attempts {
-            let Some(target) = group.pick(&tried[..n_tried]) else {
-                break;
-            };
-            tried[n_tried] = target.addr;
-            n_tried += 1;
-            let in_flight = InFlight::new(target.clone());
-            let sent = Instant::now();
-            match self.exchange_head(&target, group.tls, plan).await {
-                Err(HeadError::Connect) => {
-                    target.record_connect_failure();
-                    tracing::debug!(target = %target.addr, "connect failed; trying another target");
-                    continue;
-                }
-                Err(HeadError::Timeout) => {
-                    failure = Some((504, "upstream did not answer in time"));
-                    break;
-                }
-                Err(HeadError::Upstream(why)) => {
-                    tracing::debug!(target = %target.addr, error = why, "upstream request failed");
-                    failure = Some((502, "upstream connection failed"));
-                    break;
-                }
-                Ok((stream, head)) => {
-                    target.record_success();
-                    self.ctx
-                        .shared
-                        .metrics
-                        .upstream_latency
-                        .observe(sent.elapsed().as_secs_f64());
-                    let close = self.relay_response(client, stream, &head, &in_flight).await;
-                    self.finish(plan, head.status, started);
-                    return close;
-                }
+        let draining = self.draining;
+        let response_head = &mut *self.response_head;
+        let answer = upstream_http1::exchange(
+            &self.ctx.shared,
+            &plan.group,
+            self.request_head,
+            plan.idempotent,
+            self.upstream_buf,
+            self.response_timer.as_mut(),
+            |buf| client_response_head(buf, plan, draining, response_head),
+        )
+        .await;
+        match answer {
+            Ok(answer) => {
+                let status = answer.head.status;
+                let close = self.relay_response(client, answer).await;
+                self.finish(plan, status, started);
+                close
+            }
+            Err((status, why)) => {
+                let close = plan.client_close || self.draining;
+                self.response_head.clear();
+                local_response(self.response_head, status, why, close);
+                let failed = write_all_flush(client, self.response_head).await.is_err();
+                self.finish(plan, status, started);
+                close || failed
             }
         }
-        let (status, why) = failure.unwrap_or(if n_tried == 0 {
-            (503, "no ready endpoints")
-        } else {
-            (502, "could not connect to any endpoint")
-        });
-        let close = plan.client_close || self.draining;
-        self.response_head.clear();
-        local_response(self.response_head, status, why, close);
-        let failed = write_all_flush(client, self.response_head).await.is_err();
-        self.finish(plan, status, started);
-        close || failed
     }
 
     fn finish(&self, plan: &ForwardPlan, status: u16, started: Instant) {
@@ -631,87 +510,18 @@ impl Exchange<'_> {
         }
     }
 
-    /// Sends the request head to `target` and reads the response head into the upstream
-    /// buffer. A pooled connection found closed before any answer is replaced once by a new
-    /// one when the request may be repeated.
-    async fn exchange_head(
-        &mut self,
-        target: &Arc<TargetState>,
-        tls: bool,
-        plan: &ForwardPlan,
-    ) -> Result<(UpstreamStream, ResponseHead), HeadError> {
-        let settings = &self.ctx.shared.settings;
-        'attempt: for fresh in [false, true] {
-            let pooled = if fresh {
-                None
-            } else {
-                target
-                    .relay_idle
-                    .take(settings.upstream_idle_timeout)
-                    // Only a request that may be repeated risks a connection without asking.
-                    .filter(|s| plan.idempotent || !s.probe_closed())
-            };
-            let reused = pooled.is_some();
-            let mut stream = match pooled {
-                Some(s) => s,
-                None => connect(target.addr, &self.ctx.shared, tls)
-                    .await
-                    .ok_or(HeadError::Connect)?,
-            };
-            self.upstream_buf.clear();
-            if write_all_flush(&mut stream, self.request_head)
-                .await
-                .is_err()
-            {
-                if reused {
-                    continue 'attempt;
-                }
-                return Err(HeadError::Upstream("writing the request failed"));
-            }
-            self.response_timer
-                .as_mut()
-                .reset(tokio::time::Instant::now() + settings.response_header_timeout);
-            loop {
-                match parse_response(self.upstream_buf, plan, self.draining, self.response_head) {
-                    Ok(Some(head)) => return Ok((stream, head)),
-                    Ok(None) => {}
-                    Err(why) => return Err(HeadError::Upstream(why)),
-                }
-                if self.upstream_buf.len() > MAX_RESPONSE_HEAD {
-                    return Err(HeadError::Upstream("response head too large"));
-                }
-                if self.upstream_buf.capacity() - self.upstream_buf.len() < 1024 {
-                    self.upstream_buf.reserve(READ_BUF);
-                }
-                let read = tokio::select! {
-                    biased;
-                    r = stream.read_buf(self.upstream_buf) => r,
-                    _ = self.response_timer.as_mut() => return Err(HeadError::Timeout),
-                };
-                match read {
-                    Ok(n) if n > 0 => {}
-                    _ if reused && self.upstream_buf.is_empty() && plan.idempotent => {
-                        continue 'attempt;
-                    }
-                    _ => return Err(HeadError::Upstream("connection closed before a response")),
-                }
-            }
-        }
-        Err(HeadError::Upstream("no connection"))
-    }
-
-    /// Writes the response head and streams the body; returns the upstream connection to
-    /// the pool when the body ended cleanly. True when the client connection must close.
-    async fn relay_response<S>(
-        &mut self,
-        client: &mut S,
-        mut stream: UpstreamStream,
-        head: &ResponseHead,
-        in_flight: &InFlight,
-    ) -> bool
+    /// Writes the response head and passes the body through; returns the upstream
+    /// connection to the pool when the body ended cleanly. True when the client connection
+    /// must close.
+    async fn relay_response<S>(&mut self, client: &mut S, answer: Answer<ResponseHead>) -> bool
     where
         S: AsyncWrite + Unpin,
     {
+        let Answer {
+            mut stream,
+            head,
+            in_flight,
+        } = answer;
         let buf = &mut *self.upstream_buf;
         buf.advance(head.len);
         let mut chunks = ChunkScanner::default();
@@ -761,8 +571,7 @@ impl Exchange<'_> {
                 buf.reserve(READ_BUF);
             }
             match stream.read_buf(buf).await {
-                Ok(0) if head.framing == Framing::UntilClose => return true,
-                Ok(0) | Err(_) => return true, // truncated: the client must see it end
+                Ok(0) | Err(_) => return true, // until close, or truncated: the client sees it end
                 Ok(_) => {}
             }
             let Ok(n) = take(buf, &mut done) else {
@@ -780,276 +589,67 @@ impl Exchange<'_> {
         }
         if !extra && head.upstream_keepalive {
             in_flight.target().relay_idle.put(stream);
-        } else {
-            drop(stream);
         }
         head.close_client
     }
 }
 
-/// Parses a response head at the front of `buf` (skipping interim 1xx responses) and writes
-/// the client's response head into `out`. `None` while incomplete.
-fn parse_response(
+/// Parses the upstream response head at the front of `buf` and writes the client's response
+/// head into `out`: hop-by-hop headers dropped, framing headers kept (the body passes
+/// through as framed). `None` while incomplete.
+fn client_response_head(
     buf: &mut BytesMut,
     plan: &ForwardPlan,
     draining: bool,
     out: &mut Vec<u8>,
 ) -> Result<Option<ResponseHead>, &'static str> {
-    loop {
-        let mut storage =
-            [const { MaybeUninit::<httparse::Header<'_>>::uninit() }; MAX_PARSED_HEADERS];
-        let mut resp = httparse::Response::new(&mut []);
-        let parsed = httparse::ParserConfig::default().parse_response_with_uninit_headers(
-            &mut resp,
-            buf,
-            &mut storage,
-        );
-        let len = match parsed {
-            Ok(httparse::Status::Complete(n)) => n,
-            Ok(httparse::Status::Partial) => return Ok(None),
-            Err(_) => return Err("malformed response head"),
-        };
-        let (Some(status), Some(version)) = (resp.code, resp.version) else {
-            return Err("malformed status line");
-        };
-        if status == 101 {
-            return Err("switching protocols without an upgrade request");
-        }
-        if (100..200).contains(&status) {
-            buf.advance(len);
+    let mut storage = [const { MaybeUninit::<httparse::Header<'_>>::uninit() }; MAX_PARSED_HEADERS];
+    let (len, resp) = match parse_final_head(buf, &mut storage)? {
+        ParsedHead::Incomplete => return Ok(None),
+        ParsedHead::Final { len, response } => (len, response),
+    };
+    let facts = response_facts(&resp, plan.head_request)?;
+    let close_client = plan.client_close || draining || facts.framing == Framing::UntilClose;
+    out.clear();
+    out.extend_from_slice(b"HTTP/1.1 ");
+    out.extend_from_slice(itoa_status(facts.status).as_slice());
+    out.push(b' ');
+    out.extend_from_slice(resp.reason.unwrap_or("").as_bytes());
+    out.extend_from_slice(b"\r\n");
+    for h in resp.headers.iter() {
+        let name = h.name;
+        // With Transfer-Encoding present, Content-Length means nothing (RFC 9112 §6.3).
+        let stale_length =
+            facts.has_transfer_encoding && name.eq_ignore_ascii_case("content-length");
+        if hop_by_hop_response_header(name) || stale_length || facts.named_in_connection(name) {
             continue;
         }
-
-        let mut upstream_keepalive = version == 1;
-        let mut chunked = false;
-        let mut has_te = false;
-        let mut length: Option<u64> = None;
-        let mut named: [&[u8]; 8] = [&[]; 8];
-        let mut named_len = 0;
-        for h in resp.headers.iter() {
-            let name = h.name.as_bytes();
-            if eq(name, "transfer-encoding") {
-                has_te = true;
-                // Only a final `chunked` delimits the body; anything else runs to close.
-                chunked = h
-                    .value
-                    .rsplit(|b| *b == b',')
-                    .next()
-                    .is_some_and(|last| eq(trim(last), "chunked"));
-            } else if eq(name, "content-length") {
-                let v = std::str::from_utf8(trim(h.value))
-                    .ok()
-                    .filter(|v| !v.is_empty() && v.bytes().all(|b| b.is_ascii_digit()))
-                    .and_then(|v| v.parse::<u64>().ok())
-                    .ok_or("invalid Content-Length")?;
-                if length.is_some_and(|l| l != v) {
-                    return Err("conflicting Content-Lengths");
-                }
-                length = Some(v);
-            } else if eq(name, "connection") {
-                for token in h.value.split(|b| *b == b',').map(trim) {
-                    if eq(token, "close") {
-                        upstream_keepalive = false;
-                    } else if !token.is_empty()
-                        && !eq(token, "keep-alive")
-                        && named_len < named.len()
-                    {
-                        named[named_len] = token;
-                        named_len += 1;
-                    }
-                }
-            }
-        }
-        let framing = if plan.head_request || status == 204 || status == 304 {
-            Framing::None
-        } else if has_te {
-            if chunked {
-                Framing::Chunked
-            } else {
-                Framing::UntilClose
-            }
-        } else if let Some(n) = length {
-            if n == 0 {
-                Framing::None
-            } else {
-                Framing::Length(n)
-            }
-        } else {
-            Framing::UntilClose
-        };
-        if framing == Framing::UntilClose {
-            upstream_keepalive = false;
-        }
-        let close_client = plan.client_close || draining || framing == Framing::UntilClose;
-
-        out.clear();
-        out.extend_from_slice(b"HTTP/1.1 ");
-        let _ = write!(out, "{status:03} ");
-        out.extend_from_slice(resp.reason.unwrap_or("").as_bytes());
+        out.extend_from_slice(name.as_bytes());
+        out.extend_from_slice(b": ");
+        out.extend_from_slice(h.value);
         out.extend_from_slice(b"\r\n");
-        for h in resp.headers.iter() {
-            let name = h.name;
-            let hop_by_hop = [
-                "connection",
-                "keep-alive",
-                "proxy-connection",
-                "te",
-                "trailer",
-                "upgrade",
-            ]
-            .iter()
-            .any(|d| name.eq_ignore_ascii_case(d));
-            // With Transfer-Encoding present, Content-Length means nothing (RFC 9112 §6.3).
-            let stale_length = has_te && name.eq_ignore_ascii_case("content-length");
-            let named_here = named[..named_len]
-                .iter()
-                .any(|n| n.eq_ignore_ascii_case(name.as_bytes()));
-            if hop_by_hop || stale_length || named_here {
-                continue;
-            }
-            out.extend_from_slice(name.as_bytes());
-            out.extend_from_slice(b": ");
-            out.extend_from_slice(h.value);
-            out.extend_from_slice(b"\r\n");
-        }
-        if close_client {
-            out.extend_from_slice(b"connection: close\r\n");
-        }
-        out.extend_from_slice(b"\r\n");
-        return Ok(Some(ResponseHead {
-            len,
-            status,
-            framing,
-            upstream_keepalive,
-            close_client,
-        }));
     }
-}
-
-/// Follows a chunked body as it passes through, to know where it ends; rejects malformed
-/// chunk sizes rather than forward them.
-#[derive(Debug, Default)]
-struct ChunkScanner {
-    state: ChunkState,
-    size: u64,
-    digits: usize,
-    line: usize,
-    trailers: usize,
-}
-
-#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
-enum ChunkState {
-    #[default]
-    Size,
-    Extension,
-    SizeLf,
-    Data,
-    DataCr,
-    DataLf,
-    TrailerStart,
-    TrailerLine,
-    TrailerLf,
-    EndLf,
-    Done,
-}
-
-impl ChunkScanner {
-    fn is_done(&self) -> bool {
-        self.state == ChunkState::Done
+    if close_client {
+        out.extend_from_slice(b"connection: close\r\n");
     }
-
-    /// How many of `bytes` belong to the body (all of them unless it ends inside).
-    fn scan(&mut self, bytes: &[u8]) -> Result<usize, ()> {
-        let mut i = 0;
-        while i < bytes.len() {
-            if self.state == ChunkState::Done {
-                return Ok(i);
-            }
-            if self.state == ChunkState::Data {
-                let n = usize::try_from(self.size)
-                    .unwrap_or(usize::MAX)
-                    .min(bytes.len() - i);
-                self.size -= n as u64;
-                i += n;
-                if self.size == 0 {
-                    self.state = ChunkState::DataCr;
-                }
-                continue;
-            }
-            let b = bytes[i];
-            i += 1;
-            self.state = match (self.state, b) {
-                (ChunkState::Size, b'\r') if self.digits > 0 => ChunkState::SizeLf,
-                (ChunkState::Size, b';' | b' ' | b'\t') if self.digits > 0 => ChunkState::Extension,
-                (ChunkState::Size, _) => {
-                    let d = char::from(b).to_digit(16).ok_or(())?;
-                    if self.digits >= 15 {
-                        return Err(()); // more than 2^60 bytes: refuse rather than overflow
-                    }
-                    self.size = self.size * 16 + u64::from(d);
-                    self.digits += 1;
-                    ChunkState::Size
-                }
-                (ChunkState::Extension, b'\r') => ChunkState::SizeLf,
-                (ChunkState::Extension, b'\n') => return Err(()),
-                (ChunkState::Extension, _) => {
-                    self.line += 1;
-                    if self.line > MAX_CHUNK_LINE {
-                        return Err(());
-                    }
-                    ChunkState::Extension
-                }
-                (ChunkState::SizeLf, b'\n') => {
-                    self.digits = 0;
-                    self.line = 0;
-                    if self.size == 0 {
-                        ChunkState::TrailerStart
-                    } else {
-                        ChunkState::Data
-                    }
-                }
-                (ChunkState::DataCr, b'\r') => ChunkState::DataLf,
-                (ChunkState::DataLf, b'\n') => ChunkState::Size,
-                (ChunkState::TrailerStart, b'\r') => ChunkState::EndLf,
-                (ChunkState::TrailerStart | ChunkState::TrailerLine, b'\n') => return Err(()),
-                (ChunkState::TrailerLine, b'\r') => ChunkState::TrailerLf,
-                (ChunkState::TrailerStart | ChunkState::TrailerLine, _) => {
-                    self.trailers += 1;
-                    if self.trailers > MAX_TRAILERS {
-                        return Err(());
-                    }
-                    ChunkState::TrailerLine
-                }
-                (ChunkState::TrailerLf, b'\n') => ChunkState::TrailerStart,
-                (ChunkState::EndLf, b'\n') => ChunkState::Done,
-                _ => return Err(()),
-            };
-        }
-        Ok(i)
-    }
+    out.extend_from_slice(b"\r\n");
+    Ok(Some(ResponseHead {
+        len,
+        status: facts.status,
+        framing: facts.framing,
+        upstream_keepalive: facts.upstream_keepalive,
+        close_client,
+    }))
 }
 
-async fn connect(addr: SocketAddr, shared: &Shared, tls: bool) -> Option<UpstreamStream> {
-    let timeout = shared.settings.connect_timeout;
-    let stream = tokio::time::timeout(timeout, TcpStream::connect(addr))
-        .await
-        .ok()?
-        .ok()?;
-    let _ = stream.set_nodelay(true);
-    if !tls {
-        return Some(UpstreamStream::Plain(stream));
-    }
-    let name = rustls::pki_types::ServerName::IpAddress(addr.ip().into());
-    let tls_stream = tokio::time::timeout(timeout, shared.clients.tls.connect(name, stream))
-        .await
-        .ok()?
-        .ok()?;
-    Some(UpstreamStream::Tls(Box::new(tls_stream)))
-}
-
-async fn write_all_flush<S: AsyncWrite + Unpin>(io: &mut S, bytes: &[u8]) -> std::io::Result<()> {
-    io.write_all(bytes).await?;
-    io.flush().await
+/// A status code's three digits.
+fn itoa_status(status: u16) -> [u8; 3] {
+    let s = status.min(999);
+    [
+        b'0' + (s / 100) as u8,
+        b'0' + (s / 10 % 10) as u8,
+        b'0' + (s % 10) as u8,
+    ]
 }
 
 /// A response the relay makes itself, as `request_path::local_response` does for hyper.
@@ -1066,55 +666,4 @@ fn local_response(out: &mut Vec<u8>, status: u16, why: &str, close: bool) {
         httpdate::fmt_http_date(std::time::SystemTime::now()),
         if close { "connection: close\r\n" } else { "" },
     );
-}
-
-#[cfg(test)]
-mod tests {
-    use super::ChunkScanner;
-
-    fn scan_all(parts: &[&[u8]]) -> Result<(usize, bool), ()> {
-        let mut s = ChunkScanner::default();
-        let mut total = 0;
-        for p in parts {
-            total += s.scan(p)?;
-            if s.is_done() {
-                break;
-            }
-        }
-        Ok((total, s.is_done()))
-    }
-
-    #[test]
-    fn chunked_bodies_end_where_they_end() {
-        let body: &[u8] = b"4\r\nWiki\r\n5;ext=1\r\npedia\r\n0\r\nX-T: 1\r\n\r\n";
-        assert_eq!(scan_all(&[body]), Ok((body.len(), true)));
-        // Byte by byte, the same.
-        let bytes: Vec<&[u8]> = body.chunks(1).collect();
-        assert_eq!(scan_all(&bytes), Ok((body.len(), true)));
-        // Bytes after the end are not part of it.
-        let mut more = body.to_vec();
-        more.extend_from_slice(b"HTTP/1.1 200 OK\r\n");
-        assert_eq!(scan_all(&[&more]), Ok((body.len(), true)));
-        // Unfinished.
-        assert_eq!(scan_all(&[b"4\r\nWi"]), Ok((5, false)));
-    }
-
-    #[test]
-    fn malformed_chunks_are_refused() {
-        for bad in [
-            &b"zz\r\nabc\r\n"[..],
-            b"\r\n",
-            b"4\r\nWikiXX",
-            b"4\nWiki\r\n",
-            b"ffffffffffffffffff\r\n",
-            b"0\r\nX-T: 1\n\r\n",
-        ] {
-            assert_eq!(
-                scan_all(&[bad]),
-                Err(()),
-                "{:?}",
-                String::from_utf8_lossy(bad)
-            );
-        }
-    }
 }

@@ -4,6 +4,8 @@
 //! - [`request_path`]: what happens to one request (start reading here).
 //! - [`http1_relay`]: the hot path for body-less HTTP/1.1 requests, client and upstream
 //!   connection driven by one task; everything else is handed to hyper and `request_path`.
+//! - [`upstream_http1`]: HTTP/1.1 exchanges with targets without a connection task, for the
+//!   relay and for body-less requests of the general path.
 //! - [`route_table`]: the model's rules compiled into an indexed table.
 //! - [`config`]: one configuration generation, swapped atomically by [`Proxy::apply_model`].
 //! - [`upstream`]: targets, load balancing, passive health.
@@ -18,6 +20,7 @@ pub mod route_table;
 pub mod server;
 pub mod tls;
 pub mod upstream;
+pub mod upstream_http1;
 pub mod upstream_tls;
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};

@@ -28,8 +28,11 @@ use crate::metrics::ProxyMetrics;
 use crate::route_table::rewrite_path;
 use crate::upstream::{pick_weighted, InFlight, UpstreamGroup};
 
+/// Errors of bodies on the proxy's path (hyper's, or a target's response cut short).
+pub type BodyError = Box<dyn std::error::Error + Send + Sync>;
+
 /// Response and request bodies on the proxy's path.
-pub type ProxyBody = UnsyncBoxBody<Bytes, hyper::Error>;
+pub type ProxyBody = UnsyncBoxBody<Bytes, BodyError>;
 
 /// Timeouts and behaviour of the data path.
 #[derive(Debug, Clone)]
@@ -117,6 +120,10 @@ const HOP_BY_HOP: [HeaderName; 7] = [
     header::TRANSFER_ENCODING,
     header::UPGRADE,
 ];
+
+fn boxed_error(e: hyper::Error) -> BodyError {
+    Box::new(e)
+}
 
 fn full(body: impl Into<Bytes>) -> ProxyBody {
     Full::new(body.into())
@@ -433,6 +440,24 @@ fn prepare_upstream_headers(
     );
 }
 
+/// An HTTP/1.1 request head for a target: `headers` are already the upstream's.
+fn upstream_request_head(method: &Method, target: &Uri, headers: &HeaderMap) -> Vec<u8> {
+    let pq = target.path_and_query().map_or("/", |pq| pq.as_str());
+    let mut head = Vec::with_capacity(256 + headers.len() * 32);
+    head.extend_from_slice(method.as_str().as_bytes());
+    head.push(b' ');
+    head.extend_from_slice(pq.as_bytes());
+    head.extend_from_slice(b" HTTP/1.1\r\n");
+    for (name, value) in headers {
+        head.extend_from_slice(name.as_str().as_bytes());
+        head.extend_from_slice(b": ");
+        head.extend_from_slice(value.as_bytes());
+        head.extend_from_slice(b"\r\n");
+    }
+    head.extend_from_slice(b"\r\n");
+    head
+}
+
 /// Why one attempt at a target failed.
 enum AttemptError {
     /// No connection could be made: try another target.
@@ -548,12 +573,32 @@ async fn forward(
     };
     // A body-less request can be retried on another target after a connect failure.
     let replayable = hyper::body::Body::is_end_stream(&body);
+    if replayable && !upgrade && !group.http2 {
+        // No body to stream up: the request's own task drives the upstream connection.
+        let head = upstream_request_head(&parts.method, &origin_form, &parts.headers);
+        let answer = crate::upstream_http1::forward_body_less(
+            shared,
+            group,
+            &head,
+            parts.method.is_idempotent(),
+            parts.method == Method::HEAD,
+        )
+        .await;
+        return match answer {
+            Ok(resp) => resp,
+            Err((status, why)) => error_response(
+                StatusCode::from_u16(status).unwrap_or(StatusCode::BAD_GATEWAY),
+                why,
+            ),
+        };
+    }
     let body_failed = Arc::new(AtomicBool::new(false));
     let mut body = Some(
         ClientBody {
             inner: body,
             failed: body_failed.clone(),
         }
+        .map_err(boxed_error)
         .boxed_unsync(),
     );
     let mut tried: Vec<SocketAddr> = Vec::new();
@@ -680,6 +725,7 @@ async fn forward(
                     in_flight,
                     connection: sender,
                 }
+                .map_err(boxed_error)
                 .boxed_unsync();
                 return Response::from_parts(rparts, body);
             }

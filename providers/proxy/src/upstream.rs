@@ -40,12 +40,12 @@ impl PooledConnection for IdleSender {
     }
 }
 
-impl PooledConnection for crate::http1_relay::UpstreamStream {
+impl PooledConnection for crate::upstream_http1::UpstreamStream {
     fn is_closed(&self) -> bool {
         false
     }
     fn probe_closed(&self) -> bool {
-        crate::http1_relay::UpstreamStream::probe_closed(self)
+        crate::upstream_http1::UpstreamStream::probe_closed(self)
     }
 }
 
@@ -128,7 +128,7 @@ pub struct TargetState {
     /// (and closed) with the last reference to the target.
     pub idle: IdleConnections<IdleSender>,
     /// Keepalive connections of the HTTP/1.1 relay (`http1_relay`).
-    pub relay_idle: IdleConnections<crate::http1_relay::UpstreamStream>,
+    pub relay_idle: IdleConnections<crate::upstream_http1::UpstreamStream>,
     in_flight: AtomicUsize,
     consecutive_failures: AtomicU32,
     /// Milliseconds since `epoch` until which the target is ejected.

@@ -1,0 +1,842 @@
+//! HTTP/1.1 exchanges with targets, driven by the task of the request itself: no client
+//! connection task, no channel. A request head goes out in one write on a pooled (or new)
+//! connection, the response head is parsed with `httparse`, and the body is read from the
+//! same connection as the client takes it; the connection returns to its target's pool when
+//! the body ends cleanly.
+//!
+//! Used by the HTTP/1.1 relay ([`crate::http1_relay`], which passes bodies through as they
+//! are framed) and by the general path for body-less requests from HTTP/2 and handed-over
+//! HTTP/1.1 clients ([`forward_body_less`], which decodes bodies for hyper to re-frame).
+//! Requests with bodies and upgrades use hyper's client (`request_path`).
+
+use std::mem::MaybeUninit;
+use std::net::SocketAddr;
+use std::ops::Range;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Instant;
+
+use bytes::{Buf, Bytes, BytesMut};
+use http::header::{HeaderMap, HeaderName, HeaderValue};
+use http::{Response, StatusCode};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
+use tokio::net::TcpStream;
+
+use crate::request_path::{ProxyBody, Shared};
+use crate::upstream::{InFlight, TargetState, UpstreamGroup};
+
+/// Largest upstream response head accepted.
+const MAX_RESPONSE_HEAD: usize = 64 * 1024;
+/// Response headers parsed; a response with more is refused (502).
+const MAX_RESPONSE_HEADERS: usize = 128;
+/// Read buffer per upstream exchange.
+pub(crate) const READ_BUF: usize = 16 * 1024;
+/// Targets tried for one request when connections fail.
+const MAX_ATTEMPTS: usize = 3;
+/// Longest chunk-size line (with extensions) and trailer section passed through.
+const MAX_CHUNK_LINE: usize = 4096;
+const MAX_TRAILERS: usize = 64 * 1024;
+
+/// A connection to a target, plain or TLS (`backend-protocol: HTTPS`).
+pub enum UpstreamStream {
+    Plain(TcpStream),
+    Tls(Box<tokio_rustls::client::TlsStream<TcpStream>>),
+}
+
+impl UpstreamStream {
+    fn tcp(&self) -> &TcpStream {
+        match self {
+            UpstreamStream::Plain(s) => s,
+            UpstreamStream::Tls(s) => s.get_ref().0,
+        }
+    }
+
+    /// Whether the target closed the connection (or sent something unasked) while it was
+    /// idle. Costs a `recv(MSG_PEEK)` when the socket's readiness is set.
+    pub fn probe_closed(&self) -> bool {
+        let mut cx = Context::from_waker(std::task::Waker::noop());
+        let mut byte = [0u8; 1];
+        let mut rb = ReadBuf::new(&mut byte);
+        // Pending: nothing to read, the connection is open and quiet.
+        self.tcp().poll_peek(&mut cx, &mut rb).is_ready()
+    }
+}
+
+impl AsyncRead for UpstreamStream {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        match self.get_mut() {
+            UpstreamStream::Plain(s) => Pin::new(s).poll_read(cx, buf),
+            UpstreamStream::Tls(s) => Pin::new(s.as_mut()).poll_read(cx, buf),
+        }
+    }
+}
+
+impl AsyncWrite for UpstreamStream {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        match self.get_mut() {
+            UpstreamStream::Plain(s) => Pin::new(s).poll_write(cx, buf),
+            UpstreamStream::Tls(s) => Pin::new(s.as_mut()).poll_write(cx, buf),
+        }
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        match self.get_mut() {
+            UpstreamStream::Plain(s) => Pin::new(s).poll_flush(cx),
+            UpstreamStream::Tls(s) => Pin::new(s.as_mut()).poll_flush(cx),
+        }
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        match self.get_mut() {
+            UpstreamStream::Plain(s) => Pin::new(s).poll_shutdown(cx),
+            UpstreamStream::Tls(s) => Pin::new(s.as_mut()).poll_shutdown(cx),
+        }
+    }
+}
+
+pub(crate) fn eq(a: &[u8], b: &str) -> bool {
+    a.eq_ignore_ascii_case(b.as_bytes())
+}
+
+pub(crate) fn trim(v: &[u8]) -> &[u8] {
+    v.trim_ascii()
+}
+
+/// Response headers that end at the proxy (RFC 9110 §7.6.1); `Transfer-Encoding` and
+/// `Content-Length` are decided by the caller, which knows whether it re-frames the body.
+pub(crate) fn hop_by_hop_response_header(name: &str) -> bool {
+    [
+        "connection",
+        "keep-alive",
+        "proxy-connection",
+        "te",
+        "trailer",
+        "upgrade",
+    ]
+    .iter()
+    .any(|d| name.eq_ignore_ascii_case(d))
+}
+
+/// How a response body is delimited.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Framing {
+    None,
+    Length(u64),
+    Chunked,
+    UntilClose,
+}
+
+/// What the head of a final response says about its body and connection.
+pub(crate) struct ResponseFacts<'b> {
+    pub status: u16,
+    pub framing: Framing,
+    /// The connection may carry another request afterwards.
+    pub upstream_keepalive: bool,
+    pub has_transfer_encoding: bool,
+    /// Headers the target named in `Connection` (hop-by-hop too).
+    named: [&'b [u8]; 8],
+    named_len: usize,
+}
+
+impl ResponseFacts<'_> {
+    /// Whether a header of the response stops at the proxy.
+    pub fn named_in_connection(&self, name: &str) -> bool {
+        self.named[..self.named_len]
+            .iter()
+            .any(|n| n.eq_ignore_ascii_case(name.as_bytes()))
+    }
+}
+
+/// A parsed final response head: its length in the buffer (with any interim 1xx responses
+/// before it) and the head itself.
+pub(crate) enum ParsedHead<'h, 'b> {
+    Incomplete,
+    Final {
+        len: usize,
+        response: httparse::Response<'h, 'b>,
+    },
+}
+
+/// Parses the final response head in `buf`, past any interim 1xx responses.
+pub(crate) fn parse_final_head<'h, 'b>(
+    buf: &'b [u8],
+    storage: &'h mut [MaybeUninit<httparse::Header<'b>>],
+) -> Result<ParsedHead<'h, 'b>, &'static str> {
+    let mut offset = 0;
+    // Interim responses are rare: parse them with storage of their own, so the final head is
+    // parsed once, into the caller's.
+    while buf[offset..].starts_with(b"HTTP/1.1 1") || buf[offset..].starts_with(b"HTTP/1.0 1") {
+        let mut interim_storage =
+            [const { MaybeUninit::<httparse::Header<'_>>::uninit() }; MAX_RESPONSE_HEADERS];
+        let mut interim = httparse::Response::new(&mut []);
+        match httparse::ParserConfig::default().parse_response_with_uninit_headers(
+            &mut interim,
+            &buf[offset..],
+            &mut interim_storage,
+        ) {
+            Ok(httparse::Status::Complete(n)) => match interim.code {
+                Some(101) => return Err("switching protocols without an upgrade request"),
+                Some(code) if (100..200).contains(&code) => offset += n,
+                _ => return Err("malformed response head"),
+            },
+            Ok(httparse::Status::Partial) => return Ok(ParsedHead::Incomplete),
+            Err(_) => return Err("malformed response head"),
+        }
+    }
+    let mut response = httparse::Response::new(&mut []);
+    match httparse::ParserConfig::default().parse_response_with_uninit_headers(
+        &mut response,
+        &buf[offset..],
+        storage,
+    ) {
+        Ok(httparse::Status::Complete(n)) => Ok(ParsedHead::Final {
+            len: offset + n,
+            response,
+        }),
+        Ok(httparse::Status::Partial) => Ok(ParsedHead::Incomplete),
+        Err(_) => Err("malformed response head"),
+    }
+}
+
+/// Framing and connection facts of a final response (RFC 9112 §6.3).
+pub(crate) fn response_facts<'b>(
+    resp: &httparse::Response<'_, 'b>,
+    head_request: bool,
+) -> Result<ResponseFacts<'b>, &'static str> {
+    let (Some(status), Some(version)) = (resp.code, resp.version) else {
+        return Err("malformed status line");
+    };
+    let mut facts = ResponseFacts {
+        status,
+        framing: Framing::UntilClose,
+        upstream_keepalive: version == 1,
+        has_transfer_encoding: false,
+        named: [&[]; 8],
+        named_len: 0,
+    };
+    let mut chunked = false;
+    let mut length: Option<u64> = None;
+    for h in resp.headers.iter() {
+        let name = h.name.as_bytes();
+        if eq(name, "transfer-encoding") {
+            facts.has_transfer_encoding = true;
+            // Only a final `chunked` delimits the body; anything else runs to close.
+            chunked = h
+                .value
+                .rsplit(|b| *b == b',')
+                .next()
+                .is_some_and(|last| eq(trim(last), "chunked"));
+        } else if eq(name, "content-length") {
+            let v = std::str::from_utf8(trim(h.value))
+                .ok()
+                .filter(|v| !v.is_empty() && v.bytes().all(|b| b.is_ascii_digit()))
+                .and_then(|v| v.parse::<u64>().ok())
+                .ok_or("invalid Content-Length")?;
+            if length.is_some_and(|l| l != v) {
+                return Err("conflicting Content-Lengths");
+            }
+            length = Some(v);
+        } else if eq(name, "connection") {
+            for token in h.value.split(|b| *b == b',').map(trim) {
+                if eq(token, "close") {
+                    facts.upstream_keepalive = false;
+                } else if !token.is_empty()
+                    && !eq(token, "keep-alive")
+                    && facts.named_len < facts.named.len()
+                {
+                    facts.named[facts.named_len] = token;
+                    facts.named_len += 1;
+                }
+            }
+        }
+    }
+    facts.framing = if head_request || status == 204 || status == 304 {
+        Framing::None
+    } else if facts.has_transfer_encoding {
+        if chunked {
+            Framing::Chunked
+        } else {
+            Framing::UntilClose
+        }
+    } else {
+        match length {
+            Some(0) => Framing::None,
+            Some(n) => Framing::Length(n),
+            None => Framing::UntilClose,
+        }
+    };
+    if facts.framing == Framing::UntilClose {
+        facts.upstream_keepalive = false;
+    }
+    Ok(facts)
+}
+
+/// Why no response head came from a target.
+enum HeadError {
+    Connect,
+    Timeout,
+    Upstream(&'static str),
+}
+
+/// A target's answer: the connection (its buffer holds the response head and whatever of
+/// the body came with it), what the caller parsed of the head, and the in-flight count.
+pub(crate) struct Answer<T> {
+    pub stream: UpstreamStream,
+    pub head: T,
+    pub in_flight: InFlight,
+}
+
+/// Sends `request_head` to a target of `group` and reads the response head into `buf`,
+/// parsed by `parse` (`Ok(None)`: incomplete). Tries up to three targets when connections
+/// fail (ejecting them); a pooled connection found closed before any answer is replaced
+/// once by a new one when the request may be repeated. On failure, the status and reason
+/// the client gets (502, 503, 504).
+pub(crate) async fn exchange<T>(
+    shared: &Shared,
+    group: &UpstreamGroup,
+    request_head: &[u8],
+    idempotent: bool,
+    buf: &mut BytesMut,
+    mut timer: Pin<&mut tokio::time::Sleep>,
+    mut parse: impl FnMut(&mut BytesMut) -> Result<Option<T>, &'static str>,
+) -> Result<Answer<T>, (u16, &'static str)> {
+    let unspecified = SocketAddr::from(([0, 0, 0, 0], 0));
+    let mut tried = [unspecified; MAX_ATTEMPTS];
+    let mut n_tried = 0;
+    let attempts = group.targets.len().clamp(1, MAX_ATTEMPTS);
+    for _ in 0..attempts {
+        let Some(target) = group.pick(&tried[..n_tried]) else {
+            break;
+        };
+        tried[n_tried] = target.addr;
+        n_tried += 1;
+        let in_flight = InFlight::new(target.clone());
+        let sent = Instant::now();
+        let answer = exchange_head(
+            shared,
+            &target,
+            group.tls,
+            request_head,
+            idempotent,
+            buf,
+            timer.as_mut(),
+            &mut parse,
+        )
+        .await;
+        match answer {
+            Err(HeadError::Connect) => {
+                target.record_connect_failure();
+                tracing::debug!(target = %target.addr, "connect failed; trying another target");
+            }
+            Err(HeadError::Timeout) => return Err((504, "upstream did not answer in time")),
+            Err(HeadError::Upstream(why)) => {
+                tracing::debug!(target = %target.addr, error = why, "upstream request failed");
+                return Err((502, "upstream connection failed"));
+            }
+            Ok((stream, head)) => {
+                target.record_success();
+                shared
+                    .metrics
+                    .upstream_latency
+                    .observe(sent.elapsed().as_secs_f64());
+                return Ok(Answer {
+                    stream,
+                    head,
+                    in_flight,
+                });
+            }
+        }
+    }
+    Err(if n_tried == 0 {
+        (503, "no ready endpoints")
+    } else {
+        (502, "could not connect to any endpoint")
+    })
+}
+
+#[allow(clippy::too_many_arguments)] // one call site; a struct would only rename them
+async fn exchange_head<T>(
+    shared: &Shared,
+    target: &Arc<TargetState>,
+    tls: bool,
+    request_head: &[u8],
+    idempotent: bool,
+    buf: &mut BytesMut,
+    mut timer: Pin<&mut tokio::time::Sleep>,
+    parse: &mut impl FnMut(&mut BytesMut) -> Result<Option<T>, &'static str>,
+) -> Result<(UpstreamStream, T), HeadError> {
+    let settings = &shared.settings;
+    'attempt: for fresh in [false, true] {
+        let pooled = if fresh {
+            None
+        } else {
+            target
+                .relay_idle
+                .take(settings.upstream_idle_timeout)
+                // Only a request that may be repeated risks a connection without asking.
+                .filter(|s| idempotent || !s.probe_closed())
+        };
+        let reused = pooled.is_some();
+        let mut stream = match pooled {
+            Some(s) => s,
+            None => connect(target.addr, shared, tls)
+                .await
+                .ok_or(HeadError::Connect)?,
+        };
+        buf.clear();
+        if write_all_flush(&mut stream, request_head).await.is_err() {
+            if reused {
+                continue 'attempt;
+            }
+            return Err(HeadError::Upstream("writing the request failed"));
+        }
+        timer
+            .as_mut()
+            .reset(tokio::time::Instant::now() + settings.response_header_timeout);
+        loop {
+            match parse(buf) {
+                Ok(Some(head)) => return Ok((stream, head)),
+                Ok(None) => {}
+                Err(why) => return Err(HeadError::Upstream(why)),
+            }
+            if buf.len() > MAX_RESPONSE_HEAD {
+                return Err(HeadError::Upstream("response head too large"));
+            }
+            if buf.capacity() - buf.len() < 1024 {
+                buf.reserve(READ_BUF);
+            }
+            let read = tokio::select! {
+                biased;
+                r = stream.read_buf(buf) => r,
+                _ = timer.as_mut() => return Err(HeadError::Timeout),
+            };
+            match read {
+                Ok(n) if n > 0 => {}
+                _ if reused && buf.is_empty() && idempotent => continue 'attempt,
+                _ => return Err(HeadError::Upstream("connection closed before a response")),
+            }
+        }
+    }
+    Err(HeadError::Upstream("no connection"))
+}
+
+async fn connect(addr: SocketAddr, shared: &Shared, tls: bool) -> Option<UpstreamStream> {
+    let timeout = shared.settings.connect_timeout;
+    let stream = tokio::time::timeout(timeout, TcpStream::connect(addr))
+        .await
+        .ok()?
+        .ok()?;
+    let _ = stream.set_nodelay(true);
+    if !tls {
+        return Some(UpstreamStream::Plain(stream));
+    }
+    let name = rustls::pki_types::ServerName::IpAddress(addr.ip().into());
+    let tls_stream = tokio::time::timeout(timeout, shared.clients.tls.connect(name, stream))
+        .await
+        .ok()?
+        .ok()?;
+    Some(UpstreamStream::Tls(Box::new(tls_stream)))
+}
+
+pub(crate) async fn write_all_flush<S: AsyncWrite + Unpin>(
+    io: &mut S,
+    bytes: &[u8],
+) -> std::io::Result<()> {
+    io.write_all(bytes).await?;
+    io.flush().await
+}
+
+/// Follows a chunked body as it passes, to know where it ends and where its data is;
+/// refuses malformed chunk sizes rather than forward them.
+#[derive(Debug, Default)]
+pub(crate) struct ChunkScanner {
+    state: ChunkState,
+    size: u64,
+    digits: usize,
+    line: usize,
+    trailers: usize,
+}
+
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+enum ChunkState {
+    #[default]
+    Size,
+    Extension,
+    SizeLf,
+    Data,
+    DataCr,
+    DataLf,
+    TrailerStart,
+    TrailerLine,
+    TrailerLf,
+    EndLf,
+    Done,
+}
+
+impl ChunkScanner {
+    pub fn is_done(&self) -> bool {
+        self.state == ChunkState::Done
+    }
+
+    /// How many of `bytes` belong to the body (all of them unless it ends inside).
+    pub fn scan(&mut self, bytes: &[u8]) -> Result<usize, ()> {
+        let mut i = 0;
+        while i < bytes.len() && !self.is_done() {
+            let (n, _) = self.step(&bytes[i..])?;
+            i += n;
+        }
+        Ok(i)
+    }
+
+    /// Consumes framing bytes from the front of `bytes` up to and including one run of
+    /// chunk data; returns how many bytes it consumed and where that data is.
+    pub fn step(&mut self, bytes: &[u8]) -> Result<(usize, Option<Range<usize>>), ()> {
+        let mut i = 0;
+        while i < bytes.len() {
+            match self.state {
+                ChunkState::Done => break,
+                ChunkState::Data => {
+                    let n = usize::try_from(self.size)
+                        .unwrap_or(usize::MAX)
+                        .min(bytes.len() - i);
+                    self.size -= n as u64;
+                    if self.size == 0 {
+                        self.state = ChunkState::DataCr;
+                    }
+                    return Ok((i + n, Some(i..i + n)));
+                }
+                _ => {}
+            }
+            let b = bytes[i];
+            i += 1;
+            self.state = match (self.state, b) {
+                (ChunkState::Size, b'\r') if self.digits > 0 => ChunkState::SizeLf,
+                (ChunkState::Size, b';' | b' ' | b'\t') if self.digits > 0 => ChunkState::Extension,
+                (ChunkState::Size, _) => {
+                    let d = char::from(b).to_digit(16).ok_or(())?;
+                    if self.digits >= 15 {
+                        return Err(()); // more than 2^60 bytes: refuse rather than overflow
+                    }
+                    self.size = self.size * 16 + u64::from(d);
+                    self.digits += 1;
+                    ChunkState::Size
+                }
+                (ChunkState::Extension, b'\r') => ChunkState::SizeLf,
+                (ChunkState::Extension, b'\n') => return Err(()),
+                (ChunkState::Extension, _) => {
+                    self.line += 1;
+                    if self.line > MAX_CHUNK_LINE {
+                        return Err(());
+                    }
+                    ChunkState::Extension
+                }
+                (ChunkState::SizeLf, b'\n') => {
+                    self.digits = 0;
+                    self.line = 0;
+                    if self.size == 0 {
+                        ChunkState::TrailerStart
+                    } else {
+                        ChunkState::Data
+                    }
+                }
+                (ChunkState::DataCr, b'\r') => ChunkState::DataLf,
+                (ChunkState::DataLf, b'\n') => ChunkState::Size,
+                (ChunkState::TrailerStart, b'\r') => ChunkState::EndLf,
+                (ChunkState::TrailerStart | ChunkState::TrailerLine, b'\n') => return Err(()),
+                (ChunkState::TrailerLine, b'\r') => ChunkState::TrailerLf,
+                (ChunkState::TrailerStart | ChunkState::TrailerLine, _) => {
+                    self.trailers += 1;
+                    if self.trailers > MAX_TRAILERS {
+                        return Err(());
+                    }
+                    ChunkState::TrailerLine
+                }
+                (ChunkState::TrailerLf, b'\n') => ChunkState::TrailerStart,
+                (ChunkState::EndLf, b'\n') => ChunkState::Done,
+                _ => return Err(()),
+            };
+        }
+        Ok((i, None))
+    }
+}
+
+/// Forwards a body-less request for hyper's server (HTTP/2 clients, handed-over HTTP/1.1
+/// connections): `request_head` is the complete upstream request head. The response body
+/// is decoded (hyper frames it again for the client) and read from the target as the client
+/// takes it.
+pub(crate) async fn forward_body_less(
+    shared: &Shared,
+    group: &UpstreamGroup,
+    request_head: &[u8],
+    idempotent: bool,
+    head_request: bool,
+) -> Result<Response<ProxyBody>, (u16, &'static str)> {
+    let mut buf = BytesMut::with_capacity(READ_BUF);
+    let timer = tokio::time::sleep(shared.settings.response_header_timeout);
+    tokio::pin!(timer);
+    let answer = exchange(
+        shared,
+        group,
+        request_head,
+        idempotent,
+        &mut buf,
+        timer,
+        |buf| {
+            let mut storage =
+                [const { MaybeUninit::<httparse::Header<'_>>::uninit() }; MAX_RESPONSE_HEADERS];
+            let (len, response) = match parse_final_head(buf, &mut storage)? {
+                ParsedHead::Incomplete => return Ok(None),
+                ParsedHead::Final { len, response } => (len, response),
+            };
+            let facts = response_facts(&response, head_request)?;
+            let mut headers = HeaderMap::with_capacity(response.headers.len());
+            for h in response.headers.iter() {
+                let name = h.name;
+                if hop_by_hop_response_header(name)
+                    || name.eq_ignore_ascii_case("transfer-encoding")
+                    || (facts.has_transfer_encoding && name.eq_ignore_ascii_case("content-length"))
+                    || facts.named_in_connection(name)
+                {
+                    continue;
+                }
+                let (Ok(n), Ok(v)) = (
+                    HeaderName::from_bytes(name.as_bytes()),
+                    HeaderValue::from_bytes(h.value),
+                ) else {
+                    return Err("invalid response header");
+                };
+                headers.append(n, v);
+            }
+            let status = StatusCode::from_u16(facts.status).map_err(|_| "invalid status code")?;
+            Ok(Some((
+                len,
+                status,
+                headers,
+                facts.framing,
+                facts.upstream_keepalive,
+            )))
+        },
+    )
+    .await?;
+    let (len, status, headers, framing, keepalive) = answer.head;
+    buf.advance(len);
+    let body = UpstreamBody {
+        stream: Some(answer.stream),
+        buf,
+        framing,
+        remaining: match framing {
+            Framing::Length(n) => n,
+            _ => 0,
+        },
+        chunks: ChunkScanner::default(),
+        keepalive,
+        in_flight: answer.in_flight,
+        done: framing == Framing::None,
+    };
+    let mut resp = Response::new(http_body_util::BodyExt::boxed_unsync(
+        http_body_util::BodyExt::map_err(body, |e| -> crate::request_path::BodyError {
+            Box::new(e)
+        }),
+    ));
+    *resp.status_mut() = status;
+    *resp.headers_mut() = headers;
+    Ok(resp)
+}
+
+/// The body of a target's response, read from its connection as the client takes it; the
+/// connection goes back to the target's pool when the body ends cleanly.
+struct UpstreamBody {
+    stream: Option<UpstreamStream>,
+    buf: BytesMut,
+    framing: Framing,
+    remaining: u64,
+    chunks: ChunkScanner,
+    keepalive: bool,
+    in_flight: InFlight,
+    done: bool,
+}
+
+/// A target's response body failed (closed early, malformed chunks).
+#[derive(Debug, thiserror::Error)]
+#[error("upstream response body: {0}")]
+pub struct BodyError(&'static str);
+
+impl UpstreamBody {
+    /// The next piece of body data already in the buffer, if any.
+    fn next_data(&mut self) -> Result<Option<Bytes>, BodyError> {
+        while !self.buf.is_empty() && !self.done {
+            match self.framing {
+                Framing::None => self.done = true,
+                Framing::UntilClose => return Ok(Some(self.buf.split().freeze())),
+                Framing::Length(_) => {
+                    let n = usize::try_from(self.remaining)
+                        .unwrap_or(usize::MAX)
+                        .min(self.buf.len());
+                    self.remaining -= n as u64;
+                    self.done = self.remaining == 0;
+                    return Ok(Some(self.buf.split_to(n).freeze()));
+                }
+                Framing::Chunked => {
+                    let (consumed, data) = self
+                        .chunks
+                        .step(&self.buf)
+                        .map_err(|()| BodyError("malformed chunked encoding"))?;
+                    self.done = self.chunks.is_done();
+                    let mut part = self.buf.split_to(consumed);
+                    if let Some(range) = data {
+                        if !range.is_empty() {
+                            part.advance(range.start);
+                            part.truncate(range.len());
+                            return Ok(Some(part.freeze()));
+                        }
+                    }
+                }
+            }
+        }
+        Ok(None)
+    }
+
+    /// The body ended: keep the connection if it is clean.
+    fn release(&mut self) {
+        if let Some(stream) = self.stream.take() {
+            if self.keepalive && self.buf.is_empty() && self.framing != Framing::UntilClose {
+                self.in_flight.target().relay_idle.put(stream);
+            }
+        }
+    }
+}
+
+impl hyper::body::Body for UpstreamBody {
+    type Data = Bytes;
+    type Error = BodyError;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<hyper::body::Frame<Bytes>, BodyError>>> {
+        let this = self.get_mut();
+        loop {
+            match this.next_data() {
+                Err(e) => {
+                    this.stream = None;
+                    return Poll::Ready(Some(Err(e)));
+                }
+                Ok(Some(data)) => {
+                    if this.done {
+                        this.release();
+                    }
+                    return Poll::Ready(Some(Ok(hyper::body::Frame::data(data))));
+                }
+                Ok(None) if this.done => {
+                    this.release();
+                    return Poll::Ready(None);
+                }
+                Ok(None) => {}
+            }
+            let Some(stream) = this.stream.as_mut() else {
+                return Poll::Ready(None);
+            };
+            if this.buf.capacity() - this.buf.len() < 1024 {
+                this.buf.reserve(READ_BUF);
+            }
+            match tokio_util::io::poll_read_buf(Pin::new(stream), cx, &mut this.buf) {
+                Poll::Pending => return Poll::Pending,
+                Poll::Ready(Ok(0)) if this.framing == Framing::UntilClose => {
+                    this.done = true;
+                    this.stream = None;
+                    return Poll::Ready(None);
+                }
+                Poll::Ready(Ok(0)) | Poll::Ready(Err(_)) => {
+                    this.stream = None;
+                    return Poll::Ready(Some(Err(BodyError("target closed mid-body"))));
+                }
+                Poll::Ready(Ok(_)) => {}
+            }
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.done && self.buf.is_empty()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::ChunkScanner;
+
+    fn scan_all(parts: &[&[u8]]) -> Result<(usize, bool), ()> {
+        let mut s = ChunkScanner::default();
+        let mut total = 0;
+        for p in parts {
+            total += s.scan(p)?;
+            if s.is_done() {
+                break;
+            }
+        }
+        Ok((total, s.is_done()))
+    }
+
+    #[test]
+    fn chunked_bodies_end_where_they_end() {
+        let body: &[u8] = b"4\r\nWiki\r\n5;ext=1\r\npedia\r\n0\r\nX-T: 1\r\n\r\n";
+        assert_eq!(scan_all(&[body]), Ok((body.len(), true)));
+        // Byte by byte, the same.
+        let bytes: Vec<&[u8]> = body.chunks(1).collect();
+        assert_eq!(scan_all(&bytes), Ok((body.len(), true)));
+        // Bytes after the end are not part of it.
+        let mut more = body.to_vec();
+        more.extend_from_slice(b"HTTP/1.1 200 OK\r\n");
+        assert_eq!(scan_all(&[&more]), Ok((body.len(), true)));
+        // Unfinished.
+        assert_eq!(scan_all(&[b"4\r\nWi"]), Ok((5, false)));
+    }
+
+    #[test]
+    fn chunk_data_is_found_between_the_framing() {
+        let body: &[u8] = b"4\r\nWiki\r\n5;ext=1\r\npedia\r\n0\r\n\r\n";
+        for piece in [1, 2, 3, 7, body.len()] {
+            let mut s = ChunkScanner::default();
+            let mut data = Vec::new();
+            for part in body.chunks(piece) {
+                let mut i = 0;
+                while i < part.len() && !s.is_done() {
+                    let (n, range) = s.step(&part[i..]).expect("well-formed");
+                    if let Some(r) = range {
+                        data.extend_from_slice(&part[i..][r]);
+                    }
+                    i += n;
+                }
+            }
+            assert!(s.is_done());
+            assert_eq!(data, b"Wikipedia", "pieces of {piece}");
+        }
+    }
+
+    #[test]
+    fn malformed_chunks_are_refused() {
+        for bad in [
+            &b"zz\r\nabc\r\n"[..],
+            b"\r\n",
+            b"4\r\nWikiXX",
+            b"4\nWiki\r\n",
+            b"ffffffffffffffffff\r\n",
+            b"0\r\nX-T: 1\n\r\n",
+        ] {
+            assert_eq!(
+                scan_all(&[bad]),
+                Err(()),
+                "{:?}",
+                String::from_utf8_lossy(bad)
+            );
+        }
+    }
+}
