@@ -592,6 +592,30 @@ async fn forward(
             ),
         };
     }
+    // Boxed: this branch's state (hyper's client, TLS connects) would otherwise make every
+    // request's future as large, and the future is moved whole into each HTTP/2 stream task.
+    Box::pin(forward_with_hyper_client(
+        shared,
+        parts,
+        body,
+        client_upgrade,
+        group,
+        origin_form,
+        replayable,
+    ))
+    .await
+}
+
+/// Forwards a request with a body, or an upgrade, through hyper's client.
+async fn forward_with_hyper_client(
+    shared: &Shared,
+    mut parts: http::request::Parts,
+    body: Incoming,
+    client_upgrade: Option<hyper::upgrade::OnUpgrade>,
+    group: &Arc<UpstreamGroup>,
+    origin_form: Uri,
+    replayable: bool,
+) -> Response<ProxyBody> {
     let body_failed = Arc::new(AtomicBool::new(false));
     let mut body = Some(
         ClientBody {

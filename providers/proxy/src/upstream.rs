@@ -49,41 +49,58 @@ impl PooledConnection for crate::upstream_http1::UpstreamStream {
     }
 }
 
-/// Idle connections with the moment each was parked.
-type IdleQueue<C> = crossbeam_queue::ArrayQueue<(C, std::time::Instant)>;
-
-/// Idle HTTP/1.1 connections to one target. Lock-free. The queue is allocated on the first
-/// returned connection: a preallocated 512-slot queue per target cost ~16 KB for each of
-/// the thousands of endpoints a cluster lists and the proxy may never connect to.
-pub struct IdleConnections<C>(std::sync::OnceLock<IdleQueue<C>>);
+/// Idle connections to one target, with the moment each was parked. Lock-free; memory
+/// follows the number of idle connections (the queue grows in blocks of 31), so the thousands
+/// of endpoints a cluster lists cost nothing until the proxy talks to them.
+pub struct IdleConnections<C> {
+    queue: crossbeam_queue::SegQueue<(C, std::time::Instant)>,
+    len: AtomicUsize,
+}
 
 impl<C> Default for IdleConnections<C> {
     fn default() -> Self {
-        IdleConnections(std::sync::OnceLock::new())
+        IdleConnections {
+            queue: crossbeam_queue::SegQueue::new(),
+            len: AtomicUsize::new(0),
+        }
     }
 }
 
 impl<C> std::fmt::Debug for IdleConnections<C> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(
-            f,
-            "IdleConnections({})",
-            self.0.get().map_or(0, IdleQueue::len)
-        )
+        write!(f, "IdleConnections({})", self.len.load(Ordering::Relaxed))
     }
 }
 
-/// Most idle connections kept per target.
-const MAX_IDLE_PER_TARGET: usize = 512;
+/// Most idle connections kept per target: enough for the requests of many busy HTTP/2
+/// clients at once (each in flight holds its own HTTP/1.1 connection), so that a burst does
+/// not close connections only to open them again.
+const MAX_IDLE_PER_TARGET: usize = 4096;
 
 impl<C: PooledConnection> IdleConnections<C> {
+    fn pop(&self) -> Option<(C, std::time::Instant)> {
+        let popped = self.queue.pop();
+        if popped.is_some() {
+            self.len.fetch_sub(1, Ordering::Relaxed);
+        }
+        popped
+    }
+
+    fn push(&self, c: C, parked: std::time::Instant) {
+        // Over the cap the connection is dropped, which closes it.
+        if self.len.fetch_add(1, Ordering::Relaxed) < MAX_IDLE_PER_TARGET {
+            self.queue.push((c, parked));
+        } else {
+            self.len.fetch_sub(1, Ordering::Relaxed);
+        }
+    }
+
     /// A connection idle for less than `max_idle` and not known to be closed, if any.
     pub fn take(&self, max_idle: std::time::Duration) -> Option<C> {
         // Right after a response ends a hyper connection may not be ready yet (its task has
         // not seen the end of the message); the caller awaits readiness. Closed and expired
         // ones are dropped, which closes them.
-        let queue = self.0.get()?;
-        while let Some((c, parked)) = queue.pop() {
+        while let Some((c, parked)) = self.pop() {
             if !c.is_closed() && parked.elapsed() < max_idle {
                 return Some(c);
             }
@@ -91,32 +108,26 @@ impl<C: PooledConnection> IdleConnections<C> {
         None
     }
 
-    /// Returns a connection after its exchange finished; dropped (closed) when full.
+    /// Returns a connection after its exchange finished.
     pub fn put(&self, c: C) {
         if !c.is_closed() {
-            let _ = self
-                .0
-                .get_or_init(|| IdleQueue::new(MAX_IDLE_PER_TARGET))
-                .push((c, std::time::Instant::now()));
+            self.push(c, std::time::Instant::now());
         }
     }
 
     /// Closes connections idle for `max_idle` or longer and those the target closed;
     /// returns how many are left.
     pub fn sweep(&self, max_idle: std::time::Duration) -> usize {
-        let Some(queue) = self.0.get() else {
-            return 0;
-        };
-        for _ in 0..queue.len() {
-            match queue.pop() {
+        for _ in 0..self.len.load(Ordering::Relaxed) {
+            match self.pop() {
                 Some((c, parked)) if !c.probe_closed() && parked.elapsed() < max_idle => {
-                    let _ = queue.push((c, parked));
+                    self.push(c, parked);
                 }
                 Some(_) => {}
                 None => break,
             }
         }
-        queue.len()
+        self.len.load(Ordering::Relaxed)
     }
 }
 
