@@ -35,7 +35,7 @@ use crate::server::Limits;
 use crate::upstream::{pick_weighted, UpstreamGroup};
 use crate::upstream_http1::{
     self, eq, hop_by_hop_response_header, parse_final_head, response_facts, trim, write_all_flush,
-    Answer, ChunkScanner, Framing, ParsedHead, READ_BUF,
+    Answer, ChunkScanner, Framing, ParsedHead, HEAD_BUF, READ_BUF,
 };
 
 /// Headers parsed in place; a head with more goes to hyper, which applies the real limit.
@@ -150,8 +150,8 @@ pub async fn serve<S>(mut io: S, ctx: RelayContext, shutdown: watch::Receiver<bo
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
-    let mut buf = BytesMut::with_capacity(READ_BUF);
-    let mut upstream_buf = BytesMut::with_capacity(READ_BUF);
+    let mut buf = BytesMut::with_capacity(HEAD_BUF);
+    let mut upstream_buf = BytesMut::with_capacity(HEAD_BUF);
     let mut request_head: Vec<u8> = Vec::with_capacity(1024);
     let mut response_head: Vec<u8> = Vec::with_capacity(1024);
     let draining = shutdown.clone();
@@ -208,7 +208,8 @@ where
             head_timer_armed = true;
         }
         if buf.capacity() - buf.len() < 1024 {
-            buf.reserve(READ_BUF);
+            // With the buffer consumed this moves back to its start instead of allocating.
+            buf.reserve(HEAD_BUF);
         }
         let read = if head_timer_armed {
             tokio::select! {

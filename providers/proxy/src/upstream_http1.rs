@@ -30,8 +30,11 @@ use crate::upstream::{InFlight, TargetState, UpstreamGroup};
 const MAX_RESPONSE_HEAD: usize = 64 * 1024;
 /// Response headers parsed; a response with more is refused (502).
 const MAX_RESPONSE_HEADERS: usize = 128;
-/// Read buffer per upstream exchange.
+/// Read buffer growth step. Buffers start smaller (a few KiB per connection keeps hundreds
+/// of connections' buffers in cache) and grow by this when a body streams.
 pub(crate) const READ_BUF: usize = 16 * 1024;
+/// Buffer for reading heads: what a connection keeps between requests.
+pub(crate) const HEAD_BUF: usize = 4096;
 /// Targets tried for one request when connections fail.
 const MAX_ATTEMPTS: usize = 3;
 /// Longest chunk-size line (with extensions) and trailer section passed through.
@@ -400,9 +403,13 @@ async fn exchange_head<T>(
             }
             return Err(HeadError::Upstream("writing the request failed"));
         }
-        timer
-            .as_mut()
-            .reset(tokio::time::Instant::now() + settings.response_header_timeout);
+        let deadline = tokio::time::Instant::now() + settings.response_header_timeout;
+        // The timer keeps an earlier request's deadline until it fires, and is re-armed only
+        // then: the timer wheel is touched about once per timeout period per connection
+        // rather than twice per request.
+        if timer.deadline() > deadline {
+            timer.as_mut().reset(deadline);
+        }
         loop {
             match parse(buf) {
                 Ok(Some(head)) => return Ok((stream, head)),
@@ -413,12 +420,18 @@ async fn exchange_head<T>(
                 return Err(HeadError::Upstream("response head too large"));
             }
             if buf.capacity() - buf.len() < 1024 {
-                buf.reserve(READ_BUF);
+                buf.reserve(HEAD_BUF);
             }
             let read = tokio::select! {
                 biased;
                 r = stream.read_buf(buf) => r,
-                _ = timer.as_mut() => return Err(HeadError::Timeout),
+                _ = timer.as_mut() => {
+                    if tokio::time::Instant::now() >= deadline {
+                        return Err(HeadError::Timeout);
+                    }
+                    timer.as_mut().reset(deadline);
+                    continue;
+                }
             };
             match read {
                 Ok(n) if n > 0 => {}
