@@ -1,9 +1,10 @@
 //! Tollgate's in-cluster proxy provider: the data path that carries HTTP and HTTPS traffic
 //! routed by the desired-state model.
 //!
-//! - [`request_path`]: what happens to one request (start reading here).
-//! - [`http1_relay`]: the hot path for body-less HTTP/1.1 requests, client and upstream
-//!   connection driven by one task; everything else is handed to hyper and `request_path`.
+//! - [`http1_relay`]: where an HTTP/1.1 request starts (read this first): body-less requests
+//!   are parsed, routed and relayed by one task driving client and upstream connection;
+//!   everything else is handed to hyper and `request_path`.
+//! - [`request_path`]: what happens to a request hyper parsed (HTTP/2, bodies, upgrades).
 //! - [`upstream_http1`]: HTTP/1.1 exchanges with targets without a connection task, for the
 //!   relay and for body-less requests of the general path.
 //! - [`route_table`]: the model's rules compiled into an indexed table.

@@ -1,4 +1,6 @@
-//! The proxy's request path: route lookup → action → upstream, for one request.
+//! The proxy's general request path: route lookup → action → upstream, for one request that
+//! hyper parsed — HTTP/2, and HTTP/1.1 connections the relay handed over (bodies, upgrades,
+//! local answers). Body-less HTTP/1.1 requests are served by [`crate::http1_relay`] first.
 //!
 //! Nothing here takes a lock: the configuration is one atomic load (`ArcSwap`), target choice
 //! uses atomics, metric handles are pre-resolved. Bodies stream both ways and are never
