@@ -379,3 +379,83 @@ async fn http2_clients_get_decoded_bodies_from_http1_targets() {
     assert_eq!(accepted.load(Ordering::SeqCst), before + 3);
     p.stop().await;
 }
+
+/// Shutdown: idle keepalive connections are closed, and a request in flight is answered,
+/// with `Connection: close`, before its connection ends.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_closes_idle_connections_and_answers_in_flight_ones_with_close() {
+    let l = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let backend = l.local_addr().expect("addr");
+    let (arrived_tx, mut arrived) = tokio::sync::mpsc::unbounded_channel::<()>();
+    let release = Arc::new(tokio::sync::Notify::new());
+    let held = release.clone();
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = l.accept().await {
+            let (arrived_tx, held) = (arrived_tx.clone(), held.clone());
+            tokio::spawn(async move {
+                let mut head = Vec::new();
+                let mut buf = [0u8; 4096];
+                loop {
+                    while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+                        match s.read(&mut buf).await {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) => head.extend_from_slice(&buf[..n]),
+                        }
+                    }
+                    let slow = head.starts_with(b"GET /slow ");
+                    head.clear();
+                    let body: &[u8] = if slow {
+                        let _ = arrived_tx.send(());
+                        held.notified().await;
+                        b"slow"
+                    } else {
+                        b"ok"
+                    };
+                    let answer = [
+                        format!("HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n", body.len())
+                            .as_bytes(),
+                        body,
+                    ]
+                    .concat();
+                    if s.write_all(&answer).await.is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    let p = relay_proxy(backend).await;
+
+    let mut idle = H1::connect(p.http).await.expect("connect");
+    let (status, _, body) = idle.get("r.example.com", "/").await.expect("get");
+    assert_eq!((status, body.as_str()), (StatusCode::OK, "ok"));
+
+    let mut in_flight = TcpStream::connect(p.http).await.expect("connect");
+    in_flight
+        .write_all(b"GET /slow HTTP/1.1\r\nHost: r.example.com\r\n\r\n")
+        .await
+        .expect("write");
+    tokio::time::timeout(Duration::from_secs(5), arrived.recv())
+        .await
+        .expect("the slow request reached the target");
+
+    p.signal_stop();
+    wait_until(
+        Duration::from_secs(5),
+        "the idle keepalive connection to be closed",
+        || {
+            let closed = idle.is_closed();
+            async move { closed }
+        },
+    )
+    .await;
+    release.notify_one();
+    let text = read_to_close(&mut in_flight).await;
+    assert!(text.starts_with("HTTP/1.1 200"), "{text:?}");
+    assert!(
+        text.to_ascii_lowercase().contains("connection: close"),
+        "{text:?}"
+    );
+    assert!(text.ends_with("\r\n\r\nslow"), "{text:?}");
+    p.stop().await;
+}

@@ -185,6 +185,11 @@ impl TestProxy {
         std::fs::rename(&tmp, self.path(file)).expect("rename");
     }
 
+    /// Tells the proxy to stop (as SIGTERM does) without waiting for it.
+    pub fn signal_stop(&self) {
+        let _ = self.stop.send(true);
+    }
+
     pub async fn stop(self) {
         let _ = self.stop.send(true);
         let _ = tokio::time::timeout(Duration::from_secs(10), self.task).await;

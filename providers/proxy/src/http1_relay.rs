@@ -191,7 +191,7 @@ where
                         response_head: &mut response_head,
                         upstream_buf: &mut upstream_buf,
                         response_timer: response_timer.as_mut(),
-                        draining: *draining.borrow(),
+                        draining: &draining,
                     };
                     if exchange.forward(&mut io, &plan).await {
                         let _ = io.shutdown().await;
@@ -440,7 +440,9 @@ struct Exchange<'a> {
     response_head: &'a mut Vec<u8>,
     upstream_buf: &'a mut BytesMut,
     response_timer: Pin<&'a mut tokio::time::Sleep>,
-    draining: bool,
+    /// Shutdown began: read when a response head is written, so a request already in
+    /// flight when it began is answered with `Connection: close`.
+    draining: &'a watch::Receiver<bool>,
 }
 
 /// What the relay needs of an upstream response head.
@@ -469,7 +471,7 @@ impl Exchange<'_> {
             plan.idempotent,
             self.upstream_buf,
             self.response_timer.as_mut(),
-            |buf| client_response_head(buf, plan, draining, response_head),
+            |buf| client_response_head(buf, plan, *draining.borrow(), response_head),
         )
         .await;
         match answer {
@@ -480,7 +482,7 @@ impl Exchange<'_> {
                 close
             }
             Err((status, why)) => {
-                let close = plan.client_close || self.draining;
+                let close = plan.client_close || *self.draining.borrow();
                 self.response_head.clear();
                 local_response(self.response_head, status, why, close);
                 let failed = write_all_flush(client, self.response_head).await.is_err();
