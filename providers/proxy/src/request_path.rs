@@ -325,7 +325,11 @@ pub async fn handle(
                 };
             match pick_weighted(groups) {
                 None => error_response(StatusCode::SERVICE_UNAVAILABLE, "no target group"),
-                Some(group) => forward(&shared, conn, req, group, &host, &forwarded_path).await,
+                // Boxed: hyper moves the request's future whole into a task per HTTP/2
+                // stream; a small future there is one small copy instead of kilobytes.
+                Some(group) => {
+                    Box::pin(forward(&shared, conn, req, group, &host, &forwarded_path)).await
+                }
             }
         }
     };
