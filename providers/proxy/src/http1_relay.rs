@@ -461,7 +461,8 @@ impl Exchange<'_> {
     where
         S: AsyncWrite + Unpin,
     {
-        let started = Instant::now();
+        // The clock is read only for the access log.
+        let started = plan.log.is_some().then(Instant::now);
         let draining = self.draining;
         let response_head = &mut *self.response_head;
         let answer = upstream_http1::exchange(
@@ -492,7 +493,7 @@ impl Exchange<'_> {
         }
     }
 
-    fn finish(&self, plan: &ForwardPlan, status: u16, started: Instant) {
+    fn finish(&self, plan: &ForwardPlan, status: u16, started: Option<Instant>) {
         let listener = if self.ctx.conn.tls {
             &plan.cfg.https
         } else {
@@ -508,7 +509,7 @@ impl Exchange<'_> {
                 host = %host,
                 path = %path,
                 status,
-                micros = started.elapsed().as_micros() as u64,
+                micros = started.map_or(0, |s| s.elapsed().as_micros() as u64),
             );
         }
     }
