@@ -243,19 +243,34 @@ async fn read_to_close(s: &mut TcpStream) -> String {
     String::from_utf8_lossy(&out).into_owned()
 }
 
+/// Sends `bytes` on a new connection and reads until the proxy closes it.
+async fn exchange_to_close(addr: SocketAddr, bytes: &[u8]) -> String {
+    let mut s = TcpStream::connect(addr).await.expect("connect");
+    s.write_all(bytes).await.expect("write");
+    read_to_close(&mut s).await
+}
+
+/// A 200 that announces the end of its connection and ends with `body`.
+fn assert_closing_200(text: &str, body: &str) {
+    assert!(text.starts_with("HTTP/1.1 200"), "{text:?}");
+    assert!(
+        text.to_ascii_lowercase().contains("connection: close"),
+        "{text:?}"
+    );
+    assert!(text.ends_with(&format!("\r\n\r\n{body}")), "{text:?}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pipelining_until_close_and_ambiguous_lengths() {
     let (backend, _) = scripted_backend().await;
     let p = relay_proxy(backend).await;
 
     // Two requests in one write: two answers, in order; the last asks to close.
-    let mut s = TcpStream::connect(p.http).await.expect("connect");
-    s.write_all(
+    let text = exchange_to_close(
+        p.http,
         b"GET /head HTTP/1.1\r\nHost: r.example.com\r\n\r\nGET /chunked HTTP/1.1\r\nHost: r.example.com\r\nConnection: close\r\n\r\n",
     )
-    .await
-    .expect("write");
-    let text = read_to_close(&mut s).await;
+    .await;
     let first = text.find("hello").expect("first answer");
     let second = text
         .find("4\r\nWiki\r\n")
@@ -272,24 +287,19 @@ async fn pipelining_until_close_and_ambiguous_lengths() {
     );
 
     // A body delimited by the target closing: the client is told the connection closes.
-    let mut s = TcpStream::connect(p.http).await.expect("connect");
-    s.write_all(b"GET /until-close HTTP/1.1\r\nHost: r.example.com\r\n\r\n")
-        .await
-        .expect("write");
-    let text = read_to_close(&mut s).await;
-    assert!(text.starts_with("HTTP/1.1 200"), "{text}");
-    assert!(
-        text.to_ascii_lowercase().contains("connection: close"),
-        "{text}"
-    );
-    assert!(text.ends_with("\r\n\r\nuntil close"), "{text:?}");
+    let text = exchange_to_close(
+        p.http,
+        b"GET /until-close HTTP/1.1\r\nHost: r.example.com\r\n\r\n",
+    )
+    .await;
+    assert_closing_200(&text, "until close");
 
     // Content-Length with Transfer-Encoding: refused, nothing reaches the target.
-    let mut s = TcpStream::connect(p.http).await.expect("connect");
-    s.write_all(b"GET /x HTTP/1.1\r\nHost: r.example.com\r\nContent-Length: 0\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n")
-        .await
-        .expect("write");
-    let text = read_to_close(&mut s).await;
+    let text = exchange_to_close(
+        p.http,
+        b"GET /x HTTP/1.1\r\nHost: r.example.com\r\nContent-Length: 0\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
+    )
+    .await;
     assert!(text.starts_with("HTTP/1.1 400"), "{text}");
     assert_eq!(text.matches("HTTP/1.1").count(), 1, "{text}");
     p.stop().await;
@@ -451,11 +461,6 @@ async fn shutdown_closes_idle_connections_and_answers_in_flight_ones_with_close(
     .await;
     release.notify_one();
     let text = read_to_close(&mut in_flight).await;
-    assert!(text.starts_with("HTTP/1.1 200"), "{text:?}");
-    assert!(
-        text.to_ascii_lowercase().contains("connection: close"),
-        "{text:?}"
-    );
-    assert!(text.ends_with("\r\n\r\nslow"), "{text:?}");
+    assert_closing_200(&text, "slow");
     p.stop().await;
 }
