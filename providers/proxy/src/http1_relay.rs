@@ -29,7 +29,7 @@ use tokio::sync::watch;
 use tollgate_contract::matching::{normalize_host, RequestFacts};
 
 use crate::config::{CompiledAction, ProxyConfig};
-use crate::request_path::{normalize_path, ConnInfo, Shared};
+use crate::request_path::{headers_for_conditions, normalize_path, ConnInfo, Shared};
 use crate::route_table::{rewrite_path, RuleIndex};
 use crate::server::Limits;
 use crate::upstream::{pick_weighted, UpstreamGroup};
@@ -331,18 +331,10 @@ fn plan_request(buf: &[u8], ctx: &RelayContext, head: &mut Vec<u8>) -> Step {
         None => (target, None),
     };
     let path = normalize_path(raw_path);
-    let details: Vec<(String, String)> = if listener.routes.needs_request_details() {
-        req.headers
-            .iter()
-            .filter_map(|h| {
-                std::str::from_utf8(h.value)
-                    .ok()
-                    .map(|v| (h.name.to_ascii_lowercase(), v.to_string()))
-            })
-            .collect()
-    } else {
-        Vec::new()
-    };
+    let details = headers_for_conditions(
+        listener.routes.needs_request_details(),
+        req.headers.iter().map(|h| (h.name, h.value)),
+    );
     let facts = RequestFacts {
         host: &host_norm,
         path: &path,

@@ -259,6 +259,24 @@ fn smuggling_attempt<B>(req: &Request<B>) -> bool {
     (cl > 0 && h.contains_key(header::TRANSFER_ENCODING)) || cl > 1
 }
 
+/// The request's headers as rules with header conditions read them (names lower-case),
+/// collected only when some rule has such a condition (`wanted`).
+pub(crate) fn headers_for_conditions<'a>(
+    wanted: bool,
+    headers: impl Iterator<Item = (&'a str, &'a [u8])>,
+) -> Vec<(String, String)> {
+    if !wanted {
+        return Vec::new();
+    }
+    headers
+        .filter_map(|(name, value)| {
+            std::str::from_utf8(value)
+                .ok()
+                .map(|v| (name.to_ascii_lowercase(), v.to_string()))
+        })
+        .collect()
+}
+
 /// Handles one request. Never fails: every problem becomes a response.
 pub async fn handle(
     shared: Arc<Shared>,
@@ -282,18 +300,12 @@ pub async fn handle(
     let path = normalize_path(req.uri().path()).into_owned();
     let uri = req.uri().clone();
     let query = uri.query().unwrap_or("");
-    let headers: Vec<(String, String)> = if listener.routes.needs_request_details() {
+    let headers = headers_for_conditions(
+        listener.routes.needs_request_details(),
         req.headers()
             .iter()
-            .filter_map(|(k, v)| {
-                v.to_str()
-                    .ok()
-                    .map(|v| (k.as_str().to_string(), v.to_string()))
-            })
-            .collect()
-    } else {
-        Vec::new()
-    };
+            .map(|(k, v)| (k.as_str(), v.as_bytes())),
+    );
     let facts = RequestFacts {
         host: &host,
         path: &path,
