@@ -8,7 +8,8 @@ use std::time::Duration;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
-use hyper_util::server::graceful::GracefulShutdown;
+use hyper_util::server::graceful::{GracefulShutdown, Watcher};
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpListener;
 use tokio::sync::{watch, Semaphore};
 use tokio_rustls::TlsAcceptor;
@@ -112,16 +113,14 @@ pub async fn serve_traffic(
         tokio::spawn(async move {
             let _permit = permit;
             shared.metrics.open_connections.inc();
-            let relay = RelayContext::new(shared.clone(), conn_info, &limits);
-            let svc_shared = shared.clone();
-            let svc = service_fn(move |req| handle(svc_shared.clone(), conn_info, req));
+            let client_conn = ClientConnection {
+                shared: shared.clone(),
+                conn: conn_info,
+                builder,
+                watcher,
+            };
             match tls {
-                None => {
-                    if let Relayed::Handover(io) = http1_relay::serve(stream, relay, stop).await {
-                        let conn = builder.serve_connection_with_upgrades(TokioIo::new(io), svc);
-                        let _ = watcher.watch(conn.into_owned()).await;
-                    }
-                }
+                None => client_conn.serve_http1(stream, &limits, stop).await,
                 Some(acceptor) => {
                     let accepted =
                         tokio::time::timeout(limits.tls_handshake_timeout, acceptor.accept(stream))
@@ -130,18 +129,10 @@ pub async fn serve_traffic(
                         Ok(Ok(tls_stream))
                             if tls_stream.get_ref().1.alpn_protocol() == Some(b"h2") =>
                         {
-                            let conn = builder
-                                .serve_connection_with_upgrades(TokioIo::new(tls_stream), svc);
-                            let _ = watcher.watch(conn.into_owned()).await;
+                            client_conn.serve_with_hyper(tls_stream).await
                         }
                         Ok(Ok(tls_stream)) => {
-                            if let Relayed::Handover(io) =
-                                http1_relay::serve(tls_stream, relay, stop).await
-                            {
-                                let conn =
-                                    builder.serve_connection_with_upgrades(TokioIo::new(io), svc);
-                                let _ = watcher.watch(conn.into_owned()).await;
-                            }
+                            client_conn.serve_http1(tls_stream, &limits, stop).await
                         }
                         Ok(Err(e)) => {
                             tracing::debug!(client = %client, error = %e, "TLS handshake failed")
@@ -163,6 +154,41 @@ pub async fn serve_traffic(
     };
     if tokio::time::timeout(drain, drained).await.is_err() {
         tracing::info!("drain period over; closing remaining connections");
+    }
+}
+
+/// One accepted client connection and what serving it needs.
+struct ClientConnection {
+    shared: Arc<Shared>,
+    conn: ConnInfo,
+    builder: Arc<auto::Builder<TokioExecutor>>,
+    watcher: Watcher,
+}
+
+impl ClientConnection {
+    /// HTTP/1.1: the relay first, hyper for the rest of the connection if it hands over.
+    async fn serve_http1<I>(self, io: I, limits: &Limits, stop: watch::Receiver<bool>)
+    where
+        I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    {
+        let relay = RelayContext::new(self.shared.clone(), self.conn, limits);
+        if let Relayed::Handover(io) = http1_relay::serve(io, relay, stop).await {
+            self.serve_with_hyper(io).await;
+        }
+    }
+
+    /// hyper serves the connection (HTTP/2, or what the relay handed over) until it ends or
+    /// the graceful shutdown closes it.
+    async fn serve_with_hyper<I>(self, io: I)
+    where
+        I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    {
+        let (shared, conn) = (self.shared, self.conn);
+        let svc = service_fn(move |req| handle(shared.clone(), conn, req));
+        let served = self
+            .builder
+            .serve_connection_with_upgrades(TokioIo::new(io), svc);
+        let _ = self.watcher.watch(served.into_owned()).await;
     }
 }
 
