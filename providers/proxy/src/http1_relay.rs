@@ -29,13 +29,13 @@ use tokio::sync::watch;
 use tollgate_contract::matching::{normalize_host, RequestFacts};
 
 use crate::config::{CompiledAction, ProxyConfig};
-use crate::request_path::{headers_for_conditions, normalize_path, ConnInfo, Shared};
+use crate::request_path::{error_body, headers_for_conditions, normalize_path, ConnInfo, Shared};
 use crate::route_table::{rewrite_path, RuleIndex};
 use crate::server::Limits;
 use crate::upstream::{pick_weighted, UpstreamGroup};
 use crate::upstream_http1::{
-    self, eq, hop_by_hop_response_header, parse_final_head, response_facts, trim, write_all_flush,
-    Answer, ChunkScanner, Framing, ParsedHead, HEAD_BUF, READ_BUF,
+    self, eq, is_hop_by_hop, parse_final_head, response_facts, trim, write_all_flush, Answer,
+    BodyCursor, ConnectionTokens, Framing, ParsedHead, HEAD_BUF, READ_BUF,
 };
 
 /// Headers parsed in place; a head with more goes to hyper, which applies the real limit.
@@ -177,9 +177,7 @@ where
                     return Relayed::Handover(Prefixed { prefix: buf, io });
                 }
                 Step::Reject(status, why) => {
-                    response_head.clear();
-                    local_response(&mut response_head, status, why, true);
-                    let _ = write_all_flush(&mut io, &response_head).await;
+                    let _ = answer_locally(&mut io, &mut response_head, status, why, true).await;
                     return Relayed::Done;
                 }
                 Step::Forward(plan) => {
@@ -216,9 +214,8 @@ where
                 biased;
                 r = io.read_buf(&mut buf) => r,
                 _ = &mut head_timer => {
-                    response_head.clear();
-                    local_response(&mut response_head, 408, "request head not received in time", true);
-                    let _ = write_all_flush(&mut io, &response_head).await;
+                    let why = "request head not received in time";
+                    let _ = answer_locally(&mut io, &mut response_head, 408, why, true).await;
                     return Relayed::Done;
                 }
                 _ = &mut stop => return Relayed::Done,
@@ -237,23 +234,17 @@ where
     }
 }
 
-/// Request headers never forwarded by the relay: hop-by-hop ones (RFC 9110 §7.6.1) and the
-/// forwarding headers the proxy sets itself (a client's are replaced, not trusted).
+/// Request headers never forwarded by the relay: hop-by-hop ones and the forwarding headers
+/// the proxy sets itself (a client's are replaced, not trusted).
 fn dropped_request_header(name: &str) -> bool {
-    const DROPPED: [&str; 11] = [
-        "connection",
-        "keep-alive",
-        "proxy-connection",
-        "te",
-        "trailer",
-        "transfer-encoding",
-        "upgrade",
+    const FORWARDING: [&str; 5] = [
         "x-forwarded-for",
         "x-forwarded-host",
         "x-forwarded-proto",
         "x-forwarded-port",
+        "x-real-ip",
     ];
-    DROPPED.iter().any(|d| name.eq_ignore_ascii_case(d)) || name.eq_ignore_ascii_case("x-real-ip")
+    is_hop_by_hop(name) || FORWARDING.iter().any(|f| name.eq_ignore_ascii_case(f))
 }
 
 /// Parses and routes the request at the front of `buf`; for a request the relay forwards,
@@ -279,10 +270,7 @@ fn plan_request(buf: &[u8], ctx: &RelayContext, head: &mut Vec<u8>) -> Step {
     let mut content_lengths = 0;
     let mut has_body = false;
     let mut chunked_or_other_te = false;
-    let mut client_close = false;
-    // Headers the client named in `Connection` are hop-by-hop too.
-    let mut named: [&[u8]; 8] = [&[]; 8];
-    let mut named_len = 0;
+    let mut connection = ConnectionTokens::default();
     for h in req.headers.iter() {
         let name = h.name.as_bytes();
         if eq(name, "host") {
@@ -296,20 +284,11 @@ fn plan_request(buf: &[u8], ctx: &RelayContext, head: &mut Vec<u8>) -> Step {
         } else if eq(name, "upgrade") || eq(name, "expect") {
             return Step::Handover;
         } else if eq(name, "connection") {
-            for token in h.value.split(|b| *b == b',').map(trim) {
-                if eq(token, "close") {
-                    client_close = true;
-                } else if eq(token, "upgrade") {
-                    return Step::Handover;
-                } else if !token.is_empty() && !eq(token, "keep-alive") {
-                    if named_len == named.len() {
-                        return Step::Handover;
-                    }
-                    named[named_len] = token;
-                    named_len += 1;
-                }
-            }
+            connection.add(h.value);
         }
+    }
+    if connection.upgrade || connection.overflowed {
+        return Step::Handover;
     }
     if chunked_or_other_te && content_lengths > 0 {
         return Step::Reject(400, "ambiguous message length");
@@ -383,10 +362,7 @@ fn plan_request(buf: &[u8], ctx: &RelayContext, head: &mut Vec<u8>) -> Step {
                 continue;
             }
         }
-        if named[..named_len]
-            .iter()
-            .any(|n| n.eq_ignore_ascii_case(h.name.as_bytes()))
-        {
+        if connection.names(h.name) {
             continue;
         }
         head.extend_from_slice(h.name.as_bytes());
@@ -404,23 +380,24 @@ fn plan_request(buf: &[u8], ctx: &RelayContext, head: &mut Vec<u8>) -> Step {
         ctx.conn.local.port()
     );
 
+    let group = group.clone();
     let log = ctx
         .shared
         .settings
         .access_log
-        .then(|| (host_norm.clone(), path.to_string()));
+        .then(|| (host_norm, path.into_owned()));
     Step::Forward(ForwardPlan {
         head_len,
+        cfg,
         index,
-        group: group.clone(),
+        group,
         head_request: method == "HEAD",
         idempotent: matches!(
             method,
             "GET" | "HEAD" | "OPTIONS" | "TRACE" | "PUT" | "DELETE"
         ),
-        client_close,
+        client_close: connection.close,
         log,
-        cfg: cfg.clone(),
     })
 }
 
@@ -476,9 +453,9 @@ impl Exchange<'_> {
             }
             Err((status, why)) => {
                 let close = plan.client_close || *self.draining.borrow();
-                self.response_head.clear();
-                local_response(self.response_head, status, why, close);
-                let failed = write_all_flush(client, self.response_head).await.is_err();
+                let failed = answer_locally(client, self.response_head, status, why, close)
+                    .await
+                    .is_err();
                 self.finish(plan, status, started);
                 close || failed
             }
@@ -520,48 +497,20 @@ impl Exchange<'_> {
         } = answer;
         let buf = &mut *self.upstream_buf;
         buf.advance(head.len);
-        let mut chunks = ChunkScanner::default();
-        let mut remaining = match head.framing {
-            Framing::Length(n) => n,
-            _ => 0,
-        };
-        let mut done = false;
-        // The part of what was read that belongs to this body.
-        let mut take = |bytes: &[u8], done: &mut bool| -> Result<usize, ()> {
-            match head.framing {
-                Framing::None => {
-                    *done = true;
-                    Ok(0)
-                }
-                Framing::Length(_) => {
-                    let n = usize::try_from(remaining)
-                        .unwrap_or(usize::MAX)
-                        .min(bytes.len());
-                    remaining -= n as u64;
-                    *done = remaining == 0;
-                    Ok(n)
-                }
-                Framing::Chunked => {
-                    let n = chunks.scan(bytes)?;
-                    *done = chunks.is_done();
-                    Ok(n)
-                }
-                Framing::UntilClose => Ok(bytes.len()),
-            }
-        };
-        let Ok(first) = take(buf, &mut done) else {
+        let mut body = BodyCursor::new(head.framing);
+        let Ok(first) = body.scan(buf) else {
             return true; // a malformed first chunk: nothing sent yet, but no way to recover
         };
         self.response_head.extend_from_slice(&buf[..first]);
         let extra = buf.len() > first;
         buf.advance(first);
         if write_all_flush(client, self.response_head).await.is_err() {
-            if done && !extra && head.upstream_keepalive {
+            if body.is_done() && !extra && head.upstream_keepalive {
                 in_flight.target().relay_idle.put(stream);
             }
             return true;
         }
-        while !done {
+        while !body.is_done() {
             buf.clear();
             if buf.capacity() < READ_BUF {
                 buf.reserve(READ_BUF);
@@ -570,7 +519,7 @@ impl Exchange<'_> {
                 Ok(0) | Err(_) => return true, // until close, or truncated: the client sees it end
                 Ok(_) => {}
             }
-            let Ok(n) = take(buf, &mut done) else {
+            let Ok(n) = body.scan(buf) else {
                 tracing::debug!(target = %in_flight.target().addr, "malformed chunked response");
                 return true;
             };
@@ -617,7 +566,9 @@ fn client_response_head(
         // With Transfer-Encoding present, Content-Length means nothing (RFC 9112 §6.3).
         let stale_length =
             facts.has_transfer_encoding && name.eq_ignore_ascii_case("content-length");
-        if hop_by_hop_response_header(name) || stale_length || facts.named_in_connection(name) {
+        // Transfer-Encoding stays: the body passes through as framed.
+        let hop_by_hop = is_hop_by_hop(name) && !name.eq_ignore_ascii_case("transfer-encoding");
+        if hop_by_hop || stale_length || facts.connection.names(name) {
             continue;
         }
         out.extend_from_slice(name.as_bytes());
@@ -648,18 +599,26 @@ fn itoa_status(status: u16) -> [u8; 3] {
     ]
 }
 
-/// A response the relay makes itself, as `request_path::local_response` does for hyper.
-fn local_response(out: &mut Vec<u8>, status: u16, why: &str, close: bool) {
-    let reason = http::StatusCode::from_u16(status)
-        .ok()
-        .and_then(|s| s.canonical_reason())
-        .unwrap_or("error");
-    let body = format!("{status} {reason}: {why}\n");
+/// Answers with an error the relay makes itself, as `request_path::error_response` does for
+/// hyper (`out` is the buffer it is written from).
+async fn answer_locally<S: AsyncWrite + Unpin>(
+    io: &mut S,
+    out: &mut Vec<u8>,
+    status: u16,
+    why: &str,
+    close: bool,
+) -> std::io::Result<()> {
+    let status = http::StatusCode::from_u16(status).unwrap_or(http::StatusCode::BAD_GATEWAY);
+    let body = error_body(status, why);
+    out.clear();
     let _ = write!(
         out,
-        "HTTP/1.1 {status} {reason}\r\ncontent-type: text/plain; charset=utf-8\r\ncontent-length: {}\r\nserver: tollgate\r\ndate: {}\r\n{}\r\n{body}",
+        "HTTP/1.1 {} {}\r\ncontent-type: text/plain; charset=utf-8\r\ncontent-length: {}\r\nserver: tollgate\r\ndate: {}\r\n{}\r\n{body}",
+        status.as_u16(),
+        status.canonical_reason().unwrap_or("error"),
         body.len(),
         httpdate::fmt_http_date(std::time::SystemTime::now()),
         if close { "connection: close\r\n" } else { "" },
     );
+    write_all_flush(io, out).await
 }

@@ -29,6 +29,7 @@ use crate::config::{CompiledAction, CompiledListener, ProxyConfig};
 use crate::metrics::ProxyMetrics;
 use crate::route_table::rewrite_path;
 use crate::upstream::{pick_weighted, InFlight, UpstreamGroup};
+use crate::upstream_http1::HOP_BY_HOP;
 
 /// Errors of bodies on the proxy's path (hyper's, or a target's response cut short).
 pub type BodyError = Box<dyn std::error::Error + Send + Sync>;
@@ -112,17 +113,6 @@ pub struct ConnInfo {
 
 const SERVER: HeaderValue = HeaderValue::from_static("tollgate");
 
-/// Hop-by-hop headers (RFC 9110 §7.6.1), never forwarded.
-const HOP_BY_HOP: [HeaderName; 7] = [
-    header::CONNECTION,
-    HeaderName::from_static("keep-alive"),
-    HeaderName::from_static("proxy-connection"),
-    header::TE,
-    header::TRAILER,
-    header::TRANSFER_ENCODING,
-    header::UPGRADE,
-];
-
 fn boxed_error(e: hyper::Error) -> BodyError {
     Box::new(e)
 }
@@ -159,13 +149,14 @@ pub fn local_response(
     r
 }
 
-fn error_response(status: StatusCode, why: &str) -> Response<ProxyBody> {
+/// The short plain-text body of the proxy's own error answers.
+pub(crate) fn error_body(status: StatusCode, why: &str) -> String {
     let reason = status.canonical_reason().unwrap_or("error");
-    local_response(
-        status,
-        "text/plain; charset=utf-8",
-        format!("{} {reason}: {why}\n", status.as_u16()),
-    )
+    format!("{} {reason}: {why}\n", status.as_u16())
+}
+
+fn error_response(status: StatusCode, why: &str) -> Response<ProxyBody> {
+    local_response(status, "text/plain; charset=utf-8", error_body(status, why))
 }
 
 /// The request's host: `:authority` for HTTP/2, else the `Host` header.
@@ -430,7 +421,10 @@ fn prepare_upstream_headers(
     let te_trailers = h
         .get(header::TE)
         .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"trailers"));
-    for n in HOP_BY_HOP.iter().chain(named.iter()) {
+    for n in HOP_BY_HOP {
+        h.remove(n);
+    }
+    for n in &named {
         h.remove(n);
     }
     if let Some(u) = upgrade_value {
@@ -758,7 +752,7 @@ async fn forward_with_hyper_client(
                     }
                 }
                 let (mut rparts, rbody) = resp.into_parts();
-                for n in &HOP_BY_HOP {
+                for n in HOP_BY_HOP {
                     rparts.headers.remove(n);
                 }
                 // Keep the target's in-flight count up until the body has been sent; the

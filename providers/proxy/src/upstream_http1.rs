@@ -114,19 +114,57 @@ pub(crate) fn trim(v: &[u8]) -> &[u8] {
     v.trim_ascii()
 }
 
-/// Response headers that end at the proxy (RFC 9110 §7.6.1); `Transfer-Encoding` and
-/// `Content-Length` are decided by the caller, which knows whether it re-frames the body.
-pub(crate) fn hop_by_hop_response_header(name: &str) -> bool {
-    [
-        "connection",
-        "keep-alive",
-        "proxy-connection",
-        "te",
-        "trailer",
-        "upgrade",
-    ]
-    .iter()
-    .any(|d| name.eq_ignore_ascii_case(d))
+/// Hop-by-hop headers (RFC 9110 §7.6.1): they end at the proxy, in both directions.
+pub(crate) const HOP_BY_HOP: [&str; 7] = [
+    "connection",
+    "keep-alive",
+    "proxy-connection",
+    "te",
+    "trailer",
+    "transfer-encoding",
+    "upgrade",
+];
+
+pub(crate) fn is_hop_by_hop(name: &str) -> bool {
+    HOP_BY_HOP.iter().any(|h| name.eq_ignore_ascii_case(h))
+}
+
+/// The tokens of a message's `Connection` headers: `close`, `upgrade`, and the headers they
+/// name (hop-by-hop too).
+#[derive(Debug, Default)]
+pub(crate) struct ConnectionTokens<'b> {
+    pub close: bool,
+    pub upgrade: bool,
+    /// More headers were named than are kept.
+    pub overflowed: bool,
+    named: [&'b [u8]; 8],
+    len: usize,
+}
+
+impl<'b> ConnectionTokens<'b> {
+    /// Reads one `Connection` header value.
+    pub fn add(&mut self, value: &'b [u8]) {
+        for token in value.split(|b| *b == b',').map(trim) {
+            if eq(token, "close") {
+                self.close = true;
+            } else if eq(token, "upgrade") {
+                self.upgrade = true;
+            } else if token.is_empty() || eq(token, "keep-alive") {
+            } else if self.len == self.named.len() {
+                self.overflowed = true;
+            } else {
+                self.named[self.len] = token;
+                self.len += 1;
+            }
+        }
+    }
+
+    /// Whether `name` was named.
+    pub fn names(&self, name: &str) -> bool {
+        self.named[..self.len]
+            .iter()
+            .any(|n| n.eq_ignore_ascii_case(name.as_bytes()))
+    }
 }
 
 /// How a response body is delimited.
@@ -145,18 +183,8 @@ pub(crate) struct ResponseFacts<'b> {
     /// The connection may carry another request afterwards.
     pub upstream_keepalive: bool,
     pub has_transfer_encoding: bool,
-    /// Headers the target named in `Connection` (hop-by-hop too).
-    named: [&'b [u8]; 8],
-    named_len: usize,
-}
-
-impl ResponseFacts<'_> {
-    /// Whether a header of the response stops at the proxy.
-    pub fn named_in_connection(&self, name: &str) -> bool {
-        self.named[..self.named_len]
-            .iter()
-            .any(|n| n.eq_ignore_ascii_case(name.as_bytes()))
-    }
+    /// Past eight named headers the rest are forwarded, as before this type existed.
+    pub connection: ConnectionTokens<'b>,
 }
 
 /// A parsed final response head: its length in the buffer (with any interim 1xx responses
@@ -223,8 +251,7 @@ pub(crate) fn response_facts<'b>(
         framing: Framing::UntilClose,
         upstream_keepalive: version == 1,
         has_transfer_encoding: false,
-        named: [&[]; 8],
-        named_len: 0,
+        connection: ConnectionTokens::default(),
     };
     let mut chunked = false;
     let mut length: Option<u64> = None;
@@ -249,18 +276,11 @@ pub(crate) fn response_facts<'b>(
             }
             length = Some(v);
         } else if eq(name, "connection") {
-            for token in h.value.split(|b| *b == b',').map(trim) {
-                if eq(token, "close") {
-                    facts.upstream_keepalive = false;
-                } else if !token.is_empty()
-                    && !eq(token, "keep-alive")
-                    && facts.named_len < facts.named.len()
-                {
-                    facts.named[facts.named_len] = token;
-                    facts.named_len += 1;
-                }
-            }
+            facts.connection.add(h.value);
         }
+    }
+    if facts.connection.close {
+        facts.upstream_keepalive = false;
     }
     facts.framing = if head_request || status == 204 || status == 304 {
         Framing::None
@@ -501,16 +521,6 @@ impl ChunkScanner {
         self.state == ChunkState::Done
     }
 
-    /// How many of `bytes` belong to the body (all of them unless it ends inside).
-    pub fn scan(&mut self, bytes: &[u8]) -> Result<usize, ()> {
-        let mut i = 0;
-        while i < bytes.len() && !self.is_done() {
-            let (n, _) = self.step(&bytes[i..])?;
-            i += n;
-        }
-        Ok(i)
-    }
-
     /// Consumes framing bytes from the front of `bytes` up to and including one run of
     /// chunk data; returns how many bytes it consumed and where that data is.
     pub fn step(&mut self, bytes: &[u8]) -> Result<(usize, Option<Range<usize>>), ()> {
@@ -583,6 +593,87 @@ impl ChunkScanner {
     }
 }
 
+/// Follows a response body as it is read, whatever its framing: where it ends, and where its
+/// data is. The relay passes the framing through ([`BodyCursor::scan`]); the general path
+/// hands hyper the data alone ([`BodyCursor::step`]).
+#[derive(Debug)]
+pub(crate) struct BodyCursor {
+    framing: Framing,
+    /// Bytes left of a `Content-Length` body.
+    remaining: u64,
+    chunks: ChunkScanner,
+    done: bool,
+}
+
+impl BodyCursor {
+    pub fn new(framing: Framing) -> Self {
+        BodyCursor {
+            framing,
+            remaining: match framing {
+                Framing::Length(n) => n,
+                _ => 0,
+            },
+            chunks: ChunkScanner::default(),
+            done: framing == Framing::None,
+        }
+    }
+
+    pub fn is_done(&self) -> bool {
+        self.done
+    }
+
+    /// Whether the body ends when the target closes the connection (which then cannot be
+    /// reused).
+    pub fn is_close_delimited(&self) -> bool {
+        self.framing == Framing::UntilClose
+    }
+
+    /// The target closed the connection: the end of a close-delimited body.
+    pub fn end_at_close(&mut self) {
+        if self.is_close_delimited() {
+            self.done = true;
+        }
+    }
+
+    /// Consumes framing bytes from the front of `bytes` up to and including one run of
+    /// data; returns how many bytes it consumed and where that data is.
+    pub fn step(&mut self, bytes: &[u8]) -> Result<(usize, Option<Range<usize>>), ()> {
+        if self.done {
+            return Ok((0, None));
+        }
+        match self.framing {
+            Framing::None => Ok((0, None)),
+            Framing::UntilClose => Ok((bytes.len(), Some(0..bytes.len()))),
+            Framing::Length(_) => {
+                let n = usize::try_from(self.remaining)
+                    .unwrap_or(usize::MAX)
+                    .min(bytes.len());
+                self.remaining -= n as u64;
+                self.done = self.remaining == 0;
+                Ok((n, Some(0..n)))
+            }
+            Framing::Chunked => {
+                let stepped = self.chunks.step(bytes)?;
+                self.done = self.chunks.is_done();
+                Ok(stepped)
+            }
+        }
+    }
+
+    /// How many of `bytes` belong to the body, framing included (all of them unless it ends
+    /// inside).
+    pub fn scan(&mut self, bytes: &[u8]) -> Result<usize, ()> {
+        let mut i = 0;
+        while i < bytes.len() && !self.done {
+            match self.step(&bytes[i..])? {
+                (0, _) => break,
+                (n, _) => i += n,
+            }
+        }
+        Ok(i)
+    }
+}
+
 /// Forwards a body-less request for hyper's server (HTTP/2 clients, handed-over HTTP/1.1
 /// connections): `request_head` is the complete upstream request head. The response body
 /// is decoded (hyper frames it again for the client) and read from the target as the client
@@ -618,10 +709,9 @@ pub(crate) async fn forward_body_less(
             let mut headers = HeaderMap::with_capacity(response.headers.len());
             for h in response.headers.iter() {
                 let name = h.name;
-                if hop_by_hop_response_header(name)
-                    || name.eq_ignore_ascii_case("transfer-encoding")
+                if is_hop_by_hop(name)
                     || (facts.has_transfer_encoding && name.eq_ignore_ascii_case("content-length"))
-                    || facts.named_in_connection(name)
+                    || facts.connection.names(name)
                 {
                     continue;
                 }
@@ -649,15 +739,9 @@ pub(crate) async fn forward_body_less(
     let body = UpstreamBody {
         stream: Some(answer.stream),
         buf,
-        framing,
-        remaining: match framing {
-            Framing::Length(n) => n,
-            _ => 0,
-        },
-        chunks: ChunkScanner::default(),
+        cursor: BodyCursor::new(framing),
         keepalive,
         in_flight: answer.in_flight,
-        done: framing == Framing::None,
     };
     let mut resp = Response::new(http_body_util::BodyExt::boxed_unsync(
         http_body_util::BodyExt::map_err(body, |e| -> crate::request_path::BodyError {
@@ -674,12 +758,9 @@ pub(crate) async fn forward_body_less(
 struct UpstreamBody {
     stream: Option<UpstreamStream>,
     buf: BytesMut,
-    framing: Framing,
-    remaining: u64,
-    chunks: ChunkScanner,
+    cursor: BodyCursor,
     keepalive: bool,
     in_flight: InFlight,
-    done: bool,
 }
 
 /// A target's response body failed (closed early, malformed chunks).
@@ -690,33 +771,16 @@ pub struct BodyError(&'static str);
 impl UpstreamBody {
     /// The next piece of body data already in the buffer, if any.
     fn next_data(&mut self) -> Result<Option<Bytes>, BodyError> {
-        while !self.buf.is_empty() && !self.done {
-            match self.framing {
-                Framing::None => self.done = true,
-                Framing::UntilClose => return Ok(Some(self.buf.split().freeze())),
-                Framing::Length(_) => {
-                    let n = usize::try_from(self.remaining)
-                        .unwrap_or(usize::MAX)
-                        .min(self.buf.len());
-                    self.remaining -= n as u64;
-                    self.done = self.remaining == 0;
-                    return Ok(Some(self.buf.split_to(n).freeze()));
-                }
-                Framing::Chunked => {
-                    let (consumed, data) = self
-                        .chunks
-                        .step(&self.buf)
-                        .map_err(|()| BodyError("malformed chunked encoding"))?;
-                    self.done = self.chunks.is_done();
-                    let mut part = self.buf.split_to(consumed);
-                    if let Some(range) = data {
-                        if !range.is_empty() {
-                            part.advance(range.start);
-                            part.truncate(range.len());
-                            return Ok(Some(part.freeze()));
-                        }
-                    }
-                }
+        while !self.buf.is_empty() && !self.cursor.is_done() {
+            let (consumed, data) = self
+                .cursor
+                .step(&self.buf)
+                .map_err(|()| BodyError("malformed chunked encoding"))?;
+            let mut part = self.buf.split_to(consumed);
+            if let Some(range) = data.filter(|r| !r.is_empty()) {
+                part.advance(range.start);
+                part.truncate(range.len());
+                return Ok(Some(part.freeze()));
             }
         }
         Ok(None)
@@ -725,7 +789,7 @@ impl UpstreamBody {
     /// The body ended: keep the connection if it is clean.
     fn release(&mut self) {
         if let Some(stream) = self.stream.take() {
-            if self.keepalive && self.buf.is_empty() && self.framing != Framing::UntilClose {
+            if self.keepalive && self.buf.is_empty() && !self.cursor.is_close_delimited() {
                 self.in_flight.target().relay_idle.put(stream);
             }
         }
@@ -748,12 +812,12 @@ impl hyper::body::Body for UpstreamBody {
                     return Poll::Ready(Some(Err(e)));
                 }
                 Ok(Some(data)) => {
-                    if this.done {
+                    if this.cursor.is_done() {
                         this.release();
                     }
                     return Poll::Ready(Some(Ok(hyper::body::Frame::data(data))));
                 }
-                Ok(None) if this.done => {
+                Ok(None) if this.cursor.is_done() => {
                     this.release();
                     return Poll::Ready(None);
                 }
@@ -767,8 +831,8 @@ impl hyper::body::Body for UpstreamBody {
             }
             match tokio_util::io::poll_read_buf(Pin::new(stream), cx, &mut this.buf) {
                 Poll::Pending => return Poll::Pending,
-                Poll::Ready(Ok(0)) if this.framing == Framing::UntilClose => {
-                    this.done = true;
+                Poll::Ready(Ok(0)) if this.cursor.is_close_delimited() => {
+                    this.cursor.end_at_close();
                     this.stream = None;
                     return Poll::Ready(None);
                 }
@@ -782,16 +846,16 @@ impl hyper::body::Body for UpstreamBody {
     }
 
     fn is_end_stream(&self) -> bool {
-        self.done && self.buf.is_empty()
+        self.cursor.is_done() && self.buf.is_empty()
     }
 }
 
 #[cfg(test)]
 mod tests {
-    use super::ChunkScanner;
+    use super::{BodyCursor, Framing};
 
     fn scan_all(parts: &[&[u8]]) -> Result<(usize, bool), ()> {
-        let mut s = ChunkScanner::default();
+        let mut s = BodyCursor::new(Framing::Chunked);
         let mut total = 0;
         for p in parts {
             total += s.scan(p)?;
@@ -821,7 +885,7 @@ mod tests {
     fn chunk_data_is_found_between_the_framing() {
         let body: &[u8] = b"4\r\nWiki\r\n5;ext=1\r\npedia\r\n0\r\n\r\n";
         for piece in [1, 2, 3, 7, body.len()] {
-            let mut s = ChunkScanner::default();
+            let mut s = BodyCursor::new(Framing::Chunked);
             let mut data = Vec::new();
             for part in body.chunks(piece) {
                 let mut i = 0;
