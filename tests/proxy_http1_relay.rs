@@ -16,22 +16,19 @@ use http::{Method, Request, StatusCode};
 use http_body_util::Full;
 use support::*;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpStream;
 
 /// A target answering by path with fixed bytes, counting the connections it accepted.
 /// `/drop` answers and then closes the connection without saying so (as a target whose idle
 /// timeout just fired does); `/head-echo` answers with the request head it received.
 async fn scripted_backend() -> (SocketAddr, Arc<AtomicUsize>) {
-    let l = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-    let addr = l.local_addr().expect("addr");
     let accepted = Arc::new(AtomicUsize::new(0));
     let count = accepted.clone();
-    tokio::spawn(async move {
-        while let Ok((s, _)) = l.accept().await {
-            count.fetch_add(1, Ordering::SeqCst);
-            tokio::spawn(serve_scripted(s));
-        }
-    });
+    let addr = tcp_target(move |s| {
+        count.fetch_add(1, Ordering::SeqCst);
+        serve_scripted(s)
+    })
+    .await;
     (addr, accepted)
 }
 
@@ -394,46 +391,42 @@ async fn http2_clients_get_decoded_bodies_from_http1_targets() {
 /// with `Connection: close`, before its connection ends.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn shutdown_closes_idle_connections_and_answers_in_flight_ones_with_close() {
-    let l = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-    let backend = l.local_addr().expect("addr");
     let (arrived_tx, mut arrived) = tokio::sync::mpsc::unbounded_channel::<()>();
     let release = Arc::new(tokio::sync::Notify::new());
     let held = release.clone();
-    tokio::spawn(async move {
-        while let Ok((mut s, _)) = l.accept().await {
-            let (arrived_tx, held) = (arrived_tx.clone(), held.clone());
-            tokio::spawn(async move {
-                let mut head = Vec::new();
-                let mut buf = [0u8; 4096];
-                loop {
-                    while !head.windows(4).any(|w| w == b"\r\n\r\n") {
-                        match s.read(&mut buf).await {
-                            Ok(0) | Err(_) => return,
-                            Ok(n) => head.extend_from_slice(&buf[..n]),
-                        }
-                    }
-                    let slow = head.starts_with(b"GET /slow ");
-                    head.clear();
-                    let body: &[u8] = if slow {
-                        let _ = arrived_tx.send(());
-                        held.notified().await;
-                        b"slow"
-                    } else {
-                        b"ok"
-                    };
-                    let answer = [
-                        format!("HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n", body.len())
-                            .as_bytes(),
-                        body,
-                    ]
-                    .concat();
-                    if s.write_all(&answer).await.is_err() {
-                        return;
+    let backend = tcp_target(move |mut s| {
+        let (arrived_tx, held) = (arrived_tx.clone(), held.clone());
+        async move {
+            let mut head = Vec::new();
+            let mut buf = [0u8; 4096];
+            loop {
+                while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match s.read(&mut buf).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => head.extend_from_slice(&buf[..n]),
                     }
                 }
-            });
+                let slow = head.starts_with(b"GET /slow ");
+                head.clear();
+                let body: &[u8] = if slow {
+                    let _ = arrived_tx.send(());
+                    held.notified().await;
+                    b"slow"
+                } else {
+                    b"ok"
+                };
+                let answer = [
+                    format!("HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n", body.len()).as_bytes(),
+                    body,
+                ]
+                .concat();
+                if s.write_all(&answer).await.is_err() {
+                    return;
+                }
+            }
         }
-    });
+    })
+    .await;
     let p = relay_proxy(backend).await;
 
     let mut idle = H1::connect(p.http).await.expect("connect");

@@ -190,41 +190,32 @@ async fn holding_backend(
     arrived: Arc<tokio::sync::Notify>,
     release: Arc<tokio::sync::Notify>,
 ) -> SocketAddr {
-    let l = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind");
-    let addr = l.local_addr().expect("addr");
-    tokio::spawn(async move {
-        loop {
-            let Ok((s, _)) = l.accept().await else {
-                continue;
-            };
-            let (arrived, release) = (arrived.clone(), release.clone());
-            tokio::spawn(async move {
-                let svc =
-                    hyper::service::service_fn(move |req: http::Request<hyper::body::Incoming>| {
-                        let (arrived, release) = (arrived.clone(), release.clone());
-                        async move {
-                            if req.uri().path() == "/held" {
-                                arrived.notify_one();
-                                release.notified().await;
-                                Ok::<_, std::convert::Infallible>(http::Response::new(Full::new(
-                                    Bytes::from_static(b"held"),
-                                )))
-                            } else {
-                                let mut r = http::Response::new(Full::new(Bytes::new()));
-                                *r.status_mut() = StatusCode::SERVICE_UNAVAILABLE;
-                                Ok(r)
-                            }
+    tcp_target(move |s| {
+        let (arrived, release) = (arrived.clone(), release.clone());
+        async move {
+            let svc =
+                hyper::service::service_fn(move |req: http::Request<hyper::body::Incoming>| {
+                    let (arrived, release) = (arrived.clone(), release.clone());
+                    async move {
+                        if req.uri().path() == "/held" {
+                            arrived.notify_one();
+                            release.notified().await;
+                            Ok::<_, std::convert::Infallible>(http::Response::new(Full::new(
+                                Bytes::from_static(b"held"),
+                            )))
+                        } else {
+                            let mut r = http::Response::new(Full::new(Bytes::new()));
+                            *r.status_mut() = StatusCode::SERVICE_UNAVAILABLE;
+                            Ok(r)
                         }
-                    });
-                let _ = hyper::server::conn::http1::Builder::new()
-                    .serve_connection(TokioIo::new(s), svc)
-                    .await;
-            });
+                    }
+                });
+            let _ = hyper::server::conn::http1::Builder::new()
+                .serve_connection(TokioIo::new(s), svc)
+                .await;
         }
-    });
-    addr
+    })
+    .await
 }
 
 /// Failure messages collected from many tasks.

@@ -212,51 +212,34 @@ impl hyper::body::Body for ChannelBody {
 /// A gRPC target over TLS (HTTP/2 by ALPN, self-signed): answers each call with the
 /// request's message and `grpc-status: 0`, `x-served-by: grpcs` trailers.
 async fn grpcs_backend() -> std::net::SocketAddr {
-    let acceptor = self_signed_acceptor(&["grpc.internal"], &[b"h2"]);
-    let l = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind");
-    let addr = l.local_addr().expect("addr");
-    tokio::spawn(async move {
-        loop {
-            let Ok((s, _)) = l.accept().await else {
-                continue;
-            };
-            let acceptor = acceptor.clone();
-            tokio::spawn(async move {
-                let Ok(tls) = acceptor.accept(s).await else {
-                    return;
-                };
-                let svc = hyper::service::service_fn(
-                    |req: http::Request<hyper::body::Incoming>| async move {
-                        let body = req
-                            .into_body()
-                            .collect()
-                            .await
-                            .map(|b| b.to_bytes())
-                            .unwrap_or_default();
-                        let mut trailers = http::HeaderMap::new();
-                        trailers.insert("grpc-status", http::HeaderValue::from_static("0"));
-                        trailers.insert("x-served-by", http::HeaderValue::from_static("grpcs"));
-                        let frames = futures_util::stream::iter(vec![
-                            Ok::<_, std::convert::Infallible>(Frame::data(body)),
-                            Ok(Frame::trailers(trailers)),
-                        ]);
-                        let mut resp = http::Response::new(http_body_util::StreamBody::new(frames));
-                        resp.headers_mut().insert(
-                            "content-type",
-                            http::HeaderValue::from_static("application/grpc"),
-                        );
-                        Ok::<_, std::convert::Infallible>(resp)
-                    },
+    tls_target(&["grpc.internal"], &[b"h2"], |tls| async move {
+        let svc =
+            hyper::service::service_fn(|req: http::Request<hyper::body::Incoming>| async move {
+                let body = req
+                    .into_body()
+                    .collect()
+                    .await
+                    .map(|b| b.to_bytes())
+                    .unwrap_or_default();
+                let mut trailers = http::HeaderMap::new();
+                trailers.insert("grpc-status", http::HeaderValue::from_static("0"));
+                trailers.insert("x-served-by", http::HeaderValue::from_static("grpcs"));
+                let frames = futures_util::stream::iter(vec![
+                    Ok::<_, std::convert::Infallible>(Frame::data(body)),
+                    Ok(Frame::trailers(trailers)),
+                ]);
+                let mut resp = http::Response::new(http_body_util::StreamBody::new(frames));
+                resp.headers_mut().insert(
+                    "content-type",
+                    http::HeaderValue::from_static("application/grpc"),
                 );
-                let _ = hyper::server::conn::http2::Builder::new(TokioExecutor::new())
-                    .serve_connection(TokioIo::new(tls), svc)
-                    .await;
+                Ok::<_, std::convert::Infallible>(resp)
             });
-        }
-    });
-    addr
+        let _ = hyper::server::conn::http2::Builder::new(TokioExecutor::new())
+            .serve_connection(TokioIo::new(tls), svc)
+            .await;
+    })
+    .await
 }
 
 /// `nginx.ingress.kubernetes.io/backend-protocol: GRPCS`: the proxy speaks HTTP/2 over TLS

@@ -381,6 +381,44 @@ pub fn self_signed_acceptor(names: &[&str], alpn: &[&[u8]]) -> tokio_rustls::Tls
     tokio_rustls::TlsAcceptor::from(std::sync::Arc::new(cfg))
 }
 
+/// A loopback target: each accepted connection is handed to `serve` on a task of its own.
+pub async fn tcp_target<F, Fut>(serve: F) -> SocketAddr
+where
+    F: Fn(TcpStream) -> Fut + Send + 'static,
+    Fut: Future<Output = ()> + Send + 'static,
+{
+    let l = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = l.local_addr().expect("addr");
+    tokio::spawn(async move {
+        loop {
+            if let Ok((s, _)) = l.accept().await {
+                tokio::spawn(serve(s));
+            }
+        }
+    });
+    addr
+}
+
+/// A loopback TLS target with a self-signed certificate for `names`, offering `alpn`: each
+/// connection that completes its handshake is handed to `serve`.
+pub async fn tls_target<F, Fut>(names: &[&str], alpn: &[&[u8]], serve: F) -> SocketAddr
+where
+    F: Fn(tokio_rustls::server::TlsStream<TcpStream>) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = ()> + Send + 'static,
+{
+    let acceptor = self_signed_acceptor(names, alpn);
+    let serve = Arc::new(serve);
+    tcp_target(move |s| {
+        let (acceptor, serve) = (acceptor.clone(), serve.clone());
+        async move {
+            if let Ok(tls) = acceptor.accept(s).await {
+                serve(tls).await;
+            }
+        }
+    })
+    .await
+}
+
 /// A `kubernetes.io/tls` Secret manifest.
 pub fn tls_secret(name: &str, cert_pem: &str, key_pem: &str) -> String {
     let indent = |s: &str| s.lines().map(|l| format!("    {l}\n")).collect::<String>();
