@@ -2,6 +2,7 @@
 //! command-line front end. Providers live in `providers/`.
 
 pub mod admin_server;
+pub mod allocator;
 pub mod aws_command;
 pub mod class_params;
 pub mod cluster_snapshot;

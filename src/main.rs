@@ -19,6 +19,9 @@ use tollgate::{build, BuildOptions, Grouping};
 use tollgate_contract::{DesiredState, Diagnostic, Severity, TargetType};
 use tollgate_proxy::{Limits, ProxySettings};
 
+#[global_allocator]
+static ALLOCATOR: tollgate::allocator::CarvingAllocator = tollgate::allocator::CarvingAllocator;
+
 /// Tollgate: a Kubernetes ingress controller. It turns networking.k8s.io/v1 Ingress objects
 /// into AWS Application Load Balancers, or serves them itself as a reverse proxy.
 #[derive(Parser)]
