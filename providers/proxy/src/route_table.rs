@@ -234,6 +234,7 @@ pub fn rewrite_path(re: &Regex, path: &str, target: &str) -> String {
         Some(caps) => {
             let mut out = String::new();
             caps.expand(&tpl, &mut out);
+            let out = encode_target(&out);
             if out.starts_with('/') {
                 out
             } else {
@@ -242,6 +243,26 @@ pub fn rewrite_path(re: &Regex, path: &str, target: &str) -> String {
         }
         None => path.to_string(),
     }
+}
+
+/// Percent-encodes what may not appear in a request target: the rewritten path is written
+/// into the upstream request line as is, and a rewrite target is configuration, not a
+/// parsed URI (a space or CR LF in an annotation must not split the request line).
+fn encode_target(path: &str) -> String {
+    let mut out = String::with_capacity(path.len());
+    for b in path.bytes() {
+        if b.is_ascii_graphic()
+            && !matches!(
+                b,
+                b'"' | b'<' | b'>' | b'\\' | b'^' | b'`' | b'{' | b'|' | b'}'
+            )
+        {
+            out.push(char::from(b));
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
 }
 
 #[cfg(test)]
@@ -255,5 +276,19 @@ mod tests {
         assert_eq!(rewrite_path(&re, "/something", "/$2"), "/");
         assert_eq!(rewrite_path(&re, "/something/a/b", "/x/$2y"), "/x/a/by");
         assert_eq!(rewrite_path(&re, "/SOMETHING/a", "/$2"), "/a");
+    }
+
+    #[test]
+    fn rewritten_paths_cannot_split_the_request_line() {
+        let re = Regex::new("^(/.*)").unwrap();
+        assert_eq!(
+            rewrite_path(&re, "/a", "/x y\r\nX-Injected: 1$1"),
+            "/x%20y%0D%0AX-Injected:%201/a"
+        );
+        assert_eq!(rewrite_path(&re, "/a", "/caf\u{e9}$1"), "/caf%C3%A9/a");
+        assert_eq!(
+            rewrite_path(&re, "/a", "/keep?q=1&r=%41$1"),
+            "/keep?q=1&r=%41/a"
+        );
     }
 }
