@@ -121,16 +121,19 @@ async fn answer(name: Arc<str>, mut req: Request<Incoming>) -> Result<Response<B
     {
         tokio::time::sleep(Duration::from_millis(ms.min(60_000))).await;
     }
-    let headers: BTreeMap<String, String> = req
-        .headers()
-        .iter()
-        .map(|(k, v)| {
-            (
-                k.as_str().to_string(),
-                String::from_utf8_lossy(v.as_bytes()).into_owned(),
-            )
-        })
-        .collect();
+    // A header sent more than once is reported once, its values joined as RFC 9110 allows:
+    // a client-supplied forwarding header that slipped through must show.
+    let mut headers: BTreeMap<String, String> = BTreeMap::new();
+    for (k, v) in req.headers() {
+        let v = String::from_utf8_lossy(v.as_bytes());
+        headers
+            .entry(k.as_str().to_string())
+            .and_modify(|all| {
+                all.push_str(", ");
+                all.push_str(&v);
+            })
+            .or_insert_with(|| v.into_owned());
+    }
     let doc = serde_json::json!({
         "name": &*name,
         "method": req.method().as_str(),

@@ -385,6 +385,34 @@ async fn ssl_redirect_rewrite_target_and_forwarded_headers() {
     assert_eq!(h["x-forwarded-port"], p.http.port().to_string());
     assert_eq!(h["host"], "plain.example.com");
 
+    // The same from an HTTP/2 client, whose host arrives as `:authority` (no Host header):
+    // the target still gets Host, and the forwarding headers are the proxy's.
+    let req = http::Request::get("http://plain.example.com/x?k=v")
+        .header("x-forwarded-for", "6.6.6.6")
+        .header("x-real-ip", "6.6.6.6")
+        .header("x-forwarded-host", "evil.example.com")
+        .body(http_body_util::Full::new(bytes::Bytes::new()))
+        .unwrap();
+    let (status, _, body) = h2c_request(p.http, req).await.expect("h2c forwarded");
+    assert_eq!(status, StatusCode::OK);
+    let v: serde_json::Value = serde_json::from_str(&body).expect("json");
+    let h = &v["headers"];
+    assert_eq!(h["host"], "plain.example.com");
+    assert_eq!(h["x-forwarded-for"], "127.0.0.1");
+    assert_eq!(h["x-real-ip"], "127.0.0.1");
+    assert_eq!(h["x-forwarded-proto"], "http");
+    assert_eq!(h["x-forwarded-host"], "plain.example.com");
+    assert_eq!(h["x-forwarded-port"], p.http.port().to_string());
+    assert_eq!(v["path"], "/x");
+    assert_eq!(v["query"], "k=v");
+    // A rewritten path over HTTP/2 keeps the query.
+    let (_, _, body) = h2c_get(p.http, "rw.example.com", "/something/new/path?q=1")
+        .await
+        .expect("h2c rewrite");
+    let v: serde_json::Value = serde_json::from_str(&body).expect("json");
+    assert_eq!(v["path"], "/new/path");
+    assert_eq!(v["query"], "q=1");
+
     // Dot segments cannot slip a request past a more specific rule.
     let (_, _, body) = get(p.http, "plain.example.com", "/public/../admin/x")
         .await

@@ -254,15 +254,20 @@ async fn collect(resp: hyper::Response<hyper::body::Incoming>) -> Result<Resp, S
 
 /// One HTTP/2 request with prior knowledge (h2c).
 pub async fn h2c_get(addr: SocketAddr, authority: &str, path: &str) -> Result<Resp, String> {
+    let req = Request::get(format!("http://{authority}{path}"))
+        .body(Full::new(Bytes::new()))
+        .map_err(|e| e.to_string())?;
+    h2c_request(addr, req).await
+}
+
+/// One HTTP/2 request with prior knowledge (h2c); the URI's authority is `:authority`.
+pub async fn h2c_request(addr: SocketAddr, req: Request<Full<Bytes>>) -> Result<Resp, String> {
     let s = TcpStream::connect(addr).await.map_err(|e| e.to_string())?;
     let (mut send, conn) =
         hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(s))
             .await
             .map_err(|e| e.to_string())?;
     tokio::spawn(conn);
-    let req = Request::get(format!("http://{authority}{path}"))
-        .body(Full::new(Bytes::new()))
-        .map_err(|e| e.to_string())?;
     let resp = send.send_request(req).await.map_err(|e| e.to_string())?;
     collect(resp).await
 }

@@ -34,8 +34,8 @@ use crate::route_table::{rewrite_path, RuleIndex};
 use crate::server::Limits;
 use crate::upstream::{pick_weighted, UpstreamGroup};
 use crate::upstream_http1::{
-    self, eq, is_hop_by_hop, parse_final_head, response_facts, trim, write_all_flush, Answer,
-    BodyCursor, ConnectionTokens, Framing, ParsedHead, HEAD_BUF, READ_BUF,
+    self, append_upstream_headers, eq, is_hop_by_hop, parse_final_head, response_facts, trim,
+    write_all_flush, Answer, BodyCursor, ConnectionTokens, Framing, ParsedHead, HEAD_BUF, READ_BUF,
 };
 
 /// Headers parsed in place; a head with more goes to hyper, which applies the real limit.
@@ -234,19 +234,6 @@ where
     }
 }
 
-/// Request headers never forwarded by the relay: hop-by-hop ones and the forwarding headers
-/// the proxy sets itself (a client's are replaced, not trusted).
-fn dropped_request_header(name: &str) -> bool {
-    const FORWARDING: [&str; 5] = [
-        "x-forwarded-for",
-        "x-forwarded-host",
-        "x-forwarded-proto",
-        "x-forwarded-port",
-        "x-real-ip",
-    ];
-    is_hop_by_hop(name) || FORWARDING.iter().any(|f| name.eq_ignore_ascii_case(f))
-}
-
 /// Parses and routes the request at the front of `buf`; for a request the relay forwards,
 /// writes the upstream request head into `head`.
 fn plan_request(buf: &[u8], ctx: &RelayContext, head: &mut Vec<u8>) -> Step {
@@ -355,29 +342,13 @@ fn plan_request(buf: &[u8], ctx: &RelayContext, head: &mut Vec<u8>) -> Step {
         }
     }
     head.extend_from_slice(b" HTTP/1.1\r\n");
-    for h in req.headers.iter() {
-        if dropped_request_header(h.name) {
-            // `TE: trailers` is end-to-end for gRPC-style clients; other TE values are not.
-            if !(h.name.eq_ignore_ascii_case("te") && eq(trim(h.value), "trailers")) {
-                continue;
-            }
-        }
-        if connection.names(h.name) {
-            continue;
-        }
-        head.extend_from_slice(h.name.as_bytes());
-        head.extend_from_slice(b": ");
-        head.extend_from_slice(h.value);
-        head.extend_from_slice(b"\r\n");
-    }
-    head.extend_from_slice(b"x-forwarded-host: ");
-    head.extend_from_slice(host_raw.as_bytes());
-    let ip = ctx.conn.client.ip();
-    let _ = write!(
+    append_upstream_headers(
         head,
-        "\r\nx-forwarded-for: {ip}\r\nx-real-ip: {ip}\r\nx-forwarded-proto: {}\r\nx-forwarded-port: {}\r\n\r\n",
-        if ctx.conn.tls { "https" } else { "http" },
-        ctx.conn.local.port()
+        req.headers.iter().map(|h| (h.name, h.value)),
+        &connection,
+        host_raw.as_bytes(),
+        false,
+        &ctx.conn,
     );
 
     let group = group.clone();

@@ -6,8 +6,11 @@
 //! uses atomics, metric handles are pre-resolved. Bodies stream both ways and are never
 //! buffered whole.
 
+use std::borrow::Cow;
 use std::convert::Infallible;
+use std::future::Future;
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -27,9 +30,9 @@ use tollgate_contract::Redirect;
 
 use crate::config::{CompiledAction, CompiledListener, ProxyConfig};
 use crate::metrics::ProxyMetrics;
-use crate::route_table::rewrite_path;
+use crate::route_table::{rewrite_path, RuleIndex};
 use crate::upstream::{pick_weighted, InFlight, UpstreamGroup};
-use crate::upstream_http1::HOP_BY_HOP;
+use crate::upstream_http1::{append_upstream_headers, ConnectionTokens, HOP_BY_HOP};
 
 /// Errors of bodies on the proxy's path (hyper's, or a target's response cut short).
 pub type BodyError = Box<dyn std::error::Error + Send + Sync>;
@@ -269,28 +272,78 @@ pub(crate) fn headers_for_conditions<'a>(
 }
 
 /// Handles one request. Never fails: every problem becomes a response.
-pub async fn handle(
+///
+/// Routing happens before the future is returned, so the future hyper keeps for the request
+/// (moved into a task per HTTP/2 stream) holds only what the response still needs: the
+/// request itself is gone by then, the forwarding is boxed (see [`ForwardFuture`]).
+pub fn handle(
     shared: Arc<Shared>,
     conn: ConnInfo,
     req: Request<Incoming>,
-) -> Result<Response<ProxyBody>, Infallible> {
+) -> impl Future<Output = Result<Response<ProxyBody>, Infallible>> + Send {
     // The clock is read only for the access log.
     let started = shared.settings.access_log.then(Instant::now);
+    let routed = route(shared, conn, req);
+    async move {
+        let response = match routed.answer {
+            Answer::Ready(r) => r,
+            Answer::Forward(f) => f.await,
+        };
+        let status = response.status().as_u16();
+        if let Some((cfg, index)) = &routed.counted {
+            let listener = if conn.tls { &cfg.https } else { &cfg.http };
+            if let Some(l) = listener {
+                l.rule(*index).counters.record(status);
+            }
+        }
+        if let Some(log) = routed.access_log {
+            tracing::info!(
+                target: "tollgate::access",
+                client = %conn.client,
+                host = %log.0,
+                path = %log.1,
+                status,
+                micros = started.map_or(0, |s| s.elapsed().as_micros() as u64),
+            );
+        }
+        Ok(response)
+    }
+}
+
+/// A routed request: its answer, and what is recorded once the response is known.
+struct Routed {
+    answer: Answer,
+    /// The configuration and rule whose status counters count the response.
+    counted: Option<(Arc<ProxyConfig>, Option<RuleIndex>)>,
+    /// Host and path for the access log, when it is on.
+    access_log: Option<Box<(String, String)>>,
+}
+
+enum Answer {
+    Ready(Response<ProxyBody>),
+    Forward(ForwardFuture),
+}
+
+fn route(shared: Arc<Shared>, conn: ConnInfo, req: Request<Incoming>) -> Routed {
+    let ready = |r| Routed {
+        answer: Answer::Ready(r),
+        counted: None,
+        access_log: None,
+    };
     if smuggling_attempt(&req) {
         let mut r = error_response(StatusCode::BAD_REQUEST, "ambiguous message length");
         r.headers_mut()
             .insert(header::CONNECTION, HeaderValue::from_static("close"));
-        return Ok(r);
+        return ready(r);
     }
     let cfg = shared.config.load_full();
     let listener: &CompiledListener = match if conn.tls { &cfg.https } else { &cfg.http } {
         Some(l) => l,
-        None => return Ok(error_response(StatusCode::NOT_FOUND, "no listener")),
+        None => return ready(error_response(StatusCode::NOT_FOUND, "no listener")),
     };
     let host = request_host(&req);
     let path = normalize_path(req.uri().path()).into_owned();
-    let uri = req.uri().clone();
-    let query = uri.query().unwrap_or("");
+    let query = req.uri().query().unwrap_or("");
     let headers = headers_for_conditions(
         listener.routes.needs_request_details(),
         req.headers()
@@ -308,47 +361,49 @@ pub async fn handle(
     let index = listener.routes.lookup(&facts);
     let rule = listener.rule(index);
 
-    let response = match &rule.action {
+    let answer = match &rule.action {
         CompiledAction::Fixed {
             status,
             content_type,
             body,
         } => {
             let status = StatusCode::from_u16(*status).unwrap_or(StatusCode::NOT_FOUND);
-            local_response(status, content_type, body.clone())
+            Answer::Ready(local_response(status, content_type, body.clone()))
         }
-        CompiledAction::Redirect(r) => redirect(r, &conn, &host, &path, query, &shared.settings),
+        CompiledAction::Redirect(r) => {
+            Answer::Ready(redirect(r, &conn, &host, &path, query, &shared.settings))
+        }
         CompiledAction::Forward {
             groups,
             rewrite_target,
         } => {
-            let forwarded_path =
+            let forwarded_path: Cow<'_, str> =
                 match (rewrite_target, index.and_then(|i| listener.routes.regex(i))) {
-                    (Some(target), Some(re)) => rewrite_path(re, &path, target),
-                    _ => path.clone(),
+                    (Some(target), Some(re)) => Cow::Owned(rewrite_path(re, &path, target)),
+                    _ => Cow::Borrowed(&path),
                 };
             match pick_weighted(groups) {
-                None => error_response(StatusCode::SERVICE_UNAVAILABLE, "no target group"),
-                // Boxed: hyper moves the request's future whole into a task per HTTP/2
-                // stream; a small future there is one small copy instead of kilobytes.
-                Some(group) => {
-                    Box::pin(forward(&shared, conn, req, group, &host, &forwarded_path)).await
-                }
+                None => Answer::Ready(error_response(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "no target group",
+                )),
+                Some(group) => Answer::Forward(forward(
+                    shared.clone(),
+                    conn,
+                    req,
+                    group.clone(),
+                    &host,
+                    &forwarded_path,
+                )),
             }
         }
     };
-    rule.counters.record(response.status().as_u16());
-    if shared.settings.access_log {
-        tracing::info!(
-            target: "tollgate::access",
-            client = %conn.client,
-            host = %host,
-            path = %path,
-            status = response.status().as_u16(),
-            micros = started.map_or(0, |s| s.elapsed().as_micros() as u64),
-        );
+    let access_log = shared.settings.access_log.then(|| Box::new((host, path)));
+    Routed {
+        answer,
+        counted: Some((cfg, index)),
+        access_log,
     }
-    Ok(response)
 }
 
 /// A redirect's `Location`: each part the redirect leaves out keeps the request's value
@@ -453,24 +508,6 @@ fn prepare_upstream_headers(
     );
 }
 
-/// An HTTP/1.1 request head for a target: `headers` are already the upstream's.
-fn upstream_request_head(method: &Method, target: &Uri, headers: &HeaderMap) -> Vec<u8> {
-    let pq = target.path_and_query().map_or("/", |pq| pq.as_str());
-    let mut head = Vec::with_capacity(256 + headers.len() * 32);
-    head.extend_from_slice(method.as_str().as_bytes());
-    head.push(b' ');
-    head.extend_from_slice(pq.as_bytes());
-    head.extend_from_slice(b" HTTP/1.1\r\n");
-    for (name, value) in headers {
-        head.extend_from_slice(name.as_str().as_bytes());
-        head.extend_from_slice(b": ");
-        head.extend_from_slice(value.as_bytes());
-        head.extend_from_slice(b"\r\n");
-    }
-    head.extend_from_slice(b"\r\n");
-    head
-}
-
 /// Why one attempt at a target failed.
 enum AttemptError {
     /// No connection could be made: try another target.
@@ -556,15 +593,50 @@ where
     Some(sender)
 }
 
-async fn forward(
-    shared: &Shared,
+/// A request's forwarding, boxed: hyper moves the request's future whole into a task per
+/// HTTP/2 stream, so the large states stay out of it, and each branch allocates only its own.
+type ForwardFuture = Pin<Box<dyn Future<Output = Response<ProxyBody>> + Send>>;
+
+/// Prepares the upstream request and returns the future that forwards it. Not `async`: a
+/// future stores every local that lives across an await (moved-from ones included), so the
+/// preparation's locals would make both branches' futures larger. Body-less requests to
+/// HTTP/1.1 targets take the exchange without a client connection task; the future is kept
+/// under 1 KiB, which glibc serves from its per-thread cache.
+fn forward(
+    shared: Arc<Shared>,
     conn: ConnInfo,
     mut req: Request<Incoming>,
-    group: &Arc<UpstreamGroup>,
+    group: Arc<UpstreamGroup>,
     host: &str,
     path: &str,
-) -> Response<ProxyBody> {
+) -> ForwardFuture {
     let upgrade = is_upgrade(&req);
+    // A body-less request can be retried on another target after a connect failure.
+    let replayable = hyper::body::Body::is_end_stream(req.body());
+    if replayable && !upgrade && !group.http2 {
+        if let Some(head) = body_less_upstream_head(&req, conn, host, path) {
+            let idempotent = req.method().is_idempotent();
+            let head_request = req.method() == Method::HEAD;
+            drop(req);
+            return Box::pin(async move {
+                let answer = crate::upstream_http1::forward_body_less(
+                    &shared,
+                    &group,
+                    &head,
+                    idempotent,
+                    head_request,
+                )
+                .await;
+                match answer {
+                    Ok(resp) => resp,
+                    Err((status, why)) => error_response(
+                        StatusCode::from_u16(status).unwrap_or(StatusCode::BAD_GATEWAY),
+                        why,
+                    ),
+                }
+            });
+        }
+    }
     let client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));
     let host_header = req.headers().get(header::HOST).cloned().or_else(|| {
         HeaderValue::from_str(req.uri().authority().map(|a| a.as_str()).unwrap_or(host)).ok()
@@ -581,42 +653,79 @@ async fn forward(
         };
         match pq.parse() {
             Ok(u) => u,
-            Err(_) => return error_response(StatusCode::BAD_REQUEST, "invalid request target"),
+            Err(_) => {
+                return Box::pin(std::future::ready(error_response(
+                    StatusCode::BAD_REQUEST,
+                    "invalid request target",
+                )))
+            }
         }
     };
-    // A body-less request can be retried on another target after a connect failure.
-    let replayable = hyper::body::Body::is_end_stream(&body);
-    if replayable && !upgrade && !group.http2 {
-        // No body to stream up: the request's own task drives the upstream connection.
-        let head = upstream_request_head(&parts.method, &origin_form, &parts.headers);
-        let answer = crate::upstream_http1::forward_body_less(
-            shared,
-            group,
-            &head,
-            parts.method.is_idempotent(),
-            parts.method == Method::HEAD,
+    Box::pin(async move {
+        forward_with_hyper_client(
+            &shared,
+            parts,
+            body,
+            client_upgrade,
+            &group,
+            origin_form,
+            replayable,
         )
-        .await;
-        return match answer {
-            Ok(resp) => resp,
-            Err((status, why)) => error_response(
-                StatusCode::from_u16(status).unwrap_or(StatusCode::BAD_GATEWAY),
-                why,
-            ),
-        };
+        .await
+    })
+}
+
+/// The HTTP/1.1 head a target gets for a body-less request, written straight from the
+/// client's headers (no header map rebuilt per request), with `path` as routed. `None`
+/// when the client's `Connection` headers name more headers than are tracked; the caller
+/// then takes the general path.
+fn body_less_upstream_head(
+    req: &Request<Incoming>,
+    conn: ConnInfo,
+    host: &str,
+    path: &str,
+) -> Option<Vec<u8>> {
+    let mut connection = ConnectionTokens::default();
+    for v in req.headers().get_all(header::CONNECTION) {
+        connection.add(v.as_bytes());
     }
-    // Boxed: this branch's state (hyper's client, TLS connects) would otherwise make every
-    // request's future as large, and the future is moved whole into each HTTP/2 stream task.
-    Box::pin(forward_with_hyper_client(
-        shared,
-        parts,
-        body,
-        client_upgrade,
-        group,
-        origin_form,
-        replayable,
-    ))
-    .await
+    if connection.overflowed {
+        return None;
+    }
+    let client_host = req.headers().get(header::HOST);
+    let host_value = match client_host {
+        Some(h) => h.as_bytes(),
+        None => req
+            .uri()
+            .authority()
+            .map_or(host, |a| a.as_str())
+            .as_bytes(),
+    };
+    let mut head = Vec::with_capacity(512);
+    head.extend_from_slice(req.method().as_str().as_bytes());
+    head.push(b' ');
+    match req.uri().path_and_query() {
+        Some(pq) if pq.path() == path => head.extend_from_slice(pq.as_str().as_bytes()),
+        pq => {
+            head.extend_from_slice(path.as_bytes());
+            if let Some(q) = pq.and_then(|pq| pq.query()) {
+                head.push(b'?');
+                head.extend_from_slice(q.as_bytes());
+            }
+        }
+    }
+    head.extend_from_slice(b" HTTP/1.1\r\n");
+    append_upstream_headers(
+        &mut head,
+        req.headers()
+            .iter()
+            .map(|(n, v)| (n.as_str(), v.as_bytes())),
+        &connection,
+        host_value,
+        client_host.is_none(),
+        &conn,
+    );
+    Some(head)
 }
 
 /// Forwards a request with a body, or an upgrade, through hyper's client.

@@ -9,6 +9,7 @@
 //! HTTP/1.1 clients ([`forward_body_less`], which decodes bodies for hyper to re-frame).
 //! Requests with bodies and upgrades use hyper's client (`request_path`).
 
+use std::io::Write as _;
 use std::mem::MaybeUninit;
 use std::net::SocketAddr;
 use std::ops::Range;
@@ -23,7 +24,7 @@ use http::{Response, StatusCode};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::net::TcpStream;
 
-use crate::request_path::{ProxyBody, Shared};
+use crate::request_path::{ConnInfo, ProxyBody, Shared};
 use crate::upstream::{InFlight, TargetState, UpstreamGroup};
 
 /// Largest upstream response head accepted.
@@ -165,6 +166,63 @@ impl<'b> ConnectionTokens<'b> {
             .iter()
             .any(|n| n.eq_ignore_ascii_case(name.as_bytes()))
     }
+}
+
+/// Request headers a target never gets from the client: hop-by-hop ones and the forwarding
+/// headers the proxy sets itself (a client's are replaced, not trusted).
+fn dropped_request_header(name: &str) -> bool {
+    const FORWARDING: [&str; 5] = [
+        "x-forwarded-for",
+        "x-forwarded-host",
+        "x-forwarded-proto",
+        "x-forwarded-port",
+        "x-real-ip",
+    ];
+    is_hop_by_hop(name) || FORWARDING.iter().any(|f| name.eq_ignore_ascii_case(f))
+}
+
+/// Ends an HTTP/1.1 request head for a target (the request line is already in `head`): the
+/// client's headers minus the dropped ones and those its `Connection` headers name (`TE:
+/// trailers` kept: gRPC-style clients need it end to end), `Host: host` when `add_host`
+/// (an HTTP/2 request carries it as `:authority`), then `X-Forwarded-Host` (`host`),
+/// `X-Forwarded-For`, `X-Real-IP`, `X-Forwarded-Proto` and `X-Forwarded-Port` from what
+/// the proxy saw. `connection` must not have overflowed.
+pub(crate) fn append_upstream_headers<'h>(
+    head: &mut Vec<u8>,
+    headers: impl Iterator<Item = (&'h str, &'h [u8])>,
+    connection: &ConnectionTokens<'_>,
+    host: &[u8],
+    add_host: bool,
+    conn: &ConnInfo,
+) {
+    for (name, value) in headers {
+        if dropped_request_header(name)
+            && !(eq(name.as_bytes(), "te") && eq(trim(value), "trailers"))
+        {
+            continue;
+        }
+        if connection.names(name) {
+            continue;
+        }
+        head.extend_from_slice(name.as_bytes());
+        head.extend_from_slice(b": ");
+        head.extend_from_slice(value);
+        head.extend_from_slice(b"\r\n");
+    }
+    if add_host {
+        head.extend_from_slice(b"host: ");
+        head.extend_from_slice(host);
+        head.extend_from_slice(b"\r\n");
+    }
+    head.extend_from_slice(b"x-forwarded-host: ");
+    head.extend_from_slice(host);
+    let ip = conn.client.ip();
+    let _ = write!(
+        head,
+        "\r\nx-forwarded-for: {ip}\r\nx-real-ip: {ip}\r\nx-forwarded-proto: {}\r\nx-forwarded-port: {}\r\n\r\n",
+        if conn.tls { "https" } else { "http" },
+        conn.local.port()
+    );
 }
 
 /// How a response body is delimited.
