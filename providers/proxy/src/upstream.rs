@@ -50,17 +50,21 @@ impl PooledConnection for crate::upstream_http1::UpstreamStream {
 }
 
 /// Idle connections to one target, with the moment each was parked. Lock-free; memory
-/// follows the number of idle connections (the queue grows in blocks of 31), so the thousands
-/// of endpoints a cluster lists cost nothing until the proxy talks to them.
+/// follows the number of idle connections (the queue grows in blocks of 31), and the queue
+/// itself (256 bytes of cache-padded head and tail) is allocated on first use, so the
+/// thousands of endpoints a cluster lists cost a few bytes each until the proxy talks to
+/// them.
 pub struct IdleConnections<C> {
-    queue: crossbeam_queue::SegQueue<(C, std::time::Instant)>,
+    queue: std::sync::OnceLock<Box<IdleQueue<C>>>,
     len: AtomicUsize,
 }
+
+type IdleQueue<C> = crossbeam_queue::SegQueue<(C, std::time::Instant)>;
 
 impl<C> Default for IdleConnections<C> {
     fn default() -> Self {
         IdleConnections {
-            queue: crossbeam_queue::SegQueue::new(),
+            queue: std::sync::OnceLock::new(),
             len: AtomicUsize::new(0),
         }
     }
@@ -79,7 +83,7 @@ const MAX_IDLE_PER_TARGET: usize = 4096;
 
 impl<C: PooledConnection> IdleConnections<C> {
     fn pop(&self) -> Option<(C, std::time::Instant)> {
-        let popped = self.queue.pop();
+        let popped = self.queue.get()?.pop();
         if popped.is_some() {
             self.len.fetch_sub(1, Ordering::Relaxed);
         }
@@ -89,7 +93,9 @@ impl<C: PooledConnection> IdleConnections<C> {
     fn push(&self, c: C, parked: std::time::Instant) {
         // Over the cap the connection is dropped, which closes it.
         if self.len.fetch_add(1, Ordering::Relaxed) < MAX_IDLE_PER_TARGET {
-            self.queue.push((c, parked));
+            self.queue
+                .get_or_init(|| Box::new(IdleQueue::new()))
+                .push((c, parked));
         } else {
             self.len.fetch_sub(1, Ordering::Relaxed);
         }
