@@ -319,11 +319,13 @@ struct Routed {
     access_log: Option<Box<(String, String)>>,
 }
 
+/// What a routed request gets: a response made here, or one forwarded from a target.
 enum Answer {
     Ready(Response<ProxyBody>),
     Forward(ForwardFuture),
 }
 
+/// Routes a request by the current configuration: a local answer, or the forwarding future.
 fn route(shared: Arc<Shared>, conn: ConnInfo, req: Request<Incoming>) -> Routed {
     let ready = |r| Routed {
         answer: Answer::Ready(r),
