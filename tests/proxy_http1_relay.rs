@@ -61,6 +61,15 @@ async fn serve_scripted(mut s: TcpStream) {
             "/head" if method == "HEAD" => b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\n".to_vec(),
             "/head" => b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nhello".to_vec(),
             "/hop" => b"HTTP/1.1 200 OK\r\nConnection: keep-alive, X-Private\r\nX-Private: secret\r\nKeep-Alive: timeout=5\r\nContent-Length: 2\r\n\r\nok".to_vec(),
+            "/many-hops" => {
+                // More headers named in Connection than the proxy keeps inline.
+                let mut a = b"HTTP/1.1 200 OK\r\nConnection: X-H1, X-H2, X-H3, X-H4, X-H5, X-H6\r\nConnection: X-H7, X-H8, X-H9, X-H10, X-H11\r\n".to_vec();
+                for i in 1..=11 {
+                    a.extend_from_slice(format!("X-H{i}: {i}\r\n").as_bytes());
+                }
+                a.extend_from_slice(b"Content-Length: 2\r\n\r\nok");
+                a
+            }
             "/until-close" => {
                 let _ = s.write_all(b"HTTP/1.0 200 OK\r\nContent-Type: text/plain\r\n\r\nuntil close").await;
                 return;
@@ -175,6 +184,24 @@ async fn framings_and_headers_on_one_keepalive_connection() {
             "{hop} must not reach the client"
         );
     }
+    // The target never sends Date; the proxy adds one (RFC 9110 §6.6.1).
+    let date = headers
+        .get("date")
+        .and_then(|v| v.to_str().ok())
+        .expect("a Date header");
+    assert!(httpdate::parse_http_date(date).is_ok(), "{date}");
+
+    let (status, headers, _) = c
+        .get("r.example.com", "/many-hops")
+        .await
+        .expect("many hops");
+    assert_eq!(status, StatusCode::OK);
+    for i in 1..=11 {
+        assert!(
+            headers.get(format!("x-h{i}")).is_none(),
+            "x-h{i} is named in Connection and must not reach the client"
+        );
+    }
 
     let (_, _, seen) = c
         .request(request(
@@ -210,6 +237,21 @@ async fn framings_and_headers_on_one_keepalive_connection() {
     }
     for gone in ["x-client-hop", "6.6.6.6", "connection:"] {
         assert!(!seen.contains(gone), "{gone} must not go upstream: {seen}");
+    }
+
+    // More named headers than are kept inline, from the client: none goes upstream.
+    let named: Vec<String> = (1..=11).map(|i| format!("x-c{i}")).collect();
+    let connection = format!("keep-alive, {}", named.join(", "));
+    let mut headers: Vec<(&str, &str)> = vec![("connection", connection.as_str())];
+    headers.extend(named.iter().map(|n| (n.as_str(), "1")));
+    let (_, _, seen) = c
+        .request(request(Method::GET, "/echo-head", &headers))
+        .await
+        .expect("many named request headers");
+    let seen = seen.to_ascii_lowercase();
+    assert!(seen.starts_with("get /echo-head http/1.1\r\n"), "{seen}");
+    for n in &named {
+        assert!(!seen.contains(&format!("{n}:")), "{n} must not go upstream: {seen}");
     }
 
     assert!(!c.is_closed());

@@ -274,7 +274,7 @@ fn plan_request(buf: &[u8], ctx: &RelayContext, head: &mut Vec<u8>) -> Step {
             connection.add(h.value);
         }
     }
-    if connection.upgrade || connection.overflowed {
+    if connection.upgrade {
         return Step::Handover;
     }
     if chunked_or_other_te && content_lengths > 0 {
@@ -532,8 +532,10 @@ fn client_response_head(
     out.push(b' ');
     out.extend_from_slice(resp.reason.unwrap_or("").as_bytes());
     out.extend_from_slice(b"\r\n");
+    let mut has_date = false;
     for h in resp.headers.iter() {
         let name = h.name;
+        has_date |= name.eq_ignore_ascii_case("date");
         // With Transfer-Encoding present, Content-Length means nothing (RFC 9112 §6.3).
         let stale_length =
             facts.has_transfer_encoding && name.eq_ignore_ascii_case("content-length");
@@ -547,6 +549,13 @@ fn client_response_head(
         out.extend_from_slice(h.value);
         out.extend_from_slice(b"\r\n");
     }
+    if !has_date {
+        // A proxy forwarding a response without Date adds one (RFC 9110 §6.6.1), as hyper
+        // does on the general path.
+        out.extend_from_slice(b"date: ");
+        append_http_date(out);
+        out.extend_from_slice(b"\r\n");
+    }
     if close_client {
         out.extend_from_slice(b"connection: close\r\n");
     }
@@ -558,6 +567,26 @@ fn client_response_head(
         upstream_keepalive: facts.upstream_keepalive,
         close_client,
     }))
+}
+
+/// Appends the current time as an HTTP date, formatted at most once per second per thread.
+fn append_http_date(out: &mut Vec<u8>) {
+    thread_local! {
+        static FORMATTED: std::cell::RefCell<(u64, String)> = const {
+            std::cell::RefCell::new((u64::MAX, String::new()))
+        };
+    }
+    let now = std::time::SystemTime::now();
+    let second = now
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    FORMATTED.with_borrow_mut(|(at, text)| {
+        if *at != second {
+            *at = second;
+            *text = httpdate::fmt_http_date(now);
+        }
+        out.extend_from_slice(text.as_bytes());
+    });
 }
 
 /// A status code's three digits.
@@ -584,11 +613,15 @@ async fn answer_locally<S: AsyncWrite + Unpin>(
     out.clear();
     let _ = write!(
         out,
-        "HTTP/1.1 {} {}\r\ncontent-type: text/plain; charset=utf-8\r\ncontent-length: {}\r\nserver: tollgate\r\ndate: {}\r\n{}\r\n{body}",
+        "HTTP/1.1 {} {}\r\ncontent-type: text/plain; charset=utf-8\r\ncontent-length: {}\r\nserver: tollgate\r\ndate: ",
         status.as_u16(),
         status.canonical_reason().unwrap_or("error"),
         body.len(),
-        httpdate::fmt_http_date(std::time::SystemTime::now()),
+    );
+    append_http_date(out);
+    let _ = write!(
+        out,
+        "\r\n{}\r\n{body}",
         if close { "connection: close\r\n" } else { "" },
     );
     write_all_flush(io, out).await

@@ -616,28 +616,27 @@ fn forward(
     // A body-less request can be retried on another target after a connect failure.
     let replayable = hyper::body::Body::is_end_stream(req.body());
     if replayable && !upgrade && !group.http2 {
-        if let Some(head) = body_less_upstream_head(&req, conn, host, path) {
-            let idempotent = req.method().is_idempotent();
-            let head_request = req.method() == Method::HEAD;
-            drop(req);
-            return Box::pin(async move {
-                let answer = crate::upstream_http1::forward_body_less(
-                    &shared,
-                    &group,
-                    &head,
-                    idempotent,
-                    head_request,
-                )
-                .await;
-                match answer {
-                    Ok(resp) => resp,
-                    Err((status, why)) => error_response(
-                        StatusCode::from_u16(status).unwrap_or(StatusCode::BAD_GATEWAY),
-                        why,
-                    ),
-                }
-            });
-        }
+        let head = body_less_upstream_head(&req, conn, host, path);
+        let idempotent = req.method().is_idempotent();
+        let head_request = req.method() == Method::HEAD;
+        drop(req);
+        return Box::pin(async move {
+            let answer = crate::upstream_http1::forward_body_less(
+                &shared,
+                &group,
+                &head,
+                idempotent,
+                head_request,
+            )
+            .await;
+            match answer {
+                Ok(resp) => resp,
+                Err((status, why)) => error_response(
+                    StatusCode::from_u16(status).unwrap_or(StatusCode::BAD_GATEWAY),
+                    why,
+                ),
+            }
+        });
     }
     let client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));
     let host_header = req.headers().get(header::HOST).cloned().or_else(|| {
@@ -678,21 +677,16 @@ fn forward(
 }
 
 /// The HTTP/1.1 head a target gets for a body-less request, written straight from the
-/// client's headers (no header map rebuilt per request), with `path` as routed. `None`
-/// when the client's `Connection` headers name more headers than are tracked; the caller
-/// then takes the general path.
+/// client's headers (no header map rebuilt per request), with `path` as routed.
 fn body_less_upstream_head(
     req: &Request<Incoming>,
     conn: ConnInfo,
     host: &str,
     path: &str,
-) -> Option<Vec<u8>> {
+) -> Vec<u8> {
     let mut connection = ConnectionTokens::default();
     for v in req.headers().get_all(header::CONNECTION) {
         connection.add(v.as_bytes());
-    }
-    if connection.overflowed {
-        return None;
     }
     let client_host = req.headers().get(header::HOST);
     let host_value = match client_host {
@@ -727,7 +721,7 @@ fn body_less_upstream_head(
         client_host.is_none(),
         &conn,
     );
-    Some(head)
+    head
 }
 
 /// Forwards a request with a body, or an upgrade, through hyper's client.

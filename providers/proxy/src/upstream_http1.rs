@@ -136,10 +136,10 @@ pub(crate) fn is_hop_by_hop(name: &str) -> bool {
 pub(crate) struct ConnectionTokens<'b> {
     pub close: bool,
     pub upgrade: bool,
-    /// More headers were named than are kept.
-    pub overflowed: bool,
     named: [&'b [u8]; 8],
     len: usize,
+    /// Named headers beyond the first eight (rare; allocated only then).
+    more: Vec<&'b [u8]>,
 }
 
 impl<'b> ConnectionTokens<'b> {
@@ -152,7 +152,7 @@ impl<'b> ConnectionTokens<'b> {
                 self.upgrade = true;
             } else if token.is_empty() || eq(token, "keep-alive") {
             } else if self.len == self.named.len() {
-                self.overflowed = true;
+                self.more.push(token);
             } else {
                 self.named[self.len] = token;
                 self.len += 1;
@@ -164,6 +164,7 @@ impl<'b> ConnectionTokens<'b> {
     pub fn names(&self, name: &str) -> bool {
         self.named[..self.len]
             .iter()
+            .chain(&self.more)
             .any(|n| n.eq_ignore_ascii_case(name.as_bytes()))
     }
 }
@@ -186,7 +187,7 @@ fn dropped_request_header(name: &str) -> bool {
 /// trailers` kept: gRPC-style clients need it end to end), `Host: host` when `add_host`
 /// (an HTTP/2 request carries it as `:authority`), then `X-Forwarded-Host` (`host`),
 /// `X-Forwarded-For`, `X-Real-IP`, `X-Forwarded-Proto` and `X-Forwarded-Port` from what
-/// the proxy saw. `connection` must not have overflowed.
+/// the proxy saw.
 pub(crate) fn append_upstream_headers<'h>(
     head: &mut Vec<u8>,
     headers: impl Iterator<Item = (&'h str, &'h [u8])>,
