@@ -251,7 +251,10 @@ async fn framings_and_headers_on_one_keepalive_connection() {
     let seen = seen.to_ascii_lowercase();
     assert!(seen.starts_with("get /echo-head http/1.1\r\n"), "{seen}");
     for n in &named {
-        assert!(!seen.contains(&format!("{n}:")), "{n} must not go upstream: {seen}");
+        assert!(
+            !seen.contains(&format!("{n}:")),
+            "{n} must not go upstream: {seen}"
+        );
     }
 
     assert!(!c.is_closed());
