@@ -92,7 +92,7 @@ async fn serve_scripted(mut s: TcpStream) {
                     }
                 }
                 let body: Vec<u8> = pending.drain(..len).collect();
-                let mut a = format!("HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n", body.len()).into_bytes();
+                let mut a = format!("HTTP/1.1 200 OK\r\nConnection: X-Private\r\nX-Private: secret\r\nContent-Length: {}\r\n\r\n", body.len()).into_bytes();
                 a.extend_from_slice(&body);
                 a
             }
@@ -270,8 +270,12 @@ async fn framings_and_headers_on_one_keepalive_connection() {
         .header("host", "r.example.com")
         .body(Full::new(Bytes::from_static(b"payload")))
         .expect("post");
-    let (status, _, body) = c.request(post).await.expect("post");
+    let (status, headers, body) = c.request(post).await.expect("post");
     assert_eq!((status, body.as_str()), (StatusCode::OK, "payload"));
+    assert!(
+        headers.get("x-private").is_none(),
+        "a header the target's Connection names must not reach the client through hyper either"
+    );
     let (status, _, body) = c.get("r.example.com", "/head").await.expect("after post");
     assert_eq!((status, body.as_str()), (StatusCode::OK, "hello"));
     assert_eq!(handovers(&p).await, 1.0);

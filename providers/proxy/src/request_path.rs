@@ -452,6 +452,25 @@ fn redirect(
     resp
 }
 
+/// Removes the headers that end at the proxy, in either direction: hop-by-hop ones (RFC 9110
+/// §7.6.1) and those the message's `Connection` headers name.
+fn strip_hop_by_hop(h: &mut HeaderMap) {
+    let named: Vec<HeaderName> = h
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|t| HeaderName::from_bytes(t.trim().as_bytes()).ok())
+        .filter(|n| n != header::CONNECTION)
+        .collect();
+    for n in HOP_BY_HOP {
+        h.remove(n);
+    }
+    for n in &named {
+        h.remove(n);
+    }
+}
+
 /// Turns the client's headers into the upstream request's, in place: hop-by-hop headers
 /// removed, `Host` kept, forwarding headers set from what the proxy saw (client-supplied
 /// `X-Forwarded-*` are replaced, not trusted).
@@ -461,15 +480,6 @@ fn prepare_upstream_headers(
     host_header: Option<&HeaderValue>,
     upgrade: bool,
 ) {
-    // Headers named in Connection are hop-by-hop too.
-    let named: Vec<HeaderName> = h
-        .get_all(header::CONNECTION)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .filter_map(|t| HeaderName::from_bytes(t.trim().as_bytes()).ok())
-        .filter(|n| n != header::CONNECTION)
-        .collect();
     let upgrade_value = if upgrade {
         h.get(header::UPGRADE).cloned()
     } else {
@@ -478,12 +488,7 @@ fn prepare_upstream_headers(
     let te_trailers = h
         .get(header::TE)
         .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"trailers"));
-    for n in HOP_BY_HOP {
-        h.remove(n);
-    }
-    for n in &named {
-        h.remove(n);
-    }
+    strip_hop_by_hop(h);
     if let Some(u) = upgrade_value {
         h.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
         h.insert(header::UPGRADE, u);
@@ -857,9 +862,7 @@ async fn forward_with_hyper_client(
                     }
                 }
                 let (mut rparts, rbody) = resp.into_parts();
-                for n in HOP_BY_HOP {
-                    rparts.headers.remove(n);
-                }
+                strip_hop_by_hop(&mut rparts.headers);
                 // Keep the target's in-flight count up until the body has been sent; the
                 // connection goes back to the pool when the body ends cleanly.
                 let body = InFlightBody {
