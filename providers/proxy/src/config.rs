@@ -2,6 +2,7 @@
 //! the request path, then swapped in whole; requests already running keep the generation
 //! they started with.
 
+use std::borrow::Cow;
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Instant;
@@ -10,7 +11,7 @@ use bytes::Bytes;
 use tollgate_contract::{Action, DesiredState, Listener, LoadBalancer, Redirect};
 
 use crate::metrics::{ProxyMetrics, StatusCounters};
-use crate::route_table::{ListenerRoutes, RuleIndex};
+use crate::route_table::{rewrite_path, ListenerRoutes, RuleIndex};
 use crate::upstream::{TargetRegistry, UpstreamGroup};
 
 /// The model's plain-HTTP listener port.
@@ -54,6 +55,20 @@ impl CompiledListener {
         index
             .and_then(|i| self.rules.get(i))
             .unwrap_or(&self.default)
+    }
+
+    /// The path a request routed to `index` goes upstream with: rewritten by the rule's
+    /// `rewrite-target` (which needs the rule's regex), else `path` as routing saw it.
+    pub fn forwarded_path<'p>(
+        &self,
+        index: Option<RuleIndex>,
+        rewrite_target: Option<&str>,
+        path: &'p str,
+    ) -> Cow<'p, str> {
+        match (rewrite_target, index.and_then(|i| self.routes.regex(i))) {
+            (Some(target), Some(re)) => Cow::Owned(rewrite_path(re, path, target)),
+            _ => Cow::Borrowed(path),
+        }
     }
 }
 

@@ -15,7 +15,6 @@
 //! whose framing is unambiguous; the one smuggling shape hyper would resolve rather than
 //! refuse (`Content-Length` with `Transfer-Encoding`) is refused here with 400.
 
-use std::borrow::Cow;
 use std::io::Write as _;
 use std::mem::MaybeUninit;
 use std::pin::Pin;
@@ -29,12 +28,14 @@ use tokio::sync::watch;
 use tollgate_contract::matching::{normalize_host, RequestFacts};
 
 use crate::config::{CompiledAction, ProxyConfig};
-use crate::request_path::{error_body, headers_for_conditions, normalize_path, ConnInfo, Shared};
-use crate::route_table::{rewrite_path, RuleIndex};
+use crate::request_path::{
+    error_body, headers_for_conditions, normalize_path, record_response, ConnInfo, Shared,
+};
+use crate::route_table::RuleIndex;
 use crate::server::Limits;
 use crate::upstream::{pick_weighted, UpstreamGroup};
 use crate::upstream_http1::{
-    self, append_upstream_headers, eq, is_hop_by_hop, parse_final_head, response_facts, trim,
+    self, append_origin_form, append_upstream_headers, eq, parse_final_head, response_facts, trim,
     write_all_flush, Answer, BodyCursor, ConnectionTokens, Framing, ParsedHead, HEAD_BUF, READ_BUF,
 };
 
@@ -323,24 +324,12 @@ fn plan_request(buf: &[u8], ctx: &RelayContext, head: &mut Vec<u8>) -> Step {
     if group.http2 {
         return Step::Handover;
     }
-    let forwarded: Cow<'_, str> =
-        match (rewrite_target, index.and_then(|i| listener.routes.regex(i))) {
-            (Some(t), Some(re)) => Cow::Owned(rewrite_path(re, &path, t)),
-            _ => Cow::Borrowed(&path),
-        };
+    let forwarded = listener.forwarded_path(index, rewrite_target.as_deref(), &path);
 
     head.clear();
     head.extend_from_slice(method.as_bytes());
     head.push(b' ');
-    if forwarded == raw_path {
-        head.extend_from_slice(target.as_bytes());
-    } else {
-        head.extend_from_slice(forwarded.as_bytes());
-        if let Some(q) = query {
-            head.push(b'?');
-            head.extend_from_slice(q.as_bytes());
-        }
-    }
+    append_origin_form(head, target, raw_path, query, &forwarded);
     head.extend_from_slice(b" HTTP/1.1\r\n");
     append_upstream_headers(
         head,
@@ -434,24 +423,14 @@ impl Exchange<'_> {
     }
 
     fn finish(&self, plan: &ForwardPlan, status: u16, started: Option<Instant>) {
-        let listener = if self.ctx.conn.tls {
-            &plan.cfg.https
-        } else {
-            &plan.cfg.http
-        };
-        if let Some(l) = listener {
-            l.rule(plan.index).counters.record(status);
-        }
-        if let Some((host, path)) = &plan.log {
-            tracing::info!(
-                target: "tollgate::access",
-                client = %self.ctx.conn.client,
-                host = %host,
-                path = %path,
-                status,
-                micros = started.map_or(0, |s| s.elapsed().as_micros() as u64),
-            );
-        }
+        record_response(
+            &plan.cfg,
+            plan.index,
+            &self.ctx.conn,
+            status,
+            plan.log.as_ref(),
+            started,
+        );
     }
 
     /// Writes the response head and passes the body through; returns the upstream
@@ -536,12 +515,8 @@ fn client_response_head(
     for h in resp.headers.iter() {
         let name = h.name;
         has_date |= name.eq_ignore_ascii_case("date");
-        // With Transfer-Encoding present, Content-Length means nothing (RFC 9112 §6.3).
-        let stale_length =
-            facts.has_transfer_encoding && name.eq_ignore_ascii_case("content-length");
-        // Transfer-Encoding stays: the body passes through as framed.
-        let hop_by_hop = is_hop_by_hop(name) && !name.eq_ignore_ascii_case("transfer-encoding");
-        if hop_by_hop || stale_length || facts.connection.names(name) {
+        // The body passes through as framed.
+        if facts.drops(name, true) {
             continue;
         }
         out.extend_from_slice(name.as_bytes());

@@ -6,7 +6,6 @@
 //! uses atomics, metric handles are pre-resolved. Bodies stream both ways and are never
 //! buffered whole.
 
-use std::borrow::Cow;
 use std::convert::Infallible;
 use std::future::Future;
 use std::net::SocketAddr;
@@ -30,9 +29,11 @@ use tollgate_contract::Redirect;
 
 use crate::config::{CompiledAction, CompiledListener, ProxyConfig};
 use crate::metrics::ProxyMetrics;
-use crate::route_table::{rewrite_path, RuleIndex};
+use crate::route_table::RuleIndex;
 use crate::upstream::{pick_weighted, InFlight, UpstreamGroup};
-use crate::upstream_http1::{append_upstream_headers, ConnectionTokens, HOP_BY_HOP};
+use crate::upstream_http1::{
+    append_origin_form, append_upstream_headers, ConnectionTokens, HOP_BY_HOP,
+};
 
 /// Errors of bodies on the proxy's path (hyper's, or a target's response cut short).
 pub type BodyError = Box<dyn std::error::Error + Send + Sync>;
@@ -289,24 +290,37 @@ pub fn handle(
             Answer::Ready(r) => r,
             Answer::Forward(f) => f.await,
         };
-        let status = response.status().as_u16();
         if let Some((cfg, index)) = &routed.counted {
-            let listener = if conn.tls { &cfg.https } else { &cfg.http };
-            if let Some(l) = listener {
-                l.rule(*index).counters.record(status);
-            }
-        }
-        if let Some(log) = routed.access_log {
-            tracing::info!(
-                target: "tollgate::access",
-                client = %conn.client,
-                host = %log.0,
-                path = %log.1,
-                status,
-                micros = started.map_or(0, |s| s.elapsed().as_micros() as u64),
-            );
+            let status = response.status().as_u16();
+            let log = routed.access_log.as_deref();
+            record_response(cfg, *index, &conn, status, log, started);
         }
         Ok(response)
+    }
+}
+
+/// Counts a routed request's response against its rule and, when the access log is on
+/// (`log`: host and path), writes its line. Shared by the relay and the general path.
+pub(crate) fn record_response(
+    cfg: &ProxyConfig,
+    index: Option<RuleIndex>,
+    conn: &ConnInfo,
+    status: u16,
+    log: Option<&(String, String)>,
+    started: Option<Instant>,
+) {
+    if let Some(l) = if conn.tls { &cfg.https } else { &cfg.http } {
+        l.rule(index).counters.record(status);
+    }
+    if let Some((host, path)) = log {
+        tracing::info!(
+            target: "tollgate::access",
+            client = %conn.client,
+            host = %host,
+            path = %path,
+            status,
+            micros = started.map_or(0, |s| s.elapsed().as_micros() as u64),
+        );
     }
 }
 
@@ -379,11 +393,7 @@ fn route(shared: Arc<Shared>, conn: ConnInfo, req: Request<Incoming>) -> Routed 
             groups,
             rewrite_target,
         } => {
-            let forwarded_path: Cow<'_, str> =
-                match (rewrite_target, index.and_then(|i| listener.routes.regex(i))) {
-                    (Some(target), Some(re)) => Cow::Owned(rewrite_path(re, &path, target)),
-                    _ => Cow::Borrowed(&path),
-                };
+            let forwarded_path = listener.forwarded_path(index, rewrite_target.as_deref(), &path);
             match pick_weighted(groups) {
                 None => Answer::Ready(error_response(
                     StatusCode::SERVICE_UNAVAILABLE,
@@ -649,23 +659,13 @@ fn forward(
     });
     let (mut parts, body) = req.into_parts();
     prepare_upstream_headers(&mut parts.headers, conn, host_header.as_ref(), upgrade);
-    // Origin-form target: reuse the client's when routing did not change the path.
-    let origin_form: Uri = if parts.uri.path() == path && parts.uri.scheme().is_none() {
-        parts.uri.clone()
-    } else {
-        let pq = match parts.uri.query() {
-            Some(q) => format!("{path}?{q}"),
-            None => path.to_string(),
-        };
-        match pq.parse() {
-            Ok(u) => u,
-            Err(_) => {
-                return Box::pin(std::future::ready(error_response(
-                    StatusCode::BAD_REQUEST,
-                    "invalid request target",
-                )))
-            }
-        }
+    let mut target = Vec::new();
+    append_client_origin_form(&mut target, &parts.uri, path);
+    let Ok(origin_form) = Uri::try_from(target) else {
+        return Box::pin(std::future::ready(error_response(
+            StatusCode::BAD_REQUEST,
+            "invalid request target",
+        )));
     };
     Box::pin(async move {
         forward_with_hyper_client(
@@ -679,6 +679,19 @@ fn forward(
         )
         .await
     })
+}
+
+/// The origin-form target a target gets for a request hyper parsed (see
+/// [`append_origin_form`]).
+fn append_client_origin_form(out: &mut Vec<u8>, uri: &Uri, path: &str) {
+    let pq = uri.path_and_query();
+    append_origin_form(
+        out,
+        pq.map_or("", |pq| pq.as_str()),
+        pq.map_or("", |pq| pq.path()),
+        pq.and_then(|pq| pq.query()),
+        path,
+    );
 }
 
 /// The HTTP/1.1 head a target gets for a body-less request, written straight from the
@@ -705,16 +718,7 @@ fn body_less_upstream_head(
     let mut head = Vec::with_capacity(512);
     head.extend_from_slice(req.method().as_str().as_bytes());
     head.push(b' ');
-    match req.uri().path_and_query() {
-        Some(pq) if pq.path() == path => head.extend_from_slice(pq.as_str().as_bytes()),
-        pq => {
-            head.extend_from_slice(path.as_bytes());
-            if let Some(q) = pq.and_then(|pq| pq.query()) {
-                head.push(b'?');
-                head.extend_from_slice(q.as_bytes());
-            }
-        }
-    }
+    append_client_origin_form(&mut head, req.uri(), path);
     head.extend_from_slice(b" HTTP/1.1\r\n");
     append_upstream_headers(
         &mut head,

@@ -182,6 +182,26 @@ fn dropped_request_header(name: &str) -> bool {
     is_hop_by_hop(name) || FORWARDING.iter().any(|f| name.eq_ignore_ascii_case(f))
 }
 
+/// Appends the request target a target gets: the client's own (`raw`, query included) when
+/// routing left its path (`raw_path`) as it was, else the routed path and the client's query.
+pub(crate) fn append_origin_form(
+    out: &mut Vec<u8>,
+    raw: &str,
+    raw_path: &str,
+    query: Option<&str>,
+    routed: &str,
+) {
+    if routed == raw_path {
+        out.extend_from_slice(raw.as_bytes());
+    } else {
+        out.extend_from_slice(routed.as_bytes());
+        if let Some(q) = query {
+            out.push(b'?');
+            out.extend_from_slice(q.as_bytes());
+        }
+    }
+}
+
 /// Ends an HTTP/1.1 request head for a target (the request line is already in `head`): the
 /// client's headers minus the dropped ones and those its `Connection` headers name (`TE:
 /// trailers` kept: gRPC-style clients need it end to end), `Host: host` when `add_host`
@@ -242,8 +262,20 @@ pub(crate) struct ResponseFacts<'b> {
     /// The connection may carry another request afterwards.
     pub upstream_keepalive: bool,
     pub has_transfer_encoding: bool,
-    /// Past eight named headers the rest are forwarded, as before this type existed.
     pub connection: ConnectionTokens<'b>,
+}
+
+impl ResponseFacts<'_> {
+    /// Whether a response header stops at the proxy: hop-by-hop ones (Transfer-Encoding
+    /// kept when the body passes through as framed, `body_as_framed`), those `Connection`
+    /// names, and a Content-Length that Transfer-Encoding overrides (RFC 9112 §6.3).
+    pub fn drops(&self, name: &str, body_as_framed: bool) -> bool {
+        let hop_by_hop = is_hop_by_hop(name)
+            && !(body_as_framed && name.eq_ignore_ascii_case("transfer-encoding"));
+        let stale_length =
+            self.has_transfer_encoding && name.eq_ignore_ascii_case("content-length");
+        hop_by_hop || stale_length || self.connection.names(name)
+    }
 }
 
 /// A parsed final response head: its length in the buffer (with any interim 1xx responses
@@ -767,15 +799,12 @@ pub(crate) async fn forward_body_less(
             let facts = response_facts(&response, head_request)?;
             let mut headers = HeaderMap::with_capacity(response.headers.len());
             for h in response.headers.iter() {
-                let name = h.name;
-                if is_hop_by_hop(name)
-                    || (facts.has_transfer_encoding && name.eq_ignore_ascii_case("content-length"))
-                    || facts.connection.names(name)
-                {
+                // hyper frames the decoded body again.
+                if facts.drops(h.name, false) {
                     continue;
                 }
                 let (Ok(n), Ok(v)) = (
-                    HeaderName::from_bytes(name.as_bytes()),
+                    HeaderName::from_bytes(h.name.as_bytes()),
                     HeaderValue::from_bytes(h.value),
                 ) else {
                     return Err("invalid response header");
