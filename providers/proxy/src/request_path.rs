@@ -654,9 +654,7 @@ fn forward(
         });
     }
     let client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));
-    let host_header = req.headers().get(header::HOST).cloned().or_else(|| {
-        HeaderValue::from_str(req.uri().authority().map(|a| a.as_str()).unwrap_or(host)).ok()
-    });
+    let host_header = HeaderValue::from_bytes(upstream_host(&req, host)).ok();
     let (mut parts, body) = req.into_parts();
     prepare_upstream_headers(&mut parts.headers, conn, host_header.as_ref(), upgrade);
     let mut target = Vec::new();
@@ -679,6 +677,19 @@ fn forward(
         )
         .await
     })
+}
+
+/// The Host a target gets: the client's `Host`, else the request's authority (HTTP/2's
+/// `:authority`, an absolute-form target), else the host the request was routed by.
+fn upstream_host<'a>(req: &'a Request<Incoming>, routed_host: &'a str) -> &'a [u8] {
+    match req.headers().get(header::HOST) {
+        Some(h) => h.as_bytes(),
+        None => req
+            .uri()
+            .authority()
+            .map_or(routed_host, |a| a.as_str())
+            .as_bytes(),
+    }
 }
 
 /// The origin-form target a target gets for a request hyper parsed (see
@@ -706,15 +717,7 @@ fn body_less_upstream_head(
     for v in req.headers().get_all(header::CONNECTION) {
         connection.add(v.as_bytes());
     }
-    let client_host = req.headers().get(header::HOST);
-    let host_value = match client_host {
-        Some(h) => h.as_bytes(),
-        None => req
-            .uri()
-            .authority()
-            .map_or(host, |a| a.as_str())
-            .as_bytes(),
-    };
+    let host_value = upstream_host(req, host);
     let mut head = Vec::with_capacity(512);
     head.extend_from_slice(req.method().as_str().as_bytes());
     head.push(b' ');
@@ -727,7 +730,7 @@ fn body_less_upstream_head(
             .map(|(n, v)| (n.as_str(), v.as_bytes())),
         &connection,
         host_value,
-        client_host.is_none(),
+        !req.headers().contains_key(header::HOST),
         &conn,
     );
     head
