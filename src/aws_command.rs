@@ -13,7 +13,7 @@ use tokio::sync::watch;
 use tollgate_aws::alb_stack::{build_stacks, AlbLimits, AlbStack};
 use tollgate_aws::aws_api::{stack_of, Aws, AwsError};
 use tollgate_aws::inventory::Inventory;
-use tollgate_aws::plan::plan;
+use tollgate_aws::plan::plan_holding;
 use tollgate_contract::{DesiredState, Diagnostic, ObjectKind, ObjectRef};
 
 use crate::admin_server::{serve_aws_admin, AwsAdminState};
@@ -100,7 +100,8 @@ pub async fn reconcile(
     snapshot: &ClusterSnapshot,
     opts: &AwsRunOptions,
 ) -> Reconciled {
-    reconcile_model(aws, inventory, build(snapshot, &opts.build), opts).await
+    let out = crate::LastKnownGood::default().build(snapshot, &opts.build);
+    reconcile_model(aws, inventory, out, opts).await
 }
 
 /// [`reconcile`] for a model already built from the snapshot.
@@ -115,7 +116,8 @@ pub async fn reconcile_model(
         // Stacks naming subnets or security groups by tag are reported as unresolved.
         tracing::warn!(error = %e, "cannot look up subnet and security group names");
     }
-    let p = plan(&stacks, inventory);
+    let held = &out.held_load_balancers;
+    let p = plan_holding(&stacks, inventory, held);
     diagnostics.extend(p.diagnostics.iter().cloned());
     if !p.is_empty() {
         tracing::info!(changes = p.changes.len(), "applying AWS plan\n{p}");
@@ -125,8 +127,11 @@ pub async fn reconcile_model(
     let mut unconverged_stacks: BTreeSet<String> =
         failures.iter().map(|d| d.subject.name.clone()).collect();
     diagnostics.extend(failures);
-    let after = plan(&stacks, inventory);
+    let after = plan_holding(&stacks, inventory, held);
     unconverged_stacks.extend(after.changes.iter().map(|c| stack_of(c, inventory)));
+    // A held or undeletable stack is not what is desired: its deleted Ingresses keep their
+    // finalizer.
+    unconverged_stacks.extend(after.blocked_stacks.iter().cloned());
     diagnostics.sort();
     diagnostics.dedup();
     Reconciled {
@@ -191,7 +196,7 @@ pub async fn run_continuous(
     opts: &AwsRunOptions,
     mut shutdown: watch::Receiver<bool>,
 ) -> Result<(), AwsRunError> {
-    let (source, mut kube) = start_source::<AwsRunError>(&opts.source).await?;
+    let (source, mut kube) = start_source::<AwsRunError>(&opts.source, &opts.build).await?;
     let aws = Arc::new(opts.connect().await);
     let admin = Arc::new(AwsAdminState::default());
     if let Some(addr) = opts.admin_listen {
@@ -213,6 +218,9 @@ pub async fn run_continuous(
     let mut states = source.subscribe();
     let mut leadership = kube.as_ref().map(|k| k.leadership.clone());
     let mut retry = tokio::time::interval(Duration::from_secs(30));
+    // An Ingress that turns invalid keeps its load balancer as its last valid version built
+    // it; after a restart, its load balancer is held as AWS has it.
+    let mut last_good = crate::LastKnownGood::default();
     loop {
         let leading = leadership.as_ref().is_none_or(|l| *l.borrow());
         admin.leader.store(leading, Ordering::Relaxed);
@@ -235,7 +243,7 @@ pub async fn run_continuous(
             if let Some(inv) = inventory.as_mut() {
                 let state = states.borrow_and_update().clone();
                 log_diagnostics(&state.diagnostics);
-                let out = build(&state.snapshot, &opts.build);
+                let out = last_good.build(&state.snapshot, &opts.build);
                 if let Some(ctx) = kube.as_ref() {
                     add_finalizers(ctx, &state.snapshot, &out.model).await;
                 }
@@ -343,6 +351,27 @@ async fn report_to_cluster(
         })
         .collect();
     report.diagnostics.extend(per_ingress);
+    // An Ingress being deleted is in no stack of the model, but its load balancer's problem
+    // (deletion protection, a failed delete) is what holds its finalizer: tell it there.
+    for ing in state
+        .snapshot
+        .ingresses
+        .iter()
+        .filter(|i| i.metadata.deletion_timestamp.is_some())
+    {
+        let stack = load_balancer_id(&state.snapshot, &opts.build, ing);
+        for d in r
+            .diagnostics
+            .iter()
+            .filter(|d| d.subject.kind == ObjectKind::LoadBalancer && d.subject.name == stack)
+        {
+            let mut d = d.clone();
+            d.subject.kind = ObjectKind::Ingress;
+            d.subject.namespace = ing.metadata.namespace.clone().unwrap_or_default();
+            d.subject.name = ing.metadata.name.clone().unwrap_or_default();
+            report.diagnostics.push(d);
+        }
+    }
     for (stack, ings) in &r.ingresses_by_stack {
         let addrs: Vec<PublishedAddress> = inv
             .load_balancers

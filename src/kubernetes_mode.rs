@@ -27,6 +27,9 @@ pub struct KubeOptions {
     /// cluster IP is published in Ingress status, when no fixed address is configured.
     pub publish_service: Option<(String, String)>,
     pub source: KubeSourceOptions,
+    /// The validating admission webhook, if served by this process (boxed: most runs have
+    /// none, and `SourceSpec` carries these options by value).
+    pub webhook: Option<Box<crate::admission_webhook::WebhookOptions>>,
 }
 
 /// Why the Kubernetes wiring could not start.
@@ -38,6 +41,8 @@ pub enum KubeModeError {
     Source(#[from] KubeSourceError),
     #[error(transparent)]
     Leader(#[from] LeaderElectionError),
+    #[error(transparent)]
+    Webhook(#[from] crate::admission_webhook::WebhookError),
 }
 
 /// A connected client, the running source, leadership and the status writer.
@@ -47,19 +52,36 @@ pub struct KubeContext {
     pub leadership: Leadership,
     pub writer: IngressStatusWriter,
     pub publish_service: Option<(String, String)>,
+    /// Serving as long as the context lives.
+    pub webhook: Option<crate::admission_webhook::WebhookServer>,
 }
 
 /// Starts the source a command was given: a watched manifest directory, or the Kubernetes
 /// API (then also leadership and the status writer, once every kind has been listed).
-pub async fn start_source<E>(spec: &SourceSpec) -> Result<(Box<dyn Source>, Option<KubeContext>), E>
+pub async fn start_source<E>(
+    spec: &SourceSpec,
+    build: &crate::BuildOptions,
+) -> Result<(Box<dyn Source>, Option<KubeContext>), E>
 where
     E: From<ManifestDirError> + From<KubeModeError>,
 {
     Ok(match spec {
         SourceSpec::Manifests(dir) => (Box::new(ManifestDirSource::spawn(dir.clone())?), None),
         SourceSpec::Kubernetes(k) => {
-            let ctx = KubeContext::start(k).await?;
+            let mut ctx = KubeContext::start(k).await?;
             ctx.source.wait_synced().await;
+            // The webhook judges against the cluster as listed: started once synced.
+            if let Some(w) = &k.webhook {
+                let server = crate::admission_webhook::start(
+                    w,
+                    ctx.client.clone(),
+                    ctx.source.subscribe(),
+                    build.clone(),
+                )
+                .await
+                .map_err(KubeModeError::from)?;
+                ctx.webhook = Some(server);
+            }
             (Box::new(ctx.source.clone()), Some(ctx))
         }
     })
@@ -97,6 +119,7 @@ impl KubeContext {
             source,
             leadership,
             publish_service: opts.publish_service.clone(),
+            webhook: None,
         })
     }
 

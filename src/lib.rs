@@ -2,6 +2,7 @@
 //! command-line front end. Providers live in `providers/`.
 
 pub mod admin_server;
+pub mod admission_webhook;
 pub mod allocator;
 pub mod aws_command;
 pub mod class_params;
@@ -15,7 +16,10 @@ pub mod proxy_command;
 pub mod sources;
 
 pub use cluster_snapshot::ClusterSnapshot;
-pub use model_builder::{build, load_balancer_id, BuildOptions, BuildOutput, Grouping};
+pub use model_builder::last_known_good::LastKnownGood;
+pub use model_builder::{
+    build, load_balancer_id, BuildOptions, BuildOutput, Grouping, ProviderKind,
+};
 
 /// Hands memory freed by a configuration rebuild back to the OS. A rebuild briefly holds
 /// the old and the new snapshot and model; glibc keeps such freed memory in its arenas, which

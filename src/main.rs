@@ -1,5 +1,6 @@
 //! The `tollgate` command line.
 
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -8,14 +9,16 @@ use std::time::Duration;
 use anyhow::Context;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use serde::Serialize;
+use tollgate::admission_webhook::{WebhookOptions, WebhookTls};
 use tollgate::kubernetes_mode::KubeOptions;
 use tollgate::leader_election::LeaseOptions;
+use tollgate::model_builder::annotation_registry::{self, OnObject};
 use tollgate::model_builder::CONTROLLER_NAME;
 use tollgate::proxy_command::{run_proxy, ProxyRunOptions};
 use tollgate::sources::kubernetes::KubeSourceOptions;
 use tollgate::sources::manifest_dir::load_dir;
 use tollgate::sources::SourceSpec;
-use tollgate::{build, BuildOptions, Grouping};
+use tollgate::{build, BuildOptions, Grouping, ProviderKind};
 use tollgate_contract::{DesiredState, Diagnostic, Severity, TargetType};
 use tollgate_proxy::{Limits, ProxySettings};
 
@@ -56,6 +59,10 @@ enum Command {
     /// Credentials and region come from the default AWS chain (environment, profile, IRSA);
     /// --aws-endpoint-url (or AWS_ENDPOINT_URL) points at an emulator.
     Aws(AwsArgs),
+
+    /// Print the annotation registry as a Markdown table: every AWS Load Balancer Controller
+    /// and ingress-nginx annotation, and what each provider does with it.
+    Annotations,
 
     /// Print the TollgateClassParams CustomResourceDefinition (YAML) for `kubectl apply -f -`.
     Crd,
@@ -230,6 +237,29 @@ struct KubeArgs {
     /// This replica's name: the Lease holder identity and the Events' reporting instance.
     #[arg(long, env = "POD_NAME")]
     instance: Option<String>,
+
+    /// Serve the validating admission webhook for Ingresses (HTTPS, path /validate-ingress)
+    /// on this address. Kubernetes API mode only.
+    #[arg(long)]
+    webhook_listen: Option<SocketAddr>,
+
+    /// The webhook's serving certificate chain (PEM), e.g. from a mounted Secret. Without it,
+    /// a CA and certificate are generated at start for --webhook-dns-name.
+    #[arg(long, requires = "webhook_key_file")]
+    webhook_cert_file: Option<PathBuf>,
+
+    /// The webhook certificate's private key (PEM).
+    #[arg(long, requires = "webhook_cert_file")]
+    webhook_key_file: Option<PathBuf>,
+
+    /// A name (or IP address) the generated webhook certificate is for; repeatable
+    /// (default: tollgate-webhook.<lease namespace>.svc).
+    #[arg(long)]
+    webhook_dns_name: Vec<String>,
+
+    /// The ValidatingWebhookConfiguration whose caBundle gets the generated CA.
+    #[arg(long)]
+    webhook_configuration: Option<String>,
 }
 
 impl KubeArgs {
@@ -271,6 +301,25 @@ impl KubeArgs {
                 watch_nodes: mode == "aws",
                 ..KubeSourceOptions::default()
             },
+            webhook: self.webhook_listen.map(|listen| {
+                Box::new(WebhookOptions {
+                    listen,
+                    tls: match (&self.webhook_cert_file, &self.webhook_key_file) {
+                        (Some(cert), Some(key)) => WebhookTls::Files {
+                            cert: cert.clone(),
+                            key: key.clone(),
+                        },
+                        _ => WebhookTls::Generate {
+                            names: if self.webhook_dns_name.is_empty() {
+                                vec![format!("tollgate-webhook.{}.svc", self.lease_namespace)]
+                            } else {
+                                self.webhook_dns_name.clone()
+                            },
+                            configuration: self.webhook_configuration.clone(),
+                        },
+                    },
+                })
+            }),
         })
     }
 }
@@ -283,7 +332,7 @@ fn source_spec(
 ) -> anyhow::Result<SourceSpec> {
     Ok(match &model.manifests {
         Some(dir) => SourceSpec::Manifests(dir.clone()),
-        None => SourceSpec::Kubernetes(kube.options(mode, publish_service)?),
+        None => SourceSpec::Kubernetes(Box::new(kube.options(mode, publish_service)?)),
     })
 }
 
@@ -328,12 +377,13 @@ struct PlanArgs {
     output: OutputFormat,
 
     /// Gather every Ingress into one load balancer, as the in-cluster proxy serves them,
-    /// instead of one per Ingress group.
+    /// instead of one per Ingress group (and judge annotations as the proxy provider does).
     #[arg(long)]
     single_load_balancer: bool,
 
-    /// Also show what a provider would do: `aws` prints the ALB resources and the changes
-    /// against an empty account (observing the real account arrives with the AWS SDK layer).
+    /// Build for this provider: `proxy` is --single-load-balancer; `aws` also prints the ALB
+    /// resources and the changes against an empty account. Without it: aws's grouping and
+    /// annotation support, no AWS plan. The `annotations` section always shows both.
     #[arg(long, value_enum)]
     provider: Option<ProviderArg>,
 
@@ -345,6 +395,7 @@ struct PlanArgs {
 #[derive(Clone, Copy, ValueEnum)]
 enum ProviderArg {
     Aws,
+    Proxy,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -354,8 +405,9 @@ enum OutputFormat {
 }
 
 impl ModelArgs {
-    fn options(&self, grouping: Grouping) -> BuildOptions {
+    fn options(&self, grouping: Grouping, provider: ProviderKind) -> BuildOptions {
         BuildOptions {
+            provider,
             controller_name: CONTROLLER_NAME.into(),
             ingress_class: Some(self.ingress_class.clone()),
             watch_ingress_without_class: self.watch_ingress_without_class,
@@ -372,7 +424,54 @@ impl ModelArgs {
 #[serde(rename_all = "camelCase")]
 struct PlanOutput<'a> {
     diagnostics: &'a [Diagnostic],
+    /// Per Ingress (`namespace/name`), the annotations a provider does not honour.
+    annotations: BTreeMap<String, Vec<NotHonoured>>,
     model: &'a DesiredState,
+}
+
+/// One annotation of one Ingress that some provider does not honour, with what that
+/// provider says (absent: honoured).
+#[derive(Serialize)]
+struct NotHonoured {
+    annotation: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    aws: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    proxy: Option<String>,
+}
+
+/// What each provider does not honour on each Ingress of the snapshot.
+fn not_honoured(snapshot: &tollgate::ClusterSnapshot) -> BTreeMap<String, Vec<NotHonoured>> {
+    let mut out = BTreeMap::new();
+    for ing in &snapshot.ingresses {
+        let Some(annotations) = ing.metadata.annotations.as_ref() else {
+            continue;
+        };
+        let mut rows: BTreeMap<String, NotHonoured> = BTreeMap::new();
+        for provider in ProviderKind::ALL {
+            for f in annotation_registry::check(annotations, OnObject::Ingress, provider) {
+                let row = rows.entry(f.annotation.clone()).or_insert(NotHonoured {
+                    annotation: f.annotation.clone(),
+                    aws: None,
+                    proxy: None,
+                });
+                let said = Some(format!("{:?}: {}", f.severity, f.message));
+                match provider {
+                    ProviderKind::Aws => row.aws = said,
+                    ProviderKind::Proxy => row.proxy = said,
+                }
+            }
+        }
+        if !rows.is_empty() {
+            let key = format!(
+                "{}/{}",
+                ing.metadata.namespace.as_deref().unwrap_or("default"),
+                ing.metadata.name.as_deref().unwrap_or_default()
+            );
+            out.insert(key, rows.into_values().collect());
+        }
+    }
+    out
 }
 
 fn plan(args: PlanArgs) -> anyhow::Result<ExitCode> {
@@ -382,16 +481,18 @@ fn plan(args: PlanArgs) -> anyhow::Result<ExitCode> {
         .as_ref()
         .context("tollgate plan needs --manifests DIR")?;
     let (snapshot, mut diagnostics) = load_dir(dir)?;
-    let grouping = if args.single_load_balancer {
-        Grouping::Single("proxy".into())
-    } else {
-        Grouping::ByIngressGroup
-    };
-    let out = build(&snapshot, &args.model.options(grouping));
+    let (grouping, provider) =
+        if args.single_load_balancer || matches!(args.provider, Some(ProviderArg::Proxy)) {
+            (Grouping::Single("proxy".into()), ProviderKind::Proxy)
+        } else {
+            (Grouping::ByIngressGroup, ProviderKind::Aws)
+        };
+    let out = build(&snapshot, &args.model.options(grouping, provider));
     diagnostics.extend(out.diagnostics);
     diagnostics.sort();
     let printed = PlanOutput {
         diagnostics: &diagnostics,
+        annotations: not_honoured(&snapshot),
         model: &out.model,
     };
     let text = match args.output {
@@ -444,7 +545,9 @@ fn proxy(args: ProxyArgs) -> anyhow::Result<ExitCode> {
             "proxy",
             args.publish_service.as_deref(),
         )?,
-        build: args.model.options(Grouping::Single("proxy".into())),
+        build: args
+            .model
+            .options(Grouping::Single("proxy".into()), ProviderKind::Proxy),
         http_listen: args.http_listen,
         https_listen: args.https_listen,
         admin_listen: args.admin_listen,
@@ -520,7 +623,9 @@ fn echo(args: EchoArgs) -> anyhow::Result<ExitCode> {
 fn aws(args: AwsArgs) -> anyhow::Result<ExitCode> {
     let opts = tollgate::aws_command::AwsRunOptions {
         source: source_spec(&args.model, &args.kube, "aws", None)?,
-        build: args.model.options(Grouping::ByIngressGroup),
+        build: args
+            .model
+            .options(Grouping::ByIngressGroup, ProviderKind::Aws),
         cluster: args.cluster_name,
         endpoint: args.aws_endpoint_url,
         region: args.region,
@@ -594,6 +699,10 @@ fn main() -> ExitCode {
             })
             .context("rendering the CRD"),
         Command::Aws(a) => aws(a),
+        Command::Annotations => {
+            print!("{}", annotation_registry::markdown());
+            Ok(ExitCode::SUCCESS)
+        }
     };
     match result {
         Ok(code) => code,

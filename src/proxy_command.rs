@@ -15,7 +15,7 @@ use tollgate_proxy::{Limits, Proxy, ProxySettings};
 use crate::ingress_status::{PublishedAddress, SyncReport};
 use crate::kubernetes_mode::{start_source, KubeContext};
 use crate::sources::{SourceSpec, SourceState};
-use crate::{build, BuildOptions, BuildOutput};
+use crate::{BuildOptions, BuildOutput};
 
 /// Everything `tollgate proxy` is told.
 #[derive(Debug, Clone)]
@@ -84,7 +84,7 @@ pub async fn run_proxy_on(
     mut shutdown: watch::Receiver<bool>,
 ) -> Result<(), ProxyRunError> {
     let proxy = Proxy::new(opts.settings.clone(), opts.publish_address.clone())?;
-    let (source, kube) = start_source::<ProxyRunError>(&opts.source).await?;
+    let (source, kube) = start_source::<ProxyRunError>(&opts.source, &opts.build).await?;
     let ProxyListeners { http, https, admin } = listeners;
     tracing::info!(
         http = ?http.local_addr().ok(),
@@ -138,9 +138,11 @@ pub async fn run_proxy_on(
         (opts.settings.upstream_idle_timeout / 2).max(Duration::from_millis(250)),
     );
     sweep.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+    // An Ingress that turns invalid keeps being served as its last valid version.
+    let mut last_good = crate::LastKnownGood::default();
     loop {
         let state = states.borrow_and_update().clone();
-        let out = build(&state.snapshot, &opts.build);
+        let out = last_good.build(&state.snapshot, &opts.build);
         // Our own status writes come back as watch events: the snapshot changed, the model
         // did not. Recompiling the route table for them was most of the work of writing
         // 1,000 statuses; the status task still gets the new snapshot to compare against.

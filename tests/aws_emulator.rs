@@ -274,6 +274,7 @@ async fn a_crash_after_any_call_resumes_without_duplicates() {
         let partial = Plan {
             changes: cold.changes[..k].to_vec(),
             diagnostics: vec![],
+            blocked_stacks: Default::default(),
         };
         let failures = aws.apply(&partial, &stacks, &mut inv).await;
         assert!(failures.is_empty(), "k={k}: {failures:#?}");
@@ -844,4 +845,248 @@ async fn converges_without_duplicates_or_leaks_when_30_percent_of_calls_fail() {
         (0, 0, 0, 1, 0),
         "only the foreign certificate"
     );
+}
+
+/// Observes AWS afresh and reconciles `snapshot` built through `lkg`; returns the calls made
+/// by operation and the reconcile's result.
+async fn reconcile_with(
+    opts: &AwsRunOptions,
+    lkg: &mut tollgate::LastKnownGood,
+) -> (
+    std::collections::BTreeMap<&'static str, (u64, u64)>,
+    tollgate::aws_command::Reconciled,
+) {
+    let tollgate::sources::SourceSpec::Manifests(dir) = &opts.source else {
+        panic!("manifest source expected");
+    };
+    let (snapshot, _) = load_dir(dir).expect("manifests");
+    let aws = opts.connect().await;
+    let mut inv = aws.observe().await.expect("observe");
+    let out = lkg.build(&snapshot, &opts.build);
+    let r = tollgate::aws_command::reconcile_model(&aws, &mut inv, out, opts).await;
+    (aws.calls.snapshot(), r)
+}
+
+fn mutating_ops(calls: &std::collections::BTreeMap<&'static str, (u64, u64)>) -> Vec<String> {
+    calls
+        .iter()
+        .filter(|(op, (ok, err))| tollgate_aws::aws_api::is_mutating(op) && ok + err > 0)
+        .map(|(op, _)| op.to_string())
+        .collect()
+}
+
+/// A group whose members all turn invalid keeps its ALB: with the last valid version in
+/// memory (served as it was: zero mutating calls), and after a restart with nothing in
+/// memory (held: zero mutating calls, nothing deleted).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_group_turned_invalid_keeps_its_load_balancer_also_after_a_restart() {
+    test_credentials();
+    let moto = start_moto();
+    seed(&moto.endpoint, 0).await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    std::fs::write(dir.path().join("services.yaml"), SERVICES).unwrap();
+    std::fs::write(dir.path().join("shop.yaml"), shop("/api")).unwrap();
+    let opts = options(dir.path(), &moto.endpoint);
+    let mut lkg = tollgate::LastKnownGood::default();
+    let (_, r) = reconcile_with(&opts, &mut lkg).await;
+    assert!(r.converged, "{:#?}", r.diagnostics);
+    let aws = opts.connect().await;
+    let before = aws.observe().await.expect("observe");
+    assert_eq!(before.load_balancers.len(), 1);
+
+    // Every member broken (a bad annotation value on each).
+    let broken = shop("/api").replace(
+        "alb.ingress.kubernetes.io/group.name: shop",
+        "alb.ingress.kubernetes.io/group.name: shop, alb.ingress.kubernetes.io/group.order: many",
+    );
+    std::fs::write(dir.path().join("shop.yaml"), &broken).unwrap();
+    let (calls, r) = reconcile_with(&opts, &mut lkg).await;
+    assert_eq!(
+        mutating_ops(&calls),
+        Vec::<String>::new(),
+        "served as before"
+    );
+    assert!(r
+        .diagnostics
+        .iter()
+        .any(|d| d.reason == tollgate_contract::Reason::LastValidVersionServed));
+
+    // A restart: nothing in memory. The stack is held, not deleted.
+    let mut fresh = tollgate::LastKnownGood::default();
+    let (calls, r) = reconcile_with(&opts, &mut fresh).await;
+    assert_eq!(
+        mutating_ops(&calls),
+        Vec::<String>::new(),
+        "held after a restart"
+    );
+    assert!(r.unconverged_stacks.contains("group/shop"));
+    let after = aws.observe().await.expect("observe");
+    assert_eq!(after.load_balancers.len(), 1);
+    assert_eq!(after.load_balancers[0].arn, before.load_balancers[0].arn);
+    assert_eq!(after.target_groups.len(), before.target_groups.len());
+
+    // Fixed: reconciled as usual again (the same ALB).
+    std::fs::write(dir.path().join("shop.yaml"), shop("/v2")).unwrap();
+    let (_, r) = reconcile_with(&opts, &mut fresh).await;
+    assert!(r.converged, "{:#?}", r.diagnostics);
+    let fixed = aws.observe().await.expect("observe");
+    assert_eq!(fixed.load_balancers[0].arn, before.load_balancers[0].arn);
+}
+
+/// A `tags` change reaches existing resources as AddTags/RemoveTags only, and never touches
+/// a tag someone else set.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tags_are_reconciled_in_place() {
+    test_credentials();
+    let moto = start_moto();
+    seed(&moto.endpoint, 0).await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    std::fs::write(dir.path().join("services.yaml"), SERVICES).unwrap();
+    let with_tags = |tags: &str| {
+        shop("/api").replace(
+            "alb.ingress.kubernetes.io/scheme: internet-facing",
+            &format!("alb.ingress.kubernetes.io/scheme: internet-facing, alb.ingress.kubernetes.io/tags: '{tags}'"),
+        )
+    };
+    std::fs::write(dir.path().join("shop.yaml"), with_tags("team=a,env=prod")).unwrap();
+    let opts = options(dir.path(), &moto.endpoint);
+    let (r, inv) = run_once(&opts).await.expect("converge");
+    assert!(r.converged, "{:#?}", r.diagnostics);
+    let lb_arn = inv.load_balancers[0].arn.clone();
+    // Someone else's tag on our load balancer.
+    let elbv2 = aws_sdk_elasticloadbalancingv2::Client::new(
+        &aws_config::defaults(aws_config::BehaviorVersion::latest())
+            .endpoint_url(&moto.endpoint)
+            .region(aws_config::Region::new("us-east-1"))
+            .load()
+            .await,
+    );
+    elbv2
+        .add_tags()
+        .resource_arns(&lb_arn)
+        .tags(
+            aws_sdk_elasticloadbalancingv2::types::Tag::builder()
+                .key("cost-center")
+                .value("42")
+                .build(),
+        )
+        .send()
+        .await
+        .expect("foreign tag");
+
+    std::fs::write(dir.path().join("shop.yaml"), with_tags("team=b,owner=x")).unwrap();
+    let mut lkg = tollgate::LastKnownGood::default();
+    let (calls, r) = reconcile_with(&opts, &mut lkg).await;
+    assert!(r.converged, "{:#?}", r.diagnostics);
+    assert_eq!(
+        mutating_ops(&calls),
+        ["AddTags", "RemoveTags"],
+        "a tags change is AddTags/RemoveTags only"
+    );
+    let tags: std::collections::BTreeMap<String, String> = elbv2
+        .describe_tags()
+        .resource_arns(&lb_arn)
+        .send()
+        .await
+        .expect("describe tags")
+        .tag_descriptions()[0]
+        .tags()
+        .iter()
+        .map(|t| {
+            (
+                t.key().unwrap_or_default().to_string(),
+                t.value().unwrap_or_default().to_string(),
+            )
+        })
+        .collect();
+    assert_eq!(tags.get("team").map(String::as_str), Some("b"));
+    assert_eq!(tags.get("owner").map(String::as_str), Some("x"));
+    assert_eq!(tags.get("env"), None, "a dropped key is removed");
+    assert_eq!(
+        tags.get("cost-center").map(String::as_str),
+        Some("42"),
+        "others' tags stay"
+    );
+    assert_eq!(
+        tags.get("tollgate.io/cluster").map(String::as_str),
+        Some(CLUSTER)
+    );
+    // Converged: nothing more to do.
+    let (calls, _) = reconcile_with(&opts, &mut lkg).await;
+    assert_eq!(mutating_ops(&calls), Vec::<String>::new());
+}
+
+/// A scheme change cannot be made in place: it is refused with an Error naming both
+/// schemes, and the ALB is left as it is (never silently kept as if applied).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_scheme_change_is_refused_with_an_error() {
+    test_credentials();
+    let moto = start_moto();
+    seed(&moto.endpoint, 0).await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    std::fs::write(dir.path().join("services.yaml"), SERVICES).unwrap();
+    std::fs::write(dir.path().join("shop.yaml"), shop("/api")).unwrap();
+    let opts = options(dir.path(), &moto.endpoint);
+    let (r, inv) = run_once(&opts).await.expect("converge");
+    assert!(r.converged, "{:#?}", r.diagnostics);
+    assert_eq!(inv.load_balancers[0].scheme, "internet-facing");
+
+    std::fs::write(
+        dir.path().join("shop.yaml"),
+        shop("/api").replace("scheme: internet-facing", "scheme: internal"),
+    )
+    .unwrap();
+    let (r, inv) = run_once(&opts).await.expect("reconcile");
+    let refused: Vec<_> = r
+        .diagnostics
+        .iter()
+        .filter(|d| {
+            d.severity == tollgate_contract::Severity::Error
+                && d.message.contains("scheme internal")
+        })
+        .collect();
+    assert_eq!(refused.len(), 1, "{:#?}", r.diagnostics);
+    assert!(refused[0].message.contains("internet-facing"));
+    assert_eq!(inv.load_balancers.len(), 1);
+    assert_eq!(inv.load_balancers[0].scheme, "internet-facing");
+}
+
+/// A load balancer with deletion protection on whose Ingresses are deleted is not deleted
+/// (nor are its target groups, still in use): a diagnostic says why, and its stack stays
+/// unconverged so the Ingresses' finalizer is kept.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deletion_protection_is_reported_not_fought() {
+    test_credentials();
+    let moto = start_moto();
+    seed(&moto.endpoint, 0).await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    std::fs::write(dir.path().join("services.yaml"), SERVICES).unwrap();
+    std::fs::write(
+        dir.path().join("shop.yaml"),
+        shop("/api").replace(
+            "alb.ingress.kubernetes.io/scheme: internet-facing",
+            "alb.ingress.kubernetes.io/scheme: internet-facing, alb.ingress.kubernetes.io/load-balancer-attributes: deletion_protection.enabled=true",
+        ),
+    )
+    .unwrap();
+    let opts = options(dir.path(), &moto.endpoint);
+    let (r, _) = run_once(&opts).await.expect("converge");
+    assert!(r.converged, "{:#?}", r.diagnostics);
+
+    std::fs::remove_file(dir.path().join("shop.yaml")).unwrap();
+    let mut lkg = tollgate::LastKnownGood::default();
+    let (calls, r) = reconcile_with(&opts, &mut lkg).await;
+    assert_eq!(mutating_ops(&calls), Vec::<String>::new(), "{calls:?}");
+    assert!(r.unconverged_stacks.contains("group/shop"));
+    assert!(
+        r.diagnostics
+            .iter()
+            .any(|d| d.subject.name == "group/shop" && d.message.contains("deletion protection")),
+        "{:#?}",
+        r.diagnostics
+    );
+    let aws = opts.connect().await;
+    let left = aws.observe().await.expect("observe");
+    assert_eq!(left.load_balancers.len(), 1);
+    assert_eq!(left.target_groups.len(), 2);
 }

@@ -139,3 +139,87 @@ fn help_explains_the_commands() {
         "{text}"
     );
 }
+
+#[test]
+fn plan_shows_per_ingress_what_each_provider_does_not_honour() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    std::fs::write(
+        dir.path().join("ing.yaml"),
+        r#"apiVersion: networking.k8s.io/v1
+kind: Ingress
+metadata:
+  name: migrated
+  annotations:
+    alb.ingress.kubernetes.io/inbound-cidrs: 10.0.0.0/8
+    nginx.ingress.kubernetes.io/proxy-read-timeout: "120"
+    nginx.ingress.kubernetes.io/rewrite-target: /
+spec:
+  ingressClassName: tollgate
+  rules: [{host: a.example.com, http: {paths: [{path: /, pathType: Prefix, backend: {service: {name: web, port: {number: 80}}}}]}}]
+---
+apiVersion: v1
+kind: Service
+metadata: {name: web}
+spec: {ports: [{name: http, port: 80}]}
+"#,
+    )
+    .expect("write");
+    let out = tollgate()
+        .args(["plan", "-o", "json", "--manifests"])
+        .arg(dir.path())
+        .output()
+        .expect("runs");
+    // Built for aws (the default): inbound-cidrs is honoured there, so nothing is rejected.
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON");
+    let rows = v["annotations"]["default/migrated"]
+        .as_array()
+        .expect("the Ingress has an annotations entry");
+    let row = |name: &str| {
+        rows.iter()
+            .find(|r| r["annotation"] == name)
+            .unwrap_or_else(|| panic!("no row for {name}: {rows:?}"))
+            .clone()
+    };
+    let cidrs = row("alb.ingress.kubernetes.io/inbound-cidrs");
+    assert!(cidrs["aws"].is_null(), "honoured by aws: {cidrs}");
+    assert!(
+        cidrs["proxy"]
+            .as_str()
+            .is_some_and(|s| s.starts_with("Error")),
+        "refused by the proxy: {cidrs}"
+    );
+    let timeout = row("nginx.ingress.kubernetes.io/proxy-read-timeout");
+    assert!(timeout["aws"]
+        .as_str()
+        .is_some_and(|s| s.starts_with("Warning")));
+    assert!(timeout["proxy"]
+        .as_str()
+        .is_some_and(|s| s.starts_with("Warning")));
+    let rewrite = row("nginx.ingress.kubernetes.io/rewrite-target");
+    assert!(rewrite["proxy"].is_null(), "the proxy rewrites: {rewrite}");
+    assert!(rewrite["aws"].is_string(), "ALB does not: {rewrite}");
+
+    // Built for the proxy, the same Ingress is rejected (exit 2).
+    let out = tollgate()
+        .args(["plan", "--provider", "proxy", "--manifests"])
+        .arg(dir.path())
+        .output()
+        .expect("runs");
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("AnnotationUnsupported"));
+}
+
+#[test]
+fn annotations_command_prints_the_registry() {
+    let out = tollgate().arg("annotations").output().expect("runs");
+    assert_eq!(out.status.code(), Some(0));
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("| `nginx.ingress.kubernetes.io/auth-url` | protective"));
+    assert!(text.contains("| `alb.ingress.kubernetes.io/actions.*` |"));
+}

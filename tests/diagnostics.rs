@@ -2,7 +2,7 @@
 //! and a healthy Ingress beside it is still built.
 
 use tollgate::sources::manifest_dir::parse_manifests;
-use tollgate::{build, BuildOptions, Grouping};
+use tollgate::{build, BuildOptions, Grouping, ProviderKind};
 use tollgate_contract::{Diagnostic, ObjectKind, Reason, Severity};
 
 /// A healthy Ingress and its Service, present in every case.
@@ -32,6 +32,11 @@ fn run_with(text: &str, grouping: Grouping) -> Outcome {
     let out = build(
         &snap,
         &BuildOptions {
+            provider: if matches!(grouping, Grouping::Single(_)) {
+                ProviderKind::Proxy
+            } else {
+                ProviderKind::Aws
+            },
             grouping,
             ..BuildOptions::default()
         },

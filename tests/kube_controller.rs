@@ -52,6 +52,7 @@ fn kube_options(k: &TestApiserver, instance: &str, lease_secs: u64) -> KubeOptio
             watch_nodes: false,
             ..KubeSourceOptions::default()
         },
+        webhook: None,
     }
 }
 
@@ -59,7 +60,7 @@ async fn proxy_on_api(k: &TestApiserver, publish: &str) -> TestProxy {
     let opts = kube_options(k, "proxy-under-test", 10);
     let publish = publish.to_string();
     TestProxy::start_with("", move |o| {
-        o.source = SourceSpec::Kubernetes(opts);
+        o.source = SourceSpec::Kubernetes(Box::new(opts));
         o.publish_address = Some(publish);
     })
     .await
@@ -514,7 +515,7 @@ async fn aws_mode_creates_the_alb_writes_its_hostname_and_cleans_up_behind_the_f
         l.name = "tollgate-aws".into();
     }
     let opts = AwsRunOptions {
-        source: SourceSpec::Kubernetes(kube),
+        source: SourceSpec::Kubernetes(Box::new(kube)),
         build: BuildOptions {
             grouping: Grouping::ByIngressGroup,
             ..BuildOptions::default()
@@ -591,4 +592,166 @@ async fn aws_mode_creates_the_alb_writes_its_hostname_and_cleans_up_behind_the_f
     .await;
     let _ = stop.send(true);
     let _ = tokio::time::timeout(Duration::from_secs(10), controller).await;
+}
+
+/// `kubectl apply -f` of `yaml` as the admin user: (exit success, stderr).
+fn kubectl_apply(k: &TestApiserver, yaml: &str) -> (bool, String) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let file = dir.path().join("ingress.yaml");
+    std::fs::write(&file, yaml).expect("write");
+    let out = std::process::Command::new("kubectl")
+        .arg("--kubeconfig")
+        .arg(k.kubeconfig("admin-token"))
+        .args(["apply", "-f"])
+        .arg(&file)
+        .output()
+        .expect("kubectl runs");
+    (
+        out.status.success(),
+        format!(
+            "{}\n(stdout: {})",
+            String::from_utf8_lossy(&out.stderr),
+            String::from_utf8_lossy(&out.stdout)
+        ),
+    )
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("free port")
+}
+
+/// The admission webhook against the real API server, driven with kubectl as a user would:
+/// an invalid Ingress is refused with its reason, one with an annotation the proxy does not
+/// honour is admitted with kubectl printing the warning, a conflicting one is refused; with
+/// Tollgate stopped, writes succeed (failurePolicy Ignore). Tollgate generates the serving
+/// certificate and patches the CA into the configuration with the controller's own RBAC.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn admission_webhook_refuses_invalid_ingresses_and_warns_with_kubectl() {
+    use k8s_openapi::api::admissionregistration::v1::ValidatingWebhookConfiguration;
+    use tollgate::admission_webhook::{WebhookOptions, WebhookTls};
+
+    let (k, admin) = cluster().await;
+    let backend = echo("web").await;
+    apply(&admin, &service_v1beta1("web", &[backend]), "service").await;
+    apply(
+        &admin,
+        &support::ingress("taken", "", &[("taken.example", "/", "Prefix", "web")]),
+        "existing ingress",
+    )
+    .await;
+    let port = free_port();
+    // deploy/webhook.yaml's configuration, pointed at the test's loopback URL.
+    let deployed =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/deploy/webhook.yaml"))
+            .expect("deploy/webhook.yaml");
+    let config_doc = deployed
+        .split("\n---\n")
+        .find(|d| d.contains("kind: ValidatingWebhookConfiguration"))
+        .expect("configuration document")
+        .replace(
+            "service: {namespace: tollgate, name: tollgate-webhook, path: /validate-ingress, port: 443}",
+            &format!("url: https://127.0.0.1:{port}/validate-ingress"),
+        );
+    apply_yaml(&admin, &config_doc, "tollgate", false)
+        .await
+        .expect("webhook configuration");
+
+    let mut opts = kube_options(&k, "webhook-under-test", 10);
+    opts.webhook = Some(Box::new(WebhookOptions {
+        listen: format!("127.0.0.1:{port}").parse().expect("addr"),
+        tls: WebhookTls::Generate {
+            names: vec!["127.0.0.1".into()],
+            configuration: Some("tollgate".into()),
+        },
+    }));
+    let proxy = TestProxy::start_with("", move |o| {
+        o.source = SourceSpec::Kubernetes(Box::new(opts));
+    })
+    .await;
+    let configs: Api<ValidatingWebhookConfiguration> = Api::all(admin.clone());
+    wait_until(
+        Duration::from_secs(20),
+        "the caBundle patched in",
+        || async {
+            configs.get("tollgate").await.is_ok_and(|c| {
+                c.webhooks
+                    .unwrap_or_default()
+                    .iter()
+                    .all(|w| w.client_config.ca_bundle.is_some())
+            })
+        },
+    )
+    .await;
+
+    // An invalid Ingress (a bad annotation value) is refused with the reason.
+    let invalid = support::ingress(
+        "invalid",
+        "nginx.ingress.kubernetes.io/use-regex: maybe",
+        &[("invalid.example", "/", "Prefix", "web")],
+    );
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let (ok, stderr) = loop {
+        // The API server picks up the patched configuration within a moment.
+        let (ok, stderr) = kubectl_apply(&k, &invalid);
+        if !ok || Instant::now() > deadline {
+            break (ok, stderr);
+        }
+        let ingresses: Api<Ingress> = Api::namespaced(admin.clone(), "default");
+        let _ = ingresses.delete("invalid", &DeleteParams::default()).await;
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    assert!(
+        !ok,
+        "an invalid Ingress must be refused; kubectl said: {stderr}"
+    );
+    assert!(
+        stderr.contains("denied the request") && stderr.contains("use-regex"),
+        "kubectl shows why: {stderr}"
+    );
+
+    // A protective annotation the proxy does not honour is an Error too.
+    let (ok, stderr) = kubectl_apply(
+        &k,
+        &support::ingress(
+            "guarded",
+            "nginx.ingress.kubernetes.io/auth-type: basic",
+            &[("guarded.example", "/", "Prefix", "web")],
+        ),
+    );
+    assert!(!ok, "{stderr}");
+    assert!(stderr.contains("AnnotationUnsupported"), "{stderr}");
+
+    // A conflict with an existing Ingress of the class is refused.
+    let (ok, stderr) = kubectl_apply(
+        &k,
+        &support::ingress("dup", "", &[("taken.example", "/", "Prefix", "web")]),
+    );
+    assert!(!ok, "{stderr}");
+    assert!(stderr.contains("RouteConflict"), "{stderr}");
+
+    // Valid, with an annotation the proxy does not honour: admitted, and kubectl warns.
+    let (ok, stderr) = kubectl_apply(
+        &k,
+        &support::ingress(
+            "timeouts",
+            "nginx.ingress.kubernetes.io/proxy-read-timeout: '120'",
+            &[("timeouts.example", "/", "Prefix", "web")],
+        ),
+    );
+    assert!(ok, "{stderr}");
+    assert!(
+        stderr.contains("Warning:") && stderr.contains("proxy-read-timeout"),
+        "kubectl prints the warning: {stderr}"
+    );
+
+    // Tollgate stopped: writes still succeed, even an invalid one.
+    proxy.stop().await;
+    let (ok, stderr) = kubectl_apply(&k, &invalid);
+    assert!(
+        ok,
+        "with Tollgate down, writes must not be blocked: {stderr}"
+    );
 }

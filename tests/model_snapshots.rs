@@ -5,7 +5,7 @@ use std::path::Path;
 
 use serde::Serialize;
 use tollgate::sources::manifest_dir::{load_dir, parse_manifests};
-use tollgate::{build, BuildOptions, ClusterSnapshot, Grouping};
+use tollgate::{build, BuildOptions, ClusterSnapshot, Grouping, ProviderKind};
 use tollgate_contract::{DesiredState, Diagnostic};
 
 #[derive(Serialize)]
@@ -20,6 +20,11 @@ fn plan(
     grouping: Grouping,
 ) -> Planned {
     let opts = BuildOptions {
+        provider: if matches!(grouping, Grouping::Single(_)) {
+            ProviderKind::Proxy
+        } else {
+            ProviderKind::Aws
+        },
         grouping,
         ..BuildOptions::default()
     };

@@ -11,7 +11,7 @@ use k8s_openapi::api::networking::v1::{
 };
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use proptest::prelude::*;
-use tollgate::{build, BuildOptions, ClusterSnapshot, Grouping};
+use tollgate::{build, BuildOptions, ClusterSnapshot, Grouping, ProviderKind};
 use tollgate_contract::matching::RequestFacts;
 use tollgate_contract::Action;
 
@@ -233,7 +233,7 @@ proptest! {
         ings in prop::collection::vec(gen_ingress(), 1..5),
         requests in prop::collection::vec((0..REQ_HOSTS.len(), 0..REQ_PATHS.len()), 1..20),
     ) {
-        let opts = BuildOptions { grouping: Grouping::Single("proxy".into()), ..BuildOptions::default() };
+        let opts = BuildOptions { grouping: Grouping::Single("proxy".into()), provider: ProviderKind::Proxy, ..BuildOptions::default() };
         let out = build(&snapshot(&ings), &opts);
         prop_assert!(!out.has_errors(), "{:?}", out.diagnostics);
         let lb = &out.model.load_balancers[0];

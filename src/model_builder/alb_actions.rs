@@ -448,6 +448,7 @@ pub fn named_annotations<T>(
     parse: impl Fn(&str) -> Result<T, String>,
     errors: &mut Vec<(String, String, String)>,
 ) -> BTreeMap<String, T> {
+    super::annotations::note_read(prefix);
     let mut out = BTreeMap::new();
     for (k, v) in annotations.range(prefix.to_string()..) {
         let Some(name) = k.strip_prefix(prefix) else {

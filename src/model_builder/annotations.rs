@@ -115,8 +115,28 @@ struct Reader<'a> {
     errors: Vec<AnnotationError>,
 }
 
+// Every annotation name the readers asked for, so a test can hold them to the registry.
+#[cfg(test)]
+thread_local! {
+    pub(crate) static READ_NAMES: std::cell::RefCell<std::collections::BTreeSet<String>> =
+        Default::default();
+}
+
+/// The readers may only read what the registry lists: an unregistered name here is a bug
+/// of ours (the registry is what tells users what Tollgate honours).
+pub(crate) fn note_read(name: &str) {
+    debug_assert!(
+        super::annotation_registry::lookup(name).is_some()
+            || super::annotation_registry::lookup(&format!("{name}x")).is_some(),
+        "annotation {name} is read but not in the registry"
+    );
+    #[cfg(test)]
+    READ_NAMES.with(|r| r.borrow_mut().insert(name.to_string()));
+}
+
 impl<'a> Reader<'a> {
     fn raw(&self, name: &str) -> Option<(&'a str, String)> {
+        note_read(name);
         self.annotations
             .get(name)
             .map(|v| (v.as_str(), name.to_string()))
@@ -474,6 +494,37 @@ mod tests {
             .iter()
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect()
+    }
+
+    /// Every annotation the readers read is in the registry as honoured by some provider,
+    /// and every annotation the registry says a provider honours is read.
+    #[test]
+    fn the_registry_and_the_readers_agree() {
+        use crate::model_builder::annotation_registry::{lookup, Support, REGISTRY};
+        READ_NAMES.with(|r| r.borrow_mut().clear());
+        let _ = ingress_settings(&Annotations::new());
+        let _ = backend_settings(&Annotations::new());
+        let read = READ_NAMES.with(|r| r.borrow().clone());
+        assert!(read.len() > 30, "{read:?}");
+        for name in &read {
+            let spec = lookup(name)
+                .or_else(|| lookup(&format!("{name}x")))
+                .unwrap_or_else(|| panic!("{name} is read but not registered"));
+            assert!(
+                spec.aws != Support::Ignored || spec.proxy != Support::Ignored,
+                "{name} is read, but the registry says no provider honours it"
+            );
+        }
+        for spec in REGISTRY {
+            if spec.aws == Support::Ignored && spec.proxy == Support::Ignored {
+                continue;
+            }
+            let name = format!("{}{}", spec.prefix.as_str(), spec.name);
+            assert!(
+                read.contains(&name),
+                "the registry says {name} is honoured, but no reader reads it"
+            );
+        }
     }
 
     #[test]

@@ -8,6 +8,7 @@ use tollgate_contract::{
     Diagnostic, HostMatch, ObjectKind, ObjectRef, PathKind, PathMatch, Reason, Severity,
 };
 
+use super::annotation_registry::{self, OnObject, ProviderKind};
 use super::annotations::{ingress_settings, IngressSettings};
 
 /// A claimed, validated Ingress.
@@ -72,8 +73,13 @@ fn error(obj: &ObjectRef, reason: Reason, message: String) -> Diagnostic {
     )
 }
 
-/// Validates and reads an Ingress. Returns every problem found, not just the first.
-pub(crate) fn read_member(ing: &Ingress) -> Result<Member<'_>, Vec<Diagnostic>> {
+/// Validates and reads an Ingress for one provider. Returns every problem found, not just
+/// the first; what the annotation registry only warns about goes to `warnings`.
+pub(crate) fn read_member<'a>(
+    ing: &'a Ingress,
+    provider: ProviderKind,
+    warnings: &mut Vec<Diagnostic>,
+) -> Result<Member<'a>, Vec<Diagnostic>> {
     let obj = ObjectRef::new(
         ing.metadata.namespace.as_deref().unwrap_or("default"),
         ing.metadata.name.as_deref().unwrap_or_default(),
@@ -87,7 +93,23 @@ pub(crate) fn read_member(ing: &Ingress) -> Result<Member<'_>, Vec<Diagnostic>> 
         ));
     }
     let empty = Default::default();
-    let settings = match ingress_settings(ing.metadata.annotations.as_ref().unwrap_or(&empty)) {
+    let annotations = ing.metadata.annotations.as_ref().unwrap_or(&empty);
+    for f in annotation_registry::check(annotations, OnObject::Ingress, provider) {
+        let d = Diagnostic::new(
+            f.severity,
+            ObjectKind::Ingress,
+            obj.namespace.clone(),
+            obj.name.clone(),
+            f.reason,
+            f.message,
+        );
+        if f.severity == Severity::Error {
+            errors.push(d);
+        } else {
+            warnings.push(d);
+        }
+    }
+    let settings = match ingress_settings(annotations) {
         Ok(s) => Some(s),
         Err(es) => {
             errors.extend(

@@ -8,9 +8,11 @@
 //! only its own route into a 503; a bad Secret drops only its own certificate.
 
 pub mod alb_actions;
+pub mod annotation_registry;
 pub mod annotations;
-mod class_selection;
+pub(crate) mod class_selection;
 mod ingress_member;
+pub mod last_known_good;
 pub mod rule_order;
 mod target_groups;
 pub mod tls_secrets;
@@ -27,6 +29,7 @@ use tollgate_contract::{
 pub use ingress_member::{parse_host, parse_path};
 
 use alb_actions::AnnotatedAction;
+pub use annotation_registry::ProviderKind;
 use class_selection::ClassSelector;
 use ingress_member::{read_member, sort_by_precedence, Member};
 use rule_order::{conflict_key, order_rules, Route};
@@ -61,6 +64,9 @@ pub struct BuildOptions {
     pub grouping: Grouping,
     /// Target type when no annotation sets one.
     pub default_target_type: TargetType,
+    /// The provider the model is for: what it honours decides which annotations are
+    /// refused or warned about (`annotation_registry`).
+    pub provider: ProviderKind,
 }
 
 impl Default for BuildOptions {
@@ -71,6 +77,7 @@ impl Default for BuildOptions {
             watch_ingress_without_class: false,
             grouping: Grouping::ByIngressGroup,
             default_target_type: TargetType::Ip,
+            provider: ProviderKind::Aws,
         }
     }
 }
@@ -81,6 +88,9 @@ pub struct BuildOutput {
     pub model: DesiredState,
     /// Sorted and de-duplicated.
     pub diagnostics: Vec<Diagnostic>,
+    /// Load balancers a provider must leave as they are: a member turned invalid and no
+    /// valid version of it is known (see `last_known_good`). Empty from the pure [`build`].
+    pub held_load_balancers: BTreeSet<String>,
 }
 
 impl BuildOutput {
@@ -101,19 +111,22 @@ pub fn load_balancer_id(
     ing: &k8s_openapi::api::networking::v1::Ingress,
 ) -> String {
     let classes = ClassSelector::new(&snapshot.ingress_classes, opts);
-    let group = match read_member(ing) {
+    let group = match read_member(ing, opts.provider, &mut Vec::new()) {
         Ok(mut m) => {
             if let Some(params) = classes.params_for(ing, &snapshot.class_params) {
                 params.apply_to(&mut m.settings);
             }
             m.settings.group_name
         }
-        Err(_) => ing
-            .metadata
-            .annotations
-            .as_ref()
-            .and_then(|a| a.get("alb.ingress.kubernetes.io/group.name"))
-            .map(|g| g.trim().to_string()),
+        Err(_) => {
+            let name = format!("{}group.name", annotations::ALB);
+            annotations::note_read(&name);
+            ing.metadata
+                .annotations
+                .as_ref()
+                .and_then(|a| a.get(&name))
+                .map(|g| g.trim().to_string())
+        }
     };
     match (&opts.grouping, group) {
         (Grouping::Single(id), _) => id.clone(),
@@ -130,7 +143,7 @@ pub fn load_balancer_id(
 pub fn build(snapshot: &ClusterSnapshot, opts: &BuildOptions) -> BuildOutput {
     let mut diags = Vec::new();
     let classes = ClassSelector::new(&snapshot.ingress_classes, opts);
-    let backends = BackendIndex::new(snapshot, &mut diags);
+    let backends = BackendIndex::new(snapshot, opts.provider, &mut diags);
     let mut secrets = SecretIndex::new(&snapshot.secrets);
 
     let mut groups: BTreeMap<String, Vec<Member<'_>>> = BTreeMap::new();
@@ -138,7 +151,7 @@ pub fn build(snapshot: &ClusterSnapshot, opts: &BuildOptions) -> BuildOutput {
         if ing.metadata.deletion_timestamp.is_some() || !classes.claims(ing, &mut diags) {
             continue;
         }
-        match read_member(ing) {
+        match read_member(ing, opts.provider, &mut diags) {
             Ok(mut m) => {
                 if let Some(params) = classes.params_for(ing, &snapshot.class_params) {
                     params.apply_to(&mut m.settings);
@@ -173,6 +186,7 @@ pub fn build(snapshot: &ClusterSnapshot, opts: &BuildOptions) -> BuildOutput {
     BuildOutput {
         model: DesiredState { load_balancers },
         diagnostics: diags,
+        held_load_balancers: BTreeSet::new(),
     }
 }
 
@@ -331,7 +345,7 @@ fn build_load_balancer(
                 Err(u) => {
                     diags.push(ingress_diag(
                         m,
-                        Severity::Warning,
+                        u.severity(),
                         u.reason,
                         format!("{}; requests for it answer 503", u.message),
                     ));
@@ -527,7 +541,7 @@ fn annotated_action(
                     },
                     Err(u) => diags.push(ingress_diag(
                         m,
-                        Severity::Warning,
+                        u.severity(),
                         u.reason,
                         format!(
                             "action {name}: {}; it gets no share of the traffic",

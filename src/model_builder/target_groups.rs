@@ -13,6 +13,7 @@ use tollgate_contract::{
     Severity, Target, TargetAddress, TargetGroup, TargetState, TargetType,
 };
 
+use super::annotation_registry::{self, OnObject, ProviderKind};
 use super::annotations::{backend_settings, BackendSettings};
 use super::BuildOptions;
 use crate::ClusterSnapshot;
@@ -28,6 +29,9 @@ pub(crate) struct BackendIndex<'a> {
     nodes: Vec<&'a Node>,
     /// Parsed Service annotations, with their errors reported once.
     service_settings: HashMap<(&'a str, &'a str), BackendSettings>,
+    /// Services carrying a protective annotation the provider does not honour: routes to
+    /// them answer 503 instead of forwarding without the protection.
+    service_refusals: HashMap<(&'a str, &'a str), String>,
 }
 
 fn ns_name(meta: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta) -> (&str, &str) {
@@ -38,13 +42,35 @@ fn ns_name(meta: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta) ->
 }
 
 impl<'a> BackendIndex<'a> {
-    pub(crate) fn new(snap: &'a ClusterSnapshot, diags: &mut Vec<Diagnostic>) -> Self {
+    pub(crate) fn new(
+        snap: &'a ClusterSnapshot,
+        provider: ProviderKind,
+        diags: &mut Vec<Diagnostic>,
+    ) -> Self {
         let mut service_settings = HashMap::new();
+        let mut service_refusals = HashMap::new();
         let mut services = HashMap::new();
         for s in &snap.services {
             let key = ns_name(&s.metadata);
             services.insert(key, &**s);
             if let Some(a) = s.metadata.annotations.as_ref() {
+                let mut refusals = Vec::new();
+                for f in annotation_registry::check(a, OnObject::Service, provider) {
+                    if f.severity == Severity::Error {
+                        refusals.push(f.message.clone());
+                    }
+                    diags.push(Diagnostic::new(
+                        f.severity,
+                        ObjectKind::Service,
+                        key.0,
+                        key.1,
+                        f.reason,
+                        f.message,
+                    ));
+                }
+                if !refusals.is_empty() {
+                    service_refusals.insert(key, refusals.join("; "));
+                }
                 let (settings, errors) = backend_settings(a);
                 for e in errors {
                     diags.push(Diagnostic::new(
@@ -83,6 +109,7 @@ impl<'a> BackendIndex<'a> {
                 .collect(),
             nodes: snap.nodes.iter().map(|n| &**n).collect(),
             service_settings,
+            service_refusals,
         }
     }
 }
@@ -91,6 +118,16 @@ impl<'a> BackendIndex<'a> {
 pub(crate) struct Unresolved {
     pub reason: Reason,
     pub message: String,
+}
+
+impl Unresolved {
+    /// A backend refused for a protective annotation is an Error: its route is not served.
+    pub(crate) fn severity(&self) -> Severity {
+        match self.reason {
+            Reason::AnnotationUnsupported | Reason::AnnotationRefused => Severity::Error,
+            _ => Severity::Warning,
+        }
+    }
 }
 
 fn unresolved(reason: Reason, message: String) -> Unresolved {
@@ -145,6 +182,16 @@ impl<'i, 'a> TargetGroupSet<'i, 'a> {
                 format!("Service {namespace}/{} not found", sb.name),
             ));
         };
+        if let Some(why) = self
+            .index
+            .service_refusals
+            .get(&(namespace, sb.name.as_str()))
+        {
+            return Err(unresolved(
+                Reason::AnnotationUnsupported,
+                format!("Service {namespace}/{}: {why}", sb.name),
+            ));
+        }
         let spec = svc.spec.as_ref();
         let svc_type = spec.and_then(|s| s.type_.as_deref()).unwrap_or("ClusterIP");
         if svc_type == "ExternalName" {

@@ -18,7 +18,7 @@ pub enum SourceSpec {
     /// A directory of manifests, followed as it changes.
     Manifests(std::path::PathBuf),
     /// The Kubernetes API.
-    Kubernetes(crate::kubernetes_mode::KubeOptions),
+    Kubernetes(Box<crate::kubernetes_mode::KubeOptions>),
 }
 
 /// One published state of a source: the objects, and what went wrong reading them.

@@ -20,7 +20,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 use tollgate::proxy_command::{run_proxy_on, ProxyListeners, ProxyRunOptions};
 use tollgate::sources::SourceSpec;
-use tollgate::{BuildOptions, Grouping};
+use tollgate::{BuildOptions, Grouping, ProviderKind};
 use tollgate_proxy::{Limits, ProxySettings};
 
 /// Starts an echo backend named `name` on a fresh loopback port.
@@ -132,6 +132,7 @@ impl TestProxy {
             source: SourceSpec::Manifests(dir.path().to_path_buf()),
             build: BuildOptions {
                 grouping: Grouping::Single("proxy".into()),
+                provider: ProviderKind::Proxy,
                 ..BuildOptions::default()
             },
             http_listen: h,

@@ -77,6 +77,9 @@ pub const DISCOVERED_CERTIFICATE: &str = "acm-host:";
 pub const TAG_SECRET: &str = "tollgate.io/secret";
 /// Tag on an imported certificate holding the fingerprint of the imported material.
 pub const TAG_FINGERPRINT: &str = "tollgate.io/fingerprint";
+/// Tag listing (comma-separated) the user tag keys Tollgate set on a resource, so a key
+/// dropped from `tags` is removed while keys others set are never touched.
+pub const TAG_MANAGED: &str = "tollgate.io/managed-tags";
 
 /// The load balancer itself.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -349,6 +352,8 @@ pub fn build_stack(
     let mut diags = Vec::new();
     let stack_tags = |resource: &str| -> BTreeMap<String, String> {
         let mut t = lb.tags.clone();
+        let user_keys: Vec<&str> = lb.tags.keys().map(String::as_str).collect();
+        t.insert(TAG_MANAGED.into(), user_keys.join(","));
         t.insert(TAG_CLUSTER.into(), cluster.into());
         t.insert(TAG_STACK.into(), lb.id.clone());
         t.insert(TAG_RESOURCE.into(), resource.into());

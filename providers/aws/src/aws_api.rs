@@ -542,6 +542,11 @@ impl Aws {
                         .ip_address_type()
                         .map(|t| t.as_str().to_string())
                         .unwrap_or_default(),
+                    scheme: lb
+                        .scheme()
+                        .map(|t| t.as_str().to_string())
+                        .unwrap_or_default(),
+                    tags,
                 });
             }
         }
@@ -1067,6 +1072,27 @@ impl Aws {
                 .await?;
                 Ok((None, None))
             }
+            Change::SetTags { arn, add, remove } => {
+                if !add.is_empty() {
+                    let mut req = self.elbv2.add_tags().resource_arns(arn);
+                    for (k, v) in add {
+                        req = req.tags(t::Tag::builder().key(k).value(v).build());
+                    }
+                    self.counted("AddTags", req.send()).await?;
+                }
+                if !remove.is_empty() {
+                    self.counted(
+                        "RemoveTags",
+                        self.elbv2
+                            .remove_tags()
+                            .resource_arns(arn)
+                            .set_tag_keys(Some(remove.clone()))
+                            .send(),
+                    )
+                    .await?;
+                }
+                Ok((None, None))
+            }
             Change::CreateTargetGroup { spec } => {
                 let vpc_id = self.vpc(vpc).await?;
                 let hc = &spec.health_check;
@@ -1534,6 +1560,18 @@ pub fn stack_of(change: &Change, inv: &Inventory) -> String {
         | Change::CreateSecurityGroup { stack, .. }
         | Change::SetSecurityGroups { stack, .. } => stack.clone(),
         Change::CreateTargetGroup { spec } => spec.tags.get(TAG_STACK).cloned().unwrap_or_default(),
+        Change::SetTags { arn, .. } => inv
+            .load_balancers
+            .iter()
+            .find(|lb| &lb.arn == arn)
+            .map(|lb| lb.stack.clone())
+            .or_else(|| {
+                inv.target_groups
+                    .iter()
+                    .find(|t| &t.arn == arn)
+                    .map(|t| t.stack.clone())
+            })
+            .unwrap_or_default(),
         other => {
             let text = format!("{other}");
             inv.load_balancers

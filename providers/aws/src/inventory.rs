@@ -68,6 +68,9 @@ pub struct ObservedLoadBalancer {
     /// Sorted.
     pub security_groups: Vec<String>,
     pub ip_address_type: String,
+    /// `internet-facing` or `internal`.
+    pub scheme: String,
+    pub tags: BTreeMap<String, String>,
 }
 
 /// A listener.
@@ -204,6 +207,22 @@ impl Inventory {
                     lb.ip_address_type = ip_address_type.clone();
                 }
             }
+            Change::SetTags { arn, add, remove } => {
+                let tags = match self.load_balancer_mut(&Ref::Arn(arn.clone())) {
+                    Some(lb) => Some(&mut lb.tags),
+                    None => self
+                        .target_groups
+                        .iter_mut()
+                        .find(|t| &t.arn == arn)
+                        .map(|t| &mut t.spec.tags),
+                };
+                if let Some(tags) = tags {
+                    tags.extend(add.clone());
+                    for k in remove {
+                        tags.remove(k);
+                    }
+                }
+            }
             Change::CreateTargetGroup { spec } => {
                 let mut spec = spec.clone();
                 spec.targets.clear(); // registered by a RegisterTargets change
@@ -240,6 +259,10 @@ impl Inventory {
                     subnets,
                     security_groups,
                     ip_address_type: spec.map(|s| s.ip_address_type.clone()).unwrap_or_default(),
+                    scheme: spec
+                        .map(|s| s.scheme.as_str().to_string())
+                        .unwrap_or_default(),
+                    tags: spec.map(|s| s.tags.clone()).unwrap_or_default(),
                 });
             }
             Change::ModifyLoadBalancerAttributes { arn, attributes } => {

@@ -13,7 +13,7 @@ use tollgate_contract::{Diagnostic, ObjectKind, Reason, Severity};
 
 use crate::alb_stack::{
     AlbAction, AlbStack, ListenerSpec, LoadBalancerSpec, RuleSpec, SecurityGroupSpec,
-    TargetGroupSpec, DISCOVERED_CERTIFICATE, SECRET_CERTIFICATE,
+    TargetGroupSpec, DISCOVERED_CERTIFICATE, SECRET_CERTIFICATE, TAG_CLUSTER, TAG_MANAGED,
 };
 use crate::inventory::{
     AcmCertificate, Inventory, ObservedListener, ObservedLoadBalancer, ObservedTargetGroup,
@@ -99,6 +99,14 @@ pub enum Change {
     SetIpAddressType {
         arn: String,
         ip_address_type: String,
+    },
+    /// Tags of a load balancer or target group reconciled in place: `add` (new or changed
+    /// values, never the cluster tag) then `remove` (keys Tollgate set before and no longer
+    /// wants). Keys Tollgate never set are not touched.
+    SetTags {
+        arn: String,
+        add: BTreeMap<String, String>,
+        remove: Vec<String>,
     },
     CreateListener {
         listener: ListenerRef,
@@ -230,6 +238,15 @@ impl fmt::Display for Change {
                 f,
                 "{s} load balancer {arn} IP address type {ip_address_type}"
             ),
+            Change::SetTags { arn, add, remove } => {
+                let add: Vec<String> = add.iter().map(|(k, v)| format!("{k}={v}")).collect();
+                write!(
+                    f,
+                    "{s} tags of {arn}: add [{}] remove [{}]",
+                    add.join(","),
+                    remove.join(",")
+                )
+            }
             Change::CreateTargetGroup { spec } => write!(
                 f,
                 "{s} target group {} ({} {} {} port {})",
@@ -401,6 +418,9 @@ fn describe(rule: &RuleSpec) -> String {
 pub struct Plan {
     pub changes: Vec<Change>,
     pub diagnostics: Vec<Diagnostic>,
+    /// Stacks this plan leaves alone although they differ from what is desired (held, or
+    /// not deletable): not converged, so their deleted Ingresses keep the finalizer.
+    pub blocked_stacks: BTreeSet<String>,
 }
 
 impl Plan {
@@ -686,14 +706,127 @@ fn plan_network(
             ip_address_type: spec.ip_address_type.clone(),
         });
     }
+    // ELBv2 cannot change a load balancer's scheme in place; replacing it changes its DNS
+    // name under every client. Tollgate refuses, loudly, rather than pretend (the AWS Load
+    // Balancer Controller replaces the ALB).
+    if !o.scheme.is_empty() && o.scheme != spec.scheme.as_str() {
+        diagnostics.push(Diagnostic::new(
+            Severity::Error,
+            ObjectKind::LoadBalancer,
+            "",
+            stack.stack.clone(),
+            Reason::ApplyFailed,
+            format!(
+                "scheme {} is asked for, but load balancer {} is {} and ELBv2 cannot change a scheme in place; it stays {} until the Ingress (or its group) is deleted and re-created, or the scheme set back",
+                spec.scheme.as_str(),
+                o.name,
+                o.scheme,
+                o.scheme
+            ),
+        ));
+    }
+}
+
+/// The tag change that brings `observed` to `desired`, touching only keys Tollgate owns:
+/// those it wants now, and those its `TAG_MANAGED` tag says it set before.
+pub fn plan_tags(
+    arn: &str,
+    desired: &BTreeMap<String, String>,
+    observed: &BTreeMap<String, String>,
+) -> Option<Change> {
+    let add: BTreeMap<String, String> = desired
+        .iter()
+        .filter(|(k, v)| observed.get(*k) != Some(*v) && k.as_str() != TAG_CLUSTER)
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect();
+    let remove: Vec<String> = observed
+        .get(TAG_MANAGED)
+        .map(|keys| {
+            keys.split(',')
+                .filter(|k| !k.is_empty())
+                .filter(|k| !desired.contains_key(*k) && observed.contains_key(*k))
+                .map(str::to_string)
+                .collect()
+        })
+        .unwrap_or_default();
+    if add.is_empty() && remove.is_empty() {
+        None
+    } else {
+        Some(Change::SetTags {
+            arn: arn.to_string(),
+            add,
+            remove,
+        })
+    }
 }
 
 /// Diffs every desired stack against the inventory. Observed stacks that are no longer
 /// desired are deleted whole.
 pub fn plan(desired: &[AlbStack], observed: &Inventory) -> Plan {
+    plan_holding(desired, observed, &BTreeSet::new())
+}
+
+/// [`plan`], leaving the `held` stacks exactly as AWS has them: no change to, and no
+/// deletion of, their load balancer, listeners, rules, target groups, targets or security
+/// group — whatever the desired state says (a member Ingress turned invalid and its last
+/// valid version is not known, so what is desired of the stack is not known either).
+/// Imported certificates are not deleted while anything is held: a held listener may use one.
+pub fn plan_holding(desired: &[AlbStack], observed: &Inventory, held: &BTreeSet<String>) -> Plan {
     let mut p = Phases::default();
     let mut diagnostics = Vec::new();
-    let desired_stacks: BTreeSet<&str> = desired.iter().map(|s| s.stack.as_str()).collect();
+    // A load balancer nobody wants any more but with deletion protection on cannot be
+    // deleted: say so, and leave its whole stack (its target groups are still in use).
+    let mut held = held.clone();
+    for lb in &observed.load_balancers {
+        let wanted = desired.iter().any(|s| s.stack == lb.stack);
+        let protected = lb
+            .attributes
+            .get("deletion_protection.enabled")
+            .is_some_and(|v| v == "true");
+        if !wanted && protected && held.insert(lb.stack.clone()) {
+            diagnostics.push(Diagnostic::new(
+                Severity::Warning,
+                ObjectKind::LoadBalancer,
+                "",
+                lb.stack.clone(),
+                Reason::ApplyFailed,
+                format!(
+                    "load balancer {} has deletion protection on, so it and its target groups are not deleted; turn it off (load-balancer-attributes deletion_protection.enabled=false, before deleting the Ingress) or delete it by hand",
+                    lb.name
+                ),
+            ));
+        }
+    }
+    let held = &held;
+    let kept: Vec<AlbStack>;
+    let desired: &[AlbStack] = if held.is_empty() {
+        desired
+    } else {
+        kept = desired
+            .iter()
+            .filter(|s| !held.contains(&s.stack))
+            .cloned()
+            .collect();
+        &kept
+    };
+    for stack in held {
+        let wanted = desired.iter().any(|s| &s.stack == stack);
+        if wanted && observed.load_balancers.iter().any(|lb| &lb.stack == stack) {
+            diagnostics.push(Diagnostic::new(
+                Severity::Warning,
+                ObjectKind::LoadBalancer,
+                "",
+                stack.clone(),
+                Reason::LastValidVersionServed,
+                "left as AWS has it (no change, no deletion): a member Ingress is invalid and no earlier valid version of it is known".to_string(),
+            ));
+        }
+    }
+    let desired_stacks: BTreeSet<&str> = desired
+        .iter()
+        .map(|s| s.stack.as_str())
+        .chain(held.iter().map(String::as_str))
+        .collect();
 
     for stack in desired {
         let lb_obs: Option<&ObservedLoadBalancer> = observed
@@ -728,6 +861,9 @@ pub fn plan(desired: &[AlbStack], observed: &Inventory) -> Plan {
                             arn: o.arn.clone(),
                             spec: tg.clone(),
                         });
+                    }
+                    if let Some(c) = plan_tags(&o.arn, &tg.tags, &o.spec.tags) {
+                        p.target_groups.push(c);
                     }
                     let want: BTreeSet<&(String, u16)> = tg.targets.iter().collect();
                     let have: BTreeSet<&(String, u16)> = o.spec.targets.iter().collect();
@@ -784,6 +920,9 @@ pub fn plan(desired: &[AlbStack], observed: &Inventory) -> Plan {
                     });
                 }
                 plan_network(stack, o, observed, &mut p, &mut diagnostics);
+                if let Some(c) = plan_tags(&o.arn, &stack.load_balancer.tags, &o.tags) {
+                    p.load_balancers.push(c);
+                }
                 Ref::Arn(o.arn.clone())
             }
         };
@@ -900,7 +1039,11 @@ pub fn plan(desired: &[AlbStack], observed: &Inventory) -> Plan {
             });
         }
     }
-    for c in &observed.imported_certificates {
+    for c in observed
+        .imported_certificates
+        .iter()
+        .filter(|_| held.is_empty())
+    {
         let kept = observed
             .imported_certificate(&c.secret)
             .is_some_and(|k| k.arn == c.arn);
@@ -915,6 +1058,9 @@ pub fn plan(desired: &[AlbStack], observed: &Inventory) -> Plan {
     // Managed security groups of stacks nobody wants (or a duplicate) go after their load
     // balancers.
     for g in &observed.security_groups {
+        if held.contains(&g.stack) {
+            continue;
+        }
         if is_duplicate(&observed.security_groups, g, |x| x.stack.clone())
             || !desired
                 .iter()
@@ -929,7 +1075,11 @@ pub fn plan(desired: &[AlbStack], observed: &Inventory) -> Plan {
 
     // Stacks nobody wants: the load balancer (with its listeners and rules), then its target
     // groups.
-    for o in &observed.load_balancers {
+    for o in observed
+        .load_balancers
+        .iter()
+        .filter(|o| !held.contains(&o.stack))
+    {
         if !desired_stacks.contains(o.stack.as_str())
             || is_duplicate(&observed.load_balancers, o, |x| x.stack.clone())
         {
@@ -970,6 +1120,7 @@ pub fn plan(desired: &[AlbStack], observed: &Inventory) -> Plan {
     Plan {
         changes,
         diagnostics,
+        blocked_stacks: held.clone(),
     }
 }
 

@@ -67,6 +67,17 @@ pub enum Reason {
     ObjectInvalid,
     /// An annotation's value is malformed or out of range.
     AnnotationInvalid,
+    /// An annotation under a known prefix that no controller documents (a typo, most often).
+    AnnotationUnknown,
+    /// A documented annotation this provider does not honour (or honours in part).
+    AnnotationIgnored,
+    /// A protective annotation (authentication, allow-lists, WAF...) this provider does not
+    /// honour: the object is not served rather than served without that protection.
+    AnnotationUnsupported,
+    /// A snippet of raw proxy configuration: never applied.
+    AnnotationRefused,
+    /// The object turned invalid; its last valid version is still served.
+    LastValidVersionServed,
     /// A host is not a valid DNS name or wildcard.
     HostInvalid,
     /// A path is not valid for its path type.

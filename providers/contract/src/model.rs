@@ -150,6 +150,16 @@ pub enum Scheme {
     InternetFacing,
 }
 
+impl Scheme {
+    /// The ELBv2 name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Scheme::Internal => "internal",
+            Scheme::InternetFacing => "internet-facing",
+        }
+    }
+}
+
 /// Front-end protocol of a listener.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "UPPERCASE")]
