@@ -403,3 +403,123 @@ async fn patch_ca_bundle(
         .map_err(perr)?;
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::sources::manifest_dir::parse_manifests;
+
+    fn ingress(name: &str, class: &str, host: &str, annotations: &str) -> Ingress {
+        let yaml = format!(
+            "apiVersion: networking.k8s.io/v1\nkind: Ingress\nmetadata: {{name: {name}, namespace: default, annotations: {{{annotations}}}}}\nspec:\n  ingressClassName: {class}\n  rules: [{{host: {host}, http: {{paths: [{{path: /, pathType: Prefix, backend: {{service: {{name: web, port: {{number: 80}}}}}}}}]}}}}]\n"
+        );
+        serde_yaml_ng::from_str(&yaml).expect("ingress")
+    }
+
+    fn cluster() -> ClusterSnapshot {
+        let (snap, _) = parse_manifests(
+            "c.yaml",
+            "apiVersion: v1\nkind: Service\nmetadata: {name: web}\nspec: {ports: [{name: http, port: 80}]}\n---\napiVersion: networking.k8s.io/v1\nkind: Ingress\nmetadata: {name: old, namespace: default, creationTimestamp: '2020-01-01T00:00:00Z'}\nspec:\n  ingressClassName: tollgate\n  rules: [{host: old.example.com, http: {paths: [{path: /, pathType: Prefix, backend: {service: {name: web, port: {number: 80}}}}]}}]\n",
+            false,
+        );
+        snap
+    }
+
+    /// One load balancer for every Ingress, as the proxy serves them: hosts can collide.
+    fn proxy() -> BuildOptions {
+        BuildOptions {
+            grouping: crate::Grouping::Single("proxy".into()),
+            provider: crate::ProviderKind::Proxy,
+            ..BuildOptions::default()
+        }
+    }
+
+    fn now() -> Time {
+        Time(k8s_openapi::jiff::Timestamp::now())
+    }
+
+    #[test]
+    fn other_classes_are_not_ours_to_judge() {
+        let v = review(
+            &cluster(),
+            &BuildOptions::default(),
+            ingress(
+                "x",
+                "nginx",
+                "x.example.com",
+                "nginx.ingress.kubernetes.io/use-regex: maybe",
+            ),
+            now(),
+        );
+        assert!(v.allowed && v.warnings.is_empty(), "{v:?}");
+    }
+
+    #[test]
+    fn errors_deny_and_warnings_warn() {
+        let bad = review(
+            &cluster(),
+            &BuildOptions::default(),
+            ingress(
+                "x",
+                "tollgate",
+                "x.example.com",
+                "nginx.ingress.kubernetes.io/use-regex: maybe",
+            ),
+            now(),
+        );
+        assert!(!bad.allowed);
+        assert!(bad.message.contains("use-regex"), "{}", bad.message);
+        let warned = review(
+            &cluster(),
+            &BuildOptions::default(),
+            ingress(
+                "x",
+                "tollgate",
+                "x.example.com",
+                "nginx.ingress.kubernetes.io/proxy-read-timeout: '9'",
+            ),
+            now(),
+        );
+        assert!(warned.allowed, "{warned:?}");
+        assert_eq!(warned.warnings.len(), 1, "{warned:?}");
+    }
+
+    #[test]
+    fn conflicts_deny_whichever_side_loses() {
+        // Newer: loses the host to the existing Ingress.
+        let v = review(
+            &cluster(),
+            &proxy(),
+            ingress("new", "tollgate", "old.example.com", ""),
+            now(),
+        );
+        assert!(!v.allowed);
+        assert!(v.message.contains("RouteConflict"), "{}", v.message);
+        // Explicitly first by group.order: would take the route from the existing one.
+        let v = review(
+            &cluster(),
+            &proxy(),
+            ingress(
+                "new",
+                "tollgate",
+                "old.example.com",
+                "alb.ingress.kubernetes.io/group.order: '-5'",
+            ),
+            now(),
+        );
+        assert!(!v.allowed, "{v:?}");
+        assert!(
+            v.message.contains("Ingress default/old would lose"),
+            "{}",
+            v.message
+        );
+        // Updating the existing Ingress itself is no conflict.
+        let v = review(
+            &cluster(),
+            &proxy(),
+            ingress("old", "tollgate", "old.example.com", ""),
+            now(),
+        );
+        assert!(v.allowed, "{v:?}");
+    }
+}

@@ -63,6 +63,11 @@ impl LastKnownGood {
             }
             let key = key_of(ing);
             claimed_now.insert(key.clone());
+            // The same object as the last valid one (sources share unchanged objects): valid
+            // without reading it again.
+            if self.valid.get(&key).is_some_and(|v| Arc::ptr_eq(v, ing)) {
+                continue;
+            }
             let errors = match read_member(ing, opts.provider, &mut Vec::new()) {
                 Ok(_) => {
                     self.valid.insert(key.clone(), ing.clone());
