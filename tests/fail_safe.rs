@@ -393,3 +393,37 @@ fn after_a_restart_an_invalid_ingress_holds_its_load_balancer() {
     let out = lkg_run(&mut lkg, &[new_broken], ProviderKind::Aws);
     assert!(out.held_load_balancers.is_empty());
 }
+
+#[test]
+fn the_last_valid_version_follows_endpoint_changes() {
+    let slice = |ip: &str| {
+        format!(
+            "apiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\nmetadata: {{name: web-1, labels: {{kubernetes.io/service-name: web}}}}\naddressType: IPv4\nports: [{{name: http, port: 8080}}]\nendpoints:\n- {{addresses: ['{ip}'], conditions: {{ready: true}}}}\n"
+        )
+    };
+    let targets = |out: &BuildOutput| -> Vec<String> {
+        out.model
+            .load_balancers
+            .iter()
+            .flat_map(|lb| &lb.target_groups)
+            .flat_map(|tg| &tg.targets)
+            .map(|t| format!("{:?}", t.address))
+            .collect()
+    };
+    let mut lkg = LastKnownGood::default();
+    let v1 = ingress("app", "a.example.com", "/", "web", "");
+    let out = lkg_run(&mut lkg, &[v1, slice("10.0.0.1")], ProviderKind::Proxy);
+    assert!(targets(&out)[0].contains("10.0.0.1"), "{:?}", targets(&out));
+    let broken = ingress(
+        "app",
+        "a.example.com",
+        "/",
+        "web",
+        "nginx.ingress.kubernetes.io/use-regex: maybe",
+    );
+    let out = lkg_run(&mut lkg, &[broken, slice("10.0.0.2")], ProviderKind::Proxy);
+    assert_eq!(served(&out).len(), 1, "still served");
+    let t = targets(&out);
+    assert_eq!(t.len(), 1, "{t:?}");
+    assert!(t[0].contains("10.0.0.2"), "endpoint changes apply: {t:?}");
+}
