@@ -867,6 +867,18 @@ async fn reconcile_with(
     (aws.calls.snapshot(), r)
 }
 
+/// A fresh emulator, and a manifest directory holding SERVICES and `shop` (`shop.yaml`).
+async fn emulator_with_shop(shop: &str) -> (support::moto::Moto, tempfile::TempDir, AwsRunOptions) {
+    test_credentials();
+    let moto = start_moto();
+    seed(&moto.endpoint, 0).await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    std::fs::write(dir.path().join("services.yaml"), SERVICES).unwrap();
+    std::fs::write(dir.path().join("shop.yaml"), shop).unwrap();
+    let opts = options(dir.path(), &moto.endpoint);
+    (moto, dir, opts)
+}
+
 fn mutating_ops(calls: &std::collections::BTreeMap<&'static str, (u64, u64)>) -> Vec<String> {
     calls
         .iter()
@@ -880,13 +892,7 @@ fn mutating_ops(calls: &std::collections::BTreeMap<&'static str, (u64, u64)>) ->
 /// memory (held: zero mutating calls, nothing deleted).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_group_turned_invalid_keeps_its_load_balancer_also_after_a_restart() {
-    test_credentials();
-    let moto = start_moto();
-    seed(&moto.endpoint, 0).await;
-    let dir = tempfile::tempdir().expect("tempdir");
-    std::fs::write(dir.path().join("services.yaml"), SERVICES).unwrap();
-    std::fs::write(dir.path().join("shop.yaml"), shop("/api")).unwrap();
-    let opts = options(dir.path(), &moto.endpoint);
+    let (_moto, dir, opts) = emulator_with_shop(&shop("/api")).await;
     let mut lkg = tollgate::LastKnownGood::default();
     let (_, r) = reconcile_with(&opts, &mut lkg).await;
     assert!(r.converged, "{:#?}", r.diagnostics);
@@ -937,19 +943,13 @@ async fn a_group_turned_invalid_keeps_its_load_balancer_also_after_a_restart() {
 /// a tag someone else set.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tags_are_reconciled_in_place() {
-    test_credentials();
-    let moto = start_moto();
-    seed(&moto.endpoint, 0).await;
-    let dir = tempfile::tempdir().expect("tempdir");
-    std::fs::write(dir.path().join("services.yaml"), SERVICES).unwrap();
     let with_tags = |tags: &str| {
         shop("/api").replace(
             "alb.ingress.kubernetes.io/scheme: internet-facing",
             &format!("alb.ingress.kubernetes.io/scheme: internet-facing, alb.ingress.kubernetes.io/tags: '{tags}'"),
         )
     };
-    std::fs::write(dir.path().join("shop.yaml"), with_tags("team=a,env=prod")).unwrap();
-    let opts = options(dir.path(), &moto.endpoint);
+    let (moto, dir, opts) = emulator_with_shop(&with_tags("team=a,env=prod")).await;
     let (r, inv) = run_once(&opts).await.expect("converge");
     assert!(r.converged, "{:#?}", r.diagnostics);
     let lb_arn = inv.load_balancers[0].arn.clone();
@@ -1020,13 +1020,7 @@ async fn tags_are_reconciled_in_place() {
 /// schemes, and the ALB is left as it is (never silently kept as if applied).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_scheme_change_is_refused_with_an_error() {
-    test_credentials();
-    let moto = start_moto();
-    seed(&moto.endpoint, 0).await;
-    let dir = tempfile::tempdir().expect("tempdir");
-    std::fs::write(dir.path().join("services.yaml"), SERVICES).unwrap();
-    std::fs::write(dir.path().join("shop.yaml"), shop("/api")).unwrap();
-    let opts = options(dir.path(), &moto.endpoint);
+    let (_moto, dir, opts) = emulator_with_shop(&shop("/api")).await;
     let (r, inv) = run_once(&opts).await.expect("converge");
     assert!(r.converged, "{:#?}", r.diagnostics);
     assert_eq!(inv.load_balancers[0].scheme, "internet-facing");
@@ -1056,20 +1050,10 @@ async fn a_scheme_change_is_refused_with_an_error() {
 /// unconverged so the Ingresses' finalizer is kept.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn deletion_protection_is_reported_not_fought() {
-    test_credentials();
-    let moto = start_moto();
-    seed(&moto.endpoint, 0).await;
-    let dir = tempfile::tempdir().expect("tempdir");
-    std::fs::write(dir.path().join("services.yaml"), SERVICES).unwrap();
-    std::fs::write(
-        dir.path().join("shop.yaml"),
-        shop("/api").replace(
+    let (_moto, dir, opts) = emulator_with_shop(&shop("/api").replace(
             "alb.ingress.kubernetes.io/scheme: internet-facing",
             "alb.ingress.kubernetes.io/scheme: internet-facing, alb.ingress.kubernetes.io/load-balancer-attributes: deletion_protection.enabled=true",
-        ),
-    )
-    .unwrap();
-    let opts = options(dir.path(), &moto.endpoint);
+        )).await;
     let (r, _) = run_once(&opts).await.expect("converge");
     assert!(r.converged, "{:#?}", r.diagnostics);
 

@@ -76,21 +76,24 @@ impl LastKnownGood {
                 }
                 Err(errors) => errors,
             };
+            let served_as = |message: String| {
+                Diagnostic::new(
+                    Severity::Error,
+                    ObjectKind::Ingress,
+                    key.0.clone(),
+                    key.1.clone(),
+                    Reason::LastValidVersionServed,
+                    message,
+                )
+            };
             match self.valid.get(&key) {
                 Some(last) if same_object(last, ing) => {
                     extra.extend(errors);
-                    extra.push(Diagnostic::new(
-                        Severity::Error,
-                        ObjectKind::Ingress,
-                        key.0.clone(),
-                        key.1.clone(),
-                        Reason::LastValidVersionServed,
-                        format!(
+                    extra.push(served_as(format!(
                             "this version is invalid (generation {}); the last valid version (generation {}) is still served until the Ingress is fixed, deleted or leaves the class",
                             generation(ing),
                             generation(last)
-                        ),
-                    ));
+                        )));
                     substituted.push((i, last.clone()));
                 }
                 _ => {
@@ -100,16 +103,9 @@ impl LastKnownGood {
                     }
                     if self.unknown_past.contains(&key) {
                         let id = load_balancer_id(snapshot, opts, ing);
-                        extra.push(Diagnostic::new(
-                            Severity::Error,
-                            ObjectKind::Ingress,
-                            key.0.clone(),
-                            key.1.clone(),
-                            Reason::LastValidVersionServed,
-                            format!(
-                                "this version is invalid and no earlier valid version is known (Tollgate restarted); load balancer {id} is left as it is until the Ingress is fixed or deleted"
-                            ),
-                        ));
+                        extra.push(served_as(format!(
+                            "this version is invalid and no earlier valid version is known (Tollgate restarted); load balancer {id} is left as it is until the Ingress is fixed or deleted"
+                        )));
                         held.insert(id);
                     }
                 }
