@@ -91,7 +91,7 @@ fn protective_annotation_not_honoured_is_not_served() {
                 "a.example.com",
                 "/",
                 "web",
-                "nginx.ingress.kubernetes.io/whitelist-source-range: 10.0.0.0/8",
+                "nginx.ingress.kubernetes.io/auth-url: http://auth.example.com/check",
             ),
             ingress("open", "b.example.com", "/", "web", ""),
         ],
@@ -100,7 +100,7 @@ fn protective_annotation_not_honoured_is_not_served() {
     let errs = find(&out, Reason::AnnotationUnsupported, "guarded");
     assert_eq!(errs.len(), 1, "{:?}", out.diagnostics);
     assert_eq!(errs[0].severity, Severity::Error);
-    assert!(errs[0].message.contains("whitelist-source-range"));
+    assert!(errs[0].message.contains("auth-url"));
     let hosts: Vec<String> = served(&out).into_iter().map(|r| r.0).collect();
     assert!(!hosts.contains(&"a.example.com".to_string()), "{hosts:?}");
     assert!(hosts.contains(&"b.example.com".to_string()), "{hosts:?}");
@@ -243,10 +243,20 @@ fn readme_annotation_reference_is_the_registry() {
         .expect("README has the annotations:begin marker")
         + begin.len();
     let stop = readme[start..].find(end).expect("annotations:end marker") + start;
-    assert_eq!(
-        &readme[start..stop],
-        markdown(),
-        "README's annotation reference differs from the registry: regenerate it with `tollgate annotations`"
+    // Compared line by line, so a failure names the rows that differ, not two whole tables.
+    let generated = markdown();
+    let readme_lines: Vec<&str> = readme[start..stop].lines().collect();
+    let generated_lines: Vec<&str> = generated.lines().collect();
+    let differ: Vec<_> = readme_lines
+        .iter()
+        .zip(&generated_lines)
+        .filter(|(a, b)| a != b)
+        .collect();
+    assert!(
+        differ.is_empty() && readme_lines.len() == generated_lines.len(),
+        "README's annotation reference differs from the registry (regenerate it with `tollgate annotations`): {differ:#?}, {} vs {} lines",
+        readme_lines.len(),
+        generated_lines.len()
     );
 }
 
@@ -426,4 +436,137 @@ fn the_last_valid_version_follows_endpoint_changes() {
     let t = targets(&out);
     assert_eq!(t.len(), 1, "{t:?}");
     assert!(t[0].contains("10.0.0.2"), "endpoint changes apply: {t:?}");
+}
+
+#[test]
+fn allow_and_deny_lists_become_source_conditions_and_403s() {
+    for provider in ProviderKind::ALL {
+        let allow = run(
+            &[ingress(
+                "allow",
+                "a.example.com",
+                "/",
+                "web",
+                "nginx.ingress.kubernetes.io/whitelist-source-range: '10.0.0.0/8, 192.168.1.1'",
+            )],
+            provider,
+        );
+        assert!(!allow.has_errors(), "{provider}: {:?}", allow.diagnostics);
+        let rules: Vec<_> = allow
+            .model
+            .load_balancers
+            .iter()
+            .flat_map(|lb| &lb.listeners)
+            .filter(|l| l.port == 80)
+            .flat_map(|l| &l.rules)
+            .filter(|r| r.conditions.path.is_some())
+            .collect();
+        assert_eq!(rules.len(), 2, "{provider}: {rules:#?}");
+        assert_eq!(
+            rules[0].conditions.source_ips,
+            ["10.0.0.0/8", "192.168.1.1/32"],
+            "{provider}: the allowed sources first"
+        );
+        assert!(matches!(rules[0].action, Action::Forward(_)));
+        assert!(rules[1].conditions.source_ips.is_empty());
+        assert!(
+            matches!(&rules[1].action, Action::FixedResponse(f) if f.status_code == 403),
+            "{provider}: everyone else gets 403: {:?}",
+            rules[1].action
+        );
+
+        let deny = run(
+            &[ingress(
+                "deny",
+                "a.example.com",
+                "/",
+                "web",
+                "nginx.ingress.kubernetes.io/denylist-source-range: 10.1.0.0/16",
+            )],
+            provider,
+        );
+        assert!(!deny.has_errors(), "{provider}: {:?}", deny.diagnostics);
+        let rules: Vec<_> = deny
+            .model
+            .load_balancers
+            .iter()
+            .flat_map(|lb| &lb.listeners)
+            .filter(|l| l.port == 80)
+            .flat_map(|l| &l.rules)
+            .filter(|r| r.conditions.path.is_some())
+            .collect();
+        assert_eq!(rules.len(), 2, "{provider}: {rules:#?}");
+        assert_eq!(rules[0].conditions.source_ips, ["10.1.0.0/16"]);
+        assert!(matches!(&rules[0].action, Action::FixedResponse(f) if f.status_code == 403));
+        assert!(matches!(rules[1].action, Action::Forward(_)));
+    }
+}
+
+#[test]
+fn source_ranges_that_cannot_be_enforced_are_refused() {
+    // Both lists at once, and a default backend (which no rule can limit).
+    let both = run(
+        &[ingress(
+            "both",
+            "a.example.com",
+            "/",
+            "web",
+            "nginx.ingress.kubernetes.io/allowlist-source-range: 10.0.0.0/8, nginx.ingress.kubernetes.io/denylist-source-range: 10.1.0.0/16",
+        )],
+        ProviderKind::Proxy,
+    );
+    assert_eq!(find(&both, Reason::AnnotationInvalid, "both").len(), 1);
+    assert!(served(&both).is_empty());
+    let with_default = ingress(
+        "dflt",
+        "a.example.com",
+        "/",
+        "web",
+        "nginx.ingress.kubernetes.io/allowlist-source-range: 10.0.0.0/8",
+    )
+    .replace(
+        "  rules:",
+        "  defaultBackend: {service: {name: web, port: {number: 80}}}\n  rules:",
+    );
+    let out = run(&[with_default], ProviderKind::Proxy);
+    assert_eq!(find(&out, Reason::AnnotationUnsupported, "dflt").len(), 1);
+    assert!(served(&out).is_empty());
+    let bad = run(
+        &[ingress(
+            "bad",
+            "a.example.com",
+            "/",
+            "web",
+            "nginx.ingress.kubernetes.io/allowlist-source-range: not-a-cidr",
+        )],
+        ProviderKind::Proxy,
+    );
+    assert_eq!(find(&bad, Reason::AnnotationInvalid, "bad").len(), 1);
+}
+
+#[test]
+fn an_allow_list_becomes_an_alb_source_ip_condition_and_a_403_rule() {
+    use tollgate_aws::alb_stack::{build_stacks, AlbAction, AlbCondition, AlbLimits};
+    let out = run(
+        &[ingress(
+            "allow",
+            "a.example.com",
+            "/",
+            "web",
+            "nginx.ingress.kubernetes.io/allowlist-source-range: 10.0.0.0/8",
+        )],
+        ProviderKind::Aws,
+    );
+    let (stacks, diags) = build_stacks("c", &out.model, &AlbLimits::default());
+    assert!(diags.is_empty(), "{diags:?}");
+    let rules = &stacks[0].listeners[0].rules;
+    assert_eq!(rules.len(), 2, "{rules:#?}");
+    assert!(rules[0]
+        .conditions
+        .contains(&AlbCondition::SourceIp(vec!["10.0.0.0/8".into()])));
+    assert!(
+        matches!(&rules[1].action, AlbAction::FixedResponse { status_code, .. } if status_code == "403"),
+        "{:?}",
+        rules[1].action
+    );
 }

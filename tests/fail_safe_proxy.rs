@@ -110,3 +110,50 @@ async fn protective_annotation_not_honoured_is_never_served() {
     );
     p.stop().await;
 }
+
+/// ingress-nginx's allow- and deny-lists on real connections from 127.0.0.1: allowed or not
+/// denied → the backend; otherwise 403, as ingress-nginx answers.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn source_ranges_are_enforced_on_the_client_address() {
+    let a = echo("a").await;
+    let ing = |name: &str, host: &str, annotation: &str| {
+        ingress(name, annotation, &[(host, "/", "Prefix", "svc-a")])
+    };
+    let p = TestProxy::start(&format!(
+        "{}---\n{}---\n{}---\n{}---\n{}",
+        service("svc-a", &[a]),
+        ing(
+            "allowed",
+            "allowed.example.com",
+            "nginx.ingress.kubernetes.io/allowlist-source-range: '127.0.0.0/8'"
+        ),
+        ing(
+            "not-allowed",
+            "not-allowed.example.com",
+            "nginx.ingress.kubernetes.io/whitelist-source-range: '10.0.0.0/8, 192.168.0.1'"
+        ),
+        ing(
+            "denied",
+            "denied.example.com",
+            "nginx.ingress.kubernetes.io/denylist-source-range: '127.0.0.1'"
+        ),
+        ing(
+            "not-denied",
+            "not-denied.example.com",
+            "nginx.ingress.kubernetes.io/denylist-source-range: '10.0.0.0/8'"
+        ),
+    ))
+    .await;
+    for (host, want) in [
+        ("allowed.example.com", StatusCode::OK),
+        ("not-allowed.example.com", StatusCode::FORBIDDEN),
+        ("denied.example.com", StatusCode::FORBIDDEN),
+        ("not-denied.example.com", StatusCode::OK),
+    ] {
+        assert_eq!(answers(&p, host, "/x").await.0, want, "{host}");
+        // Over HTTP/2 too (another request path).
+        let (status, _, _) = h2c_get(p.http, host, "/x").await.expect("h2c");
+        assert_eq!(status, want, "{host} over h2c");
+    }
+    p.stop().await;
+}

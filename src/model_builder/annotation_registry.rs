@@ -283,8 +283,8 @@ pub static REGISTRY: &[Spec] = &[
     alb("transforms.", Other, I, X, X, "host-header and URL rewrites").family(),
     // ---- ingress-nginx (annotations-risk.md; annotations.md text) ----
     nginx("server-alias", Other, X, "extra host names for the server"),
-    nginx("allowlist-source-range", Prot, X, "allowing clients only from these CIDRs"),
-    nginx("whitelist-source-range", Prot, X, "allowing clients only from these CIDRs"),
+    nginx("allowlist-source-range", Prot, H, "allowing clients only from these CIDRs").aws(H),
+    nginx("whitelist-source-range", Prot, H, "allowing clients only from these CIDRs").aws(H),
     nginx("backend-protocol", Other, H, "the protocol to the backend").aws(H),
     nginx("auth-realm", Other, X, "the basic-authentication realm"),
     nginx("auth-secret", Prot, X, "basic-authentication credentials"),
@@ -316,7 +316,7 @@ pub static REGISTRY: &[Spec] = &[
     nginx("custom-http-errors", Other, X, "intercepting error codes to the default backend"),
     nginx("custom-headers", Other, X, "extra response headers from a ConfigMap"),
     nginx("default-backend", Other, X, "a per-Ingress default backend Service"),
-    nginx("denylist-source-range", Prot, X, "refusing clients from these CIDRs"),
+    nginx("denylist-source-range", Prot, H, "refusing clients from these CIDRs").aws(H),
     nginx("disable-proxy-intercept-errors", Other, X, "not intercepting upstream errors"),
     nginx("enable-global-auth", Other, X, "the global external authentication"),
     nginx("auth-always-set-cookie", Other, X, "external authentication's cookies"),
@@ -670,10 +670,7 @@ mod tests {
         );
         assert_eq!(f, [(Severity::Error, Reason::AnnotationUnsupported)]);
         let f = one(
-            &[(
-                "nginx.ingress.kubernetes.io/whitelist-source-range",
-                "10.0.0.0/8",
-            )],
+            &[("nginx.ingress.kubernetes.io/auth-url", "http://auth/check")],
             OnObject::Ingress,
             ProviderKind::Proxy,
         );

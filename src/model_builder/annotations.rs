@@ -51,6 +51,11 @@ pub struct IngressSettings {
     pub tags: BTreeMap<String, String>,
     pub rewrite_target: Option<String>,
     pub use_regex: bool,
+    /// ingress-nginx's allow-list (`allowlist-source-range`, or its older name
+    /// `whitelist-source-range`): only these client CIDRs reach the backends, others get 403.
+    pub allow_source_ranges: Option<Vec<String>>,
+    /// `denylist-source-range`: these client CIDRs get 403.
+    pub deny_source_ranges: Option<Vec<String>>,
     pub backend: BackendSettings,
     /// `actions.<name>`, by name.
     pub actions: BTreeMap<String, AnnotatedAction>,
@@ -215,6 +220,24 @@ fn list_of(v: &str, what: &str) -> Result<Vec<String>, String> {
     } else {
         Ok(items)
     }
+}
+
+/// `10.0.0.0/8, 192.168.1.1` as ingress-nginx takes source ranges: a bare address is that
+/// one address.
+fn parse_source_ranges(v: &str) -> Result<Vec<String>, String> {
+    let mut out = Vec::new();
+    for item in list_of(v, "CIDRs")? {
+        let cidr = match item.parse::<std::net::IpAddr>() {
+            Ok(std::net::IpAddr::V4(_)) => format!("{item}/32"),
+            Ok(std::net::IpAddr::V6(_)) => format!("{item}/128"),
+            Err(_) => item,
+        };
+        if !super::alb_actions::is_cidr(&cidr) {
+            return Err(format!("{cidr:?} is not a CIDR or an IP address"));
+        }
+        out.push(cidr);
+    }
+    Ok(out)
 }
 
 fn parse_group_name(v: &str) -> Result<String, String> {
@@ -440,6 +463,29 @@ pub fn ingress_settings(
         .first(&[&format!("{NGINX}rewrite-target")])
         .map(|(v, _)| v.to_string());
     let use_regex = r.bool(&format!("{NGINX}use-regex")).unwrap_or(false);
+    // ingress-nginx reads allowlist-source-range first, whitelist-source-range as its alias.
+    let allow_source_ranges = r
+        .parse(
+            &format!("{NGINX}allowlist-source-range"),
+            parse_source_ranges,
+        )
+        .or_else(|| {
+            r.parse(
+                &format!("{NGINX}whitelist-source-range"),
+                parse_source_ranges,
+            )
+        });
+    let deny_source_ranges = r.parse(
+        &format!("{NGINX}denylist-source-range"),
+        parse_source_ranges,
+    );
+    if let (Some(_), Some(_)) = (&allow_source_ranges, &deny_source_ranges) {
+        r.fail(
+            &format!("{NGINX}denylist-source-range"),
+            "",
+            "an allow-list and a deny-list on one Ingress are not supported; keep the allow-list (it already refuses every other source)",
+        );
+    }
     let backend = read_backend(&mut r);
     let mut failed = Vec::new();
     let actions = named_annotations(
@@ -456,6 +502,19 @@ pub fn ingress_settings(
     );
     for (name, value, problem) in failed {
         r.fail(&name, &value, problem);
+    }
+    // A source range and a source-ip condition on one path would need both to hold, which
+    // one rule cannot say: refused rather than half enforced.
+    if allow_source_ranges.is_some() || deny_source_ranges.is_some() {
+        for (backend, c) in &conditions {
+            if !c.extra.source_ips.is_empty() {
+                r.fail(
+                    &format!("{ALB}conditions.{backend}"),
+                    "",
+                    "a source-ip condition cannot be combined with an ingress-nginx allow- or deny-list on the same Ingress",
+                );
+            }
+        }
     }
 
     if r.errors.is_empty() {
@@ -475,6 +534,8 @@ pub fn ingress_settings(
             tags,
             // ingress-nginx treats a rewrite target as turning paths into regular expressions.
             use_regex: use_regex || rewrite_target.is_some(),
+            allow_source_ranges,
+            deny_source_ranges,
             rewrite_target,
             backend,
             actions,

@@ -162,6 +162,18 @@ pub(crate) fn read_member<'a>(
         }
     }
     let default_backend = spec.and_then(|s| s.default_backend.as_ref());
+    let source_ranged = settings
+        .as_ref()
+        .is_some_and(|s| s.allow_source_ranges.is_some() || s.deny_source_ranges.is_some());
+    if source_ranged && default_backend.is_some() {
+        // The default backend answers whatever no rule matches, for every client: it cannot
+        // be limited to a source range, so the Ingress is not served open.
+        errors.push(error(
+            &obj,
+            Reason::AnnotationUnsupported,
+            "spec.defaultBackend cannot be limited by allowlist-source-range/denylist-source-range; move it into a rule".into(),
+        ));
+    }
     let has_rules = spec
         .and_then(|s| s.rules.as_ref())
         .is_some_and(|r| !r.is_empty());

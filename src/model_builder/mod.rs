@@ -436,13 +436,15 @@ fn build_load_balancer(
                     continue;
                 }
                 seen.insert(key, mi);
-                routes.push(Route {
-                    host: r.host.clone(),
-                    path: r.path.clone(),
-                    extra,
-                    action: on_listener(mi, &route_actions[mi][ri]),
-                    ingress: m.obj.clone(),
-                });
+                for (extra, action) in source_ranged(&m.settings, extra, &route_actions[mi][ri]) {
+                    routes.push(Route {
+                        host: r.host.clone(),
+                        path: r.path.clone(),
+                        extra,
+                        action: on_listener(mi, &action),
+                        ingress: m.obj.clone(),
+                    });
+                }
             }
         }
 
@@ -489,6 +491,30 @@ fn build_load_balancer(
 /// Secret (ingress-nginx serves those with its default certificate, the AWS Load Balancer
 /// Controller looks them up in ACM) — or per rule host when the member has no `tls` at all
 /// and `discover_rule_hosts` (a cloud load balancer, as the AWS controller does).
+/// One route as its Ingress's source ranges make it (ingress-nginx's
+/// `allowlist-source-range`/`whitelist-source-range` and `denylist-source-range`, 403 for
+/// the clients refused, as ingress-nginx answers): an allow-list is the route limited to
+/// those sources, then the same route answering 403 for everyone else; a deny-list is the
+/// route answering 403 for those sources, then the route as it was. At one host and path a
+/// rule with conditions is matched before the one without (`rule_order`), so both
+/// providers, which already match `source_ips`, enforce it as written.
+fn source_ranged(
+    settings: &annotations::IngressSettings,
+    extra: Conditions,
+    action: &Action,
+) -> Vec<(Conditions, Action)> {
+    let limited = |cidrs: &[String]| Conditions {
+        source_ips: cidrs.to_vec(),
+        ..extra.clone()
+    };
+    let forbidden = Action::FixedResponse(FixedResponse::forbidden());
+    match (&settings.allow_source_ranges, &settings.deny_source_ranges) {
+        (Some(allow), _) => vec![(limited(allow), action.clone()), (extra, forbidden)],
+        (None, Some(deny)) => vec![(limited(deny), forbidden), (extra, action.clone())],
+        (None, None) => vec![(extra, action.clone())],
+    }
+}
+
 /// The `conditions.<name>` a path's backend name picks up (empty when there are none).
 fn extra_conditions(m: &Member<'_>, backend: &IngressBackend) -> Conditions {
     backend

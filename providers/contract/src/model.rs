@@ -479,6 +479,15 @@ impl FixedResponse {
         }
     }
 
+    /// What a client outside an Ingress's allowed source ranges gets.
+    pub fn forbidden() -> Self {
+        FixedResponse {
+            status_code: 403,
+            content_type: "text/plain; charset=utf-8".into(),
+            body: "403 forbidden\n".into(),
+        }
+    }
+
     /// What a route to a backend that cannot be resolved answers.
     pub fn service_unavailable(reason: &str) -> Self {
         FixedResponse {
