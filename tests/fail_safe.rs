@@ -503,9 +503,8 @@ fn allow_and_deny_lists_become_source_conditions_and_403s() {
 }
 
 #[test]
-fn source_ranges_that_cannot_be_enforced_are_refused() {
-    // Both lists at once, and a default backend (which no rule can limit).
-    let both = run(
+fn deny_then_allow_then_403_when_both_lists_are_set() {
+    let out = run(
         &[ingress(
             "both",
             "a.example.com",
@@ -515,8 +514,37 @@ fn source_ranges_that_cannot_be_enforced_are_refused() {
         )],
         ProviderKind::Proxy,
     );
-    assert_eq!(find(&both, Reason::AnnotationInvalid, "both").len(), 1);
-    assert!(served(&both).is_empty());
+    assert!(!out.has_errors(), "{:?}", out.diagnostics);
+    let listener = out.model.load_balancers[0]
+        .listeners
+        .iter()
+        .find(|l| l.port == 80)
+        .expect("http");
+    // Evaluated with the model's reference first-match semantics.
+    let answer = |ip: &str| {
+        let ip: std::net::IpAddr = ip.parse().expect("ip");
+        let req = tollgate_contract::matching::RequestFacts {
+            host: "a.example.com",
+            path: "/x",
+            method: "GET",
+            query: "",
+            headers: &[],
+            source_ip: Some(ip),
+        };
+        match listener.route(&req) {
+            Action::FixedResponse(f) => f.status_code,
+            Action::Forward(_) => 200,
+            other => panic!("{other:?}"),
+        }
+    };
+    assert_eq!(answer("10.1.2.3"), 403, "denied inside the allowed range");
+    assert_eq!(answer("10.2.2.3"), 200, "allowed");
+    assert_eq!(answer("192.168.0.1"), 403, "neither");
+}
+
+#[test]
+fn source_ranges_that_cannot_be_enforced_are_refused() {
+    // A default backend: no rule can limit it.
     let with_default = ingress(
         "dflt",
         "a.example.com",

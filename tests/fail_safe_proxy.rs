@@ -120,8 +120,13 @@ async fn source_ranges_are_enforced_on_the_client_address() {
         ingress(name, annotation, &[(host, "/", "Prefix", "svc-a")])
     };
     let p = TestProxy::start(&format!(
-        "{}---\n{}---\n{}---\n{}---\n{}",
+        "{}---\n{}---\n{}---\n{}---\n{}---\n{}",
         service("svc-a", &[a]),
+        ing(
+            "both",
+            "both.example.com",
+            "nginx.ingress.kubernetes.io/allowlist-source-range: '127.0.0.0/8', nginx.ingress.kubernetes.io/denylist-source-range: '127.0.0.1'"
+        ),
         ing(
             "allowed",
             "allowed.example.com",
@@ -149,6 +154,7 @@ async fn source_ranges_are_enforced_on_the_client_address() {
         ("not-allowed.example.com", StatusCode::FORBIDDEN),
         ("denied.example.com", StatusCode::FORBIDDEN),
         ("not-denied.example.com", StatusCode::OK),
+        ("both.example.com", StatusCode::FORBIDDEN),
     ] {
         assert_eq!(answers(&p, host, "/x").await.0, want, "{host}");
         // Over HTTP/2 too (another request path).

@@ -479,13 +479,6 @@ pub fn ingress_settings(
         &format!("{NGINX}denylist-source-range"),
         parse_source_ranges,
     );
-    if let (Some(_), Some(_)) = (&allow_source_ranges, &deny_source_ranges) {
-        r.fail(
-            &format!("{NGINX}denylist-source-range"),
-            "",
-            "an allow-list and a deny-list on one Ingress are not supported; keep the allow-list (it already refuses every other source)",
-        );
-    }
     let backend = read_backend(&mut r);
     let mut failed = Vec::new();
     let actions = named_annotations(

@@ -493,11 +493,12 @@ fn build_load_balancer(
 /// and `discover_rule_hosts` (a cloud load balancer, as the AWS controller does).
 /// One route as its Ingress's source ranges make it (ingress-nginx's
 /// `allowlist-source-range`/`whitelist-source-range` and `denylist-source-range`, 403 for
-/// the clients refused, as ingress-nginx answers): an allow-list is the route limited to
-/// those sources, then the same route answering 403 for everyone else; a deny-list is the
-/// route answering 403 for those sources, then the route as it was. At one host and path a
-/// rule with conditions is matched before the one without (`rule_order`), so both
-/// providers, which already match `source_ips`, enforce it as written.
+/// the clients refused): the deny-list's sources get 403, then the allow-list's reach the
+/// route, then everyone else gets 403 if there is an allow-list — ingress-nginx's
+/// `deny …; allow …; deny all;` (its e2e test `test/e2e/annotations/ipdenylist.go`, "when
+/// whitelist is set"). At one host and path a rule with conditions is matched before the one
+/// without, and rules with as many conditions keep this order (`rule_order` sorts stably),
+/// so both providers, which already match `source_ips`, enforce it as written.
 fn source_ranged(
     settings: &annotations::IngressSettings,
     extra: Conditions,
@@ -507,12 +508,19 @@ fn source_ranged(
         source_ips: cidrs.to_vec(),
         ..extra.clone()
     };
-    let forbidden = Action::FixedResponse(FixedResponse::forbidden());
-    match (&settings.allow_source_ranges, &settings.deny_source_ranges) {
-        (Some(allow), _) => vec![(limited(allow), action.clone()), (extra, forbidden)],
-        (None, Some(deny)) => vec![(limited(deny), forbidden), (extra, action.clone())],
-        (None, None) => vec![(extra, action.clone())],
+    let forbidden = || Action::FixedResponse(FixedResponse::forbidden());
+    let mut out = Vec::new();
+    if let Some(deny) = &settings.deny_source_ranges {
+        out.push((limited(deny), forbidden()));
     }
+    match &settings.allow_source_ranges {
+        Some(allow) => {
+            out.push((limited(allow), action.clone()));
+            out.push((extra, forbidden()));
+        }
+        None => out.push((extra, action.clone())),
+    }
+    out
 }
 
 /// The `conditions.<name>` a path's backend name picks up (empty when there are none).
