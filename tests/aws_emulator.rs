@@ -1074,3 +1074,75 @@ async fn deletion_protection_is_reported_not_fought() {
     assert_eq!(left.load_balancers.len(), 1);
     assert_eq!(left.target_groups.len(), 2);
 }
+
+/// Subnet discovery on an EKS-shaped VPC of today: role tags without the cluster tag, two
+/// subnets in one Availability Zone, and a subnet tagged for another cluster. The ALB gets
+/// one subnet per zone (the lowest ID), never the other cluster's — which the emulator would
+/// accept, and AWS would reject (two subnets in one zone).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn subnets_are_discovered_as_eks_tags_them() {
+    test_credentials();
+    let moto = start_moto();
+    let conf = aws_config::defaults(aws_config::BehaviorVersion::latest())
+        .endpoint_url(&moto.endpoint)
+        .region(aws_config::Region::new("us-east-1"))
+        .load()
+        .await;
+    let ec2 = aws_sdk_ec2::Client::new(&conf);
+    let vpc = ec2
+        .create_vpc()
+        .cidr_block("10.1.0.0/16")
+        .send()
+        .await
+        .expect("vpc")
+        .vpc()
+        .and_then(|v| v.vpc_id())
+        .expect("vpc id")
+        .to_string();
+    let tag = |k: &str, v: &str| aws_sdk_ec2::types::Tag::builder().key(k).value(v).build();
+    let mut ids = std::collections::BTreeMap::new();
+    for (name, cidr, az, other_cluster) in [
+        ("a1", "10.1.1.0/24", "us-east-1a", false),
+        ("a2", "10.1.2.0/24", "us-east-1a", false),
+        ("b1", "10.1.3.0/24", "us-east-1b", false),
+        ("c-other", "10.1.4.0/24", "us-east-1c", true),
+        ("d1", "10.1.5.0/24", "us-east-1d", false),
+    ] {
+        let id = ec2
+            .create_subnet()
+            .vpc_id(&vpc)
+            .cidr_block(cidr)
+            .availability_zone(az)
+            .send()
+            .await
+            .expect("subnet")
+            .subnet()
+            .and_then(|s| s.subnet_id())
+            .expect("subnet id")
+            .to_string();
+        let mut req = ec2
+            .create_tags()
+            .resources(&id)
+            .tags(tag("kubernetes.io/role/elb", "1"));
+        if other_cluster {
+            req = req.tags(tag("kubernetes.io/cluster/someone-else", "shared"));
+        }
+        req.send().await.expect("tags");
+        ids.insert(name, id);
+    }
+    let dir = tempfile::tempdir().expect("tempdir");
+    std::fs::write(dir.path().join("services.yaml"), SERVICES).unwrap();
+    std::fs::write(dir.path().join("shop.yaml"), shop("/api")).unwrap();
+    let opts = options(dir.path(), &moto.endpoint);
+    let (r, _) = run_once(&opts).await.expect("converge");
+    assert!(r.converged, "{:#?}", r.diagnostics);
+    let inv = opts.connect().await.observe().await.expect("observe");
+    let in_a = if ids["a1"] < ids["a2"] {
+        &ids["a1"]
+    } else {
+        &ids["a2"]
+    };
+    let mut want = vec![in_a.clone(), ids["b1"].clone(), ids["d1"].clone()];
+    want.sort();
+    assert_eq!(inv.load_balancers[0].subnets, want);
+}

@@ -28,8 +28,8 @@ pub enum AwsError {
         operation: &'static str,
         message: String,
     },
-    #[error("no subnets tagged kubernetes.io/cluster/{cluster} (shared or owned) with kubernetes.io/role/elb or kubernetes.io/role/internal-elb")]
-    NoSubnets { cluster: String },
+    #[error("no subnets for cluster {cluster}'s load balancer: {why} (tag subnets with kubernetes.io/role/elb for internet-facing, kubernetes.io/role/internal-elb for internal, or name them in the subnets annotation)")]
+    NoSubnets { cluster: String, why: String },
     #[error("{0} refers to a resource that was not created")]
     Unresolved(String),
 }
@@ -717,13 +717,16 @@ impl Aws {
         Ok(())
     }
 
-    /// The VPC new resources go in: that of the cluster's tagged subnets.
+    /// The VPC new resources go in: that of the discovered subnets, internal ones or else
+    /// internet-facing ones (a VPC may have only public subnets role-tagged).
     async fn vpc(&self, cache: &mut ApplyCache) -> Result<String, AwsError> {
         if let Some(v) = cache.vpc.clone() {
             return Ok(v);
         }
-        let (_, v) = self.discovered_subnets(true, cache).await?;
-        Ok(v)
+        match self.discovered_subnets(true, cache).await {
+            Ok((_, v)) => Ok(v),
+            Err(_) => self.discovered_subnets(false, cache).await.map(|(_, v)| v),
+        }
     }
 
     /// [`Aws::subnets`], asked once per scheme during one apply.
@@ -809,49 +812,74 @@ impl Aws {
         Ok(out)
     }
 
-    /// Subnets for a load balancer of this scheme, found by the cluster's tags.
+    /// Subnets for a load balancer of this scheme, as the AWS Load Balancer Controller
+    /// discovers them (`subnet_discovery`): role-tagged subnets, else (as Tollgate did before)
+    /// subnets tagged for this cluster.
     async fn subnets(&self, internal: bool) -> Result<(Vec<String>, String), AwsError> {
         let role = if internal {
             "kubernetes.io/role/internal-elb"
         } else {
             "kubernetes.io/role/elb"
         };
-        for role_filter in [Some(role), None] {
-            let mut req = self.ec2.describe_subnets().filters(
-                aws_sdk_ec2::types::Filter::builder()
-                    .name(format!("tag:kubernetes.io/cluster/{}", self.cluster))
-                    .values("shared")
-                    .values("owned")
-                    .build(),
-            );
-            if let Some(r) = role_filter {
-                req = req.filters(
-                    aws_sdk_ec2::types::Filter::builder()
-                        .name("tag-key")
-                        .values(r)
-                        .build(),
-                );
+        let cluster_tag = format!("kubernetes.io/cluster/{}", self.cluster);
+        let mut why = String::new();
+        for (key, values) in [
+            (role, ["1", ""]),
+            (cluster_tag.as_str(), ["shared", "owned"]),
+        ] {
+            let mut facts = Vec::new();
+            let mut token: Option<String> = None;
+            loop {
+                let r = self
+                    .counted(
+                        "DescribeSubnets",
+                        self.ec2
+                            .describe_subnets()
+                            .filters(
+                                aws_sdk_ec2::types::Filter::builder()
+                                    .name(format!("tag:{key}"))
+                                    .set_values(Some(
+                                        values.iter().map(|v| v.to_string()).collect(),
+                                    ))
+                                    .build(),
+                            )
+                            .set_next_token(token.clone())
+                            .send(),
+                    )
+                    .await?;
+                facts.extend(r.subnets().iter().filter_map(|s| {
+                    Some(crate::subnet_discovery::SubnetFacts {
+                        id: s.subnet_id()?.to_string(),
+                        vpc: s.vpc_id()?.to_string(),
+                        zone: s.availability_zone()?.to_string(),
+                        clusters: s
+                            .tags()
+                            .iter()
+                            .filter_map(|t| t.key()?.strip_prefix("kubernetes.io/cluster/"))
+                            .map(str::to_string)
+                            .collect(),
+                        free_addresses: s.available_ip_address_count().unwrap_or(0),
+                    })
+                }));
+                token = r.next_token().filter(|t| !t.is_empty()).map(str::to_string);
+                if token.is_none() {
+                    break;
+                }
             }
-            let r = self.counted("DescribeSubnets", req.send()).await?;
-            let mut subnets: Vec<(String, String)> = r
-                .subnets()
-                .iter()
-                .filter_map(|s| Some((s.subnet_id()?.to_string(), s.vpc_id()?.to_string())))
-                .collect();
-            subnets.sort();
-            if let Some((_, vpc)) = subnets.first().cloned() {
-                return Ok((
-                    subnets
-                        .into_iter()
-                        .filter(|(_, v)| *v == vpc)
-                        .map(|(s, _)| s)
-                        .collect(),
-                    vpc,
-                ));
+            if facts.is_empty() {
+                why = format!("no subnet is tagged {role}");
+                continue;
             }
+            return crate::subnet_discovery::choose(&self.cluster, &facts).map_err(|why| {
+                AwsError::NoSubnets {
+                    cluster: self.cluster.clone(),
+                    why,
+                }
+            });
         }
         Err(AwsError::NoSubnets {
             cluster: self.cluster.clone(),
+            why,
         })
     }
 

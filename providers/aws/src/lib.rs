@@ -12,3 +12,4 @@ pub mod aws_api;
 pub mod inventory;
 pub mod plan;
 pub mod priorities;
+pub mod subnet_discovery;

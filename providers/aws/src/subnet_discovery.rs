@@ -1,0 +1,187 @@
+//! Which subnets a load balancer goes into when the Ingress names none, as the AWS Load
+//! Balancer Controller documents it (`docs/deploy/subnet_discovery.md`): candidates carry the
+//! role tag of the scheme (`kubernetes.io/role/elb` for internet-facing,
+//! `kubernetes.io/role/internal-elb` for internal); the cluster tag is optional (EKS and its
+//! tooling no longer put it on subnets) but a subnet tagged for other clusters only is not
+//! ours; a subnet with fewer than 8 free addresses is skipped; one subnet per Availability
+//! Zone (one tagged for this cluster first, then the lowest ID); an ALB needs two zones.
+//!
+//! Pure: the SDK half (`aws_api`) describes the subnets and calls [`choose`].
+
+use std::collections::BTreeMap;
+
+/// What discovery needs to know of one subnet.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SubnetFacts {
+    pub id: String,
+    pub vpc: String,
+    pub zone: String,
+    /// Cluster names of its `kubernetes.io/cluster/<name>` tags.
+    pub clusters: Vec<String>,
+    pub free_addresses: i32,
+}
+
+/// The documented minimum of free addresses for a load balancer's subnet.
+pub const MIN_FREE_ADDRESSES: i32 = 8;
+
+/// The subnets (one per zone, sorted) and their VPC, or why there are none to use.
+pub fn choose(cluster: &str, candidates: &[SubnetFacts]) -> Result<(Vec<String>, String), String> {
+    let ours = |s: &SubnetFacts| s.clusters.iter().any(|c| c == cluster);
+    let mut skipped = Vec::new();
+    let usable: Vec<&SubnetFacts> = candidates
+        .iter()
+        .filter(|s| {
+            let foreign = !s.clusters.is_empty() && !ours(s);
+            let full = s.free_addresses < MIN_FREE_ADDRESSES;
+            if foreign {
+                skipped.push(format!("{} (tagged for another cluster)", s.id));
+            } else if full {
+                skipped.push(format!("{} ({} free addresses)", s.id, s.free_addresses));
+            }
+            !foreign && !full
+        })
+        .collect();
+    let why_not = || {
+        if skipped.is_empty() {
+            String::new()
+        } else {
+            format!("; skipped: {}", skipped.join(", "))
+        }
+    };
+    // One VPC: the one with subnets tagged for this cluster if several VPCs have candidates.
+    let mut vpcs: BTreeMap<&str, bool> = BTreeMap::new();
+    for s in &usable {
+        *vpcs.entry(s.vpc.as_str()).or_default() |= ours(s);
+    }
+    let vpc = match vpcs.len() {
+        0 => return Err(format!("no role-tagged subnet is usable{}", why_not())),
+        1 => vpcs
+            .keys()
+            .next()
+            .map(|v| v.to_string())
+            .unwrap_or_default(),
+        _ => {
+            let tagged: Vec<&&str> = vpcs.iter().filter(|(_, t)| **t).map(|(v, _)| v).collect();
+            match tagged.as_slice() {
+                [one] => one.to_string(),
+                _ => {
+                    return Err(format!(
+                        "role-tagged subnets are in several VPCs ({}); tag the cluster's with kubernetes.io/cluster/{cluster} or name the subnets",
+                        vpcs.keys().copied().collect::<Vec<_>>().join(", ")
+                    ))
+                }
+            }
+        }
+    };
+    let mut by_zone: BTreeMap<&str, &SubnetFacts> = BTreeMap::new();
+    for s in usable.iter().filter(|s| s.vpc == vpc) {
+        let better = |cur: &SubnetFacts| (!ours(s), &s.id) < (!ours(cur), &cur.id);
+        match by_zone.get(s.zone.as_str()) {
+            Some(cur) if !better(cur) => {}
+            _ => {
+                by_zone.insert(s.zone.as_str(), s);
+            }
+        }
+    }
+    if by_zone.len() < 2 {
+        return Err(format!(
+            "an Application Load Balancer needs subnets in at least two Availability Zones; usable role-tagged subnets cover {}{}",
+            by_zone.keys().copied().collect::<Vec<_>>().join(", "),
+            why_not()
+        ));
+    }
+    let mut ids: Vec<String> = by_zone.values().map(|s| s.id.clone()).collect();
+    ids.sort();
+    Ok((ids, vpc))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn s(id: &str, vpc: &str, zone: &str, clusters: &[&str], free: i32) -> SubnetFacts {
+        SubnetFacts {
+            id: id.into(),
+            vpc: vpc.into(),
+            zone: zone.into(),
+            clusters: clusters.iter().map(|c| c.to_string()).collect(),
+            free_addresses: free,
+        }
+    }
+
+    #[test]
+    fn one_per_zone_cluster_tagged_first_then_lowest_id() {
+        let (ids, vpc) = choose(
+            "c",
+            &[
+                s("subnet-b2", "vpc-1", "a", &[], 100),
+                s("subnet-a1", "vpc-1", "a", &[], 100),
+                s("subnet-z9", "vpc-1", "b", &["c"], 100),
+                s("subnet-b1", "vpc-1", "b", &[], 100),
+                s("subnet-c1", "vpc-1", "c", &[], 100),
+            ],
+        )
+        .expect("chosen");
+        assert_eq!(ids, ["subnet-a1", "subnet-c1", "subnet-z9"]);
+        assert_eq!(vpc, "vpc-1");
+    }
+
+    #[test]
+    fn the_cluster_tag_is_optional_but_another_clusters_subnet_is_not_ours() {
+        let (ids, _) = choose(
+            "c",
+            &[
+                s("subnet-1", "vpc-1", "a", &["other"], 100),
+                s("subnet-2", "vpc-1", "a", &[], 100),
+                s("subnet-3", "vpc-1", "b", &["other", "c"], 100),
+            ],
+        )
+        .expect("chosen");
+        assert_eq!(ids, ["subnet-2", "subnet-3"]);
+    }
+
+    #[test]
+    fn nearly_full_subnets_are_skipped_and_two_zones_are_required() {
+        let err = choose(
+            "c",
+            &[
+                s("subnet-1", "vpc-1", "a", &[], 100),
+                s("subnet-2", "vpc-1", "b", &[], 7),
+            ],
+        )
+        .expect_err("one zone left");
+        assert!(err.contains("at least two Availability Zones"), "{err}");
+        assert!(err.contains("subnet-2 (7 free addresses)"), "{err}");
+        assert!(choose("c", &[]).is_err());
+    }
+
+    #[test]
+    fn several_vpcs_pick_the_clusters_or_fail() {
+        let (ids, vpc) = choose(
+            "c",
+            &[
+                s("subnet-1", "vpc-1", "a", &[], 100),
+                s("subnet-2", "vpc-1", "b", &[], 100),
+                s("subnet-3", "vpc-2", "a", &["c"], 100),
+                s("subnet-4", "vpc-2", "b", &[], 100),
+            ],
+        )
+        .expect("the cluster's VPC");
+        assert_eq!(
+            (ids.as_slice(), vpc.as_str()),
+            (
+                &["subnet-3".to_string(), "subnet-4".to_string()][..],
+                "vpc-2"
+            )
+        );
+        let err = choose(
+            "c",
+            &[
+                s("subnet-1", "vpc-1", "a", &[], 100),
+                s("subnet-3", "vpc-2", "a", &[], 100),
+            ],
+        )
+        .expect_err("ambiguous");
+        assert!(err.contains("several VPCs"), "{err}");
+    }
+}
