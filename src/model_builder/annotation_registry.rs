@@ -511,13 +511,10 @@ pub fn check(
             });
             continue;
         }
-        if spec.is_inert(value) && spec.risk != Risk::Snippet {
+        if spec.is_inert(value) {
             continue;
         }
         if spec.risk == Risk::Snippet {
-            if spec.is_inert(value) {
-                continue;
-            }
             out.push(Finding {
                 annotation: key.clone(),
                 severity: Severity::Error,
