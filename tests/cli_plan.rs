@@ -150,7 +150,7 @@ kind: Ingress
 metadata:
   name: migrated
   annotations:
-    alb.ingress.kubernetes.io/inbound-cidrs: 10.0.0.0/8
+    alb.ingress.kubernetes.io/security-groups: sg-0123
     nginx.ingress.kubernetes.io/proxy-read-timeout: "120"
     nginx.ingress.kubernetes.io/rewrite-target: /
 spec:
@@ -169,7 +169,7 @@ spec: {ports: [{name: http, port: 80}]}
         .arg(dir.path())
         .output()
         .expect("runs");
-    // Built for aws (the default): inbound-cidrs is honoured there, so nothing is rejected.
+    // Built for aws (the default): security-groups is honoured there, so nothing is rejected.
     assert_eq!(
         out.status.code(),
         Some(0),
@@ -186,7 +186,7 @@ spec: {ports: [{name: http, port: 80}]}
             .unwrap_or_else(|| panic!("no row for {name}: {rows:?}"))
             .clone()
     };
-    let cidrs = row("alb.ingress.kubernetes.io/inbound-cidrs");
+    let cidrs = row("alb.ingress.kubernetes.io/security-groups");
     assert!(cidrs["aws"].is_null(), "honoured by aws: {cidrs}");
     assert!(
         cidrs["proxy"]

@@ -108,23 +108,62 @@ fn protective_annotation_not_honoured_is_not_served() {
 
 #[test]
 fn protective_annotation_honoured_by_one_provider_only() {
-    // inbound-cidrs is the ALB security group's rule: aws honours it, the proxy does not.
+    // The load balancer's own security groups: aws applies them, the proxy has none.
     let docs = [ingress(
-        "cidrs",
+        "groups",
         "a.example.com",
         "/",
         "web",
-        "alb.ingress.kubernetes.io/inbound-cidrs: 10.0.0.0/8",
+        "alb.ingress.kubernetes.io/security-groups: sg-0123",
     )];
     let aws = run(&docs, ProviderKind::Aws);
     assert!(!aws.has_errors(), "{:?}", aws.diagnostics);
     assert_eq!(served(&aws).len(), 1);
     let proxy = run(&docs, ProviderKind::Proxy);
     assert_eq!(
-        find(&proxy, Reason::AnnotationUnsupported, "cidrs").len(),
+        find(&proxy, Reason::AnnotationUnsupported, "groups").len(),
         1
     );
     assert!(served(&proxy).is_empty());
+}
+
+#[test]
+fn inbound_cidrs_are_the_proxys_allow_list() {
+    let cidrs = |v: &str| {
+        ingress(
+            "cidrs",
+            "a.example.com",
+            "/",
+            "web",
+            &format!("alb.ingress.kubernetes.io/inbound-cidrs: '{v}'"),
+        )
+    };
+    // aws: the security group's rule, no extra rules.
+    let aws = run(&[cidrs("10.0.0.0/8")], ProviderKind::Aws);
+    assert_eq!(served(&aws).len(), 1);
+    // proxy: the path limited to those sources, and 403 for everyone else.
+    let proxy = run(&[cidrs("10.0.0.0/8")], ProviderKind::Proxy);
+    assert!(!proxy.has_errors(), "{:?}", proxy.diagnostics);
+    let rules = served(&proxy);
+    assert_eq!(rules.len(), 2, "{rules:?}");
+    assert!(rules[1].2.contains("403"), "{rules:?}");
+    // Open to everyone: nothing to enforce.
+    assert_eq!(
+        served(&run(&[cidrs("0.0.0.0/0, ::/0")], ProviderKind::Proxy)).len(),
+        1
+    );
+    // With an ingress-nginx allow-list too: one allow-list only, refused.
+    let both = run(
+        &[ingress(
+            "both",
+            "a.example.com",
+            "/",
+            "web",
+            "alb.ingress.kubernetes.io/inbound-cidrs: 10.0.0.0/8, nginx.ingress.kubernetes.io/allowlist-source-range: 10.1.0.0/16",
+        )],
+        ProviderKind::Proxy,
+    );
+    assert_eq!(find(&both, Reason::AnnotationUnsupported, "both").len(), 1);
 }
 
 #[test]

@@ -226,7 +226,7 @@ pub static REGISTRY: &[Spec] = &[
     alb("security-groups", Prot, I, H, X, "the load balancer's own security groups"),
     alb("listen-ports", Other, I, H, ONLY_80_443, "the listener ports"),
     alb("ssl-redirect", Other, I, H, H, "redirecting HTTP to HTTPS"),
-    alb("inbound-cidrs", Prot, I, H, X, "allowing clients only from these CIDRs").inert(OPEN_TO_ALL),
+    alb("inbound-cidrs", Prot, I, H, H, "allowing clients only from these CIDRs").inert(OPEN_TO_ALL),
     alb("certificate-arn", Other, I, H, X, "ACM certificates on the HTTPS listener"),
     alb("ssl-policy", Other, I, H, X, "the HTTPS listener's TLS security policy"),
     alb("target-type", Other, IS, H, H, "ip or instance targets"),
@@ -672,11 +672,11 @@ mod tests {
             ProviderKind::Proxy,
         );
         assert_eq!(f, [(Severity::Error, Reason::AnnotationUnsupported)]);
-        // inbound-cidrs is honoured by aws, not by the proxy.
-        let cidrs = [("alb.ingress.kubernetes.io/inbound-cidrs", "10.0.0.0/8")];
-        assert!(one(&cidrs, OnObject::Ingress, ProviderKind::Aws).is_empty());
+        // security-groups is honoured by aws, not by the proxy.
+        let groups = [("alb.ingress.kubernetes.io/security-groups", "sg-1")];
+        assert!(one(&groups, OnObject::Ingress, ProviderKind::Aws).is_empty());
         assert_eq!(
-            one(&cidrs, OnObject::Ingress, ProviderKind::Proxy),
+            one(&groups, OnObject::Ingress, ProviderKind::Proxy),
             [(Severity::Error, Reason::AnnotationUnsupported)]
         );
     }

@@ -109,7 +109,7 @@ pub(crate) fn read_member<'a>(
             warnings.push(d);
         }
     }
-    let settings = match ingress_settings(annotations) {
+    let mut settings = match ingress_settings(annotations) {
         Ok(s) => Some(s),
         Err(es) => {
             errors.extend(
@@ -119,6 +119,25 @@ pub(crate) fn read_member<'a>(
             None
         }
     };
+    // The proxy has no security group: `inbound-cidrs` becomes its allow-list, enforced per
+    // path like ingress-nginx's (a refused client gets 403 rather than no connection).
+    if let Some(s) = settings
+        .as_mut()
+        .filter(|_| provider == ProviderKind::Proxy)
+    {
+        let open = |c: &String| c == "0.0.0.0/0" || c == "::/0";
+        if let Some(cidrs) = s.inbound_cidrs.clone().filter(|c| !c.iter().all(open)) {
+            if s.allow_source_ranges.is_some() {
+                errors.push(error(
+                    &obj,
+                    Reason::AnnotationUnsupported,
+                    "alb.ingress.kubernetes.io/inbound-cidrs and an ingress-nginx allow-list on one Ingress: the proxy enforces one allow-list; keep one".into(),
+                ));
+            } else {
+                s.allow_source_ranges = Some(cidrs);
+            }
+        }
+    }
     let use_regex = settings.as_ref().is_some_and(|s| s.use_regex);
 
     let spec = ing.spec.as_ref();
