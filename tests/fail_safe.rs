@@ -55,14 +55,22 @@ fn run(docs: &[String], provider: ProviderKind) -> BuildOutput {
     build(&snapshot(docs), &opts(provider))
 }
 
-/// The (host, path, action) of every rule served.
-fn served(out: &BuildOutput) -> Vec<(String, String, String)> {
+/// The rules of the plain-HTTP listener that match a path (not the fences and defaults).
+fn path_rules(out: &BuildOutput) -> Vec<&tollgate_contract::Rule> {
     out.model
         .load_balancers
         .iter()
         .flat_map(|lb| &lb.listeners)
         .filter(|l| l.port == 80)
         .flat_map(|l| &l.rules)
+        .filter(|r| r.conditions.path.is_some())
+        .collect()
+}
+
+/// The (host, path, action) of every rule served.
+fn served(out: &BuildOutput) -> Vec<(String, String, String)> {
+    path_rules(out)
+        .into_iter()
         .filter_map(|r| {
             let host = r.conditions.host.as_ref()?.to_string();
             let path = r.conditions.path.as_ref()?.path.clone();
@@ -491,15 +499,7 @@ fn allow_and_deny_lists_become_source_conditions_and_403s() {
             provider,
         );
         assert!(!allow.has_errors(), "{provider}: {:?}", allow.diagnostics);
-        let rules: Vec<_> = allow
-            .model
-            .load_balancers
-            .iter()
-            .flat_map(|lb| &lb.listeners)
-            .filter(|l| l.port == 80)
-            .flat_map(|l| &l.rules)
-            .filter(|r| r.conditions.path.is_some())
-            .collect();
+        let rules = path_rules(&allow);
         assert_eq!(rules.len(), 2, "{provider}: {rules:#?}");
         assert_eq!(
             rules[0].conditions.source_ips,
@@ -525,15 +525,7 @@ fn allow_and_deny_lists_become_source_conditions_and_403s() {
             provider,
         );
         assert!(!deny.has_errors(), "{provider}: {:?}", deny.diagnostics);
-        let rules: Vec<_> = deny
-            .model
-            .load_balancers
-            .iter()
-            .flat_map(|lb| &lb.listeners)
-            .filter(|l| l.port == 80)
-            .flat_map(|l| &l.rules)
-            .filter(|r| r.conditions.path.is_some())
-            .collect();
+        let rules = path_rules(&deny);
         assert_eq!(rules.len(), 2, "{provider}: {rules:#?}");
         assert_eq!(rules[0].conditions.source_ips, ["10.1.0.0/16"]);
         assert!(matches!(&rules[0].action, Action::FixedResponse(f) if f.status_code == 403));
