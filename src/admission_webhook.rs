@@ -51,10 +51,13 @@ pub enum WebhookTls {
     /// PEM files (a mounted Secret).
     Files { cert: PathBuf, key: PathBuf },
     /// Generated at start for these DNS names or IP addresses; the CA is patched into the
-    /// `caBundle` of this ValidatingWebhookConfiguration, if named.
+    /// `caBundle` of this ValidatingWebhookConfiguration, if named. With `secret`
+    /// (namespace, name), the first replica stores what it generated there and the others
+    /// serve the same: one CA in the `caBundle` must verify every replica.
     Generate {
         names: Vec<String>,
         configuration: Option<String>,
+        secret: Option<(String, String)>,
     },
 }
 
@@ -69,6 +72,8 @@ pub enum WebhookError {
     },
     #[error("cannot patch the caBundle of ValidatingWebhookConfiguration {name}: {source}")]
     Patch { name: String, source: kube::Error },
+    #[error("cannot read or store the webhook certificate in Secret {name}: {source}")]
+    Secret { name: String, source: kube::Error },
 }
 
 /// The verdict on one Ingress.
@@ -241,12 +246,16 @@ pub async fn start(
         WebhookTls::Generate {
             names,
             configuration,
+            secret,
         } => {
-            let (ca_pem, chain, key) = generate(names)?;
+            let material = match secret {
+                Some((ns, name)) => shared_material(&client, ns, name, names).await?,
+                None => generate(names)?,
+            };
             if let Some(name) = configuration {
-                patch_ca_bundle(&client, name, &ca_pem).await?;
+                patch_ca_bundle(&client, name, &material.ca).await?;
             }
-            (chain, key)
+            material.parse()?
         }
     };
     let tls = rustls::ServerConfig::builder_with_provider(Arc::new(
@@ -341,17 +350,29 @@ fn read_pem(cert: &PathBuf, key: &PathBuf) -> Result<CertAndKey, WebhookError> {
     Ok((chain, key))
 }
 
+/// A CA and a serving certificate with its key, as PEM.
+#[derive(Debug, Clone)]
+struct Material {
+    ca: String,
+    cert: String,
+    key: String,
+}
+
+impl Material {
+    fn parse(&self) -> Result<CertAndKey, WebhookError> {
+        use rustls_pki_types::pem::PemObject;
+        let bad = |e: rustls_pki_types::pem::Error| WebhookError::Certificate(e.to_string());
+        let chain = rustls_pki_types::CertificateDer::pem_slice_iter(self.cert.as_bytes())
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(bad)?;
+        let key =
+            rustls_pki_types::PrivateKeyDer::from_pem_slice(self.key.as_bytes()).map_err(bad)?;
+        Ok((chain, key))
+    }
+}
+
 /// A CA and a serving certificate for `names` (an IP literal becomes an IP SAN).
-fn generate(
-    names: &[String],
-) -> Result<
-    (
-        String,
-        Vec<rustls_pki_types::CertificateDer<'static>>,
-        rustls_pki_types::PrivateKeyDer<'static>,
-    ),
-    WebhookError,
-> {
+fn generate(names: &[String]) -> Result<Material, WebhookError> {
     let err = |e: rcgen::Error| WebhookError::Certificate(e.to_string());
     let ca_key = rcgen::KeyPair::generate().map_err(err)?;
     let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).map_err(err)?;
@@ -377,9 +398,74 @@ fn generate(
         .push(rcgen::DnType::CommonName, "tollgate webhook");
     let issuer = rcgen::Issuer::new(ca_params, ca_key);
     let leaf = leaf_params.signed_by(&leaf_key, &issuer).map_err(err)?;
-    let key = rustls_pki_types::PrivateKeyDer::try_from(leaf_key.serialize_der())
-        .map_err(|e| WebhookError::Certificate(e.to_string()))?;
-    Ok((ca.pem(), vec![leaf.der().clone()], key))
+    Ok(Material {
+        ca: ca.pem(),
+        cert: leaf.pem(),
+        key: leaf_key.serialize_pem(),
+    })
+}
+
+/// The material every replica serves: read from the Secret, or generated and stored there
+/// by whichever replica comes first (a create that loses the race reads the winner's).
+async fn shared_material(
+    client: &kube::Client,
+    ns: &str,
+    name: &str,
+    names: &[String],
+) -> Result<Material, WebhookError> {
+    use k8s_openapi::api::core::v1::Secret;
+    use k8s_openapi::ByteString;
+    let api: Api<Secret> = Api::namespaced(client.clone(), ns);
+    let stored = |s: &Secret| -> Option<Material> {
+        let d = s.data.as_ref()?;
+        let text = |k: &str| String::from_utf8(d.get(k)?.0.clone()).ok();
+        Some(Material {
+            ca: text("ca.crt")?,
+            cert: text("tls.crt")?,
+            key: text("tls.key")?,
+        })
+    };
+    let serr = |source| WebhookError::Secret {
+        name: format!("{ns}/{name}"),
+        source,
+    };
+    if let Some(m) = api
+        .get_opt(name)
+        .await
+        .map_err(serr)?
+        .as_ref()
+        .and_then(stored)
+    {
+        return Ok(m);
+    }
+    let m = generate(names)?;
+    let secret = Secret {
+        metadata: kube::api::ObjectMeta {
+            name: Some(name.to_string()),
+            namespace: Some(ns.to_string()),
+            ..Default::default()
+        },
+        type_: Some("kubernetes.io/tls".into()),
+        data: Some(
+            [("ca.crt", &m.ca), ("tls.crt", &m.cert), ("tls.key", &m.key)]
+                .into_iter()
+                .map(|(k, v)| (k.to_string(), ByteString(v.as_bytes().to_vec())))
+                .collect(),
+        ),
+        ..Default::default()
+    };
+    match api.create(&PostParams::default(), &secret).await {
+        Ok(_) => Ok(m),
+        Err(kube::Error::Api(e)) if e.code == 409 => {
+            let theirs = api.get(name).await.map_err(serr)?;
+            stored(&theirs).ok_or_else(|| {
+                WebhookError::Certificate(format!(
+                    "Secret {ns}/{name} lacks ca.crt, tls.crt or tls.key"
+                ))
+            })
+        }
+        Err(e) => Err(serr(e)),
+    }
 }
 
 /// Writes the CA into every webhook of the named configuration (read, change, replace: a

@@ -316,6 +316,11 @@ impl KubeArgs {
                                 self.webhook_dns_name.clone()
                             },
                             configuration: self.webhook_configuration.clone(),
+                            // Every replica serves what the first one generated.
+                            secret: Some((
+                                self.lease_namespace.clone(),
+                                "tollgate-webhook-tls".to_string(),
+                            )),
                         },
                     },
                 })

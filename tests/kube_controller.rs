@@ -665,6 +665,7 @@ async fn admission_webhook_refuses_invalid_ingresses_and_warns_with_kubectl() {
         tls: WebhookTls::Generate {
             names: vec!["127.0.0.1".into()],
             configuration: Some("tollgate".into()),
+            secret: Some(("tollgate".into(), "tollgate-webhook-tls".into())),
         },
     }));
     let proxy = TestProxy::start_with("", move |o| {
@@ -685,6 +686,39 @@ async fn admission_webhook_refuses_invalid_ingresses_and_warns_with_kubectl() {
         },
     )
     .await;
+    // A second replica serves what the first generated (stored in the Secret): the one CA in
+    // the caBundle still verifies both.
+    let bundle = |c: ValidatingWebhookConfiguration| {
+        c.webhooks.unwrap_or_default()[0]
+            .client_config
+            .ca_bundle
+            .clone()
+    };
+    let before = bundle(configs.get("tollgate").await.expect("configuration"));
+    let (_states_tx, states) = tokio::sync::watch::channel(std::sync::Arc::new(
+        tollgate::sources::SourceState::default(),
+    ));
+    let second = tollgate::admission_webhook::start(
+        &WebhookOptions {
+            listen: "127.0.0.1:0".parse().expect("addr"),
+            tls: WebhookTls::Generate {
+                names: vec!["127.0.0.1".into()],
+                configuration: Some("tollgate".into()),
+                secret: Some(("tollgate".into(), "tollgate-webhook-tls".into())),
+            },
+        },
+        k.client("controller-token").await,
+        states,
+        tollgate::BuildOptions::default(),
+    )
+    .await
+    .expect("a second replica starts with the controller's RBAC");
+    assert_eq!(
+        bundle(configs.get("tollgate").await.expect("configuration")),
+        before,
+        "replicas must not replace each other's CA"
+    );
+    drop(second);
 
     // An invalid Ingress (a bad annotation value) is refused with the reason.
     let invalid = support::ingress(
