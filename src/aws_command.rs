@@ -331,13 +331,30 @@ async fn report_to_cluster(
     };
     report.diagnostics.extend(state.diagnostics.iter().cloned());
     // A load balancer's problem (a failed AWS call, a certificate not found) is every one of
-    // its Ingresses' problem: that is where users look (Events, the Synced condition).
+    // its Ingresses' problem: that is where users look (Events, the Synced condition). An
+    // Ingress being deleted is in no stack of the model, but its load balancer's problem
+    // (deletion protection, a failed delete) is what holds its finalizer: it is told too.
+    let mut members: BTreeMap<String, Vec<ObjectRef>> = r.ingresses_by_stack.clone();
+    for ing in state
+        .snapshot
+        .ingresses
+        .iter()
+        .filter(|i| i.metadata.deletion_timestamp.is_some())
+    {
+        members
+            .entry(load_balancer_id(&state.snapshot, &opts.build, ing))
+            .or_default()
+            .push(ObjectRef::new(
+                ing.metadata.namespace.as_deref().unwrap_or_default(),
+                ing.metadata.name.as_deref().unwrap_or_default(),
+            ));
+    }
     let per_ingress: Vec<Diagnostic> = r
         .diagnostics
         .iter()
         .filter(|d| d.subject.kind == ObjectKind::LoadBalancer)
         .flat_map(|d| {
-            r.ingresses_by_stack
+            members
                 .get(&d.subject.name)
                 .into_iter()
                 .flatten()
@@ -351,27 +368,6 @@ async fn report_to_cluster(
         })
         .collect();
     report.diagnostics.extend(per_ingress);
-    // An Ingress being deleted is in no stack of the model, but its load balancer's problem
-    // (deletion protection, a failed delete) is what holds its finalizer: tell it there.
-    for ing in state
-        .snapshot
-        .ingresses
-        .iter()
-        .filter(|i| i.metadata.deletion_timestamp.is_some())
-    {
-        let stack = load_balancer_id(&state.snapshot, &opts.build, ing);
-        for d in r
-            .diagnostics
-            .iter()
-            .filter(|d| d.subject.kind == ObjectKind::LoadBalancer && d.subject.name == stack)
-        {
-            let mut d = d.clone();
-            d.subject.kind = ObjectKind::Ingress;
-            d.subject.namespace = ing.metadata.namespace.clone().unwrap_or_default();
-            d.subject.name = ing.metadata.name.clone().unwrap_or_default();
-            report.diagnostics.push(d);
-        }
-    }
     for (stack, ings) in &r.ingresses_by_stack {
         let addrs: Vec<PublishedAddress> = inv
             .load_balancers

@@ -225,31 +225,20 @@ fn snippets_are_refused() {
 
 #[test]
 fn other_annotations_not_honoured_are_warned_and_served() {
-    let out = run(
-        &[ingress(
-            "timeouts",
-            "a.example.com",
-            "/",
-            "web",
-            "nginx.ingress.kubernetes.io/proxy-read-timeout: '120', alb.ingress.kubernetes.io/healthcheck-path: /healthz",
-        )],
-        ProviderKind::Proxy,
-    );
+    let docs = [ingress(
+        "timeouts",
+        "a.example.com",
+        "/",
+        "web",
+        "nginx.ingress.kubernetes.io/proxy-read-timeout: '120', alb.ingress.kubernetes.io/healthcheck-path: /healthz",
+    )];
+    let out = run(&docs, ProviderKind::Proxy);
     let warns = find(&out, Reason::AnnotationIgnored, "timeouts");
     assert_eq!(warns.len(), 2, "{:?}", out.diagnostics);
     assert!(warns.iter().all(|d| d.severity == Severity::Warning));
     assert_eq!(served(&out).len(), 1);
     // The same annotations under aws: healthcheck-path is honoured, the nginx one is not.
-    let aws = run(
-        &[ingress(
-            "timeouts",
-            "a.example.com",
-            "/",
-            "web",
-            "nginx.ingress.kubernetes.io/proxy-read-timeout: '120', alb.ingress.kubernetes.io/healthcheck-path: /healthz",
-        )],
-        ProviderKind::Aws,
-    );
+    let aws = run(&docs, ProviderKind::Aws);
     let warns = find(&aws, Reason::AnnotationIgnored, "timeouts");
     assert_eq!(warns.len(), 1, "{:?}", aws.diagnostics);
     assert!(warns[0].message.contains("proxy-read-timeout"));

@@ -435,6 +435,12 @@ fn index() -> &'static HashMap<String, &'static Spec> {
     })
 }
 
+/// The registered annotation exactly named `full_name`, a family by its name with the
+/// trailing dot (`…/actions.`): what the readers in `annotations.rs` ask for.
+pub fn registered(full_name: &str) -> Option<&'static Spec> {
+    index().get(full_name).copied()
+}
+
 /// The registered annotation `full_name` is, if any (a family matches any name below it).
 pub fn lookup(full_name: &str) -> Option<&'static Spec> {
     let (prefix, rest) = split(full_name)?;

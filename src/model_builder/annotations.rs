@@ -131,8 +131,7 @@ thread_local! {
 /// of ours (the registry is what tells users what Tollgate honours).
 pub(crate) fn note_read(name: &str) {
     debug_assert!(
-        super::annotation_registry::lookup(name).is_some()
-            || super::annotation_registry::lookup(&format!("{name}x")).is_some(),
+        super::annotation_registry::registered(name).is_some(),
         "annotation {name} is read but not in the registry"
     );
     #[cfg(test)]
@@ -554,16 +553,15 @@ mod tests {
     /// and every annotation the registry says a provider honours is read.
     #[test]
     fn the_registry_and_the_readers_agree() {
-        use crate::model_builder::annotation_registry::{lookup, Support, REGISTRY};
+        use crate::model_builder::annotation_registry::{registered, Support, REGISTRY};
         READ_NAMES.with(|r| r.borrow_mut().clear());
         let _ = ingress_settings(&Annotations::new());
         let _ = backend_settings(&Annotations::new());
         let read = READ_NAMES.with(|r| r.borrow().clone());
         assert!(read.len() > 30, "{read:?}");
         for name in &read {
-            let spec = lookup(name)
-                .or_else(|| lookup(&format!("{name}x")))
-                .unwrap_or_else(|| panic!("{name} is read but not registered"));
+            let spec =
+                registered(name).unwrap_or_else(|| panic!("{name} is read but not registered"));
             assert!(
                 spec.aws != Support::Ignored || spec.proxy != Support::Ignored,
                 "{name} is read, but the registry says no provider honours it"

@@ -822,7 +822,6 @@ impl Aws {
             "kubernetes.io/role/elb"
         };
         let cluster_tag = format!("kubernetes.io/cluster/{}", self.cluster);
-        let mut why = String::new();
         for (key, values) in [
             (role, ["1", ""]),
             (cluster_tag.as_str(), ["shared", "owned"]),
@@ -867,7 +866,6 @@ impl Aws {
                 }
             }
             if facts.is_empty() {
-                why = format!("no subnet is tagged {role}");
                 continue;
             }
             return crate::subnet_discovery::choose(&self.cluster, &facts).map_err(|why| {
@@ -879,7 +877,7 @@ impl Aws {
         }
         Err(AwsError::NoSubnets {
             cluster: self.cluster.clone(),
-            why,
+            why: format!("no subnet is tagged {role} (nor {cluster_tag})"),
         })
     }
 
