@@ -117,9 +117,20 @@ struct ProxyArgs {
     #[arg(long, default_value_t = 10.0)]
     drain_seconds: f64,
 
-    /// Most client connections open at once; more are refused.
+    /// Most client connections open at once. At the limit, the connection that has waited
+    /// longest for a request is closed to admit a new one; with all busy, it is refused.
     #[arg(long, default_value_t = 20_000)]
     max_connections: usize,
+
+    /// Seconds a keep-alive client connection (or an HTTP/2 one with no stream open) may
+    /// wait for its next request (ingress-nginx's `keep-alive`).
+    #[arg(long, default_value_t = 75.0)]
+    client_idle_timeout: f64,
+
+    /// Requests a client connection may carry before it is closed (ingress-nginx's
+    /// `keep-alive-requests`); 0 for no cap.
+    #[arg(long, default_value_t = 0)]
+    max_requests_per_connection: u32,
 
     /// Seconds a client may take to send request headers (slowloris guard).
     #[arg(long, default_value_t = 10.0)]
@@ -566,6 +577,8 @@ fn proxy(args: ProxyArgs) -> anyhow::Result<ExitCode> {
         limits: Limits {
             max_connections: args.max_connections,
             header_read_timeout: seconds(args.header_read_timeout, "header-read-timeout")?,
+            idle_timeout: seconds(args.client_idle_timeout, "client-idle-timeout")?,
+            max_requests_per_connection: args.max_requests_per_connection,
             ..Limits::default()
         },
         drain: seconds(args.drain_seconds, "drain-seconds")?,

@@ -183,40 +183,6 @@ async fn slowloris_is_cut_off() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn connection_limit_refuses_extra_connections() {
-    let p = proxy(|o| o.limits.max_connections = 3).await;
-    // Hold the three permitted connections open (the readiness probe went to the admin port).
-    let mut held = Vec::new();
-    for _ in 0..3 {
-        let mut c = H1::connect(p.http).await.expect("connect");
-        assert_eq!(
-            c.get("h.example.com", "/").await.expect("served").0,
-            StatusCode::OK
-        );
-        held.push(c);
-    }
-    let refused = H1::connect(p.http).await;
-    let outcome = match refused {
-        Err(_) => true,
-        Ok(mut c) => c.get("h.example.com", "/").await.is_err(),
-    };
-    assert!(outcome, "a fourth connection must be refused");
-    drop(held);
-    let http = p.http;
-    wait_until(
-        Duration::from_secs(5),
-        "a permit to come back",
-        || async move {
-            get(http, "h.example.com", "/")
-                .await
-                .is_ok_and(|r| r.0 == StatusCode::OK)
-        },
-    )
-    .await;
-    p.stop().await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn upstream_failures_answer_502_503_504() {
     let dead = {
         let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");

@@ -27,9 +27,11 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::sync::watch;
 use tollgate_contract::matching::{normalize_host, RequestFacts};
 
+use crate::client_connections::ConnSlot;
 use crate::config::{CompiledAction, ProxyConfig};
 use crate::request_path::{
-    error_body, headers_for_conditions, normalize_path, record_response, ConnInfo, Shared,
+    error_body, headers_for_conditions, normalize_path, record_response, valid_host, ConnInfo,
+    Shared,
 };
 use crate::route_table::RuleIndex;
 use crate::server::Limits;
@@ -107,18 +109,24 @@ pub struct RelayContext {
     pub shared: Arc<Shared>,
     pub conn: ConnInfo,
     pub header_read_timeout: Duration,
+    /// How long a keep-alive connection may wait for its next request.
+    pub idle_timeout: Duration,
     pub max_header_bytes: usize,
     pub max_headers: usize,
+    /// The connection's place in the connection table (waiting or busy, told to close).
+    pub slot: Arc<ConnSlot>,
 }
 
 impl RelayContext {
-    pub fn new(shared: Arc<Shared>, conn: ConnInfo, limits: &Limits) -> Self {
+    pub fn new(shared: Arc<Shared>, conn: ConnInfo, limits: &Limits, slot: Arc<ConnSlot>) -> Self {
         RelayContext {
             shared,
             conn,
             header_read_timeout: limits.header_read_timeout,
+            idle_timeout: limits.idle_timeout,
             max_header_bytes: limits.max_header_bytes,
             max_headers: limits.max_headers,
+            slot,
         }
     }
 }
@@ -162,10 +170,13 @@ where
     };
     tokio::pin!(stop);
     // The first head is timed from the start of the connection, later ones from their first
-    // byte (an idle keepalive connection waits), as hyper does.
+    // byte, as hyper does; between requests the connection may wait `idle_timeout`
+    // (ingress-nginx's `keep-alive`), and the connection table may close it to make room.
     let head_timer = tokio::time::sleep(ctx.header_read_timeout);
     tokio::pin!(head_timer);
     let mut head_timer_armed = true;
+    let idle_timer = tokio::time::sleep(ctx.idle_timeout);
+    tokio::pin!(idle_timer);
     let response_timer = tokio::time::sleep(ctx.shared.settings.response_header_timeout);
     tokio::pin!(response_timer);
 
@@ -181,9 +192,11 @@ where
                     let _ = answer_locally(&mut io, &mut response_head, status, why, true).await;
                     return Relayed::Done;
                 }
-                Step::Forward(plan) => {
+                Step::Forward(mut plan) => {
                     buf.advance(plan.head_len);
                     head_timer_armed = false;
+                    ctx.slot.busy();
+                    plan.client_close |= ctx.slot.count_request();
                     let mut exchange = Exchange {
                         ctx: &ctx,
                         request_head: &request_head,
@@ -196,6 +209,10 @@ where
                         let _ = io.shutdown().await;
                         return Relayed::Done;
                     }
+                    ctx.slot.waiting();
+                    idle_timer
+                        .as_mut()
+                        .reset(tokio::time::Instant::now() + ctx.idle_timeout);
                     continue;
                 }
             }
@@ -219,12 +236,16 @@ where
                     let _ = answer_locally(&mut io, &mut response_head, 408, why, true).await;
                     return Relayed::Done;
                 }
+                _ = ctx.slot.told_to_close() => return Relayed::Done,
                 _ = &mut stop => return Relayed::Done,
             }
         } else {
             tokio::select! {
                 biased;
                 r = io.read_buf(&mut buf) => r,
+                // Idle keep-alive connections close without a response, as nginx's do.
+                _ = &mut idle_timer => return Relayed::Done,
+                _ = ctx.slot.told_to_close() => return Relayed::Done,
                 _ = &mut stop => return Relayed::Done,
             }
         };
@@ -281,10 +302,14 @@ fn plan_request(buf: &[u8], ctx: &RelayContext, head: &mut Vec<u8>) -> Step {
     if chunked_or_other_te && content_lengths > 0 {
         return Step::Reject(400, "ambiguous message length");
     }
+    // A missing, repeated or malformed Host is refused by the general path, in one place.
     if chunked_or_other_te || has_body || content_lengths > 1 || hosts != 1 {
         return Step::Handover;
     }
-    let Some(host_raw) = host.and_then(|h| std::str::from_utf8(h).ok()) else {
+    let Some(host_raw) = host
+        .filter(|h| valid_host(h))
+        .and_then(|h| std::str::from_utf8(h).ok())
+    else {
         return Step::Handover;
     };
 
@@ -336,7 +361,6 @@ fn plan_request(buf: &[u8], ctx: &RelayContext, head: &mut Vec<u8>) -> Step {
         req.headers.iter().map(|h| (h.name, h.value)),
         &connection,
         host_raw.as_bytes(),
-        false,
         &ctx.conn,
     );
 

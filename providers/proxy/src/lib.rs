@@ -12,7 +12,10 @@
 //! - [`upstream`]: targets, load balancing, passive health.
 //! - [`tls`]: certificates by SNI.
 //! - [`server`]: listeners, limits, graceful shutdown.
+//! - [`client_connections`]: idle keep-alive connections, and room made at the connection
+//!   limit.
 
+pub mod client_connections;
 pub mod config;
 pub mod http1_relay;
 pub mod metrics;

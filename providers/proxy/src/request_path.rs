@@ -32,7 +32,8 @@ use crate::metrics::ProxyMetrics;
 use crate::route_table::RuleIndex;
 use crate::upstream::{pick_weighted, InFlight, UpstreamGroup};
 use crate::upstream_http1::{
-    append_origin_form, append_upstream_headers, ConnectionTokens, HOP_BY_HOP,
+    append_origin_form, append_upstream_headers, untrusted_request_header, ConnectionTokens,
+    HOP_BY_HOP,
 };
 
 /// Errors of bodies on the proxy's path (hyper's, or a target's response cut short).
@@ -163,20 +164,126 @@ fn error_response(status: StatusCode, why: &str) -> Response<ProxyBody> {
     local_response(status, "text/plain; charset=utf-8", error_body(status, why))
 }
 
-/// The request's host: `:authority` for HTTP/2, else the `Host` header.
-fn request_host<B>(req: &Request<B>) -> String {
-    let raw = req
-        .uri()
-        .authority()
-        .map(|a| a.as_str().to_string())
-        .or_else(|| {
-            req.headers()
-                .get(header::HOST)
-                .and_then(|h| h.to_str().ok())
-                .map(str::to_string)
-        })
-        .unwrap_or_default();
-    normalize_host(&raw)
+/// Why a request's host cannot be trusted; answered with 400 and the connection closed.
+pub(crate) type HostError = &'static str;
+
+/// The host a request is routed by and forwarded with — one value for both, so a target
+/// never receives a `Host` other than the one that chose it (an attacker would otherwise
+/// route by one name and deliver another: password-reset and cache poisoning).
+///
+/// - HTTP/1.1: exactly one `Host` (RFC 9112 §3.2: none, or more than one, is a 400); for an
+///   absolute-form target the target's authority wins and `Host` is ignored (§3.2.2).
+/// - HTTP/2: `:authority`, else `host`; a `host` that names another authority makes the
+///   request malformed (RFC 9113 §8.3.1).
+/// - HTTP/1.0 may omit `Host`: the listener's default rule answers.
+///
+/// Returns the routing form (lower-case, no port, see [`normalize_host`]) and the value
+/// forwarded as `Host` and `X-Forwarded-Host`.
+pub(crate) fn request_host<B>(
+    req: &Request<B>,
+    tls: bool,
+) -> Result<(String, HeaderValue), HostError> {
+    let mut hosts = req.headers().get_all(header::HOST).iter();
+    let host = hosts.next();
+    if hosts.next().is_some() {
+        return Err("more than one Host header");
+    }
+    if host.is_some_and(|h| !valid_host(h.as_bytes())) {
+        return Err("invalid Host header");
+    }
+    let authority = req.uri().authority();
+    if authority.is_some_and(|a| !valid_host(a.as_str().as_bytes())) {
+        return Err("invalid authority");
+    }
+    let raw = if req.version() == Version::HTTP_2 {
+        match (authority, host) {
+            (Some(a), Some(h)) if !same_authority(a.as_str(), h.as_bytes(), tls) => {
+                return Err("host header differs from :authority")
+            }
+            (Some(a), _) => HeaderValue::from_str(a.as_str()).map_err(|_| "invalid authority")?,
+            (None, Some(h)) => h.clone(),
+            (None, None) => return Err("no :authority"),
+        }
+    } else {
+        match (authority, host) {
+            (_, None) if req.version() == Version::HTTP_11 => return Err("no Host header"),
+            (Some(a), _) => HeaderValue::from_str(a.as_str()).map_err(|_| "invalid authority")?,
+            (None, Some(h)) => h.clone(),
+            (None, None) => HeaderValue::from_static(""),
+        }
+    };
+    let routed = normalize_host(raw.to_str().map_err(|_| "invalid Host header")?);
+    Ok((routed, raw))
+}
+
+/// Whether a `Host` value (or an authority) is `host[:port]` and nothing else: a reg-name,
+/// an IPv4 address or a bracketed IPv6 literal (RFC 3986 §3.2.2), without userinfo, so a
+/// target parsing it cannot read another host out of it.
+pub(crate) fn valid_host(raw: &[u8]) -> bool {
+    let (host, port) = match raw.strip_prefix(b"[") {
+        Some(rest) => match rest.iter().position(|b| *b == b']') {
+            Some(end) => {
+                let literal = &rest[..end];
+                if literal.is_empty()
+                    || !literal
+                        .iter()
+                        .all(|b| b.is_ascii_hexdigit() || matches!(b, b':' | b'.'))
+                {
+                    return false;
+                }
+                match &rest[end + 1..] {
+                    [] => (&b""[..], None),
+                    [b':', port @ ..] => (&b""[..], Some(port)),
+                    _ => return false,
+                }
+            }
+            None => return false,
+        },
+        None => match raw.iter().rposition(|b| *b == b':') {
+            Some(i) => (&raw[..i], Some(&raw[i + 1..])),
+            None => (raw, None),
+        },
+    };
+    let reg_name = host.iter().all(|b| {
+        b.is_ascii_alphanumeric()
+            || matches!(
+                b,
+                b'-' | b'.'
+                    | b'_'
+                    | b'~'
+                    | b'!'
+                    | b'$'
+                    | b'&'
+                    | b'\''
+                    | b'('
+                    | b')'
+                    | b'*'
+                    | b'+'
+                    | b','
+                    | b';'
+                    | b'='
+                    | b'%'
+            )
+    });
+    reg_name && port.is_none_or(|p| p.len() <= 5 && p.iter().all(u8::is_ascii_digit))
+}
+
+/// Whether two authorities name the same origin: host case-insensitively, a missing port
+/// being the scheme's default.
+fn same_authority(a: &str, b: &[u8], tls: bool) -> bool {
+    let Ok(b) = std::str::from_utf8(b) else {
+        return false;
+    };
+    let default = if tls { "443" } else { "80" };
+    let port = |s: &str| -> String {
+        let after_host = match s.strip_prefix('[') {
+            Some(rest) => rest.split_once(']').map_or("", |(_, p)| p),
+            None => s.rsplit_once(':').map_or("", |(_, p)| p),
+        };
+        let p = after_host.trim_start_matches(':');
+        if p.is_empty() { default } else { p }.to_string()
+    };
+    normalize_host(a) == normalize_host(b) && port(a) == port(b)
 }
 
 /// The path as routing compares it: dot segments resolved, repeated slashes merged, and
@@ -347,17 +454,20 @@ fn route(shared: Arc<Shared>, conn: ConnInfo, req: Request<Incoming>) -> Routed 
         access_log: None,
     };
     if smuggling_attempt(&req) {
-        let mut r = error_response(StatusCode::BAD_REQUEST, "ambiguous message length");
-        r.headers_mut()
-            .insert(header::CONNECTION, HeaderValue::from_static("close"));
-        return ready(r);
+        return ready(bad_request("ambiguous message length"));
     }
     let cfg = shared.config.load_full();
     let listener: &CompiledListener = match if conn.tls { &cfg.https } else { &cfg.http } {
         Some(l) => l,
         None => return ready(error_response(StatusCode::NOT_FOUND, "no listener")),
     };
-    let host = request_host(&req);
+    let (host, host_value) = match request_host(&req, conn.tls) {
+        Ok(h) => h,
+        Err(why) => return ready(bad_request(why)),
+    };
+    if let Some(r) = unusual_target(&req) {
+        return ready(r);
+    }
     let path = normalize_path(req.uri().path()).into_owned();
     let query = req.uri().query().unwrap_or("");
     let headers = headers_for_conditions(
@@ -404,7 +514,7 @@ fn route(shared: Arc<Shared>, conn: ConnInfo, req: Request<Incoming>) -> Routed 
                     conn,
                     req,
                     group.clone(),
-                    &host,
+                    host_value,
                     &forwarded_path,
                 )),
             }
@@ -482,14 +592,11 @@ fn strip_hop_by_hop(h: &mut HeaderMap) {
 }
 
 /// Turns the client's headers into the upstream request's, in place: hop-by-hop headers
-/// removed, `Host` kept, forwarding headers set from what the proxy saw (client-supplied
-/// `X-Forwarded-*` are replaced, not trusted).
-fn prepare_upstream_headers(
-    h: &mut HeaderMap,
-    conn: ConnInfo,
-    host_header: Option<&HeaderValue>,
-    upgrade: bool,
-) {
+/// removed, forwarding headers a client must not set dropped (see
+/// [`crate::upstream_http1::untrusted_request_header`]), `Host` and `X-Forwarded-*` set from
+/// what the proxy saw and routed by — after the `Connection`-named headers are gone, so a
+/// client cannot strip them.
+fn prepare_upstream_headers(h: &mut HeaderMap, conn: ConnInfo, host: HeaderValue, upgrade: bool) {
     let upgrade_value = if upgrade {
         h.get(header::UPGRADE).cloned()
     } else {
@@ -499,6 +606,14 @@ fn prepare_upstream_headers(
         .get(header::TE)
         .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"trailers"));
     strip_hop_by_hop(h);
+    let untrusted: Vec<HeaderName> = h
+        .keys()
+        .filter(|n| untrusted_request_header(n.as_str()))
+        .cloned()
+        .collect();
+    for n in untrusted {
+        h.remove(n);
+    }
     if let Some(u) = upgrade_value {
         h.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
         h.insert(header::UPGRADE, u);
@@ -506,10 +621,8 @@ fn prepare_upstream_headers(
     if te_trailers {
         h.insert(header::TE, HeaderValue::from_static("trailers")); // gRPC needs it
     }
-    if let Some(host) = host_header {
-        h.insert(header::HOST, host.clone());
-        h.insert(HeaderName::from_static("x-forwarded-host"), host.clone());
-    }
+    h.insert(HeaderName::from_static("x-forwarded-host"), host.clone());
+    h.insert(header::HOST, host);
     let ip = HeaderValue::from_str(&conn.client.ip().to_string()).ok();
     if let Some(v) = ip {
         h.insert(HeaderName::from_static("x-forwarded-for"), v.clone());
@@ -524,6 +637,48 @@ fn prepare_upstream_headers(
         HeaderValue::from(conn.local.port()),
     );
 }
+
+/// A 400 the proxy answers itself, closing the connection: what follows a malformed or
+/// ambiguous request on the same connection cannot be trusted to be framed as the client
+/// meant.
+fn bad_request(why: &str) -> Response<ProxyBody> {
+    let mut r = error_response(StatusCode::BAD_REQUEST, why);
+    r.headers_mut()
+        .insert(header::CONNECTION, HeaderValue::from_static("close"));
+    r
+}
+
+/// Request targets that are not a path: `OPTIONS *` (RFC 9110 §9.3.7) is about the server
+/// itself, so the proxy answers it rather than turn `*` into a path some target would
+/// serve; `*` with another method, an authority-form target outside `CONNECT`, and
+/// `CONNECT` itself (the proxy is no tunnel) are refused.
+fn unusual_target<B>(req: &Request<B>) -> Option<Response<ProxyBody>> {
+    let uri = req.uri();
+    if req.method() == Method::CONNECT {
+        let mut r = error_response(StatusCode::METHOD_NOT_ALLOWED, "CONNECT is not served");
+        r.headers_mut().insert(header::ALLOW, ALLOWED_METHODS);
+        return Some(r);
+    }
+    if uri.path() == "*" {
+        if req.method() != Method::OPTIONS {
+            return Some(bad_request("asterisk-form target is only for OPTIONS"));
+        }
+        let mut r = local_response(StatusCode::OK, "text/plain", "");
+        r.headers_mut().insert(header::ALLOW, ALLOWED_METHODS);
+        return Some(r);
+    }
+    if uri.authority().is_some() && uri.scheme().is_none() {
+        return Some(bad_request("authority-form target outside CONNECT"));
+    }
+    if !uri.path().starts_with('/') {
+        return Some(bad_request("request target is not a path"));
+    }
+    None
+}
+
+/// What `OPTIONS *` and a refused `CONNECT` list as the methods the proxy relays.
+const ALLOWED_METHODS: HeaderValue =
+    HeaderValue::from_static("GET, HEAD, POST, PUT, DELETE, PATCH, OPTIONS");
 
 /// Why one attempt at a target failed.
 enum AttemptError {
@@ -624,14 +779,14 @@ fn forward(
     conn: ConnInfo,
     mut req: Request<Incoming>,
     group: Arc<UpstreamGroup>,
-    host: &str,
+    host: HeaderValue,
     path: &str,
 ) -> ForwardFuture {
     let upgrade = is_upgrade(&req);
     // A body-less request can be retried on another target after a connect failure.
     let replayable = hyper::body::Body::is_end_stream(req.body());
     if replayable && !upgrade && !group.http2 {
-        let head = body_less_upstream_head(&req, conn, host, path);
+        let head = body_less_upstream_head(&req, conn, host.as_bytes(), path);
         let idempotent = req.method().is_idempotent();
         let head_request = req.method() == Method::HEAD;
         drop(req);
@@ -654,9 +809,8 @@ fn forward(
         });
     }
     let client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));
-    let host_header = HeaderValue::from_bytes(upstream_host(&req, host)).ok();
     let (mut parts, body) = req.into_parts();
-    prepare_upstream_headers(&mut parts.headers, conn, host_header.as_ref(), upgrade);
+    prepare_upstream_headers(&mut parts.headers, conn, host, upgrade);
     let mut target = Vec::new();
     append_client_origin_form(&mut target, &parts.uri, path);
     let Ok(origin_form) = Uri::try_from(target) else {
@@ -679,19 +833,6 @@ fn forward(
     })
 }
 
-/// The Host a target gets: the client's `Host`, else the request's authority (HTTP/2's
-/// `:authority`, an absolute-form target), else the host the request was routed by.
-fn upstream_host<'a>(req: &'a Request<Incoming>, routed_host: &'a str) -> &'a [u8] {
-    match req.headers().get(header::HOST) {
-        Some(h) => h.as_bytes(),
-        None => req
-            .uri()
-            .authority()
-            .map_or(routed_host, |a| a.as_str())
-            .as_bytes(),
-    }
-}
-
 /// The origin-form target a target gets for a request hyper parsed (see
 /// [`append_origin_form`]).
 fn append_client_origin_form(out: &mut Vec<u8>, uri: &Uri, path: &str) {
@@ -710,14 +851,13 @@ fn append_client_origin_form(out: &mut Vec<u8>, uri: &Uri, path: &str) {
 fn body_less_upstream_head(
     req: &Request<Incoming>,
     conn: ConnInfo,
-    host: &str,
+    host: &[u8],
     path: &str,
 ) -> Vec<u8> {
     let mut connection = ConnectionTokens::default();
     for v in req.headers().get_all(header::CONNECTION) {
         connection.add(v.as_bytes());
     }
-    let host_value = upstream_host(req, host);
     let mut head = Vec::with_capacity(512);
     head.extend_from_slice(req.method().as_str().as_bytes());
     head.push(b' ');
@@ -729,8 +869,7 @@ fn body_less_upstream_head(
             .iter()
             .map(|(n, v)| (n.as_str(), v.as_bytes())),
         &connection,
-        host_value,
-        !req.headers().contains_key(header::HOST),
+        host,
         &conn,
     );
     head

@@ -1,6 +1,7 @@
 //! Accepting connections: plain HTTP (HTTP/1.1 and h2c with prior knowledge), TLS (ALPN h2
 //! and HTTP/1.1), and the admin listener; limits, and graceful shutdown.
 
+use std::convert::Infallible;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -8,12 +9,12 @@ use std::time::Duration;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
-use hyper_util::server::graceful::{GracefulShutdown, Watcher};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpListener;
 use tokio::sync::{watch, Semaphore};
 use tokio_rustls::TlsAcceptor;
 
+use crate::client_connections::{ConnSlot, ConnectionTable, GuardedBody};
 use crate::http1_relay::{self, RelayContext, Relayed};
 use crate::request_path::{admin_response, handle, ConnInfo, Shared};
 
@@ -31,6 +32,12 @@ pub struct Limits {
     /// reset, CVE-2023-44487); past it the connection is closed with GOAWAY.
     pub h2_max_pending_reset_streams: usize,
     pub tls_handshake_timeout: Duration,
+    /// How long a keep-alive connection may wait for its next request (ingress-nginx's
+    /// `keep-alive`, 75 s); an HTTP/2 connection, with no stream open.
+    pub idle_timeout: Duration,
+    /// Requests a connection may carry before it is closed (ingress-nginx's
+    /// `keep-alive-requests`); 0: no cap.
+    pub max_requests_per_connection: u32,
 }
 
 impl Default for Limits {
@@ -43,6 +50,8 @@ impl Default for Limits {
             h2_max_concurrent_streams: 250,
             h2_max_pending_reset_streams: 20,
             tls_handshake_timeout: Duration::from_secs(10),
+            idle_timeout: Duration::from_secs(75),
+            max_requests_per_connection: 0,
         }
     }
 }
@@ -68,6 +77,10 @@ fn connection_builder(limits: &Limits) -> auto::Builder<TokioExecutor> {
 /// Serves proxy traffic on `listener` until `shutdown` turns true, then lets open connections
 /// finish for up to `drain`: HTTP/1 connections answer their in-flight request with
 /// `Connection: close`, HTTP/2 connections get GOAWAY.
+///
+/// At `max_connections`, the connection that has waited longest for a request is closed to
+/// admit the new one (see [`crate::client_connections`]); with every connection busy, the
+/// new one is dropped.
 pub async fn serve_traffic(
     listener: TcpListener,
     tls: Option<TlsAcceptor>,
@@ -79,7 +92,7 @@ pub async fn serve_traffic(
     let builder = Arc::new(connection_builder(&limits));
     let limits = Arc::new(limits);
     let permits = Arc::new(Semaphore::new(limits.max_connections));
-    let graceful = GracefulShutdown::new();
+    let table = Arc::new(ConnectionTable::new(limits.max_requests_per_connection));
     loop {
         let accepted = tokio::select! {
             a = listener.accept() => a,
@@ -94,9 +107,15 @@ pub async fn serve_traffic(
                 continue;
             }
         };
-        let Ok(permit) = permits.clone().try_acquire_owned() else {
-            continue; // over the connection limit: drop it at once
+        let permit = match permits.clone().try_acquire_owned() {
+            Ok(p) => Some(p),
+            // Full: make room by closing the connection that has waited longest; the new
+            // one waits (in its own task) for the permit that frees.
+            Err(_) if table.close_longest_waiting() => None,
+            Err(_) => continue, // every connection busy: drop this one at once
         };
+        // Registered here, in accept order, so "longest waiting" is exact.
+        let registration = table.open();
         let _ = stream.set_nodelay(true);
         let local = stream.local_addr().unwrap_or(client);
         let conn_info = ConnInfo {
@@ -106,89 +125,131 @@ pub async fn serve_traffic(
         };
         let shared = shared.clone();
         let builder = builder.clone();
-        let watcher = graceful.watcher();
         let tls = tls.clone();
         let limits = limits.clone();
         let stop = shutdown.clone();
+        let permits = permits.clone();
         tokio::spawn(async move {
-            let _permit = permit;
+            let _permit = match permit {
+                Some(p) => p,
+                None => match tokio::time::timeout(ROOM_WAIT, permits.acquire_owned()).await {
+                    Ok(Ok(p)) => p,
+                    _ => return,
+                },
+            };
             shared.metrics.open_connections.inc();
             let client_conn = ClientConnection {
                 shared: shared.clone(),
                 conn: conn_info,
                 builder,
-                watcher,
+                slot: registration.slot.clone(),
+                limits,
+                stop,
             };
             match tls {
-                None => client_conn.serve_http1(stream, &limits, stop).await,
+                None => client_conn.serve_http1(stream).await,
                 Some(acceptor) => {
-                    let accepted =
-                        tokio::time::timeout(limits.tls_handshake_timeout, acceptor.accept(stream))
-                            .await;
+                    let handshake = tokio::time::timeout(
+                        client_conn.limits.tls_handshake_timeout,
+                        acceptor.accept(stream),
+                    );
+                    let accepted = tokio::select! {
+                        a = handshake => Some(a),
+                        _ = client_conn.slot.told_to_close() => None,
+                    };
                     match accepted {
-                        Ok(Ok(tls_stream))
+                        Some(Ok(Ok(tls_stream)))
                             if tls_stream.get_ref().1.alpn_protocol() == Some(b"h2") =>
                         {
                             client_conn.serve_with_hyper(tls_stream).await
                         }
-                        Ok(Ok(tls_stream)) => {
-                            client_conn.serve_http1(tls_stream, &limits, stop).await
-                        }
-                        Ok(Err(e)) => {
+                        Some(Ok(Ok(tls_stream))) => client_conn.serve_http1(tls_stream).await,
+                        Some(Ok(Err(e))) => {
                             tracing::debug!(client = %client, error = %e, "TLS handshake failed")
                         }
-                        Err(_) => tracing::debug!(client = %client, "TLS handshake timed out"),
+                        Some(Err(_)) => {
+                            tracing::debug!(client = %client, "TLS handshake timed out")
+                        }
+                        None => tracing::debug!(client = %client, "closed to make room"),
                     }
                 }
             }
+            drop(registration);
             shared.metrics.open_connections.dec();
         });
     }
     drop(listener);
-    // hyper's connections are told to finish through `graceful`, the relay's through
-    // `shutdown`; every connection holds a permit until it ends.
+    // Every connection watches `shutdown` and holds a permit until it ends.
     let all = u32::try_from(limits.max_connections).unwrap_or(u32::MAX);
-    let drained = async {
-        graceful.shutdown().await;
-        let _ = permits.acquire_many(all).await;
-    };
-    if tokio::time::timeout(drain, drained).await.is_err() {
+    if tokio::time::timeout(drain, permits.acquire_many(all))
+        .await
+        .is_err()
+    {
         tracing::info!("drain period over; closing remaining connections");
     }
 }
+
+/// How long a client admitted by closing a waiting connection waits for that connection's
+/// permit.
+const ROOM_WAIT: Duration = Duration::from_secs(1);
 
 /// One accepted client connection and what serving it needs.
 struct ClientConnection {
     shared: Arc<Shared>,
     conn: ConnInfo,
     builder: Arc<auto::Builder<TokioExecutor>>,
-    watcher: Watcher,
+    slot: Arc<ConnSlot>,
+    limits: Arc<Limits>,
+    stop: watch::Receiver<bool>,
 }
 
 impl ClientConnection {
     /// HTTP/1.1: the relay first, hyper for the rest of the connection if it hands over.
-    async fn serve_http1<I>(self, io: I, limits: &Limits, stop: watch::Receiver<bool>)
+    async fn serve_http1<I>(self, io: I)
     where
         I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     {
-        let relay = RelayContext::new(self.shared.clone(), self.conn, limits);
-        if let Relayed::Handover(io) = http1_relay::serve(io, relay, stop).await {
+        let relay = RelayContext::new(
+            self.shared.clone(),
+            self.conn,
+            &self.limits,
+            self.slot.clone(),
+        );
+        if let Relayed::Handover(io) = http1_relay::serve(io, relay, self.stop.clone()).await {
             self.serve_with_hyper(io).await;
         }
     }
 
-    /// hyper serves the connection (HTTP/2, or what the relay handed over) until it ends or
-    /// the graceful shutdown closes it.
+    /// hyper serves the connection (HTTP/2, or what the relay handed over) until it ends;
+    /// it is shut down gracefully (GOAWAY, or close after the response in flight) when it has
+    /// been idle for the idle timeout, is told to make room, reached its request cap, or the
+    /// proxy drains.
     async fn serve_with_hyper<I>(self, io: I)
     where
         I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     {
-        let (shared, conn) = (self.shared, self.conn);
-        let svc = service_fn(move |req| handle(shared.clone(), conn, req));
+        let (shared, conn, slot) = (self.shared, self.conn, self.slot);
+        let requests = slot.clone();
+        let svc = service_fn(move |req| {
+            let in_flight = requests.begin();
+            let handled = handle(shared.clone(), conn, req);
+            async move {
+                let response = handled.await?;
+                Ok::<_, Infallible>(response.map(|b| GuardedBody::new(b, in_flight)))
+            }
+        });
         let served = self
             .builder
             .serve_connection_with_upgrades(TokioIo::new(io), svc);
-        let _ = self.watcher.watch(served.into_owned()).await;
+        tokio::pin!(served);
+        let mut stop = self.stop;
+        tokio::select! {
+            _ = served.as_mut() => return,
+            _ = slot.idle_or_told(self.limits.idle_timeout) => {}
+            _ = stop.wait_for(|s| *s) => {}
+        }
+        served.as_mut().graceful_shutdown();
+        let _ = served.await;
     }
 }
 

@@ -169,17 +169,65 @@ impl<'b> ConnectionTokens<'b> {
     }
 }
 
-/// Request headers a target never gets from the client: hop-by-hop ones and the forwarding
-/// headers the proxy sets itself (a client's are replaced, not trusted).
+/// Request headers a target never gets from the client: hop-by-hop ones, `Host` (the proxy
+/// writes the host it routed by), and [`untrusted_request_header`]s.
 fn dropped_request_header(name: &str) -> bool {
-    const FORWARDING: [&str; 5] = [
+    is_hop_by_hop(name) || name.eq_ignore_ascii_case("host") || untrusted_request_header(name)
+}
+
+/// Headers that tell a target where a request came from or what it asked for, which only a
+/// proxy may say. A client's own would be believed by the target, so they are dropped (or,
+/// for those the proxy sets, replaced):
+///
+/// - `X-Forwarded-For`, `-Host`, `-Proto`, `-Port`, `X-Real-IP`: replaced with what the
+///   proxy saw, as ingress-nginx does without `use-forwarded-headers`.
+/// - `Forwarded` (RFC 7239): dropped; the proxy speaks `X-Forwarded-*`, and a stale
+///   `Forwarded` next to them would give a target two different client addresses.
+/// - `X-Original-URL`, `X-Rewrite-URL`, `X-Original-URI`: dropped; IIS, Symfony and Zend
+///   route by them, past the rule that admitted the request.
+/// - `X-Forwarded-Prefix`: dropped; only the `x-forwarded-prefix` annotation may set it.
+/// - `X-Forwarded-Server`, `X-Forwarded-Scheme`, `X-Forwarded-Ssl`, `X-Scheme`,
+///   `X-Url-Scheme`, `Front-End-Https`: dropped; frameworks (Rack, Django, Spring) read
+///   them as "the client used HTTPS".
+/// - `True-Client-IP`, `X-Client-IP`, `Client-IP`, `X-Cluster-Client-IP`,
+///   `CF-Connecting-IP`, `Fastly-Client-IP`, `X-Originating-IP`, `X-Remote-IP`,
+///   `X-Remote-Addr`: dropped; they are read as the client's address by allow-lists and
+///   rate limits.
+/// - `Proxy`: dropped (httpoxy, CVE-2016-5385: CGI turns it into `HTTP_PROXY`), as
+///   ingress-nginx's template does.
+pub(crate) fn untrusted_request_header(name: &str) -> bool {
+    const UNTRUSTED: [&str; 25] = [
         "x-forwarded-for",
         "x-forwarded-host",
         "x-forwarded-proto",
         "x-forwarded-port",
         "x-real-ip",
+        "forwarded",
+        "x-original-url",
+        "x-rewrite-url",
+        "x-original-uri",
+        "x-forwarded-prefix",
+        "x-forwarded-server",
+        "x-forwarded-scheme",
+        "x-forwarded-ssl",
+        "x-scheme",
+        "x-url-scheme",
+        "front-end-https",
+        "true-client-ip",
+        "x-client-ip",
+        "client-ip",
+        "x-cluster-client-ip",
+        "cf-connecting-ip",
+        "fastly-client-ip",
+        "x-originating-ip",
+        "x-remote-ip",
+        "x-remote-addr",
     ];
-    is_hop_by_hop(name) || FORWARDING.iter().any(|f| name.eq_ignore_ascii_case(f))
+    // Most request headers start with neither letter; they cost one comparison.
+    let first = name.as_bytes().first().map(u8::to_ascii_lowercase);
+    (matches!(first, Some(b'x' | b'f' | b't' | b'c'))
+        && UNTRUSTED.iter().any(|u| name.eq_ignore_ascii_case(u)))
+        || name.eq_ignore_ascii_case("proxy")
 }
 
 /// Appends the request target a target gets: the client's own (`raw`, query included) when
@@ -204,16 +252,15 @@ pub(crate) fn append_origin_form(
 
 /// Ends an HTTP/1.1 request head for a target (the request line is already in `head`): the
 /// client's headers minus the dropped ones and those its `Connection` headers name (`TE:
-/// trailers` kept: gRPC-style clients need it end to end), `Host: host` when `add_host`
-/// (an HTTP/2 request carries it as `:authority`), then `X-Forwarded-Host` (`host`),
-/// `X-Forwarded-For`, `X-Real-IP`, `X-Forwarded-Proto` and `X-Forwarded-Port` from what
-/// the proxy saw.
+/// trailers` kept: gRPC-style clients need it end to end), then `Host` and
+/// `X-Forwarded-Host` (`host`, the host the request was routed by), `X-Forwarded-For`,
+/// `X-Real-IP`, `X-Forwarded-Proto` and `X-Forwarded-Port` from what the proxy saw. These
+/// are written by the proxy, so no `Connection` token can remove them.
 pub(crate) fn append_upstream_headers<'h>(
     head: &mut Vec<u8>,
     headers: impl Iterator<Item = (&'h str, &'h [u8])>,
     connection: &ConnectionTokens<'_>,
     host: &[u8],
-    add_host: bool,
     conn: &ConnInfo,
 ) {
     for (name, value) in headers {
@@ -230,12 +277,9 @@ pub(crate) fn append_upstream_headers<'h>(
         head.extend_from_slice(value);
         head.extend_from_slice(b"\r\n");
     }
-    if add_host {
-        head.extend_from_slice(b"host: ");
-        head.extend_from_slice(host);
-        head.extend_from_slice(b"\r\n");
-    }
-    head.extend_from_slice(b"x-forwarded-host: ");
+    head.extend_from_slice(b"host: ");
+    head.extend_from_slice(host);
+    head.extend_from_slice(b"\r\nx-forwarded-host: ");
     head.extend_from_slice(host);
     let ip = conn.client.ip();
     let _ = write!(

@@ -1,0 +1,507 @@
+//! What a target receives, on raw sockets: the host that routed a request is the host
+//! forwarded; ambiguous hosts are refused; forwarding headers a client must not set never
+//! arrive; `OPTIONS *` is not turned into a path. Each case is checked at a recording
+//! target (what it received), over HTTP/1.1 (the relay and, after a request with a body,
+//! hyper), h2c and HTTP/2 over TLS.
+
+mod support;
+
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{Request, StatusCode};
+use http_body_util::{BodyExt, Full};
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use support::*;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+/// Request heads (and bodies) a recording target received, in order.
+type Received = Arc<Mutex<Vec<String>>>;
+
+/// A target that records each request — head lines lower-cased up to the colon, then a blank
+/// line and the body — and answers `200 ok`, keeping the connection open.
+async fn recorder() -> (SocketAddr, Received) {
+    let got: Received = Arc::default();
+    let sink = got.clone();
+    let addr = tcp_target(move |mut s| {
+        let sink = sink.clone();
+        async move {
+            let mut buf = Vec::new();
+            loop {
+                let Some(end) = find(&buf, b"\r\n\r\n") else {
+                    let mut chunk = [0u8; 4096];
+                    match s.read(&mut chunk).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                    }
+                    continue;
+                };
+                let head = String::from_utf8_lossy(&buf[..end]).into_owned();
+                let mut rest = buf.split_off(end + 4);
+                let lower: Vec<String> = head
+                    .lines()
+                    .map(|l| match l.split_once(':') {
+                        Some((n, v)) => format!("{}:{v}", n.to_ascii_lowercase()),
+                        None => l.to_string(),
+                    })
+                    .collect();
+                let length = lower
+                    .iter()
+                    .find_map(|l| l.strip_prefix("content-length:"))
+                    .and_then(|v| v.trim().parse::<usize>().ok());
+                let chunked = lower
+                    .iter()
+                    .any(|l| l.starts_with("transfer-encoding:") && l.contains("chunked"));
+                let body_end = |rest: &[u8]| match (length, chunked) {
+                    (_, true) => find(rest, b"0\r\n\r\n").map(|i| i + 5),
+                    (Some(n), false) => (rest.len() >= n).then_some(n),
+                    (None, false) => Some(0),
+                };
+                while body_end(&rest).is_none() {
+                    let mut chunk = [0u8; 4096];
+                    match s.read(&mut chunk).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => rest.extend_from_slice(&chunk[..n]),
+                    }
+                }
+                let n = body_end(&rest).unwrap_or(0);
+                let body = String::from_utf8_lossy(&rest[..n]).into_owned();
+                buf = rest.split_off(n);
+                sink.lock()
+                    .unwrap()
+                    .push(format!("{}\n\n{body}", lower.join("\n")));
+                let ok = b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok";
+                if s.write_all(ok).await.is_err() {
+                    return;
+                }
+            }
+        }
+    })
+    .await;
+    (addr, got)
+}
+
+fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
+    hay.windows(needle.len()).position(|w| w == needle)
+}
+
+/// Values of header `name` (lower-case) in a recorded request.
+fn values(recorded: &str, name: &str) -> Vec<String> {
+    let prefix = format!("{name}:");
+    recorded
+        .split("\n\n")
+        .next()
+        .unwrap_or("")
+        .lines()
+        .filter_map(|l| l.strip_prefix(&prefix))
+        .map(|v| v.trim().to_string())
+        .collect()
+}
+
+/// Two hosts on two recording targets, both also served over TLS (h2 by ALPN).
+struct Site {
+    proxy: TestProxy,
+    admin: Received,
+    app: Received,
+}
+
+impl Site {
+    async fn start(tweak: impl FnOnce(&mut tollgate::proxy_command::ProxyRunOptions)) -> Site {
+        let (admin_addr, admin) = recorder().await;
+        let (app_addr, app) = recorder().await;
+        let (crt, key, _) = self_signed(&["admin.example.com", "app.example.com"]);
+        let m = format!(
+            "{}---\n{}---\n{}---\n{}",
+            service("admin", &[admin_addr]),
+            service("app", &[app_addr]),
+            tls_secret("site-tls", &crt, &key),
+            ingress(
+                "site",
+                "",
+                &[
+                    ("admin.example.com", "/", "Prefix", "admin"),
+                    ("app.example.com", "/", "Prefix", "app"),
+                ]
+            )
+            .replace(
+                "  rules:\n",
+                "  tls:\n  - {hosts: [admin.example.com, app.example.com], secretName: site-tls}\n  rules:\n",
+            ),
+        );
+        let proxy = TestProxy::start_with(&m, tweak).await;
+        Site { proxy, admin, app }
+    }
+
+    /// Everything both targets received so far, emptied.
+    fn take(&self) -> (Vec<String>, Vec<String>) {
+        let a = std::mem::take(&mut *self.admin.lock().unwrap());
+        let b = std::mem::take(&mut *self.app.lock().unwrap());
+        (a, b)
+    }
+}
+
+/// Sends raw bytes and reads until the server closes or 3 s pass.
+async fn raw(addr: SocketAddr, bytes: &[u8]) -> String {
+    let mut s = TcpStream::connect(addr).await.expect("connect");
+    s.write_all(bytes).await.expect("write");
+    let mut out = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(3), s.read_to_end(&mut out)).await;
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+fn status_line(resp: &str) -> &str {
+    resp.lines().next().unwrap_or("")
+}
+
+/// An HTTP/2 request over TLS (ALPN h2) with `req`'s authority as `:authority`.
+async fn h2_tls_request(addr: SocketAddr, sni: &str, req: Request<Full<Bytes>>) -> Resp {
+    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    let mut cfg = rustls::ClientConfig::builder_with_provider(provider.clone())
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .dangerous()
+        .with_custom_certificate_verifier(Arc::new(tollgate_proxy::tls::AnyServerCertificate(
+            provider,
+        )))
+        .with_no_client_auth();
+    cfg.alpn_protocols = vec![b"h2".to_vec()];
+    let name = rustls::pki_types::ServerName::try_from(sni.to_string()).unwrap();
+    let tcp = TcpStream::connect(addr).await.unwrap();
+    let tls = tokio_rustls::TlsConnector::from(Arc::new(cfg))
+        .connect(name, tcp)
+        .await
+        .unwrap();
+    assert_eq!(tls.get_ref().1.alpn_protocol(), Some(&b"h2"[..]));
+    let (mut send, conn) =
+        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(tls))
+            .await
+            .unwrap();
+    tokio::spawn(conn);
+    let resp = send.send_request(req).await.unwrap();
+    let (parts, body) = resp.into_parts();
+    let body = body.collect().await.unwrap().to_bytes();
+    (
+        parts.status,
+        parts.headers,
+        String::from_utf8_lossy(&body).into_owned(),
+    )
+}
+
+/// RFC 9112 §3.2.2: an absolute-form target's authority routes the request, and that
+/// authority — not the client's `Host` — is what the target receives, on the relay's path
+/// and on hyper's (a request with a body).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn absolute_form_forwards_the_authority_that_routed_it() {
+    let site = Site::start(|_| {}).await;
+    for host in ["app.example.com", "evil.example.net"] {
+        for (what, body) in [("body-less", ""), ("with a body", "hello")] {
+            let req = format!(
+                "POST http://admin.example.com/x HTTP/1.1\r\nHost: {host}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                body.len()
+            );
+            let resp = raw(site.proxy.http, req.as_bytes()).await;
+            assert!(
+                status_line(&resp).contains("200"),
+                "{what}, Host {host}: {resp}"
+            );
+            let (admin, app) = site.take();
+            assert!(app.is_empty(), "{what}: the app was reached: {app:?}");
+            assert_eq!(admin.len(), 1, "{what}, Host {host}");
+            assert_eq!(
+                values(&admin[0], "host"),
+                ["admin.example.com"],
+                "{}",
+                admin[0]
+            );
+            assert_eq!(values(&admin[0], "x-forwarded-host"), ["admin.example.com"]);
+            assert!(
+                !admin[0].contains(host),
+                "{what}: {host} reached the target: {}",
+                admin[0]
+            );
+        }
+    }
+    // The relay's own path (an origin-form GET) forwards the Host it routed by, once.
+    let resp = raw(
+        site.proxy.http,
+        b"GET /y HTTP/1.1\r\nHost: ADMIN.example.com\r\nConnection: close\r\n\r\n",
+    )
+    .await;
+    assert!(status_line(&resp).contains("200"), "{resp}");
+    let (admin, _) = site.take();
+    assert_eq!(values(&admin[0], "host"), ["ADMIN.example.com"]);
+    assert_eq!(values(&admin[0], "x-forwarded-host"), ["ADMIN.example.com"]);
+    site.proxy.stop().await;
+}
+
+/// RFC 9112 §3.2: no Host on HTTP/1.1, more than one, or one that is not `host[:port]` is a
+/// 400, and nothing reaches a target. HTTP/1.0 may omit it (the default rule answers).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn missing_repeated_or_malformed_hosts_get_400() {
+    let site = Site::start(|_| {}).await;
+    let cases: &[(&str, &str)] = &[
+        ("no Host", "GET / HTTP/1.1\r\n\r\n"),
+        ("two Hosts", "GET / HTTP/1.1\r\nHost: admin.example.com\r\nHost: app.example.com\r\n\r\n"),
+        ("two equal Hosts", "GET / HTTP/1.1\r\nHost: app.example.com\r\nHost: app.example.com\r\n\r\n"),
+        ("two Hosts with a body", "POST / HTTP/1.1\r\nHost: app.example.com\r\nHost: admin.example.com\r\nContent-Length: 1\r\n\r\nx"),
+        ("userinfo in Host", "GET / HTTP/1.1\r\nHost: app.example.com@admin.example.com\r\n\r\n"),
+        ("a path in Host", "GET / HTTP/1.1\r\nHost: app.example.com/admin\r\n\r\n"),
+        ("a port that is not one", "GET / HTTP/1.1\r\nHost: app.example.com:80x\r\n\r\n"),
+        ("userinfo in an absolute-form target", "GET http://app.example.com@admin.example.com/ HTTP/1.1\r\nHost: app.example.com\r\n\r\n"),
+        ("no Host with an absolute-form target", "GET http://admin.example.com/ HTTP/1.1\r\n\r\n"),
+    ];
+    for (what, req) in cases {
+        let resp = raw(site.proxy.http, req.as_bytes()).await;
+        assert!(status_line(&resp).contains("400"), "{what}: {resp}");
+        let (admin, app) = site.take();
+        assert!(
+            admin.is_empty() && app.is_empty(),
+            "{what} reached a target"
+        );
+    }
+    let resp = raw(site.proxy.http, b"GET / HTTP/1.0\r\n\r\n").await;
+    assert!(
+        status_line(&resp).contains("404"),
+        "HTTP/1.0 without Host: {resp}"
+    );
+    site.proxy.stop().await;
+}
+
+/// `Connection` may name hop-by-hop headers, not the ones the proxy writes: naming `Host`
+/// or `X-Forwarded-For` does not remove them from the forwarded request (relay and hyper).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connection_tokens_cannot_remove_what_the_proxy_writes() {
+    let site = Site::start(|_| {}).await;
+    for body in ["", "hello"] {
+        let req = format!(
+            "POST / HTTP/1.1\r\nHost: app.example.com\r\nConnection: close, host, x-forwarded-for, x-forwarded-host, x-real-ip, content-length\r\nX-Secret: a\r\nConnection: x-secret\r\nContent-Length: {}\r\n\r\n{body}",
+            body.len()
+        );
+        let resp = raw(site.proxy.http, req.as_bytes()).await;
+        assert!(status_line(&resp).contains("200"), "{resp}");
+        let (_, app) = site.take();
+        assert_eq!(app.len(), 1);
+        let r = &app[0];
+        assert_eq!(values(r, "host"), ["app.example.com"], "{r}");
+        assert_eq!(values(r, "x-forwarded-host"), ["app.example.com"], "{r}");
+        assert_eq!(values(r, "x-forwarded-for"), ["127.0.0.1"], "{r}");
+        assert_eq!(values(r, "x-real-ip"), ["127.0.0.1"], "{r}");
+        assert!(
+            values(r, "x-secret").is_empty(),
+            "a named hop-by-hop header passed: {r}"
+        );
+        assert!(
+            r.ends_with(&format!("\n\n{body}")),
+            "the body arrived whole: {r}"
+        );
+    }
+    site.proxy.stop().await;
+}
+
+/// Forwarding headers only a proxy may set: a client's are dropped or replaced, on both
+/// HTTP/1.1 paths and on HTTP/2.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn client_forwarding_headers_never_reach_a_target() {
+    let site = Site::start(|_| {}).await;
+    let spoofed = [
+        ("Forwarded", "for=10.0.0.1;proto=https"),
+        ("X-Forwarded-For", "10.0.0.1"),
+        ("X-Forwarded-Host", "admin.example.com"),
+        ("X-Forwarded-Proto", "https"),
+        ("X-Forwarded-Port", "443"),
+        ("X-Real-IP", "10.0.0.1"),
+        ("X-Original-URL", "/admin"),
+        ("X-Rewrite-URL", "/admin"),
+        ("X-Original-URI", "/admin"),
+        ("X-Forwarded-Prefix", "/admin"),
+        ("X-Forwarded-Server", "admin.example.com"),
+        ("X-Forwarded-Scheme", "https"),
+        ("X-Forwarded-Ssl", "on"),
+        ("X-Scheme", "https"),
+        ("X-Url-Scheme", "https"),
+        ("Front-End-Https", "on"),
+        ("True-Client-IP", "10.0.0.1"),
+        ("X-Client-IP", "10.0.0.1"),
+        ("Client-IP", "10.0.0.1"),
+        ("X-Cluster-Client-IP", "10.0.0.1"),
+        ("CF-Connecting-IP", "10.0.0.1"),
+        ("Fastly-Client-IP", "10.0.0.1"),
+        ("X-Originating-IP", "10.0.0.1"),
+        ("X-Remote-IP", "10.0.0.1"),
+        ("X-Remote-Addr", "10.0.0.1"),
+        ("Proxy", "http://10.0.0.1:3128"),
+    ];
+    let check = |what: &str, r: &str| {
+        for (name, _) in &spoofed {
+            let lower = name.to_ascii_lowercase();
+            let got = values(r, &lower);
+            let expected: &[&str] = match lower.as_str() {
+                "x-forwarded-for" | "x-real-ip" => &["127.0.0.1"],
+                "x-forwarded-host" => &["app.example.com"],
+                "x-forwarded-proto" => &[if what.contains("TLS") {
+                    "https"
+                } else {
+                    "http"
+                }],
+                "x-forwarded-port" => &[],
+                _ => &[],
+            };
+            if lower == "x-forwarded-port" {
+                assert_eq!(got.len(), 1, "{what}: {name}: {r}");
+                assert_ne!(got[0], "443", "{what}: {name} came from the client: {r}");
+            } else {
+                assert_eq!(got, expected, "{what}: {name}: {r}");
+            }
+        }
+        assert!(
+            !r.contains("10.0.0.1"),
+            "{what}: a spoofed value arrived: {r}"
+        );
+    };
+    for body in ["", "hello"] {
+        let mut req = format!(
+            "POST / HTTP/1.1\r\nHost: app.example.com\r\nConnection: close\r\nContent-Length: {}\r\n",
+            body.len()
+        );
+        for (n, v) in &spoofed {
+            req.push_str(&format!("{n}: {v}\r\n"));
+        }
+        req.push_str("\r\n");
+        req.push_str(body);
+        let resp = raw(site.proxy.http, req.as_bytes()).await;
+        assert!(status_line(&resp).contains("200"), "{resp}");
+        let (_, app) = site.take();
+        check(&format!("HTTP/1.1 body {body:?}"), &app[0]);
+    }
+    let with_spoofed = |uri: &str| {
+        let mut b = Request::post(uri);
+        for (n, v) in &spoofed {
+            b = b.header(*n, *v);
+        }
+        b.body(Full::new(Bytes::from_static(b"hello"))).unwrap()
+    };
+    let r = h2c_request(site.proxy.http, with_spoofed("http://app.example.com/"))
+        .await
+        .expect("h2c");
+    assert_eq!(r.0, StatusCode::OK);
+    let (_, app) = site.take();
+    check("h2c", &app[0]);
+    let r = h2_tls_request(
+        site.proxy.https,
+        "app.example.com",
+        with_spoofed("https://app.example.com/"),
+    )
+    .await;
+    assert_eq!(r.0, StatusCode::OK);
+    let (_, app) = site.take();
+    check("h2 over TLS", &app[0]);
+    site.proxy.stop().await;
+}
+
+/// RFC 9113 §8.3.1: over HTTP/2 `:authority` routes and is forwarded; a `host` header that
+/// names another authority makes the request malformed (400), over h2c and TLS.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http2_host_must_agree_with_authority() {
+    let site = Site::start(|_| {}).await;
+    let req = |scheme: &str, host: Option<&str>| {
+        let mut b = Request::get(format!("{scheme}://admin.example.com/x"));
+        if let Some(h) = host {
+            b = b.header("host", h);
+        }
+        b.body(Full::new(Bytes::new())).unwrap()
+    };
+    for host in [
+        "app.example.com",
+        "evil.example.net",
+        "admin.example.com:8080",
+    ] {
+        let r = h2c_request(site.proxy.http, req("http", Some(host)))
+            .await
+            .expect("h2c");
+        assert_eq!(r.0, StatusCode::BAD_REQUEST, "h2c, host {host}");
+        let r = h2_tls_request(
+            site.proxy.https,
+            "admin.example.com",
+            req("https", Some(host)),
+        )
+        .await;
+        assert_eq!(r.0, StatusCode::BAD_REQUEST, "TLS, host {host}");
+        let (admin, app) = site.take();
+        assert!(
+            admin.is_empty() && app.is_empty(),
+            "host {host} reached a target"
+        );
+    }
+    // The same authority (case, default port) is no conflict; neither is no host header.
+    for host in [
+        Some("ADMIN.example.com"),
+        Some("admin.example.com:80"),
+        None,
+    ] {
+        let r = h2c_request(site.proxy.http, req("http", host))
+            .await
+            .expect("h2c");
+        assert_eq!(r.0, StatusCode::OK, "h2c, host {host:?}");
+        let (admin, app) = site.take();
+        assert!(app.is_empty());
+        assert_eq!(
+            values(&admin[0], "host"),
+            ["admin.example.com"],
+            "{}",
+            admin[0]
+        );
+        assert_eq!(values(&admin[0], "x-forwarded-host"), ["admin.example.com"]);
+    }
+    let r = h2_tls_request(site.proxy.https, "admin.example.com", req("https", None)).await;
+    assert_eq!(r.0, StatusCode::OK);
+    let (admin, _) = site.take();
+    assert_eq!(
+        values(&admin[0], "host"),
+        ["admin.example.com"],
+        "{}",
+        admin[0]
+    );
+    site.proxy.stop().await;
+}
+
+/// RFC 9110 §9.3.7: `OPTIONS *` is about the server; the proxy answers it (200, `Allow`)
+/// and no target sees a `/*` path. `*` with another method, an authority-form target
+/// outside CONNECT, and CONNECT itself are refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn asterisk_and_authority_form_targets() {
+    let site = Site::start(|_| {}).await;
+    let resp = raw(
+        site.proxy.http,
+        b"OPTIONS * HTTP/1.1\r\nHost: app.example.com\r\nConnection: close\r\n\r\n",
+    )
+    .await;
+    assert!(status_line(&resp).contains("200"), "{resp}");
+    assert!(resp.to_ascii_lowercase().contains("\r\nallow: "), "{resp}");
+    let cases: &[(&str, &str, &str)] = &[
+        (
+            "GET *",
+            "GET * HTTP/1.1\r\nHost: app.example.com\r\n\r\n",
+            "400",
+        ),
+        (
+            "authority-form GET",
+            "GET app.example.com:80 HTTP/1.1\r\nHost: app.example.com\r\n\r\n",
+            "400",
+        ),
+        (
+            "CONNECT",
+            "CONNECT admin.example.com:443 HTTP/1.1\r\nHost: admin.example.com:443\r\n\r\n",
+            "405",
+        ),
+    ];
+    for (what, req, status) in cases {
+        let resp = raw(site.proxy.http, req.as_bytes()).await;
+        assert!(status_line(&resp).contains(status), "{what}: {resp}");
+    }
+    let (admin, app) = site.take();
+    assert!(admin.is_empty() && app.is_empty(), "{admin:?} {app:?}");
+    site.proxy.stop().await;
+}
