@@ -75,33 +75,90 @@ async fn smuggling_shapes_get_400() {
     p.stop().await;
 }
 
-/// Content-Length with Transfer-Encoding: refused with 400 by the HTTP/1.1 relay, which reads
-/// every request head of a connection until it hands the connection to hyper; on a
-/// connection hyper took over (a request with a body came first), hyper resolves it as
-/// RFC 9112 §6.3 allows (chunked wins, the connection closes after the response). Either
-/// way the smuggled second request is never parsed, let alone forwarded.
+/// Content-Length with Transfer-Encoding (RFC 9112 §6.3). The relay reads every request head
+/// of a connection until hyper takes the connection over — after it forwarded a request with
+/// a body, an `Expect` or an `Upgrade` — and refuses such a request with 400, `Expect` or
+/// `Upgrade` on it or not. On a connection hyper took over, the request is read by
+/// `Transfer-Encoding` alone: the target receives the chunked body and no `Content-Length`,
+/// and the connection closes after the response. Either way the request smuggled behind it
+/// never reaches a target (checked at a recording target).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn content_length_with_transfer_encoding_smuggles_nothing() {
-    let p = proxy(|_| {}).await;
-    for smuggle in [
-        &b"POST /echo HTTP/1.1\r\nHost: h.example.com\r\nContent-Length: 4\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\nGET /admin HTTP/1.1\r\nHost: h.example.com\r\n\r\n"[..],
-        &b"POST /echo HTTP/1.1\r\nHost: h.example.com\r\nTransfer-Encoding: chunked\r\nContent-Length: 40\r\n\r\n0\r\n\r\nGET /admin HTTP/1.1\r\nHost: h.example.com\r\n\r\n"[..],
-    ] {
-        let resp = raw(p.http, smuggle).await;
-        assert!(status_line(&resp).starts_with("HTTP/1.1 400"), "got {resp:?}");
-        assert_eq!(resp.matches("HTTP/1.1 ").count(), 1, "exactly one response, then the connection closes: {resp:?}");
-        assert!(!resp.contains("/admin"), "the smuggled request must not reach a backend: {resp:?}");
-        // After a request with a body, hyper has the connection.
-        let after_body = [
-            &b"POST /echo HTTP/1.1\r\nHost: h.example.com\r\nContent-Length: 2\r\n\r\nok"[..],
-            smuggle,
-        ]
-        .concat();
-        let resp = raw(p.http, &after_body).await;
-        assert_eq!(resp.matches("HTTP/1.1 ").count(), 2, "the POST's answer and one more: {resp:?}");
-        assert!(!resp.contains("/admin"), "the smuggled request must not reach a backend: {resp:?}");
+    let (target, got) = recorder().await;
+    let m = format!(
+        "{}---\n{}",
+        service("web", &[target]),
+        ingress("web", "", &[("h.example.com", "/", "Prefix", "web")])
+    );
+    let p = TestProxy::start(&m).await;
+    let smuggled = "GET /admin HTTP/1.1\r\nHost: h.example.com\r\n\r\n";
+    let shapes = [
+        "Content-Length: 4\r\nTransfer-Encoding: chunked\r\n",
+        "Transfer-Encoding: chunked\r\nContent-Length: 40\r\n",
+        "Content-Length: 4\r\nTransfer-Encoding: chunked\r\nExpect: 100-continue\r\n",
+        "Upgrade: websocket\r\nConnection: upgrade\r\nContent-Length: 4\r\nTransfer-Encoding: chunked\r\n",
+    ];
+    for shape in shapes {
+        let smuggle =
+            format!("POST /x HTTP/1.1\r\nHost: h.example.com\r\n{shape}\r\n0\r\n\r\n{smuggled}");
+        let resp = raw(p.http, smuggle.as_bytes()).await;
+        assert!(
+            status_line(&resp).starts_with("HTTP/1.1 400"),
+            "{shape:?}: {resp:?}"
+        );
+        assert_eq!(
+            resp.matches("HTTP/1.1 ").count(),
+            1,
+            "exactly one response, then the connection closes: {resp:?}"
+        );
+        let received = std::mem::take(&mut *got.lock().unwrap());
+        assert!(
+            received.is_empty(),
+            "{shape:?} reached the target: {received:?}"
+        );
     }
-    still_serving(&p).await;
+    for shape in &shapes[..2] {
+        // After a request with a body, hyper has the connection.
+        let after_body = format!(
+            "POST /first HTTP/1.1\r\nHost: h.example.com\r\nContent-Length: 2\r\n\r\nok\
+             POST /x HTTP/1.1\r\nHost: h.example.com\r\n{shape}\r\n0\r\n\r\n{smuggled}"
+        );
+        let resp = raw(p.http, after_body.as_bytes()).await;
+        assert_eq!(
+            resp.matches("HTTP/1.1 200").count(),
+            2,
+            "the two POSTs, nothing more: {resp:?}"
+        );
+        assert_eq!(resp.matches("HTTP/1.1 ").count(), 2, "{resp:?}");
+        let second = &resp[resp.rfind("HTTP/1.1 ").unwrap_or(0)..];
+        assert!(
+            second.to_ascii_lowercase().contains("connection: close"),
+            "{second:?}"
+        );
+        let received = std::mem::take(&mut *got.lock().unwrap());
+        assert_eq!(received.len(), 2, "{received:?}");
+        assert!(received[1].starts_with("POST /x "), "{}", received[1]);
+        assert!(
+            values(&received[1], "content-length").is_empty(),
+            "{}",
+            received[1]
+        );
+        assert_eq!(
+            values(&received[1], "transfer-encoding"),
+            ["chunked"],
+            "{}",
+            received[1]
+        );
+        assert!(
+            received[1].ends_with("\n\n0\r\n\r\n"),
+            "the empty chunked body: {:?}",
+            received[1]
+        );
+        assert!(
+            !received.iter().any(|r| r.contains("/admin")),
+            "smuggled: {received:?}"
+        );
+    }
     p.stop().await;
 }
 
@@ -297,5 +354,48 @@ async fn http2_rapid_reset_gets_goaway() {
     }
     assert_eq!(goaway, Some(0xb), "GOAWAY with ENHANCE_YOUR_CALM");
     still_serving(&p).await;
+    p.stop().await;
+}
+
+/// The README's HTTP/2 limits are what the proxy advertises in its first SETTINGS frame:
+/// at most 250 concurrent streams, header lists of at most 64 KiB.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http2_settings_advertise_the_limits() {
+    let p = proxy(|_| {}).await;
+    let mut s = TcpStream::connect(p.http).await.expect("connect");
+    let mut out = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n".to_vec();
+    out.extend(h2_frame(0x4, 0, 0, &[]));
+    s.write_all(&out).await.expect("preface");
+    let mut seen = Vec::new();
+    let settings = loop {
+        let mut buf = [0u8; 4096];
+        let n = tokio::time::timeout(Duration::from_secs(5), s.read(&mut buf))
+            .await
+            .expect("server frames in time")
+            .expect("read");
+        assert!(n > 0, "closed before SETTINGS");
+        seen.extend_from_slice(&buf[..n]);
+        if seen.len() >= 9 {
+            let len =
+                (usize::from(seen[0]) << 16) | (usize::from(seen[1]) << 8) | usize::from(seen[2]);
+            assert_eq!(
+                (seen[3], seen[4]),
+                (0x4, 0),
+                "the server's first frame is SETTINGS"
+            );
+            if seen.len() >= 9 + len {
+                break seen[9..9 + len].to_vec();
+            }
+        }
+    };
+    let param = |id: u16| {
+        settings.chunks(6).find_map(|c| {
+            (u16::from_be_bytes([c[0], c[1]]) == id)
+                .then(|| u32::from_be_bytes([c[2], c[3], c[4], c[5]]))
+        })
+    };
+    assert_eq!(param(0x3), Some(250), "SETTINGS_MAX_CONCURRENT_STREAMS");
+    assert_eq!(param(0x6), Some(64 * 1024), "SETTINGS_MAX_HEADER_LIST_SIZE");
+    drop(s);
     p.stop().await;
 }

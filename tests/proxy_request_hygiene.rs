@@ -7,7 +7,7 @@
 mod support;
 
 use std::net::SocketAddr;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -16,90 +16,8 @@ use http_body_util::{BodyExt, Full};
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use support::*;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
 use tokio::net::TcpStream;
-
-/// Request heads (and bodies) a recording target received, in order.
-type Received = Arc<Mutex<Vec<String>>>;
-
-/// A target that records each request — head lines lower-cased up to the colon, then a blank
-/// line and the body — and answers `200 ok`, keeping the connection open.
-async fn recorder() -> (SocketAddr, Received) {
-    let got: Received = Arc::default();
-    let sink = got.clone();
-    let addr = tcp_target(move |mut s| {
-        let sink = sink.clone();
-        async move {
-            let mut buf = Vec::new();
-            loop {
-                let Some(end) = find(&buf, b"\r\n\r\n") else {
-                    let mut chunk = [0u8; 4096];
-                    match s.read(&mut chunk).await {
-                        Ok(0) | Err(_) => return,
-                        Ok(n) => buf.extend_from_slice(&chunk[..n]),
-                    }
-                    continue;
-                };
-                let head = String::from_utf8_lossy(&buf[..end]).into_owned();
-                let mut rest = buf.split_off(end + 4);
-                let lower: Vec<String> = head
-                    .lines()
-                    .map(|l| match l.split_once(':') {
-                        Some((n, v)) => format!("{}:{v}", n.to_ascii_lowercase()),
-                        None => l.to_string(),
-                    })
-                    .collect();
-                let length = lower
-                    .iter()
-                    .find_map(|l| l.strip_prefix("content-length:"))
-                    .and_then(|v| v.trim().parse::<usize>().ok());
-                let chunked = lower
-                    .iter()
-                    .any(|l| l.starts_with("transfer-encoding:") && l.contains("chunked"));
-                let body_end = |rest: &[u8]| match (length, chunked) {
-                    (_, true) => find(rest, b"0\r\n\r\n").map(|i| i + 5),
-                    (Some(n), false) => (rest.len() >= n).then_some(n),
-                    (None, false) => Some(0),
-                };
-                while body_end(&rest).is_none() {
-                    let mut chunk = [0u8; 4096];
-                    match s.read(&mut chunk).await {
-                        Ok(0) | Err(_) => return,
-                        Ok(n) => rest.extend_from_slice(&chunk[..n]),
-                    }
-                }
-                let n = body_end(&rest).unwrap_or(0);
-                let body = String::from_utf8_lossy(&rest[..n]).into_owned();
-                buf = rest.split_off(n);
-                sink.lock()
-                    .unwrap()
-                    .push(format!("{}\n\n{body}", lower.join("\n")));
-                let ok = b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok";
-                if s.write_all(ok).await.is_err() {
-                    return;
-                }
-            }
-        }
-    })
-    .await;
-    (addr, got)
-}
-
-fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
-    hay.windows(needle.len()).position(|w| w == needle)
-}
-
-/// Values of header `name` (lower-case) in a recorded request.
-fn values(recorded: &str, name: &str) -> Vec<String> {
-    let prefix = format!("{name}:");
-    recorded
-        .split("\n\n")
-        .next()
-        .unwrap_or("")
-        .lines()
-        .filter_map(|l| l.strip_prefix(&prefix))
-        .map(|v| v.trim().to_string())
-        .collect()
-}
 
 /// Two hosts on two recording targets, both also served over TLS (h2 by ALPN).
 struct Site {

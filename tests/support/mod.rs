@@ -9,7 +9,7 @@ pub mod moto;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -433,4 +433,90 @@ pub fn tls_secret(name: &str, cert_pem: &str, key_pem: &str) -> String {
         indent(cert_pem),
         indent(key_pem)
     )
+}
+
+/// Request heads (and bodies) a recording target received, in order.
+pub type Received = Arc<Mutex<Vec<String>>>;
+
+/// A target that records each request — head lines lower-cased up to the colon, then a blank
+/// line and the body — and answers `200 ok`, keeping the connection open.
+pub async fn recorder() -> (SocketAddr, Received) {
+    let got: Received = Arc::default();
+    let sink = got.clone();
+    let addr = tcp_target(move |mut s| {
+        let sink = sink.clone();
+        async move {
+            let mut buf = Vec::new();
+            loop {
+                let Some(end) = find_bytes(&buf, b"\r\n\r\n") else {
+                    let mut chunk = [0u8; 4096];
+                    match tokio::io::AsyncReadExt::read(&mut s, &mut chunk).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                    }
+                    continue;
+                };
+                let head = String::from_utf8_lossy(&buf[..end]).into_owned();
+                let mut rest = buf.split_off(end + 4);
+                let lower: Vec<String> = head
+                    .lines()
+                    .map(|l| match l.split_once(':') {
+                        Some((n, v)) => format!("{}:{v}", n.to_ascii_lowercase()),
+                        None => l.to_string(),
+                    })
+                    .collect();
+                let length = lower
+                    .iter()
+                    .find_map(|l| l.strip_prefix("content-length:"))
+                    .and_then(|v| v.trim().parse::<usize>().ok());
+                let chunked = lower
+                    .iter()
+                    .any(|l| l.starts_with("transfer-encoding:") && l.contains("chunked"));
+                let body_end = |rest: &[u8]| match (length, chunked) {
+                    (_, true) => find_bytes(rest, b"0\r\n\r\n").map(|i| i + 5),
+                    (Some(n), false) => (rest.len() >= n).then_some(n),
+                    (None, false) => Some(0),
+                };
+                while body_end(&rest).is_none() {
+                    let mut chunk = [0u8; 4096];
+                    match tokio::io::AsyncReadExt::read(&mut s, &mut chunk).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => rest.extend_from_slice(&chunk[..n]),
+                    }
+                }
+                let n = body_end(&rest).unwrap_or(0);
+                let body = String::from_utf8_lossy(&rest[..n]).into_owned();
+                buf = rest.split_off(n);
+                sink.lock()
+                    .unwrap()
+                    .push(format!("{}\n\n{body}", lower.join("\n")));
+                let ok = b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok";
+                if tokio::io::AsyncWriteExt::write_all(&mut s, ok)
+                    .await
+                    .is_err()
+                {
+                    return;
+                }
+            }
+        }
+    })
+    .await;
+    (addr, got)
+}
+
+pub fn find_bytes(hay: &[u8], needle: &[u8]) -> Option<usize> {
+    hay.windows(needle.len()).position(|w| w == needle)
+}
+
+/// Values of header `name` (lower-case) in a recorded request.
+pub fn values(recorded: &str, name: &str) -> Vec<String> {
+    let prefix = format!("{name}:");
+    recorded
+        .split("\n\n")
+        .next()
+        .unwrap_or("")
+        .lines()
+        .filter_map(|l| l.strip_prefix(&prefix))
+        .map(|v| v.trim().to_string())
+        .collect()
 }

@@ -279,6 +279,8 @@ fn plan_request(buf: &[u8], ctx: &RelayContext, head: &mut Vec<u8>) -> Step {
     let mut content_lengths = 0;
     let mut has_body = false;
     let mut chunked_or_other_te = false;
+    // Upgrades and `Expect` are hyper's.
+    let mut hyper_only = false;
     let mut connection = ConnectionTokens::default();
     for h in req.headers.iter() {
         let name = h.name.as_bytes();
@@ -291,16 +293,18 @@ fn plan_request(buf: &[u8], ctx: &RelayContext, head: &mut Vec<u8>) -> Step {
         } else if eq(name, "transfer-encoding") {
             chunked_or_other_te = true;
         } else if eq(name, "upgrade") || eq(name, "expect") {
-            return Step::Handover;
+            hyper_only = true;
         } else if eq(name, "connection") {
             connection.add(h.value);
         }
     }
-    if connection.upgrade {
-        return Step::Handover;
-    }
+    // Refused before anything hands the connection over: hyper would read such a request
+    // as chunked (RFC 9112 §6.3 allows either) and the README promises a 400.
     if chunked_or_other_te && content_lengths > 0 {
         return Step::Reject(400, "ambiguous message length");
+    }
+    if hyper_only || connection.upgrade {
+        return Step::Handover;
     }
     // A missing, repeated or malformed Host is refused by the general path, in one place.
     if chunked_or_other_te || has_body || content_lengths > 1 || hosts != 1 {
