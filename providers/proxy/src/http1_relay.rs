@@ -132,8 +132,8 @@ impl RelayContext {
 }
 
 /// A request the relay forwards itself.
-struct ForwardPlan {
-    head_len: usize,
+pub(crate) struct ForwardPlan {
+    pub(crate) head_len: usize,
     /// Held so the rule's counters stay valid while the request runs.
     cfg: Arc<ProxyConfig>,
     index: Option<RuleIndex>,
@@ -147,7 +147,7 @@ struct ForwardPlan {
 }
 
 /// What to do with the bytes at the front of the client buffer.
-enum Step {
+pub(crate) enum Step {
     Incomplete,
     Forward(ForwardPlan),
     Handover,
@@ -258,7 +258,7 @@ where
 
 /// Parses and routes the request at the front of `buf`; for a request the relay forwards,
 /// writes the upstream request head into `head`.
-fn plan_request(buf: &[u8], ctx: &RelayContext, head: &mut Vec<u8>) -> Step {
+pub(crate) fn plan_request(buf: &[u8], ctx: &RelayContext, head: &mut Vec<u8>) -> Step {
     let mut storage = [const { MaybeUninit::<httparse::Header<'_>>::uninit() }; MAX_PARSED_HEADERS];
     let limit = ctx.max_headers.clamp(1, MAX_PARSED_HEADERS);
     let mut req = httparse::Request::new(&mut []);

@@ -17,6 +17,8 @@
 
 pub mod client_connections;
 pub mod config;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod http1_relay;
 pub mod metrics;
 pub mod request_path;
