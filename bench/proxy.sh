@@ -13,6 +13,7 @@
 # 1,000 requests, and Tollgate/nginx and Tollgate/haproxy ratios. Results: bench/out/.
 #
 # Usage: bench/proxy.sh [REPS] [SECONDS]      (defaults 3 and 10). Needs root for apt-get.
+# TOLLGATE_BIN=path benchmarks that binary instead of building this tree.
 # BENCH_PROFILES / BENCH_PROXIES (space-separated) run a subset, e.g.
 #   BENCH_PROFILES=http-c64 BENCH_PROXIES="tollgate nginx" bench/proxy.sh 2 5
 set -euo pipefail
@@ -28,8 +29,12 @@ need() { command -v "$1" >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=n
 need wrk wrk; need h2load nghttp2-client; need nginx nginx; need haproxy haproxy; need openssl openssl
 
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/tollgate/target}"
-cargo build --release --quiet
-TOLLGATE="$CARGO_TARGET_DIR/release/tollgate"
+if [ -n "${TOLLGATE_BIN:-}" ]; then
+  TOLLGATE="$TOLLGATE_BIN" # another build, e.g. the one before a change, for a before/after run
+else
+  cargo build --release --quiet
+  TOLLGATE="$CARGO_TARGET_DIR/release/tollgate"
+fi
 
 LOAD_CPU=0
 PROXY_CPU=1

@@ -242,6 +242,11 @@ async fn idle_sockets_cannot_lock_clients_out() {
         async move { closed }
     })
     .await;
+    let metrics = get(p.admin, "admin", "/metrics").await.expect("metrics").2;
+    assert!(
+        metrics.contains("tollgate_proxy_connections_closed_for_room_total 3"),
+        "each closed connection is counted: {metrics}"
+    );
     // Many more clients than permits, one after another: each is served, each closing the
     // oldest of those before it.
     for _ in 0..10 {
@@ -309,6 +314,14 @@ async fn busy_connections_keep_their_place() {
             "a busy connection was closed"
         );
     }
+    let admin = p.admin;
+    let metrics = get(admin, "admin", "/metrics").await.expect("metrics").2;
+    assert!(
+        metrics.lines().any(
+            |l| l.starts_with("tollgate_proxy_connections_refused_total ") && !l.ends_with(" 0")
+        ),
+        "refusals are counted: {metrics}"
+    );
     release.send_replace(true);
     for s in &mut busy {
         assert!(

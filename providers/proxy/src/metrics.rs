@@ -93,6 +93,10 @@ pub struct ProxyMetrics {
     pub tls_handshakes: Counter,
     /// Client connections the HTTP/1.1 relay handed to hyper.
     pub relay_handovers: Counter,
+    /// Connections closed at `--max-connections` to admit a new client.
+    pub connections_closed_for_room: Counter,
+    /// New connections dropped at `--max-connections`, every open one being busy.
+    pub connections_refused: Counter,
     /// (Ingress, Service) pairs with request counters: those the configuration being
     /// compiled asked for, and those of the one before. Touched only when a configuration is
     /// compiled, never per request.
@@ -149,9 +153,23 @@ impl Default for ProxyMetrics {
             "Client connections the HTTP/1.1 relay handed to the general path (request bodies, upgrades, HTTP/2, HTTP/1.0, local answers)",
             relay_handovers.clone(),
         );
+        let connections_closed_for_room = Counter::default();
+        registry.register(
+            "connections_closed_for_room",
+            "Client connections waiting for a request that were closed at --max-connections to admit a new client",
+            connections_closed_for_room.clone(),
+        );
+        let connections_refused = Counter::default();
+        registry.register(
+            "connections_refused",
+            "New client connections dropped at --max-connections because every open one had a request in flight",
+            connections_refused.clone(),
+        );
         ProxyMetrics {
             registry,
             relay_handovers,
+            connections_closed_for_room,
+            connections_refused,
             requests,
             upstream_latency,
             open_connections,

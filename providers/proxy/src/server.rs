@@ -111,8 +111,15 @@ pub async fn serve_traffic(
             Ok(p) => Some(p),
             // Full: make room by closing the connection that has waited longest; the new
             // one waits (in its own task) for the permit that frees.
-            Err(_) if table.close_longest_waiting() => None,
-            Err(_) => continue, // every connection busy: drop this one at once
+            Err(_) if table.close_longest_waiting() => {
+                shared.metrics.connections_closed_for_room.inc();
+                None
+            }
+            Err(_) => {
+                // Every connection busy: drop this one at once.
+                shared.metrics.connections_refused.inc();
+                continue;
+            }
         };
         // Registered here, in accept order, so "longest waiting" is exact.
         let registration = table.open();
@@ -129,12 +136,13 @@ pub async fn serve_traffic(
         let limits = limits.clone();
         let stop = shutdown.clone();
         let permits = permits.clone();
+        let table = table.clone();
         tokio::spawn(async move {
             let _permit = match permit {
                 Some(p) => p,
-                None => match tokio::time::timeout(ROOM_WAIT, permits.acquire_owned()).await {
-                    Ok(Ok(p)) => p,
-                    _ => return,
+                None => match wait_for_room(&permits, &table, &shared).await {
+                    Some(p) => p,
+                    None => return,
                 },
             };
             shared.metrics.open_connections.inc();
@@ -190,8 +198,34 @@ pub async fn serve_traffic(
 }
 
 /// How long a client admitted by closing a waiting connection waits for that connection's
-/// permit.
-const ROOM_WAIT: Duration = Duration::from_secs(1);
+/// permit, per attempt.
+const ROOM_WAIT: Duration = Duration::from_millis(250);
+/// Connections closed for one new client at most: a connection chosen while it waited may
+/// receive a request at that moment, and then finishes it before it closes.
+const ROOM_ATTEMPTS: usize = 4;
+
+/// The permit a connection chosen to make room frees. If it does not come in time (the
+/// chosen connection had just received a request), another waiting connection is chosen;
+/// with none left the new client is refused.
+async fn wait_for_room(
+    permits: &Arc<Semaphore>,
+    table: &ConnectionTable,
+    shared: &Shared,
+) -> Option<tokio::sync::OwnedSemaphorePermit> {
+    for attempt in 0..ROOM_ATTEMPTS {
+        if attempt > 0 {
+            if !table.close_longest_waiting() {
+                break;
+            }
+            shared.metrics.connections_closed_for_room.inc();
+        }
+        if let Ok(Ok(p)) = tokio::time::timeout(ROOM_WAIT, permits.clone().acquire_owned()).await {
+            return Some(p);
+        }
+    }
+    shared.metrics.connections_refused.inc();
+    None
+}
 
 /// One accepted client connection and what serving it needs.
 struct ClientConnection {
