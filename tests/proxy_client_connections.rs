@@ -170,6 +170,32 @@ async fn idle_keepalive_connections_are_closed_on_every_path() {
     p.stop().await;
 }
 
+/// The idle timeout counts from the end of the last response, not from the connection's
+/// start: a connection used more often than the timeout stays open past it (the relay moves
+/// its timer lazily, when it fires).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn busy_keepalive_connections_outlive_the_idle_timeout() {
+    let p = proxy(|o| o.limits.idle_timeout = Duration::from_millis(600)).await;
+    let mut relay = TcpStream::connect(p.http).await.unwrap();
+    let h2 = h2c_connection(p.http).await;
+    // Five requests 250 ms apart: 1.25 s on each connection, twice the idle timeout.
+    for i in 0..5 {
+        relay
+            .write_all(b"GET / HTTP/1.1\r\nHost: h.example.com\r\n\r\n")
+            .await
+            .unwrap();
+        assert!(read_response(&mut relay).await.starts_with("HTTP/1.1 200"), "request {i}");
+        let mut h2c = h2.clone();
+        let req = Request::get("http://h.example.com/")
+            .body(Full::new(Bytes::new()))
+            .unwrap();
+        let r = h2c.send_request(req).await.expect("h2c connection still open");
+        assert_eq!(r.status(), StatusCode::OK);
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    p.stop().await;
+}
+
 /// ingress-nginx's `keep-alive-requests`: with a cap of 2, the second response on a
 /// connection says `Connection: close` and the connection ends; over h2c it gets GOAWAY.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -33,8 +33,6 @@ pub struct ConnSlot {
     requests: AtomicU32,
     /// Told to close: chosen to make room, or its request cap reached.
     close: Notify,
-    /// Signalled when the last in-flight request of a hyper-served connection ends.
-    idle_again: Notify,
     epoch: Instant,
     max_requests: u32,
 }
@@ -84,25 +82,22 @@ impl ConnSlot {
     }
 
     /// Resolves when a hyper-served connection should close: idle (no request in flight)
-    /// for `idle`, or told to.
+    /// for `idle`, or told to. It looks at the connection's state when its timer fires
+    /// (at most once per `idle` while requests run), so requests only store atomics.
     pub async fn idle_or_told(&self, idle: Duration) {
         loop {
             let since = self.waiting_since.load(Ordering::Relaxed);
-            if since == 0 {
-                tokio::select! {
-                    _ = self.idle_again.notified() => continue,
-                    _ = self.close.notified() => return,
-                }
-            }
-            let waited = Duration::from_nanos(self.now().saturating_sub(since));
-            let left = idle.saturating_sub(waited);
+            let left = if since == 0 {
+                idle
+            } else {
+                idle.saturating_sub(Duration::from_nanos(self.now().saturating_sub(since)))
+            };
             tokio::select! {
                 _ = tokio::time::sleep(left) => {
-                    if self.waiting_since.load(Ordering::Relaxed) == since {
+                    if since != 0 && self.waiting_since.load(Ordering::Relaxed) == since {
                         return;
                     }
                 }
-                _ = self.idle_again.notified() => {}
                 _ = self.close.notified() => return,
             }
         }
@@ -119,7 +114,6 @@ impl Drop for InFlightRequest {
     fn drop(&mut self) {
         if self.slot.active.fetch_sub(1, Ordering::Relaxed) == 1 {
             self.slot.waiting();
-            self.slot.idle_again.notify_one();
         }
     }
 }
@@ -152,7 +146,6 @@ impl ConnectionTable {
             active: AtomicU32::new(0),
             requests: AtomicU32::new(0),
             close: Notify::new(),
-            idle_again: Notify::new(),
             epoch: self.epoch,
             max_requests: self.max_requests,
         });

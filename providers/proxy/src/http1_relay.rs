@@ -175,7 +175,8 @@ where
     let head_timer = tokio::time::sleep(ctx.header_read_timeout);
     tokio::pin!(head_timer);
     let mut head_timer_armed = true;
-    let idle_timer = tokio::time::sleep(ctx.idle_timeout);
+    let mut idle_deadline = tokio::time::Instant::now() + ctx.idle_timeout;
+    let idle_timer = tokio::time::sleep_until(idle_deadline);
     tokio::pin!(idle_timer);
     let response_timer = tokio::time::sleep(ctx.shared.settings.response_header_timeout);
     tokio::pin!(response_timer);
@@ -210,9 +211,9 @@ where
                         return Relayed::Done;
                     }
                     ctx.slot.waiting();
-                    idle_timer
-                        .as_mut()
-                        .reset(tokio::time::Instant::now() + ctx.idle_timeout);
+                    // The timer itself is moved only when it fires (below): re-arming it per
+                    // request would touch the timer wheel twice per request.
+                    idle_deadline = tokio::time::Instant::now() + ctx.idle_timeout;
                     continue;
                 }
             }
@@ -244,7 +245,13 @@ where
                 biased;
                 r = io.read_buf(&mut buf) => r,
                 // Idle keep-alive connections close without a response, as nginx's do.
-                _ = &mut idle_timer => return Relayed::Done,
+                _ = &mut idle_timer => {
+                    if tokio::time::Instant::now() >= idle_deadline {
+                        return Relayed::Done;
+                    }
+                    idle_timer.as_mut().reset(idle_deadline);
+                    continue;
+                }
                 _ = ctx.slot.told_to_close() => return Relayed::Done,
                 _ = &mut stop => return Relayed::Done,
             }
