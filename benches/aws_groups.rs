@@ -58,6 +58,7 @@ fn options(dir: &Path, endpoint: &str) -> AwsRunOptions {
         cluster: "bench".into(),
         endpoint: Some(endpoint.into()),
         region: Some("us-east-1".into()),
+        vpc_id: None,
         limits: Default::default(),
         resync: Duration::from_secs(300),
         full_resync: Duration::from_secs(3600),

@@ -32,6 +32,8 @@ pub struct AwsRunOptions {
     pub cluster: String,
     pub endpoint: Option<String>,
     pub region: Option<String>,
+    /// The cluster's VPC (`--aws-vpc-id`); discovered from the subnets when absent.
+    pub vpc_id: Option<String>,
     pub limits: AlbLimits,
     /// How often continuous mode checks AWS by one tag look-up (a full re-read follows only
     /// when the set of Tollgate's resources moved).
@@ -163,6 +165,7 @@ impl AwsRunOptions {
             self.pace,
         )
         .await
+        .with_vpc(self.vpc_id.clone())
     }
 }
 

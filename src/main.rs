@@ -179,6 +179,12 @@ struct AwsArgs {
     #[arg(long, env = "AWS_REGION", value_name = "REGION")]
     region: Option<String>,
 
+    /// The cluster's VPC: subnet discovery stays inside it and, when no subnet carries a
+    /// role tag, picks subnets by their route tables (as the AWS Load Balancer Controller's
+    /// --aws-vpc-id). Default: the VPC of the discovered subnets.
+    #[arg(long, env = "AWS_VPC_ID", value_name = "VPC_ID")]
+    aws_vpc_id: Option<String>,
+
     /// Converge once and exit: 0 when AWS matches, 2 when something was rejected or failed.
     #[arg(long)]
     once: bool,
@@ -647,6 +653,7 @@ fn aws(args: AwsArgs) -> anyhow::Result<ExitCode> {
         cluster: args.cluster_name,
         endpoint: args.aws_endpoint_url,
         region: args.region,
+        vpc_id: args.aws_vpc_id,
         limits: tollgate_aws::alb_stack::AlbLimits {
             rules_per_listener: args.max_rules_per_listener,
             ..Default::default()

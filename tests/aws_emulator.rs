@@ -84,6 +84,7 @@ fn options(dir: &Path, endpoint: &str) -> AwsRunOptions {
         cluster: CLUSTER.into(),
         endpoint: Some(endpoint.into()),
         region: Some("us-east-1".into()),
+        vpc_id: None,
         limits: AlbLimits::default(),
         resync: Duration::from_secs(300),
         full_resync: Duration::from_secs(3600),
@@ -1145,4 +1146,147 @@ async fn subnets_are_discovered_as_eks_tags_them() {
     let mut want = vec![in_a.clone(), ids["b1"].clone(), ids["d1"].clone()];
     want.sort();
     assert_eq!(inv.load_balancers[0].subnets, want);
+}
+
+/// No subnet carries a role tag or the cluster tag (a VPC built by hand or by older
+/// tooling): with `--aws-vpc-id`, subnets are chosen by their route tables, as the AWS Load
+/// Balancer Controller does since v2.12.1 — internet-facing ALBs in the subnets whose route
+/// table reaches an internet gateway, internal ones in the others (main table included),
+/// never in another VPC (moto's default VPC has public subnets in every zone). Without the
+/// VPC the error says what to set.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn subnets_are_found_by_route_table_without_role_tags() {
+    test_credentials();
+    let moto = start_moto();
+    let conf = aws_config::defaults(aws_config::BehaviorVersion::latest())
+        .endpoint_url(&moto.endpoint)
+        .region(aws_config::Region::new("us-east-1"))
+        .load()
+        .await;
+    let ec2 = aws_sdk_ec2::Client::new(&conf);
+    let vpc = ec2
+        .create_vpc()
+        .cidr_block("10.2.0.0/16")
+        .send()
+        .await
+        .expect("vpc")
+        .vpc()
+        .and_then(|v| v.vpc_id())
+        .expect("vpc id")
+        .to_string();
+    let igw = ec2
+        .create_internet_gateway()
+        .send()
+        .await
+        .expect("igw")
+        .internet_gateway()
+        .and_then(|g| g.internet_gateway_id())
+        .expect("igw id")
+        .to_string();
+    ec2.attach_internet_gateway()
+        .internet_gateway_id(&igw)
+        .vpc_id(&vpc)
+        .send()
+        .await
+        .expect("attach");
+    let public_table = ec2
+        .create_route_table()
+        .vpc_id(&vpc)
+        .send()
+        .await
+        .expect("route table")
+        .route_table()
+        .and_then(|t| t.route_table_id())
+        .expect("table id")
+        .to_string();
+    ec2.create_route()
+        .route_table_id(&public_table)
+        .destination_cidr_block("0.0.0.0/0")
+        .gateway_id(&igw)
+        .send()
+        .await
+        .expect("route");
+    let mut ids = std::collections::BTreeMap::new();
+    for (name, cidr, az, public) in [
+        ("pub-a", "10.2.1.0/24", "us-east-1a", true),
+        ("pub-b", "10.2.2.0/24", "us-east-1b", true),
+        ("priv-a", "10.2.3.0/24", "us-east-1a", false),
+        ("priv-b", "10.2.4.0/24", "us-east-1b", false),
+    ] {
+        let id = ec2
+            .create_subnet()
+            .vpc_id(&vpc)
+            .cidr_block(cidr)
+            .availability_zone(az)
+            .send()
+            .await
+            .expect("subnet")
+            .subnet()
+            .and_then(|s| s.subnet_id())
+            .expect("subnet id")
+            .to_string();
+        if public {
+            ec2.associate_route_table()
+                .route_table_id(&public_table)
+                .subnet_id(&id)
+                .send()
+                .await
+                .expect("associate");
+        }
+        ids.insert(name, id);
+    }
+    let dir = tempfile::tempdir().expect("tempdir");
+    std::fs::write(dir.path().join("services.yaml"), SERVICES).unwrap();
+    std::fs::write(dir.path().join("shop.yaml"), shop("/api")).unwrap();
+    std::fs::write(
+        dir.path().join("internal.yaml"),
+        r#"apiVersion: networking.k8s.io/v1
+kind: Ingress
+metadata: {name: back-office, annotations: {alb.ingress.kubernetes.io/group.name: office, alb.ingress.kubernetes.io/scheme: internal}}
+spec:
+  ingressClassName: tollgate
+  rules:
+  - host: office.example.com
+    http: {paths: [{path: /, pathType: Prefix, backend: {service: {name: web, port: {number: 80}}}}]}
+"#,
+    )
+    .unwrap();
+
+    let mut opts = options(dir.path(), &moto.endpoint);
+    let (r, _) = run_once(&opts).await.expect("run");
+    assert!(
+        !r.converged,
+        "no role tag and no VPC: nothing to place the ALBs in"
+    );
+    let said = format!("{:?}", r.diagnostics);
+    assert!(
+        said.contains("--aws-vpc-id"),
+        "the error says what to set: {said}"
+    );
+
+    opts.vpc_id = Some(vpc.clone());
+    let (r, _) = run_once(&opts).await.expect("converge");
+    assert!(r.converged, "{:#?}", r.diagnostics);
+    let inv = opts.connect().await.observe().await.expect("observe");
+    assert_eq!(inv.load_balancers.len(), 2, "{inv:#?}");
+    for lb in &inv.load_balancers {
+        let (want, what) = if lb.scheme == "internal" {
+            (
+                vec![ids["priv-a"].clone(), ids["priv-b"].clone()],
+                "internal",
+            )
+        } else {
+            (
+                vec![ids["pub-a"].clone(), ids["pub-b"].clone()],
+                "internet-facing",
+            )
+        };
+        let mut want = want;
+        want.sort();
+        let mut got = lb.subnets.clone();
+        got.sort();
+        assert_eq!(got, want, "{what} ALB");
+    }
+    let (mutating, _, _) = fresh_reconcile(&opts).await;
+    assert_eq!(mutating, 0, "a resync changes nothing");
 }

@@ -7,6 +7,7 @@ fn service_of(operation: &str) -> &'static str {
     match operation {
         "GetResources" => "tag",
         "DescribeSubnets"
+        | "DescribeRouteTables"
         | "DescribeVpcs"
         | "DescribeSecurityGroups"
         | "DescribeInstances"

@@ -523,6 +523,7 @@ async fn aws_mode_creates_the_alb_writes_its_hostname_and_cleans_up_behind_the_f
         cluster: "kube".into(),
         endpoint: Some(moto.endpoint.clone()),
         region: Some("us-east-1".into()),
+        vpc_id: None,
         limits: Default::default(),
         resync: Duration::from_secs(300),
         full_resync: Duration::from_secs(3600),

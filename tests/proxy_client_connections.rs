@@ -184,12 +184,18 @@ async fn busy_keepalive_connections_outlive_the_idle_timeout() {
             .write_all(b"GET / HTTP/1.1\r\nHost: h.example.com\r\n\r\n")
             .await
             .unwrap();
-        assert!(read_response(&mut relay).await.starts_with("HTTP/1.1 200"), "request {i}");
+        assert!(
+            read_response(&mut relay).await.starts_with("HTTP/1.1 200"),
+            "request {i}"
+        );
         let mut h2c = h2.clone();
         let req = Request::get("http://h.example.com/")
             .body(Full::new(Bytes::new()))
             .unwrap();
-        let r = h2c.send_request(req).await.expect("h2c connection still open");
+        let r = h2c
+            .send_request(req)
+            .await
+            .expect("h2c connection still open");
         assert_eq!(r.status(), StatusCode::OK);
         tokio::time::sleep(Duration::from_millis(250)).await;
     }

@@ -95,6 +95,9 @@ pub struct Aws {
     pub tagging: aws_sdk_resourcegroupstagging::Client,
     pub acm: aws_sdk_acm::Client,
     pub cluster: String,
+    /// The cluster's VPC (`--aws-vpc-id`): discovery stays inside it and may read route
+    /// tables; target groups go in it.
+    pub vpc_id: Option<String>,
     pub calls: CallLog,
 }
 
@@ -162,8 +165,15 @@ impl Aws {
                     .build(),
             ),
             cluster: cluster.to_string(),
+            vpc_id: None,
             calls: CallLog::default(),
         }
+    }
+
+    /// Keeps discovery inside `vpc` (and lets it read route tables there).
+    pub fn with_vpc(mut self, vpc: Option<String>) -> Self {
+        self.vpc_id = vpc;
+        self
     }
 
     /// Every resource tagged for this cluster, by kind. One paginated, tag-filtered look-up;
@@ -720,7 +730,7 @@ impl Aws {
     /// The VPC new resources go in: that of the discovered subnets, internal ones or else
     /// internet-facing ones (a VPC may have only public subnets role-tagged).
     async fn vpc(&self, cache: &mut ApplyCache) -> Result<String, AwsError> {
-        if let Some(v) = cache.vpc.clone() {
+        if let Some(v) = self.vpc_id.clone().or_else(|| cache.vpc.clone()) {
             return Ok(v);
         }
         match self.discovered_subnets(true, cache).await {
@@ -813,72 +823,155 @@ impl Aws {
     }
 
     /// Subnets for a load balancer of this scheme, as the AWS Load Balancer Controller
-    /// discovers them (`subnet_discovery`): role-tagged subnets, else (as Tollgate did before)
-    /// subnets tagged for this cluster.
+    /// discovers them (`subnet_discovery`): role-tagged subnets; else, when the VPC is known
+    /// (`--aws-vpc-id`), the VPC's subnets whose route tables match the scheme; else (as
+    /// Tollgate did before) subnets tagged for this cluster.
     async fn subnets(&self, internal: bool) -> Result<(Vec<String>, String), AwsError> {
         let role = if internal {
             "kubernetes.io/role/internal-elb"
         } else {
             "kubernetes.io/role/elb"
         };
-        let cluster_tag = format!("kubernetes.io/cluster/{}", self.cluster);
-        for (key, values) in [
-            (role, ["1", ""]),
-            (cluster_tag.as_str(), ["shared", "owned"]),
-        ] {
-            let mut facts = Vec::new();
-            let mut token: Option<String> = None;
-            loop {
-                let r = self
-                    .counted(
-                        "DescribeSubnets",
-                        self.ec2
-                            .describe_subnets()
-                            .filters(
-                                aws_sdk_ec2::types::Filter::builder()
-                                    .name(format!("tag:{key}"))
-                                    .set_values(Some(
-                                        values.iter().map(|v| v.to_string()).collect(),
-                                    ))
-                                    .build(),
-                            )
-                            .set_next_token(token.clone())
-                            .send(),
-                    )
-                    .await?;
-                facts.extend(r.subnets().iter().filter_map(|s| {
-                    Some(crate::subnet_discovery::SubnetFacts {
-                        id: s.subnet_id()?.to_string(),
-                        vpc: s.vpc_id()?.to_string(),
-                        zone: s.availability_zone()?.to_string(),
-                        clusters: s
-                            .tags()
-                            .iter()
-                            .filter_map(|t| t.key()?.strip_prefix("kubernetes.io/cluster/"))
-                            .map(str::to_string)
-                            .collect(),
-                        free_addresses: s.available_ip_address_count().unwrap_or(0),
-                    })
-                }));
-                token = r.next_token().filter(|t| !t.is_empty()).map(str::to_string);
-                if token.is_none() {
-                    break;
-                }
-            }
-            if facts.is_empty() {
-                continue;
-            }
-            return crate::subnet_discovery::choose(&self.cluster, &facts).map_err(|why| {
-                AwsError::NoSubnets {
-                    cluster: self.cluster.clone(),
-                    why,
-                }
-            });
-        }
-        Err(AwsError::NoSubnets {
+        let no_subnets = |why: String| AwsError::NoSubnets {
             cluster: self.cluster.clone(),
-            why: format!("no subnet is tagged {role} (nor {cluster_tag})"),
-        })
+            why,
+        };
+        let choose = |facts: &[crate::subnet_discovery::SubnetFacts]| {
+            crate::subnet_discovery::choose(&self.cluster, facts).map_err(no_subnets)
+        };
+        let role_tagged = self.describe_subnets(Some((role, &["1", ""]))).await?;
+        if !role_tagged.is_empty() {
+            return choose(&role_tagged);
+        }
+        let reachability = match &self.vpc_id {
+            Some(vpc) => {
+                let all = self.describe_subnets(None).await?;
+                let tables = self.route_tables(vpc).await?;
+                let reachable =
+                    crate::subnet_discovery::by_reachability(vpc, internal, &all, &tables);
+                if !reachable.is_empty() {
+                    return choose(&reachable);
+                }
+                format!(
+                    ", and no subnet of {vpc} is {} by its route table",
+                    if internal {
+                        "private"
+                    } else {
+                        "public (a route to an internet gateway)"
+                    }
+                )
+            }
+            None => ", and without --aws-vpc-id subnets are not looked for by their route tables"
+                .to_string(),
+        };
+        let cluster_tag = format!("kubernetes.io/cluster/{}", self.cluster);
+        let cluster_tagged = self
+            .describe_subnets(Some((&cluster_tag, &["shared", "owned"])))
+            .await?;
+        if !cluster_tagged.is_empty() {
+            return choose(&cluster_tagged);
+        }
+        Err(no_subnets(format!(
+            "no subnet is tagged {role} (nor {cluster_tag}){reachability}"
+        )))
+    }
+
+    /// The subnets with tag `key` set to one of `values` (all subnets without a tag), in
+    /// `--aws-vpc-id` when it is set.
+    async fn describe_subnets(
+        &self,
+        tag: Option<(&str, &[&str])>,
+    ) -> Result<Vec<crate::subnet_discovery::SubnetFacts>, AwsError> {
+        use aws_sdk_ec2::types::Filter;
+        let mut filters = Vec::new();
+        if let Some((key, values)) = tag {
+            filters.push(
+                Filter::builder()
+                    .name(format!("tag:{key}"))
+                    .set_values(Some(values.iter().map(|v| v.to_string()).collect()))
+                    .build(),
+            );
+        }
+        if let Some(vpc) = &self.vpc_id {
+            filters.push(Filter::builder().name("vpc-id").values(vpc).build());
+        }
+        let mut facts = Vec::new();
+        let mut token: Option<String> = None;
+        loop {
+            let r = self
+                .counted(
+                    "DescribeSubnets",
+                    self.ec2
+                        .describe_subnets()
+                        .set_filters(Some(filters.clone()))
+                        .set_next_token(token.clone())
+                        .send(),
+                )
+                .await?;
+            facts.extend(r.subnets().iter().filter_map(|s| {
+                Some(crate::subnet_discovery::SubnetFacts {
+                    id: s.subnet_id()?.to_string(),
+                    vpc: s.vpc_id()?.to_string(),
+                    zone: s.availability_zone()?.to_string(),
+                    clusters: s
+                        .tags()
+                        .iter()
+                        .filter_map(|t| t.key()?.strip_prefix("kubernetes.io/cluster/"))
+                        .map(str::to_string)
+                        .collect(),
+                    free_addresses: s.available_ip_address_count().unwrap_or(0),
+                })
+            }));
+            token = r.next_token().filter(|t| !t.is_empty()).map(str::to_string);
+            if token.is_none() {
+                return Ok(facts);
+            }
+        }
+    }
+
+    /// The route tables of `vpc`, as reachability reads them.
+    async fn route_tables(
+        &self,
+        vpc: &str,
+    ) -> Result<Vec<crate::subnet_discovery::RouteTableFacts>, AwsError> {
+        let mut out = Vec::new();
+        let mut token: Option<String> = None;
+        loop {
+            let r = self
+                .counted(
+                    "DescribeRouteTables",
+                    self.ec2
+                        .describe_route_tables()
+                        .filters(
+                            aws_sdk_ec2::types::Filter::builder()
+                                .name("vpc-id")
+                                .values(vpc)
+                                .build(),
+                        )
+                        .set_next_token(token.clone())
+                        .send(),
+                )
+                .await?;
+            out.extend(r.route_tables().iter().map(|t| {
+                crate::subnet_discovery::RouteTableFacts {
+                    vpc: t.vpc_id().unwrap_or(vpc).to_string(),
+                    main: t.associations().iter().any(|a| a.main() == Some(true)),
+                    subnets: t
+                        .associations()
+                        .iter()
+                        .filter_map(|a| a.subnet_id().map(str::to_string))
+                        .collect(),
+                    to_internet_gateway: t
+                        .routes()
+                        .iter()
+                        .any(|r| r.gateway_id().is_some_and(|g| g.starts_with("igw-"))),
+                }
+            }));
+            token = r.next_token().filter(|t| !t.is_empty()).map(str::to_string);
+            if token.is_none() {
+                return Ok(out);
+            }
+        }
     }
 
     /// Carries out `plan` in order, recording each success into `inv`. A failed change is

@@ -6,7 +6,13 @@
 //! ours; a subnet with fewer than 8 free addresses is skipped; one subnet per Availability
 //! Zone (one tagged for this cluster first, then the lowest ID); an ALB needs two zones.
 //!
-//! Pure: the SDK half (`aws_api`) describes the subnets and calls [`choose`].
+//! When no subnet carries the scheme's role tag, the controller (since v2.12.1) takes the
+//! subnets of the cluster's VPC whose reachability matches the scheme ([`by_reachability`]):
+//! public when the route table a subnet uses routes to an internet gateway. Tollgate does the
+//! same when it knows the VPC (`--aws-vpc-id`).
+//!
+//! Pure: the SDK half (`aws_api`) describes the subnets and route tables and calls
+//! [`choose`].
 
 use std::collections::BTreeMap;
 
@@ -95,6 +101,43 @@ pub fn choose(cluster: &str, candidates: &[SubnetFacts]) -> Result<(Vec<String>,
     Ok((ids, vpc))
 }
 
+/// What reachability needs to know of one route table.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RouteTableFacts {
+    pub vpc: String,
+    /// The VPC's main route table: subnets without an association of their own use it.
+    pub main: bool,
+    /// Subnets explicitly associated with it.
+    pub subnets: Vec<String>,
+    /// Some route's target is an internet gateway (`igw-…`).
+    pub to_internet_gateway: bool,
+}
+
+/// The subnets of `vpc` whose reachability matches the scheme: public (a route to an
+/// internet gateway in the route table the subnet uses — its own association, else the
+/// VPC's main table) for internet-facing, private for internal.
+pub fn by_reachability(
+    vpc: &str,
+    internal: bool,
+    subnets: &[SubnetFacts],
+    tables: &[RouteTableFacts],
+) -> Vec<SubnetFacts> {
+    let tables: Vec<&RouteTableFacts> = tables.iter().filter(|t| t.vpc == vpc).collect();
+    let main_is_public = tables.iter().any(|t| t.main && t.to_internet_gateway);
+    subnets
+        .iter()
+        .filter(|s| s.vpc == vpc)
+        .filter(|s| {
+            let public = match tables.iter().find(|t| t.subnets.contains(&s.id)) {
+                Some(t) => t.to_internet_gateway,
+                None => main_is_public,
+            };
+            public != internal
+        })
+        .cloned()
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -153,6 +196,45 @@ mod tests {
         assert!(err.contains("at least two Availability Zones"), "{err}");
         assert!(err.contains("subnet-2 (7 free addresses)"), "{err}");
         assert!(choose("c", &[]).is_err());
+    }
+
+    #[test]
+    fn reachability_follows_the_route_table_a_subnet_uses() {
+        let subnets = [
+            s("subnet-pub-a", "vpc-1", "a", &[], 100),
+            s("subnet-pub-b", "vpc-1", "b", &[], 100),
+            s("subnet-priv-a", "vpc-1", "a", &[], 100),
+            s("subnet-priv-b", "vpc-1", "b", &[], 100),
+            s("subnet-main", "vpc-1", "c", &[], 100),
+            s("subnet-other", "vpc-2", "a", &[], 100),
+        ];
+        let t = |main: bool, subnets: &[&str], igw: bool| RouteTableFacts {
+            vpc: "vpc-1".into(),
+            main,
+            subnets: subnets.iter().map(|s| s.to_string()).collect(),
+            to_internet_gateway: igw,
+        };
+        let tables = [
+            t(false, &["subnet-pub-a", "subnet-pub-b"], true),
+            t(false, &["subnet-priv-a", "subnet-priv-b"], false),
+            t(true, &[], false),
+        ];
+        let ids = |v: Vec<SubnetFacts>| v.into_iter().map(|s| s.id).collect::<Vec<_>>();
+        assert_eq!(
+            ids(by_reachability("vpc-1", false, &subnets, &tables)),
+            ["subnet-pub-a", "subnet-pub-b"]
+        );
+        assert_eq!(
+            ids(by_reachability("vpc-1", true, &subnets, &tables)),
+            ["subnet-priv-a", "subnet-priv-b", "subnet-main"],
+            "a subnet without an association uses the main table (private here)"
+        );
+        let mut public_main = tables.clone();
+        public_main[2].to_internet_gateway = true;
+        assert_eq!(
+            ids(by_reachability("vpc-1", false, &subnets, &public_main)),
+            ["subnet-pub-a", "subnet-pub-b", "subnet-main"]
+        );
     }
 
     #[test]
