@@ -1290,3 +1290,89 @@ spec:
     let (mutating, _, _) = fresh_reconcile(&opts).await;
     assert_eq!(mutating, 0, "a resync changes nothing");
 }
+
+/// `path: /*` and `/api/*` with `ImplementationSpecific`, as the AWS Load Balancer
+/// Controller's documentation writes them, reach ALB as they are: path-pattern conditions
+/// `/api/*` (first) and `/*`; a resync changes nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn alb_controller_style_path_patterns_reach_alb_as_written() {
+    test_credentials();
+    let moto = start_moto();
+    seed(&moto.endpoint, 0).await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    std::fs::write(dir.path().join("services.yaml"), SERVICES).unwrap();
+    std::fs::write(
+        dir.path().join("ingress.yaml"),
+        r#"apiVersion: networking.k8s.io/v1
+kind: Ingress
+metadata: {name: ingress-2048, annotations: {alb.ingress.kubernetes.io/scheme: internet-facing}}
+spec:
+  ingressClassName: tollgate
+  rules:
+  - http:
+      paths:
+      - {path: /*, pathType: ImplementationSpecific, backend: {service: {name: web, port: {number: 80}}}}
+      - {path: /api/*, pathType: ImplementationSpecific, backend: {service: {name: api, port: {number: 80}}}}
+"#,
+    )
+    .unwrap();
+    let opts = options(dir.path(), &moto.endpoint);
+    let (r, _) = run_once(&opts).await.expect("converge");
+    assert!(r.converged, "{:#?}", r.diagnostics);
+    let aws = opts.connect().await;
+    let lbs = aws
+        .elbv2
+        .describe_load_balancers()
+        .send()
+        .await
+        .expect("lbs");
+    assert_eq!(lbs.load_balancers().len(), 1);
+    let ls = aws
+        .elbv2
+        .describe_listeners()
+        .load_balancer_arn(
+            lbs.load_balancers()[0]
+                .load_balancer_arn()
+                .unwrap_or_default(),
+        )
+        .send()
+        .await
+        .expect("listeners");
+    let rs = aws
+        .elbv2
+        .describe_rules()
+        .listener_arn(ls.listeners()[0].listener_arn().unwrap_or_default())
+        .send()
+        .await
+        .expect("rules");
+    let mut patterns: Vec<(i64, Vec<String>)> = rs
+        .rules()
+        .iter()
+        .filter(|r| r.is_default() != Some(true))
+        .map(|r| {
+            let priority = r
+                .priority()
+                .and_then(|p| p.parse().ok())
+                .unwrap_or(i64::MAX);
+            let values = r
+                .conditions()
+                .iter()
+                .filter(|c| c.field() == Some("path-pattern"))
+                .flat_map(|c| {
+                    c.path_pattern_config()
+                        .map(|p| p.values().to_vec())
+                        .unwrap_or_else(|| c.values().to_vec())
+                })
+                .collect();
+            (priority, values)
+        })
+        .collect();
+    patterns.sort();
+    let in_order: Vec<Vec<String>> = patterns.into_iter().map(|(_, v)| v).collect();
+    assert_eq!(
+        in_order,
+        vec![vec!["/api/*".to_string()], vec!["/*".to_string()]]
+    );
+    let (mutating, _, _) = fresh_reconcile(&opts).await;
+    assert_eq!(mutating, 0, "a resync changes nothing");
+}

@@ -540,3 +540,51 @@ spec:
     );
     p.stop().await;
 }
+
+/// Paths as the AWS Load Balancer Controller's documentation writes them
+/// (`pathType: ImplementationSpecific`, `path: /*`, `/api/*`): ALB path patterns, matched
+/// whole and case-sensitively, `*` across `/`, `?` one character; `/api/*` goes before the
+/// catch-all `/*`, and neither takes `/api` (ALB's `/api/*` does not match it either).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn alb_controller_style_path_patterns() {
+    let mut m = backends().await;
+    m.push_str(
+        r#"apiVersion: networking.k8s.io/v1
+kind: Ingress
+metadata:
+  name: ingress-2048
+  annotations: {alb.ingress.kubernetes.io/scheme: internet-facing, alb.ingress.kubernetes.io/target-type: ip}
+spec:
+  ingressClassName: tollgate
+  rules:
+  - host: shop.example.com
+    http:
+      paths:
+      - {path: /*, pathType: ImplementationSpecific, backend: {service: {name: web, port: {number: 80}}}}
+      - {path: /api/*, pathType: ImplementationSpecific, backend: {service: {name: api, port: {number: 80}}}}
+      - {path: /img/*.png, pathType: ImplementationSpecific, backend: {service: {name: one, port: {number: 80}}}}
+      - {path: /v?/status, pathType: ImplementationSpecific, backend: {service: {name: two, port: {number: 80}}}}
+"#,
+    );
+    let p = TestProxy::start(&m).await;
+    let cases: &[(&str, &str)] = &[
+        ("/", "web"),
+        ("/anything/at/all", "web"),
+        ("/api/", "api"),
+        ("/api/v1/orders", "api"),
+        ("/api", "web"),
+        ("/API/x", "web"),
+        ("/img/a/b.png", "one"),
+        ("/img/a.png.txt", "web"),
+        ("/v1/status", "two"),
+        ("/v10/status", "web"),
+    ];
+    for (path, want) in cases {
+        check(
+            get(p.http, "shop.example.com", path).await,
+            Some(want),
+            path,
+        );
+    }
+    p.stop().await;
+}

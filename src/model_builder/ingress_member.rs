@@ -339,8 +339,10 @@ pub fn parse_host(h: &str) -> Result<HostMatch, String> {
     })
 }
 
-/// A path with its type. `ImplementationSpecific` is `Prefix`, or a regular expression when
-/// the Ingress sets ingress-nginx's `use-regex` (or `rewrite-target`).
+/// A path with its type. `ImplementationSpecific` is `Prefix`, a regular expression when
+/// the Ingress sets ingress-nginx's `use-regex` (or `rewrite-target`), or an ALB path
+/// pattern when it holds `*` or `?` (the AWS Load Balancer Controller passes such paths to
+/// ALB as they are; its documentation writes `path: /*`).
 pub fn parse_path(
     path: Option<&str>,
     path_type: &str,
@@ -352,6 +354,7 @@ pub fn parse_path(
         "Prefix" if !use_regex => PathKind::Prefix,
         // ingress-nginx applies use-regex to Prefix paths too.
         "Prefix" | "ImplementationSpecific" if use_regex => PathKind::Regex,
+        "ImplementationSpecific" if path.contains(['*', '?']) => PathKind::Glob,
         "ImplementationSpecific" => PathKind::Prefix,
         "" => return Err("pathType is required (Exact, Prefix or ImplementationSpecific)".into()),
         other => {
@@ -375,6 +378,37 @@ pub fn parse_path(
             }
             regex::Regex::new(&format!("^(?:{path})"))
                 .map_err(|e| format!("path {path:?} is not a valid regular expression: {e}"))?;
+        }
+        PathKind::Glob => {
+            // ALB's path-pattern characters (its documented set, minus the quotes), and its
+            // 128-character limit.
+            let ok = path.bytes().all(|b| {
+                b.is_ascii_alphanumeric()
+                    || matches!(
+                        b,
+                        b'/' | b'-'
+                            | b'.'
+                            | b'_'
+                            | b'~'
+                            | b'$'
+                            | b'@'
+                            | b':'
+                            | b'+'
+                            | b'&'
+                            | b'*'
+                            | b'?'
+                    )
+            });
+            if !ok {
+                return Err(format!(
+                    "path {path:?}: an ALB path pattern may hold only letters, digits and - . _ ~ $ @ : + & / * ?"
+                ));
+            }
+            if path.len() > 128 {
+                return Err(format!(
+                    "path {path:?} is longer than an ALB path pattern's 128 characters"
+                ));
+            }
         }
         PathKind::Exact | PathKind::Prefix => {
             // RFC 3986 path characters, minus the glob characters ALB path patterns give
@@ -435,6 +469,25 @@ mod tests {
         assert!(parse_host("10.0.0.1").is_err());
         assert!(parse_host("-a.com").is_err());
         assert!(parse_host("*").is_err());
+    }
+
+    #[test]
+    fn alb_path_patterns() {
+        for p in ["/*", "/api/*", "/img/*.png", "/v?/x"] {
+            let m = parse_path(Some(p), "ImplementationSpecific", false).expect(p);
+            assert_eq!(m.kind, PathKind::Glob, "{p}");
+        }
+        // With use-regex the same text is a regular expression, as ingress-nginx reads it.
+        assert_eq!(
+            parse_path(Some("/api/.*"), "ImplementationSpecific", true)
+                .unwrap()
+                .kind,
+            PathKind::Regex
+        );
+        assert!(parse_path(Some("/a/*"), "Prefix", false).is_err());
+        assert!(parse_path(Some("/a/*'x"), "ImplementationSpecific", false).is_err());
+        let long = format!("/{}*", "a".repeat(128));
+        assert!(parse_path(Some(&long), "ImplementationSpecific", false).is_err());
     }
 
     #[test]

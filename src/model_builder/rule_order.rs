@@ -56,7 +56,16 @@ fn narrowness(extra: &Conditions) -> usize {
 fn normalized_path(path: &PathMatch) -> &str {
     match path.kind {
         PathKind::Prefix => path.path.trim_end_matches('/'),
-        PathKind::Exact | PathKind::Regex => &path.path,
+        PathKind::Exact | PathKind::Regex | PathKind::Glob => &path.path,
+    }
+}
+
+/// How much of a path is fixed text: an ALB path pattern counts up to its first wildcard
+/// (`/api/*` sorts like the prefix `/api/`), other kinds count whole.
+fn literal_len(path: &PathMatch) -> usize {
+    match path.kind {
+        PathKind::Glob => path.path.find(['*', '?']).unwrap_or(path.path.len()),
+        _ => normalized_path(path).len(),
     }
 }
 
@@ -64,11 +73,12 @@ fn covers_everything(path: &PathMatch) -> bool {
     path.kind == PathKind::Prefix && normalized_path(path).is_empty()
 }
 
-/// Within one host: longest path first; `Exact`, then `Prefix`, then regular expressions at
-/// equal length; then the path text; routes arrive already in precedence order and the sort
-/// is stable.
+/// Within one host: longest path first (an ALB path pattern by its text before the first
+/// wildcard); `Exact`, then `Prefix`, then regular expressions, then path patterns at equal
+/// length; then the path text; routes arrive already in precedence order and the sort is
+/// stable.
 fn path_order(path: &PathMatch) -> (Reverse<usize>, PathKind, &str) {
-    (Reverse(normalized_path(path).len()), path.kind, &path.path)
+    (Reverse(literal_len(path)), path.kind, &path.path)
 }
 
 /// Orders conflict-free routes into rules; `default_action` answers the rest of a host.

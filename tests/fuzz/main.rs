@@ -116,6 +116,7 @@ const YAML_WORDS: &[&[u8]] = &[
     b"pathType: ImplementationSpecific",
     b"pathType: Exact",
     b"path: /(.*)",
+    b"path: /api/*",
     b"host: '*.example.com'",
     b"number: 65536",
     b"number: -1",
@@ -578,7 +579,7 @@ fn fuzz_rule(b: &mut Bytes<'_>) -> Rule {
         2 => Some(HostMatch::Wildcard(b.pick(RULE_HOSTS).to_string())),
         _ => Some(HostMatch::Exact(b.text().to_ascii_lowercase())),
     };
-    let path = match (flags >> 2) % 5 {
+    let path = match (flags >> 2) % 6 {
         0 => None,
         1 => Some(PathMatch {
             kind: PathKind::Exact,

@@ -280,6 +280,8 @@ fn path_patterns(p: &PathMatch) -> Option<Vec<String>> {
             }
         }
         PathKind::Regex => None,
+        // Passed as it is, as the AWS Load Balancer Controller does.
+        PathKind::Glob => Some(vec![p.path.clone()]),
     }
 }
 
