@@ -544,7 +544,8 @@ spec:
 /// Paths as the AWS Load Balancer Controller's documentation writes them
 /// (`pathType: ImplementationSpecific`, `path: /*`, `/api/*`): ALB path patterns, matched
 /// whole and case-sensitively, `*` across `/`, `?` one character; `/api/*` goes before the
-/// catch-all `/*`, and neither takes `/api` (ALB's `/api/*` does not match it either).
+/// catch-all `/*`, and neither takes `/api` (ALB's `/api/*` does not match it either). A
+/// `conditions.*` path-pattern glob widens its rule the same way.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn alb_controller_style_path_patterns() {
     let mut m = backends().await;
@@ -553,7 +554,10 @@ async fn alb_controller_style_path_patterns() {
 kind: Ingress
 metadata:
   name: ingress-2048
-  annotations: {alb.ingress.kubernetes.io/scheme: internet-facing, alb.ingress.kubernetes.io/target-type: ip}
+  annotations:
+    alb.ingress.kubernetes.io/scheme: internet-facing
+    alb.ingress.kubernetes.io/target-type: ip
+    alb.ingress.kubernetes.io/conditions.three: '[{"field":"path-pattern","pathPatternConfig":{"values":["/beta/*"]}}]'
 spec:
   ingressClassName: tollgate
   rules:
@@ -561,6 +565,7 @@ spec:
     http:
       paths:
       - {path: /*, pathType: ImplementationSpecific, backend: {service: {name: web, port: {number: 80}}}}
+      - {path: /legacy, pathType: Exact, backend: {service: {name: three, port: {number: 80}}}}
       - {path: /api/*, pathType: ImplementationSpecific, backend: {service: {name: api, port: {number: 80}}}}
       - {path: /img/*.png, pathType: ImplementationSpecific, backend: {service: {name: one, port: {number: 80}}}}
       - {path: /v?/status, pathType: ImplementationSpecific, backend: {service: {name: two, port: {number: 80}}}}
@@ -578,6 +583,9 @@ spec:
         ("/img/a.png.txt", "web"),
         ("/v1/status", "two"),
         ("/v10/status", "web"),
+        ("/legacy", "three"),
+        ("/beta/feature", "three"),
+        ("/beta", "web"),
     ];
     for (path, want) in cases {
         check(

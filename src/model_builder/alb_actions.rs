@@ -292,7 +292,8 @@ pub struct AnnotatedConditions {
     pub extra: Conditions,
     /// `host-header` values: added to the rule's own host (either matches).
     pub hosts: Vec<String>,
-    /// `path-pattern` values without wildcards: exact paths added to the rule's own path.
+    /// `path-pattern` values: exact paths, or ALB path patterns with `*`/`?`, added to the
+    /// rule's own path.
     pub paths: Vec<String>,
 }
 
@@ -414,12 +415,15 @@ pub fn parse_conditions(v: &str) -> Result<AnnotatedConditions, String> {
                     return Err(missing("values"));
                 }
                 for v in &p.values {
-                    // Exact paths are portable to the proxy; ALB's `*`/`?` globs are not.
-                    if v.contains(['*', '?']) || !v.starts_with('/') {
-                        return Err(format!(
-                            "conditions[{i}]: path-pattern {v:?}: only exact paths starting with '/' are supported here; use spec.rules paths (Prefix) for patterns"
-                        ));
-                    }
+                    // Exact paths, or ALB path patterns (`*`, `?`), which both providers
+                    // match the same way (`PathKind::Glob`).
+                    let kind = if v.contains(['*', '?']) {
+                        "ImplementationSpecific"
+                    } else {
+                        "Exact"
+                    };
+                    super::ingress_member::parse_path(Some(v), kind, false)
+                        .map_err(|why| format!("conditions[{i}]: path-pattern: {why}"))?;
                 }
                 out.paths.extend(p.values.iter().cloned());
             }
@@ -541,7 +545,8 @@ mod tests {
         }
         for bad in [
             r#"[{"field":"source-ip","sourceIpConfig":{"values":["10.0.0.1"]}}]"#,
-            r#"[{"field":"path-pattern","pathPatternConfig":{"values":["/api/*"]}}]"#,
+            r#"[{"field":"path-pattern","pathPatternConfig":{"values":["api/*"]}}]"#,
+            r#"[{"field":"path-pattern","pathPatternConfig":{"values":["/a b/*"]}}]"#,
             r#"[{"field":"host-header","hostHeaderConfig":{"values":[]}}]"#,
             r#"[{"field":"http-header"}]"#,
             r#"{"field":"http-header"}"#,

@@ -281,12 +281,16 @@ fn widen_by_annotated_conditions<'a>(
         }
         let mut paths = vec![r.path.clone()];
         for p in &cond.paths {
-            let exact = PathMatch {
-                kind: PathKind::Exact,
+            let extra = PathMatch {
+                kind: if p.contains(['*', '?']) {
+                    PathKind::Glob
+                } else {
+                    PathKind::Exact
+                },
                 path: p.clone(),
             };
-            if !paths.contains(&exact) {
-                paths.push(exact);
+            if !paths.contains(&extra) {
+                paths.push(extra);
             }
         }
         for h in &hosts {
