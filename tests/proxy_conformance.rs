@@ -596,3 +596,65 @@ spec:
     }
     p.stop().await;
 }
+
+/// The legacy `actions.ssl-redirect` pattern of the AWS Load Balancer Controller's older
+/// documentation: a redirect-to-HTTPS action on `/*` ahead of the real backend, on both
+/// listeners. On HTTP it redirects; on HTTPS it would redirect to itself, so it is left off
+/// there (as the controller's rule optimizer does) and the next route serves — no loop.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn legacy_ssl_redirect_action_does_not_loop() {
+    let mut m = backends().await;
+    let (crt, key, _) = self_signed(&["shop.example.com"]);
+    m.push_str(&tls_secret("shop-tls", &crt, &key));
+    m.push_str(
+        r#"---
+apiVersion: networking.k8s.io/v1
+kind: Ingress
+metadata:
+  name: legacy
+  annotations:
+    alb.ingress.kubernetes.io/listen-ports: '[{"HTTP": 80}, {"HTTPS":443}]'
+    alb.ingress.kubernetes.io/actions.ssl-redirect: '{"Type": "redirect", "RedirectConfig": { "Protocol": "HTTPS", "Port": "443", "StatusCode": "HTTP_301"}}'
+spec:
+  ingressClassName: tollgate
+  tls: [{hosts: [shop.example.com], secretName: shop-tls}]
+  rules:
+  - host: shop.example.com
+    http:
+      paths:
+      - {path: /*, pathType: ImplementationSpecific, backend: {service: {name: ssl-redirect, port: {name: use-annotation}}}}
+      - {path: /*, pathType: ImplementationSpecific, backend: {service: {name: web, port: {number: 80}}}}
+"#,
+    );
+    let p = TestProxy::start(&m).await;
+    let (status, headers, _) = get(p.http, "shop.example.com", "/cart?x=1")
+        .await
+        .expect("http");
+    assert_eq!(status, StatusCode::MOVED_PERMANENTLY);
+    let location = headers
+        .get("location")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default();
+    assert_eq!(
+        location,
+        format!("https://shop.example.com:{}/cart?x=1", p.https.port())
+    );
+    let tls13: &[&rustls::SupportedProtocolVersion] = &[&rustls::version::TLS13];
+    let r = tls_get(
+        p.https,
+        Some("shop.example.com"),
+        "shop.example.com",
+        "/cart",
+        &["http/1.1"],
+        tls13,
+    )
+    .await
+    .expect("https");
+    assert_eq!(
+        r.resp.0,
+        StatusCode::OK,
+        "served over HTTPS, not redirected again"
+    );
+    assert_eq!(served_by(&r.resp.2), "web");
+    p.stop().await;
+}

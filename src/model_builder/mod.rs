@@ -21,9 +21,9 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use k8s_openapi::api::networking::v1::IngressBackend;
 use tollgate_contract::{
-    Action, Certificate, Conditions, DesiredState, Diagnostic, FixedResponse, Forward,
-    IpAddressType, Listener, ListenerProtocol, LoadBalancer, Network, ObjectKind, Reason, Redirect,
-    Scheme, Severity, TargetType, WeightedTargetGroup,
+    Action, Certificate, Conditions, DesiredState, Diagnostic, FixedResponse, Forward, HostMatch,
+    IpAddressType, Listener, ListenerProtocol, LoadBalancer, Network, ObjectKind, PathKind, Reason,
+    Redirect, Scheme, Severity, TargetType, WeightedTargetGroup,
 };
 
 pub use ingress_member::{parse_host, parse_path};
@@ -417,9 +417,33 @@ fn build_load_balancer(
             let m = &members[mi];
             for (ri, r) in m.routes.iter().enumerate() {
                 let extra = extra_conditions(m, r.backend);
+                let action = on_listener(mi, &route_actions[mi][ri]);
+                if redirects_to_itself(&action, port, draft.protocol, r) {
+                    diags.push(ingress_diag(
+                        m,
+                        Severity::Info,
+                        Reason::RouteConflict,
+                        format!(
+                            "the redirect for path {} is left off listener {port} ({:?}): it would redirect to itself (the AWS Load Balancer Controller omits it too, for the actions.ssl-redirect pattern); the next route for the path serves it there",
+                            r.path.path, draft.protocol
+                        ),
+                    ));
+                    continue;
+                }
                 let key = conflict_key(&r.host, &r.path, &extra);
                 if let Some(&winner) = seen.get(&key) {
-                    if winner != mi {
+                    if winner == mi {
+                        diags.push(ingress_diag(
+                            m,
+                            Severity::Info,
+                            Reason::RouteConflict,
+                            format!(
+                                "host {} path {} is listed more than once on listener {port}; the first one serves it",
+                                r.host.as_ref().map(|h| h.to_string()).unwrap_or_else(|| "*".into()),
+                                r.path.path,
+                            ),
+                        ));
+                    } else {
                         diags.push(ingress_diag(
                             m,
                             Severity::Warning,
@@ -484,6 +508,41 @@ fn build_load_balancer(
         listeners,
         target_groups: tgs.into_sorted(),
     }
+}
+
+/// Whether `action` on this listener redirects a request of `route` to the same URL: every
+/// part the redirect sets equals what the request already has (host and path as far as the
+/// route fixes them). Such a rule would loop; the AWS Load Balancer Controller's rule
+/// optimizer drops it (`pkg/ingress/rule_optimizer.go`), which is what makes the legacy
+/// `actions.ssl-redirect` rule on both listeners work.
+fn redirects_to_itself(
+    action: &Action,
+    port: u16,
+    protocol: ListenerProtocol,
+    route: &ingress_member::MemberRoute<'_>,
+) -> bool {
+    let Action::Redirect(r) = action else {
+        return false;
+    };
+    let same_host = match (&r.host, &route.host) {
+        (None, _) => true,
+        (Some(h), Some(HostMatch::Exact(rh))) => h.eq_ignore_ascii_case(rh),
+        (Some(_), _) => false,
+    };
+    let same_path = match &r.path {
+        None => true,
+        Some(p) => route.path.kind == PathKind::Exact && *p == route.path.path,
+    };
+    let same_port = r.port.is_none_or(|p| p == port);
+    let listener_protocol = match protocol {
+        ListenerProtocol::Http => "HTTP",
+        ListenerProtocol::Https => "HTTPS",
+    };
+    let same_protocol = r
+        .protocol
+        .as_deref()
+        .is_none_or(|p| p.eq_ignore_ascii_case(listener_protocol));
+    same_host && same_path && same_port && same_protocol && r.query.is_none()
 }
 
 /// The certificates of an HTTPS listener: `certificate-arn` ARNs; Secrets named in `tls`;
