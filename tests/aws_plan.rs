@@ -336,3 +336,55 @@ fn cold_plans_of_every_fixture() {
         );
     });
 }
+
+/// `healthcheck-port` by name, as the AWS Load Balancer Controller resolves it: the Service
+/// port of that name — its numeric targetPort for `ip` targets, its NodePort for `instance`
+/// targets; a named targetPort cannot be resolved for `ip` targets: the route answers 503 and
+/// a diagnostic says why.
+#[test]
+fn named_healthcheck_ports_resolve_through_the_service() {
+    let manifests = |target_type: &str, health_target: &str| {
+        format!(
+            r#"apiVersion: v1
+kind: Service
+metadata: {{name: web}}
+spec:
+  type: NodePort
+  ports:
+  - {{name: http, port: 80, targetPort: 8080, nodePort: 30080}}
+  - {{name: health, port: 81, targetPort: {health_target}, nodePort: 30081}}
+---
+apiVersion: networking.k8s.io/v1
+kind: Ingress
+metadata:
+  name: web
+  annotations: {{alb.ingress.kubernetes.io/target-type: {target_type}, alb.ingress.kubernetes.io/healthcheck-port: health}}
+spec:
+  ingressClassName: tollgate
+  rules:
+  - http: {{paths: [{{path: /, pathType: Prefix, backend: {{service: {{name: web, port: {{name: http}}}}}}}}]}}
+"#
+        )
+    };
+    let port_of = |m: &str| {
+        let (snap, _) = parse_manifests("case.yaml", m, false);
+        let out = build(&snap, &BuildOptions::default());
+        let tg = out.model.load_balancers[0].target_groups.first().cloned();
+        (tg.map(|t| t.health_check.port), out.diagnostics)
+    };
+    assert_eq!(port_of(&manifests("ip", "8081")).0.as_deref(), Some("8081"));
+    assert_eq!(
+        port_of(&manifests("instance", "8081")).0.as_deref(),
+        Some("30081")
+    );
+    let (_, diags) = port_of(&manifests("ip", "health-port"));
+    assert!(
+        diags
+            .iter()
+            .any(|d| d.severity >= tollgate_contract::Severity::Warning
+                && d.message.contains("healthcheck-port")
+                && d.message.contains("health-port")
+                && d.message.contains("answer 503")),
+        "{diags:#?}"
+    );
+}

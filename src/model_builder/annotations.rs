@@ -347,10 +347,17 @@ fn read_backend(r: &mut Reader<'_>) -> BackendSettings {
             }
         }),
         healthcheck_port: r.parse(&format!("{ALB}healthcheck-port"), |v| {
-            if v == "traffic-port" || v.parse::<u16>().is_ok_and(|p| p > 0) {
+            // A name is a Service port's name, resolved per target group (as the AWS Load
+            // Balancer Controller resolves it): an IANA service name, at most 15 characters.
+            let name = !v.is_empty()
+                && v.len() <= 15
+                && v.bytes()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+                && v.bytes().any(|b| b.is_ascii_lowercase());
+            if v == "traffic-port" || v.parse::<u16>().is_ok_and(|p| p > 0) || name {
                 Ok(v.to_string())
             } else {
-                Err("expected traffic-port or a port number".into())
+                Err("expected traffic-port, a port number or a Service port's name".into())
             }
         }),
         healthcheck_protocol: r.parse(

@@ -7,6 +7,7 @@ use std::net::IpAddr;
 use k8s_openapi::api::core::v1::{Endpoints, Node, Service, ServicePort};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use k8s_openapi::api::networking::v1::IngressBackend;
+use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use sha2::{Digest, Sha256};
 use tollgate_contract::{
     BackendProtocol, Diagnostic, HealthCheck, ObjectKind, ObjectRef, ProtocolVersion, Reason,
@@ -284,10 +285,13 @@ impl<'i, 'a> TargetGroupSet<'i, 'a> {
                 .healthcheck_path
                 .clone()
                 .unwrap_or_else(|| "/".into()),
-            port: settings
-                .healthcheck_port
-                .clone()
-                .unwrap_or_else(|| "traffic-port".into()),
+            port: health_check_port(settings.healthcheck_port.as_deref(), ports, target_type)
+                .map_err(|why| {
+                    unresolved(
+                        Reason::AnnotationInvalid,
+                        format!("Service {namespace}/{}: healthcheck-port: {why}", sb.name),
+                    )
+                })?,
             protocol: settings.healthcheck_protocol.unwrap_or(protocol),
             interval_seconds: settings.healthcheck_interval_seconds.unwrap_or(15),
             timeout_seconds: settings.healthcheck_timeout_seconds.unwrap_or(5),
@@ -477,4 +481,38 @@ fn target_group_id(tg: &TargetGroup, default_target_type: TargetType) -> String 
     let digest = h.finalize();
     let hex: String = digest.iter().take(4).map(|b| format!("{b:02x}")).collect();
     format!("{base}-{hex}")
+}
+
+/// The health-check port of a target group: `traffic-port` (the default) or a number as
+/// given; a name is the Service port of that name — its NodePort for `instance` targets,
+/// its numeric `targetPort` for `ip` targets (a named `targetPort` cannot be resolved
+/// without the pods), as the AWS Load Balancer Controller resolves it
+/// (`buildTargetGroupHealthCheckPort`).
+fn health_check_port(
+    given: Option<&str>,
+    ports: &[ServicePort],
+    target_type: TargetType,
+) -> Result<String, String> {
+    let Some(given) = given else {
+        return Ok("traffic-port".into());
+    };
+    if given == "traffic-port" || given.parse::<u16>().is_ok() {
+        return Ok(given.to_string());
+    }
+    let Some(port) = ports.iter().find(|p| p.name.as_deref() == Some(given)) else {
+        return Err(format!("the Service has no port named {given:?}"));
+    };
+    match target_type {
+        TargetType::Instance => port
+            .node_port
+            .map(|p| p.to_string())
+            .ok_or_else(|| format!("Service port {given:?} has no nodePort")),
+        TargetType::Ip => match &port.target_port {
+            Some(IntOrString::Int(p)) => Ok(p.to_string()),
+            None => Ok(port.port.to_string()),
+            Some(IntOrString::String(name)) => Err(format!(
+                "Service port {given:?} targets the named container port {name:?}, which ip targets cannot resolve; name a port with a numeric targetPort, or give the number"
+            )),
+        },
+    }
 }
