@@ -388,3 +388,47 @@ spec:
         "{diags:#?}"
     );
 }
+
+/// `ip-address-type: dualstack-without-public-ipv4` reaches ALB as written for an
+/// internet-facing load balancer, and its managed security group admits IPv6 clients; an
+/// internal one (which ALB refuses it for) gets dualstack, with a warning.
+#[test]
+fn dualstack_without_public_ipv4() {
+    let manifests = |scheme: &str| {
+        format!(
+            r#"apiVersion: v1
+kind: Service
+metadata: {{name: web}}
+spec: {{ports: [{{name: http, port: 80}}]}}
+---
+apiVersion: networking.k8s.io/v1
+kind: Ingress
+metadata:
+  name: web
+  annotations: {{alb.ingress.kubernetes.io/scheme: {scheme}, alb.ingress.kubernetes.io/ip-address-type: dualstack-without-public-ipv4}}
+spec:
+  ingressClassName: tollgate
+  rules:
+  - http: {{paths: [{{path: /, pathType: Prefix, backend: {{service: {{name: web, port: {{number: 80}}}}}}}}]}}
+"#
+        )
+    };
+    let (s, diags) = stacks(&manifests("internet-facing"));
+    assert!(diags.is_empty(), "{diags:#?}");
+    let lb = &s[0].load_balancer;
+    assert_eq!(lb.ip_address_type, "dualstack-without-public-ipv4");
+    let sg = lb.managed_security_group.as_ref().expect("managed group");
+    assert!(
+        sg.ingress.contains(&(80, "::/0".to_string())),
+        "{:?}",
+        sg.ingress
+    );
+    let (s, diags) = stacks(&manifests("internal"));
+    assert_eq!(s[0].load_balancer.ip_address_type, "dualstack");
+    assert!(
+        diags
+            .iter()
+            .any(|d| d.message.contains("dualstack-without-public-ipv4")),
+        "{diags:#?}"
+    );
+}

@@ -461,7 +461,8 @@ pub fn ingress_settings(
     let ip_address_type = r.parse(&format!("{ALB}ip-address-type"), |v| match v {
         "ipv4" => Ok(IpAddressType::Ipv4),
         "dualstack" => Ok(IpAddressType::Dualstack),
-        _ => Err("expected ipv4 or dualstack".into()),
+        "dualstack-without-public-ipv4" => Ok(IpAddressType::DualstackWithoutPublicIpv4),
+        _ => Err("expected ipv4, dualstack or dualstack-without-public-ipv4".into()),
     });
     let load_balancer_attributes = r.key_values(&format!("{ALB}load-balancer-attributes"));
     let tags = r.key_values(&format!("{ALB}tags"));

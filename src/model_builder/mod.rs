@@ -493,10 +493,25 @@ fn build_load_balancer(
     }
 
     let ingresses: Vec<_> = members.iter().map(|m| m.obj.clone()).collect();
+    let scheme = scheme.map(|(s, _)| s).unwrap_or_default();
+    let mut ip_address_type = ip_address_type;
+    if let Some((IpAddressType::DualstackWithoutPublicIpv4, i)) = ip_address_type {
+        if scheme == Scheme::Internal {
+            // ALB accepts it only for internet-facing load balancers; an internal one has
+            // no public IPv4 anyway, so dualstack is what was asked for.
+            diags.push(ingress_diag(
+                &members[i],
+                Severity::Warning,
+                Reason::AnnotationInvalid,
+                format!("ip-address-type dualstack-without-public-ipv4 is only for internet-facing load balancers; {id} is internal and gets dualstack"),
+            ));
+            ip_address_type = Some((IpAddressType::Dualstack, i));
+        }
+    }
     LoadBalancer {
         id,
         ingresses,
-        scheme: scheme.map(|(s, _)| s).unwrap_or_default(),
+        scheme,
         network: Network {
             subnets: subnets.map(|(v, _)| v).unwrap_or_default(),
             security_groups: security_groups.map(|(v, _)| v).unwrap_or_default(),

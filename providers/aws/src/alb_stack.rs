@@ -9,9 +9,9 @@ use std::collections::{BTreeMap, BTreeSet};
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 use tollgate_contract::{
-    Action, BackendProtocol, Certificate, Diagnostic, HostMatch, IpAddressType, ListenerProtocol,
-    LoadBalancer, ObjectKind, ObjectRef, PathKind, PathMatch, ProtocolVersion, Reason, Scheme,
-    Severity, TargetAddress, TargetGroup, TargetType,
+    Action, BackendProtocol, Certificate, Diagnostic, HostMatch, ListenerProtocol, LoadBalancer,
+    ObjectKind, ObjectRef, PathKind, PathMatch, ProtocolVersion, Reason, Scheme, Severity,
+    TargetAddress, TargetGroup, TargetType,
 };
 
 /// Tag naming the cluster that owns a resource.
@@ -600,7 +600,7 @@ pub fn build_stack(
                     let mut cidrs = lb.network.inbound_cidrs.clone();
                     if cidrs.is_empty() {
                         cidrs.push("0.0.0.0/0".into());
-                        if lb.network.ip_address_type == IpAddressType::Dualstack {
+                        if lb.network.ip_address_type.has_ipv6() {
                             cidrs.push("::/0".into());
                         }
                     }

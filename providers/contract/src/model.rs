@@ -122,13 +122,15 @@ impl Network {
     }
 }
 
-/// IPv4 only, or IPv4 and IPv6.
+/// IPv4 only, IPv4 and IPv6, or IPv6 with private IPv4 only (internet-facing ALBs).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum IpAddressType {
     #[default]
     Ipv4,
     Dualstack,
+    #[serde(rename = "dualstack-without-public-ipv4")]
+    DualstackWithoutPublicIpv4,
 }
 
 impl IpAddressType {
@@ -137,7 +139,13 @@ impl IpAddressType {
         match self {
             IpAddressType::Ipv4 => "ipv4",
             IpAddressType::Dualstack => "dualstack",
+            IpAddressType::DualstackWithoutPublicIpv4 => "dualstack-without-public-ipv4",
         }
+    }
+
+    /// Whether clients reach it over IPv6.
+    pub fn has_ipv6(self) -> bool {
+        self != IpAddressType::Ipv4
     }
 }
 
