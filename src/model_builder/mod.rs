@@ -494,7 +494,6 @@ fn build_load_balancer(
 
     let ingresses: Vec<_> = members.iter().map(|m| m.obj.clone()).collect();
     let scheme = scheme.map(|(s, _)| s).unwrap_or_default();
-    let mut ip_address_type = ip_address_type;
     if let Some((IpAddressType::DualstackWithoutPublicIpv4, i)) = ip_address_type {
         if scheme == Scheme::Internal {
             // ALB accepts it only for internet-facing load balancers; an internal one has
