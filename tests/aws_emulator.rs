@@ -1376,3 +1376,113 @@ spec:
     let (mutating, _, _) = fresh_reconcile(&opts).await;
     assert_eq!(mutating, 0, "a resync changes nothing");
 }
+
+/// Subnets an Ingress names are held to ALB's rules, which moto does not enforce: two in
+/// one Availability Zone, or a single zone, is refused with the reason (and nothing is
+/// created for that load balancer). Named subnets in a VPC where nothing is tagged for
+/// discovery work: the target groups go in their VPC.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn named_subnets_follow_albs_rules_and_give_the_vpc() {
+    test_credentials();
+    let moto = start_moto();
+    let conf = aws_config::defaults(aws_config::BehaviorVersion::latest())
+        .endpoint_url(&moto.endpoint)
+        .region(aws_config::Region::new("us-east-1"))
+        .load()
+        .await;
+    let ec2 = aws_sdk_ec2::Client::new(&conf);
+    let vpc = ec2
+        .create_vpc()
+        .cidr_block("10.3.0.0/16")
+        .send()
+        .await
+        .expect("vpc")
+        .vpc()
+        .and_then(|v| v.vpc_id())
+        .expect("vpc id")
+        .to_string();
+    let mut ids = std::collections::BTreeMap::new();
+    for (name, cidr, az) in [
+        ("a1", "10.3.1.0/24", "us-east-1a"),
+        ("a2", "10.3.2.0/24", "us-east-1a"),
+        ("b1", "10.3.3.0/24", "us-east-1b"),
+    ] {
+        let id = ec2
+            .create_subnet()
+            .vpc_id(&vpc)
+            .cidr_block(cidr)
+            .availability_zone(az)
+            .send()
+            .await
+            .expect("subnet")
+            .subnet()
+            .and_then(|s| s.subnet_id())
+            .expect("subnet id")
+            .to_string();
+        ids.insert(name, id);
+    }
+    let ingress = |subnets: &str| {
+        format!(
+            r#"apiVersion: networking.k8s.io/v1
+kind: Ingress
+metadata: {{name: web, annotations: {{alb.ingress.kubernetes.io/scheme: internet-facing, alb.ingress.kubernetes.io/subnets: '{subnets}'}}}}
+spec:
+  ingressClassName: tollgate
+  rules:
+  - http: {{paths: [{{path: /, pathType: Prefix, backend: {{service: {{name: web, port: {{number: 80}}}}}}}}]}}
+"#
+        )
+    };
+    let dir = tempfile::tempdir().expect("tempdir");
+    std::fs::write(dir.path().join("services.yaml"), SERVICES).unwrap();
+    let opts = options(dir.path(), &moto.endpoint);
+    let aws = opts.connect().await;
+
+    for (subnets, why) in [
+        (
+            format!("{}, {}", ids["a1"], ids["a2"]),
+            "one subnet per Availability Zone",
+        ),
+        (ids["b1"].clone(), "at least two Availability Zones"),
+    ] {
+        std::fs::write(dir.path().join("web.yaml"), ingress(&subnets)).unwrap();
+        let (r, _) = run_once(&opts).await.expect("run");
+        assert!(!r.converged, "{subnets}");
+        let said = format!("{:?}", r.diagnostics);
+        assert!(said.contains(why), "{subnets}: {said}");
+        let lbs = aws
+            .elbv2
+            .describe_load_balancers()
+            .send()
+            .await
+            .expect("lbs");
+        assert!(
+            lbs.load_balancers().is_empty(),
+            "{subnets}: no ALB AWS would refuse"
+        );
+    }
+
+    std::fs::write(
+        dir.path().join("web.yaml"),
+        ingress(&format!("{}, {}", ids["a1"], ids["b1"])),
+    )
+    .unwrap();
+    let (r, _) = run_once(&opts).await.expect("converge");
+    assert!(r.converged, "{:#?}", r.diagnostics);
+    let tgs = aws
+        .elbv2
+        .describe_target_groups()
+        .send()
+        .await
+        .expect("tgs");
+    assert!(!tgs.target_groups().is_empty());
+    for tg in tgs.target_groups() {
+        assert_eq!(
+            tg.vpc_id(),
+            Some(vpc.as_str()),
+            "target groups in the named subnets' VPC"
+        );
+    }
+    let (mutating, _, _) = fresh_reconcile(&opts).await;
+    assert_eq!(mutating, 0, "a resync changes nothing");
+}

@@ -2,7 +2,7 @@
 //! [`Inventory`], and carry out a [`Plan`]'s changes, recording each success back into the
 //! inventory. Every call is counted by operation and outcome.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Mutex;
 
 use aws_sdk_elasticloadbalancingv2 as elbv2;
@@ -86,6 +86,10 @@ impl CallLog {
 struct ApplyCache {
     vpc: Option<String>,
     subnets: BTreeMap<bool, (Vec<String>, String)>,
+    /// Subnets named by Ingresses: ID → (VPC, Availability Zone).
+    named: BTreeMap<String, (String, String)>,
+    /// The VPC of the subnets the Ingresses name, when they name any (and agree).
+    named_vpc: Option<String>,
 }
 
 /// The AWS clients and the cluster they act for.
@@ -727,16 +731,94 @@ impl Aws {
         Ok(())
     }
 
-    /// The VPC new resources go in: that of the discovered subnets, internal ones or else
-    /// internet-facing ones (a VPC may have only public subnets role-tagged).
+    /// The VPC new resources go in: `--aws-vpc-id`; else that of the subnets the Ingresses
+    /// name; else that of the discovered subnets, internal ones or else internet-facing ones
+    /// (a VPC may have only public subnets role-tagged).
     async fn vpc(&self, cache: &mut ApplyCache) -> Result<String, AwsError> {
-        if let Some(v) = self.vpc_id.clone().or_else(|| cache.vpc.clone()) {
+        if let Some(v) = self
+            .vpc_id
+            .clone()
+            .or_else(|| cache.named_vpc.clone())
+            .or_else(|| cache.vpc.clone())
+        {
             return Ok(v);
         }
         match self.discovered_subnets(true, cache).await {
             Ok((_, v)) => Ok(v),
             Err(_) => self.discovered_subnets(false, cache).await.map(|(_, v)| v),
         }
+    }
+
+    /// Checks subnets an Ingress names as ALB requires them — all found, in one VPC, one
+    /// per Availability Zone, at least two zones — and returns their VPC. moto accepts what
+    /// AWS rejects here (two subnets in one zone), so the check is ours.
+    async fn named_subnets(
+        &self,
+        ids: &[String],
+        cache: &mut ApplyCache,
+    ) -> Result<String, AwsError> {
+        let missing: Vec<String> = ids
+            .iter()
+            .filter(|id| !cache.named.contains_key(*id))
+            .cloned()
+            .collect();
+        if !missing.is_empty() {
+            let r = self
+                .counted(
+                    "DescribeSubnets",
+                    self.ec2
+                        .describe_subnets()
+                        .filters(
+                            aws_sdk_ec2::types::Filter::builder()
+                                .name("subnet-id")
+                                .set_values(Some(missing))
+                                .build(),
+                        )
+                        .send(),
+                )
+                .await?;
+            for sub in r.subnets() {
+                if let (Some(id), Some(vpc), Some(zone)) =
+                    (sub.subnet_id(), sub.vpc_id(), sub.availability_zone())
+                {
+                    cache
+                        .named
+                        .insert(id.to_string(), (vpc.to_string(), zone.to_string()));
+                }
+            }
+        }
+        let bad = |why: String| AwsError::NoSubnets {
+            cluster: self.cluster.clone(),
+            why: format!("the subnets the Ingress names ({}): {why}", ids.join(", ")),
+        };
+        let mut vpcs = BTreeSet::new();
+        let mut zones: BTreeMap<&str, Vec<&str>> = BTreeMap::new();
+        for id in ids {
+            let Some((vpc, zone)) = cache.named.get(id) else {
+                return Err(bad(format!("{id} does not exist")));
+            };
+            vpcs.insert(vpc.as_str());
+            zones.entry(zone.as_str()).or_default().push(id);
+        }
+        if vpcs.len() > 1 {
+            return Err(bad(format!(
+                "they are in several VPCs ({})",
+                vpcs.into_iter().collect::<Vec<_>>().join(", ")
+            )));
+        }
+        if let Some((zone, twins)) = zones.iter().find(|(_, v)| v.len() > 1) {
+            return Err(bad(format!(
+                "{} are all in {zone}; an Application Load Balancer takes one subnet per Availability Zone",
+                twins.join(", ")
+            )));
+        }
+        if zones.len() < 2 {
+            return Err(bad(
+                "an Application Load Balancer needs subnets in at least two Availability Zones"
+                    .into(),
+            ));
+        }
+        Ok(vpcs.into_iter().next().unwrap_or_default().to_string())
     }
 
     /// [`Aws::subnets`], asked once per scheme during one apply.
@@ -985,6 +1067,28 @@ impl Aws {
     ) -> Vec<Diagnostic> {
         let mut diags = Vec::new();
         let mut vpc = ApplyCache::default();
+        // Target groups and security groups go in the VPC of the subnets the Ingresses name,
+        // when they name any: discovery may find none, or another VPC's.
+        let needs_vpc = plan.changes.iter().any(|c| {
+            matches!(
+                c,
+                Change::CreateTargetGroup { .. } | Change::CreateSecurityGroup { .. }
+            )
+        });
+        let named: Vec<Vec<String>> = stacks
+            .iter()
+            .filter(|_| needs_vpc)
+            .filter_map(|s| {
+                crate::plan::resolve_subnets(&s.load_balancer, inv)
+                    .ok()
+                    .flatten()
+            })
+            .collect();
+        for ids in &named {
+            if let Ok(v) = self.named_subnets(ids, &mut vpc).await {
+                vpc.named_vpc.get_or_insert(v);
+            }
+        }
         for change in &plan.changes {
             let result = self.apply_one(change, stacks, inv, &mut vpc).await;
             match result {
@@ -1165,6 +1269,7 @@ impl Aws {
                 Ok((None, None))
             }
             Change::SetSubnets { arn, subnets } => {
+                self.named_subnets(subnets, vpc).await?;
                 self.counted(
                     "SetSubnets",
                     self.elbv2
@@ -1292,7 +1397,10 @@ impl Aws {
                 let subnets = match crate::plan::resolve_subnets(&spec.load_balancer, inv)
                     .map_err(AwsError::Unresolved)?
                 {
-                    Some(given) => given,
+                    Some(given) => {
+                        self.named_subnets(&given, vpc).await?;
+                        given
+                    }
                     None => {
                         let (subnets, _) = self.discovered_subnets(internal, vpc).await?;
                         subnets
