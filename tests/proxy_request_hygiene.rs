@@ -423,3 +423,85 @@ async fn asterisk_and_authority_form_targets() {
     assert!(admin.is_empty() && app.is_empty(), "{admin:?} {app:?}");
     site.proxy.stop().await;
 }
+
+/// Every response names a server, as ingress-nginx's do (the Ingress conformance suite
+/// asserts it): `Server: tollgate` when the target sent none — on the relay, the body-less
+/// path HTTP/2 takes, and hyper's path for bodies — and the target's own when it sent one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn relayed_responses_name_a_server() {
+    let site = Site::start(|_| {}).await;
+    let server_of = |resp: &str| -> Vec<String> {
+        resp.split("\r\n\r\n")
+            .next()
+            .unwrap_or("")
+            .lines()
+            .filter_map(|l| l.split_once(':'))
+            .filter(|(n, _)| n.eq_ignore_ascii_case("server"))
+            .map(|(_, v)| v.trim().to_string())
+            .collect()
+    };
+    for req in [
+        "GET / HTTP/1.1\r\nHost: app.example.com\r\nConnection: close\r\n\r\n",
+        "POST / HTTP/1.1\r\nHost: app.example.com\r\nContent-Length: 2\r\nConnection: close\r\n\r\nhi",
+    ] {
+        let resp = raw(site.proxy.http, req.as_bytes()).await;
+        assert!(status_line(&resp).contains("200"), "{resp}");
+        assert_eq!(server_of(&resp), ["tollgate"], "{req:?}: {resp}");
+    }
+    let r = h2c_get(site.proxy.http, "app.example.com", "/")
+        .await
+        .expect("h2c");
+    assert_eq!(r.0, StatusCode::OK);
+    let servers: Vec<_> = r.1.get_all("server").iter().collect();
+    assert_eq!(servers, ["tollgate"], "h2c");
+
+    // A target that names itself keeps its name, once.
+    let named = tcp_target(|mut s| async move {
+        let mut buf = [0u8; 4096];
+        while let Ok(n) = s.read(&mut buf).await {
+            if n == 0 {
+                return;
+            }
+            let ok = b"HTTP/1.1 200 OK\r\nServer: app/1.0\r\ncontent-length: 2\r\n\r\nok";
+            if s.write_all(ok).await.is_err() {
+                return;
+            }
+        }
+    })
+    .await;
+    site.proxy.write(
+        "named.yaml",
+        &format!(
+            "{}---\n{}",
+            service("named", &[named]),
+            ingress(
+                "named",
+                "",
+                &[("named.example.com", "/", "Prefix", "named")]
+            )
+        ),
+    );
+    let http = site.proxy.http;
+    wait_until(
+        Duration::from_secs(10),
+        "the named target routed",
+        || async move {
+            get(http, "named.example.com", "/")
+                .await
+                .is_ok_and(|r| r.0 == StatusCode::OK)
+        },
+    )
+    .await;
+    let resp = raw(
+        site.proxy.http,
+        b"GET / HTTP/1.1\r\nHost: named.example.com\r\nConnection: close\r\n\r\n",
+    )
+    .await;
+    assert_eq!(server_of(&resp), ["app/1.0"], "{resp}");
+    let r = h2c_get(site.proxy.http, "named.example.com", "/")
+        .await
+        .expect("h2c");
+    let servers: Vec<_> = r.1.get_all("server").iter().collect();
+    assert_eq!(servers, ["app/1.0"]);
+    site.proxy.stop().await;
+}

@@ -546,10 +546,14 @@ fn client_response_head(
     out.push(b' ');
     out.extend_from_slice(resp.reason.unwrap_or("").as_bytes());
     out.extend_from_slice(b"\r\n");
-    let mut has_date = false;
+    let (mut has_date, mut has_server) = (false, false);
     for h in resp.headers.iter() {
         let name = h.name;
-        has_date |= name.eq_ignore_ascii_case("date");
+        match name.len() {
+            4 => has_date |= name.eq_ignore_ascii_case("date"),
+            6 => has_server |= name.eq_ignore_ascii_case("server"),
+            _ => {}
+        }
         // The body passes through as framed.
         if facts.drops(name, true) {
             continue;
@@ -565,6 +569,10 @@ fn client_response_head(
         out.extend_from_slice(b"date: ");
         append_http_date(out);
         out.extend_from_slice(b"\r\n");
+    }
+    if !has_server {
+        // As ingress-nginx does: every response names a server (see `request_path::SERVER`).
+        out.extend_from_slice(b"server: tollgate\r\n");
     }
     if close_client {
         out.extend_from_slice(b"connection: close\r\n");

@@ -116,7 +116,9 @@ pub struct ConnInfo {
     pub tls: bool,
 }
 
-const SERVER: HeaderValue = HeaderValue::from_static("tollgate");
+/// The `Server` header of the proxy's own answers, and of relayed ones whose target sent
+/// none (as ingress-nginx does; the Ingress conformance suite expects one on every response).
+pub(crate) const SERVER: HeaderValue = HeaderValue::from_static("tollgate");
 
 fn boxed_error(e: hyper::Error) -> BodyError {
     Box::new(e)
@@ -1009,6 +1011,9 @@ async fn forward_with_hyper_client(
                 }
                 let (mut rparts, rbody) = resp.into_parts();
                 strip_hop_by_hop(&mut rparts.headers);
+                if !rparts.headers.contains_key(header::SERVER) {
+                    rparts.headers.insert(header::SERVER, SERVER);
+                }
                 // Keep the target's in-flight count up until the body has been sent; the
                 // connection goes back to the pool when the body ends cleanly.
                 let body = InFlightBody {

@@ -855,6 +855,9 @@ pub(crate) async fn forward_body_less(
                 };
                 headers.append(n, v);
             }
+            if !headers.contains_key(http::header::SERVER) {
+                headers.insert(http::header::SERVER, crate::request_path::SERVER);
+            }
             let status = StatusCode::from_u16(facts.status).map_err(|_| "invalid status code")?;
             Ok(Some((
                 len,
