@@ -1084,22 +1084,7 @@ async fn deletion_protection_is_reported_not_fought() {
 async fn subnets_are_discovered_as_eks_tags_them() {
     test_credentials();
     let moto = start_moto();
-    let conf = aws_config::defaults(aws_config::BehaviorVersion::latest())
-        .endpoint_url(&moto.endpoint)
-        .region(aws_config::Region::new("us-east-1"))
-        .load()
-        .await;
-    let ec2 = aws_sdk_ec2::Client::new(&conf);
-    let vpc = ec2
-        .create_vpc()
-        .cidr_block("10.1.0.0/16")
-        .send()
-        .await
-        .expect("vpc")
-        .vpc()
-        .and_then(|v| v.vpc_id())
-        .expect("vpc id")
-        .to_string();
+    let (ec2, vpc) = emulator_vpc(&moto.endpoint, "10.1.0.0/16").await;
     let tag = |k: &str, v: &str| aws_sdk_ec2::types::Tag::builder().key(k).value(v).build();
     let mut ids = std::collections::BTreeMap::new();
     for (name, cidr, az, other_cluster) in [
@@ -1109,18 +1094,7 @@ async fn subnets_are_discovered_as_eks_tags_them() {
         ("c-other", "10.1.4.0/24", "us-east-1c", true),
         ("d1", "10.1.5.0/24", "us-east-1d", false),
     ] {
-        let id = ec2
-            .create_subnet()
-            .vpc_id(&vpc)
-            .cidr_block(cidr)
-            .availability_zone(az)
-            .send()
-            .await
-            .expect("subnet")
-            .subnet()
-            .and_then(|s| s.subnet_id())
-            .expect("subnet id")
-            .to_string();
+        let id = create_subnet(&ec2, &vpc, cidr, az).await;
         let mut req = ec2
             .create_tags()
             .resources(&id)
@@ -1158,22 +1132,7 @@ async fn subnets_are_discovered_as_eks_tags_them() {
 async fn subnets_are_found_by_route_table_without_role_tags() {
     test_credentials();
     let moto = start_moto();
-    let conf = aws_config::defaults(aws_config::BehaviorVersion::latest())
-        .endpoint_url(&moto.endpoint)
-        .region(aws_config::Region::new("us-east-1"))
-        .load()
-        .await;
-    let ec2 = aws_sdk_ec2::Client::new(&conf);
-    let vpc = ec2
-        .create_vpc()
-        .cidr_block("10.2.0.0/16")
-        .send()
-        .await
-        .expect("vpc")
-        .vpc()
-        .and_then(|v| v.vpc_id())
-        .expect("vpc id")
-        .to_string();
+    let (ec2, vpc) = emulator_vpc(&moto.endpoint, "10.2.0.0/16").await;
     let igw = ec2
         .create_internet_gateway()
         .send()
@@ -1213,18 +1172,7 @@ async fn subnets_are_found_by_route_table_without_role_tags() {
         ("priv-a", "10.2.3.0/24", "us-east-1a", false),
         ("priv-b", "10.2.4.0/24", "us-east-1b", false),
     ] {
-        let id = ec2
-            .create_subnet()
-            .vpc_id(&vpc)
-            .cidr_block(cidr)
-            .availability_zone(az)
-            .send()
-            .await
-            .expect("subnet")
-            .subnet()
-            .and_then(|s| s.subnet_id())
-            .expect("subnet id")
-            .to_string();
+        let id = create_subnet(&ec2, &vpc, cidr, az).await;
         if public {
             ec2.associate_route_table()
                 .route_table_id(&public_table)
@@ -1385,40 +1333,14 @@ spec:
 async fn named_subnets_follow_albs_rules_and_give_the_vpc() {
     test_credentials();
     let moto = start_moto();
-    let conf = aws_config::defaults(aws_config::BehaviorVersion::latest())
-        .endpoint_url(&moto.endpoint)
-        .region(aws_config::Region::new("us-east-1"))
-        .load()
-        .await;
-    let ec2 = aws_sdk_ec2::Client::new(&conf);
-    let vpc = ec2
-        .create_vpc()
-        .cidr_block("10.3.0.0/16")
-        .send()
-        .await
-        .expect("vpc")
-        .vpc()
-        .and_then(|v| v.vpc_id())
-        .expect("vpc id")
-        .to_string();
+    let (ec2, vpc) = emulator_vpc(&moto.endpoint, "10.3.0.0/16").await;
     let mut ids = std::collections::BTreeMap::new();
     for (name, cidr, az) in [
         ("a1", "10.3.1.0/24", "us-east-1a"),
         ("a2", "10.3.2.0/24", "us-east-1a"),
         ("b1", "10.3.3.0/24", "us-east-1b"),
     ] {
-        let id = ec2
-            .create_subnet()
-            .vpc_id(&vpc)
-            .cidr_block(cidr)
-            .availability_zone(az)
-            .send()
-            .await
-            .expect("subnet")
-            .subnet()
-            .and_then(|s| s.subnet_id())
-            .expect("subnet id")
-            .to_string();
+        let id = create_subnet(&ec2, &vpc, cidr, az).await;
         ids.insert(name, id);
     }
     let ingress = |subnets: &str| {
@@ -1485,4 +1407,40 @@ spec:
     }
     let (mutating, _, _) = fresh_reconcile(&opts).await;
     assert_eq!(mutating, 0, "a resync changes nothing");
+}
+
+/// An EC2 client on the emulator and a fresh VPC with `cidr`, nothing in it tagged.
+async fn emulator_vpc(endpoint: &str, cidr: &str) -> (aws_sdk_ec2::Client, String) {
+    let conf = aws_config::defaults(aws_config::BehaviorVersion::latest())
+        .endpoint_url(endpoint)
+        .region(aws_config::Region::new("us-east-1"))
+        .load()
+        .await;
+    let ec2 = aws_sdk_ec2::Client::new(&conf);
+    let vpc = ec2
+        .create_vpc()
+        .cidr_block(cidr)
+        .send()
+        .await
+        .expect("vpc")
+        .vpc()
+        .and_then(|v| v.vpc_id())
+        .expect("vpc id")
+        .to_string();
+    (ec2, vpc)
+}
+
+/// A subnet of `vpc` in zone `az`; its ID.
+async fn create_subnet(ec2: &aws_sdk_ec2::Client, vpc: &str, cidr: &str, az: &str) -> String {
+    ec2.create_subnet()
+        .vpc_id(vpc)
+        .cidr_block(cidr)
+        .availability_zone(az)
+        .send()
+        .await
+        .expect("subnet")
+        .subnet()
+        .and_then(|s| s.subnet_id())
+        .expect("subnet id")
+        .to_string()
 }

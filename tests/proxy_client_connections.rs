@@ -112,6 +112,15 @@ async fn held_client(addr: SocketAddr) -> H1 {
     c
 }
 
+/// Waits (at most 5 s) until the proxy has closed an HTTP/2 connection (GOAWAY, or close).
+async fn h2_closed(h2: &hyper::client::conn::http2::SendRequest<Full<Bytes>>, what: &str) {
+    wait_until(Duration::from_secs(5), what, || {
+        let closed = h2.is_closed();
+        async move { closed }
+    })
+    .await;
+}
+
 /// An h2c connection with one answered request.
 async fn h2c_connection(addr: SocketAddr) -> hyper::client::conn::http2::SendRequest<Full<Bytes>> {
     let s = TcpStream::connect(addr).await.expect("connect");
@@ -158,15 +167,7 @@ async fn idle_keepalive_connections_are_closed_on_every_path() {
         closed_within(&mut hyper_h1, Duration::from_secs(5)).await,
         "hyper HTTP/1.1 connection kept open"
     );
-    wait_until(
-        Duration::from_secs(5),
-        "the idle h2c connection to close",
-        || {
-            let closed = h2.is_closed();
-            async move { closed }
-        },
-    )
-    .await;
+    h2_closed(&h2, "the idle h2c connection to close").await;
     p.stop().await;
 }
 
@@ -226,15 +227,7 @@ async fn request_cap_ends_connections() {
         .await
         .expect("second request is served");
     assert_eq!(second.status(), StatusCode::OK);
-    wait_until(
-        Duration::from_secs(5),
-        "GOAWAY after the second request",
-        || {
-            let closed = h2.is_closed();
-            async move { closed }
-        },
-    )
-    .await;
+    h2_closed(&h2, "GOAWAY after the second request").await;
     p.stop().await;
 }
 
@@ -269,11 +262,7 @@ async fn idle_sockets_cannot_lock_clients_out() {
         "then the idle keep-alive one"
     );
     held.push(held_client(p.http).await);
-    wait_until(Duration::from_secs(5), "then the idle h2c one", || {
-        let closed = h2.is_closed();
-        async move { closed }
-    })
-    .await;
+    h2_closed(&h2, "then the idle h2c one").await;
     let metrics = get(p.admin, "admin", "/metrics").await.expect("metrics").2;
     assert!(
         metrics.contains("tollgate_proxy_connections_closed_for_room_total 3"),

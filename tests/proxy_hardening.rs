@@ -3,7 +3,6 @@
 
 mod support;
 
-use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use http::StatusCode;
@@ -19,19 +18,6 @@ async fn proxy(tweak: impl FnOnce(&mut tollgate::proxy_command::ProxyRunOptions)
         ingress("web", "", &[("h.example.com", "/", "Prefix", "web")])
     );
     TestProxy::start_with(&m, tweak).await
-}
-
-/// Sends raw bytes and reads until the server closes or 3 s pass; returns what came back.
-async fn raw(addr: SocketAddr, bytes: &[u8]) -> String {
-    let mut s = TcpStream::connect(addr).await.expect("connect");
-    s.write_all(bytes).await.expect("write");
-    let mut out = Vec::new();
-    let _ = tokio::time::timeout(Duration::from_secs(3), s.read_to_end(&mut out)).await;
-    String::from_utf8_lossy(&out).into_owned()
-}
-
-fn status_line(resp: &str) -> &str {
-    resp.lines().next().unwrap_or("")
 }
 
 async fn still_serving(p: &TestProxy) {

@@ -61,19 +61,6 @@ impl Site {
     }
 }
 
-/// Sends raw bytes and reads until the server closes or 3 s pass.
-async fn raw(addr: SocketAddr, bytes: &[u8]) -> String {
-    let mut s = TcpStream::connect(addr).await.expect("connect");
-    s.write_all(bytes).await.expect("write");
-    let mut out = Vec::new();
-    let _ = tokio::time::timeout(Duration::from_secs(3), s.read_to_end(&mut out)).await;
-    String::from_utf8_lossy(&out).into_owned()
-}
-
-fn status_line(resp: &str) -> &str {
-    resp.lines().next().unwrap_or("")
-}
-
 /// An HTTP/2 request over TLS (ALPN h2) with `req`'s authority as `:authority`.
 async fn h2_tls_request(addr: SocketAddr, sni: &str, req: Request<Full<Bytes>>) -> Resp {
     let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());

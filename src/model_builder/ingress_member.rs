@@ -386,23 +386,7 @@ pub fn parse_path(
         PathKind::Glob => {
             // ALB's path-pattern characters (its documented set, minus the quotes), and its
             // 128-character limit.
-            let ok = path.bytes().all(|b| {
-                b.is_ascii_alphanumeric()
-                    || matches!(
-                        b,
-                        b'/' | b'-'
-                            | b'.'
-                            | b'_'
-                            | b'~'
-                            | b'$'
-                            | b'@'
-                            | b':'
-                            | b'+'
-                            | b'&'
-                            | b'*'
-                            | b'?'
-                    )
-            });
+            let ok = only_letters_digits_and(path, "/-._~$@:+&*?");
             if !ok {
                 return Err(format!(
                     "path {path:?}: an ALB path pattern may hold only letters, digits and - . _ ~ $ @ : + & / * ?"
@@ -417,27 +401,7 @@ pub fn parse_path(
         PathKind::Exact | PathKind::Prefix => {
             // RFC 3986 path characters, minus the glob characters ALB path patterns give
             // meaning to and the quoting characters configuration injection relies on.
-            let ok = path.bytes().all(|b| {
-                b.is_ascii_alphanumeric()
-                    || matches!(
-                        b,
-                        b'/' | b'-'
-                            | b'.'
-                            | b'_'
-                            | b'~'
-                            | b'%'
-                            | b'!'
-                            | b'$'
-                            | b'&'
-                            | b'('
-                            | b')'
-                            | b'+'
-                            | b','
-                            | b'='
-                            | b':'
-                            | b'@'
-                    )
-            });
+            let ok = only_letters_digits_and(path, "/-._~%!$&()+,=:@");
             if !ok {
                 return Err(format!(
                     "path {path:?} may hold only letters, digits and - . _ ~ % ! $ & ( ) + , = : @ /"
@@ -452,6 +416,12 @@ pub fn parse_path(
         kind,
         path: path.to_string(),
     })
+}
+
+/// Whether `path` holds only ASCII letters, digits and the characters of `extra`.
+fn only_letters_digits_and(path: &str, extra: &str) -> bool {
+    path.bytes()
+        .all(|b| b.is_ascii_alphanumeric() || extra.as_bytes().contains(&b))
 }
 
 #[cfg(test)]

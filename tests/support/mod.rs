@@ -520,3 +520,18 @@ pub fn values(recorded: &str, name: &str) -> Vec<String> {
         .map(|v| v.trim().to_string())
         .collect()
 }
+
+/// Sends raw bytes on a new connection and reads until the server closes or 3 s pass.
+pub async fn raw(addr: SocketAddr, bytes: &[u8]) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = TcpStream::connect(addr).await.expect("connect");
+    s.write_all(bytes).await.expect("write");
+    let mut out = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(3), s.read_to_end(&mut out)).await;
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// The first line of a raw response.
+pub fn status_line(resp: &str) -> &str {
+    resp.lines().next().unwrap_or("")
+}
