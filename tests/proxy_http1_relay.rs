@@ -32,6 +32,9 @@ async fn scripted_backend() -> (SocketAddr, Arc<AtomicUsize>) {
     (addr, accepted)
 }
 
+/// Connections `/drop` has closed, so a test can wait until the close is on the wire.
+static DROPPED: AtomicUsize = AtomicUsize::new(0);
+
 async fn serve_scripted(mut s: TcpStream) {
     let mut pending: Vec<u8> = Vec::new();
     let mut buf = [0u8; 8192];
@@ -76,6 +79,8 @@ async fn serve_scripted(mut s: TcpStream) {
             }
             "/drop" => {
                 let _ = s.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 7\r\n\r\ndropped").await;
+                drop(s);
+                DROPPED.fetch_add(1, Ordering::SeqCst);
                 return;
             }
             "/post" => {
@@ -365,6 +370,15 @@ async fn pooled_connections_the_target_closed_are_replaced() {
             (StatusCode::OK, "dropped"),
             "GET {round}"
         );
+        // The target closes right after answering; the close must be on the wire before the
+        // next request, or no proxy could tell (the race is the target's, not the relay's).
+        let dropped = 2 * round + 1;
+        wait_until(
+            Duration::from_secs(5),
+            "the target's close",
+            || async move { DROPPED.load(Ordering::SeqCst) >= dropped },
+        )
+        .await;
         // A body-less POST may not be sent twice: the relay checks the pooled connection.
         let (status, _, body) = c
             .request(request(Method::POST, "/drop", &[]))

@@ -492,3 +492,76 @@ async fn relayed_responses_name_a_server() {
     assert_eq!(servers, ["app/1.0"]);
     site.proxy.stop().await;
 }
+
+/// ingress-nginx's `proxy-body-size` (nginx's `client_max_body_size`; its e2e test
+/// `annotations/proxy.go` sets `8m` and checks the generated limit): a body over the limit
+/// gets 413 and never reaches the target — declared by Content-Length, or counted as a
+/// chunked or HTTP/2 body streams; a body within it is forwarded whole; routes without the
+/// annotation have no limit (as ALB).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn proxy_body_size_answers_413() {
+    let (limited, got) = recorder().await;
+    let (free, free_got) = recorder().await;
+    let m = format!(
+        "{}---\n{}---\n{}---\n{}",
+        service("limited", &[limited]),
+        service("free", &[free]),
+        ingress(
+            "limited",
+            "nginx.ingress.kubernetes.io/proxy-body-size: 1k",
+            &[("limited.example.com", "/", "Prefix", "limited")]
+        ),
+        ingress("free", "", &[("free.example.com", "/", "Prefix", "free")])
+    );
+    let p = TestProxy::start(&m).await;
+    let big = "x".repeat(2000);
+    let small = "y".repeat(500);
+    let post = |host: &str, body: &str| {
+        format!(
+            "POST / HTTP/1.1\r\nHost: {host}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+            body.len()
+        )
+    };
+    let chunked = |host: &str, body: &str| {
+        format!(
+            "POST / HTTP/1.1\r\nHost: {host}\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n{:x}\r\n{body}\r\n0\r\n\r\n",
+            body.len()
+        )
+    };
+    for (what, req) in [
+        ("declared", post("limited.example.com", &big)),
+        ("chunked", chunked("limited.example.com", &big)),
+    ] {
+        let resp = raw(p.http, req.as_bytes()).await;
+        assert!(status_line(&resp).contains("413"), "{what}: {resp}");
+        assert!(
+            got.lock().unwrap().is_empty(),
+            "{what}: the body reached the target"
+        );
+    }
+    let resp = raw(p.http, post("limited.example.com", &small).as_bytes()).await;
+    assert!(status_line(&resp).contains("200"), "{resp}");
+    let received = std::mem::take(&mut *got.lock().unwrap());
+    assert!(received[0].ends_with(&small), "forwarded whole");
+    let resp = raw(p.http, chunked("free.example.com", &big).as_bytes()).await;
+    assert!(
+        status_line(&resp).contains("200"),
+        "no annotation, no limit: {resp}"
+    );
+    assert!(free_got.lock().unwrap()[0].contains(&big));
+
+    let h2_post = |body: String| {
+        Request::post("http://limited.example.com/")
+            .body(Full::new(Bytes::from(body)))
+            .unwrap()
+    };
+    let r = h2c_request(p.http, h2_post(big.clone()))
+        .await
+        .expect("h2c");
+    assert_eq!(r.0, StatusCode::PAYLOAD_TOO_LARGE, "h2c");
+    let r = h2c_request(p.http, h2_post(small.clone()))
+        .await
+        .expect("h2c");
+    assert_eq!(r.0, StatusCode::OK, "h2c within the limit");
+    p.stop().await;
+}

@@ -350,7 +350,7 @@ pub static REGISTRY: &[Spec] = &[
     nginx("enable-opentelemetry", Other, X, "OpenTelemetry tracing").inert(&["false"]),
     nginx("opentelemetry-operation-name", Other, X, "OpenTelemetry tracing"),
     nginx("opentelemetry-trust-incoming-span", Other, X, "OpenTelemetry tracing"),
-    nginx("proxy-body-size", Other, X, "a request-body size limit (413)"),
+    nginx("proxy-body-size", Other, H, "a request-body size limit (413)"),
     nginx("proxy-buffer-size", Other, X, "response buffering"),
     nginx("proxy-buffering", Other, X, "response buffering"),
     nginx("proxy-buffers-number", Other, X, "response buffering"),

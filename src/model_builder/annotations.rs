@@ -50,6 +50,8 @@ pub struct IngressSettings {
     pub load_balancer_attributes: BTreeMap<String, String>,
     pub tags: BTreeMap<String, String>,
     pub rewrite_target: Option<String>,
+    /// ingress-nginx `proxy-body-size` in bytes; `None` when unset or `0` (no limit).
+    pub max_body_bytes: Option<u64>,
     pub use_regex: bool,
     /// ingress-nginx's allow-list (`allowlist-source-range`, or its older name
     /// `whitelist-source-range`): only these client CIDRs reach the backends, others get 403.
@@ -121,6 +123,28 @@ struct Reader<'a> {
 }
 
 // Every annotation name the readers asked for, so a test can hold them to the registry.
+/// An nginx size (`client_max_body_size` syntax, as ingress-nginx's `proxy-body-size`
+/// takes it): a number of bytes, optionally followed by `k`/`K`, `m`/`M` or `g`/`G`.
+pub fn parse_nginx_size(v: &str) -> Result<u64, String> {
+    let v = v.trim();
+    let (digits, unit) = match v.char_indices().last() {
+        Some((i, c)) if c.is_ascii_alphabetic() => (&v[..i], c.to_ascii_lowercase()),
+        _ => (v, 'b'),
+    };
+    let multiplier: u64 = match unit {
+        'b' => 1,
+        'k' => 1 << 10,
+        'm' => 1 << 20,
+        'g' => 1 << 30,
+        _ => return Err(format!("{v:?}: the unit must be k, m or g")),
+    };
+    digits
+        .parse::<u64>()
+        .ok()
+        .and_then(|n| n.checked_mul(multiplier))
+        .ok_or_else(|| format!("{v:?} is not a size such as 1m, 512k or 0"))
+}
+
 #[cfg(test)]
 thread_local! {
     pub(crate) static READ_NAMES: std::cell::RefCell<std::collections::BTreeSet<String>> =
@@ -470,6 +494,9 @@ pub fn ingress_settings(
         .first(&[&format!("{NGINX}rewrite-target")])
         .map(|(v, _)| v.to_string());
     let use_regex = r.bool(&format!("{NGINX}use-regex")).unwrap_or(false);
+    let max_body_bytes = r
+        .parse(&format!("{NGINX}proxy-body-size"), parse_nginx_size)
+        .filter(|n| *n > 0);
     // ingress-nginx reads allowlist-source-range first, whitelist-source-range as its alias.
     let allow_source_ranges = r
         .parse(
@@ -537,6 +564,7 @@ pub fn ingress_settings(
             allow_source_ranges,
             deny_source_ranges,
             rewrite_target,
+            max_body_bytes,
             backend,
             actions,
             conditions,
@@ -548,6 +576,21 @@ pub fn ingress_settings(
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn nginx_sizes() {
+        use super::parse_nginx_size as size;
+        assert_eq!(size("1m"), Ok(1 << 20));
+        assert_eq!(size("8M"), Ok(8 << 20));
+        assert_eq!(size("512k"), Ok(512 << 10));
+        assert_eq!(size("1g"), Ok(1 << 30));
+        assert_eq!(size("10"), Ok(10));
+        assert_eq!(size("0"), Ok(0));
+        for bad in ["", "m", "1t", "-1", "1.5m", "99999999999999999999g"] {
+            assert!(size(bad).is_err(), "{bad:?}");
+        }
+    }
+
     use super::*;
 
     fn ann(pairs: &[(&str, &str)]) -> Annotations {

@@ -341,6 +341,7 @@ fn build_load_balancer(
                     }],
                     stickiness_seconds: None,
                     rewrite_target: m.settings.rewrite_target.clone(),
+                    max_body_bytes: m.settings.max_body_bytes,
                 }),
                 Err(u) => {
                     diags.push(ingress_diag(
@@ -665,6 +666,7 @@ fn annotated_action(
                 target_groups: groups,
                 stickiness_seconds: *stickiness_seconds,
                 rewrite_target: m.settings.rewrite_target.clone(),
+                max_body_bytes: m.settings.max_body_bytes,
             })
         }
     }

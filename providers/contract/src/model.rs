@@ -476,6 +476,10 @@ pub struct Forward {
     /// ingress-nginx `rewrite-target`; honoured by the proxy only.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rewrite_target: Option<String>,
+    /// ingress-nginx `proxy-body-size`: larger request bodies get 413; honoured by the proxy
+    /// only (ALB has no such limit).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_body_bytes: Option<u64>,
 }
 
 /// A target group and its share of the traffic.

@@ -25,6 +25,8 @@ pub enum CompiledAction {
     Forward {
         groups: Vec<(Arc<UpstreamGroup>, u32)>,
         rewrite_target: Option<String>,
+        /// ingress-nginx `proxy-body-size`: larger request bodies get 413.
+        max_body: Option<u64>,
     },
     Redirect(Redirect),
     Fixed {
@@ -176,6 +178,7 @@ fn compile_action(
                 action: CompiledAction::Forward {
                     groups: chosen,
                     rewrite_target: f.rewrite_target.clone(),
+                    max_body: f.max_body_bytes,
                 },
                 counters: metrics.status_counters(ingress, &service),
             }

@@ -347,9 +347,11 @@ pub(crate) fn plan_request(buf: &[u8], ctx: &RelayContext, head: &mut Vec<u8>) -
         source_ip: Some(ctx.conn.client.ip()),
     };
     let index = listener.routes.lookup(&facts);
+    // Body-less requests only: a body limit has nothing to limit here.
     let CompiledAction::Forward {
         groups,
         rewrite_target,
+        ..
     } = &listener.rule(index).action
     else {
         return Step::Handover;

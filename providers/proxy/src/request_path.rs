@@ -10,7 +10,7 @@ use std::convert::Infallible;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -504,9 +504,20 @@ fn route(shared: Arc<Shared>, conn: ConnInfo, req: Request<Incoming>) -> Routed 
         CompiledAction::Forward {
             groups,
             rewrite_target,
+            max_body,
         } => {
             let forwarded_path = listener.forwarded_path(index, rewrite_target.as_deref(), &path);
+            let declared = req
+                .headers()
+                .get(header::CONTENT_LENGTH)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.parse::<u64>().ok());
             match pick_weighted(groups) {
+                // As nginx's client_max_body_size: a declared length over the limit is
+                // refused before anything reaches a target.
+                _ if max_body.zip(declared).is_some_and(|(max, len)| len > max) => {
+                    Answer::Ready(too_large())
+                }
                 None => Answer::Ready(error_response(
                     StatusCode::SERVICE_UNAVAILABLE,
                     "no target group",
@@ -518,6 +529,7 @@ fn route(shared: Arc<Shared>, conn: ConnInfo, req: Request<Incoming>) -> Routed 
                     group.clone(),
                     host_value,
                     &forwarded_path,
+                    *max_body,
                 )),
             }
         }
@@ -783,6 +795,7 @@ fn forward(
     group: Arc<UpstreamGroup>,
     host: HeaderValue,
     path: &str,
+    max_body: Option<u64>,
 ) -> ForwardFuture {
     let upgrade = is_upgrade(&req);
     // A body-less request can be retried on another target after a connect failure.
@@ -822,10 +835,17 @@ fn forward(
         )));
     };
     Box::pin(async move {
+        let body_failed = Arc::new(AtomicU8::new(BODY_OK));
+        let body = ClientBody {
+            inner: body,
+            failed: body_failed.clone(),
+            left: max_body.unwrap_or(u64::MAX),
+        }
+        .boxed_unsync();
         forward_with_hyper_client(
             &shared,
             parts,
-            body,
+            (body, body_failed),
             client_upgrade,
             &group,
             origin_form,
@@ -877,25 +897,18 @@ fn body_less_upstream_head(
     head
 }
 
-/// Forwards a request with a body, or an upgrade, through hyper's client.
+/// Forwards a request with a body, or an upgrade, through hyper's client. The body comes
+/// with the flag its [`ClientBody`] sets when it fails or runs over the route's limit.
 async fn forward_with_hyper_client(
     shared: &Shared,
     mut parts: http::request::Parts,
-    body: Incoming,
+    (body, body_failed): (ProxyBody, Arc<AtomicU8>),
     client_upgrade: Option<hyper::upgrade::OnUpgrade>,
     group: &Arc<UpstreamGroup>,
     origin_form: Uri,
     replayable: bool,
 ) -> Response<ProxyBody> {
-    let body_failed = Arc::new(AtomicBool::new(false));
-    let mut body = Some(
-        ClientBody {
-            inner: body,
-            failed: body_failed.clone(),
-        }
-        .map_err(boxed_error)
-        .boxed_unsync(),
-    );
+    let mut body = Some(body);
     let mut tried: Vec<SocketAddr> = Vec::new();
     let attempts = if replayable {
         group.targets.len().clamp(1, 3)
@@ -978,12 +991,11 @@ async fn forward_with_hyper_client(
                 continue;
             }
             Err(AttemptError::Exchange(e)) => {
-                if body_failed.load(Ordering::Relaxed) {
+                match body_failed.load(Ordering::Relaxed) {
                     // The client's body was malformed (e.g. a bad chunk size), not the target.
-                    let mut r = error_response(StatusCode::BAD_REQUEST, "malformed request body");
-                    r.headers_mut()
-                        .insert(header::CONNECTION, HeaderValue::from_static("close"));
-                    return r;
+                    BODY_MALFORMED => return bad_request("malformed request body"),
+                    BODY_TOO_LARGE => return too_large(),
+                    _ => {}
                 }
                 tracing::debug!(target = %target.addr, error = %e, "upstream request failed");
                 return error_response(StatusCode::BAD_GATEWAY, "upstream connection failed");
@@ -1034,30 +1046,59 @@ async fn forward_with_hyper_client(
     }
 }
 
+/// How a client's request body went: fine, malformed (bad chunking, reset), or over the
+/// route's `proxy-body-size`.
+const BODY_OK: u8 = 0;
+const BODY_MALFORMED: u8 = 1;
+const BODY_TOO_LARGE: u8 = 2;
+
 pin_project_lite::pin_project! {
-    /// The client's request body, remembering whether it failed (bad chunking, reset), so a
-    /// failed upstream exchange can be blamed on the right side.
+    /// The client's request body, remembering whether it failed or ran over the limit, so a
+    /// failed upstream exchange can be blamed on the right side. `left`: bytes the body may
+    /// still carry (`u64::MAX`: no limit).
     struct ClientBody {
         #[pin]
         inner: Incoming,
-        failed: Arc<AtomicBool>,
+        failed: Arc<AtomicU8>,
+        left: u64,
     }
 }
 
+/// A request body over the route's `proxy-body-size`.
+#[derive(Debug, thiserror::Error)]
+#[error("request body larger than the route's proxy-body-size")]
+struct BodyTooLarge;
+
 impl hyper::body::Body for ClientBody {
     type Data = Bytes;
-    type Error = hyper::Error;
+    type Error = BodyError;
 
     fn poll_frame(
         self: std::pin::Pin<&mut Self>,
         cx: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<Option<Result<hyper::body::Frame<Bytes>, hyper::Error>>> {
+    ) -> std::task::Poll<Option<Result<hyper::body::Frame<Bytes>, BodyError>>> {
+        use std::task::Poll;
         let this = self.project();
-        let polled = this.inner.poll_frame(cx);
-        if let std::task::Poll::Ready(Some(Err(_))) = &polled {
-            this.failed.store(true, Ordering::Relaxed);
+        match this.inner.poll_frame(cx) {
+            Poll::Ready(Some(Ok(frame))) => {
+                let len = frame.data_ref().map_or(0, |d| d.len() as u64);
+                match this.left.checked_sub(len) {
+                    Some(left) => {
+                        *this.left = left;
+                        Poll::Ready(Some(Ok(frame)))
+                    }
+                    None => {
+                        this.failed.store(BODY_TOO_LARGE, Ordering::Relaxed);
+                        Poll::Ready(Some(Err(Box::new(BodyTooLarge))))
+                    }
+                }
+            }
+            Poll::Ready(Some(Err(e))) => {
+                this.failed.store(BODY_MALFORMED, Ordering::Relaxed);
+                Poll::Ready(Some(Err(boxed_error(e))))
+            }
+            other => other.map(|o| o.map(|r| r.map_err(boxed_error))),
         }
-        polled
     }
 
     fn is_end_stream(&self) -> bool {
@@ -1067,6 +1108,18 @@ impl hyper::body::Body for ClientBody {
     fn size_hint(&self) -> hyper::body::SizeHint {
         self.inner.size_hint()
     }
+}
+
+/// 413, as nginx answers a body over `client_max_body_size`; the connection closes (the rest
+/// of the body is not read).
+fn too_large() -> Response<ProxyBody> {
+    let mut r = error_response(
+        StatusCode::PAYLOAD_TOO_LARGE,
+        "request body larger than this route allows",
+    );
+    r.headers_mut()
+        .insert(header::CONNECTION, HeaderValue::from_static("close"));
+    r
 }
 
 pin_project_lite::pin_project! {
