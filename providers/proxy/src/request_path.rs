@@ -507,17 +507,17 @@ fn route(shared: Arc<Shared>, conn: ConnInfo, req: Request<Incoming>) -> Routed 
             max_body,
         } => {
             let forwarded_path = listener.forwarded_path(index, rewrite_target.as_deref(), &path);
-            let declared = req
-                .headers()
-                .get(header::CONTENT_LENGTH)
-                .and_then(|v| v.to_str().ok())
-                .and_then(|v| v.parse::<u64>().ok());
+            // As nginx's client_max_body_size: a declared length over the limit is refused
+            // before anything reaches a target (looked at only on routes with a limit).
+            let over_limit = max_body.is_some_and(|max| {
+                req.headers()
+                    .get(header::CONTENT_LENGTH)
+                    .and_then(|v| v.to_str().ok())
+                    .and_then(|v| v.parse::<u64>().ok())
+                    .is_some_and(|len| len > max)
+            });
             match pick_weighted(groups) {
-                // As nginx's client_max_body_size: a declared length over the limit is
-                // refused before anything reaches a target.
-                _ if max_body.zip(declared).is_some_and(|(max, len)| len > max) => {
-                    Answer::Ready(too_large())
-                }
+                _ if over_limit => Answer::Ready(too_large()),
                 None => Answer::Ready(error_response(
                     StatusCode::SERVICE_UNAVAILABLE,
                     "no target group",
