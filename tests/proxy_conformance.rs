@@ -658,3 +658,52 @@ spec:
     assert_eq!(served_by(&r.resp.2), "web");
     p.stop().await;
 }
+
+/// ingress-nginx's `permanent-redirect` / `temporal-redirect` (its e2e tests
+/// `annotations/permanentredirect.go` and `redirect.go`): every path of the Ingress answers
+/// with the given URL exactly (301, or the `-code`; 302 for the temporal one, which takes
+/// precedence), nothing is forwarded; a URL that is not http(s) refuses the Ingress.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn permanent_and_temporal_redirects() {
+    let mut m = backends().await;
+    for (name, host, annotations) in [
+        ("perm", "perm.example.com", "nginx.ingress.kubernetes.io/permanent-redirect: 'https://www.example.org/landing?from=old'"),
+        ("perm308", "perm308.example.com", "nginx.ingress.kubernetes.io/permanent-redirect: 'http://other.example.net:8080/x', nginx.ingress.kubernetes.io/permanent-redirect-code: '308'"),
+        ("both", "both.example.com", "nginx.ingress.kubernetes.io/permanent-redirect: 'https://a.example.org/', nginx.ingress.kubernetes.io/temporal-redirect: 'https://b.example.org/'"),
+        ("bad", "bad.example.com", "nginx.ingress.kubernetes.io/permanent-redirect: 'ftp://files.example.org/'"),
+    ] {
+        m.push_str(&ingress(name, annotations, &[(host, "/", "Prefix", "web")]));
+        m.push_str("---\n");
+    }
+    let p = TestProxy::start(&m).await;
+    let cases: &[(&str, StatusCode, &str)] = &[
+        (
+            "perm.example.com",
+            StatusCode::MOVED_PERMANENTLY,
+            "https://www.example.org/landing?from=old",
+        ),
+        (
+            "perm308.example.com",
+            StatusCode::PERMANENT_REDIRECT,
+            "http://other.example.net:8080/x",
+        ),
+        (
+            "both.example.com",
+            StatusCode::FOUND,
+            "https://b.example.org/",
+        ),
+    ];
+    for (host, status, location) in cases {
+        let (got, headers, _) = get(p.http, host, "/some/path?q=1").await.expect(host);
+        assert_eq!(got, *status, "{host}");
+        assert_eq!(
+            headers.get("location").and_then(|v| v.to_str().ok()),
+            Some(*location),
+            "{host}"
+        );
+    }
+    // Like any invalid annotation value, a URL that is not http(s) refuses the Ingress (an
+    // Error naming the annotation) rather than serve it without the redirect asked for.
+    check(get(p.http, "bad.example.com", "/").await, None, "a bad URL");
+    p.stop().await;
+}

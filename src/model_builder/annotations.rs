@@ -7,7 +7,7 @@
 use std::collections::BTreeMap;
 
 use tollgate_contract::{
-    BackendProtocol, IpAddressType, ListenerProtocol, ProtocolVersion, Scheme, TargetType,
+    BackendProtocol, IpAddressType, ListenerProtocol, ProtocolVersion, Redirect, Scheme, TargetType,
 };
 
 use super::alb_actions::{
@@ -52,6 +52,9 @@ pub struct IngressSettings {
     pub rewrite_target: Option<String>,
     /// ingress-nginx `proxy-body-size` in bytes; `None` when unset or `0` (no limit).
     pub max_body_bytes: Option<u64>,
+    /// ingress-nginx `temporal-redirect` / `permanent-redirect` (with their codes): every
+    /// route of the Ingress answers with this redirect instead of forwarding.
+    pub redirect: Option<Redirect>,
     pub use_regex: bool,
     /// ingress-nginx's allow-list (`allowlist-source-range`, or its older name
     /// `whitelist-source-range`): only these client CIDRs reach the backends, others get 403.
@@ -123,6 +126,38 @@ struct Reader<'a> {
 }
 
 // Every annotation name the readers asked for, so a test can hold them to the registry.
+/// An absolute `http`/`https` URL as a redirect to exactly that URL (ingress-nginx returns
+/// it as it is: no path or query of the request appended).
+pub fn parse_redirect_url(v: &str) -> Result<Redirect, String> {
+    let uri: http::Uri = v.parse().map_err(|e| format!("{v:?} is not a URL: {e}"))?;
+    let (protocol, default_port) = match uri.scheme_str() {
+        Some("http") => ("HTTP", 80),
+        Some("https") => ("HTTPS", 443),
+        _ => return Err(format!("{v:?}: only http and https URLs redirect")),
+    };
+    let Some(authority) = uri.authority().filter(|a| !a.as_str().contains('@')) else {
+        return Err(format!("{v:?} has no host (or has user information)"));
+    };
+    Ok(Redirect {
+        protocol: Some(protocol.into()),
+        host: Some(authority.host().to_string()),
+        port: Some(authority.port_u16().unwrap_or(default_port)),
+        path: Some(uri.path().to_string()),
+        query: Some(uri.query().unwrap_or("").to_string()),
+        status_code: 0,
+    })
+}
+
+/// A redirect status the model (and ALB, for 301 and 302) can answer with.
+fn redirect_code(v: &str) -> Result<u16, String> {
+    match v.parse::<u16>() {
+        Ok(c @ (301 | 302 | 307 | 308)) => Ok(c),
+        _ => Err(format!(
+            "{v:?}: Tollgate redirects with 301, 302, 307 or 308"
+        )),
+    }
+}
+
 /// An nginx size (`client_max_body_size` syntax, as ingress-nginx's `proxy-body-size`
 /// takes it): a number of bytes, optionally followed by `k`/`K`, `m`/`M` or `g`/`G`.
 pub fn parse_nginx_size(v: &str) -> Result<u64, String> {
@@ -497,6 +532,23 @@ pub fn ingress_settings(
     let max_body_bytes = r
         .parse(&format!("{NGINX}proxy-body-size"), parse_nginx_size)
         .filter(|n| *n > 0);
+    // ingress-nginx's redirect parser (internal/ingress/annotations/redirect) looks at the
+    // temporal redirect first; each code falls back to 302/301.
+    let temporal = r.parse(&format!("{NGINX}temporal-redirect"), parse_redirect_url);
+    let temporal_code = r.parse(&format!("{NGINX}temporal-redirect-code"), redirect_code);
+    let permanent = r.parse(&format!("{NGINX}permanent-redirect"), parse_redirect_url);
+    let permanent_code = r.parse(&format!("{NGINX}permanent-redirect-code"), redirect_code);
+    let redirect = match (temporal, permanent) {
+        (Some(t), _) => Some(Redirect {
+            status_code: temporal_code.unwrap_or(302),
+            ..t
+        }),
+        (None, Some(p)) => Some(Redirect {
+            status_code: permanent_code.unwrap_or(301),
+            ..p
+        }),
+        (None, None) => None,
+    };
     // ingress-nginx reads allowlist-source-range first, whitelist-source-range as its alias.
     let allow_source_ranges = r
         .parse(
@@ -565,6 +617,7 @@ pub fn ingress_settings(
             deny_source_ranges,
             rewrite_target,
             max_body_bytes,
+            redirect,
             backend,
             actions,
             conditions,

@@ -330,6 +330,9 @@ fn build_load_balancer(
     let mut tgs = TargetGroupSet::new(backends, opts);
     let mut resolve =
         |m: &Member<'_>, backend: &IngressBackend, diags: &mut Vec<Diagnostic>| -> Action {
+            if let Some(r) = &m.settings.redirect {
+                return Action::Redirect(r.clone());
+            }
             if let Some(name) = alb_actions::annotated_action_name(backend) {
                 return annotated_action(m, name, &mut tgs, diags);
             }

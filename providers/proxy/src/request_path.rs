@@ -559,8 +559,9 @@ fn redirect(
         .unwrap_or(request_scheme)
         .to_ascii_lowercase();
     let port = match r.port {
-        // 443 is "the HTTPS port", which this proxy may serve elsewhere.
-        Some(443) if scheme == "https" => settings.https_redirect_port,
+        // 443 is "the HTTPS port", which this proxy may serve elsewhere — when the redirect
+        // stays on the request's host; another host's 443 is its own.
+        Some(443) if scheme == "https" && r.host.is_none() => settings.https_redirect_port,
         Some(p) => p,
         None if scheme == request_scheme => conn.local.port(),
         None if scheme == "https" => settings.https_redirect_port,
