@@ -707,3 +707,37 @@ async fn permanent_and_temporal_redirects() {
     check(get(p.http, "bad.example.com", "/").await, None, "a bad URL");
     p.stop().await;
 }
+
+/// ingress-nginx's `app-root` (e2e `annotations/approot.go`): `/` on the Ingress's host
+/// answers 302 to the application root, scheme and host kept, query dropped; every other
+/// path is served as usual.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn app_root_redirects_slash() {
+    let mut m = backends().await;
+    m.push_str(&ingress(
+        "approot",
+        "nginx.ingress.kubernetes.io/app-root: /foo",
+        &[("approot.example.com", "/", "Prefix", "web")],
+    ));
+    let p = TestProxy::start(&m).await;
+    for path in ["/", "/?x=1"] {
+        let (status, headers, _) = get(p.http, "approot.example.com", path).await.expect(path);
+        assert_eq!(status, StatusCode::FOUND, "{path}");
+        assert_eq!(
+            headers.get("location").and_then(|v| v.to_str().ok()),
+            Some(format!("http://approot.example.com:{}/foo", p.http.port()).as_str()),
+            "{path}"
+        );
+    }
+    check(
+        get(p.http, "approot.example.com", "/foo").await,
+        Some("web"),
+        "/foo",
+    );
+    check(
+        get(p.http, "approot.example.com", "/bar").await,
+        Some("web"),
+        "/bar",
+    );
+    p.stop().await;
+}

@@ -388,7 +388,7 @@ pub static REGISTRY: &[Spec] = &[
     nginx("permanent-redirect-code", Other, H, "the permanent redirect's code").aws(H),
     nginx("temporal-redirect", Other, H, "a temporary redirect").aws(H),
     nginx("temporal-redirect-code", Other, H, "the temporary redirect's code").aws(H),
-    nginx("app-root", Other, X, "redirecting / to the application root"),
+    nginx("app-root", Other, H, "redirecting / to the application root").aws(H),
     nginx("force-ssl-redirect", Other, H, "redirecting HTTP to HTTPS").aws(H),
     nginx("preserve-trailing-slash", Other, X, "keeping the trailing slash in redirects"),
     nginx("rewrite-target", Other, H, "rewriting the upstream path"),

@@ -52,6 +52,9 @@ pub struct IngressSettings {
     pub rewrite_target: Option<String>,
     /// ingress-nginx `proxy-body-size` in bytes; `None` when unset or `0` (no limit).
     pub max_body_bytes: Option<u64>,
+    /// ingress-nginx `app-root`: a request for exactly `/` on the Ingress's hosts is
+    /// redirected (302) to this path.
+    pub app_root: Option<String>,
     /// ingress-nginx `temporal-redirect` / `permanent-redirect` (with their codes): every
     /// route of the Ingress answers with this redirect instead of forwarding.
     pub redirect: Option<Redirect>,
@@ -538,6 +541,12 @@ pub fn ingress_settings(
     let temporal_code = r.parse(&format!("{NGINX}temporal-redirect-code"), redirect_code);
     let permanent = r.parse(&format!("{NGINX}permanent-redirect"), parse_redirect_url);
     let permanent_code = r.parse(&format!("{NGINX}permanent-redirect-code"), redirect_code);
+    let app_root = r.parse(&format!("{NGINX}app-root"), |v| {
+        if v == "/" {
+            return Err("an app-root of / would redirect / to itself".into());
+        }
+        super::ingress_member::parse_path(Some(v), "Exact", false).map(|p| p.path)
+    });
     let redirect = match (temporal, permanent) {
         (Some(t), _) => Some(Redirect {
             status_code: temporal_code.unwrap_or(302),
@@ -617,6 +626,7 @@ pub fn ingress_settings(
             deny_source_ranges,
             rewrite_target,
             max_body_bytes,
+            app_root,
             redirect,
             backend,
             actions,

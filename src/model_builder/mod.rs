@@ -22,8 +22,8 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use k8s_openapi::api::networking::v1::IngressBackend;
 use tollgate_contract::{
     Action, Certificate, Conditions, DesiredState, Diagnostic, FixedResponse, Forward, HostMatch,
-    IpAddressType, Listener, ListenerProtocol, LoadBalancer, Network, ObjectKind, PathKind, Reason,
-    Redirect, Scheme, Severity, TargetType, WeightedTargetGroup,
+    IpAddressType, Listener, ListenerProtocol, LoadBalancer, Network, ObjectKind, PathKind,
+    PathMatch, Reason, Redirect, Scheme, Severity, TargetType, WeightedTargetGroup,
 };
 
 pub use ingress_member::{parse_host, parse_path};
@@ -419,6 +419,38 @@ fn build_load_balancer(
         let mut routes = Vec::new();
         for &mi in &draft.members {
             let m = &members[mi];
+            // ingress-nginx's app-root is checked before any location of the server: `/` on
+            // each of the Ingress's hosts redirects (302) to it, scheme and host kept.
+            if let Some(root) = &m.settings.app_root {
+                let mut hosts: Vec<&Option<HostMatch>> = m.routes.iter().map(|r| &r.host).collect();
+                hosts.dedup();
+                for host in hosts {
+                    let path = PathMatch {
+                        kind: PathKind::Exact,
+                        path: "/".into(),
+                    };
+                    let key = conflict_key(host, &path, &Conditions::default());
+                    if seen.contains_key(&key) {
+                        continue;
+                    }
+                    seen.insert(key, mi);
+                    let redirect = Action::Redirect(Redirect {
+                        protocol: None,
+                        host: None,
+                        port: None,
+                        path: Some(root.clone()),
+                        query: Some(String::new()),
+                        status_code: 302,
+                    });
+                    routes.push(Route {
+                        host: host.clone(),
+                        path,
+                        extra: Conditions::default(),
+                        action: on_listener(mi, &redirect),
+                        ingress: m.obj.clone(),
+                    });
+                }
+            }
             for (ri, r) in m.routes.iter().enumerate() {
                 let extra = extra_conditions(m, r.backend);
                 let action = on_listener(mi, &route_actions[mi][ri]);
