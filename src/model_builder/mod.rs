@@ -453,8 +453,12 @@ fn build_load_balancer(
             }
             for (ri, r) in m.routes.iter().enumerate() {
                 let extra = extra_conditions(m, r.backend);
-                let action = on_listener(mi, &route_actions[mi][ri]);
-                if redirects_to_itself(&action, port, draft.protocol, r) {
+                // Only a redirect can loop; the listener's own form of it (ssl-redirect may
+                // replace it) is what would answer.
+                let raw = &route_actions[mi][ri];
+                if matches!(raw, Action::Redirect(_))
+                    && redirects_to_itself(&on_listener(mi, raw), port, draft.protocol, r)
+                {
                     diags.push(ingress_diag(
                         m,
                         Severity::Info,

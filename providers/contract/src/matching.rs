@@ -97,6 +97,18 @@ fn query_matches(cond: &QueryMatch, query: &str) -> bool {
 pub fn glob_matches(pattern: &str, value: &str) -> bool {
     let p: Vec<char> = pattern.to_lowercase().chars().collect();
     let v: Vec<char> = value.to_lowercase().chars().collect();
+    glob_chars(&p, &v)
+}
+
+/// Case-sensitive glob over the whole path, as ALB path patterns match (`*` crosses `/`).
+pub fn path_glob_matches(pattern: &str, path: &str) -> bool {
+    let p: Vec<char> = pattern.chars().collect();
+    let v: Vec<char> = path.chars().collect();
+    glob_chars(&p, &v)
+}
+
+/// Backtracking over the last `*` only, so a hostile pattern costs O(pattern × value).
+fn glob_chars(p: &[char], v: &[char]) -> bool {
     let (mut pi, mut vi) = (0, 0);
     let (mut star, mut mark) = (None, 0);
     while vi < v.len() {
@@ -177,6 +189,25 @@ mod tests {
         assert!(!prefix_matches("/aaa/bb", "/aaa/bbb"));
         assert!(prefix_matches("/aaa/bbb", "/aaa/bbb/ccc"));
         assert!(!prefix_matches("/aaa/bbb/", "/aaa/bbbxyz"));
+    }
+
+    #[test]
+    fn alb_path_patterns_match_the_whole_path() {
+        let glob_matches = path_glob_matches;
+        assert!(glob_matches("/*", "/"));
+        assert!(glob_matches("/*", "/a/b/c"));
+        assert!(glob_matches("/api/*", "/api/"));
+        assert!(glob_matches("/api/*", "/api/v1/x"));
+        assert!(!glob_matches("/api/*", "/api"));
+        assert!(!glob_matches("/api/*", "/apix/y"));
+        assert!(glob_matches("/img/*.png", "/img/a/b.png"));
+        assert!(!glob_matches("/img/*.png", "/img/a.png.txt"));
+        assert!(glob_matches("/v?/x", "/v1/x"));
+        assert!(!glob_matches("/v?/x", "/v10/x"));
+        assert!(!glob_matches("/API/*", "/api/x"), "case-sensitive, as ALB");
+        assert!(glob_matches("/a*b*c", "/aXbYbZc"));
+        assert!(!glob_matches("/a*b*c", "/aXbYbZ"));
+        assert!(glob_matches("/**", "/"));
     }
 
     #[test]

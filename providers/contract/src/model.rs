@@ -383,40 +383,9 @@ impl PathMatch {
             PathKind::Exact => self.path == request_path,
             PathKind::Prefix => prefix_matches(&self.path, request_path),
             PathKind::Regex => false,
-            PathKind::Glob => glob_matches(&self.path, request_path),
+            PathKind::Glob => crate::matching::path_glob_matches(&self.path, request_path),
         }
     }
-}
-
-/// Whether `text` matches the ALB-style `pattern` as a whole: `*` any run of characters
-/// (`/` included), `?` one character, everything else itself, case-sensitive. Linear
-/// backtracking over the last `*` only, so a hostile pattern costs O(pattern × text).
-pub fn glob_matches(pattern: &str, text: &str) -> bool {
-    let p: Vec<char> = pattern.chars().collect();
-    let t: Vec<char> = text.chars().collect();
-    let (mut pi, mut ti) = (0, 0);
-    let mut star: Option<(usize, usize)> = None;
-    while ti < t.len() {
-        match p.get(pi) {
-            Some('*') => {
-                star = Some((pi, ti));
-                pi += 1;
-            }
-            Some(c) if *c == '?' || *c == t[ti] => {
-                pi += 1;
-                ti += 1;
-            }
-            _ => match star {
-                Some((sp, st)) => {
-                    pi = sp + 1;
-                    ti = st + 1;
-                    star = Some((sp, st + 1));
-                }
-                None => return false,
-            },
-        }
-    }
-    p[pi..].iter().all(|c| *c == '*')
 }
 
 /// Element-wise prefix match, as the Ingress specification defines `Prefix`.
@@ -678,28 +647,5 @@ impl TargetState {
     /// Whether new requests may be sent to a target in this state.
     pub fn accepts_new_requests(self) -> bool {
         matches!(self, TargetState::Ready)
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::glob_matches;
-
-    #[test]
-    fn alb_path_patterns_match_the_whole_path() {
-        assert!(glob_matches("/*", "/"));
-        assert!(glob_matches("/*", "/a/b/c"));
-        assert!(glob_matches("/api/*", "/api/"));
-        assert!(glob_matches("/api/*", "/api/v1/x"));
-        assert!(!glob_matches("/api/*", "/api"));
-        assert!(!glob_matches("/api/*", "/apix/y"));
-        assert!(glob_matches("/img/*.png", "/img/a/b.png"));
-        assert!(!glob_matches("/img/*.png", "/img/a.png.txt"));
-        assert!(glob_matches("/v?/x", "/v1/x"));
-        assert!(!glob_matches("/v?/x", "/v10/x"));
-        assert!(!glob_matches("/API/*", "/api/x"), "case-sensitive, as ALB");
-        assert!(glob_matches("/a*b*c", "/aXbYbZc"));
-        assert!(!glob_matches("/a*b*c", "/aXbYbZ"));
-        assert!(glob_matches("/**", "/"));
     }
 }

@@ -186,15 +186,6 @@ impl ConnectionTable {
         }
         false
     }
-
-    /// Open connections.
-    pub fn len(&self) -> usize {
-        self.slots.lock().map_or(0, |s| s.len())
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
 }
 
 /// A connection's place in the table, for as long as the connection lives.
