@@ -2,7 +2,7 @@
 //! [`Inventory`], and carry out a [`Plan`]'s changes, recording each success back into the
 //! inventory. Every call is counted by operation and outcome.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::sync::Mutex;
 
 use aws_sdk_elasticloadbalancingv2 as elbv2;
@@ -787,38 +787,10 @@ impl Aws {
                 }
             }
         }
-        let bad = |why: String| AwsError::NoSubnets {
+        crate::subnet_discovery::check_named(ids, &cache.named).map_err(|why| AwsError::NoSubnets {
             cluster: self.cluster.clone(),
             why: format!("the subnets the Ingress names ({}): {why}", ids.join(", ")),
-        };
-        let mut vpcs = BTreeSet::new();
-        let mut zones: BTreeMap<&str, Vec<&str>> = BTreeMap::new();
-        for id in ids {
-            let Some((vpc, zone)) = cache.named.get(id) else {
-                return Err(bad(format!("{id} does not exist")));
-            };
-            vpcs.insert(vpc.as_str());
-            zones.entry(zone.as_str()).or_default().push(id);
-        }
-        if vpcs.len() > 1 {
-            return Err(bad(format!(
-                "they are in several VPCs ({})",
-                vpcs.into_iter().collect::<Vec<_>>().join(", ")
-            )));
-        }
-        if let Some((zone, twins)) = zones.iter().find(|(_, v)| v.len() > 1) {
-            return Err(bad(format!(
-                "{} are all in {zone}; an Application Load Balancer takes one subnet per Availability Zone",
-                twins.join(", ")
-            )));
-        }
-        if zones.len() < 2 {
-            return Err(bad(
-                "an Application Load Balancer needs subnets in at least two Availability Zones"
-                    .into(),
-            ));
-        }
-        Ok(vpcs.into_iter().next().unwrap_or_default().to_string())
+        })
     }
 
     /// [`Aws::subnets`], asked once per scheme during one apply.

@@ -101,6 +101,42 @@ pub fn choose(cluster: &str, candidates: &[SubnetFacts]) -> Result<(Vec<String>,
     Ok((ids, vpc))
 }
 
+/// Subnets an Ingress names, held to what ALB requires of them — all known (`facts`: ID →
+/// VPC and zone), in one VPC, one per Availability Zone, at least two zones — as [`choose`]
+/// holds discovered ones; their VPC.
+pub fn check_named(
+    ids: &[String],
+    facts: &BTreeMap<String, (String, String)>,
+) -> Result<String, String> {
+    let mut vpcs = std::collections::BTreeSet::new();
+    let mut zones: BTreeMap<&str, Vec<&str>> = BTreeMap::new();
+    for id in ids {
+        let Some((vpc, zone)) = facts.get(id) else {
+            return Err(format!("{id} does not exist"));
+        };
+        vpcs.insert(vpc.as_str());
+        zones.entry(zone.as_str()).or_default().push(id);
+    }
+    if vpcs.len() > 1 {
+        return Err(format!(
+            "they are in several VPCs ({})",
+            vpcs.into_iter().collect::<Vec<_>>().join(", ")
+        ));
+    }
+    if let Some((zone, twins)) = zones.iter().find(|(_, v)| v.len() > 1) {
+        return Err(format!(
+            "{} are all in {zone}; an Application Load Balancer takes one subnet per Availability Zone",
+            twins.join(", ")
+        ));
+    }
+    if zones.len() < 2 {
+        return Err(
+            "an Application Load Balancer needs subnets in at least two Availability Zones".into(),
+        );
+    }
+    Ok(vpcs.into_iter().next().unwrap_or_default().to_string())
+}
+
 /// What reachability needs to know of one route table.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RouteTableFacts {
@@ -235,6 +271,29 @@ mod tests {
             ids(by_reachability("vpc-1", false, &subnets, &public_main)),
             ["subnet-pub-a", "subnet-pub-b", "subnet-main"]
         );
+    }
+
+    #[test]
+    fn named_subnets_are_held_to_albs_rules() {
+        let facts: BTreeMap<String, (String, String)> = [
+            ("subnet-a1", "vpc-1", "a"),
+            ("subnet-a2", "vpc-1", "a"),
+            ("subnet-b1", "vpc-1", "b"),
+            ("subnet-c2", "vpc-2", "c"),
+        ]
+        .iter()
+        .map(|(i, v, z)| (i.to_string(), (v.to_string(), z.to_string())))
+        .collect();
+        let ids = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        assert_eq!(
+            check_named(&ids(&["subnet-a1", "subnet-b1"]), &facts),
+            Ok("vpc-1".to_string())
+        );
+        let err = |v: &[&str]| check_named(&ids(v), &facts).expect_err("refused");
+        assert!(err(&["subnet-a1", "subnet-a2"]).contains("one subnet per Availability Zone"));
+        assert!(err(&["subnet-a1"]).contains("at least two Availability Zones"));
+        assert!(err(&["subnet-a1", "subnet-c2"]).contains("several VPCs"));
+        assert!(err(&["subnet-a1", "subnet-zz"]).contains("subnet-zz does not exist"));
     }
 
     #[test]
