@@ -18,7 +18,8 @@ pub mod sources;
 pub use cluster_snapshot::ClusterSnapshot;
 pub use model_builder::last_known_good::LastKnownGood;
 pub use model_builder::{
-    build, load_balancer_id, BuildOptions, BuildOutput, Grouping, ProviderKind,
+    build, build_with, load_balancer_id, BuildCache, BuildOptions, BuildOutput, Grouping,
+    ProviderKind,
 };
 
 /// Hands memory freed by a configuration rebuild back to the OS. A rebuild briefly holds

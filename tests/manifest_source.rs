@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::sync::watch;
-use tollgate::sources::manifest_dir::{load_dir, ManifestDirSource};
+use tollgate::sources::manifest_dir::{load_dir, DirCache, ManifestDirSource};
 use tollgate::sources::{Source, SourceState};
 use tollgate_contract::Reason;
 
@@ -143,4 +143,100 @@ async fn hot_reload_follows_create_modify_and_delete() {
     })
     .await;
     assert!(s.generation > 1);
+}
+
+fn ingress_named<'a>(
+    snap: &'a tollgate::ClusterSnapshot,
+    name: &str,
+) -> &'a Arc<k8s_openapi::api::networking::v1::Ingress> {
+    snap.ingresses
+        .iter()
+        .find(|i| i.metadata.name.as_deref() == Some(name))
+        .unwrap_or_else(|| panic!("no Ingress {name}"))
+}
+
+/// A change costs what it changes: an event re-reads only the file it names, and every
+/// object whose definition did not change keeps its allocation, which the builder's caches
+/// key on.
+#[test]
+fn a_change_rereads_only_what_it_names_and_keeps_unchanged_objects() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let d = dir.path();
+    std::fs::write(
+        d.join("a.yaml"),
+        format!("{}---\n{}", ingress_yaml("a1"), ingress_yaml("a2")),
+    )
+    .unwrap();
+    std::fs::write(d.join("b.yaml"), ingress_yaml("b")).unwrap();
+    let mut cache = DirCache::load(d).expect("load");
+    let (before, _) = cache.snapshot();
+
+    // a.yaml rewritten with a2 changed and a1 the same; b.yaml changed behind the cache's
+    // back (no event names it).
+    std::fs::write(
+        d.join("a.yaml"),
+        format!(
+            "{}---\n{}",
+            ingress_yaml("a1"),
+            ingress_yaml("a2").replace("web", "api")
+        ),
+    )
+    .unwrap();
+    std::fs::write(d.join("b.yaml"), ingress_yaml("b").replace("web", "other")).unwrap();
+    assert!(cache.update(&[d.join("a.yaml")]).expect("update"));
+    let (after, _) = cache.snapshot();
+    assert!(Arc::ptr_eq(
+        ingress_named(&before, "a1"),
+        ingress_named(&after, "a1")
+    ));
+    assert!(!Arc::ptr_eq(
+        ingress_named(&before, "a2"),
+        ingress_named(&after, "a2")
+    ));
+    assert!(
+        Arc::ptr_eq(ingress_named(&before, "b"), ingress_named(&after, "b")),
+        "b.yaml was not named, so not read"
+    );
+
+    // The periodic check finds what no event named, and reads only that.
+    assert!(cache.rescan().expect("rescan"));
+    let (rescanned, _) = cache.snapshot();
+    assert!(Arc::ptr_eq(
+        ingress_named(&after, "a2"),
+        ingress_named(&rescanned, "a2")
+    ));
+    let b = ingress_named(&rescanned, "b");
+    assert!(serde_json::to_string(&**b).unwrap().contains("other"));
+    assert!(!cache.rescan().expect("rescan"), "nothing moved since");
+
+    // Touched with the same content: read again, nothing changed, nothing shared lost.
+    std::fs::write(d.join("b.yaml"), ingress_yaml("b").replace("web", "other")).unwrap();
+    assert!(!cache.update(&[d.join("b.yaml")]).expect("update"));
+    assert!(Arc::ptr_eq(b, ingress_named(&cache.snapshot().0, "b")));
+}
+
+/// A file that is gone when it is read (deleted between the event and the read, or named by
+/// an event after its removal) is a removal, not an error; so is a removed directory.
+#[test]
+fn a_vanished_file_or_directory_is_a_removal_not_an_error() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let d = dir.path();
+    std::fs::create_dir(d.join("sub")).unwrap();
+    std::fs::write(d.join("sub/x.yaml"), ingress_yaml("x")).unwrap();
+    std::fs::write(d.join("sub/y.yaml"), ingress_yaml("y")).unwrap();
+    std::fs::write(d.join("z.yaml"), ingress_yaml("z")).unwrap();
+    let mut cache = DirCache::load(d).expect("load");
+    assert_eq!(cache.snapshot().0.ingresses.len(), 3);
+
+    std::fs::remove_file(d.join("z.yaml")).unwrap();
+    assert!(cache
+        .update(&[d.join("z.yaml"), d.join("never-was.yaml")])
+        .expect("update"));
+    std::fs::remove_dir_all(d.join("sub")).unwrap();
+    assert!(cache
+        .update(&[d.join("sub/x.yaml"), d.join("sub")])
+        .expect("update"));
+    let (snap, diags) = cache.snapshot();
+    assert!(snap.ingresses.is_empty());
+    assert!(diags.is_empty(), "{diags:?}");
 }

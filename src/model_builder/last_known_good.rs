@@ -23,7 +23,7 @@ use tollgate_contract::{Diagnostic, ObjectKind, Reason, Severity};
 
 use super::class_selection::ClassSelector;
 use super::ingress_member::read_member;
-use super::{build, load_balancer_id, BuildOptions, BuildOutput};
+use super::{build_with, load_balancer_id, BuildCache, BuildOptions, BuildOutput};
 use crate::ClusterSnapshot;
 
 type Key = (String, String);
@@ -46,10 +46,12 @@ pub struct LastKnownGood {
     /// Invalid Ingresses whose past is unknown (they were invalid at the first build).
     unknown_past: HashSet<Key>,
     built_once: bool,
+    /// What the next build can reuse.
+    cache: BuildCache,
 }
 
 impl LastKnownGood {
-    /// [`build`] with invalid Ingresses served as their last valid version; remembers the
+    /// [`build`](super::build) with invalid Ingresses served as their last valid version; remembers the
     /// valid ones for next time.
     pub fn build(&mut self, snapshot: &ClusterSnapshot, opts: &BuildOptions) -> BuildOutput {
         let classes = ClassSelector::new(&snapshot.ingress_classes, opts);
@@ -116,13 +118,13 @@ impl LastKnownGood {
         self.built_once = true;
 
         let mut out = if substituted.is_empty() {
-            build(snapshot, opts)
+            build_with(snapshot, opts, &mut self.cache)
         } else {
             let mut snap = snapshot.clone();
             for (i, last) in substituted {
                 snap.ingresses[i] = last;
             }
-            build(&snap, opts)
+            build_with(&snap, opts, &mut self.cache)
         };
         out.diagnostics.extend(extra);
         out.diagnostics.sort();

@@ -139,12 +139,29 @@ pub fn load_balancer_id(
     }
 }
 
+/// What a run loop keeps between builds so that a build redoes only what changed: results of
+/// pure functions, keyed by the objects they read (by allocation, which sources share for
+/// unchanged objects). [`build_with`] gives exactly what [`build`] gives.
+#[derive(Debug, Default)]
+pub struct BuildCache {
+    secrets: tls_secrets::SecretVerdicts,
+}
+
 /// Builds the desired state from a snapshot of cluster objects.
 pub fn build(snapshot: &ClusterSnapshot, opts: &BuildOptions) -> BuildOutput {
+    build_with(snapshot, opts, &mut BuildCache::default())
+}
+
+/// [`build`], reusing what `cache` holds from earlier builds.
+pub fn build_with(
+    snapshot: &ClusterSnapshot,
+    opts: &BuildOptions,
+    cache: &mut BuildCache,
+) -> BuildOutput {
     let mut diags = Vec::new();
     let classes = ClassSelector::new(&snapshot.ingress_classes, opts);
     let backends = BackendIndex::new(snapshot, opts.provider, &mut diags);
-    let mut secrets = SecretIndex::new(&snapshot.secrets);
+    let mut secrets = SecretIndex::new(&snapshot.secrets, &mut cache.secrets);
 
     let mut groups: BTreeMap<String, Vec<Member<'_>>> = BTreeMap::new();
     for ing in &snapshot.ingresses {

@@ -10,14 +10,41 @@ use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use sha2::{Digest, Sha256};
 use tollgate_contract::TlsMaterial;
 
+/// Verdicts on Secrets, kept between builds by [`BuildCache`](super::BuildCache): keyed by
+/// the Secret's allocation, which the cache holds on to, so an address is never reused for a
+/// different Secret while its verdict is kept. Sources share unchanged objects, so a Secret
+/// that did not change is not parsed again (key parsing was most of a change's cost with
+/// thousands of certificates).
+#[derive(Debug, Default)]
+pub struct SecretVerdicts(HashMap<usize, (Arc<Secret>, Result<TlsMaterial, String>)>);
+
+impl SecretVerdicts {
+    /// Forgets the verdicts of Secrets the last build's snapshot no longer has.
+    fn keep_only(&mut self, secrets: &[Arc<Secret>]) {
+        if self.0.is_empty() {
+            return;
+        }
+        let live: std::collections::HashSet<usize> =
+            secrets.iter().map(|s| Arc::as_ptr(s) as usize).collect();
+        self.0.retain(|k, _| live.contains(k));
+    }
+}
+
 /// Secrets by namespace and name, with each one's verdict cached.
 pub(crate) struct SecretIndex<'a> {
-    secrets: HashMap<(&'a str, &'a str), &'a Secret>,
-    verdicts: HashMap<(String, String), Result<TlsMaterial, String>>,
+    secrets: HashMap<(&'a str, &'a str), &'a Arc<Secret>>,
+    verdicts: &'a mut SecretVerdicts,
+    all: &'a [Arc<Secret>],
+}
+
+impl Drop for SecretIndex<'_> {
+    fn drop(&mut self) {
+        self.verdicts.keep_only(self.all);
+    }
 }
 
 impl<'a> SecretIndex<'a> {
-    pub(crate) fn new(secrets: &'a [Arc<Secret>]) -> Self {
+    pub(crate) fn new(secrets: &'a [Arc<Secret>], verdicts: &'a mut SecretVerdicts) -> Self {
         SecretIndex {
             secrets: secrets
                 .iter()
@@ -27,11 +54,12 @@ impl<'a> SecretIndex<'a> {
                             s.metadata.namespace.as_deref().unwrap_or("default"),
                             s.metadata.name.as_deref().unwrap_or_default(),
                         ),
-                        &**s,
+                        s,
                     )
                 })
                 .collect(),
-            verdicts: HashMap::new(),
+            verdicts,
+            all: secrets,
         }
     }
 
@@ -46,8 +74,10 @@ impl<'a> SecretIndex<'a> {
             return Err(None);
         };
         self.verdicts
-            .entry((namespace.to_string(), name.to_string()))
-            .or_insert_with(|| read_tls_secret(secret))
+            .0
+            .entry(Arc::as_ptr(secret) as usize)
+            .or_insert_with(|| ((*secret).clone(), read_tls_secret(secret)))
+            .1
             .clone()
             .map_err(Some)
     }

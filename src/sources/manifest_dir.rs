@@ -2,13 +2,17 @@
 //! `kind: List` included, re-read whenever a file is created, changed or removed.
 //!
 //! A file that fails to parse is reported (file, document, reason) and skipped; every other
-//! file keeps being served. Re-reading the whole directory on each change keeps the result
-//! a pure function of what is on disk, which is what a tool that drops files in expects.
+//! file keeps being served. The result is a pure function of what is on disk, which is what
+//! a tool that drops files in expects; but a change costs what it changes: each file's
+//! parsed objects are kept ([`DirCache`]), an event re-reads only the files it names, the
+//! periodic check for missed events only looks at sizes and times, and an object whose
+//! definition did not change keeps its `Arc`, so consumers can tell it apart by pointer.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
+use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 use k8s_openapi::api::core::v1::{Endpoints, Namespace, Node, Secret, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
@@ -45,12 +49,7 @@ pub enum ManifestDirError {
 /// Reads every manifest below `dir` into a snapshot. Only the directory itself being
 /// unreadable is an error; bad files become diagnostics.
 pub fn load_dir(dir: &Path) -> Result<(ClusterSnapshot, Vec<Diagnostic>), ManifestDirError> {
-    let files = manifest_files(dir)?;
-    let mut loader = Loader::default();
-    for f in &files {
-        loader.load_file(f);
-    }
-    Ok(loader.finish())
+    Ok(DirCache::load(dir)?.snapshot())
 }
 
 /// Parses manifest text as if it were one file named `label` (JSON when `is_json`).
@@ -59,12 +58,29 @@ pub fn parse_manifests(
     text: &str,
     is_json: bool,
 ) -> (ClusterSnapshot, Vec<Diagnostic>) {
-    let mut loader = Loader::default();
-    loader.load_text(label.to_string(), text, is_json);
-    loader.finish()
+    assemble([&parse_file(label.to_string(), text, is_json)])
 }
 
-fn manifest_files(dir: &Path) -> Result<Vec<PathBuf>, ManifestDirError> {
+/// Whether a path below the manifest directory is skipped: a hidden component (editor swap
+/// files, a tool's temporary file before its rename, ConfigMap volume `..data` internals).
+fn hidden(relative: &Path) -> bool {
+    relative.components().any(|c| {
+        c.as_os_str()
+            .to_str()
+            .is_none_or(|n| n.starts_with('.') && n != "." && n != "..")
+    })
+}
+
+fn is_manifest(p: &Path) -> bool {
+    matches!(
+        p.extension().and_then(|e| e.to_str()),
+        Some("yaml" | "yml" | "json")
+    )
+}
+
+/// Every manifest file below `dir` with its metadata (symlinks followed, as ConfigMap volumes
+/// need), sorted by path.
+fn manifest_files(dir: &Path) -> Result<Vec<(PathBuf, std::fs::Metadata)>, ManifestDirError> {
     let mut out = Vec::new();
     let mut stack = vec![dir.to_path_buf()];
     while let Some(d) = stack.pop() {
@@ -81,22 +97,212 @@ fn manifest_files(dir: &Path) -> Result<Vec<PathBuf>, ManifestDirError> {
             if hidden {
                 continue; // editor swap files, ConfigMap volume `..data` internals
             }
-            if p.is_dir() {
+            // A file removed between the listing and the stat is simply not there.
+            let Ok(md) = std::fs::metadata(&p) else {
+                continue;
+            };
+            if md.is_dir() {
                 stack.push(p);
-            } else if matches!(
-                p.extension().and_then(|e| e.to_str()),
-                Some("yaml" | "yml" | "json")
-            ) {
-                out.push(p);
+            } else if is_manifest(&p) {
+                out.push((p, md));
             }
         }
     }
-    out.sort();
+    out.sort_by(|a, b| a.0.cmp(&b.0));
     Ok(out)
 }
 
+/// What says a file may have changed without reading it: a rename puts a new inode in place,
+/// an in-place write moves the modification time (nanoseconds) or the size.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Stamp {
+    len: u64,
+    ino: u64,
+    mtime: (i64, i64),
+    ctime: (i64, i64),
+}
+
+impl Stamp {
+    fn of(md: &std::fs::Metadata) -> Self {
+        Stamp {
+            len: md.len(),
+            ino: md.ino(),
+            mtime: (md.mtime(), md.mtime_nsec()),
+            ctime: (md.ctime(), md.ctime_nsec()),
+        }
+    }
+}
+
+/// One file, read and parsed.
+struct CachedFile {
+    stamp: Stamp,
+    parsed: ParsedFile,
+}
+
+/// The parsed contents of a manifest directory, file by file. Refreshing re-reads only files
+/// whose [`Stamp`] moved; re-reading a file keeps the `Arc` of every object in it that did not
+/// change.
+pub struct DirCache {
+    dir: PathBuf,
+    files: BTreeMap<PathBuf, CachedFile>,
+}
+
+impl DirCache {
+    /// Reads every manifest below `dir`.
+    pub fn load(dir: &Path) -> Result<Self, ManifestDirError> {
+        let mut cache = DirCache {
+            dir: dir.to_path_buf(),
+            files: BTreeMap::new(),
+        };
+        cache.rescan()?;
+        Ok(cache)
+    }
+
+    /// Looks at every file's size and times, re-reads those that moved and forgets those that
+    /// are gone. Returns whether anything the snapshot holds changed.
+    pub fn rescan(&mut self) -> Result<bool, ManifestDirError> {
+        let listed = manifest_files(&self.dir)?;
+        let mut changed = false;
+        let before = self.files.len();
+        let mut present = 0usize;
+        for (p, md) in &listed {
+            if self.files.contains_key(p) {
+                present += 1;
+            }
+            changed |= self.refresh_file(p, Some(md));
+        }
+        if present < before {
+            let keep: std::collections::HashSet<&PathBuf> = listed.iter().map(|(p, _)| p).collect();
+            self.files.retain(|p, _| keep.contains(p));
+            changed = true;
+        }
+        Ok(changed)
+    }
+
+    /// Refreshes what file-system events named: files are re-read if they moved, removed
+    /// paths (a file or a whole directory) forgotten, directories scanned. A hidden path is
+    /// ignored, except the `..data` swap of a ConfigMap volume, which changes what every
+    /// file points at and so rescans. Returns whether anything the snapshot holds changed.
+    pub fn update(&mut self, paths: &[PathBuf]) -> Result<bool, ManifestDirError> {
+        let mut changed = false;
+        let mut seen = std::collections::HashSet::new();
+        for p in paths {
+            if !seen.insert(p) {
+                continue;
+            }
+            let Ok(rel) = p.strip_prefix(&self.dir) else {
+                continue;
+            };
+            if rel.as_os_str().is_empty() {
+                return self.rescan(); // the directory itself
+            }
+            if hidden(rel) {
+                let atomic_writer = rel
+                    .components()
+                    .any(|c| c.as_os_str().to_str().is_some_and(|n| n.starts_with("..")));
+                if atomic_writer {
+                    return self.rescan();
+                }
+                continue;
+            }
+            match std::fs::metadata(p) {
+                Ok(md) if md.is_dir() => changed |= self.update_subtree(p)?,
+                Ok(md) if is_manifest(p) => changed |= self.refresh_file(p, Some(&md)),
+                Ok(_) => {}
+                Err(_) => changed |= self.forget(p),
+            }
+        }
+        Ok(changed)
+    }
+
+    fn update_subtree(&mut self, dir: &Path) -> Result<bool, ManifestDirError> {
+        let listed = manifest_files(dir)?;
+        let mut changed = false;
+        for (p, md) in &listed {
+            changed |= self.refresh_file(p, Some(md));
+        }
+        let keep: std::collections::HashSet<&PathBuf> = listed.iter().map(|(p, _)| p).collect();
+        let gone: Vec<PathBuf> = self
+            .files
+            .range(dir.to_path_buf()..)
+            .take_while(|(p, _)| p.starts_with(dir))
+            .filter(|(p, _)| !keep.contains(p))
+            .map(|(p, _)| p.clone())
+            .collect();
+        for p in gone {
+            changed |= self.files.remove(&p).is_some();
+        }
+        Ok(changed)
+    }
+
+    /// Forgets a removed path: a file, or every file below a removed directory.
+    fn forget(&mut self, p: &Path) -> bool {
+        let gone: Vec<PathBuf> = self
+            .files
+            .range(p.to_path_buf()..)
+            .take_while(|(f, _)| f.starts_with(p))
+            .map(|(f, _)| f.clone())
+            .collect();
+        let changed = !gone.is_empty();
+        for f in gone {
+            self.files.remove(&f);
+        }
+        changed
+    }
+
+    /// Re-reads one file when its stamp moved. A file that vanished while being read is a
+    /// removal, not an error. Returns whether the snapshot's contents changed.
+    fn refresh_file(&mut self, path: &Path, md: Option<&std::fs::Metadata>) -> bool {
+        let Some(md) = md else {
+            return self.forget(path);
+        };
+        let stamp = Stamp::of(md);
+        if self.files.get(path).is_some_and(|c| c.stamp == stamp) {
+            return false;
+        }
+        let file = path.display().to_string();
+        let mut parsed = match std::fs::read_to_string(path) {
+            Ok(text) => {
+                let is_json = path.extension().is_some_and(|e| e == "json");
+                parse_file(file, &text, is_json)
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return self.forget(path),
+            Err(e) => {
+                let mut p = ParsedFile::default();
+                let o = Origin {
+                    file,
+                    document: 0,
+                    item: None,
+                };
+                p.diag(
+                    Severity::Error,
+                    &o,
+                    Reason::ManifestInvalid,
+                    format!("cannot read: {e}"),
+                );
+                p
+            }
+        };
+        let changed = match self.files.get(path) {
+            Some(old) => {
+                parsed.reuse_unchanged(&old.parsed);
+                old.parsed != parsed
+            }
+            None => true,
+        };
+        self.files
+            .insert(path.to_path_buf(), CachedFile { stamp, parsed });
+        changed
+    }
+
+    /// The snapshot of every file, in path order (a later file's duplicate wins).
+    pub fn snapshot(&self) -> (ClusterSnapshot, Vec<Diagnostic>) {
+        assemble(self.files.values().map(|f| &f.parsed))
+    }
+}
+
 /// Where an object came from, for messages.
-#[derive(Clone)]
+#[derive(Debug, Clone, PartialEq)]
 struct Origin {
     file: String,
     document: usize,
@@ -113,47 +319,166 @@ impl std::fmt::Display for Origin {
     }
 }
 
-#[derive(Default)]
-struct Loader {
-    snapshot: ClusterSnapshot,
-    diags: Vec<Diagnostic>,
-    /// (kind, namespace, name) → where it was first seen, to report duplicates.
-    seen: HashMap<(&'static str, String, String), (String, usize)>,
+/// One object read from a file.
+#[derive(Debug, Clone, PartialEq)]
+enum Object {
+    Ingress(Arc<Ingress>),
+    IngressClass(Arc<IngressClass>),
+    Service(Arc<Service>),
+    Endpoints(Arc<Endpoints>),
+    Secret(Arc<Secret>),
+    Node(Arc<Node>),
+    Namespace(Arc<Namespace>),
+    EndpointSlice(Arc<EndpointSlice>),
+    ClassParams(Arc<TollgateClassParams>),
 }
 
-impl Loader {
-    fn file_diag(&mut self, severity: Severity, origin: &Origin, reason: Reason, msg: String) {
-        self.diags.push(Diagnostic::new(
+impl Object {
+    /// Whether both hold the same allocation (an unchanged object kept).
+    fn same(&self, other: &Object) -> bool {
+        use Object::*;
+        match (self, other) {
+            (Ingress(a), Ingress(b)) => Arc::ptr_eq(a, b),
+            (IngressClass(a), IngressClass(b)) => Arc::ptr_eq(a, b),
+            (Service(a), Service(b)) => Arc::ptr_eq(a, b),
+            (Endpoints(a), Endpoints(b)) => Arc::ptr_eq(a, b),
+            (Secret(a), Secret(b)) => Arc::ptr_eq(a, b),
+            (Node(a), Node(b)) => Arc::ptr_eq(a, b),
+            (Namespace(a), Namespace(b)) => Arc::ptr_eq(a, b),
+            (EndpointSlice(a), EndpointSlice(b)) => Arc::ptr_eq(a, b),
+            (ClassParams(a), ClassParams(b)) => Arc::ptr_eq(a, b),
+            _ => false,
+        }
+    }
+}
+
+/// An object with its identity and where it was read.
+#[derive(Debug, Clone, PartialEq)]
+struct Read {
+    kind: &'static str,
+    namespace: String,
+    name: String,
+    origin: Origin,
+    object: Object,
+}
+
+/// What one file said, in file order: objects and diagnostics interleaved as read.
+#[derive(Debug, Clone, PartialEq)]
+enum Entry {
+    Object(Read),
+    Diag(Diagnostic),
+}
+
+/// One file's entries.
+#[derive(Debug, Default, Clone, PartialEq)]
+struct ParsedFile {
+    entries: Vec<Entry>,
+}
+
+fn parse_file(file: String, text: &str, is_json: bool) -> ParsedFile {
+    let mut p = ParsedFile::default();
+    p.load_text(file, text, is_json);
+    p
+}
+
+/// Merges files, in order, into one snapshot. An object defined twice (same kind, namespace
+/// and name) takes the later definition, as `kubectl apply` of the files in order would, and
+/// the later one is told where the first was.
+fn assemble<'a>(
+    files: impl IntoIterator<Item = &'a ParsedFile>,
+) -> (ClusterSnapshot, Vec<Diagnostic>) {
+    let mut snapshot = ClusterSnapshot::default();
+    let mut diags = Vec::new();
+    let mut seen: HashMap<(&'static str, &str, &str), (&str, usize)> = HashMap::new();
+    for f in files {
+        for e in &f.entries {
+            let r = match e {
+                Entry::Diag(d) => {
+                    diags.push(d.clone());
+                    continue;
+                }
+                Entry::Object(r) => r,
+            };
+            macro_rules! put {
+                ($list:ident, $obj:expr) => {{
+                    let key = (r.kind, r.namespace.as_str(), r.name.as_str());
+                    match seen.get(&key) {
+                        Some(&(first_file, idx)) => {
+                            snapshot.$list[idx] = $obj.clone();
+                            let at = if r.namespace.is_empty() {
+                                r.name.clone()
+                            } else {
+                                format!("{}/{}", r.namespace, r.name)
+                            };
+                            diags.push(Diagnostic::new(
+                                Severity::Warning,
+                                ObjectKind::File,
+                                "",
+                                r.origin.file.clone(),
+                                Reason::DuplicateObject,
+                                format!(
+                                    "{}: {} {at} is also defined in {first_file}; this later definition is used",
+                                    r.origin, r.kind
+                                ),
+                            ));
+                        }
+                        None => {
+                            snapshot.$list.push($obj.clone());
+                            seen.insert(key, (r.origin.file.as_str(), snapshot.$list.len() - 1));
+                        }
+                    }
+                }};
+            }
+            match &r.object {
+                Object::Ingress(o) => put!(ingresses, o),
+                Object::IngressClass(o) => put!(ingress_classes, o),
+                Object::Service(o) => put!(services, o),
+                Object::Endpoints(o) => put!(endpoints, o),
+                Object::Secret(o) => put!(secrets, o),
+                Object::Node(o) => put!(nodes, o),
+                Object::Namespace(o) => put!(namespaces, o),
+                Object::EndpointSlice(o) => put!(endpoint_slices, o),
+                Object::ClassParams(o) => put!(class_params, o),
+            }
+        }
+    }
+    (snapshot, diags)
+}
+
+impl ParsedFile {
+    /// Puts back the `Arc` of every object `old` held that reads the same now, so a
+    /// re-read file changes only the objects that changed.
+    fn reuse_unchanged(&mut self, old: &ParsedFile) {
+        let before: HashMap<(&'static str, &str, &str), &Object> = old
+            .entries
+            .iter()
+            .filter_map(|e| match e {
+                Entry::Object(r) => {
+                    Some(((r.kind, r.namespace.as_str(), r.name.as_str()), &r.object))
+                }
+                Entry::Diag(_) => None,
+            })
+            .collect();
+        for e in &mut self.entries {
+            if let Entry::Object(r) = e {
+                if let Some(prev) = before.get(&(r.kind, r.namespace.as_str(), r.name.as_str())) {
+                    if !prev.same(&r.object) && **prev == r.object {
+                        r.object = (*prev).clone();
+                    }
+                }
+            }
+        }
+    }
+
+    fn diag(&mut self, severity: Severity, origin: &Origin, reason: Reason, msg: String) {
+        self.entries.push(Entry::Diag(Diagnostic::new(
             severity,
             ObjectKind::File,
             "",
             origin.file.clone(),
             reason,
             format!("{origin}: {msg}"),
-        ));
-    }
-
-    fn load_file(&mut self, path: &Path) {
-        let file = path.display().to_string();
-        let text = match std::fs::read_to_string(path) {
-            Ok(t) => t,
-            Err(e) => {
-                let o = Origin {
-                    file,
-                    document: 0,
-                    item: None,
-                };
-                self.file_diag(
-                    Severity::Error,
-                    &o,
-                    Reason::ManifestInvalid,
-                    format!("cannot read: {e}"),
-                );
-                return;
-            }
-        };
-        let is_json = path.extension().is_some_and(|e| e == "json");
-        self.load_text(file, &text, is_json);
+        )));
     }
 
     fn load_text(&mut self, file: String, text: &str, is_json: bool) {
@@ -171,7 +496,7 @@ impl Loader {
                             document: i,
                             item: None,
                         };
-                        self.file_diag(
+                        self.diag(
                             Severity::Error,
                             &o,
                             Reason::ManifestInvalid,
@@ -191,7 +516,7 @@ impl Loader {
                             document: i,
                             item: None,
                         };
-                        self.file_diag(
+                        self.diag(
                             Severity::Error,
                             &o,
                             Reason::ManifestInvalid,
@@ -218,7 +543,7 @@ impl Loader {
             return; // an empty document (`---` at the end of a file)
         }
         let Some(obj) = v.as_object() else {
-            self.file_diag(
+            self.diag(
                 Severity::Error,
                 origin,
                 Reason::ManifestInvalid,
@@ -254,40 +579,40 @@ impl Loader {
             return;
         }
         match (api_version.as_str(), kind.as_str()) {
-            ("networking.k8s.io/v1", "Ingress") => self.push::<Ingress>(v, origin, "Ingress", true, |s| &mut s.ingresses),
+            ("networking.k8s.io/v1", "Ingress") => self.push::<Ingress>(v, origin, "Ingress", true, Object::Ingress),
             ("networking.k8s.io/v1", "IngressClass") => {
-                self.push::<IngressClass>(v, origin, "IngressClass", false, |s| &mut s.ingress_classes)
+                self.push::<IngressClass>(v, origin, "IngressClass", false, Object::IngressClass)
             }
-            ("v1", "Service") => self.push::<Service>(v, origin, "Service", true, |s| &mut s.services),
-            ("v1", "Endpoints") => self.push::<Endpoints>(v, origin, "Endpoints", true, |s| &mut s.endpoints),
+            ("v1", "Service") => self.push::<Service>(v, origin, "Service", true, Object::Service),
+            ("v1", "Endpoints") => self.push::<Endpoints>(v, origin, "Endpoints", true, Object::Endpoints),
             ("v1", "Secret") => {
                 let v = merge_string_data(v);
-                self.push::<Secret>(v, origin, "Secret", true, |s| &mut s.secrets)
+                self.push::<Secret>(v, origin, "Secret", true, Object::Secret)
             }
-            ("v1", "Node") => self.push::<Node>(v, origin, "Node", false, |s| &mut s.nodes),
-            ("v1", "Namespace") => self.push::<Namespace>(v, origin, "Namespace", false, |s| &mut s.namespaces),
+            ("v1", "Node") => self.push::<Node>(v, origin, "Node", false, Object::Node),
+            ("v1", "Namespace") => self.push::<Namespace>(v, origin, "Namespace", false, Object::Namespace),
             ("discovery.k8s.io/v1" | "discovery.k8s.io/v1beta1", "EndpointSlice") => {
                 // v1beta1 carries the same core fields; read it as v1.
                 let mut v = v;
                 if let Some(o) = v.as_object_mut() {
                     o.insert("apiVersion".into(), Value::String("discovery.k8s.io/v1".into()));
                 }
-                self.push::<EndpointSlice>(v, origin, "EndpointSlice", true, |s| &mut s.endpoint_slices)
+                self.push::<EndpointSlice>(v, origin, "EndpointSlice", true, Object::EndpointSlice)
             }
-            ("tollgate.io/v1alpha1", "TollgateClassParams") => self.push::<TollgateClassParams>(v, origin, "TollgateClassParams", false, |s| &mut s.class_params),
-            ("networking.k8s.io/v1beta1" | "extensions/v1beta1", "Ingress") => self.file_diag(
+            ("tollgate.io/v1alpha1", "TollgateClassParams") => self.push::<TollgateClassParams>(v, origin, "TollgateClassParams", false, Object::ClassParams),
+            ("networking.k8s.io/v1beta1" | "extensions/v1beta1", "Ingress") => self.diag(
                 Severity::Error,
                 origin,
                 Reason::ManifestInvalid,
                 format!("{api_version} Ingress is no longer served by Kubernetes; use networking.k8s.io/v1"),
             ),
-            ("", _) | (_, "") => self.file_diag(
+            ("", _) | (_, "") => self.diag(
                 Severity::Error,
                 origin,
                 Reason::ManifestInvalid,
                 "object lacks apiVersion or kind".into(),
             ),
-            _ => self.file_diag(
+            _ => self.diag(
                 Severity::Info,
                 origin,
                 Reason::KindIgnored,
@@ -302,14 +627,14 @@ impl Loader {
         origin: &Origin,
         kind: &'static str,
         namespaced: bool,
-        list: impl FnOnce(&mut ClusterSnapshot) -> &mut Vec<Arc<T>>,
+        wrap: impl FnOnce(Arc<T>) -> Object,
     ) where
         T: DeserializeOwned + kube::Resource,
     {
         let mut obj: T = match serde_json::from_value(v) {
             Ok(o) => o,
             Err(e) => {
-                self.file_diag(
+                self.diag(
                     Severity::Error,
                     origin,
                     Reason::ObjectInvalid,
@@ -320,7 +645,7 @@ impl Loader {
         };
         let meta = obj.meta_mut();
         let Some(name) = meta.name.clone().filter(|n| !n.is_empty()) else {
-            self.file_diag(
+            self.diag(
                 Severity::Error,
                 origin,
                 Reason::ObjectInvalid,
@@ -331,38 +656,18 @@ impl Loader {
         if namespaced && meta.namespace.as_deref().is_none_or(str::is_empty) {
             meta.namespace = Some("default".into());
         }
-        let ns = if namespaced {
+        let namespace = if namespaced {
             meta.namespace.clone().unwrap_or_default()
         } else {
             String::new()
         };
-        let key = (kind, ns.clone(), name.clone());
-        let items = list(&mut self.snapshot);
-        if let Some((first_file, idx)) = self.seen.get(&key).cloned() {
-            // The later definition wins, as `kubectl apply` of the files in order would.
-            items[idx] = Arc::new(obj);
-            let at = if ns.is_empty() {
-                name
-            } else {
-                format!("{ns}/{name}")
-            };
-            self.file_diag(
-                Severity::Warning,
-                origin,
-                Reason::DuplicateObject,
-                format!(
-                    "{kind} {at} is also defined in {first_file}; this later definition is used"
-                ),
-            );
-        } else {
-            items.push(Arc::new(obj));
-            let idx = items.len() - 1;
-            self.seen.insert(key, (origin.file.clone(), idx));
-        }
-    }
-
-    fn finish(self) -> (ClusterSnapshot, Vec<Diagnostic>) {
-        (self.snapshot, self.diags)
+        self.entries.push(Entry::Object(Read {
+            kind,
+            namespace,
+            name,
+            origin: origin.clone(),
+            object: wrap(Arc::new(obj)),
+        }));
     }
 }
 
@@ -388,18 +693,24 @@ fn merge_string_data(mut v: Value) -> Value {
     v
 }
 
-/// A fingerprint of the directory: paths, sizes and modification times.
-fn dir_fingerprint(dir: &Path) -> Vec<(PathBuf, u64, Option<SystemTime>)> {
-    manifest_files(dir)
-        .unwrap_or_default()
-        .into_iter()
-        .map(|p| {
-            let md = std::fs::metadata(&p).ok();
-            let len = md.as_ref().map(|m| m.len()).unwrap_or(0);
-            let mtime = md.and_then(|m| m.modified().ok());
-            (p, len, mtime)
-        })
-        .collect()
+/// How often every file's size and times are compared, for events the kernel dropped. It
+/// reads no file that did not move, but it does look at every one, so it is not frequent.
+pub const FALLBACK_RESCAN: Duration = Duration::from_secs(10);
+
+/// What a burst of file-system events named.
+enum Touched {
+    Paths(Vec<PathBuf>),
+    Everything,
+}
+
+impl Touched {
+    fn absorb(&mut self, other: Touched) {
+        match (&mut *self, other) {
+            (Touched::Everything, _) => {}
+            (_, Touched::Everything) => *self = Touched::Everything,
+            (Touched::Paths(a), Touched::Paths(b)) => a.extend(b),
+        }
+    }
 }
 
 /// A watched manifest directory. Dropping it stops the watch.
@@ -422,24 +733,30 @@ impl Source for ManifestDirSource {
 }
 
 impl ManifestDirSource {
-    /// Reads `dir` now and re-reads it whenever something in it changes. Must be called
-    /// inside a Tokio runtime.
+    /// Reads `dir` now and re-reads what changes in it. Must be called inside a Tokio runtime.
     ///
     /// File-system events are coalesced for a few milliseconds so that a tool writing several
-    /// files produces one snapshot; a periodic fingerprint check catches any missed event.
+    /// files produces one snapshot; only the paths they name are looked at. Every
+    /// [`FALLBACK_RESCAN`] the sizes and times of all files are compared, for events the
+    /// kernel dropped (and notify's overflow marker rescans at once).
     pub fn spawn(dir: PathBuf) -> Result<Self, ManifestDirError> {
-        let (snapshot, diagnostics) = load_dir(&dir)?;
+        let cache = DirCache::load(&dir)?;
+        let (snapshot, diagnostics) = cache.snapshot();
         let (tx, rx) = watch::channel(Arc::new(SourceState {
             snapshot,
             diagnostics,
             generation: 1,
         }));
-        let (ev_tx, mut ev_rx) = tokio::sync::mpsc::unbounded_channel::<()>();
+        let (ev_tx, mut ev_rx) = tokio::sync::mpsc::unbounded_channel::<Touched>();
         let mut watcher = notify::recommended_watcher(move |res: notify::Result<notify::Event>| {
-            // Our own reads raise access events; reacting to them would re-read forever.
-            if res.is_ok_and(|e| !matches!(e.kind, notify::EventKind::Access(_))) {
-                let _ = ev_tx.send(());
-            }
+            let touched = match res {
+                // Our own reads raise access events; reacting to them would re-read forever.
+                Ok(e) if matches!(e.kind, notify::EventKind::Access(_)) => return,
+                Ok(e) if e.need_rescan() || e.paths.is_empty() => Touched::Everything,
+                Ok(e) => Touched::Paths(e.paths),
+                Err(_) => Touched::Everything,
+            };
+            let _ = ev_tx.send(touched);
         })
         .map_err(|source| ManifestDirError::Watch {
             path: dir.clone(),
@@ -454,34 +771,67 @@ impl ManifestDirSource {
 
         let task = tokio::spawn(async move {
             let mut generation = 1;
-            let mut last = dir_fingerprint(&dir);
-            let mut tick = tokio::time::interval(Duration::from_secs(1));
+            let mut cache = Some(cache);
+            let mut tick = tokio::time::interval(FALLBACK_RESCAN);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            tick.tick().await; // the first tick is immediate; the directory was just read
             loop {
-                let now = tokio::select! {
+                let touched = tokio::select! {
                     ev = ev_rx.recv() => {
-                        if ev.is_none() { return; }
-                        // Coalesce a burst of events into one re-read.
+                        let Some(first) = ev else { return };
+                        // Coalesce a burst of events into one refresh.
                         tokio::time::sleep(Duration::from_millis(15)).await;
-                        while ev_rx.try_recv().is_ok() {}
-                        dir_fingerprint(&dir)
+                        let mut touched = first;
+                        while let Ok(more) = ev_rx.try_recv() {
+                            touched.absorb(more);
+                        }
+                        touched
                     }
-                    _ = tick.tick() => {
-                        let now = dir_fingerprint(&dir);
-                        if now == last {
+                    _ = tick.tick() => Touched::Everything,
+                };
+                let mut c = match cache.take() {
+                    Some(c) => c,
+                    None => match tokio::task::spawn_blocking({
+                        let dir = dir.clone();
+                        move || DirCache::load(&dir)
+                    })
+                    .await
+                    {
+                        Ok(Ok(c)) => c,
+                        Ok(Err(e)) => {
+                            tracing::warn!(error = %e, "manifest directory unreadable; keeping the last state");
                             continue;
                         }
-                        now
+                        Err(e) => {
+                            tracing::warn!(error = %e, "manifest reader task failed");
+                            continue;
+                        }
+                    },
+                };
+                let refreshed = tokio::task::spawn_blocking(move || {
+                    let changed = match &touched {
+                        Touched::Everything => c.rescan(),
+                        Touched::Paths(p) => c.update(p),
+                    };
+                    let state = match changed {
+                        Ok(true) => Ok(Some(c.snapshot())),
+                        Ok(false) => Ok(None),
+                        Err(e) => Err(e),
+                    };
+                    (c, state)
+                })
+                .await;
+                let (c, state) = match refreshed {
+                    Ok(r) => r,
+                    Err(e) => {
+                        // The cache went with the failed task; the next event reads afresh.
+                        tracing::warn!(error = %e, "manifest reader task failed");
+                        continue;
                     }
                 };
-                last = now;
-                let dir2 = dir.clone();
-                let loaded = tokio::task::spawn_blocking(move || load_dir(&dir2)).await;
-                match loaded {
-                    Ok(Ok((snapshot, diagnostics))) => {
-                        let current = tx.borrow().clone();
-                        if current.snapshot == snapshot && current.diagnostics == diagnostics {
-                            continue; // touched but unchanged: nothing to rebuild
-                        }
+                cache = Some(c);
+                match state {
+                    Ok(Some((snapshot, diagnostics))) => {
                         generation += 1;
                         tracing::debug!(
                             generation,
@@ -499,11 +849,11 @@ impl ManifestDirSource {
                             return; // nobody listens any more
                         }
                     }
+                    Ok(None) => {} // touched but unchanged: nothing to rebuild
                     // Keep serving the last good state when the directory itself is unreadable.
-                    Ok(Err(e)) => {
+                    Err(e) => {
                         tracing::warn!(error = %e, "manifest directory unreadable; keeping the last state")
                     }
-                    Err(e) => tracing::warn!(error = %e, "manifest reader task failed"),
                 }
             }
         });

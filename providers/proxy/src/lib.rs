@@ -64,6 +64,8 @@ pub struct Proxy {
     epoch: Instant,
     resolver: Arc<SniResolver>,
     default_cert: Arc<rustls::sign::CertifiedKey>,
+    /// Keys of the certificates being served, reused by the next configuration.
+    keys: Mutex<tls::KeyCache>,
     /// Reported as every load balancer's address in Ingress status.
     publish_address: Option<String>,
 }
@@ -94,6 +96,7 @@ impl Proxy {
             epoch: Instant::now(),
             resolver,
             default_cert,
+            keys: Mutex::new(tls::KeyCache::default()),
             publish_address,
         })
     }
@@ -121,10 +124,17 @@ impl Proxy {
             .load_balancers
             .iter()
             .find_map(|lb| lb.listener(HTTPS_PORT));
-        self.resolver.store.store(Arc::new(CertStore::from_listener(
-            https,
-            self.default_cert.clone(),
-        )));
+        let mut keys = match self.keys.lock() {
+            Ok(g) => g,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        self.resolver
+            .store
+            .store(Arc::new(CertStore::from_listener_reusing(
+                https,
+                self.default_cert.clone(),
+                &mut keys,
+            )));
         self.shared.config.store(Arc::new(cfg));
         self.shared
             .metrics

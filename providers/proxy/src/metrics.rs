@@ -1,13 +1,17 @@
 //! Prometheus metrics. Handles are created when a configuration is compiled, so the request
 //! path only increments atomics: no registry look-up and no lock per request.
+//!
+//! Request counters are per (Ingress, Service) and status class, but a series is exposed only
+//! once it has counted a request: a proxy with 10,000 idle Ingresses exposes none of them,
+//! instead of 150,000 zeros (16 MB per scrape). A pair's counters survive configuration
+//! swaps, and are dropped when a configuration no longer has the pair.
 
-use std::collections::HashSet;
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use prometheus_client::encoding::{EncodeLabelSet, EncodeMetric, MetricEncoder};
 use prometheus_client::metrics::counter::Counter;
-use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::MetricType;
 use prometheus_client::registry::Registry;
@@ -78,14 +82,119 @@ impl EncodeMetric for AtomicHistogram {
     }
 }
 
-/// (Ingress, Service) label pairs.
-type IngressServicePairs = HashSet<(String, String)>;
+/// The request counters of every (Ingress, Service) pair a configuration routes to.
+#[derive(Debug, Default)]
+pub struct RequestCounters {
+    inner: Mutex<PairTable>,
+}
+
+#[derive(Debug, Default)]
+struct PairTable {
+    /// Ingress → Service → counters, so a look-up needs no owned key.
+    pairs: HashMap<String, HashMap<String, StatusCounters>>,
+    /// Pairs asked for since the last prune, by the configuration being compiled.
+    asked: HashMap<String, Vec<String>>,
+}
+
+impl RequestCounters {
+    /// The counters of one pair, created if new; the same counters as before otherwise, so a
+    /// configuration swap keeps counting where the last one was.
+    fn get(&self, ingress: &str, service: &str) -> StatusCounters {
+        let mut t = match self.inner.lock() {
+            Ok(t) => t,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        let t = &mut *t;
+        let counters = match t.pairs.get(ingress).and_then(|m| m.get(service)) {
+            Some(c) => c.clone(),
+            None => {
+                let c = StatusCounters::default();
+                t.pairs
+                    .entry(ingress.to_string())
+                    .or_default()
+                    .insert(service.to_string(), c.clone());
+                c
+            }
+        };
+        match t.asked.get_mut(ingress) {
+            Some(v) => v.push(service.to_string()),
+            None => {
+                t.asked
+                    .insert(ingress.to_string(), vec![service.to_string()]);
+            }
+        }
+        counters
+    }
+
+    /// Forgets pairs not asked for since the last prune.
+    fn prune(&self) {
+        let mut t = match self.inner.lock() {
+            Ok(t) => t,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        let t = &mut *t;
+        let asked = std::mem::take(&mut t.asked);
+        t.pairs
+            .retain(|ingress, services| match asked.get(ingress) {
+                Some(keep) => {
+                    services.retain(|s, _| keep.contains(s));
+                    !services.is_empty()
+                }
+                None => false,
+            });
+    }
+
+    /// Series that have counted something, for tests and the exposition.
+    pub fn value(&self, ingress: &str, service: &str, status_class: usize) -> Option<u64> {
+        let t = self.inner.lock().ok()?;
+        let c = t.pairs.get(ingress)?.get(service)?;
+        Some(
+            c.0.get(status_class.checked_sub(1)?)?
+                .load(Ordering::Relaxed),
+        )
+    }
+}
+
+impl EncodeMetric for RequestCounters {
+    fn encode(&self, mut encoder: MetricEncoder) -> Result<(), std::fmt::Error> {
+        let Ok(t) = self.inner.lock() else {
+            return Ok(());
+        };
+        let mut rows: Vec<(&str, &str, usize, u64)> = Vec::new();
+        for (ingress, services) in &t.pairs {
+            for (service, c) in services {
+                for (i, n) in c.0.iter().enumerate() {
+                    let n = n.load(Ordering::Relaxed);
+                    if n > 0 {
+                        rows.push((ingress, service, i, n));
+                    }
+                }
+            }
+        }
+        rows.sort_unstable();
+        for (ingress, service, i, n) in rows {
+            let labels = RequestLabels {
+                ingress: ingress.to_string(),
+                service: service.to_string(),
+                status_class: format!("{}xx", i + 1),
+            };
+            encoder
+                .encode_family(&labels)?
+                .encode_counter::<prometheus_client::encoding::NoLabelSet, _, u64>(&n, None)?;
+        }
+        Ok(())
+    }
+
+    fn metric_type(&self) -> MetricType {
+        MetricType::Counter
+    }
+}
 
 /// Every metric the proxy exports.
 #[derive(Debug)]
 pub struct ProxyMetrics {
     pub registry: Registry,
-    pub requests: Family<RequestLabels, Counter>,
+    pub requests: Arc<RequestCounters>,
     pub upstream_latency: Arc<AtomicHistogram>,
     pub open_connections: Gauge,
     pub config_generation: Gauge,
@@ -97,20 +206,16 @@ pub struct ProxyMetrics {
     pub connections_closed_for_room: Counter,
     /// New connections dropped at `--max-connections`, every open one being busy.
     pub connections_refused: Counter,
-    /// (Ingress, Service) pairs with request counters: those the configuration being
-    /// compiled asked for, and those of the one before. Touched only when a configuration is
-    /// compiled, never per request.
-    counted_pairs: std::sync::Mutex<(IngressServicePairs, IngressServicePairs)>,
 }
 
 impl Default for ProxyMetrics {
     fn default() -> Self {
         let mut registry = Registry::with_prefix("tollgate_proxy");
-        let requests = Family::<RequestLabels, Counter>::default();
+        let requests = Arc::new(RequestCounters::default());
         registry.register(
             "requests",
-            "Requests answered, by Ingress, Service and status class",
-            requests.clone(),
+            "Requests answered, by Ingress, Service and status class (a series appears with its first request)",
+            ArcMetric(requests.clone()),
         );
         let latency_bounds = [
             0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
@@ -176,46 +281,22 @@ impl Default for ProxyMetrics {
             config_generation,
             config_apply_seconds,
             tls_handshakes,
-            counted_pairs: Default::default(),
         }
     }
 }
 
 impl ProxyMetrics {
-    /// Counters for one (Ingress, Service), one per status class 1xx..5xx.
+    /// Counters for one (Ingress, Service), one per status class 1xx..5xx. Touched only when
+    /// a configuration is compiled, never per request.
     pub fn status_counters(&self, ingress: &str, service: &str) -> StatusCounters {
-        if let Ok(mut pairs) = self.counted_pairs.lock() {
-            pairs.0.insert((ingress.to_string(), service.to_string()));
-        }
-        StatusCounters(std::array::from_fn(|i| {
-            self.requests
-                .get_or_create(&RequestLabels {
-                    ingress: ingress.to_string(),
-                    service: service.to_string(),
-                    status_class: format!("{}xx", i + 1),
-                })
-                .clone()
-        }))
+        self.requests.get(ingress, service)
     }
 
     /// Drops the request counters of (Ingress, Service) pairs the configuration just
     /// compiled no longer has, so a cluster with churning Ingresses does not grow the
     /// exposition (and the proxy's memory) forever.
     pub fn prune_request_counters(&self) {
-        let Ok(mut pairs) = self.counted_pairs.lock() else {
-            return;
-        };
-        let (now, before) = &mut *pairs;
-        for (ingress, service) in before.difference(now) {
-            for i in 1..=5 {
-                self.requests.remove(&RequestLabels {
-                    ingress: ingress.clone(),
-                    service: service.clone(),
-                    status_class: format!("{i}xx"),
-                });
-            }
-        }
-        *before = std::mem::take(now);
+        self.requests.prune();
     }
 
     /// The text exposition.
@@ -229,13 +310,13 @@ impl ProxyMetrics {
 }
 
 /// Pre-resolved request counters, indexed by status class.
-#[derive(Debug, Clone)]
-pub struct StatusCounters([Counter; 5]);
+#[derive(Debug, Clone, Default)]
+pub struct StatusCounters(Arc<[AtomicU64; 5]>);
 
 impl StatusCounters {
     pub fn record(&self, status: u16) {
         let class = usize::from(status / 100).clamp(1, 5) - 1;
-        self.0[class].inc();
+        self.0[class].fetch_add(1, Ordering::Relaxed);
     }
 }
 

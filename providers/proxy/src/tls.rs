@@ -53,6 +53,11 @@ pub fn generated_default_certificate() -> Result<CertifiedKey, CertError> {
     certified_key(&ck.cert.pem(), &ck.signing_key.serialize_pem())
 }
 
+/// Keys already loaded, by the material's fingerprint (the PEM is kept to compare, so a
+/// fingerprint collision can never serve the wrong key).
+#[derive(Default)]
+pub struct KeyCache(HashMap<String, (String, String, Arc<CertifiedKey>)>);
+
 /// The certificates of one configuration, by host.
 #[derive(Debug)]
 pub struct CertStore {
@@ -66,6 +71,19 @@ impl CertStore {
     /// Collects the Secret certificates of a listener. A certificate that fails to load is
     /// logged and skipped; every other one is kept.
     pub fn from_listener(listener: Option<&Listener>, default: Arc<CertifiedKey>) -> Self {
+        Self::from_listener_reusing(listener, default, &mut KeyCache::default())
+    }
+
+    /// [`from_listener`](Self::from_listener), taking each key already loaded for the same
+    /// material from `cache` instead of parsing it again (key parsing is elliptic-curve or
+    /// RSA arithmetic: thousands of Secrets made every change cost seconds). Leaves in
+    /// `cache` exactly the keys this listener uses.
+    pub fn from_listener_reusing(
+        listener: Option<&Listener>,
+        default: Arc<CertifiedKey>,
+        cache: &mut KeyCache,
+    ) -> Self {
+        let mut used = KeyCache::default();
         let mut store = CertStore {
             exact: HashMap::new(),
             wildcard: HashMap::new(),
@@ -81,13 +99,32 @@ impl CertStore {
             else {
                 continue; // ARNs are for the AWS provider
             };
-            let ck = match certified_key(&material.cert_chain_pem, &material.private_key_pem) {
-                Ok(ck) => Arc::new(ck),
-                Err(e) => {
-                    tracing::warn!(secret = %secret, error = %e, "TLS Secret skipped");
-                    continue;
-                }
+            let known = used
+                .0
+                .get(&material.fingerprint)
+                .or_else(|| cache.0.get(&material.fingerprint))
+                .filter(|(chain, key, _)| {
+                    *chain == material.cert_chain_pem && *key == material.private_key_pem
+                })
+                .map(|(_, _, ck)| ck.clone());
+            let ck = match known {
+                Some(ck) => ck,
+                None => match certified_key(&material.cert_chain_pem, &material.private_key_pem) {
+                    Ok(ck) => Arc::new(ck),
+                    Err(e) => {
+                        tracing::warn!(secret = %secret, error = %e, "TLS Secret skipped");
+                        continue;
+                    }
+                },
             };
+            used.0.insert(
+                material.fingerprint.clone(),
+                (
+                    material.cert_chain_pem.clone(),
+                    material.private_key_pem.clone(),
+                    ck.clone(),
+                ),
+            );
             for h in hosts {
                 let h = h.to_ascii_lowercase();
                 match h.strip_prefix("*.") {
@@ -99,6 +136,7 @@ impl CertStore {
                 };
             }
         }
+        *cache = used;
         store
     }
 
