@@ -2,6 +2,8 @@
 //! backend and TLS sections. Anything invalid here rejects the whole Ingress, so a half-read
 //! Ingress is never deployed.
 
+use std::sync::Arc;
+
 use k8s_openapi::api::networking::v1::{Ingress, IngressBackend, IngressTLS};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use tollgate_contract::{
@@ -12,23 +14,28 @@ use super::annotation_registry::{self, OnObject, ProviderKind};
 use super::annotations::{ingress_settings, IngressSettings};
 
 /// A claimed, validated Ingress.
-pub(crate) struct Member<'a> {
-    pub ingress: &'a Ingress,
+///
+/// It owns what it read (the Ingress shared, not copied), so a run loop's [`BuildCache`]
+/// (super::BuildCache) can keep it between builds for an Ingress that did not change.
+#[derive(Debug, Clone)]
+pub(crate) struct Member {
+    pub ingress: Arc<Ingress>,
     pub obj: ObjectRef,
     pub settings: IngressSettings,
-    pub routes: Vec<MemberRoute<'a>>,
-    pub default_backend: Option<&'a IngressBackend>,
-    pub tls: &'a [IngressTLS],
+    pub routes: Vec<MemberRoute>,
+    pub default_backend: Option<IngressBackend>,
+    pub tls: Vec<IngressTLS>,
 }
 
 /// One host/path pair of an Ingress.
-pub(crate) struct MemberRoute<'a> {
+#[derive(Debug, Clone)]
+pub(crate) struct MemberRoute {
     pub host: Option<HostMatch>,
     pub path: PathMatch,
-    pub backend: &'a IngressBackend,
+    pub backend: IngressBackend,
 }
 
-impl Member<'_> {
+impl Member {
     pub(crate) fn namespace(&self) -> &str {
         &self.obj.namespace
     }
@@ -58,7 +65,7 @@ impl Member<'_> {
 
 /// Sorts members by precedence. A missing creation timestamp (common in manifests) sorts as
 /// the oldest, which leaves namespace/name to decide among manifest objects.
-pub(crate) fn sort_by_precedence(members: &mut [Member<'_>]) {
+pub(crate) fn sort_by_precedence(members: &mut [&Member]) {
     members.sort_by(|a, b| a.precedence_key().cmp(&b.precedence_key()));
 }
 
@@ -75,11 +82,11 @@ fn error(obj: &ObjectRef, reason: Reason, message: String) -> Diagnostic {
 
 /// Validates and reads an Ingress for one provider. Returns every problem found, not just
 /// the first; what the annotation registry only warns about goes to `warnings`.
-pub(crate) fn read_member<'a>(
-    ing: &'a Ingress,
+pub(crate) fn read_member(
+    ing: &Arc<Ingress>,
     provider: ProviderKind,
     warnings: &mut Vec<Diagnostic>,
-) -> Result<Member<'a>, Vec<Diagnostic>> {
+) -> Result<Member, Vec<Diagnostic>> {
     let obj = ObjectRef::new(
         ing.metadata.namespace.as_deref().unwrap_or("default"),
         ing.metadata.name.as_deref().unwrap_or_default(),
@@ -172,7 +179,7 @@ pub(crate) fn read_member<'a>(
                 Ok(path) => routes.push(MemberRoute {
                     host: host.clone(),
                     path,
-                    backend: &p.backend,
+                    backend: p.backend.clone(),
                 }),
                 Err(problem) => {
                     errors.push(error(&obj, Reason::PathInvalid, format!("{at}: {problem}")))
@@ -222,12 +229,12 @@ pub(crate) fn read_member<'a>(
 
     match settings {
         Some(settings) if errors.is_empty() => Ok(Member {
-            ingress: ing,
+            ingress: ing.clone(),
             obj,
             settings,
             routes,
-            default_backend,
-            tls,
+            default_backend: default_backend.cloned(),
+            tls: tls.to_vec(),
         }),
         _ => Err(errors),
     }
@@ -238,12 +245,12 @@ pub(crate) fn read_member<'a>(
 /// condition each, its values ORed). Here that is one route per (host, path) pair, which
 /// both providers understand: hosts are the rule's host (if any) plus the annotation's;
 /// paths the rule's path plus the annotation's exact paths.
-fn widen_by_annotated_conditions<'a>(
-    routes: Vec<MemberRoute<'a>>,
+fn widen_by_annotated_conditions(
+    routes: Vec<MemberRoute>,
     settings: &IngressSettings,
     obj: &ObjectRef,
     errors: &mut Vec<Diagnostic>,
-) -> Vec<MemberRoute<'a>> {
+) -> Vec<MemberRoute> {
     let mut out = Vec::with_capacity(routes.len());
     for r in routes {
         let Some(cond) = r
@@ -298,7 +305,7 @@ fn widen_by_annotated_conditions<'a>(
                 out.push(MemberRoute {
                     host: h.clone(),
                     path: p.clone(),
-                    backend: r.backend,
+                    backend: r.backend.clone(),
                 });
             }
         }

@@ -36,7 +36,9 @@ use rule_order::{conflict_key, order_rules, Route};
 use target_groups::{BackendIndex, TargetGroupSet};
 use tls_secrets::SecretIndex;
 
+use crate::class_params::TollgateClassParamsSpec;
 use crate::ClusterSnapshot;
+use std::sync::Arc;
 
 /// The controller name Tollgate's IngressClasses carry in `spec.controller`.
 pub const CONTROLLER_NAME: &str = "tollgate.io/ingress-controller";
@@ -108,7 +110,7 @@ impl BuildOutput {
 pub fn load_balancer_id(
     snapshot: &ClusterSnapshot,
     opts: &BuildOptions,
-    ing: &k8s_openapi::api::networking::v1::Ingress,
+    ing: &Arc<k8s_openapi::api::networking::v1::Ingress>,
 ) -> String {
     let classes = ClassSelector::new(&snapshot.ingress_classes, opts);
     let group = match read_member(ing, opts.provider, &mut Vec::new()) {
@@ -145,6 +147,23 @@ pub fn load_balancer_id(
 #[derive(Debug, Default)]
 pub struct BuildCache {
     secrets: tls_secrets::SecretVerdicts,
+    /// Each claimed Ingress as read, by its allocation (the entry holds the `Arc`, so the
+    /// address cannot be reused while it is kept).
+    members: HashMap<usize, ReadMember>,
+    /// Counts builds; an entry not used by the latest is dropped.
+    round: u64,
+}
+
+/// One Ingress as `read_member` read it, with what it was read for.
+#[derive(Debug)]
+struct ReadMember {
+    /// Held so that the allocation the entry is keyed by stays this Ingress's.
+    _ingress: Arc<k8s_openapi::api::networking::v1::Ingress>,
+    provider: ProviderKind,
+    params: Option<TollgateClassParamsSpec>,
+    read: Result<Member, Vec<Diagnostic>>,
+    warnings: Vec<Diagnostic>,
+    round: u64,
 }
 
 /// Builds the desired state from a snapshot of cluster objects.
@@ -163,16 +182,56 @@ pub fn build_with(
     let backends = BackendIndex::new(snapshot, opts.provider, &mut diags);
     let mut secrets = SecretIndex::new(&snapshot.secrets, &mut cache.secrets);
 
-    let mut groups: BTreeMap<String, Vec<Member<'_>>> = BTreeMap::new();
+    // Each claimed Ingress read (with its class parameters applied) or taken from the cache:
+    // reading depends on nothing but the Ingress, its parameters and the provider.
+    cache.round += 1;
+    let round = cache.round;
+    let mut claimed: Vec<usize> = Vec::new();
     for ing in &snapshot.ingresses {
         if ing.metadata.deletion_timestamp.is_some() || !classes.claims(ing, &mut diags) {
             continue;
         }
-        match read_member(ing, opts.provider, &mut diags) {
-            Ok(mut m) => {
-                if let Some(params) = classes.params_for(ing, &snapshot.class_params) {
-                    params.apply_to(&mut m.settings);
+        let params = classes.params_for(ing, &snapshot.class_params);
+        let key = Arc::as_ptr(ing) as usize;
+        let fresh = match cache.members.get_mut(&key) {
+            Some(e) if e.provider == opts.provider && e.params.as_ref() == params => {
+                e.round = round;
+                false
+            }
+            _ => true,
+        };
+        if fresh {
+            let mut warnings = Vec::new();
+            let read = read_member(ing, opts.provider, &mut warnings).map(|mut m| {
+                if let Some(p) = params {
+                    p.apply_to(&mut m.settings);
                 }
+                m
+            });
+            cache.members.insert(
+                key,
+                ReadMember {
+                    _ingress: ing.clone(),
+                    provider: opts.provider,
+                    params: params.cloned(),
+                    read,
+                    warnings,
+                    round,
+                },
+            );
+        }
+        claimed.push(key);
+    }
+    cache.members.retain(|_, e| e.round == round);
+
+    let mut groups: BTreeMap<String, Vec<&Member>> = BTreeMap::new();
+    for key in &claimed {
+        let Some(e) = cache.members.get(key) else {
+            continue;
+        };
+        diags.extend(e.warnings.iter().cloned());
+        match &e.read {
+            Ok(m) => {
                 let id = match (&opts.grouping, &m.settings.group_name) {
                     (Grouping::Single(id), _) => id.clone(),
                     (Grouping::ByIngressGroup, Some(g)) => format!("group/{g}"),
@@ -182,7 +241,7 @@ pub fn build_with(
                 };
                 groups.entry(id).or_default().push(m);
             }
-            Err(errors) => diags.extend(errors),
+            Err(errors) => diags.extend(errors.iter().cloned()),
         }
     }
 
@@ -207,7 +266,7 @@ pub fn build_with(
     }
 }
 
-fn ingress_diag(m: &Member<'_>, severity: Severity, reason: Reason, message: String) -> Diagnostic {
+fn ingress_diag(m: &Member, severity: Severity, reason: Reason, message: String) -> Diagnostic {
     Diagnostic::new(
         severity,
         ObjectKind::Ingress,
@@ -227,7 +286,7 @@ struct ListenerDraft {
 /// The ports an Ingress listens on: `listen-ports`, else HTTP:80 and, when it has TLS (or
 /// always, for the in-cluster proxy, which like ingress-nginx serves every host on both
 /// ports), HTTPS:443.
-fn member_ports(m: &Member<'_>, grouping: &Grouping) -> Vec<(ListenerProtocol, u16)> {
+fn member_ports(m: &Member, grouping: &Grouping) -> Vec<(ListenerProtocol, u16)> {
     match &m.settings.listen_ports {
         Some(p) => p.clone(),
         None => {
@@ -243,7 +302,7 @@ fn member_ports(m: &Member<'_>, grouping: &Grouping) -> Vec<(ListenerProtocol, u
 
 fn build_load_balancer(
     id: String,
-    members: &[Member<'_>],
+    members: &[&Member],
     backends: &BackendIndex<'_>,
     secrets: &mut SecretIndex<'_>,
     opts: &BuildOptions,
@@ -346,7 +405,7 @@ fn build_load_balancer(
     // Resolve every backend once per member; an unresolvable one answers 503.
     let mut tgs = TargetGroupSet::new(backends, opts);
     let mut resolve =
-        |m: &Member<'_>, backend: &IngressBackend, diags: &mut Vec<Diagnostic>| -> Action {
+        |m: &Member, backend: &IngressBackend, diags: &mut Vec<Diagnostic>| -> Action {
             if let Some(r) = &m.settings.redirect {
                 return Action::Redirect(r.clone());
             }
@@ -379,13 +438,13 @@ fn build_load_balancer(
         .map(|m| {
             m.routes
                 .iter()
-                .map(|r| resolve(m, r.backend, diags))
+                .map(|r| resolve(m, &r.backend, diags))
                 .collect()
         })
         .collect();
     let default_actions: Vec<Option<Action>> = members
         .iter()
-        .map(|m| m.default_backend.map(|b| resolve(m, b, diags)))
+        .map(|m| m.default_backend.as_ref().map(|b| resolve(m, b, diags)))
         .collect();
 
     let mut listeners = Vec::with_capacity(drafts.len());
@@ -414,7 +473,7 @@ fn build_load_balancer(
             match default_owner {
                 None => default_owner = Some(mi),
                 Some(owner) if owner != mi => diags.push(ingress_diag(
-                    &members[mi],
+                    members[mi],
                     Severity::Warning,
                     Reason::DefaultBackendConflict,
                     format!(
@@ -469,7 +528,7 @@ fn build_load_balancer(
                 }
             }
             for (ri, r) in m.routes.iter().enumerate() {
-                let extra = extra_conditions(m, r.backend);
+                let extra = extra_conditions(m, &r.backend);
                 // Only a redirect can loop; the listener's own form of it (ssl-redirect may
                 // replace it) is what would answer.
                 let raw = &route_actions[mi][ri];
@@ -556,7 +615,7 @@ fn build_load_balancer(
             // ALB accepts it only for internet-facing load balancers; an internal one has
             // no public IPv4 anyway, so dualstack is what was asked for.
             diags.push(ingress_diag(
-                &members[i],
+                members[i],
                 Severity::Warning,
                 Reason::AnnotationInvalid,
                 format!("ip-address-type dualstack-without-public-ipv4 is only for internet-facing load balancers; {id} is internal and gets dualstack"),
@@ -590,7 +649,7 @@ fn redirects_to_itself(
     action: &Action,
     port: u16,
     protocol: ListenerProtocol,
-    route: &ingress_member::MemberRoute<'_>,
+    route: &ingress_member::MemberRoute,
 ) -> bool {
     let Action::Redirect(r) = action else {
         return false;
@@ -654,7 +713,7 @@ fn source_ranged(
 }
 
 /// The `conditions.<name>` a path's backend name picks up (empty when there are none).
-fn extra_conditions(m: &Member<'_>, backend: &IngressBackend) -> Conditions {
+fn extra_conditions(m: &Member, backend: &IngressBackend) -> Conditions {
     backend
         .service
         .as_ref()
@@ -667,7 +726,7 @@ fn extra_conditions(m: &Member<'_>, backend: &IngressBackend) -> Conditions {
 /// Service of a weighted forward that cannot be resolved is left out (and reported); with
 /// none left, or no such annotation, the path answers 503.
 fn annotated_action(
-    m: &Member<'_>,
+    m: &Member,
     name: &str,
     tgs: &mut TargetGroupSet<'_, '_>,
     diags: &mut Vec<Diagnostic>,
@@ -730,7 +789,7 @@ fn annotated_action(
 
 fn listener_certificates(
     attached: &[usize],
-    members: &[Member<'_>],
+    members: &[&Member],
     secrets: &mut SecretIndex<'_>,
     discover_rule_hosts: bool,
     diags: &mut Vec<Diagnostic>,
@@ -789,7 +848,7 @@ fn settle<T: PartialEq + std::fmt::Debug>(
     slot: &mut Option<(T, usize)>,
     value: Option<T>,
     i: usize,
-    members: &[Member<'_>],
+    members: &[&Member],
     what: &str,
     diags: &mut Vec<Diagnostic>,
 ) {
@@ -797,7 +856,7 @@ fn settle<T: PartialEq + std::fmt::Debug>(
     match slot {
         None => *slot = Some((v, i)),
         Some((cur, owner)) if *cur != v => diags.push(ingress_diag(
-            &members[i],
+            members[i],
             Severity::Warning,
             Reason::GroupSettingConflict,
             format!(
@@ -814,7 +873,7 @@ fn settle_entry(
     k: &str,
     v: &str,
     i: usize,
-    members: &[Member<'_>],
+    members: &[&Member],
     what: &str,
     diags: &mut Vec<Diagnostic>,
 ) {

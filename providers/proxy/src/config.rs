@@ -146,12 +146,20 @@ fn compile_listener(
     groups: &HashMap<String, Arc<UpstreamGroup>>,
     metrics: &ProxyMetrics,
 ) -> CompiledListener {
+    // An Ingress's rules are next to each other: its label is formatted once per run.
+    let mut label: Option<(&tollgate_contract::ObjectRef, String)> = None;
     CompiledListener {
         routes: ListenerRoutes::compile(l),
         rules: l
             .rules
             .iter()
-            .map(|r| compile_action(&r.action, &r.ingress.to_string(), groups, metrics))
+            .map(|r| {
+                let ingress = match &label {
+                    Some((o, s)) if *o == &r.ingress => s.as_str(),
+                    _ => label.insert((&r.ingress, r.ingress.to_string())).1.as_str(),
+                };
+                compile_action(&r.action, ingress, groups, metrics)
+            })
             .collect(),
         default: compile_action(&l.default_action, "", groups, metrics),
     }

@@ -64,6 +64,8 @@ pub struct Proxy {
     epoch: Instant,
     resolver: Arc<SniResolver>,
     default_cert: Arc<rustls::sign::CertifiedKey>,
+    /// The configuration the last apply replaced, for the caller to free where it suits.
+    retired: Mutex<Option<Arc<ProxyConfig>>>,
     /// Keys of the certificates being served, reused by the next configuration.
     keys: Mutex<tls::KeyCache>,
     /// Reported as every load balancer's address in Ingress status.
@@ -97,6 +99,7 @@ impl Proxy {
             resolver,
             default_cert,
             keys: Mutex::new(tls::KeyCache::default()),
+            retired: Mutex::new(None),
             publish_address,
         })
     }
@@ -135,7 +138,13 @@ impl Proxy {
                 self.default_cert.clone(),
                 &mut keys,
             )));
-        self.shared.config.store(Arc::new(cfg));
+        let old = self.shared.config.swap(Arc::new(cfg));
+        // Freed by whoever takes it (`take_retired`), off the path of the next change.
+        let mut retired = match self.retired.lock() {
+            Ok(g) => g,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        *retired = Some(old);
         self.shared
             .metrics
             .config_generation
@@ -146,6 +155,17 @@ impl Proxy {
             .observe(started.elapsed().as_secs_f64());
         self.ready.store(true, Ordering::Relaxed);
         generation
+    }
+
+    /// The configuration the last [`apply_model`](Self::apply_model) replaced (requests
+    /// may still hold it). With tens of thousands of rules, freeing it is tens of
+    /// milliseconds: a run loop frees it on a blocking thread rather than before the next
+    /// change.
+    pub fn take_retired(&self) -> Option<Arc<ProxyConfig>> {
+        match self.retired.lock() {
+            Ok(mut g) => g.take(),
+            Err(poisoned) => poisoned.into_inner().take(),
+        }
     }
 
     /// Closes upstream connections idle for `upstream_idle_timeout` (a connection is also

@@ -90,10 +90,11 @@ pub struct RequestCounters {
 
 #[derive(Debug, Default)]
 struct PairTable {
-    /// Ingress → Service → counters, so a look-up needs no owned key.
-    pairs: HashMap<String, HashMap<String, StatusCounters>>,
-    /// Pairs asked for since the last prune, by the configuration being compiled.
-    asked: HashMap<String, Vec<String>>,
+    /// Ingress → Service → (counters, the round that last asked for them), so a look-up
+    /// needs no owned key and a configuration's compile allocates only for new pairs.
+    pairs: HashMap<String, HashMap<String, (StatusCounters, u64)>>,
+    /// Bumped by each prune: pairs not asked for since are dropped.
+    round: u64,
 }
 
 impl RequestCounters {
@@ -105,25 +106,17 @@ impl RequestCounters {
             Err(poisoned) => poisoned.into_inner(),
         };
         let t = &mut *t;
-        let counters = match t.pairs.get(ingress).and_then(|m| m.get(service)) {
-            Some(c) => c.clone(),
-            None => {
-                let c = StatusCounters::default();
-                t.pairs
-                    .entry(ingress.to_string())
-                    .or_default()
-                    .insert(service.to_string(), c.clone());
-                c
-            }
-        };
-        match t.asked.get_mut(ingress) {
-            Some(v) => v.push(service.to_string()),
-            None => {
-                t.asked
-                    .insert(ingress.to_string(), vec![service.to_string()]);
-            }
+        let round = t.round;
+        if let Some((c, asked)) = t.pairs.get_mut(ingress).and_then(|m| m.get_mut(service)) {
+            *asked = round;
+            return c.clone();
         }
-        counters
+        let c = StatusCounters::default();
+        t.pairs
+            .entry(ingress.to_string())
+            .or_default()
+            .insert(service.to_string(), (c.clone(), round));
+        c
     }
 
     /// Forgets pairs not asked for since the last prune.
@@ -133,21 +126,18 @@ impl RequestCounters {
             Err(poisoned) => poisoned.into_inner(),
         };
         let t = &mut *t;
-        let asked = std::mem::take(&mut t.asked);
-        t.pairs
-            .retain(|ingress, services| match asked.get(ingress) {
-                Some(keep) => {
-                    services.retain(|s, _| keep.contains(s));
-                    !services.is_empty()
-                }
-                None => false,
-            });
+        let round = t.round;
+        t.pairs.retain(|_, services| {
+            services.retain(|_, (_, asked)| *asked == round);
+            !services.is_empty()
+        });
+        t.round += 1;
     }
 
     /// Series that have counted something, for tests and the exposition.
     pub fn value(&self, ingress: &str, service: &str, status_class: usize) -> Option<u64> {
         let t = self.inner.lock().ok()?;
-        let c = t.pairs.get(ingress)?.get(service)?;
+        let (c, _) = t.pairs.get(ingress)?.get(service)?;
         Some(
             c.0.get(status_class.checked_sub(1)?)?
                 .load(Ordering::Relaxed),
@@ -162,7 +152,7 @@ impl EncodeMetric for RequestCounters {
         };
         let mut rows: Vec<(&str, &str, usize, u64)> = Vec::new();
         for (ingress, services) in &t.pairs {
-            for (service, c) in services {
+            for (service, (c, _)) in services {
                 for (i, n) in c.0.iter().enumerate() {
                     let n = n.load(Ordering::Relaxed);
                     if n > 0 {
