@@ -161,22 +161,8 @@ impl DirCache {
     /// Looks at every file's size and times, re-reads those that moved and forgets those that
     /// are gone. Returns whether anything the snapshot holds changed.
     pub fn rescan(&mut self) -> Result<bool, ManifestDirError> {
-        let listed = manifest_files(&self.dir)?;
-        let mut changed = false;
-        let before = self.files.len();
-        let mut present = 0usize;
-        for (p, md) in &listed {
-            if self.files.contains_key(p) {
-                present += 1;
-            }
-            changed |= self.refresh_file(p, Some(md));
-        }
-        if present < before {
-            let keep: std::collections::HashSet<&PathBuf> = listed.iter().map(|(p, _)| p).collect();
-            self.files.retain(|p, _| keep.contains(p));
-            changed = true;
-        }
-        Ok(changed)
+        let dir = self.dir.clone();
+        self.update_subtree(&dir)
     }
 
     /// Refreshes what file-system events named: files are re-read if they moved, removed
@@ -207,7 +193,7 @@ impl DirCache {
             }
             match std::fs::metadata(p) {
                 Ok(md) if md.is_dir() => changed |= self.update_subtree(p)?,
-                Ok(md) if is_manifest(p) => changed |= self.refresh_file(p, Some(&md)),
+                Ok(md) if is_manifest(p) => changed |= self.refresh_file(p, &md),
                 Ok(_) => {}
                 Err(_) => changed |= self.forget(p),
             }
@@ -215,19 +201,18 @@ impl DirCache {
         Ok(changed)
     }
 
+    /// Re-reads the files below `dir` that moved and forgets those no longer there.
     fn update_subtree(&mut self, dir: &Path) -> Result<bool, ManifestDirError> {
         let listed = manifest_files(dir)?;
         let mut changed = false;
         for (p, md) in &listed {
-            changed |= self.refresh_file(p, Some(md));
+            changed |= self.refresh_file(p, md);
         }
         let keep: std::collections::HashSet<&PathBuf> = listed.iter().map(|(p, _)| p).collect();
         let gone: Vec<PathBuf> = self
-            .files
-            .range(dir.to_path_buf()..)
-            .take_while(|(p, _)| p.starts_with(dir))
-            .filter(|(p, _)| !keep.contains(p))
-            .map(|(p, _)| p.clone())
+            .cached_below(dir)
+            .filter(|p| !keep.contains(p))
+            .cloned()
             .collect();
         for p in gone {
             changed |= self.files.remove(&p).is_some();
@@ -237,25 +222,25 @@ impl DirCache {
 
     /// Forgets a removed path: a file, or every file below a removed directory.
     fn forget(&mut self, p: &Path) -> bool {
-        let gone: Vec<PathBuf> = self
-            .files
-            .range(p.to_path_buf()..)
-            .take_while(|(f, _)| f.starts_with(p))
-            .map(|(f, _)| f.clone())
-            .collect();
-        let changed = !gone.is_empty();
-        for f in gone {
-            self.files.remove(&f);
+        let gone: Vec<PathBuf> = self.cached_below(p).cloned().collect();
+        for f in &gone {
+            self.files.remove(f);
         }
-        changed
+        !gone.is_empty()
+    }
+
+    /// Cached files at or below `p` (paths order component by component, so they are one
+    /// range of the map).
+    fn cached_below<'s>(&'s self, p: &'s Path) -> impl Iterator<Item = &'s PathBuf> + 's {
+        self.files
+            .range(p.to_path_buf()..)
+            .map(|(f, _)| f)
+            .take_while(move |f| f.starts_with(p))
     }
 
     /// Re-reads one file when its stamp moved. A file that vanished while being read is a
     /// removal, not an error. Returns whether the snapshot's contents changed.
-    fn refresh_file(&mut self, path: &Path, md: Option<&std::fs::Metadata>) -> bool {
-        let Some(md) = md else {
-            return self.forget(path);
-        };
+    fn refresh_file(&mut self, path: &Path, md: &std::fs::Metadata) -> bool {
         let stamp = Stamp::of(md);
         if self.files.get(path).is_some_and(|c| c.stamp == stamp) {
             return false;
