@@ -1,8 +1,8 @@
 //! Property: a build that reuses what earlier builds cached (`build_with` and a `BuildCache`,
 //! as the run loops hold it inside `LastKnownGood`) equals a build from scratch, after every
 //! step of a random sequence of changes — Ingresses added, edited (valid and invalid),
-//! re-created with the same content, deleted; Services' endpoints, TLS Secrets and class
-//! parameters changed. The snapshot is changed the way the sources change it: one object
+//! re-created with the same content, deleted; Services (ports, deletion), their endpoints,
+//! TLS Secrets and class parameters changed. The snapshot is changed the way the sources change it: one object
 //! replaced by a new `Arc`, every other object shared with the snapshot before.
 
 use std::sync::Arc;
@@ -26,6 +26,8 @@ const ANNOTATIONS: &[&str] = &[
     "alb.ingress.kubernetes.io/scheme: internal",
     "nginx.ingress.kubernetes.io/rewrite-targt: /",
     "alb.ingress.kubernetes.io/auth-type: oidc",
+    "nginx.ingress.kubernetes.io/app-root: /app",
+    "alb.ingress.kubernetes.io/group.order: '-3'",
 ];
 const SECRETS: &[&str] = &["", "tls-a", "tls-wild", "tls-missing"];
 
@@ -104,6 +106,9 @@ enum Step {
     /// The same content as a new object (a re-read file, a resync).
     Recreate(usize),
     Endpoints(usize, Vec<u8>),
+    /// `web` or `api` as it was, with another port (backends naming port 80 no longer
+    /// resolve), or deleted.
+    Service(usize, u8),
     /// `tls-a` gets a matching pair, a key of another certificate, or is deleted.
     SecretA(u8),
     ClassParams(Option<bool>),
@@ -133,6 +138,7 @@ fn step() -> impl Strategy<Value = Step> {
         1 => (0..SLOTS).prop_map(Step::Recreate),
         1 => (0..2usize, proptest::collection::vec(1u8..6, 0..3)).prop_map(|(s, e)| Step::Endpoints(s, e)),
         1 => (0u8..3).prop_map(Step::SecretA),
+        1 => (0..2usize, 0u8..3).prop_map(|(s, v)| Step::Service(s, v)),
         1 => proptest::option::of(any::<bool>()).prop_map(Step::ClassParams),
     ]
 }
@@ -185,6 +191,21 @@ impl Cluster {
                     if e.metadata.name == slice.metadata.name {
                         *e = slice.clone();
                     }
+                }
+            }
+            Step::Service(s, v) => {
+                let name = ["web", "api"][*s];
+                self.base
+                    .services
+                    .retain(|x| x.metadata.name.as_deref() != Some(name));
+                if *v < 2 {
+                    let text = service_yaml(name, &[]);
+                    let text = if *v == 1 {
+                        text.replace("port: 80,", "port: 81,")
+                    } else {
+                        text
+                    };
+                    self.base.services.extend(parse(&text).services);
                 }
             }
             Step::SecretA(v) => {

@@ -65,7 +65,7 @@ impl Member {
 
 /// Sorts members by precedence. A missing creation timestamp (common in manifests) sorts as
 /// the oldest, which leaves namespace/name to decide among manifest objects.
-pub(crate) fn sort_by_precedence(members: &mut [&Member]) {
+pub(crate) fn sort_by_precedence(members: &mut [&Arc<Member>]) {
     members.sort_by(|a, b| a.precedence_key().cmp(&b.precedence_key()));
 }
 

@@ -13,6 +13,7 @@ pub mod annotations;
 pub(crate) mod class_selection;
 mod ingress_member;
 pub mod last_known_good;
+mod listener_rules;
 pub mod rule_order;
 mod target_groups;
 pub mod tls_secrets;
@@ -21,18 +22,17 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use k8s_openapi::api::networking::v1::IngressBackend;
 use tollgate_contract::{
-    Action, Certificate, Conditions, DesiredState, Diagnostic, FixedResponse, Forward, HostMatch,
-    IpAddressType, Listener, ListenerProtocol, LoadBalancer, Network, ObjectKind, PathKind,
-    PathMatch, Reason, Redirect, Scheme, Severity, TargetType, WeightedTargetGroup,
+    Action, Certificate, Conditions, DesiredState, Diagnostic, FixedResponse, HostMatch,
+    IpAddressType, Listener, ListenerProtocol, LoadBalancer, Network, ObjectKind, PathKind, Reason,
+    Scheme, Severity, TargetType,
 };
 
 pub use ingress_member::{parse_host, parse_path};
 
-use alb_actions::AnnotatedAction;
 pub use annotation_registry::ProviderKind;
 use class_selection::ClassSelector;
 use ingress_member::{read_member, sort_by_precedence, Member};
-use rule_order::{conflict_key, order_rules, Route};
+use listener_rules::{ResolvedMember, RulesCache};
 use target_groups::{BackendIndex, TargetGroupSet};
 use tls_secrets::SecretIndex;
 
@@ -150,6 +150,10 @@ pub struct BuildCache {
     /// Each claimed Ingress as read, by its allocation (the entry holds the `Arc`, so the
     /// address cannot be reused while it is kept).
     members: HashMap<usize, ReadMember>,
+    /// Each load balancer's resolved members and host rules (`listener_rules`).
+    rules: HashMap<String, RulesCache>,
+    /// What the cached results were computed for; other options start afresh.
+    made_for: Option<(ProviderKind, TargetType, Grouping)>,
     /// Counts builds; an entry not used by the latest is dropped.
     round: u64,
 }
@@ -161,7 +165,7 @@ struct ReadMember {
     _ingress: Arc<k8s_openapi::api::networking::v1::Ingress>,
     provider: ProviderKind,
     params: Option<TollgateClassParamsSpec>,
-    read: Result<Member, Vec<Diagnostic>>,
+    read: Result<Arc<Member>, Vec<Diagnostic>>,
     warnings: Vec<Diagnostic>,
     round: u64,
 }
@@ -206,7 +210,7 @@ pub fn build_with(
                 if let Some(p) = params {
                     p.apply_to(&mut m.settings);
                 }
-                m
+                Arc::new(m)
             });
             cache.members.insert(
                 key,
@@ -224,7 +228,7 @@ pub fn build_with(
     }
     cache.members.retain(|_, e| e.round == round);
 
-    let mut groups: BTreeMap<String, Vec<&Member>> = BTreeMap::new();
+    let mut groups: BTreeMap<String, Vec<&Arc<Member>>> = BTreeMap::new();
     for key in &claimed {
         let Some(e) = cache.members.get(key) else {
             continue;
@@ -245,18 +249,32 @@ pub fn build_with(
         }
     }
 
+    let made_for = (
+        opts.provider,
+        opts.default_target_type,
+        opts.grouping.clone(),
+    );
+    if cache.made_for.as_ref() != Some(&made_for) {
+        cache.rules.clear();
+        cache.made_for = Some(made_for);
+    }
     let mut load_balancers = Vec::with_capacity(groups.len());
     for (id, mut members) in groups {
         sort_by_precedence(&mut members);
+        let rules = cache.rules.entry(id.clone()).or_default();
+        rules.round = round;
         load_balancers.push(build_load_balancer(
             id,
             &members,
             &backends,
             &mut secrets,
             opts,
+            rules,
             &mut diags,
         ));
+        rules.prune();
     }
+    cache.rules.retain(|_, r| r.round == round);
     diags.sort();
     diags.dedup();
     BuildOutput {
@@ -302,10 +320,11 @@ fn member_ports(m: &Member, grouping: &Grouping) -> Vec<(ListenerProtocol, u16)>
 
 fn build_load_balancer(
     id: String,
-    members: &[&Member],
+    members: &[&Arc<Member>],
     backends: &BackendIndex<'_>,
     secrets: &mut SecretIndex<'_>,
     opts: &BuildOptions,
+    cache: &mut RulesCache,
     diags: &mut Vec<Diagnostic>,
 ) -> LoadBalancer {
     // Group-wide settings: the member with precedence decides; a disagreeing member is told.
@@ -402,72 +421,25 @@ fn build_load_balancer(
         }
     }
 
-    // Resolve every backend once per member; an unresolvable one answers 503.
-    let mut tgs = TargetGroupSet::new(backends, opts);
-    let mut resolve =
-        |m: &Member, backend: &IngressBackend, diags: &mut Vec<Diagnostic>| -> Action {
-            if let Some(r) = &m.settings.redirect {
-                return Action::Redirect(r.clone());
-            }
-            if let Some(name) = alb_actions::annotated_action_name(backend) {
-                return annotated_action(m, name, &mut tgs, diags);
-            }
-            match tgs.resolve(m.namespace(), backend, &m.settings.backend) {
-                Ok(tg) => Action::Forward(Forward {
-                    target_groups: vec![WeightedTargetGroup {
-                        target_group: tg,
-                        weight: 1,
-                    }],
-                    stickiness_seconds: None,
-                    rewrite_target: m.settings.rewrite_target.clone(),
-                    max_body_bytes: m.settings.max_body_bytes,
-                }),
-                Err(u) => {
-                    diags.push(ingress_diag(
-                        m,
-                        u.severity(),
-                        u.reason,
-                        format!("{}; requests for it answer 503", u.message),
-                    ));
-                    Action::FixedResponse(FixedResponse::service_unavailable(&u.message))
-                }
-            }
-        };
-    let route_actions: Vec<Vec<Action>> = members
+    // Every member's backends resolved (reused while the member and its Services are the
+    // same objects); target groups filled with today's targets.
+    let resolved: Vec<Arc<ResolvedMember>> = members
         .iter()
-        .map(|m| {
-            m.routes
-                .iter()
-                .map(|r| resolve(m, &r.backend, diags))
-                .collect()
-        })
+        .map(|m| cache.resolved(m, || member_ports(m, &opts.grouping), backends, opts))
         .collect();
-    let default_actions: Vec<Option<Action>> = members
-        .iter()
-        .map(|m| m.default_backend.as_ref().map(|b| resolve(m, b, diags)))
-        .collect();
+    let mut tgs = TargetGroupSet::new(backends);
+    for rm in &resolved {
+        diags.extend(rm.diags.iter().cloned());
+        for spec in &rm.target_groups {
+            tgs.add(spec);
+        }
+    }
 
     let mut listeners = Vec::with_capacity(drafts.len());
     for (port, draft) in drafts {
-        let plain_http = draft.protocol == ListenerProtocol::Http;
-        // A member with ssl-redirect answers plain HTTP with a redirect to its HTTPS port.
-        let on_listener = |mi: usize, action: &Action| -> Action {
-            match (plain_http, members[mi].settings.ssl_redirect_port) {
-                (true, Some(https_port)) => Action::Redirect(Redirect {
-                    protocol: Some("HTTPS".into()),
-                    host: None,
-                    port: Some(https_port),
-                    path: None,
-                    query: None,
-                    status_code: 308,
-                }),
-                _ => action.clone(),
-            }
-        };
-
         let mut default_owner: Option<usize> = None;
         for &mi in &draft.members {
-            if default_actions[mi].is_none() {
+            if resolved[mi].default_action.is_none() {
                 continue;
             }
             match default_owner {
@@ -484,109 +456,28 @@ fn build_load_balancer(
                 Some(_) => {}
             }
         }
-        let default_action = match default_owner
-            .and_then(|mi| default_actions[mi].as_ref().map(|a| on_listener(mi, a)))
-        {
+        let default_action = match default_owner.and_then(|mi| {
+            resolved[mi]
+                .default_action
+                .as_ref()
+                .map(|a| listener_rules::on_listener(members[mi], draft.protocol, a))
+        }) {
             Some(a) => a,
             None => Action::FixedResponse(FixedResponse::not_found()),
         };
-
-        let mut seen: HashMap<_, usize> = HashMap::new();
-        let mut routes = Vec::new();
-        for &mi in &draft.members {
-            let m = &members[mi];
-            // ingress-nginx's app-root is checked before any location of the server: `/` on
-            // each of the Ingress's hosts redirects (302) to it, scheme and host kept.
-            if let Some(root) = &m.settings.app_root {
-                let mut hosts: Vec<&Option<HostMatch>> = m.routes.iter().map(|r| &r.host).collect();
-                hosts.dedup();
-                for host in hosts {
-                    let path = PathMatch {
-                        kind: PathKind::Exact,
-                        path: "/".into(),
-                    };
-                    let key = conflict_key(host, &path, &Conditions::default());
-                    if seen.contains_key(&key) {
-                        continue;
-                    }
-                    seen.insert(key, mi);
-                    let redirect = Action::Redirect(Redirect {
-                        protocol: None,
-                        host: None,
-                        port: None,
-                        path: Some(root.clone()),
-                        query: Some(String::new()),
-                        status_code: 302,
-                    });
-                    routes.push(Route {
-                        host: host.clone(),
-                        path,
-                        extra: Conditions::default(),
-                        action: on_listener(mi, &redirect),
-                        ingress: m.obj.clone(),
-                    });
-                }
-            }
-            for (ri, r) in m.routes.iter().enumerate() {
-                let extra = extra_conditions(m, &r.backend);
-                // Only a redirect can loop; the listener's own form of it (ssl-redirect may
-                // replace it) is what would answer.
-                let raw = &route_actions[mi][ri];
-                if matches!(raw, Action::Redirect(_))
-                    && redirects_to_itself(&on_listener(mi, raw), port, draft.protocol, r)
-                {
-                    diags.push(ingress_diag(
-                        m,
-                        Severity::Info,
-                        Reason::RouteConflict,
-                        format!(
-                            "the redirect for path {} is left off listener {port} ({:?}): it would redirect to itself (the AWS Load Balancer Controller omits it too, for the actions.ssl-redirect pattern); the next route for the path serves it there",
-                            r.path.path, draft.protocol
-                        ),
-                    ));
-                    continue;
-                }
-                let key = conflict_key(&r.host, &r.path, &extra);
-                if let Some(&winner) = seen.get(&key) {
-                    if winner == mi {
-                        diags.push(ingress_diag(
-                            m,
-                            Severity::Info,
-                            Reason::RouteConflict,
-                            format!(
-                                "host {} path {} is listed more than once on listener {port}; the first one serves it",
-                                r.host.as_ref().map(|h| h.to_string()).unwrap_or_else(|| "*".into()),
-                                r.path.path,
-                            ),
-                        ));
-                    } else {
-                        diags.push(ingress_diag(
-                            m,
-                            Severity::Warning,
-                            Reason::RouteConflict,
-                            format!(
-                                "host {} path {} ({:?}) is already served by Ingress {}, which has precedence (group.order, then oldest, then namespace/name)",
-                                r.host.as_ref().map(|h| h.to_string()).unwrap_or_else(|| "*".into()),
-                                r.path.path,
-                                r.path.kind,
-                                members[winner].obj
-                            ),
-                        ));
-                    }
-                    continue;
-                }
-                seen.insert(key, mi);
-                for (extra, action) in source_ranged(&m.settings, extra, &route_actions[mi][ri]) {
-                    routes.push(Route {
-                        host: r.host.clone(),
-                        path: r.path.clone(),
-                        extra,
-                        action: on_listener(mi, &action),
-                        ingress: m.obj.clone(),
-                    });
-                }
-            }
-        }
+        let attached: Vec<Arc<ResolvedMember>> = draft
+            .members
+            .iter()
+            .map(|&mi| resolved[mi].clone())
+            .collect();
+        let rules = listener_rules::listener_rules(
+            cache,
+            port,
+            draft.protocol,
+            &attached,
+            &default_action,
+            diags,
+        );
 
         let certificates = if draft.protocol == ListenerProtocol::Https {
             let discover_rule_hosts = !matches!(opts.grouping, Grouping::Single(_));
@@ -603,7 +494,7 @@ fn build_load_balancer(
             } else {
                 None
             },
-            rules: order_rules(routes, &default_action),
+            rules,
             default_action,
         });
     }
@@ -722,74 +613,9 @@ fn extra_conditions(m: &Member, backend: &IngressBackend) -> Conditions {
         .unwrap_or_default()
 }
 
-/// The action of a `use-annotation` backend: `actions.<name>` of the same Ingress. A
-/// Service of a weighted forward that cannot be resolved is left out (and reported); with
-/// none left, or no such annotation, the path answers 503.
-fn annotated_action(
-    m: &Member,
-    name: &str,
-    tgs: &mut TargetGroupSet<'_, '_>,
-    diags: &mut Vec<Diagnostic>,
-) -> Action {
-    let Some(action) = m.settings.actions.get(name) else {
-        let message = format!(
-            "backend {name} uses annotation {}actions.{name}, which is not set",
-            annotations::ALB
-        );
-        diags.push(ingress_diag(
-            m,
-            Severity::Warning,
-            Reason::AnnotationInvalid,
-            format!("{message}; requests for it answer 503"),
-        ));
-        return Action::FixedResponse(FixedResponse::service_unavailable(&message));
-    };
-    match action {
-        AnnotatedAction::FixedResponse(f) => Action::FixedResponse(f.clone()),
-        AnnotatedAction::Redirect(r) => Action::Redirect(r.clone()),
-        AnnotatedAction::Forward {
-            services,
-            stickiness_seconds,
-        } => {
-            let mut groups: Vec<WeightedTargetGroup> = Vec::new();
-            for s in services {
-                let backend = alb_actions::service_backend(s);
-                match tgs.resolve(m.namespace(), &backend, &m.settings.backend) {
-                    Ok(tg) => match groups.iter_mut().find(|g| g.target_group == tg) {
-                        Some(g) => g.weight += s.weight,
-                        None => groups.push(WeightedTargetGroup {
-                            target_group: tg,
-                            weight: s.weight,
-                        }),
-                    },
-                    Err(u) => diags.push(ingress_diag(
-                        m,
-                        u.severity(),
-                        u.reason,
-                        format!(
-                            "action {name}: {}; it gets no share of the traffic",
-                            u.message
-                        ),
-                    )),
-                }
-            }
-            if groups.is_empty() {
-                let message = format!("action {name} forwards to no usable Service");
-                return Action::FixedResponse(FixedResponse::service_unavailable(&message));
-            }
-            Action::Forward(Forward {
-                target_groups: groups,
-                stickiness_seconds: *stickiness_seconds,
-                rewrite_target: m.settings.rewrite_target.clone(),
-                max_body_bytes: m.settings.max_body_bytes,
-            })
-        }
-    }
-}
-
 fn listener_certificates(
     attached: &[usize],
-    members: &[&Member],
+    members: &[&Arc<Member>],
     secrets: &mut SecretIndex<'_>,
     discover_rule_hosts: bool,
     diags: &mut Vec<Diagnostic>,
@@ -848,7 +674,7 @@ fn settle<T: PartialEq + std::fmt::Debug>(
     slot: &mut Option<(T, usize)>,
     value: Option<T>,
     i: usize,
-    members: &[&Member],
+    members: &[&Arc<Member>],
     what: &str,
     diags: &mut Vec<Diagnostic>,
 ) {
@@ -873,7 +699,7 @@ fn settle_entry(
     k: &str,
     v: &str,
     i: usize,
-    members: &[&Member],
+    members: &[&Arc<Member>],
     what: &str,
     diags: &mut Vec<Diagnostic>,
 ) {

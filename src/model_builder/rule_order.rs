@@ -95,37 +95,8 @@ pub fn order_rules(routes: Vec<Route>, default_action: &Action) -> Vec<Rule> {
     }
 
     let mut rules = Vec::new();
-    let mut emit = |host: Option<HostMatch>, mut group: Vec<Route>, fence_needed: bool| {
-        group.sort_by(|a, b| {
-            (path_order(&a.path), Reverse(narrowness(&a.extra)))
-                .cmp(&(path_order(&b.path), Reverse(narrowness(&b.extra))))
-        });
-        let fence = fence_needed
-            && !group
-                .iter()
-                .any(|r| covers_everything(&r.path) && narrowness(&r.extra) == 0);
-        let fence_owner = group.first().map(|r| r.ingress.clone());
-        for r in group {
-            rules.push(Rule {
-                ingress: r.ingress,
-                conditions: Conditions {
-                    host: r.host,
-                    path: Some(r.path),
-                    ..r.extra
-                },
-                action: r.action,
-            });
-        }
-        if let (true, Some(owner), Some(h)) = (fence, fence_owner, host) {
-            rules.push(Rule {
-                ingress: owner,
-                conditions: Conditions {
-                    host: Some(h),
-                    ..Default::default()
-                },
-                action: default_action.clone(),
-            });
-        }
+    let mut emit = |host: Option<HostMatch>, group: Vec<Route>, fence_needed: bool| {
+        rules.extend(host_rules(host, group, fence_needed, default_action));
     };
 
     let wildcard_hosts: Vec<HostMatch> = wildcard
@@ -141,5 +112,58 @@ pub fn order_rules(routes: Vec<Route>, default_action: &Action) -> Vec<Rule> {
         emit(Some(HostMatch::Wildcard(s)), group, any_hostless);
     }
     emit(None, hostless, false);
+    rules
+}
+
+/// Whether the rest of exact host `host` needs a fence: a host-less route, or a wildcard
+/// route matching it (`wildcard` says whether a suffix has one), would otherwise capture its
+/// unmatched paths. [`HostMatch::matches`] in one set lookup.
+pub fn exact_host_fenced(host: &str, wildcard: impl Fn(&str) -> bool, any_hostless: bool) -> bool {
+    any_hostless
+        || host
+            .split_once('.')
+            .is_some_and(|(first, rest)| !first.is_empty() && wildcard(rest))
+}
+
+/// The rules of one host (`None`: the host-less routes), in order, with the fence that sends
+/// the rest of the host to `default_action` when `fence_needed` and no route already covers
+/// every path. [`order_rules`] is these, host by host.
+pub fn host_rules(
+    host: Option<HostMatch>,
+    mut group: Vec<Route>,
+    fence_needed: bool,
+    default_action: &Action,
+) -> Vec<Rule> {
+    group.sort_by(|a, b| {
+        (path_order(&a.path), Reverse(narrowness(&a.extra)))
+            .cmp(&(path_order(&b.path), Reverse(narrowness(&b.extra))))
+    });
+    let fence = fence_needed
+        && !group
+            .iter()
+            .any(|r| covers_everything(&r.path) && narrowness(&r.extra) == 0);
+    let fence_owner = group.first().map(|r| r.ingress.clone());
+    let mut rules = Vec::with_capacity(group.len() + usize::from(fence));
+    for r in group {
+        rules.push(Rule {
+            ingress: r.ingress,
+            conditions: Conditions {
+                host: r.host,
+                path: Some(r.path),
+                ..r.extra
+            },
+            action: r.action,
+        });
+    }
+    if let (true, Some(owner), Some(h)) = (fence, fence_owner, host) {
+        rules.push(Rule {
+            ingress: owner,
+            conditions: Conditions {
+                host: Some(h),
+                ..Default::default()
+            },
+            action: default_action.clone(),
+        });
+    }
     rules
 }

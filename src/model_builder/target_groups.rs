@@ -3,6 +3,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::net::IpAddr;
+use std::sync::Arc;
 
 use k8s_openapi::api::core::v1::{Endpoints, Node, Service, ServicePort};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
@@ -24,7 +25,7 @@ const EXCLUDE_NODE_LABEL: &str = "node.kubernetes.io/exclude-from-external-load-
 
 /// The cluster objects backends are resolved against, indexed once per build.
 pub(crate) struct BackendIndex<'a> {
-    services: HashMap<(&'a str, &'a str), &'a Service>,
+    services: HashMap<(&'a str, &'a str), &'a Arc<Service>>,
     slices: HashMap<(&'a str, &'a str), Vec<&'a EndpointSlice>>,
     endpoints: HashMap<(&'a str, &'a str), &'a Endpoints>,
     nodes: Vec<&'a Node>,
@@ -53,7 +54,7 @@ impl<'a> BackendIndex<'a> {
         let mut services = HashMap::new();
         for s in &snap.services {
             let key = ns_name(&s.metadata);
-            services.insert(key, &**s);
+            services.insert(key, s);
             if let Some(a) = s.metadata.annotations.as_ref() {
                 let mut refusals = Vec::new();
                 for f in annotation_registry::check(a, OnObject::Service, provider) {
@@ -138,15 +139,13 @@ fn unresolved(reason: Reason, message: String) -> Unresolved {
 /// The target groups of one load balancer, shared per (Service, port, settings).
 pub(crate) struct TargetGroupSet<'i, 'a> {
     index: &'i BackendIndex<'a>,
-    opts: &'i BuildOptions,
     groups: BTreeMap<String, TargetGroup>,
 }
 
 impl<'i, 'a> TargetGroupSet<'i, 'a> {
-    pub(crate) fn new(index: &'i BackendIndex<'a>, opts: &'i BuildOptions) -> Self {
+    pub(crate) fn new(index: &'i BackendIndex<'a>) -> Self {
         TargetGroupSet {
             index,
-            opts,
             groups: BTreeMap::new(),
         }
     }
@@ -155,13 +154,66 @@ impl<'i, 'a> TargetGroupSet<'i, 'a> {
         self.groups.into_values().collect()
     }
 
-    /// The id of the target group serving `backend` for an Ingress in `namespace`.
-    pub(crate) fn resolve(
-        &mut self,
+    /// Adds the target group `spec` describes, with its targets as the cluster has them now,
+    /// unless it is already in the set.
+    pub(crate) fn add(&mut self, spec: &TargetGroupSpec) {
+        if self.groups.contains_key(&spec.group.id) {
+            return;
+        }
+        let mut tg = spec.group.clone();
+        tg.targets = match spec.node_port {
+            Some(np) => self.node_targets(np),
+            None => self.pod_targets(&tg.service.namespace, &tg.service.name, &spec.port),
+        };
+        self.groups.insert(tg.id.clone(), tg);
+    }
+}
+
+/// A Service looked up while resolving a backend, and what was found: a resolution stays
+/// valid while each Service it looked up is the same object (or still absent).
+#[derive(Debug, Clone)]
+pub(crate) struct ServiceDep {
+    namespace: String,
+    name: String,
+    found: Option<Arc<Service>>,
+}
+
+impl BackendIndex<'_> {
+    /// Whether every Service in `deps` is still what was found then.
+    pub(crate) fn unchanged(&self, deps: &[ServiceDep]) -> bool {
+        deps.iter().all(|d| {
+            match (
+                self.services.get(&(d.namespace.as_str(), d.name.as_str())),
+                &d.found,
+            ) {
+                (None, None) => true,
+                (Some(now), Some(then)) => Arc::ptr_eq(now, then),
+                _ => false,
+            }
+        })
+    }
+}
+
+/// A target group as a backend resolves it, without its targets: those follow the
+/// endpoints, which change without the Ingress or the Service changing.
+#[derive(Debug, Clone)]
+pub(crate) struct TargetGroupSpec {
+    pub group: TargetGroup,
+    node_port: Option<u16>,
+    port: ServicePort,
+}
+
+impl<'a> BackendIndex<'a> {
+    /// The target group serving `backend` for an Ingress in `namespace`; the Service looked
+    /// up is added to `deps`.
+    pub(crate) fn target_group_spec(
+        &self,
         namespace: &str,
         backend: &IngressBackend,
         ingress_settings: &BackendSettings,
-    ) -> Result<String, Unresolved> {
+        opts: &BuildOptions,
+        deps: &mut Vec<ServiceDep>,
+    ) -> Result<TargetGroupSpec, Unresolved> {
         if let Some(r) = &backend.resource {
             return Err(unresolved(
                 Reason::ResourceBackendUnsupported,
@@ -177,17 +229,24 @@ impl<'i, 'a> TargetGroupSet<'i, 'a> {
                 "a backend names neither a service nor a resource".into(),
             ));
         };
-        let Some(svc) = self.index.services.get(&(namespace, sb.name.as_str())) else {
+        let found = self.services.get(&(namespace, sb.name.as_str()));
+        if !deps
+            .iter()
+            .any(|d| d.namespace == namespace && d.name == sb.name)
+        {
+            deps.push(ServiceDep {
+                namespace: namespace.to_string(),
+                name: sb.name.clone(),
+                found: found.map(|s| Arc::clone(s)),
+            });
+        }
+        let Some(svc) = found else {
             return Err(unresolved(
                 Reason::ServiceNotFound,
                 format!("Service {namespace}/{} not found", sb.name),
             ));
         };
-        if let Some(why) = self
-            .index
-            .service_refusals
-            .get(&(namespace, sb.name.as_str()))
-        {
+        if let Some(why) = self.service_refusals.get(&(namespace, sb.name.as_str())) {
             return Err(unresolved(
                 Reason::AnnotationUnsupported,
                 format!("Service {namespace}/{}: {why}", sb.name),
@@ -251,17 +310,11 @@ impl<'i, 'a> TargetGroupSet<'i, 'a> {
             ));
         };
 
-        let settings = match self
-            .index
-            .service_settings
-            .get(&(namespace, sb.name.as_str()))
-        {
+        let settings = match self.service_settings.get(&(namespace, sb.name.as_str())) {
             Some(svc_settings) => ingress_settings.overridden_by(svc_settings),
             None => ingress_settings.clone(),
         };
-        let target_type = settings
-            .target_type
-            .unwrap_or(self.opts.default_target_type);
+        let target_type = settings.target_type.unwrap_or(opts.default_target_type);
         let node_port = if target_type == TargetType::Instance {
             match (svc_type, port.node_port.and_then(|p| u16::try_from(p).ok())) {
                 ("NodePort" | "LoadBalancer", Some(np)) => Some(np),
@@ -317,17 +370,16 @@ impl<'i, 'a> TargetGroupSet<'i, 'a> {
             attributes: settings.target_group_attributes.clone(),
             targets: Vec::new(),
         };
-        tg.id = target_group_id(&tg, self.opts.default_target_type);
-        if !self.groups.contains_key(&tg.id) {
-            tg.targets = match node_port {
-                Some(np) => self.node_targets(np),
-                None => self.pod_targets(namespace, &sb.name, port),
-            };
-            self.groups.insert(tg.id.clone(), tg.clone());
-        }
-        Ok(tg.id)
+        tg.id = target_group_id(&tg, opts.default_target_type);
+        Ok(TargetGroupSpec {
+            group: tg,
+            node_port,
+            port: port.clone(),
+        })
     }
+}
 
+impl TargetGroupSet<'_, '_> {
     fn pod_targets(&self, namespace: &str, service: &str, port: &ServicePort) -> Vec<Target> {
         let port_name = port.name.as_deref().unwrap_or("");
         let mut best: BTreeMap<(IpAddr, u16), (TargetState, Option<String>)> = BTreeMap::new();

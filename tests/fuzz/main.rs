@@ -675,7 +675,7 @@ fn route_table() {
                 protocol: ListenerProtocol::Http,
                 certificates: vec![],
                 ssl_policy: None,
-                rules,
+                rules: rules.into(),
                 default_action: Action::FixedResponse(FixedResponse::not_found()),
             };
             let table = ListenerRoutes::compile(&listener);

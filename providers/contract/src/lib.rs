@@ -8,7 +8,9 @@ pub mod diagnostics;
 pub mod matching;
 pub mod model;
 pub mod provider;
+pub mod rule_list;
 
 pub use diagnostics::{Diagnostic, ObjectKind, Reason, Severity, SubjectRef};
 pub use model::*;
 pub use provider::{ApplyReport, LoadBalancerStatus, Provider};
+pub use rule_list::RuleList;

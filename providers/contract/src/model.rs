@@ -197,7 +197,7 @@ pub struct Listener {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ssl_policy: Option<String>,
     /// Evaluated in order; the first rule whose conditions all hold decides.
-    pub rules: Vec<Rule>,
+    pub rules: crate::RuleList,
     /// What answers when no rule matches.
     pub default_action: Action,
 }

@@ -1,0 +1,603 @@
+//! A load balancer's rules, recomputed only where a change lands (issue 16).
+//!
+//! Three layers, each a pure function of its inputs, each kept between builds in
+//! [`RulesCache`] and reused while its inputs are the same objects:
+//! 1. [`ResolvedMember`]: an Ingress's backends resolved to actions and target groups (without
+//!    targets). Inputs: the Ingress as read (by allocation) and the Services it looked up.
+//! 2. [`Claims`]: what that Ingress asks to serve on one listener, host by host, each path
+//!    with its conflict key and the routes it becomes. Inputs: the resolved member and the
+//!    listener's port and protocol.
+//! 3. A host's rules: the claims of every Ingress on that host, conflicts settled by
+//!    precedence, ordered, fenced (`rule_order::host_rules`). Inputs: the resolved members
+//!    claiming the host, in precedence order, whether it needs a fence, the listener's
+//!    default action.
+//!
+//! The listener's rule list is the hosts' chunks in order (exact hosts, wildcards, host-less),
+//! so a change to one Ingress re-orders only its hosts, and the proxy recompiles only those
+//! chunks. Target groups are filled with targets on every build, from the specs the resolved
+//! members hold: endpoints change without any Ingress changing.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::{Arc, OnceLock};
+
+use k8s_openapi::api::networking::v1::IngressBackend;
+use tollgate_contract::{
+    Action, Conditions, Diagnostic, FixedResponse, Forward, HostMatch, ListenerProtocol, PathKind,
+    PathMatch, Reason, Redirect, Rule, Severity, WeightedTargetGroup,
+};
+
+use super::alb_actions::{self, AnnotatedAction};
+use super::ingress_member::Member;
+use super::rule_order::{conflict_key, exact_host_fenced, host_rules, Route};
+use super::target_groups::{BackendIndex, ServiceDep, TargetGroupSpec, Unresolved};
+use super::BuildOptions;
+use super::{annotations, extra_conditions, ingress_diag, redirects_to_itself, source_ranged};
+
+/// An Ingress's backends resolved against the cluster's Services.
+#[derive(Debug)]
+pub(crate) struct ResolvedMember {
+    pub member: Arc<Member>,
+    /// The action of each of `member.routes`, in order.
+    pub route_actions: Vec<Action>,
+    pub default_action: Option<Action>,
+    /// The target groups those actions forward to (each once).
+    pub target_groups: Vec<TargetGroupSpec>,
+    /// What resolution said (a missing Service, a refused one, ...).
+    pub diags: Vec<Diagnostic>,
+    deps: Vec<ServiceDep>,
+    /// Claims per listener (protocol, port), made when first asked for.
+    claims: Vec<((ListenerProtocol, u16), OnceLock<Claims>)>,
+}
+
+/// One path an Ingress asks to serve on a listener.
+#[derive(Debug)]
+struct Claim {
+    key: (Option<HostMatch>, PathKind, String, String),
+    /// The routes it becomes if it wins its key (several with source ranges).
+    routes: Vec<Route>,
+    /// `None` for app-root's `/` redirect, which quietly yields to a path the Ingress lists.
+    path: Option<PathMatch>,
+}
+
+/// What one Ingress asks to serve on one listener.
+#[derive(Debug, Default)]
+pub(crate) struct Claims {
+    /// By host, in the order the Ingress first names them.
+    hosts: Vec<(Option<HostMatch>, Vec<Claim>)>,
+    diags: Vec<Diagnostic>,
+}
+
+/// Resolves a member's backends.
+pub(crate) fn resolve_member(
+    member: &Arc<Member>,
+    ports: &[(ListenerProtocol, u16)],
+    index: &BackendIndex<'_>,
+    opts: &BuildOptions,
+) -> ResolvedMember {
+    let m = member.as_ref();
+    let mut r = Resolver {
+        index,
+        opts,
+        specs: Vec::new(),
+        deps: Vec::new(),
+        diags: Vec::new(),
+    };
+    let route_actions = m.routes.iter().map(|rt| r.action(m, &rt.backend)).collect();
+    let default_action = m.default_backend.as_ref().map(|b| r.action(m, b));
+    ResolvedMember {
+        member: member.clone(),
+        route_actions,
+        default_action,
+        target_groups: r.specs,
+        diags: r.diags,
+        deps: r.deps,
+        claims: ports.iter().map(|p| (*p, OnceLock::new())).collect(),
+    }
+}
+
+impl ResolvedMember {
+    /// Whether this resolution still holds for `member` against `index`.
+    pub(crate) fn still_valid(&self, member: &Arc<Member>, index: &BackendIndex<'_>) -> bool {
+        Arc::ptr_eq(&self.member, member) && index.unchanged(&self.deps)
+    }
+
+    /// The member's claims on the listener at `port` with `protocol`.
+    pub(crate) fn claims(&self, protocol: ListenerProtocol, port: u16) -> Option<&Claims> {
+        let (_, cell) = self.claims.iter().find(|(p, _)| *p == (protocol, port))?;
+        Some(cell.get_or_init(|| make_claims(self, protocol, port)))
+    }
+}
+
+struct Resolver<'r, 'a> {
+    index: &'r BackendIndex<'a>,
+    opts: &'r BuildOptions,
+    specs: Vec<TargetGroupSpec>,
+    deps: Vec<ServiceDep>,
+    diags: Vec<Diagnostic>,
+}
+
+impl Resolver<'_, '_> {
+    fn target_group(&mut self, m: &Member, backend: &IngressBackend) -> Result<String, Unresolved> {
+        let spec = self.index.target_group_spec(
+            m.namespace(),
+            backend,
+            &m.settings.backend,
+            self.opts,
+            &mut self.deps,
+        )?;
+        let id = spec.group.id.clone();
+        if !self.specs.iter().any(|s| s.group.id == id) {
+            self.specs.push(spec);
+        }
+        Ok(id)
+    }
+
+    /// A backend's action; an unresolvable one answers 503.
+    fn action(&mut self, m: &Member, backend: &IngressBackend) -> Action {
+        if let Some(r) = &m.settings.redirect {
+            return Action::Redirect(r.clone());
+        }
+        if let Some(name) = alb_actions::annotated_action_name(backend) {
+            return self.annotated_action(m, name);
+        }
+        match self.target_group(m, backend) {
+            Ok(tg) => Action::Forward(Forward {
+                target_groups: vec![WeightedTargetGroup {
+                    target_group: tg,
+                    weight: 1,
+                }],
+                stickiness_seconds: None,
+                rewrite_target: m.settings.rewrite_target.clone(),
+                max_body_bytes: m.settings.max_body_bytes,
+            }),
+            Err(u) => {
+                self.diags.push(ingress_diag(
+                    m,
+                    u.severity(),
+                    u.reason,
+                    format!("{}; requests for it answer 503", u.message),
+                ));
+                Action::FixedResponse(FixedResponse::service_unavailable(&u.message))
+            }
+        }
+    }
+
+    /// The action of a `use-annotation` backend: `actions.<name>` of the same Ingress. A
+    /// Service of a weighted forward that cannot be resolved is left out (and reported);
+    /// with none left, or no such annotation, the path answers 503.
+    fn annotated_action(&mut self, m: &Member, name: &str) -> Action {
+        let Some(action) = m.settings.actions.get(name) else {
+            let message = format!(
+                "backend {name} uses annotation {}actions.{name}, which is not set",
+                annotations::ALB
+            );
+            self.diags.push(ingress_diag(
+                m,
+                Severity::Warning,
+                Reason::AnnotationInvalid,
+                format!("{message}; requests for it answer 503"),
+            ));
+            return Action::FixedResponse(FixedResponse::service_unavailable(&message));
+        };
+        match action {
+            AnnotatedAction::FixedResponse(f) => Action::FixedResponse(f.clone()),
+            AnnotatedAction::Redirect(r) => Action::Redirect(r.clone()),
+            AnnotatedAction::Forward {
+                services,
+                stickiness_seconds,
+            } => {
+                let mut groups: Vec<WeightedTargetGroup> = Vec::new();
+                for s in services {
+                    let backend = alb_actions::service_backend(s);
+                    match self.target_group(m, &backend) {
+                        Ok(tg) => match groups.iter_mut().find(|g| g.target_group == tg) {
+                            Some(g) => g.weight += s.weight,
+                            None => groups.push(WeightedTargetGroup {
+                                target_group: tg,
+                                weight: s.weight,
+                            }),
+                        },
+                        Err(u) => self.diags.push(ingress_diag(
+                            m,
+                            u.severity(),
+                            u.reason,
+                            format!(
+                                "action {name}: {}; it gets no share of the traffic",
+                                u.message
+                            ),
+                        )),
+                    }
+                }
+                if groups.is_empty() {
+                    let message = format!("action {name} forwards to no usable Service");
+                    return Action::FixedResponse(FixedResponse::service_unavailable(&message));
+                }
+                Action::Forward(Forward {
+                    target_groups: groups,
+                    stickiness_seconds: *stickiness_seconds,
+                    rewrite_target: m.settings.rewrite_target.clone(),
+                    max_body_bytes: m.settings.max_body_bytes,
+                })
+            }
+        }
+    }
+}
+
+/// A member's action as a listener serves it: on plain HTTP, ssl-redirect replaces it with a
+/// redirect to the HTTPS port.
+pub(crate) fn on_listener(m: &Member, protocol: ListenerProtocol, action: &Action) -> Action {
+    match (protocol, m.settings.ssl_redirect_port) {
+        (ListenerProtocol::Http, Some(https_port)) => Action::Redirect(Redirect {
+            protocol: Some("HTTPS".into()),
+            host: None,
+            port: Some(https_port),
+            path: None,
+            query: None,
+            status_code: 308,
+        }),
+        _ => action.clone(),
+    }
+}
+
+fn make_claims(rm: &ResolvedMember, protocol: ListenerProtocol, port: u16) -> Claims {
+    let m = rm.member.as_ref();
+    let mut out = Claims::default();
+    let slot = |out: &mut Claims, host: &Option<HostMatch>| -> usize {
+        match out.hosts.iter().position(|(h, _)| h == host) {
+            Some(i) => i,
+            None => {
+                out.hosts.push((host.clone(), Vec::new()));
+                out.hosts.len() - 1
+            }
+        }
+    };
+    // ingress-nginx's app-root is checked before any location of the server: `/` on each of
+    // the Ingress's hosts redirects (302) to it, scheme and host kept.
+    if let Some(root) = &m.settings.app_root {
+        for r in &m.routes {
+            let i = slot(&mut out, &r.host);
+            if out.hosts[i].1.iter().any(|c| c.path.is_none()) {
+                continue;
+            }
+            let path = PathMatch {
+                kind: PathKind::Exact,
+                path: "/".into(),
+            };
+            let redirect = Action::Redirect(Redirect {
+                protocol: None,
+                host: None,
+                port: None,
+                path: Some(root.clone()),
+                query: Some(String::new()),
+                status_code: 302,
+            });
+            out.hosts[i].1.push(Claim {
+                key: conflict_key(&r.host, &path, &Conditions::default()),
+                routes: vec![Route {
+                    host: r.host.clone(),
+                    path,
+                    extra: Conditions::default(),
+                    action: on_listener(m, protocol, &redirect),
+                    ingress: m.obj.clone(),
+                }],
+                path: None,
+            });
+        }
+    }
+    for (ri, r) in m.routes.iter().enumerate() {
+        let Some(raw) = rm.route_actions.get(ri) else {
+            continue;
+        };
+        // Only a redirect can loop; the listener's own form of it (ssl-redirect may replace
+        // it) is what would answer.
+        if matches!(raw, Action::Redirect(_))
+            && redirects_to_itself(&on_listener(m, protocol, raw), port, protocol, r)
+        {
+            out.diags.push(ingress_diag(
+                m,
+                Severity::Info,
+                Reason::RouteConflict,
+                format!(
+                    "the redirect for path {} is left off listener {port} ({protocol:?}): it would redirect to itself (the AWS Load Balancer Controller omits it too, for the actions.ssl-redirect pattern); the next route for the path serves it there",
+                    r.path.path
+                ),
+            ));
+            continue;
+        }
+        let extra = extra_conditions(m, &r.backend);
+        let key = conflict_key(&r.host, &r.path, &extra);
+        let routes = source_ranged(&m.settings, extra, raw)
+            .into_iter()
+            .map(|(extra, action)| Route {
+                host: r.host.clone(),
+                path: r.path.clone(),
+                extra,
+                action: on_listener(m, protocol, &action),
+                ingress: m.obj.clone(),
+            })
+            .collect();
+        let i = slot(&mut out, &r.host);
+        out.hosts[i].1.push(Claim {
+            key,
+            routes,
+            path: Some(r.path.clone()),
+        });
+    }
+    out
+}
+
+/// One host's rules as last computed, with what they were computed from.
+#[derive(Debug)]
+struct HostEntry {
+    /// The resolved members claiming the host, in precedence order (held, so that the
+    /// allocations compared stay theirs).
+    claimants: Vec<Arc<ResolvedMember>>,
+    protocol: ListenerProtocol,
+    fence: bool,
+    default_action: Action,
+    rules: Arc<[Rule]>,
+    diags: Vec<Diagnostic>,
+    round: u64,
+}
+
+/// Host entries of one listener.
+#[derive(Debug, Default)]
+struct ListenerEntries {
+    exact: HashMap<String, HostEntry>,
+    wildcard: HashMap<String, HostEntry>,
+    hostless: Option<HostEntry>,
+}
+
+/// What one load balancer keeps between builds.
+#[derive(Debug, Default)]
+pub(crate) struct RulesCache {
+    /// Resolved members by the allocation of the member they resolve.
+    resolved: HashMap<usize, (Arc<ResolvedMember>, u64)>,
+    listeners: BTreeMap<u16, ListenerEntries>,
+    pub round: u64,
+}
+
+impl RulesCache {
+    /// The member resolved, reused while its Services are the same objects.
+    pub(crate) fn resolved(
+        &mut self,
+        member: &Arc<Member>,
+        ports: impl FnOnce() -> Vec<(ListenerProtocol, u16)>,
+        index: &BackendIndex<'_>,
+        opts: &BuildOptions,
+    ) -> Arc<ResolvedMember> {
+        let key = Arc::as_ptr(member) as usize;
+        let round = self.round;
+        if let Some((rm, used)) = self.resolved.get_mut(&key) {
+            if rm.still_valid(member, index) {
+                *used = round;
+                return rm.clone();
+            }
+        }
+        let rm = Arc::new(resolve_member(member, &ports(), index, opts));
+        self.resolved.insert(key, (rm.clone(), round));
+        rm
+    }
+
+    /// Drops what the build just finished did not use.
+    pub(crate) fn prune(&mut self) {
+        let round = self.round;
+        self.resolved.retain(|_, (_, used)| *used == round);
+        self.listeners.retain(|_, l| {
+            l.exact.retain(|_, e| e.round == round);
+            l.wildcard.retain(|_, e| e.round == round);
+            if l.hostless.as_ref().is_some_and(|e| e.round != round) {
+                l.hostless = None;
+            }
+            !(l.exact.is_empty() && l.wildcard.is_empty() && l.hostless.is_none())
+        });
+    }
+}
+
+/// The ordered rules of one listener from its members (in precedence order) and their
+/// resolutions, reusing every host whose inputs are unchanged.
+pub(crate) fn listener_rules(
+    cache: &mut RulesCache,
+    port: u16,
+    protocol: ListenerProtocol,
+    attached: &[Arc<ResolvedMember>],
+    default_action: &Action,
+    diags: &mut Vec<Diagnostic>,
+) -> tollgate_contract::RuleList {
+    // Which attached members claim each host (index into `attached`, with the position of
+    // the host in their claims), in precedence order.
+    let mut exact: BTreeMap<&str, Vec<(usize, usize)>> = BTreeMap::new();
+    let mut wildcard: BTreeMap<&str, Vec<(usize, usize)>> = BTreeMap::new();
+    let mut hostless: Vec<(usize, usize)> = Vec::new();
+    for (ai, rm) in attached.iter().enumerate() {
+        let Some(claims) = rm.claims(protocol, port) else {
+            continue;
+        };
+        diags.extend(claims.diags.iter().cloned());
+        for (hi, (host, list)) in claims.hosts.iter().enumerate() {
+            if list.is_empty() {
+                continue;
+            }
+            match host {
+                Some(HostMatch::Exact(h)) => exact.entry(h.as_str()).or_default().push((ai, hi)),
+                Some(HostMatch::Wildcard(s)) => {
+                    wildcard.entry(s.as_str()).or_default().push((ai, hi))
+                }
+                None => hostless.push((ai, hi)),
+            }
+        }
+    }
+    let any_hostless = !hostless.is_empty();
+    let wildcard_suffixes: HashSet<&str> = wildcard.keys().copied().collect();
+
+    let round = cache.round;
+    let entries = cache.listeners.entry(port).or_default();
+    let mut chunks: Vec<Arc<[Rule]>> = Vec::with_capacity(exact.len() + wildcard.len() + 1);
+    let inputs = HostInputs {
+        attached,
+        protocol,
+        port,
+        default_action,
+        round,
+    };
+    for (h, claimants) in &exact {
+        let fence = exact_host_fenced(h, |s| wildcard_suffixes.contains(s), any_hostless);
+        let entry = entries.exact.entry((*h).to_string());
+        let e = match entry {
+            std::collections::hash_map::Entry::Occupied(o) => o.into_mut(),
+            std::collections::hash_map::Entry::Vacant(v) => v.insert(inputs.compute(
+                &Some(HostMatch::Exact((*h).to_string())),
+                claimants,
+                fence,
+            )),
+        };
+        inputs.refresh(
+            e,
+            &Some(HostMatch::Exact((*h).to_string())),
+            claimants,
+            fence,
+        );
+        chunks.push(e.rules.clone());
+        diags.extend(e.diags.iter().cloned());
+    }
+    for (s, claimants) in &wildcard {
+        let host = Some(HostMatch::Wildcard((*s).to_string()));
+        let e = entries
+            .wildcard
+            .entry((*s).to_string())
+            .or_insert_with(|| inputs.compute(&host, claimants, any_hostless));
+        inputs.refresh(e, &host, claimants, any_hostless);
+        chunks.push(e.rules.clone());
+        diags.extend(e.diags.iter().cloned());
+    }
+    if !hostless.is_empty() {
+        let e = entries
+            .hostless
+            .get_or_insert_with(|| inputs.compute(&None, &hostless, false));
+        inputs.refresh(e, &None, &hostless, false);
+        chunks.push(e.rules.clone());
+        diags.extend(e.diags.iter().cloned());
+    }
+    tollgate_contract::RuleList::from_chunks(chunks)
+}
+
+/// What every host of one listener is computed with.
+struct HostInputs<'x> {
+    attached: &'x [Arc<ResolvedMember>],
+    protocol: ListenerProtocol,
+    port: u16,
+    default_action: &'x Action,
+    round: u64,
+}
+
+impl HostInputs<'_> {
+    /// Recomputes `e` unless it was computed from these very inputs; marks it used.
+    fn refresh(
+        &self,
+        e: &mut HostEntry,
+        host: &Option<HostMatch>,
+        claimants: &[(usize, usize)],
+        fence: bool,
+    ) {
+        let same = e.round == self.round
+            || (e.protocol == self.protocol
+                && e.fence == fence
+                && e.claimants.len() == claimants.len()
+                && e.claimants
+                    .iter()
+                    .zip(claimants)
+                    .all(|(was, (ai, _))| Arc::ptr_eq(was, &self.attached[*ai]))
+                && e.default_action == *self.default_action);
+        if !same {
+            *e = self.compute(host, claimants, fence);
+        }
+        e.round = self.round;
+    }
+
+    /// One host's rules: each claim served by the first claimant (in precedence order) to
+    /// make it; the others told.
+    fn compute(
+        &self,
+        host: &Option<HostMatch>,
+        claimants: &[(usize, usize)],
+        fence: bool,
+    ) -> HostEntry {
+        let mut diags = Vec::new();
+        let mut seen: HashMap<&(Option<HostMatch>, PathKind, String, String), usize> =
+            HashMap::new();
+        let mut routes = Vec::new();
+        for &(ai, hi) in claimants {
+            let rm = &self.attached[ai];
+            let m = rm.member.as_ref();
+            let Some(claims) = rm.claims(self.protocol, self.port) else {
+                continue;
+            };
+            let Some((_, list)) = claims.hosts.get(hi) else {
+                continue;
+            };
+            for c in list {
+                if let Some(&winner) = seen.get(&c.key) {
+                    let Some(path) = &c.path else { continue };
+                    diags.push(conflict_diag(
+                        m,
+                        &self.attached[winner].member,
+                        winner == ai,
+                        host,
+                        path,
+                        self.port,
+                    ));
+                    continue;
+                }
+                seen.insert(&c.key, ai);
+                routes.extend(c.routes.iter().cloned());
+            }
+        }
+        HostEntry {
+            claimants: claimants
+                .iter()
+                .map(|(ai, _)| self.attached[*ai].clone())
+                .collect(),
+            protocol: self.protocol,
+            fence,
+            default_action: self.default_action.clone(),
+            rules: Arc::from(host_rules(host.clone(), routes, fence, self.default_action)),
+            diags,
+            round: self.round,
+        }
+    }
+}
+
+fn conflict_diag(
+    m: &Member,
+    winner: &Member,
+    itself: bool,
+    host: &Option<HostMatch>,
+    path: &PathMatch,
+    port: u16,
+) -> Diagnostic {
+    let host = host
+        .as_ref()
+        .map(|h| h.to_string())
+        .unwrap_or_else(|| "*".into());
+    if itself {
+        ingress_diag(
+            m,
+            Severity::Info,
+            Reason::RouteConflict,
+            format!(
+                "host {host} path {} is listed more than once on listener {port}; the first one serves it",
+                path.path,
+            ),
+        )
+    } else {
+        ingress_diag(
+            m,
+            Severity::Warning,
+            Reason::RouteConflict,
+            format!(
+                "host {host} path {} ({:?}) is already served by Ingress {}, which has precedence (group.order, then oldest, then namespace/name)",
+                path.path, path.kind, winner.obj
+            ),
+        )
+    }
+}
