@@ -28,7 +28,7 @@ use tollgate_contract::{
 
 use super::alb_actions::{self, AnnotatedAction};
 use super::ingress_member::Member;
-use super::rule_order::{conflict_key, exact_host_fenced, host_rules, Route};
+use super::rule_order::{conflict_key, exact_host_fenced, host_rules, ConflictKey, Route};
 use super::target_groups::{BackendIndex, ServiceDep, TargetGroupSpec, Unresolved};
 use super::BuildOptions;
 use super::{annotations, extra_conditions, ingress_diag, redirects_to_itself, source_ranged};
@@ -40,8 +40,9 @@ pub(crate) struct ResolvedMember {
     /// The action of each of `member.routes`, in order.
     pub route_actions: Vec<Action>,
     pub default_action: Option<Action>,
-    /// The target groups those actions forward to (each once).
-    pub target_groups: Vec<TargetGroupSpec>,
+    /// The target groups those actions forward to (each once; shared between the members
+    /// that resolve to the same one).
+    pub target_groups: Vec<Arc<TargetGroupSpec>>,
     /// What resolution said (a missing Service, a refused one, ...).
     pub diags: Vec<Diagnostic>,
     deps: Vec<ServiceDep>,
@@ -49,21 +50,22 @@ pub(crate) struct ResolvedMember {
     claims: Vec<((ListenerProtocol, u16), OnceLock<Claims>)>,
 }
 
-/// One path an Ingress asks to serve on a listener.
-#[derive(Debug)]
+/// One path an Ingress asks to serve on a listener: the index of its route in
+/// `Member::routes`, or for app-root's `/` redirect (which quietly yields to a path the
+/// Ingress lists) the index of a route on the host. Kept this small because every Ingress
+/// has one per path and listener; the route itself is made when its host is recomputed.
+#[derive(Debug, Clone, Copy)]
 struct Claim {
-    key: (Option<HostMatch>, PathKind, String, String),
-    /// The routes it becomes if it wins its key (several with source ranges).
-    routes: Vec<Route>,
-    /// `None` for app-root's `/` redirect, which quietly yields to a path the Ingress lists.
-    path: Option<PathMatch>,
+    route: usize,
+    app_root: bool,
 }
 
 /// What one Ingress asks to serve on one listener.
 #[derive(Debug, Default)]
 pub(crate) struct Claims {
-    /// By host, in the order the Ingress first names them.
-    hosts: Vec<(Option<HostMatch>, Vec<Claim>)>,
+    /// By host (the index of the first route naming it), in the order the Ingress first
+    /// names them.
+    hosts: Vec<(usize, Vec<Claim>)>,
     diags: Vec<Diagnostic>,
 }
 
@@ -73,11 +75,13 @@ pub(crate) fn resolve_member(
     ports: &[(ListenerProtocol, u16)],
     index: &BackendIndex<'_>,
     opts: &BuildOptions,
+    shared: &mut HashMap<String, Arc<TargetGroupSpec>>,
 ) -> ResolvedMember {
     let m = member.as_ref();
     let mut r = Resolver {
         index,
         opts,
+        shared,
         specs: Vec::new(),
         deps: Vec::new(),
         diags: Vec::new(),
@@ -111,7 +115,8 @@ impl ResolvedMember {
 struct Resolver<'r, 'a> {
     index: &'r BackendIndex<'a>,
     opts: &'r BuildOptions,
-    specs: Vec<TargetGroupSpec>,
+    shared: &'r mut HashMap<String, Arc<TargetGroupSpec>>,
+    specs: Vec<Arc<TargetGroupSpec>>,
     deps: Vec<ServiceDep>,
     diags: Vec<Diagnostic>,
 }
@@ -127,7 +132,15 @@ impl Resolver<'_, '_> {
         )?;
         let id = spec.group.id.clone();
         if !self.specs.iter().any(|s| s.group.id == id) {
-            self.specs.push(spec);
+            let shared = match self.shared.get(&id) {
+                Some(s) if **s == spec => s.clone(),
+                _ => {
+                    let s = Arc::new(spec);
+                    self.shared.insert(id.clone(), s.clone());
+                    s
+                }
+            };
+            self.specs.push(shared);
         }
         Ok(id)
     }
@@ -242,45 +255,31 @@ pub(crate) fn on_listener(m: &Member, protocol: ListenerProtocol, action: &Actio
 fn make_claims(rm: &ResolvedMember, protocol: ListenerProtocol, port: u16) -> Claims {
     let m = rm.member.as_ref();
     let mut out = Claims::default();
-    let slot = |out: &mut Claims, host: &Option<HostMatch>| -> usize {
-        match out.hosts.iter().position(|(h, _)| h == host) {
+    let slot = |out: &mut Claims, ri: usize| -> usize {
+        let host = &m.routes[ri].host;
+        match out
+            .hosts
+            .iter()
+            .position(|(h, _)| m.routes[*h].host == *host)
+        {
             Some(i) => i,
             None => {
-                out.hosts.push((host.clone(), Vec::new()));
+                out.hosts.push((ri, Vec::new()));
                 out.hosts.len() - 1
             }
         }
     };
     // ingress-nginx's app-root is checked before any location of the server: `/` on each of
     // the Ingress's hosts redirects (302) to it, scheme and host kept.
-    if let Some(root) = &m.settings.app_root {
-        for r in &m.routes {
-            let i = slot(&mut out, &r.host);
-            if out.hosts[i].1.iter().any(|c| c.path.is_none()) {
+    if m.settings.app_root.is_some() {
+        for ri in 0..m.routes.len() {
+            let i = slot(&mut out, ri);
+            if out.hosts[i].1.iter().any(|c| c.app_root) {
                 continue;
             }
-            let path = PathMatch {
-                kind: PathKind::Exact,
-                path: "/".into(),
-            };
-            let redirect = Action::Redirect(Redirect {
-                protocol: None,
-                host: None,
-                port: None,
-                path: Some(root.clone()),
-                query: Some(String::new()),
-                status_code: 302,
-            });
             out.hosts[i].1.push(Claim {
-                key: conflict_key(&r.host, &path, &Conditions::default()),
-                routes: vec![Route {
-                    host: r.host.clone(),
-                    path,
-                    extra: Conditions::default(),
-                    action: on_listener(m, protocol, &redirect),
-                    ingress: m.obj.clone(),
-                }],
-                path: None,
+                route: ri,
+                app_root: true,
             });
         }
     }
@@ -304,26 +303,63 @@ fn make_claims(rm: &ResolvedMember, protocol: ListenerProtocol, port: u16) -> Cl
             ));
             continue;
         }
-        let extra = extra_conditions(m, &r.backend);
-        let key = conflict_key(&r.host, &r.path, &extra);
-        let routes = source_ranged(&m.settings, extra, raw)
-            .into_iter()
-            .map(|(extra, action)| Route {
-                host: r.host.clone(),
-                path: r.path.clone(),
-                extra,
-                action: on_listener(m, protocol, &action),
-                ingress: m.obj.clone(),
-            })
-            .collect();
-        let i = slot(&mut out, &r.host);
+        let i = slot(&mut out, ri);
         out.hosts[i].1.push(Claim {
-            key,
-            routes,
-            path: Some(r.path.clone()),
+            route: ri,
+            app_root: false,
         });
     }
     out
+}
+
+/// The conflict key of a claim and the routes it becomes if it wins the key.
+fn claim_routes(
+    rm: &ResolvedMember,
+    c: Claim,
+    protocol: ListenerProtocol,
+) -> Option<(ConflictKey, Vec<Route>)> {
+    let m = rm.member.as_ref();
+    let r = m.routes.get(c.route)?;
+    if c.app_root {
+        let root = m.settings.app_root.as_ref()?;
+        let path = PathMatch {
+            kind: PathKind::Exact,
+            path: "/".into(),
+        };
+        let redirect = Action::Redirect(Redirect {
+            protocol: None,
+            host: None,
+            port: None,
+            path: Some(root.clone()),
+            query: Some(String::new()),
+            status_code: 302,
+        });
+        let key = conflict_key(&r.host, &path, &Conditions::default());
+        return Some((
+            key,
+            vec![Route {
+                host: r.host.clone(),
+                path,
+                extra: Conditions::default(),
+                action: on_listener(m, protocol, &redirect),
+                ingress: m.obj.clone(),
+            }],
+        ));
+    }
+    let raw = rm.route_actions.get(c.route)?;
+    let extra = extra_conditions(m, &r.backend);
+    let key = conflict_key(&r.host, &r.path, &extra);
+    let routes = source_ranged(&m.settings, extra, raw)
+        .into_iter()
+        .map(|(extra, action)| Route {
+            host: r.host.clone(),
+            path: r.path.clone(),
+            extra,
+            action: on_listener(m, protocol, &action),
+            ingress: m.obj.clone(),
+        })
+        .collect();
+    Some((key, routes))
 }
 
 /// One host's rules as last computed, with what they were computed from.
@@ -354,6 +390,8 @@ pub(crate) struct RulesCache {
     /// Resolved members by the allocation of the member they resolve.
     resolved: HashMap<usize, (Arc<ResolvedMember>, u64)>,
     listeners: BTreeMap<u16, ListenerEntries>,
+    /// Target group specs by id, so that members resolving to the same one share it.
+    specs: HashMap<String, Arc<TargetGroupSpec>>,
     pub round: u64,
 }
 
@@ -374,7 +412,13 @@ impl RulesCache {
                 return rm.clone();
             }
         }
-        let rm = Arc::new(resolve_member(member, &ports(), index, opts));
+        let rm = Arc::new(resolve_member(
+            member,
+            &ports(),
+            index,
+            opts,
+            &mut self.specs,
+        ));
         self.resolved.insert(key, (rm.clone(), round));
         rm
     }
@@ -383,6 +427,7 @@ impl RulesCache {
     pub(crate) fn prune(&mut self) {
         let round = self.round;
         self.resolved.retain(|_, (_, used)| *used == round);
+        self.specs.retain(|_, s| Arc::strong_count(s) > 1);
         self.listeners.retain(|_, l| {
             l.exact.retain(|_, e| e.round == round);
             l.wildcard.retain(|_, e| e.round == round);
@@ -414,11 +459,14 @@ pub(crate) fn listener_rules(
             continue;
         };
         diags.extend(claims.diags.iter().cloned());
-        for (hi, (host, list)) in claims.hosts.iter().enumerate() {
+        for (hi, (first, list)) in claims.hosts.iter().enumerate() {
+            let Some(route) = rm.member.routes.get(*first) else {
+                continue;
+            };
             if list.is_empty() {
                 continue;
             }
-            match host {
+            match &route.host {
                 Some(HostMatch::Exact(h)) => exact.entry(h.as_str()).or_default().push((ai, hi)),
                 Some(HostMatch::Wildcard(s)) => {
                     wildcard.entry(s.as_str()).or_default().push((ai, hi))
@@ -523,8 +571,7 @@ impl HostInputs<'_> {
         fence: bool,
     ) -> HostEntry {
         let mut diags = Vec::new();
-        let mut seen: HashMap<&(Option<HostMatch>, PathKind, String, String), usize> =
-            HashMap::new();
+        let mut seen: HashMap<ConflictKey, usize> = HashMap::new();
         let mut routes = Vec::new();
         for &(ai, hi) in claimants {
             let rm = &self.attached[ai];
@@ -535,21 +582,29 @@ impl HostInputs<'_> {
             let Some((_, list)) = claims.hosts.get(hi) else {
                 continue;
             };
-            for c in list {
-                if let Some(&winner) = seen.get(&c.key) {
-                    let Some(path) = &c.path else { continue };
+            for &c in list {
+                let Some((key, made)) = claim_routes(rm, c, self.protocol) else {
+                    continue;
+                };
+                if let Some(&winner) = seen.get(&key) {
+                    if c.app_root {
+                        continue;
+                    }
+                    let Some(r) = m.routes.get(c.route) else {
+                        continue;
+                    };
                     diags.push(conflict_diag(
                         m,
                         &self.attached[winner].member,
                         winner == ai,
                         host,
-                        path,
+                        &r.path,
                         self.port,
                     ));
                     continue;
                 }
-                seen.insert(&c.key, ai);
-                routes.extend(c.routes.iter().cloned());
+                seen.insert(key, ai);
+                routes.extend(made);
             }
         }
         HostEntry {

@@ -26,12 +26,11 @@ pub struct Route {
     pub ingress: ObjectRef,
 }
 
+/// Host, path kind, normalized path and extra conditions (as JSON) of a route.
+pub type ConflictKey = (Option<HostMatch>, PathKind, String, String);
+
 /// Two routes with the same key match exactly the same requests; only one can be served.
-pub fn conflict_key(
-    host: &Option<HostMatch>,
-    path: &PathMatch,
-    extra: &Conditions,
-) -> (Option<HostMatch>, PathKind, String, String) {
+pub fn conflict_key(host: &Option<HostMatch>, path: &PathMatch, extra: &Conditions) -> ConflictKey {
     let extra = if *extra == Conditions::default() {
         String::new()
     } else {

@@ -196,7 +196,7 @@ impl BackendIndex<'_> {
 
 /// A target group as a backend resolves it, without its targets: those follow the
 /// endpoints, which change without the Ingress or the Service changing.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub(crate) struct TargetGroupSpec {
     pub group: TargetGroup,
     node_port: Option<u16>,

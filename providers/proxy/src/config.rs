@@ -3,15 +3,15 @@
 //! they started with.
 
 use std::borrow::Cow;
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Instant;
 
 use bytes::Bytes;
-use tollgate_contract::{Action, DesiredState, Listener, LoadBalancer, Redirect};
+use tollgate_contract::{Action, DesiredState, LoadBalancer, Redirect, Rule, TargetGroup};
 
 use crate::metrics::{ProxyMetrics, StatusCounters};
-use crate::route_table::{rewrite_path, ListenerRoutes, RuleIndex};
+use crate::route_table::{rewrite_path, ChunkRoutes, ListenerRoutes, RuleIndex};
 use crate::upstream::{TargetRegistry, UpstreamGroup};
 
 /// The model's plain-HTTP listener port.
@@ -47,7 +47,8 @@ pub struct CompiledRule {
 #[derive(Debug)]
 pub struct CompiledListener {
     pub routes: ListenerRoutes,
-    pub rules: Vec<CompiledRule>,
+    /// The compiled rules of each of `routes`' chunks, in the same order.
+    rules: Vec<Arc<[CompiledRule]>>,
     pub default: CompiledRule,
 }
 
@@ -55,7 +56,8 @@ impl CompiledListener {
     /// The rule for a lookup result (`None` = the default action).
     pub fn rule(&self, index: Option<RuleIndex>) -> &CompiledRule {
         index
-            .and_then(|i| self.rules.get(i))
+            .and_then(|i| self.routes.locate(i))
+            .and_then(|(ci, local)| self.rules.get(ci)?.get(local))
             .unwrap_or(&self.default)
     }
 
@@ -83,6 +85,29 @@ pub struct ProxyConfig {
     pub groups: HashMap<String, Arc<UpstreamGroup>>,
 }
 
+/// What one compile keeps for the next, so that a change recompiles only the rule chunks it
+/// touched (issue 16): compiled chunks by the allocation of the model chunk, and upstream
+/// groups with the target group they were made from.
+#[derive(Debug, Default)]
+pub struct CompileCache {
+    chunks: HashMap<usize, CachedChunk>,
+    groups: HashMap<String, (TargetGroup, Arc<UpstreamGroup>)>,
+    round: u64,
+}
+
+#[derive(Debug)]
+struct CachedChunk {
+    /// Held so that the allocation the entry is keyed by stays this chunk's.
+    _rules: Arc<[Rule]>,
+    routes: Arc<ChunkRoutes>,
+    compiled: Arc<[CompiledRule]>,
+    /// The upstream groups its rules forward to, by id.
+    groups: Vec<String>,
+    /// The (Ingress, Service) request counters its rules count into.
+    counters: Vec<(String, String)>,
+    round: u64,
+}
+
 impl ProxyConfig {
     /// A configuration that answers every request with the default 404.
     pub fn empty(metrics: &ProxyMetrics) -> Self {
@@ -97,32 +122,105 @@ impl ProxyConfig {
     /// Compiles the desired state. The proxy serves one load balancer; when the model has
     /// several (grouping by Ingress group), their listeners are served in id order and the
     /// first one with a given port wins: the builder's single-load-balancer mode avoids that.
+    ///
+    /// A rule chunk `cache` compiled before, whose upstream groups are unchanged, is reused
+    /// as is; an upstream group whose target group is unchanged is reused as is.
     pub fn compile(
         desired: &DesiredState,
         generation: u64,
         previous: &TargetRegistry,
         epoch: Instant,
         metrics: &ProxyMetrics,
+        cache: &mut CompileCache,
     ) -> Self {
+        cache.round += 1;
+        let round = cache.round;
         let mut groups = HashMap::new();
+        let mut replaced: HashSet<&str> = HashSet::new();
         for lb in &desired.load_balancers {
             for tg in &lb.target_groups {
-                groups
-                    .entry(tg.id.clone())
-                    .or_insert_with(|| Arc::new(UpstreamGroup::from_model(tg, previous, epoch)));
+                if groups.contains_key(&tg.id) {
+                    continue;
+                }
+                let group = match cache.groups.get(&tg.id) {
+                    Some((was, g)) if was == tg => g.clone(),
+                    _ => {
+                        replaced.insert(&tg.id);
+                        Arc::new(UpstreamGroup::from_model(tg, previous, epoch))
+                    }
+                };
+                groups.insert(tg.id.clone(), group);
             }
         }
-        let listener = |port: u16| -> Option<CompiledListener> {
-            let (_, l) = desired
+        let mut kept = HashMap::with_capacity(groups.len());
+        for lb in &desired.load_balancers {
+            for tg in &lb.target_groups {
+                if let Some(g) = groups.get(&tg.id) {
+                    kept.entry(tg.id.clone())
+                        .or_insert_with(|| (tg.clone(), g.clone()));
+                }
+            }
+        }
+        // A group that went away counts as replaced: chunks forwarding to it recompile.
+        let gone: Vec<String> = cache
+            .groups
+            .keys()
+            .filter(|id| !groups.contains_key(*id))
+            .cloned()
+            .collect();
+        cache.groups = kept;
+        let stale = |ids: &[String]| {
+            ids.iter()
+                .any(|id| replaced.contains(id.as_str()) || gone.contains(id))
+        };
+
+        let mut listener = |port: u16| -> Option<CompiledListener> {
+            let l = desired
                 .load_balancers
                 .iter()
-                .find_map(|lb: &LoadBalancer| lb.listener(port).map(|l| (lb, l)))?;
-            Some(compile_listener(l, &groups, metrics))
+                .find_map(|lb: &LoadBalancer| lb.listener(port))?;
+            let mut routes = Vec::with_capacity(l.rules.chunks().len());
+            let mut rules = Vec::with_capacity(l.rules.chunks().len());
+            for chunk in l.rules.chunks() {
+                let key = Arc::as_ptr(chunk) as *const Rule as usize;
+                let reuse = cache
+                    .chunks
+                    .get_mut(&key)
+                    .filter(|c| Arc::ptr_eq(&c._rules, chunk) && !stale(&c.groups));
+                let c = match reuse {
+                    Some(c) => {
+                        // Its counters stay: asked for again in this round.
+                        for (ingress, service) in &c.counters {
+                            metrics.status_counters(ingress, service);
+                        }
+                        c.round = round;
+                        c
+                    }
+                    None => {
+                        let fresh = compile_chunk(chunk, &groups, metrics, round);
+                        cache.chunks.insert(key, fresh);
+                        match cache.chunks.get_mut(&key) {
+                            Some(c) => c,
+                            None => continue,
+                        }
+                    }
+                };
+                routes.push(c.routes.clone());
+                rules.push(c.compiled.clone());
+            }
+            Some(CompiledListener {
+                routes: ListenerRoutes::assemble(routes),
+                rules,
+                default: compile_action(&l.default_action, "", &groups, metrics),
+            })
         };
+        let http = listener(HTTP_PORT);
+        let https = listener(HTTPS_PORT);
+        cache.chunks.retain(|_, c| c.round == round);
         ProxyConfig {
             generation,
-            http: Some(listener(HTTP_PORT).unwrap_or_else(|| not_found_listener(metrics))),
-            https: Some(listener(HTTPS_PORT).unwrap_or_else(|| not_found_listener(metrics))),
+            http: Some(http.unwrap_or_else(|| not_found_listener(metrics))),
+            https: Some(https.unwrap_or_else(|| not_found_listener(metrics))),
             groups,
         }
     }
@@ -141,27 +239,44 @@ fn not_found() -> Action {
     Action::FixedResponse(tollgate_contract::FixedResponse::not_found())
 }
 
-fn compile_listener(
-    l: &Listener,
+fn compile_chunk(
+    chunk: &Arc<[Rule]>,
     groups: &HashMap<String, Arc<UpstreamGroup>>,
     metrics: &ProxyMetrics,
-) -> CompiledListener {
+    round: u64,
+) -> CachedChunk {
     // An Ingress's rules are next to each other: its label is formatted once per run.
     let mut label: Option<(&tollgate_contract::ObjectRef, String)> = None;
-    CompiledListener {
-        routes: ListenerRoutes::compile(l),
-        rules: l
-            .rules
-            .iter()
-            .map(|r| {
-                let ingress = match &label {
-                    Some((o, s)) if *o == &r.ingress => s.as_str(),
-                    _ => label.insert((&r.ingress, r.ingress.to_string())).1.as_str(),
-                };
-                compile_action(&r.action, ingress, groups, metrics)
-            })
-            .collect(),
-        default: compile_action(&l.default_action, "", groups, metrics),
+    let mut counters: Vec<(String, String)> = Vec::new();
+    let mut used: Vec<String> = Vec::new();
+    let compiled: Vec<CompiledRule> = chunk
+        .iter()
+        .map(|r| {
+            let ingress = match &label {
+                Some((o, s)) if *o == &r.ingress => s.as_str(),
+                _ => label.insert((&r.ingress, r.ingress.to_string())).1.as_str(),
+            };
+            if let Action::Forward(f) = &r.action {
+                for w in &f.target_groups {
+                    if !used.contains(&w.target_group) {
+                        used.push(w.target_group.clone());
+                    }
+                }
+            }
+            let (rule, service) = compile_rule(&r.action, ingress, groups, metrics);
+            if !counters.iter().any(|(i, s)| i == ingress && *s == service) {
+                counters.push((ingress.to_string(), service));
+            }
+            rule
+        })
+        .collect();
+    CachedChunk {
+        _rules: chunk.clone(),
+        routes: Arc::new(ChunkRoutes::compile(chunk)),
+        compiled: Arc::from(compiled),
+        groups: used,
+        counters,
+        round,
     }
 }
 
@@ -171,6 +286,16 @@ fn compile_action(
     groups: &HashMap<String, Arc<UpstreamGroup>>,
     metrics: &ProxyMetrics,
 ) -> CompiledRule {
+    compile_rule(action, ingress, groups, metrics).0
+}
+
+/// A rule's action compiled, with the Service its counters are for.
+fn compile_rule(
+    action: &Action,
+    ingress: &str,
+    groups: &HashMap<String, Arc<UpstreamGroup>>,
+    metrics: &ProxyMetrics,
+) -> (CompiledRule, String) {
     match action {
         Action::Forward(f) => {
             let chosen: Vec<(Arc<UpstreamGroup>, u32)> = f
@@ -182,26 +307,194 @@ fn compile_action(
                 .first()
                 .map(|(g, _)| g.service.clone())
                 .unwrap_or_default();
-            CompiledRule {
-                action: CompiledAction::Forward {
-                    groups: chosen,
-                    rewrite_target: f.rewrite_target.clone(),
-                    max_body: f.max_body_bytes,
+            let counters = metrics.status_counters(ingress, &service);
+            (
+                CompiledRule {
+                    action: CompiledAction::Forward {
+                        groups: chosen,
+                        rewrite_target: f.rewrite_target.clone(),
+                        max_body: f.max_body_bytes,
+                    },
+                    counters,
                 },
-                counters: metrics.status_counters(ingress, &service),
-            }
+                service,
+            )
         }
-        Action::Redirect(r) => CompiledRule {
-            action: CompiledAction::Redirect(r.clone()),
-            counters: metrics.status_counters(ingress, ""),
-        },
-        Action::FixedResponse(f) => CompiledRule {
-            action: CompiledAction::Fixed {
-                status: f.status_code,
-                content_type: f.content_type.clone(),
-                body: Bytes::from(f.body.clone()),
+        Action::Redirect(r) => (
+            CompiledRule {
+                action: CompiledAction::Redirect(r.clone()),
+                counters: metrics.status_counters(ingress, ""),
             },
-            counters: metrics.status_counters(ingress, ""),
-        },
+            String::new(),
+        ),
+        Action::FixedResponse(f) => (
+            CompiledRule {
+                action: CompiledAction::Fixed {
+                    status: f.status_code,
+                    content_type: f.content_type.clone(),
+                    body: Bytes::from(f.body.clone()),
+                },
+                counters: metrics.status_counters(ingress, ""),
+            },
+            String::new(),
+        ),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tollgate_contract::{
+        Conditions, Forward, HealthCheck, HostMatch, Listener, ListenerProtocol, ObjectRef,
+        PathKind, PathMatch, RuleList, Target, TargetAddress, TargetState, TargetType,
+        WeightedTargetGroup,
+    };
+
+    fn forward_rule(host: &str, tg: &str) -> Rule {
+        Rule {
+            ingress: ObjectRef::new("ns", host),
+            conditions: Conditions {
+                host: Some(HostMatch::Exact(host.into())),
+                path: Some(PathMatch {
+                    kind: PathKind::Prefix,
+                    path: "/".into(),
+                }),
+                ..Conditions::default()
+            },
+            action: Action::Forward(Forward {
+                target_groups: vec![WeightedTargetGroup {
+                    target_group: tg.into(),
+                    weight: 1,
+                }],
+                stickiness_seconds: None,
+                rewrite_target: None,
+                max_body_bytes: None,
+            }),
+        }
+    }
+
+    fn group(id: &str, last_octet: u8) -> TargetGroup {
+        TargetGroup {
+            id: id.into(),
+            service: ObjectRef::new("ns", id),
+            service_port: 80,
+            protocol: Default::default(),
+            protocol_version: Default::default(),
+            target_type: TargetType::Ip,
+            health_check: HealthCheck::default(),
+            attributes: Default::default(),
+            targets: vec![Target {
+                address: TargetAddress::Ip([10, 0, 0, last_octet].into()),
+                port: 8080,
+                node: None,
+                state: TargetState::Ready,
+            }],
+        }
+    }
+
+    fn state(chunks: &[Arc<[Rule]>], groups: Vec<TargetGroup>) -> DesiredState {
+        DesiredState {
+            load_balancers: vec![LoadBalancer {
+                id: "proxy".into(),
+                ingresses: vec![],
+                scheme: Default::default(),
+                network: Default::default(),
+                attributes: Default::default(),
+                tags: Default::default(),
+                listeners: vec![Listener {
+                    port: HTTP_PORT,
+                    protocol: ListenerProtocol::Http,
+                    certificates: vec![],
+                    ssl_policy: None,
+                    rules: RuleList::from_chunks(chunks.iter().cloned()),
+                    default_action: not_found(),
+                }],
+                target_groups: groups,
+            }],
+        }
+    }
+
+    fn target_of(cfg: &ProxyConfig, host: &str) -> Option<std::net::SocketAddr> {
+        let l = cfg.http.as_ref()?;
+        let facts = tollgate_contract::matching::RequestFacts {
+            host,
+            path: "/x",
+            method: "GET",
+            ..Default::default()
+        };
+        match &l.rule(l.routes.lookup(&facts)).action {
+            CompiledAction::Forward { groups, .. } => groups
+                .first()
+                .and_then(|(g, _)| g.targets.first().map(|t| t.addr)),
+            _ => None,
+        }
+    }
+
+    /// A chunk the model carries over is reused only while the upstream groups it forwards
+    /// to are: when a group's targets change, the chunk's rules must reach the new targets.
+    #[test]
+    fn a_kept_chunk_follows_its_groups_targets() {
+        let metrics = ProxyMetrics::default();
+        let registry = TargetRegistry::default();
+        let epoch = Instant::now();
+        let mut cache = CompileCache::default();
+        let a: Arc<[Rule]> = Arc::from(vec![forward_rule("a.test", "tg-a")]);
+        let b: Arc<[Rule]> = Arc::from(vec![forward_rule("b.test", "tg-b")]);
+        let chunks = [a.clone(), b.clone()];
+
+        let first = ProxyConfig::compile(
+            &state(&chunks, vec![group("tg-a", 1), group("tg-b", 2)]),
+            1,
+            &registry,
+            epoch,
+            &metrics,
+            &mut cache,
+        );
+        assert_eq!(
+            target_of(&first, "b.test"),
+            Some(([10, 0, 0, 2], 8080).into())
+        );
+
+        // Same chunks, tg-b's endpoint moved; tg-a untouched.
+        let second = ProxyConfig::compile(
+            &state(&chunks, vec![group("tg-a", 1), group("tg-b", 3)]),
+            2,
+            &registry,
+            epoch,
+            &metrics,
+            &mut cache,
+        );
+        assert_eq!(
+            target_of(&second, "b.test"),
+            Some(([10, 0, 0, 3], 8080).into())
+        );
+        assert_eq!(
+            target_of(&second, "a.test"),
+            Some(([10, 0, 0, 1], 8080).into())
+        );
+        // The unchanged group is the same run-time group (its balancing state carries over).
+        let (ga, gb) = (&first.groups["tg-a"], &second.groups["tg-a"]);
+        assert!(Arc::ptr_eq(ga, gb));
+        assert!(!Arc::ptr_eq(&first.groups["tg-b"], &second.groups["tg-b"]));
+
+        // A new chunk for a (its content changed) is compiled; b's is reused.
+        let a2: Arc<[Rule]> = Arc::from(vec![forward_rule("a.test", "tg-b")]);
+        let third = ProxyConfig::compile(
+            &state(&[a2, b.clone()], vec![group("tg-a", 1), group("tg-b", 3)]),
+            3,
+            &registry,
+            epoch,
+            &metrics,
+            &mut cache,
+        );
+        assert_eq!(
+            target_of(&third, "a.test"),
+            Some(([10, 0, 0, 3], 8080).into())
+        );
+        assert_eq!(
+            target_of(&third, "b.test"),
+            Some(([10, 0, 0, 3], 8080).into())
+        );
+        assert_eq!(cache.chunks.len(), 2, "the replaced chunk is forgotten");
     }
 }

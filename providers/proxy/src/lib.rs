@@ -59,6 +59,8 @@ pub struct Proxy {
     shared: Arc<Shared>,
     /// Only `apply_model` touches this; the request path never does.
     registry: Mutex<TargetRegistry>,
+    /// What the next compile reuses (only `apply_model` takes it).
+    compiled: Mutex<config::CompileCache>,
     generation: AtomicU64,
     ready: Arc<AtomicBool>,
     epoch: Instant,
@@ -93,6 +95,7 @@ impl Proxy {
         Ok(Proxy {
             shared,
             registry: Mutex::new(TargetRegistry::default()),
+            compiled: Mutex::new(config::CompileCache::default()),
             generation: AtomicU64::new(0),
             ready: Arc::new(AtomicBool::new(false)),
             epoch: Instant::now(),
@@ -114,12 +117,17 @@ impl Proxy {
             Ok(g) => g,
             Err(poisoned) => poisoned.into_inner(),
         };
+        let mut compiled = match self.compiled.lock() {
+            Ok(g) => g,
+            Err(poisoned) => poisoned.into_inner(),
+        };
         let cfg = ProxyConfig::compile(
             desired,
             generation,
             &registry,
             self.epoch,
             &self.shared.metrics,
+            &mut compiled,
         );
         *registry = TargetRegistry::collect(cfg.groups.values().map(|g| g.as_ref()));
         self.shared.metrics.prune_request_counters();

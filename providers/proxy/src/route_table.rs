@@ -9,10 +9,11 @@
 //! conditions) are scanned in order within their bucket.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 
 use regex::Regex;
 use tollgate_contract::matching::RequestFacts;
-use tollgate_contract::{Conditions, HostMatch, Listener, PathKind, PathMatch};
+use tollgate_contract::{Conditions, HostMatch, Listener, PathKind, PathMatch, Rule};
 
 /// Index of a rule in its listener's rule list; the listener default is `usize::MAX`.
 pub type RuleIndex = usize;
@@ -132,35 +133,51 @@ impl HostBucket {
     }
 }
 
-/// The compiled routes of one listener.
-#[derive(Debug, Default)]
-pub struct ListenerRoutes {
-    exact_hosts: HashMap<String, HostBucket>,
-    wildcard_hosts: HashMap<String, HostBucket>,
-    hostless: HostBucket,
-    /// Compiled regexes for rules with regex paths, for rewrites; by rule index.
-    regexes: HashMap<RuleIndex, Regex>,
-    /// Whether some rule looks at headers, query, method or source address.
-    needs_details: bool,
+/// A host a bucket serves.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+enum HostKey {
+    Exact(Arc<str>),
+    Wildcard(Arc<str>),
+    Any,
 }
 
-impl ListenerRoutes {
-    /// Compiles a listener's rules. A rule whose regex does not compile is left out (the
-    /// builder has already rejected such Ingresses, so this only guards the contract).
-    pub fn compile(listener: &Listener) -> Self {
-        let mut t = ListenerRoutes::default();
-        for (i, rule) in listener.rules.iter().enumerate() {
+/// The compiled routes of one chunk of a listener's rules ([`tollgate_contract::RuleList`]),
+/// with rule indices local to the chunk. A chunk the model carries over unchanged (the same
+/// allocation) is compiled once and shared by every generation that has it.
+#[derive(Debug, Default)]
+pub struct ChunkRoutes {
+    buckets: Vec<(HostKey, HostBucket)>,
+    /// Compiled regexes for rules with regex paths, for rewrites; by local rule index.
+    regexes: HashMap<RuleIndex, Regex>,
+    needs_details: bool,
+    len: usize,
+}
+
+impl ChunkRoutes {
+    /// Compiles a chunk's rules. A rule whose regex does not compile is left out (the builder
+    /// has already rejected such Ingresses, so this only guards the contract).
+    pub fn compile(rules: &[Rule]) -> Self {
+        let mut t = ChunkRoutes {
+            len: rules.len(),
+            ..ChunkRoutes::default()
+        };
+        let mut at: HashMap<HostKey, usize> = HashMap::new();
+        for (i, rule) in rules.iter().enumerate() {
             let c = &rule.conditions;
             t.needs_details |= !(c.headers.is_empty()
                 && c.query.is_empty()
                 && c.methods.is_empty()
                 && c.source_ips.is_empty());
-            let bucket = match &rule.conditions.host {
-                Some(HostMatch::Exact(h)) => t.exact_hosts.entry(h.clone()).or_default(),
-                Some(HostMatch::Wildcard(s)) => t.wildcard_hosts.entry(s.clone()).or_default(),
-                None => &mut t.hostless,
+            let key = match &rule.conditions.host {
+                Some(HostMatch::Exact(h)) => HostKey::Exact(Arc::from(h.as_str())),
+                Some(HostMatch::Wildcard(s)) => HostKey::Wildcard(Arc::from(s.as_str())),
+                None => HostKey::Any,
             };
-            if let Err(e) = bucket.insert(i, &rule.conditions) {
+            let bi = *at.entry(key.clone()).or_insert_with(|| {
+                t.buckets.push((key, HostBucket::default()));
+                t.buckets.len() - 1
+            });
+            if let Err(e) = t.buckets[bi].1.insert(i, &rule.conditions) {
                 tracing::warn!(rule = i, error = %e, "rule left out: its path does not compile");
                 continue;
             }
@@ -177,26 +194,112 @@ impl ListenerRoutes {
         t
     }
 
+    /// How many rules the chunk has.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+}
+
+/// Where a host's buckets are: (chunk, bucket) pairs. Nearly always one (the builder puts a
+/// host's rules in one chunk); more when a host's rules are spread over chunks.
+#[derive(Debug, Default)]
+struct Buckets {
+    first: Option<(u32, u32)>,
+    more: Vec<(u32, u32)>,
+}
+
+impl Buckets {
+    fn push(&mut self, at: (u32, u32)) {
+        match self.first {
+            None => self.first = Some(at),
+            Some(_) => self.more.push(at),
+        }
+    }
+
+    fn iter(&self) -> impl Iterator<Item = (u32, u32)> + '_ {
+        self.first.into_iter().chain(self.more.iter().copied())
+    }
+}
+
+/// The compiled routes of one listener: its chunks, and which chunk buckets serve each host.
+#[derive(Debug, Default)]
+pub struct ListenerRoutes {
+    /// Each chunk with the index of its first rule in the listener, in order.
+    chunks: Vec<(RuleIndex, Arc<ChunkRoutes>)>,
+    exact_hosts: HashMap<Arc<str>, Buckets>,
+    wildcard_hosts: HashMap<Arc<str>, Buckets>,
+    hostless: Buckets,
+    /// Whether some rule looks at headers, query, method or source address.
+    needs_details: bool,
+}
+
+impl ListenerRoutes {
+    /// Compiles a listener's rules, chunk by chunk.
+    pub fn compile(listener: &Listener) -> Self {
+        Self::assemble(
+            listener
+                .rules
+                .chunks()
+                .iter()
+                .map(|c| Arc::new(ChunkRoutes::compile(c))),
+        )
+    }
+
+    /// A listener from its compiled chunks, in rule order; costs a map insert per host.
+    pub fn assemble(chunks: impl IntoIterator<Item = Arc<ChunkRoutes>>) -> Self {
+        let mut t = ListenerRoutes::default();
+        let mut base = 0;
+        for chunk in chunks {
+            let ci = u32::try_from(t.chunks.len()).unwrap_or(u32::MAX);
+            for (bi, (key, _)) in chunk.buckets.iter().enumerate() {
+                let at = (ci, u32::try_from(bi).unwrap_or(u32::MAX));
+                match key {
+                    HostKey::Exact(h) => t.exact_hosts.entry(h.clone()).or_default().push(at),
+                    HostKey::Wildcard(s) => t.wildcard_hosts.entry(s.clone()).or_default().push(at),
+                    HostKey::Any => t.hostless.push(at),
+                }
+            }
+            t.needs_details |= chunk.needs_details;
+            let len = chunk.len;
+            t.chunks.push((base, chunk));
+            base += len;
+        }
+        t
+    }
+
+    fn lookup_in(&self, buckets: &Buckets, req: &RequestFacts<'_>, best: &mut Option<RuleIndex>) {
+        for (ci, bi) in buckets.iter() {
+            let Some((base, chunk)) = self.chunks.get(ci as usize) else {
+                continue;
+            };
+            if let Some(i) = chunk
+                .buckets
+                .get(bi as usize)
+                .and_then(|(_, b)| b.lookup(req))
+            {
+                keep_lowest(best, base + i);
+            }
+        }
+    }
+
     /// The first rule (in the model's order) that matches, or `None` for the default action.
     pub fn lookup(&self, req: &RequestFacts<'_>) -> Option<RuleIndex> {
         let mut best = None;
         if let Some(b) = self.exact_hosts.get(req.host) {
-            if let Some(i) = b.lookup(req) {
-                keep_lowest(&mut best, i);
-            }
+            self.lookup_in(b, req, &mut best);
         }
         if let Some((first, rest)) = req.host.split_once('.') {
             if !first.is_empty() {
                 if let Some(b) = self.wildcard_hosts.get(rest) {
-                    if let Some(i) = b.lookup(req) {
-                        keep_lowest(&mut best, i);
-                    }
+                    self.lookup_in(b, req, &mut best);
                 }
             }
         }
-        if let Some(i) = self.hostless.lookup(req) {
-            keep_lowest(&mut best, i);
-        }
+        self.lookup_in(&self.hostless, req, &mut best);
         best
     }
 
@@ -205,9 +308,21 @@ impl ListenerRoutes {
         self.needs_details
     }
 
+    /// The chunk holding rule `rule` and the rule's index within it.
+    pub fn locate(&self, rule: RuleIndex) -> Option<(usize, usize)> {
+        let ci = self
+            .chunks
+            .partition_point(|(base, _)| *base <= rule)
+            .checked_sub(1)?;
+        let (base, chunk) = self.chunks.get(ci)?;
+        let local = rule - base;
+        (local < chunk.len).then_some((ci, local))
+    }
+
     /// The compiled regex of a regex-path rule.
     pub fn regex(&self, rule: RuleIndex) -> Option<&Regex> {
-        self.regexes.get(&rule)
+        let (ci, local) = self.locate(rule)?;
+        self.chunks.get(ci)?.1.regexes.get(&local)
     }
 }
 

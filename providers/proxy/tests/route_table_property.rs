@@ -1,12 +1,15 @@
 //! Property: the indexed route table picks exactly the rule the model's first-match-wins
 //! order picks, for random rule lists in any order (not only the builder's) and random
-//! requests, including host-only rules and rules with extra conditions.
+//! requests, including host-only rules and rules with extra conditions, with the list cut
+//! into chunks anywhere.
+
+use std::sync::Arc;
 
 use proptest::prelude::*;
 use tollgate_contract::matching::RequestFacts;
 use tollgate_contract::{
     Action, Conditions, FixedResponse, HostMatch, Listener, ListenerProtocol, ObjectRef, PathKind,
-    PathMatch, Rule,
+    PathMatch, Rule, RuleList,
 };
 use tollgate_proxy::route_table::ListenerRoutes;
 
@@ -93,13 +96,26 @@ proptest! {
     fn table_agrees_with_first_match(
         rules in prop::collection::vec((0..HOSTS.len(), prop::option::weighted(0.9, 0..PATHS.len()), any::<u8>(), prop::bool::weighted(0.1)), 0..14),
         requests in prop::collection::vec((0..REQ_HOSTS.len(), 0..REQ_PATHS.len(), any::<bool>()), 1..20),
+        cuts in prop::collection::vec(any::<bool>(), 14),
     ) {
+        // The rules cut into chunks at random places (a host's rules may span chunks, as
+        // they never do from the builder): chunking must not change what matches.
+        let rules: Vec<Rule> = rules.into_iter().map(rule).collect();
+        let mut chunks: Vec<Vec<Rule>> = vec![Vec::new()];
+        for (i, r) in rules.into_iter().enumerate() {
+            if cuts[i] {
+                chunks.push(Vec::new());
+            }
+            if let Some(last) = chunks.last_mut() {
+                last.push(r);
+            }
+        }
         let listener = Listener {
             port: 80,
             protocol: ListenerProtocol::Http,
             certificates: vec![],
             ssl_policy: None,
-            rules: rules.into_iter().map(rule).collect(),
+            rules: RuleList::from_chunks(chunks.into_iter().map(Arc::from)),
             default_action: Action::FixedResponse(FixedResponse::not_found()),
         };
         let table = ListenerRoutes::compile(&listener);
