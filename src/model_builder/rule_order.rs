@@ -10,7 +10,6 @@
 //! otherwise capture the request.
 
 use std::cmp::Reverse;
-use std::collections::BTreeMap;
 
 use tollgate_contract::{Action, Conditions, HostMatch, ObjectRef, PathKind, PathMatch, Rule};
 
@@ -80,40 +79,6 @@ fn path_order(path: &PathMatch) -> (Reverse<usize>, PathKind, &str) {
     (Reverse(literal_len(path)), path.kind, &path.path)
 }
 
-/// Orders conflict-free routes into rules; `default_action` answers the rest of a host.
-pub fn order_rules(routes: Vec<Route>, default_action: &Action) -> Vec<Rule> {
-    let mut exact: BTreeMap<String, Vec<Route>> = BTreeMap::new();
-    let mut wildcard: BTreeMap<String, Vec<Route>> = BTreeMap::new();
-    let mut hostless: Vec<Route> = Vec::new();
-    for r in routes {
-        match &r.host {
-            Some(HostMatch::Exact(h)) => exact.entry(h.clone()).or_default().push(r),
-            Some(HostMatch::Wildcard(s)) => wildcard.entry(s.clone()).or_default().push(r),
-            None => hostless.push(r),
-        }
-    }
-
-    let mut rules = Vec::new();
-    let mut emit = |host: Option<HostMatch>, group: Vec<Route>, fence_needed: bool| {
-        rules.extend(host_rules(host, group, fence_needed, default_action));
-    };
-
-    let wildcard_hosts: Vec<HostMatch> = wildcard
-        .keys()
-        .map(|s| HostMatch::Wildcard(s.clone()))
-        .collect();
-    let any_hostless = !hostless.is_empty();
-    for (h, group) in exact {
-        let shadowed = any_hostless || wildcard_hosts.iter().any(|w| w.matches(&h));
-        emit(Some(HostMatch::Exact(h)), group, shadowed);
-    }
-    for (s, group) in wildcard {
-        emit(Some(HostMatch::Wildcard(s)), group, any_hostless);
-    }
-    emit(None, hostless, false);
-    rules
-}
-
 /// Whether the rest of exact host `host` needs a fence: a host-less route, or a wildcard
 /// route matching it (`wildcard` says whether a suffix has one), would otherwise capture its
 /// unmatched paths. [`HostMatch::matches`] in one set lookup.
@@ -126,7 +91,8 @@ pub fn exact_host_fenced(host: &str, wildcard: impl Fn(&str) -> bool, any_hostle
 
 /// The rules of one host (`None`: the host-less routes), in order, with the fence that sends
 /// the rest of the host to `default_action` when `fence_needed` and no route already covers
-/// every path. [`order_rules`] is these, host by host.
+/// every path. A listener's rules are these, host by host: exact hosts in name order, then
+/// wildcards by suffix, then the host-less routes (`listener_rules`).
 pub fn host_rules(
     host: Option<HostMatch>,
     mut group: Vec<Route>,
