@@ -43,6 +43,11 @@ fn key_of(ing: &Ingress) -> Key {
 pub struct LastKnownGood {
     /// The last valid version of each claimed Ingress.
     valid: HashMap<Key, Arc<Ingress>>,
+    /// The same versions by allocation, with the build that last saw each: an unchanged
+    /// Ingress (sources share unchanged objects) is known valid with no key built and no
+    /// read (issue 16). Held, so that an allocation in here is never a new object's.
+    valid_by_ptr: HashMap<usize, (Arc<Ingress>, u64)>,
+    round: u64,
     /// Invalid Ingresses whose past is unknown (they were invalid at the first build).
     unknown_past: HashSet<Key>,
     built_once: bool,
@@ -58,20 +63,25 @@ impl LastKnownGood {
         let mut substituted: Vec<(usize, Arc<Ingress>)> = Vec::new();
         let mut extra = Vec::new();
         let mut held = std::collections::BTreeSet::new();
+        // Claimed Ingresses that were not the last valid version as is.
         let mut claimed_now: HashSet<Key> = HashSet::new();
+        self.round += 1;
+        let round = self.round;
         for (i, ing) in snapshot.ingresses.iter().enumerate() {
             if ing.metadata.deletion_timestamp.is_some() || !classes.claims(ing, &mut Vec::new()) {
                 continue;
             }
-            let key = key_of(ing);
-            claimed_now.insert(key.clone());
-            // The same object as the last valid one (sources share unchanged objects): valid
-            // without reading it again.
-            if self.valid.get(&key).is_some_and(|v| Arc::ptr_eq(v, ing)) {
+            // The same object as the last valid one: valid without reading it again.
+            if let Some((_, seen)) = self.valid_by_ptr.get_mut(&(Arc::as_ptr(ing) as usize)) {
+                *seen = round;
                 continue;
             }
+            let key = key_of(ing);
+            claimed_now.insert(key.clone());
             let errors = match read_member(ing, opts.provider, &mut Vec::new()) {
                 Ok(_) => {
+                    self.valid_by_ptr
+                        .insert(Arc::as_ptr(ing) as usize, (ing.clone(), round));
                     self.valid.insert(key.clone(), ing.clone());
                     self.unknown_past.remove(&key);
                     continue;
@@ -113,7 +123,15 @@ impl LastKnownGood {
                 }
             }
         }
-        self.valid.retain(|k, _| claimed_now.contains(k));
+        // Kept: the claimed ones, whether seen as is (by allocation) or looked at by name.
+        let by_ptr = &self.valid_by_ptr;
+        self.valid.retain(|k, v| {
+            by_ptr
+                .get(&(Arc::as_ptr(v) as usize))
+                .is_some_and(|(_, seen)| *seen == round)
+                || claimed_now.contains(k)
+        });
+        self.valid_by_ptr.retain(|_, (_, seen)| *seen == round);
         self.unknown_past.retain(|k| claimed_now.contains(k));
         self.built_once = true;
 

@@ -17,7 +17,9 @@
 //! chunks. Target groups are filled with targets on every build, from the specs the resolved
 //! members hold: endpoints change without any Ingress changing.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap};
+
+use smallvec::SmallVec;
 use std::sync::{Arc, OnceLock};
 
 use k8s_openapi::api::networking::v1::IngressBackend;
@@ -376,12 +378,29 @@ struct HostEntry {
     round: u64,
 }
 
+/// The members claiming one host: almost always one, so kept inline.
+type Claimants = SmallVec<[(usize, usize); 1]>;
+
 /// Host entries of one listener.
 #[derive(Debug, Default)]
 struct ListenerEntries {
     exact: HashMap<String, HostEntry>,
     wildcard: HashMap<String, HostEntry>,
     hostless: Option<HostEntry>,
+    /// The hosts of the last build, sorted: the listener's chunks in order.
+    exact_order: Vec<String>,
+    wildcard_order: Vec<String>,
+}
+
+/// Makes `order` the sorted hosts of `now`, re-sorting only when the set of hosts changed
+/// (a change that adds or drops a host), so an ordinary build compares no host names.
+fn keep_order(order: &mut Vec<String>, now: &HashMap<&str, Claimants>) {
+    if order.len() == now.len() && order.iter().all(|h| now.contains_key(h.as_str())) {
+        return;
+    }
+    let mut hosts: Vec<&str> = now.keys().copied().collect();
+    hosts.sort_unstable();
+    *order = hosts.into_iter().map(str::to_string).collect();
 }
 
 /// What one load balancer keeps between builds.
@@ -450,10 +469,11 @@ pub(crate) fn listener_rules(
     diags: &mut Vec<Diagnostic>,
 ) -> tollgate_contract::RuleList {
     // Which attached members claim each host (index into `attached`, with the position of
-    // the host in their claims), in precedence order.
-    let mut exact: BTreeMap<&str, Vec<(usize, usize)>> = BTreeMap::new();
-    let mut wildcard: BTreeMap<&str, Vec<(usize, usize)>> = BTreeMap::new();
-    let mut hostless: Vec<(usize, usize)> = Vec::new();
+    // the host in their claims), in precedence order. Hashed, not sorted: the order of hosts
+    // is kept between builds and re-sorted only when the set of hosts changes.
+    let mut exact: HashMap<&str, Claimants> = HashMap::new();
+    let mut wildcard: HashMap<&str, Claimants> = HashMap::new();
+    let mut hostless: Claimants = Claimants::new();
     for (ai, rm) in attached.iter().enumerate() {
         let Some(claims) = rm.claims(protocol, port) else {
             continue;
@@ -476,10 +496,11 @@ pub(crate) fn listener_rules(
         }
     }
     let any_hostless = !hostless.is_empty();
-    let wildcard_suffixes: HashSet<&str> = wildcard.keys().copied().collect();
 
     let round = cache.round;
     let entries = cache.listeners.entry(port).or_default();
+    keep_order(&mut entries.exact_order, &exact);
+    keep_order(&mut entries.wildcard_order, &wildcard);
     let mut chunks: Vec<Arc<[Rule]>> = Vec::with_capacity(exact.len() + wildcard.len() + 1);
     let inputs = HostInputs {
         attached,
@@ -488,33 +509,43 @@ pub(crate) fn listener_rules(
         default_action,
         round,
     };
-    for (h, claimants) in &exact {
-        let fence = exact_host_fenced(h, |s| wildcard_suffixes.contains(s), any_hostless);
-        let entry = entries.exact.entry((*h).to_string());
-        let e = match entry {
-            std::collections::hash_map::Entry::Occupied(o) => o.into_mut(),
-            std::collections::hash_map::Entry::Vacant(v) => v.insert(inputs.compute(
-                &Some(HostMatch::Exact((*h).to_string())),
-                claimants,
-                fence,
-            )),
+    for h in entries.exact_order.iter() {
+        let Some(claimants) = exact.get(h.as_str()) else {
+            continue;
         };
-        inputs.refresh(
-            e,
-            &Some(HostMatch::Exact((*h).to_string())),
-            claimants,
-            fence,
-        );
+        let fence = exact_host_fenced(h, |s| wildcard.contains_key(s), any_hostless);
+        let host = || Some(HostMatch::Exact(h.clone()));
+        let e = match entries.exact.get_mut(h.as_str()) {
+            Some(e) => {
+                inputs.refresh(e, host, claimants, fence);
+                e
+            }
+            None => {
+                entries
+                    .exact
+                    .entry(h.clone())
+                    .or_insert(inputs.compute(&host(), claimants, fence))
+            }
+        };
         chunks.push(e.rules.clone());
         diags.extend(e.diags.iter().cloned());
     }
-    for (s, claimants) in &wildcard {
-        let host = Some(HostMatch::Wildcard((*s).to_string()));
-        let e = entries
-            .wildcard
-            .entry((*s).to_string())
-            .or_insert_with(|| inputs.compute(&host, claimants, any_hostless));
-        inputs.refresh(e, &host, claimants, any_hostless);
+    for s in entries.wildcard_order.iter() {
+        let Some(claimants) = wildcard.get(s.as_str()) else {
+            continue;
+        };
+        let host = || Some(HostMatch::Wildcard(s.clone()));
+        let e = match entries.wildcard.get_mut(s.as_str()) {
+            Some(e) => {
+                inputs.refresh(e, host, claimants, any_hostless);
+                e
+            }
+            None => entries.wildcard.entry(s.clone()).or_insert(inputs.compute(
+                &host(),
+                claimants,
+                any_hostless,
+            )),
+        };
         chunks.push(e.rules.clone());
         diags.extend(e.diags.iter().cloned());
     }
@@ -522,7 +553,7 @@ pub(crate) fn listener_rules(
         let e = entries
             .hostless
             .get_or_insert_with(|| inputs.compute(&None, &hostless, false));
-        inputs.refresh(e, &None, &hostless, false);
+        inputs.refresh(e, || None, &hostless, false);
         chunks.push(e.rules.clone());
         diags.extend(e.diags.iter().cloned());
     }
@@ -543,7 +574,7 @@ impl HostInputs<'_> {
     fn refresh(
         &self,
         e: &mut HostEntry,
-        host: &Option<HostMatch>,
+        host: impl FnOnce() -> Option<HostMatch>,
         claimants: &[(usize, usize)],
         fence: bool,
     ) {
@@ -557,7 +588,7 @@ impl HostInputs<'_> {
                     .all(|(was, (ai, _))| Arc::ptr_eq(was, &self.attached[*ai]))
                 && e.default_action == *self.default_action);
         if !same {
-            *e = self.compute(host, claimants, fence);
+            *e = self.compute(&host(), claimants, fence);
         }
         e.round = self.round;
     }

@@ -103,8 +103,8 @@ struct CachedChunk {
     compiled: Arc<[CompiledRule]>,
     /// The upstream groups its rules forward to, by id.
     groups: Vec<String>,
-    /// The (Ingress, Service) request counters its rules count into.
-    counters: Vec<(String, String)>,
+    /// The request counters its rules count into, one per (Ingress, Service) pair.
+    counters: Vec<StatusCounters>,
     round: u64,
 }
 
@@ -190,8 +190,8 @@ impl ProxyConfig {
                 let c = match reuse {
                     Some(c) => {
                         // Its counters stay: asked for again in this round.
-                        for (ingress, service) in &c.counters {
-                            metrics.status_counters(ingress, service);
+                        for counters in &c.counters {
+                            metrics.keep_counters(counters);
                         }
                         c.round = round;
                         c
@@ -247,7 +247,7 @@ fn compile_chunk(
 ) -> CachedChunk {
     // An Ingress's rules are next to each other: its label is formatted once per run.
     let mut label: Option<(&tollgate_contract::ObjectRef, String)> = None;
-    let mut counters: Vec<(String, String)> = Vec::new();
+    let mut counters: Vec<StatusCounters> = Vec::new();
     let mut used: Vec<String> = Vec::new();
     let compiled: Vec<CompiledRule> = chunk
         .iter()
@@ -263,9 +263,9 @@ fn compile_chunk(
                     }
                 }
             }
-            let (rule, service) = compile_rule(&r.action, ingress, groups, metrics);
-            if !counters.iter().any(|(i, s)| i == ingress && *s == service) {
-                counters.push((ingress.to_string(), service));
+            let rule = compile_action(&r.action, ingress, groups, metrics);
+            if !counters.iter().any(|c| c.same(&rule.counters)) {
+                counters.push(rule.counters.clone());
             }
             rule
         })
@@ -280,22 +280,13 @@ fn compile_chunk(
     }
 }
 
+/// A rule's action compiled, counting into the (Ingress, Service) pair it serves.
 fn compile_action(
     action: &Action,
     ingress: &str,
     groups: &HashMap<String, Arc<UpstreamGroup>>,
     metrics: &ProxyMetrics,
 ) -> CompiledRule {
-    compile_rule(action, ingress, groups, metrics).0
-}
-
-/// A rule's action compiled, with the Service its counters are for.
-fn compile_rule(
-    action: &Action,
-    ingress: &str,
-    groups: &HashMap<String, Arc<UpstreamGroup>>,
-    metrics: &ProxyMetrics,
-) -> (CompiledRule, String) {
     match action {
         Action::Forward(f) => {
             let chosen: Vec<(Arc<UpstreamGroup>, u32)> = f
@@ -305,39 +296,30 @@ fn compile_rule(
                 .collect();
             let service = chosen
                 .first()
-                .map(|(g, _)| g.service.clone())
-                .unwrap_or_default();
-            let counters = metrics.status_counters(ingress, &service);
-            (
-                CompiledRule {
-                    action: CompiledAction::Forward {
-                        groups: chosen,
-                        rewrite_target: f.rewrite_target.clone(),
-                        max_body: f.max_body_bytes,
-                    },
-                    counters,
+                .map(|(g, _)| g.service.as_str())
+                .unwrap_or("");
+            let counters = metrics.status_counters(ingress, service);
+            CompiledRule {
+                action: CompiledAction::Forward {
+                    groups: chosen,
+                    rewrite_target: f.rewrite_target.clone(),
+                    max_body: f.max_body_bytes,
                 },
-                service,
-            )
+                counters,
+            }
         }
-        Action::Redirect(r) => (
-            CompiledRule {
-                action: CompiledAction::Redirect(r.clone()),
-                counters: metrics.status_counters(ingress, ""),
+        Action::Redirect(r) => CompiledRule {
+            action: CompiledAction::Redirect(r.clone()),
+            counters: metrics.status_counters(ingress, ""),
+        },
+        Action::FixedResponse(f) => CompiledRule {
+            action: CompiledAction::Fixed {
+                status: f.status_code,
+                content_type: f.content_type.clone(),
+                body: Bytes::from(f.body.clone()),
             },
-            String::new(),
-        ),
-        Action::FixedResponse(f) => (
-            CompiledRule {
-                action: CompiledAction::Fixed {
-                    status: f.status_code,
-                    content_type: f.content_type.clone(),
-                    body: Bytes::from(f.body.clone()),
-                },
-                counters: metrics.status_counters(ingress, ""),
-            },
-            String::new(),
-        ),
+            counters: metrics.status_counters(ingress, ""),
+        },
     }
 }
 

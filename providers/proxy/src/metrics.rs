@@ -86,15 +86,16 @@ impl EncodeMetric for AtomicHistogram {
 #[derive(Debug, Default)]
 pub struct RequestCounters {
     inner: Mutex<PairTable>,
+    /// Bumped by each prune: pairs not asked for (or kept) since are dropped. Outside the
+    /// lock so that a compile keeping a cached chunk stamps its counters with no look-up.
+    round: AtomicU64,
 }
 
 #[derive(Debug, Default)]
 struct PairTable {
-    /// Ingress → Service → (counters, the round that last asked for them), so a look-up
-    /// needs no owned key and a configuration's compile allocates only for new pairs.
-    pairs: HashMap<String, HashMap<String, (StatusCounters, u64)>>,
-    /// Bumped by each prune: pairs not asked for since are dropped.
-    round: u64,
+    /// Ingress → Service → counters (which carry the round that last asked for them), so a
+    /// look-up needs no owned key and a configuration's compile allocates only for new pairs.
+    pairs: HashMap<String, HashMap<String, StatusCounters>>,
 }
 
 impl RequestCounters {
@@ -105,18 +106,25 @@ impl RequestCounters {
             Ok(t) => t,
             Err(poisoned) => poisoned.into_inner(),
         };
-        let t = &mut *t;
-        let round = t.round;
-        if let Some((c, asked)) = t.pairs.get_mut(ingress).and_then(|m| m.get_mut(service)) {
-            *asked = round;
+        let round = self.round.load(Ordering::Relaxed);
+        if let Some(c) = t.pairs.get(ingress).and_then(|m| m.get(service)) {
+            c.0.asked.store(round, Ordering::Relaxed);
             return c.clone();
         }
         let c = StatusCounters::default();
+        c.0.asked.store(round, Ordering::Relaxed);
         t.pairs
             .entry(ingress.to_string())
             .or_default()
-            .insert(service.to_string(), (c.clone(), round));
+            .insert(service.to_string(), c.clone());
         c
+    }
+
+    /// Marks counters a configuration still counts into (got from [`Self::get`] by an earlier
+    /// compile) as asked for, without looking them up.
+    fn keep(&self, c: &StatusCounters) {
+        c.0.asked
+            .store(self.round.load(Ordering::Relaxed), Ordering::Relaxed);
     }
 
     /// Forgets pairs not asked for since the last prune.
@@ -125,21 +133,21 @@ impl RequestCounters {
             Ok(t) => t,
             Err(poisoned) => poisoned.into_inner(),
         };
-        let t = &mut *t;
-        let round = t.round;
+        let round = self.round.load(Ordering::Relaxed);
         t.pairs.retain(|_, services| {
-            services.retain(|_, (_, asked)| *asked == round);
+            services.retain(|_, c| c.0.asked.load(Ordering::Relaxed) == round);
             !services.is_empty()
         });
-        t.round += 1;
+        self.round.store(round + 1, Ordering::Relaxed);
     }
 
     /// Series that have counted something, for tests and the exposition.
     pub fn value(&self, ingress: &str, service: &str, status_class: usize) -> Option<u64> {
         let t = self.inner.lock().ok()?;
-        let (c, _) = t.pairs.get(ingress)?.get(service)?;
+        let c = t.pairs.get(ingress)?.get(service)?;
         Some(
-            c.0.get(status_class.checked_sub(1)?)?
+            c.0.classes
+                .get(status_class.checked_sub(1)?)?
                 .load(Ordering::Relaxed),
         )
     }
@@ -152,8 +160,8 @@ impl EncodeMetric for RequestCounters {
         };
         let mut rows: Vec<(&str, &str, usize, u64)> = Vec::new();
         for (ingress, services) in &t.pairs {
-            for (service, (c, _)) in services {
-                for (i, n) in c.0.iter().enumerate() {
+            for (service, c) in services {
+                for (i, n) in c.0.classes.iter().enumerate() {
                     let n = n.load(Ordering::Relaxed);
                     if n > 0 {
                         rows.push((ingress, service, i, n));
@@ -282,6 +290,12 @@ impl ProxyMetrics {
         self.requests.get(ingress, service)
     }
 
+    /// Keeps counters an earlier compile got through the next prune, with no look-up: a
+    /// reused rule chunk's counters are the same pairs.
+    pub fn keep_counters(&self, c: &StatusCounters) {
+        self.requests.keep(c);
+    }
+
     /// Drops the request counters of (Ingress, Service) pairs the configuration just
     /// compiled no longer has, so a cluster with churning Ingresses does not grow the
     /// exposition (and the proxy's memory) forever.
@@ -301,12 +315,24 @@ impl ProxyMetrics {
 
 /// Pre-resolved request counters, indexed by status class.
 #[derive(Debug, Clone, Default)]
-pub struct StatusCounters(Arc<[AtomicU64; 5]>);
+pub struct StatusCounters(Arc<PairCounters>);
+
+#[derive(Debug, Default)]
+struct PairCounters {
+    classes: [AtomicU64; 5],
+    /// The prune round that last asked for this pair (see [`RequestCounters::prune`]).
+    asked: AtomicU64,
+}
 
 impl StatusCounters {
     pub fn record(&self, status: u16) {
         let class = usize::from(status / 100).clamp(1, 5) - 1;
-        self.0[class].fetch_add(1, Ordering::Relaxed);
+        self.0.classes[class].fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Whether both count into the same series.
+    pub fn same(&self, other: &StatusCounters) -> bool {
+        Arc::ptr_eq(&self.0, &other.0)
     }
 }
 
