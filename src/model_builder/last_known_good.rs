@@ -15,7 +15,7 @@
 //! from (its old routes lived in the old process) and leaves it out, with its errors; the
 //! other proxy replicas, which kept their memory, go on serving it.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
 use std::sync::Arc;
 
 use k8s_openapi::api::networking::v1::Ingress;
@@ -23,7 +23,9 @@ use tollgate_contract::{Diagnostic, ObjectKind, Reason, Severity};
 
 use super::class_selection::ClassSelector;
 use super::ingress_member::read_member;
-use super::{build_with, load_balancer_id, BuildCache, BuildOptions, BuildOutput};
+use super::{
+    build_with, load_balancer_id, BuildCache, BuildOptions, BuildOutput, FastMap, FastSet,
+};
 use crate::ClusterSnapshot;
 
 type Key = (String, String);
@@ -42,11 +44,11 @@ fn key_of(ing: &Ingress) -> Key {
 #[derive(Debug, Default)]
 pub struct LastKnownGood {
     /// The last valid version of each claimed Ingress.
-    valid: HashMap<Key, Arc<Ingress>>,
+    valid: FastMap<Key, Arc<Ingress>>,
     /// The same versions by allocation, with the build that last saw each: an unchanged
     /// Ingress (sources share unchanged objects) is known valid with no key built and no
     /// read (issue 16). Held, so that an allocation in here is never a new object's.
-    valid_by_ptr: HashMap<usize, (Arc<Ingress>, u64)>,
+    valid_by_ptr: FastMap<usize, (Arc<Ingress>, u64)>,
     round: u64,
     /// Invalid Ingresses whose past is unknown (they were invalid at the first build).
     unknown_past: HashSet<Key>,
@@ -64,7 +66,7 @@ impl LastKnownGood {
         let mut extra = Vec::new();
         let mut held = std::collections::BTreeSet::new();
         // Claimed Ingresses that were not the last valid version as is.
-        let mut claimed_now: HashSet<Key> = HashSet::new();
+        let mut claimed_now: FastSet<Key> = FastSet::default();
         self.round += 1;
         let round = self.round;
         for (i, ing) in snapshot.ingresses.iter().enumerate() {

@@ -32,8 +32,8 @@ use super::alb_actions::{self, AnnotatedAction};
 use super::ingress_member::Member;
 use super::rule_order::{conflict_key, exact_host_fenced, host_rules, ConflictKey, Route};
 use super::target_groups::{BackendIndex, ServiceDep, TargetGroupSpec, Unresolved};
-use super::BuildOptions;
 use super::{annotations, extra_conditions, ingress_diag, redirects_to_itself, source_ranged};
+use super::{BuildOptions, FastMap};
 
 /// An Ingress's backends resolved against the cluster's Services.
 #[derive(Debug)]
@@ -77,7 +77,7 @@ pub(crate) fn resolve_member(
     ports: &[(ListenerProtocol, u16)],
     index: &BackendIndex<'_>,
     opts: &BuildOptions,
-    shared: &mut HashMap<String, Arc<TargetGroupSpec>>,
+    shared: &mut FastMap<String, Arc<TargetGroupSpec>>,
 ) -> ResolvedMember {
     let m = member.as_ref();
     let mut r = Resolver {
@@ -117,7 +117,7 @@ impl ResolvedMember {
 struct Resolver<'r, 'a> {
     index: &'r BackendIndex<'a>,
     opts: &'r BuildOptions,
-    shared: &'r mut HashMap<String, Arc<TargetGroupSpec>>,
+    shared: &'r mut FastMap<String, Arc<TargetGroupSpec>>,
     specs: Vec<Arc<TargetGroupSpec>>,
     deps: Vec<ServiceDep>,
     diags: Vec<Diagnostic>,
@@ -384,8 +384,8 @@ type Claimants = SmallVec<[(usize, usize); 1]>;
 /// Host entries of one listener.
 #[derive(Debug, Default)]
 struct ListenerEntries {
-    exact: HashMap<String, HostEntry>,
-    wildcard: HashMap<String, HostEntry>,
+    exact: FastMap<String, HostEntry>,
+    wildcard: FastMap<String, HostEntry>,
     hostless: Option<HostEntry>,
     /// The hosts of the last build, sorted: the listener's chunks in order.
     exact_order: Vec<String>,
@@ -394,7 +394,7 @@ struct ListenerEntries {
 
 /// Makes `order` the sorted hosts of `now`, re-sorting only when the set of hosts changed
 /// (a change that adds or drops a host), so an ordinary build compares no host names.
-fn keep_order(order: &mut Vec<String>, now: &HashMap<&str, Claimants>) {
+fn keep_order(order: &mut Vec<String>, now: &FastMap<&str, Claimants>) {
     if order.len() == now.len() && order.iter().all(|h| now.contains_key(h.as_str())) {
         return;
     }
@@ -407,10 +407,10 @@ fn keep_order(order: &mut Vec<String>, now: &HashMap<&str, Claimants>) {
 #[derive(Debug, Default)]
 pub(crate) struct RulesCache {
     /// Resolved members by the allocation of the member they resolve.
-    resolved: HashMap<usize, (Arc<ResolvedMember>, u64)>,
+    resolved: FastMap<usize, (Arc<ResolvedMember>, u64)>,
     listeners: BTreeMap<u16, ListenerEntries>,
     /// Target group specs by id, so that members resolving to the same one share it.
-    specs: HashMap<String, Arc<TargetGroupSpec>>,
+    specs: FastMap<String, Arc<TargetGroupSpec>>,
     pub round: u64,
 }
 
@@ -471,8 +471,8 @@ pub(crate) fn listener_rules(
     // Which attached members claim each host (index into `attached`, with the position of
     // the host in their claims), in precedence order. Hashed, not sorted: the order of hosts
     // is kept between builds and re-sorted only when the set of hosts changes.
-    let mut exact: HashMap<&str, Claimants> = HashMap::new();
-    let mut wildcard: HashMap<&str, Claimants> = HashMap::new();
+    let mut exact: FastMap<&str, Claimants> = FastMap::default();
+    let mut wildcard: FastMap<&str, Claimants> = FastMap::default();
     let mut hostless: Claimants = Claimants::new();
     for (ai, rm) in attached.iter().enumerate() {
         let Some(claims) = rm.claims(protocol, port) else {

@@ -37,6 +37,11 @@ use target_groups::{BackendIndex, TargetGroupSet};
 use tls_secrets::SecretIndex;
 
 use crate::class_params::TollgateClassParamsSpec;
+
+/// The builder's caches and indexes are keyed by allocations and object names and looked up
+/// for every object on every build: a fast hash (still randomly keyed) is most of their cost.
+pub(crate) type FastMap<K, V> = HashMap<K, V, ahash::RandomState>;
+pub(crate) type FastSet<K> = std::collections::HashSet<K, ahash::RandomState>;
 use crate::ClusterSnapshot;
 use std::sync::Arc;
 
@@ -149,9 +154,9 @@ pub struct BuildCache {
     secrets: tls_secrets::SecretVerdicts,
     /// Each claimed Ingress as read, by its allocation (the entry holds the `Arc`, so the
     /// address cannot be reused while it is kept).
-    members: HashMap<usize, ReadMember>,
+    members: FastMap<usize, ReadMember>,
     /// Each load balancer's resolved members and host rules (`listener_rules`).
-    rules: HashMap<String, RulesCache>,
+    rules: FastMap<String, RulesCache>,
     /// What the cached results were computed for; other options start afresh.
     made_for: Option<(ProviderKind, TargetType, Grouping)>,
     /// Counts builds; an entry not used by the latest is dropped.

@@ -1,7 +1,7 @@
 //! Backends → target groups: resolving a Service port, shaping the target group from
 //! annotations, and filling it with targets from EndpointSlices (or Endpoints) and Nodes.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::net::IpAddr;
 use std::sync::Arc;
 
@@ -17,7 +17,7 @@ use tollgate_contract::{
 
 use super::annotation_registry::{self, OnObject, ProviderKind};
 use super::annotations::{backend_settings, BackendSettings};
-use super::BuildOptions;
+use super::{BuildOptions, FastMap};
 use crate::ClusterSnapshot;
 
 const SERVICE_NAME_LABEL: &str = "kubernetes.io/service-name";
@@ -25,15 +25,15 @@ const EXCLUDE_NODE_LABEL: &str = "node.kubernetes.io/exclude-from-external-load-
 
 /// The cluster objects backends are resolved against, indexed once per build.
 pub(crate) struct BackendIndex<'a> {
-    services: HashMap<(&'a str, &'a str), &'a Arc<Service>>,
-    slices: HashMap<(&'a str, &'a str), Vec<&'a EndpointSlice>>,
-    endpoints: HashMap<(&'a str, &'a str), &'a Endpoints>,
+    services: FastMap<(&'a str, &'a str), &'a Arc<Service>>,
+    slices: FastMap<(&'a str, &'a str), Vec<&'a EndpointSlice>>,
+    endpoints: FastMap<(&'a str, &'a str), &'a Endpoints>,
     nodes: Vec<&'a Node>,
     /// Parsed Service annotations, with their errors reported once.
-    service_settings: HashMap<(&'a str, &'a str), BackendSettings>,
+    service_settings: FastMap<(&'a str, &'a str), BackendSettings>,
     /// Services carrying a protective annotation the provider does not honour: routes to
     /// them answer 503 instead of forwarding without the protection.
-    service_refusals: HashMap<(&'a str, &'a str), String>,
+    service_refusals: FastMap<(&'a str, &'a str), String>,
 }
 
 fn ns_name(meta: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta) -> (&str, &str) {
@@ -49,9 +49,9 @@ impl<'a> BackendIndex<'a> {
         provider: ProviderKind,
         diags: &mut Vec<Diagnostic>,
     ) -> Self {
-        let mut service_settings = HashMap::new();
-        let mut service_refusals = HashMap::new();
-        let mut services = HashMap::new();
+        let mut service_settings = FastMap::default();
+        let mut service_refusals = FastMap::default();
+        let mut services = FastMap::default();
         for s in &snap.services {
             let key = ns_name(&s.metadata);
             services.insert(key, s);
@@ -87,7 +87,7 @@ impl<'a> BackendIndex<'a> {
                 service_settings.insert(key, settings);
             }
         }
-        let mut slices: HashMap<(&str, &str), Vec<&EndpointSlice>> = HashMap::new();
+        let mut slices: FastMap<(&str, &str), Vec<&EndpointSlice>> = FastMap::default();
         for s in &snap.endpoint_slices {
             if let Some(svc) = s
                 .metadata

@@ -1,7 +1,7 @@
 //! Reading `kubernetes.io/tls` Secrets into certificate material, checked well enough that a
 //! plan already says when a Secret is unusable.
 
-use std::collections::HashMap;
+use super::FastMap;
 use std::sync::Arc;
 
 use k8s_openapi::api::core::v1::Secret;
@@ -16,7 +16,7 @@ use tollgate_contract::TlsMaterial;
 /// that did not change is not parsed again (key parsing was most of a change's cost with
 /// thousands of certificates).
 #[derive(Debug, Default)]
-pub struct SecretVerdicts(HashMap<usize, (Arc<Secret>, Result<TlsMaterial, String>)>);
+pub struct SecretVerdicts(FastMap<usize, (Arc<Secret>, Result<TlsMaterial, String>)>);
 
 impl SecretVerdicts {
     /// Forgets the verdicts of Secrets the last build's snapshot no longer has.
@@ -32,7 +32,7 @@ impl SecretVerdicts {
 
 /// Secrets by namespace and name, with each one's verdict cached.
 pub(crate) struct SecretIndex<'a> {
-    secrets: HashMap<(&'a str, &'a str), &'a Arc<Secret>>,
+    secrets: FastMap<(&'a str, &'a str), &'a Arc<Secret>>,
     verdicts: &'a mut SecretVerdicts,
     all: &'a [Arc<Secret>],
 }
@@ -133,8 +133,8 @@ pub fn read_tls_secret(secret: &Secret) -> Result<TlsMaterial, String> {
         .map(|b| format!("{b:02x}"))
         .collect();
     Ok(TlsMaterial {
-        cert_chain_pem,
-        private_key_pem,
+        cert_chain_pem: cert_chain_pem.into(),
+        private_key_pem: private_key_pem.into(),
         fingerprint,
     })
 }

@@ -7,6 +7,7 @@
 use std::collections::BTreeMap;
 use std::fmt;
 use std::net::IpAddr;
+use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
@@ -227,8 +228,10 @@ pub enum Certificate {
 /// printed plan never contains key material but still changes when the Secret rotates.
 #[derive(Clone, PartialEq, Eq, PartialOrd, Ord)]
 pub struct TlsMaterial {
-    pub cert_chain_pem: String,
-    pub private_key_pem: String,
+    /// Shared: every build hands the same Secret's material on, and 3,000 certificates
+    /// copied per build were megabytes of churn (issue 16).
+    pub cert_chain_pem: Arc<str>,
+    pub private_key_pem: Arc<str>,
     /// Hex digest of chain and key, computed by whoever builds the value.
     pub fingerprint: String,
 }
@@ -263,8 +266,8 @@ impl<'de> Deserialize<'de> for TlsMaterial {
         }
         let p = Printed::deserialize(d)?;
         Ok(TlsMaterial {
-            cert_chain_pem: String::new(),
-            private_key_pem: String::new(),
+            cert_chain_pem: Arc::from(""),
+            private_key_pem: Arc::from(""),
             fingerprint: p.fingerprint,
         })
     }

@@ -3,7 +3,10 @@
 //! they started with.
 
 use std::borrow::Cow;
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
+
+/// Keyed by allocations and ids, looked up for every chunk and group of every compile.
+type HashMap<K, V> = std::collections::HashMap<K, V, ahash::RandomState>;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -115,7 +118,7 @@ impl ProxyConfig {
             generation: 0,
             http: Some(not_found_listener(metrics)),
             https: Some(not_found_listener(metrics)),
-            groups: HashMap::new(),
+            groups: HashMap::default(),
         }
     }
 
@@ -135,7 +138,7 @@ impl ProxyConfig {
     ) -> Self {
         cache.round += 1;
         let round = cache.round;
-        let mut groups = HashMap::new();
+        let mut groups = HashMap::default();
         let mut replaced: HashSet<&str> = HashSet::new();
         for lb in &desired.load_balancers {
             for tg in &lb.target_groups {
@@ -152,7 +155,7 @@ impl ProxyConfig {
                 groups.insert(tg.id.clone(), group);
             }
         }
-        let mut kept = HashMap::with_capacity(groups.len());
+        let mut kept = HashMap::with_capacity_and_hasher(groups.len(), Default::default());
         for lb in &desired.load_balancers {
             for tg in &lb.target_groups {
                 if let Some(g) = groups.get(&tg.id) {
@@ -231,7 +234,7 @@ fn not_found_listener(metrics: &ProxyMetrics) -> CompiledListener {
     CompiledListener {
         routes: ListenerRoutes::default(),
         rules: Vec::new(),
-        default: compile_action(&not_found(), "", &HashMap::new(), metrics),
+        default: compile_action(&not_found(), "", &HashMap::default(), metrics),
     }
 }
 

@@ -8,7 +8,8 @@
 //! checks. Rules the index cannot express (regular expressions, header/query/method/source
 //! conditions) are scanned in order within their bucket.
 
-use std::collections::HashMap;
+/// Looked up on every request (hosts, exact paths): a fast hash, still randomly keyed.
+type HashMap<K, V> = std::collections::HashMap<K, V, ahash::RandomState>;
 use std::sync::Arc;
 
 use regex::Regex;
@@ -161,7 +162,7 @@ impl ChunkRoutes {
             len: rules.len(),
             ..ChunkRoutes::default()
         };
-        let mut at: HashMap<HostKey, usize> = HashMap::new();
+        let mut at: HashMap<HostKey, usize> = HashMap::default();
         for (i, rule) in rules.iter().enumerate() {
             let c = &rule.conditions;
             t.needs_details |= !(c.headers.is_empty()

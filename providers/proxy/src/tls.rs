@@ -56,7 +56,14 @@ pub fn generated_default_certificate() -> Result<CertifiedKey, CertError> {
 /// Keys already loaded, by the material's fingerprint (the PEM is kept to compare, so a
 /// fingerprint collision can never serve the wrong key).
 #[derive(Default)]
-pub struct KeyCache(HashMap<String, (String, String, Arc<CertifiedKey>)>);
+pub struct KeyCache(HashMap<String, LoadedKey>);
+
+/// A key loaded from one material, with the PEM text it was loaded from.
+struct LoadedKey {
+    chain: Arc<str>,
+    key: Arc<str>,
+    loaded: Arc<CertifiedKey>,
+}
 
 /// The certificates of one configuration, by host.
 #[derive(Debug)]
@@ -103,10 +110,11 @@ impl CertStore {
                 .0
                 .get(&material.fingerprint)
                 .or_else(|| cache.0.get(&material.fingerprint))
-                .filter(|(chain, key, _)| {
-                    *chain == material.cert_chain_pem && *key == material.private_key_pem
+                .filter(|k| {
+                    same_text(&k.chain, &material.cert_chain_pem)
+                        && same_text(&k.key, &material.private_key_pem)
                 })
-                .map(|(_, _, ck)| ck.clone());
+                .map(|k| k.loaded.clone());
             let ck = match known {
                 Some(ck) => ck,
                 None => match certified_key(&material.cert_chain_pem, &material.private_key_pem) {
@@ -117,14 +125,16 @@ impl CertStore {
                     }
                 },
             };
-            used.0.insert(
-                material.fingerprint.clone(),
-                (
-                    material.cert_chain_pem.clone(),
-                    material.private_key_pem.clone(),
-                    ck.clone(),
-                ),
-            );
+            if !used.0.contains_key(&material.fingerprint) {
+                used.0.insert(
+                    material.fingerprint.clone(),
+                    LoadedKey {
+                        chain: material.cert_chain_pem.clone(),
+                        key: material.private_key_pem.clone(),
+                        loaded: ck.clone(),
+                    },
+                );
+            }
             for h in hosts {
                 let h = h.to_ascii_lowercase();
                 match h.strip_prefix("*.") {
@@ -139,7 +149,15 @@ impl CertStore {
         *cache = used;
         store
     }
+}
 
+/// Equal PEM text, known without reading it when both share the allocation (the builder
+/// hands the same Secret's material on from build to build).
+fn same_text(a: &Arc<str>, b: &Arc<str>) -> bool {
+    Arc::ptr_eq(a, b) || a == b
+}
+
+impl CertStore {
     /// The certificate for a server name: exact, then wildcard, then the default.
     pub fn select(&self, sni: Option<&str>) -> Arc<CertifiedKey> {
         let Some(name) = sni.map(|s| s.trim_end_matches('.').to_ascii_lowercase()) else {
