@@ -240,3 +240,86 @@ fn a_vanished_file_or_directory_is_a_removal_not_an_error() {
     assert!(snap.ingresses.is_empty());
     assert!(diags.is_empty(), "{diags:?}");
 }
+
+/// One edit of the property test below.
+#[derive(Debug, Clone)]
+enum Edit {
+    /// File `f` rewritten holding Ingresses `names`, each pointing at Service `svc`.
+    Write {
+        f: usize,
+        names: Vec<usize>,
+        svc: usize,
+    },
+    /// File `f` gets a document that is not a manifest (a diagnostic) after its objects.
+    Garble {
+        f: usize,
+    },
+    Remove {
+        f: usize,
+    },
+}
+
+fn edit() -> impl proptest::strategy::Strategy<Value = Edit> {
+    use proptest::prelude::*;
+    prop_oneof![
+        5 => (0..4usize, proptest::collection::vec(0..6usize, 0..3), 0..3usize)
+            .prop_map(|(f, names, svc)| Edit::Write { f, names, svc }),
+        1 => (0..4usize).prop_map(|f| Edit::Garble { f }),
+        1 => (0..4usize).prop_map(|f| Edit::Remove { f }),
+    ]
+}
+
+proptest::proptest! {
+    #![proptest_config(proptest::prelude::ProptestConfig::with_cases(24))]
+
+    /// The snapshot patched in place after an edit (issue 16) is the snapshot of reading the
+    /// whole directory afresh: same objects in the same order, same diagnostics, through
+    /// content changes, shape changes, an object defined in two files, bad documents and
+    /// removals.
+    #[test]
+    fn a_patched_snapshot_is_the_snapshot_read_afresh(
+        edits in proptest::collection::vec(edit(), 1..14)
+    ) {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let d = dir.path();
+        let path = |f: usize| d.join(format!("f{f}.yaml"));
+        let mut text: Vec<String> = vec![String::new(); 4];
+        for f in 0..4 {
+            text[f] = ingress_yaml(&format!("i{f}"));
+            std::fs::write(path(f), &text[f]).expect("write");
+        }
+        let mut cache = DirCache::load(d).expect("load");
+        let _ = cache.snapshot();
+        for (step, e) in edits.iter().enumerate() {
+            let f = match e {
+                Edit::Write { f, names, svc } => {
+                    text[*f] = names
+                        .iter()
+                        .map(|n| ingress_yaml(&format!("i{n}")).replace("web", &format!("s{svc}")))
+                        .collect::<Vec<_>>()
+                        .join("---\n");
+                    *f
+                }
+                Edit::Garble { f } => {
+                    text[*f].push_str("---\n: not [yaml\n");
+                    *f
+                }
+                Edit::Remove { f } => {
+                    let _ = std::fs::remove_file(path(*f));
+                    text[*f].clear();
+                    cache.update(&[path(*f)]).expect("update");
+                    let fresh = load_dir(d).expect("load_dir");
+                    proptest::prop_assert_eq!(cache.snapshot(), fresh, "after step {}", step);
+                    continue;
+                }
+            };
+            // A new file each time (rename over), so the stamp always moves.
+            let tmp = d.join(".tmp");
+            std::fs::write(&tmp, &text[f]).expect("write");
+            std::fs::rename(&tmp, path(f)).expect("rename");
+            cache.update(&[path(f)]).expect("update");
+            let fresh = load_dir(d).expect("load_dir");
+            proptest::prop_assert_eq!(cache.snapshot(), fresh, "after step {}", step);
+        }
+    }
+}

@@ -58,7 +58,8 @@ pub fn parse_manifests(
     text: &str,
     is_json: bool,
 ) -> (ClusterSnapshot, Vec<Diagnostic>) {
-    assemble([&parse_file(label.to_string(), text, is_json)])
+    let a = assemble([&parse_file(label.to_string(), text, is_json)]);
+    (a.snapshot, a.diags)
 }
 
 /// Whether a path below the manifest directory is skipped: a hidden component (editor swap
@@ -145,6 +146,45 @@ struct CachedFile {
 pub struct DirCache {
     dir: PathBuf,
     files: BTreeMap<PathBuf, CachedFile>,
+    /// The last snapshot assembled, with where each object sits in it.
+    assembled: Option<Assembled>,
+    /// What changed since: files that only replaced objects in place can be patched into
+    /// `assembled`; anything else assembles every file again (issue 16: an edit to one file
+    /// of 10,000 must not cost a walk of all of them).
+    pending: Pending,
+}
+
+/// A snapshot with the position of every object in it.
+#[derive(Debug)]
+struct Assembled {
+    snapshot: ClusterSnapshot,
+    diags: Vec<Diagnostic>,
+    /// `kind/namespace/name` → (index in the kind's list, defined in more than one place).
+    at: HashMap<String, (usize, bool)>,
+}
+
+#[derive(Debug, Default)]
+enum Pending {
+    #[default]
+    Nothing,
+    /// Files whose objects changed with the same identities in the same order and whose
+    /// diagnostics did not change.
+    Patch(Vec<PathBuf>),
+    Everything,
+}
+
+impl Pending {
+    fn patch(&mut self, path: &Path) {
+        match self {
+            Pending::Nothing => *self = Pending::Patch(vec![path.to_path_buf()]),
+            Pending::Patch(p) => p.push(path.to_path_buf()),
+            Pending::Everything => {}
+        }
+    }
+}
+
+fn object_key(kind: &str, namespace: &str, name: &str) -> String {
+    format!("{kind}/{namespace}/{name}")
 }
 
 impl DirCache {
@@ -153,6 +193,8 @@ impl DirCache {
         let mut cache = DirCache {
             dir: dir.to_path_buf(),
             files: BTreeMap::new(),
+            assembled: None,
+            pending: Pending::Everything,
         };
         cache.rescan()?;
         Ok(cache)
@@ -215,7 +257,10 @@ impl DirCache {
             .cloned()
             .collect();
         for p in gone {
-            changed |= self.files.remove(&p).is_some();
+            if self.files.remove(&p).is_some() {
+                changed = true;
+                self.pending = Pending::Everything;
+            }
         }
         Ok(changed)
     }
@@ -225,6 +270,7 @@ impl DirCache {
         let gone: Vec<PathBuf> = self.cached_below(p).cloned().collect();
         for f in &gone {
             self.files.remove(f);
+            self.pending = Pending::Everything;
         }
         !gone.is_empty()
     }
@@ -271,18 +317,46 @@ impl DirCache {
         let changed = match self.files.get(path) {
             Some(old) => {
                 parsed.reuse_unchanged(&old.parsed);
-                old.parsed != parsed
+                let changed = old.parsed != parsed;
+                if changed && old.parsed.same_shape(&parsed) {
+                    self.pending.patch(path);
+                } else if changed {
+                    self.pending = Pending::Everything;
+                }
+                changed
             }
-            None => true,
+            None => {
+                self.pending = Pending::Everything;
+                true
+            }
         };
         self.files
             .insert(path.to_path_buf(), CachedFile { stamp, parsed });
         changed
     }
 
-    /// The snapshot of every file, in path order (a later file's duplicate wins).
-    pub fn snapshot(&self) -> (ClusterSnapshot, Vec<Diagnostic>) {
-        assemble(self.files.values().map(|f| &f.parsed))
+    /// The snapshot of every file, in path order (a later file's duplicate wins): the last
+    /// one with the changed files' objects put in place when that is all that changed.
+    pub fn snapshot(&mut self) -> (ClusterSnapshot, Vec<Diagnostic>) {
+        let pending = std::mem::take(&mut self.pending);
+        let patched = match (&mut self.assembled, &pending) {
+            (Some(a), Pending::Nothing) => Some(&*a),
+            (Some(a), Pending::Patch(paths)) => {
+                let files = &self.files;
+                let all = paths
+                    .iter()
+                    .all(|p| files.get(p).is_some_and(|f| a.patch(&f.parsed)));
+                all.then_some(&*a)
+            }
+            _ => None,
+        };
+        if let Some(a) = patched {
+            return (a.snapshot.clone(), a.diags.clone());
+        }
+        let a = assemble(self.files.values().map(|f| &f.parsed));
+        let out = (a.snapshot.clone(), a.diags.clone());
+        self.assembled = Some(a);
+        out
     }
 }
 
@@ -369,12 +443,11 @@ fn parse_file(file: String, text: &str, is_json: bool) -> ParsedFile {
 /// Merges files, in order, into one snapshot. An object defined twice (same kind, namespace
 /// and name) takes the later definition, as `kubectl apply` of the files in order would, and
 /// the later one is told where the first was.
-fn assemble<'a>(
-    files: impl IntoIterator<Item = &'a ParsedFile>,
-) -> (ClusterSnapshot, Vec<Diagnostic>) {
+fn assemble<'a>(files: impl IntoIterator<Item = &'a ParsedFile>) -> Assembled {
     let mut snapshot = ClusterSnapshot::default();
     let mut diags = Vec::new();
     let mut seen: HashMap<(&'static str, &str, &str), (&str, usize)> = HashMap::new();
+    let mut at: HashMap<String, (usize, bool)> = HashMap::new();
     for f in files {
         for e in &f.entries {
             let r = match e {
@@ -390,6 +463,9 @@ fn assemble<'a>(
                     match seen.get(&key) {
                         Some(&(first_file, idx)) => {
                             snapshot.$list[idx] = $obj.clone();
+                            if let Some(slot) = at.get_mut(&object_key(r.kind, &r.namespace, &r.name)) {
+                                slot.1 = true;
+                            }
                             let at = if r.namespace.is_empty() {
                                 r.name.clone()
                             } else {
@@ -409,6 +485,10 @@ fn assemble<'a>(
                         }
                         None => {
                             snapshot.$list.push($obj.clone());
+                            at.insert(
+                                object_key(r.kind, &r.namespace, &r.name),
+                                (snapshot.$list.len() - 1, false),
+                            );
                             seen.insert(key, (r.origin.file.as_str(), snapshot.$list.len() - 1));
                         }
                     }
@@ -427,10 +507,66 @@ fn assemble<'a>(
             }
         }
     }
-    (snapshot, diags)
+    Assembled {
+        snapshot,
+        diags,
+        at,
+    }
+}
+
+impl Assembled {
+    /// Puts a re-read file's objects where their earlier versions are. False (nothing
+    /// done that matters: the caller assembles afresh) when an object is defined in more than
+    /// one place or is not in the snapshot.
+    fn patch(&mut self, file: &ParsedFile) -> bool {
+        for e in &file.entries {
+            let Entry::Object(r) = e else {
+                continue;
+            };
+            let Some(&(idx, dup)) = self.at.get(&object_key(r.kind, &r.namespace, &r.name)) else {
+                return false;
+            };
+            if dup {
+                return false;
+            }
+            let s = &mut self.snapshot;
+            let put = match &r.object {
+                Object::Ingress(o) => s.ingresses.get_mut(idx).map(|x| *x = o.clone()),
+                Object::IngressClass(o) => s.ingress_classes.get_mut(idx).map(|x| *x = o.clone()),
+                Object::Service(o) => s.services.get_mut(idx).map(|x| *x = o.clone()),
+                Object::Endpoints(o) => s.endpoints.get_mut(idx).map(|x| *x = o.clone()),
+                Object::Secret(o) => s.secrets.get_mut(idx).map(|x| *x = o.clone()),
+                Object::Node(o) => s.nodes.get_mut(idx).map(|x| *x = o.clone()),
+                Object::Namespace(o) => s.namespaces.get_mut(idx).map(|x| *x = o.clone()),
+                Object::EndpointSlice(o) => s.endpoint_slices.get_mut(idx).map(|x| *x = o.clone()),
+                Object::ClassParams(o) => s.class_params.get_mut(idx).map(|x| *x = o.clone()),
+            };
+            if put.is_none() {
+                return false;
+            }
+        }
+        true
+    }
 }
 
 impl ParsedFile {
+    /// The same objects (by kind, namespace and name, in order) and the same diagnostics:
+    /// a change that only replaces objects' contents.
+    fn same_shape(&self, other: &ParsedFile) -> bool {
+        self.entries.len() == other.entries.len()
+            && self
+                .entries
+                .iter()
+                .zip(&other.entries)
+                .all(|(a, b)| match (a, b) {
+                    (Entry::Object(a), Entry::Object(b)) => {
+                        a.kind == b.kind && a.namespace == b.namespace && a.name == b.name
+                    }
+                    (Entry::Diag(a), Entry::Diag(b)) => a == b,
+                    _ => false,
+                })
+    }
+
     /// Puts back the `Arc` of every object `old` held that reads the same now, so a
     /// re-read file changes only the objects that changed.
     fn reuse_unchanged(&mut self, old: &ParsedFile) {
@@ -725,7 +861,7 @@ impl ManifestDirSource {
     /// [`FALLBACK_RESCAN`] the sizes and times of all files are compared, for events the
     /// kernel dropped (and notify's overflow marker rescans at once).
     pub fn spawn(dir: PathBuf) -> Result<Self, ManifestDirError> {
-        let cache = DirCache::load(&dir)?;
+        let mut cache = DirCache::load(&dir)?;
         let (snapshot, diagnostics) = cache.snapshot();
         let (tx, rx) = watch::channel(Arc::new(SourceState {
             snapshot,
