@@ -283,10 +283,9 @@ proptest::proptest! {
         let dir = tempfile::tempdir().expect("tempdir");
         let d = dir.path();
         let path = |f: usize| d.join(format!("f{f}.yaml"));
-        let mut text: Vec<String> = vec![String::new(); 4];
-        for f in 0..4 {
-            text[f] = ingress_yaml(&format!("i{f}"));
-            std::fs::write(path(f), &text[f]).expect("write");
+        let mut text: Vec<String> = (0..4).map(|f| ingress_yaml(&format!("i{f}"))).collect();
+        for (f, t) in text.iter().enumerate() {
+            std::fs::write(path(f), t).expect("write");
         }
         let mut cache = DirCache::load(d).expect("load");
         let _ = cache.snapshot();
