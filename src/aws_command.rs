@@ -146,7 +146,7 @@ pub async fn reconcile_model(
             .model
             .load_balancers
             .iter()
-            .map(|lb| (lb.id.clone(), lb.ingresses.clone()))
+            .map(|lb| (lb.id.clone(), lb.ingresses.to_vec()))
             .collect(),
     }
 }

@@ -263,7 +263,7 @@ async fn write_status(
             };
             report.diagnostics.extend(out.diagnostics.iter().cloned());
             for lb in &out.model.load_balancers {
-                for r in &lb.ingresses {
+                for r in lb.ingresses.iter() {
                     report
                         .addresses
                         .insert((r.namespace.clone(), r.name.clone()), addresses.clone());

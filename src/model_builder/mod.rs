@@ -43,6 +43,7 @@ use crate::class_params::TollgateClassParamsSpec;
 pub(crate) type FastMap<K, V> = HashMap<K, V, ahash::RandomState>;
 pub(crate) type FastSet<K> = std::collections::HashSet<K, ahash::RandomState>;
 use crate::ClusterSnapshot;
+use smallvec::SmallVec;
 use std::sync::Arc;
 
 /// The controller name Tollgate's IngressClasses carry in `spec.controller`.
@@ -161,6 +162,9 @@ pub struct BuildCache {
     made_for: Option<(ProviderKind, TargetType, Grouping)>,
     /// Counts builds; an entry not used by the latest is dropped.
     round: u64,
+    /// The Services of the last build (held, so that comparing allocations is sound): when
+    /// they are the very same, every cached resolution still holds without checking it.
+    services: Vec<Arc<k8s_openapi::api::core::v1::Service>>,
 }
 
 /// One Ingress as `read_member` read it, with what it was read for.
@@ -188,7 +192,20 @@ pub fn build_with(
 ) -> BuildOutput {
     let mut diags = Vec::new();
     let classes = ClassSelector::new(&snapshot.ingress_classes, opts);
-    let backends = BackendIndex::new(snapshot, opts.provider, &mut diags);
+    let mut backends = BackendIndex::new(snapshot, opts.provider, &mut diags);
+    // Every resolution kept in the cache was checked against (or made from) the last
+    // build's Services: if those are the same allocations, none needs checking again.
+    let same_services = cache.services.len() == snapshot.services.len()
+        && cache
+            .services
+            .iter()
+            .zip(&snapshot.services)
+            .all(|(a, b)| Arc::ptr_eq(a, b));
+    if same_services {
+        backends.services_unchanged_since_last_build();
+    } else {
+        cache.services = snapshot.services.clone();
+    }
     let mut secrets = SecretIndex::new(&snapshot.secrets, &mut cache.secrets);
 
     // Each claimed Ingress read (with its class parameters applied) or taken from the cache:
@@ -309,11 +326,11 @@ struct ListenerDraft {
 /// The ports an Ingress listens on: `listen-ports`, else HTTP:80 and, when it has TLS (or
 /// always, for the in-cluster proxy, which like ingress-nginx serves every host on both
 /// ports), HTTPS:443.
-fn member_ports(m: &Member, grouping: &Grouping) -> Vec<(ListenerProtocol, u16)> {
+fn member_ports(m: &Member, grouping: &Grouping) -> SmallVec<[(ListenerProtocol, u16); 2]> {
     match &m.settings.listen_ports {
-        Some(p) => p.clone(),
+        Some(p) => p.iter().copied().collect(),
         None => {
-            let mut p = vec![(ListenerProtocol::Http, 80)];
+            let mut p = smallvec::smallvec![(ListenerProtocol::Http, 80)];
             let every_host_on_https = matches!(grouping, Grouping::Single(_));
             if every_host_on_https || !m.tls.is_empty() || !m.settings.certificate_arns.is_empty() {
                 p.push((ListenerProtocol::Https, 443));
@@ -430,7 +447,14 @@ fn build_load_balancer(
     // same objects); target groups filled with today's targets.
     let resolved: Vec<Arc<ResolvedMember>> = members
         .iter()
-        .map(|m| cache.resolved(m, || member_ports(m, &opts.grouping), backends, opts))
+        .map(|m| {
+            cache.resolved(
+                m,
+                || member_ports(m, &opts.grouping).to_vec(),
+                backends,
+                opts,
+            )
+        })
         .collect();
     let mut tgs = TargetGroupSet::new(backends);
     for rm in &resolved {
@@ -504,7 +528,7 @@ fn build_load_balancer(
         });
     }
 
-    let ingresses: Vec<_> = members.iter().map(|m| m.obj.clone()).collect();
+    let ingresses = cache.ingresses(members);
     let scheme = scheme.map(|(s, _)| s).unwrap_or_default();
     if let Some((IpAddressType::DualstackWithoutPublicIpv4, i)) = ip_address_type {
         if scheme == Scheme::Internal {

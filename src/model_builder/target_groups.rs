@@ -34,6 +34,8 @@ pub(crate) struct BackendIndex<'a> {
     /// Services carrying a protective annotation the provider does not honour: routes to
     /// them answer 503 instead of forwarding without the protection.
     service_refusals: FastMap<(&'a str, &'a str), String>,
+    /// Set when every Service is the same object as in the last build (see `unchanged`).
+    services_as_last_build: bool,
 }
 
 fn ns_name(meta: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta) -> (&str, &str) {
@@ -112,6 +114,7 @@ impl<'a> BackendIndex<'a> {
             nodes: snap.nodes.iter().map(|n| &**n).collect(),
             service_settings,
             service_refusals,
+            services_as_last_build: false,
         }
     }
 }
@@ -180,17 +183,24 @@ pub(crate) struct ServiceDep {
 
 impl BackendIndex<'_> {
     /// Whether every Service in `deps` is still what was found then.
+    /// Every Service is the same object as in the last build: a resolution checked then
+    /// (the only ones the builder keeps) is unchanged without looking at its lookups.
+    pub(crate) fn services_unchanged_since_last_build(&mut self) {
+        self.services_as_last_build = true;
+    }
+
     pub(crate) fn unchanged(&self, deps: &[ServiceDep]) -> bool {
-        deps.iter().all(|d| {
-            match (
-                self.services.get(&(d.namespace.as_str(), d.name.as_str())),
-                &d.found,
-            ) {
-                (None, None) => true,
-                (Some(now), Some(then)) => Arc::ptr_eq(now, then),
-                _ => false,
-            }
-        })
+        self.services_as_last_build
+            || deps.iter().all(|d| {
+                match (
+                    self.services.get(&(d.namespace.as_str(), d.name.as_str())),
+                    &d.found,
+                ) {
+                    (None, None) => true,
+                    (Some(now), Some(then)) => Arc::ptr_eq(now, then),
+                    _ => false,
+                }
+            })
     }
 }
 

@@ -384,7 +384,7 @@ pub fn build_stack(
     let mut target_groups = Vec::new();
     for (i, tg) in ordered.into_iter().enumerate() {
         if i >= limits.target_groups_per_load_balancer {
-            for ing in &lb.ingresses {
+            for ing in lb.ingresses.iter() {
                 diags.push(ingress_diag(
                     ing,
                     Reason::QuotaExceeded,

@@ -64,8 +64,9 @@ pub struct LoadBalancer {
     /// `ingress/<namespace>/<name>` for an Ingress that is its own group.
     pub id: String,
     /// The Ingresses built into this load balancer, in precedence order (`group.order`,
-    /// then oldest, then namespace/name): the first wins any conflict.
-    pub ingresses: Vec<ObjectRef>,
+    /// then oldest, then namespace/name): the first wins any conflict. Shared: the builder
+    /// hands the same list on while the members are the same (issue 16).
+    pub ingresses: Arc<[ObjectRef]>,
     /// `internal` or `internet-facing` (AWS); ignored by the proxy.
     pub scheme: Scheme,
     /// Subnets, security groups, inbound CIDRs and IP address type (AWS); ignored by the

@@ -381,7 +381,7 @@ mod tests {
         DesiredState {
             load_balancers: vec![LoadBalancer {
                 id: "proxy".into(),
-                ingresses: vec![],
+                ingresses: Arc::from([]),
                 scheme: Default::default(),
                 network: Default::default(),
                 attributes: Default::default(),
