@@ -1,7 +1,7 @@
 //! `tollgate aws`: a source feeding the model builder feeding the AWS provider — the AWS
 //! counterpart of `tollgate proxy`.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -13,7 +13,7 @@ use tokio::sync::watch;
 use tollgate_aws::alb_stack::{build_stacks, AlbLimits, AlbStack};
 use tollgate_aws::aws_api::{stack_of, Aws, AwsError};
 use tollgate_aws::inventory::Inventory;
-use tollgate_aws::plan::plan_holding;
+use tollgate_aws::plan::plan_scoped;
 use tollgate_contract::{DesiredState, Diagnostic, ObjectKind, ObjectRef};
 
 use crate::admin_server::{serve_aws_admin, AwsAdminState};
@@ -106,20 +106,67 @@ pub async fn reconcile(
     reconcile_model(aws, inventory, out, opts).await
 }
 
-/// [`reconcile`] for a model already built from the snapshot.
+/// Each stack as it was desired when AWS last matched it, so that a reconcile plans only the
+/// stacks whose desired state changed (issue 16: one Ingress's change plans its stack, not
+/// 10,000). Valid only while the inventory is kept by our own writes: forget it whenever
+/// AWS is re-read, so that drift is still found.
+#[derive(Debug, Default)]
+pub struct SettledStacks(HashMap<String, AlbStack>);
+
+impl SettledStacks {
+    pub fn forget(&mut self) {
+        self.0.clear();
+    }
+
+    /// The stacks desired exactly as when they last matched AWS.
+    fn unchanged(&self, stacks: &[AlbStack]) -> BTreeSet<String> {
+        stacks
+            .iter()
+            .filter(|s| self.0.get(&s.stack) == Some(s))
+            .map(|s| s.stack.clone())
+            .collect()
+    }
+
+    /// Remembers the stacks AWS now matches; forgets the others and those no longer desired.
+    fn record(&mut self, stacks: &[AlbStack], unconverged: &BTreeSet<String>) {
+        let desired: HashSet<&str> = stacks.iter().map(|s| s.stack.as_str()).collect();
+        self.0
+            .retain(|k, _| desired.contains(k.as_str()) && !unconverged.contains(k));
+        for s in stacks {
+            if unconverged.contains(&s.stack) || self.0.get(&s.stack) == Some(s) {
+                continue;
+            }
+            self.0.insert(s.stack.clone(), s.clone());
+        }
+    }
+}
+
+/// [`reconcile`] for a model already built from the snapshot, planning every stack.
 pub async fn reconcile_model(
     aws: &Aws,
     inventory: &mut Inventory,
     out: BuildOutput,
     opts: &AwsRunOptions,
 ) -> Reconciled {
+    reconcile_changed(aws, inventory, out, opts, &mut SettledStacks::default()).await
+}
+
+/// [`reconcile_model`], planning only the stacks not `settled` as they are desired now.
+pub async fn reconcile_changed(
+    aws: &Aws,
+    inventory: &mut Inventory,
+    out: BuildOutput,
+    opts: &AwsRunOptions,
+    settled: &mut SettledStacks,
+) -> Reconciled {
     let (stacks, mut diagnostics) = stacks_of(&out, opts);
+    let unchanged = settled.unchanged(&stacks);
     if let Err(e) = aws.look_up_names(&stacks, inventory).await {
         // Stacks naming subnets or security groups by tag are reported as unresolved.
         tracing::warn!(error = %e, "cannot look up subnet and security group names");
     }
     let held = &out.held_load_balancers;
-    let p = plan_holding(&stacks, inventory, held);
+    let p = plan_scoped(&stacks, inventory, held, &unchanged);
     diagnostics.extend(p.diagnostics.iter().cloned());
     if !p.is_empty() {
         tracing::info!(changes = p.changes.len(), "applying AWS plan\n{p}");
@@ -129,11 +176,16 @@ pub async fn reconcile_model(
     let mut unconverged_stacks: BTreeSet<String> =
         failures.iter().map(|d| d.subject.name.clone()).collect();
     diagnostics.extend(failures);
-    let after = plan_holding(&stacks, inventory, held);
+    let after = plan_scoped(&stacks, inventory, held, &unchanged);
     unconverged_stacks.extend(after.changes.iter().map(|c| stack_of(c, inventory)));
     // A held or undeletable stack is not what is desired: its deleted Ingresses keep their
     // finalizer.
     unconverged_stacks.extend(after.blocked_stacks.iter().cloned());
+    if !failed {
+        settled.record(&stacks, &unconverged_stacks);
+    } else {
+        settled.forget();
+    }
     diagnostics.sort();
     diagnostics.dedup();
     Reconciled {
@@ -224,6 +276,7 @@ pub async fn run_continuous(
     // An Ingress that turns invalid keeps its load balancer as its last valid version built
     // it; after a restart, its load balancer is held as AWS has it.
     let mut last_good = crate::LastKnownGood::default();
+    let mut settled = SettledStacks::default();
     loop {
         let leading = leadership.as_ref().is_none_or(|l| *l.borrow());
         admin.leader.store(leading, Ordering::Relaxed);
@@ -233,8 +286,15 @@ pub async fn run_continuous(
             let full = inventory.is_none() || last_full_observe.elapsed() >= opts.full_resync;
             if full || last_observe.elapsed() >= opts.resync {
                 let read = match inventory.as_mut() {
-                    Some(inv) if !full => aws.resync(inv).await.map(|_| ()),
-                    _ => aws.observe().await.map(|inv| inventory = Some(inv)),
+                    Some(inv) if !full => aws.resync(inv).await.map(|reread| {
+                        if reread {
+                            settled.forget();
+                        }
+                    }),
+                    _ => aws.observe().await.map(|inv| {
+                        inventory = Some(inv);
+                        settled.forget();
+                    }),
                 };
                 match read {
                     Ok(()) if full => last_full_observe = Instant::now(),
@@ -251,7 +311,7 @@ pub async fn run_continuous(
                     add_finalizers(ctx, &state.snapshot, &out.model).await;
                 }
                 let started = Instant::now();
-                let r = reconcile_model(&aws, inv, out, opts).await;
+                let r = reconcile_changed(&aws, inv, out, opts, &mut settled).await;
                 admin.reconciles.fetch_add(1, Ordering::Relaxed);
                 if !r.converged {
                     admin.reconcile_failures.fetch_add(1, Ordering::Relaxed);
@@ -274,6 +334,7 @@ pub async fn run_continuous(
             }
         } else {
             inventory = None;
+            settled.forget();
         }
         let lost_or_won = async {
             match leadership.as_mut() {

@@ -3,11 +3,13 @@
 //! the quotas Tollgate enforces itself. The inventory is advanced with `Inventory::record`,
 //! the same bookkeeping the SDK layer does after each successful call.
 
+use std::collections::BTreeSet;
+
 use tollgate::sources::manifest_dir::parse_manifests;
 use tollgate::{build, BuildOptions};
 use tollgate_aws::alb_stack::{build_stacks, AlbLimits, AlbStack};
 use tollgate_aws::inventory::Inventory;
-use tollgate_aws::plan::{plan, Change, Plan};
+use tollgate_aws::plan::{plan, plan_scoped, Change, Plan};
 use tollgate_contract::{Diagnostic, Reason};
 
 const SERVICES: &str = r#"
@@ -431,4 +433,99 @@ spec:
             .any(|d| d.message.contains("dualstack-without-public-ipv4")),
         "{diags:#?}"
     );
+}
+
+fn fixture_cert(name: &str) -> String {
+    let path = format!("{}/tests/fixtures/certs/{name}", env!("CARGO_MANIFEST_DIR"));
+    std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{path}: {e}"))
+}
+
+/// Ingress `i` as its own stack: path `/p{path}` to `svc`; the even ones with a TLS Secret
+/// (imported into ACM), so certificate clean-up is in play.
+fn own_stack(i: usize, path: usize, svc: &str) -> String {
+    let tls = if i % 2 == 0 {
+        format!("  tls: [{{hosts: [s{i}.example.com], secretName: tls-{i}}}]\n")
+    } else {
+        String::new()
+    };
+    let indent = |pem: String| -> String { pem.lines().map(|l| format!("    {l}\n")).collect() };
+    let secret = if i % 2 == 0 {
+        format!(
+            "---\napiVersion: v1\nkind: Secret\nmetadata: {{name: tls-{i}}}\ntype: kubernetes.io/tls\nstringData:\n  tls.crt: |\n{}  tls.key: |\n{}",
+            indent(fixture_cert("a.crt")),
+            indent(fixture_cert("a.key"))
+        )
+    } else {
+        String::new()
+    };
+    format!(
+        "---\napiVersion: networking.k8s.io/v1\nkind: Ingress\nmetadata: {{name: ing{i}}}\nspec:\n  ingressClassName: tollgate\n{tls}  rules: [{{host: s{i}.example.com, http: {{paths: [{{path: /p{path}, pathType: Prefix, backend: {{service: {{name: {svc}, port: {{number: 80}}}}}}}}]}}}}]\n{secret}"
+    )
+}
+
+/// Issue 16: a reconcile that skips the stacks desired exactly as when AWS last matched them
+/// plans the same changes as one that looks at every stack — through path changes, Service
+/// changes, deletions (with their imported certificates) and additions.
+#[test]
+fn planning_only_changed_stacks_plans_what_planning_all_does() {
+    // (path, service) of each Ingress; None when deleted.
+    let mut ings: Vec<Option<(usize, &str)>> = (0..6).map(|i| Some((i, "web"))).collect();
+    let manifests = |ings: &[Option<(usize, &str)>]| -> String {
+        let mut m = SERVICES.to_string();
+        for (i, ing) in ings.iter().enumerate() {
+            if let Some((path, svc)) = ing {
+                m.push_str(&own_stack(i, *path, svc));
+            }
+        }
+        m
+    };
+    let mut inv = Inventory::default();
+    let mut arn = 0;
+    let (mut last, diags) = stacks(&manifests(&ings));
+    assert!(diags.is_empty(), "{diags:#?}");
+    assert_eq!(last.len(), 6);
+    let cold = plan(&last, &inv);
+    apply(&mut inv, &cold, &last, &mut arn);
+    assert!(plan(&last, &inv).is_empty());
+
+    let steps: Vec<(usize, Option<(usize, &str)>)> = vec![
+        (1, Some((7, "web"))),
+        (2, Some((2, "api"))),
+        (4, None),
+        (4, Some((4, "web"))),
+        (0, None),
+        (3, Some((9, "api"))),
+        (5, None),
+    ];
+    for (step, (i, now)) in steps.into_iter().enumerate() {
+        ings[i] = now;
+        let (desired, _) = stacks(&manifests(&ings));
+        let settled: BTreeSet<String> = desired
+            .iter()
+            .filter(|s| last.iter().any(|l| l == *s))
+            .map(|s| s.stack.clone())
+            .collect();
+        assert_eq!(
+            settled.len(),
+            desired.len() - usize::from(now.is_some()),
+            "step {step}: every other stack is unchanged"
+        );
+        let scoped = plan_scoped(&desired, &inv, &BTreeSet::new(), &settled);
+        let full = plan(&desired, &inv);
+        assert!(!full.is_empty(), "step {step} changes something");
+        assert_eq!(scoped.to_string(), full.to_string(), "step {step}");
+        assert_eq!(scoped.changes, full.changes, "step {step}");
+        if now.is_none() && i % 2 == 0 {
+            assert!(
+                scoped
+                    .changes
+                    .iter()
+                    .any(|c| matches!(c, Change::DeleteCertificate { .. })),
+                "step {step}: the deleted Ingress's imported certificate goes:\n{scoped}"
+            );
+        }
+        apply(&mut inv, &scoped, &desired, &mut arn);
+        assert!(plan(&desired, &inv).is_empty(), "step {step} converged");
+        last = desired;
+    }
 }

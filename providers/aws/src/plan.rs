@@ -5,7 +5,7 @@
 //! load balancers, then target groups no rule uses any more). Creating before deleting means
 //! a route is never missing while it moves.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::fmt;
 
 use serde::Serialize;
@@ -579,6 +579,16 @@ fn certificates_differ(observed: &[String], wanted: &[String]) -> bool {
 /// Whether `item` (an element of `all`) comes after another with the same key. A create
 /// retried after its answer was lost can leave two of a resource, on an API that allows it;
 /// only the first is used, the others are deleted.
+/// The index of the first element with each key: a later one with the same key is a
+/// duplicate (see [`is_duplicate`]), found in one pass over many.
+fn first_by<'a, T>(all: &'a [T], key: impl Fn(&'a T) -> &'a str) -> HashMap<&'a str, usize> {
+    let mut first = HashMap::new();
+    for (i, x) in all.iter().enumerate() {
+        first.entry(key(x)).or_insert(i);
+    }
+    first
+}
+
 fn is_duplicate<T, K: PartialEq>(all: &[T], item: &T, key: impl Fn(&T) -> K) -> bool {
     let k = key(item);
     all.iter()
@@ -772,13 +782,37 @@ pub fn plan(desired: &[AlbStack], observed: &Inventory) -> Plan {
 /// valid version is not known, so what is desired of the stack is not known either).
 /// Imported certificates are not deleted while anything is held: a held listener may use one.
 pub fn plan_holding(desired: &[AlbStack], observed: &Inventory, held: &BTreeSet<String>) -> Plan {
+    plan_scoped(desired, observed, held, &BTreeSet::new())
+}
+
+/// [`plan_holding`], not looking inside the `settled` stacks: the caller knows each is
+/// desired exactly as when AWS last matched it and that AWS has not been re-read since
+/// (issue 16: a change to one Ingress plans only its stack). They still count as desired,
+/// so nothing of theirs is deleted and their certificates stay wanted.
+pub fn plan_scoped(
+    desired: &[AlbStack],
+    observed: &Inventory,
+    held: &BTreeSet<String>,
+    settled: &BTreeSet<String>,
+) -> Plan {
     let mut p = Phases::default();
     let mut diagnostics = Vec::new();
+    // Indexes, so that planning is linear in the number of stacks, not quadratic.
+    let desired_by_stack: HashMap<&str, &AlbStack> =
+        desired.iter().map(|s| (s.stack.as_str(), s)).collect();
+    let mut lbs_by_stack: HashMap<&str, &ObservedLoadBalancer> = HashMap::new();
+    for lb in &observed.load_balancers {
+        lbs_by_stack.entry(lb.stack.as_str()).or_insert(lb);
+    }
+    let mut tgs_by_stack: HashMap<&str, Vec<&ObservedTargetGroup>> = HashMap::new();
+    for tg in &observed.target_groups {
+        tgs_by_stack.entry(tg.stack.as_str()).or_default().push(tg);
+    }
     // A load balancer nobody wants any more but with deletion protection on cannot be
     // deleted: say so, and leave its whole stack (its target groups are still in use).
     let mut held = held.clone();
     for lb in &observed.load_balancers {
-        let wanted = desired.iter().any(|s| s.stack == lb.stack);
+        let wanted = desired_by_stack.contains_key(lb.stack.as_str());
         let protected = lb
             .attributes
             .get("deletion_protection.enabled")
@@ -810,8 +844,8 @@ pub fn plan_holding(desired: &[AlbStack], observed: &Inventory, held: &BTreeSet<
         &kept
     };
     for stack in held {
-        let wanted = desired.iter().any(|s| &s.stack == stack);
-        if wanted && observed.load_balancers.iter().any(|lb| &lb.stack == stack) {
+        let wanted = desired_by_stack.contains_key(stack.as_str());
+        if wanted && lbs_by_stack.contains_key(stack.as_str()) {
             diagnostics.push(Diagnostic::new(
                 Severity::Warning,
                 ObjectKind::LoadBalancer,
@@ -829,15 +863,14 @@ pub fn plan_holding(desired: &[AlbStack], observed: &Inventory, held: &BTreeSet<
         .collect();
 
     for stack in desired {
-        let lb_obs: Option<&ObservedLoadBalancer> = observed
-            .load_balancers
-            .iter()
-            .find(|lb| lb.stack == stack.stack);
-        let observed_tgs: Vec<_> = observed
-            .target_groups
-            .iter()
-            .filter(|tg| tg.stack == stack.stack)
-            .collect();
+        if settled.contains(&stack.stack) {
+            continue;
+        }
+        let lb_obs: Option<&ObservedLoadBalancer> = lbs_by_stack.get(stack.stack.as_str()).copied();
+        let observed_tgs: &[&ObservedTargetGroup] = tgs_by_stack
+            .get(stack.stack.as_str())
+            .map(Vec::as_slice)
+            .unwrap_or(&[]);
 
         // Target groups and their targets.
         for tg in &stack.target_groups {
@@ -891,9 +924,9 @@ pub fn plan_holding(desired: &[AlbStack], observed: &Inventory, held: &BTreeSet<
             .iter()
             .map(|t| t.name.as_str())
             .collect();
-        for o in &observed_tgs {
+        for o in observed_tgs {
             if !wanted_tg_names.contains(o.spec.name.as_str())
-                || is_duplicate(&observed_tgs, o, |t| t.spec.name.clone())
+                || is_duplicate(observed_tgs, o, |t| t.spec.name.clone())
             {
                 deregister_all(o, &mut p);
                 p.delete_target_groups.push(Change::DeleteTargetGroup {
@@ -1057,14 +1090,16 @@ pub fn plan_holding(desired: &[AlbStack], observed: &Inventory, held: &BTreeSet<
 
     // Managed security groups of stacks nobody wants (or a duplicate) go after their load
     // balancers.
-    for g in &observed.security_groups {
+    let first_sg = first_by(&observed.security_groups, |g| g.stack.as_str());
+    for (i, g) in observed.security_groups.iter().enumerate() {
         if held.contains(&g.stack) {
             continue;
         }
-        if is_duplicate(&observed.security_groups, g, |x| x.stack.clone())
-            || !desired
-                .iter()
-                .any(|s| s.stack == g.stack && s.load_balancer.managed_security_group.is_some())
+        let duplicate = first_sg.get(g.stack.as_str()) != Some(&i);
+        if duplicate
+            || desired_by_stack
+                .get(g.stack.as_str())
+                .is_none_or(|s| s.load_balancer.managed_security_group.is_none())
         {
             p.delete_security_groups.push(Change::DeleteSecurityGroup {
                 id: g.id.clone(),
@@ -1075,13 +1110,12 @@ pub fn plan_holding(desired: &[AlbStack], observed: &Inventory, held: &BTreeSet<
 
     // Stacks nobody wants: the load balancer (with its listeners and rules), then its target
     // groups.
-    for o in observed
-        .load_balancers
-        .iter()
-        .filter(|o| !held.contains(&o.stack))
-    {
-        if !desired_stacks.contains(o.stack.as_str())
-            || is_duplicate(&observed.load_balancers, o, |x| x.stack.clone())
+    let first_lb = first_by(&observed.load_balancers, |lb| lb.stack.as_str());
+    for (i, o) in observed.load_balancers.iter().enumerate() {
+        if held.contains(&o.stack) {
+            continue;
+        }
+        if !desired_stacks.contains(o.stack.as_str()) || first_lb.get(o.stack.as_str()) != Some(&i)
         {
             p.delete_load_balancers.push(Change::DeleteLoadBalancer {
                 arn: o.arn.clone(),
