@@ -304,6 +304,66 @@ async fn tls_certificates_by_sni() {
     .await
     .expect("c");
     assert_eq!(r.server_cert, w_der);
+
+    // The Secret rotates: the new certificate is served. Then a change that touches no
+    // certificate (a route added) keeps serving it: the store is kept, not lost.
+    let (a2_crt, a2_key, a2_der) = self_signed(&["a.example.com"]);
+    let rotated = m.replace(
+        &tls_secret("a-tls", &a_crt, &a_key),
+        &tls_secret("a-tls", &a2_crt, &a2_key),
+    );
+    assert_ne!(rotated, m);
+    p.write("main.yaml", &rotated);
+    let served = |want: Vec<u8>| {
+        let https = p.https;
+        move || {
+            let want = want.clone();
+            async move {
+                tls_get(
+                    https,
+                    Some("a.example.com"),
+                    "a.example.com",
+                    "/",
+                    &["h2"],
+                    &[&rustls::version::TLS13],
+                )
+                .await
+                .is_ok_and(|r| r.server_cert == want)
+            }
+        }
+    };
+    wait_until(
+        Duration::from_secs(10),
+        "the rotated certificate",
+        served(a2_der.clone()),
+    )
+    .await;
+    let old_route = "paths: [{path: '/', pathType: Prefix, backend: {service: {name: two,";
+    assert!(rotated.contains(old_route));
+    p.write(
+        "main.yaml",
+        &rotated.replace(
+            old_route,
+            "paths: [{path: '/new', pathType: Prefix, backend: {service: {name: two, port: {number: 80}}}}, {path: '/', pathType: Prefix, backend: {service: {name: two,",
+        ),
+    );
+    wait_until(Duration::from_secs(10), "the new route", || async {
+        get(p.http, "b.example.com", "/new")
+            .await
+            .is_ok_and(|r| r.0 == 200)
+    })
+    .await;
+    let r = tls_get(
+        p.https,
+        Some("a.example.com"),
+        "a.example.com",
+        "/",
+        &["h2"],
+        tls13,
+    )
+    .await
+    .expect("a after an unrelated change");
+    assert_eq!(r.server_cert, a2_der, "still the rotated certificate");
     p.stop().await;
 }
 

@@ -140,6 +140,11 @@ struct CachedFile {
     parsed: ParsedFile,
 }
 
+/// How long a file-system event waits for others of the same burst (a tool writing several
+/// files). Each refresh is a consistent state whatever the window; a longer one only saves
+/// builds, at the price of every change's latency (it was 15 ms; issue 16).
+const EVENT_COALESCE: Duration = Duration::from_millis(5);
+
 /// The parsed contents of a manifest directory, file by file. Refreshing re-reads only files
 /// whose [`Stamp`] moved; re-reading a file keeps the `Arc` of every object in it that did not
 /// change.
@@ -900,8 +905,10 @@ impl ManifestDirSource {
                 let touched = tokio::select! {
                     ev = ev_rx.recv() => {
                         let Some(first) = ev else { return };
-                        // Coalesce a burst of events into one refresh.
-                        tokio::time::sleep(Duration::from_millis(15)).await;
+                        // Coalesce a burst of events into one refresh. Short: it is added
+                        // to every change's latency, and events that arrive while a
+                        // refresh and build run are absorbed by the next one anyway.
+                        tokio::time::sleep(EVENT_COALESCE).await;
                         let mut touched = first;
                         while let Ok(more) = ev_rx.try_recv() {
                             touched.absorb(more);

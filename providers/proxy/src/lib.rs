@@ -70,6 +70,9 @@ pub struct Proxy {
     retired: Mutex<Option<Arc<ProxyConfig>>>,
     /// Keys of the certificates being served, reused by the next configuration.
     keys: Mutex<tls::KeyCache>,
+    /// The certificates the served store was made from: an unchanged list (most changes)
+    /// keeps the store instead of walking thousands of certificates again (issue 16).
+    certs_from: Mutex<Option<Vec<tollgate_contract::Certificate>>>,
     /// Reported as every load balancer's address in Ingress status.
     publish_address: Option<String>,
 }
@@ -102,6 +105,7 @@ impl Proxy {
             resolver,
             default_cert,
             keys: Mutex::new(tls::KeyCache::default()),
+            certs_from: Mutex::new(None),
             retired: Mutex::new(None),
             publish_address,
         })
@@ -135,17 +139,25 @@ impl Proxy {
             .load_balancers
             .iter()
             .find_map(|lb| lb.listener(HTTPS_PORT));
-        let mut keys = match self.keys.lock() {
+        let certs = https.map(|l| l.certificates.as_slice()).unwrap_or(&[]);
+        let mut certs_from = match self.certs_from.lock() {
             Ok(g) => g,
             Err(poisoned) => poisoned.into_inner(),
         };
-        self.resolver
-            .store
-            .store(Arc::new(CertStore::from_listener_reusing(
-                https,
-                self.default_cert.clone(),
-                &mut keys,
-            )));
+        if certs_from.as_deref() != Some(certs) {
+            let mut keys = match self.keys.lock() {
+                Ok(g) => g,
+                Err(poisoned) => poisoned.into_inner(),
+            };
+            self.resolver
+                .store
+                .store(Arc::new(CertStore::from_listener_reusing(
+                    https,
+                    self.default_cert.clone(),
+                    &mut keys,
+                )));
+            *certs_from = Some(certs.to_vec());
+        }
         let old = self.shared.config.swap(Arc::new(cfg));
         // Freed by whoever takes it (`take_retired`), off the path of the next change.
         let mut retired = match self.retired.lock() {
