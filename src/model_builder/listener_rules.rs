@@ -403,6 +403,8 @@ fn keep_order(order: &mut Vec<String>, now: &FastMap<&str, Claimants>) {
     *order = hosts.into_iter().map(str::to_string).collect();
 }
 
+type MemberList = Vec<Arc<Member>>;
+
 /// What one load balancer keeps between builds.
 #[derive(Debug, Default)]
 pub(crate) struct RulesCache {
@@ -411,8 +413,9 @@ pub(crate) struct RulesCache {
     listeners: BTreeMap<u16, ListenerEntries>,
     /// Target group specs by id, so that members resolving to the same one share it.
     specs: FastMap<String, Arc<TargetGroupSpec>>,
-    /// The members' identities as last built, handed on while they read the same.
-    ingresses: Option<Arc<[ObjectRef]>>,
+    /// The members' identities as last built (with the members they came from), handed on
+    /// while they read the same.
+    ingresses: Option<(MemberList, Arc<[ObjectRef]>)>,
     pub round: u64,
 }
 
@@ -447,13 +450,24 @@ impl RulesCache {
     /// The members' identities in precedence order: the last build's list when it reads the
     /// same (compared, not rebuilt: 10,000 names are 20,000 allocations).
     pub(crate) fn ingresses(&mut self, members: &[&Arc<Member>]) -> Arc<[ObjectRef]> {
-        if let Some(was) = &self.ingresses {
-            if was.len() == members.len() && was.iter().zip(members).all(|(o, m)| *o == m.obj) {
+        if let Some((from, was)) = &mut self.ingresses {
+            if from.len() == members.len()
+                && from
+                    .iter()
+                    .zip(members)
+                    .all(|(f, m)| Arc::ptr_eq(f, m) || f.obj == m.obj)
+            {
+                for (f, m) in from.iter_mut().zip(members) {
+                    if !Arc::ptr_eq(f, m) {
+                        *f = Arc::clone(m);
+                    }
+                }
                 return was.clone();
             }
         }
         let now: Arc<[ObjectRef]> = members.iter().map(|m| m.obj.clone()).collect();
-        self.ingresses = Some(now.clone());
+        let from = members.iter().map(|m| Arc::clone(m)).collect();
+        self.ingresses = Some((from, now.clone()));
         now
     }
 
@@ -479,7 +493,7 @@ pub(crate) fn listener_rules(
     cache: &mut RulesCache,
     port: u16,
     protocol: ListenerProtocol,
-    attached: &[Arc<ResolvedMember>],
+    attached: &[&Arc<ResolvedMember>],
     default_action: &Action,
     diags: &mut Vec<Diagnostic>,
 ) -> tollgate_contract::RuleList {
@@ -577,7 +591,7 @@ pub(crate) fn listener_rules(
 
 /// What every host of one listener is computed with.
 struct HostInputs<'x> {
-    attached: &'x [Arc<ResolvedMember>],
+    attached: &'x [&'x Arc<ResolvedMember>],
     protocol: ListenerProtocol,
     port: u16,
     default_action: &'x Action,
@@ -600,7 +614,7 @@ impl HostInputs<'_> {
                 && e.claimants
                     .iter()
                     .zip(claimants)
-                    .all(|(was, (ai, _))| Arc::ptr_eq(was, &self.attached[*ai]))
+                    .all(|(was, (ai, _))| Arc::ptr_eq(was, self.attached[*ai]))
                 && e.default_action == *self.default_action);
         if !same {
             *e = self.compute(&host(), claimants, fence);
@@ -656,7 +670,7 @@ impl HostInputs<'_> {
         HostEntry {
             claimants: claimants
                 .iter()
-                .map(|(ai, _)| self.attached[*ai].clone())
+                .map(|(ai, _)| Arc::clone(self.attached[*ai]))
                 .collect(),
             protocol: self.protocol,
             fence,

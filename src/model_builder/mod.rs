@@ -494,11 +494,8 @@ fn build_load_balancer(
             Some(a) => a,
             None => Action::FixedResponse(FixedResponse::not_found()),
         };
-        let attached: Vec<Arc<ResolvedMember>> = draft
-            .members
-            .iter()
-            .map(|&mi| resolved[mi].clone())
-            .collect();
+        let attached: Vec<&Arc<ResolvedMember>> =
+            draft.members.iter().map(|&mi| &resolved[mi]).collect();
         let rules = listener_rules::listener_rules(
             cache,
             port,
