@@ -303,3 +303,43 @@ fn the_pool_covers_valid_invalid_and_secret_cases() {
     cluster.apply(&Step::ClassParams(Some(true)));
     assert_eq!(cluster.snapshot().class_params.len(), 1);
 }
+
+/// A host whose rules read the same on the HTTP and the HTTPS listener is one allocation in
+/// both (the proxy compiles it once; issue 16's memory); one whose rules differ (a redirect to
+/// HTTPS on HTTP) is not shared.
+#[test]
+fn a_host_served_alike_on_both_listeners_is_one_chunk() {
+    let manifests = format!(
+        "{}---\n{}---\n{}",
+        service_yaml("web", &[1, 2]),
+        "apiVersion: networking.k8s.io/v1\nkind: Ingress\nmetadata: {name: plain, namespace: shop}\nspec:\n  ingressClassName: tollgate\n  rules: [{host: plain.example.com, http: {paths: [{path: /, pathType: Prefix, backend: {service: {name: web, port: {number: 80}}}}]}}]\n",
+        "apiVersion: networking.k8s.io/v1\nkind: Ingress\nmetadata: {name: secure, namespace: shop, annotations: {nginx.ingress.kubernetes.io/force-ssl-redirect: 'true'}}\nspec:\n  ingressClassName: tollgate\n  rules: [{host: secure.example.com, http: {paths: [{path: /, pathType: Prefix, backend: {service: {name: web, port: {number: 80}}}}]}}]\n",
+    );
+    let (snap, _) = parse_manifests("case.yaml", &manifests, false);
+    let out = tollgate::build(&snap, &options(ProviderKind::Proxy));
+    let lb = &out.model.load_balancers[0];
+    let chunk = |port: u16, host: &str| {
+        let l = lb.listener(port).expect("listener");
+        l.rules
+            .chunks()
+            .iter()
+            .find(|c| {
+                c.first().is_some_and(|r| {
+                    r.conditions.host == Some(tollgate_contract::HostMatch::Exact(host.to_string()))
+                })
+            })
+            .cloned()
+            .unwrap_or_else(|| panic!("no chunk for {host} on {port}"))
+    };
+    let (p80, p443) = (
+        chunk(80, "plain.example.com"),
+        chunk(443, "plain.example.com"),
+    );
+    assert!(Arc::ptr_eq(&p80, &p443), "same rules, one allocation");
+    let (s80, s443) = (
+        chunk(80, "secure.example.com"),
+        chunk(443, "secure.example.com"),
+    );
+    assert_ne!(*s80, *s443, "HTTP redirects, HTTPS forwards");
+    assert!(!Arc::ptr_eq(&s80, &s443));
+}

@@ -527,7 +527,12 @@ pub(crate) fn listener_rules(
     let any_hostless = !hostless.is_empty();
 
     let round = cache.round;
-    let entries = cache.listeners.entry(port).or_default();
+    // This listener's entries taken out, so that the other listeners' can be looked at: a
+    // host whose rules read the same on another listener (HTTP and HTTPS, usually) shares
+    // that listener's allocation, which the proxy compiles once.
+    let mut taken = cache.listeners.remove(&port).unwrap_or_default();
+    let entries = &mut taken;
+    let others = &cache.listeners;
     keep_order(&mut entries.exact_order, &exact);
     keep_order(&mut entries.wildcard_order, &wildcard);
     let mut chunks: Vec<Arc<[Rule]>> = Vec::with_capacity(exact.len() + wildcard.len() + 1);
@@ -546,14 +551,18 @@ pub(crate) fn listener_rules(
         let host = || Some(HostMatch::Exact(h.clone()));
         let e = match entries.exact.get_mut(h.as_str()) {
             Some(e) => {
-                inputs.refresh(e, host, claimants, fence);
+                if inputs.refresh(e, host, claimants, fence) {
+                    share(e, others.values().filter_map(|o| o.exact.get(h.as_str())));
+                }
                 e
             }
             None => {
-                entries
-                    .exact
-                    .entry(h.clone())
-                    .or_insert(inputs.compute(&host(), claimants, fence))
+                let mut e = inputs.compute(&host(), claimants, fence);
+                share(
+                    &mut e,
+                    others.values().filter_map(|o| o.exact.get(h.as_str())),
+                );
+                entries.exact.entry(h.clone()).or_insert(e)
             }
         };
         chunks.push(e.rules.clone());
@@ -566,27 +575,55 @@ pub(crate) fn listener_rules(
         let host = || Some(HostMatch::Wildcard(s.clone()));
         let e = match entries.wildcard.get_mut(s.as_str()) {
             Some(e) => {
-                inputs.refresh(e, host, claimants, any_hostless);
+                if inputs.refresh(e, host, claimants, any_hostless) {
+                    share(
+                        e,
+                        others.values().filter_map(|o| o.wildcard.get(s.as_str())),
+                    );
+                }
                 e
             }
-            None => entries.wildcard.entry(s.clone()).or_insert(inputs.compute(
-                &host(),
-                claimants,
-                any_hostless,
-            )),
+            None => {
+                let mut e = inputs.compute(&host(), claimants, any_hostless);
+                share(
+                    &mut e,
+                    others.values().filter_map(|o| o.wildcard.get(s.as_str())),
+                );
+                entries.wildcard.entry(s.clone()).or_insert(e)
+            }
         };
         chunks.push(e.rules.clone());
         diags.extend(e.diags.iter().cloned());
     }
     if !hostless.is_empty() {
-        let e = entries
-            .hostless
-            .get_or_insert_with(|| inputs.compute(&None, &hostless, false));
-        inputs.refresh(e, || None, &hostless, false);
-        chunks.push(e.rules.clone());
-        diags.extend(e.diags.iter().cloned());
+        let recomputed = match &mut entries.hostless {
+            Some(e) => inputs.refresh(e, || None, &hostless, false),
+            None => {
+                entries.hostless = Some(inputs.compute(&None, &hostless, false));
+                true
+            }
+        };
+        if let Some(e) = entries.hostless.as_mut() {
+            if recomputed {
+                share(e, others.values().filter_map(|o| o.hostless.as_ref()));
+            }
+            chunks.push(e.rules.clone());
+            diags.extend(e.diags.iter().cloned());
+        }
     }
+    cache.listeners.insert(port, taken);
     tollgate_contract::RuleList::from_chunks(chunks)
+}
+
+/// Makes a freshly computed host entry share the rules of the same host on another listener
+/// when they read the same (compared only when computed, so rarely).
+fn share<'e>(e: &mut HostEntry, on_other_listeners: impl Iterator<Item = &'e HostEntry>) {
+    for o in on_other_listeners {
+        if !Arc::ptr_eq(&o.rules, &e.rules) && *o.rules == *e.rules {
+            e.rules = o.rules.clone();
+            return;
+        }
+    }
 }
 
 /// What every host of one listener is computed with.
@@ -606,7 +643,7 @@ impl HostInputs<'_> {
         host: impl FnOnce() -> Option<HostMatch>,
         claimants: &[(usize, usize)],
         fence: bool,
-    ) {
+    ) -> bool {
         let same = e.round == self.round
             || (e.protocol == self.protocol
                 && e.fence == fence
@@ -620,6 +657,7 @@ impl HostInputs<'_> {
             *e = self.compute(&host(), claimants, fence);
         }
         e.round = self.round;
+        !same
     }
 
     /// One host's rules: each claim served by the first claimant (in precedence order) to
