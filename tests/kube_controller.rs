@@ -772,13 +772,13 @@ async fn admission_webhook_refuses_invalid_ingresses_and_warns_with_kubectl() {
         &k,
         &support::ingress(
             "timeouts",
-            "nginx.ingress.kubernetes.io/proxy-read-timeout: '120'",
+            "nginx.ingress.kubernetes.io/proxy-send-timeout: '120'",
             &[("timeouts.example", "/", "Prefix", "web")],
         ),
     );
     assert!(ok, "{stderr}");
     assert!(
-        stderr.contains("Warning:") && stderr.contains("proxy-read-timeout"),
+        stderr.contains("Warning:") && stderr.contains("proxy-send-timeout"),
         "kubectl prints the warning: {stderr}"
     );
 

@@ -565,3 +565,99 @@ async fn proxy_body_size_answers_413() {
     assert_eq!(r.0, StatusCode::OK, "h2c within the limit");
     p.stop().await;
 }
+
+/// ingress-nginx's upstream-vhost and x-forwarded-prefix: the target gets the configured
+/// `Host` (X-Forwarded-Host keeps the client's) and `X-Forwarded-Prefix`, on every path a
+/// request can take (body-less, with a body, HTTP/2); a route without them is untouched.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn upstream_vhost_and_forwarded_prefix_reach_the_target() {
+    let (tuned, got) = recorder().await;
+    let (plain, plain_got) = recorder().await;
+    let m = format!(
+        "{}---\n{}---\n{}---\n{}",
+        service("tuned", &[tuned]),
+        service("plain", &[plain]),
+        ingress(
+            "tuned",
+            "nginx.ingress.kubernetes.io/upstream-vhost: internal.svc.local, nginx.ingress.kubernetes.io/x-forwarded-prefix: /shop",
+            &[("tuned.example.com", "/", "Prefix", "tuned")]
+        ),
+        ingress("plain", "", &[("plain.example.com", "/", "Prefix", "plain")])
+    );
+    let p = TestProxy::start(&m).await;
+    let body_less = "GET /a HTTP/1.1\r\nHost: tuned.example.com\r\nConnection: close\r\n\r\n";
+    let with_body =
+        "POST /b HTTP/1.1\r\nHost: tuned.example.com\r\nContent-Length: 2\r\nConnection: close\r\n\r\nhi";
+    for req in [body_less, with_body] {
+        let resp = raw(p.http, req.as_bytes()).await;
+        assert!(status_line(&resp).contains("200"), "{resp}");
+    }
+    let r = h2c_get(p.http, "tuned.example.com", "/c")
+        .await
+        .expect("h2c");
+    assert_eq!(r.0, StatusCode::OK);
+    let received = std::mem::take(&mut *got.lock().unwrap());
+    assert_eq!(received.len(), 3, "{received:?}");
+    for head in &received {
+        assert_eq!(values(head, "host"), ["internal.svc.local"], "{head}");
+        assert_eq!(
+            values(head, "x-forwarded-host"),
+            ["tuned.example.com"],
+            "{head}"
+        );
+        assert_eq!(values(head, "x-forwarded-prefix"), ["/shop"], "{head}");
+    }
+
+    let resp = raw(
+        p.http,
+        b"GET / HTTP/1.1\r\nHost: plain.example.com\r\nX-Forwarded-Prefix: /forged\r\nConnection: close\r\n\r\n",
+    )
+    .await;
+    assert!(status_line(&resp).contains("200"), "{resp}");
+    let head = plain_got.lock().unwrap()[0].clone();
+    assert_eq!(values(&head, "host"), ["plain.example.com"], "{head}");
+    assert!(
+        values(&head, "x-forwarded-prefix").is_empty(),
+        "a client cannot set it: {head}"
+    );
+    p.stop().await;
+}
+
+/// ingress-nginx's proxy-read-timeout: a target that does not answer within it gets 504
+/// (the proxy's own default is 60 s).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn proxy_read_timeout_bounds_the_wait_for_a_silent_target() {
+    let silent = tcp_target(|mut s| async move {
+        let mut buf = [0u8; 1024];
+        let _ = s.read(&mut buf).await;
+        // Never answers; the connection is held until the proxy gives up.
+        let _ = s.read(&mut buf).await;
+    })
+    .await;
+    let m = format!(
+        "{}---\n{}",
+        service("silent", &[silent]),
+        ingress(
+            "silent",
+            "nginx.ingress.kubernetes.io/proxy-read-timeout: '1'",
+            &[("silent.example.com", "/", "Prefix", "silent")]
+        )
+    );
+    let p = TestProxy::start(&m).await;
+    let started = std::time::Instant::now();
+    let resp = tokio::time::timeout(
+        Duration::from_secs(20),
+        raw(
+            p.http,
+            b"GET / HTTP/1.1\r\nHost: silent.example.com\r\nConnection: close\r\n\r\n",
+        ),
+    )
+    .await
+    .expect("answered well before the proxy's 60 s default");
+    assert!(status_line(&resp).contains("504"), "{resp}");
+    assert!(
+        started.elapsed() >= Duration::from_secs(1),
+        "not before the timeout"
+    );
+    p.stop().await;
+}

@@ -355,7 +355,7 @@ pub static REGISTRY: &[Spec] = &[
     nginx("proxy-buffering", Other, X, "response buffering"),
     nginx("proxy-buffers-number", Other, X, "response buffering"),
     nginx("proxy-busy-buffers-size", Other, X, "response buffering"),
-    nginx("proxy-connect-timeout", Other, X, "the upstream connect timeout"),
+    nginx("proxy-connect-timeout", Other, Support::Partial("not for HTTP/2 and gRPC backends, which connect within the read timeout"), "the upstream connect timeout"),
     nginx("proxy-cookie-domain", Other, X, "rewriting Set-Cookie domains"),
     nginx("proxy-cookie-path", Other, X, "rewriting Set-Cookie paths"),
     nginx("proxy-http-version", Other, X, "the upstream HTTP version"),
@@ -363,7 +363,7 @@ pub static REGISTRY: &[Spec] = &[
     nginx("proxy-next-upstream", Other, X, "the retry policy"),
     nginx("proxy-next-upstream-timeout", Other, X, "the retry policy"),
     nginx("proxy-next-upstream-tries", Other, X, "the retry policy"),
-    nginx("proxy-read-timeout", Other, X, "the upstream read timeout"),
+    nginx("proxy-read-timeout", Other, Support::Partial("the time until the target's response headers; a pause between body chunks is not limited"), "the upstream read timeout"),
     nginx("proxy-redirect-from", Other, X, "rewriting upstream Location headers"),
     nginx("proxy-redirect-to", Other, X, "rewriting upstream Location headers"),
     nginx("proxy-request-buffering", Other, X, "request buffering"),
@@ -417,10 +417,10 @@ pub static REGISTRY: &[Spec] = &[
     nginx("upstream-hash-by", Other, X, "consistent hashing to the backends"),
     nginx("upstream-hash-by-subset", Other, X, "consistent hashing to the backends"),
     nginx("upstream-hash-by-subset-size", Other, X, "consistent hashing to the backends"),
-    nginx("upstream-vhost", Other, X, "the Host header sent upstream"),
+    nginx("upstream-vhost", Other, H, "the Host header sent upstream"),
     nginx("use-port-in-redirects", Other, X, "the port in redirects"),
     nginx("relative-redirects", Other, X, "relative redirects"),
-    nginx("x-forwarded-prefix", Other, X, "the X-Forwarded-Prefix header"),
+    nginx("x-forwarded-prefix", Other, H, "the X-Forwarded-Prefix header"),
 ];
 
 /// The registry by full name (a family under its name with the trailing dot): every
@@ -719,7 +719,7 @@ mod tests {
     #[test]
     fn other_not_honoured_is_a_warning() {
         let f = check(
-            &ann(&[("nginx.ingress.kubernetes.io/proxy-read-timeout", "120")]),
+            &ann(&[("nginx.ingress.kubernetes.io/proxy-send-timeout", "120")]),
             OnObject::Ingress,
             ProviderKind::Proxy,
         );
@@ -727,7 +727,7 @@ mod tests {
         assert_eq!(f[0].severity, Severity::Warning);
         assert_eq!(f[0].reason, Reason::AnnotationIgnored);
         assert!(
-            f[0].message.contains("proxy-read-timeout"),
+            f[0].message.contains("proxy-send-timeout"),
             "{}",
             f[0].message
         );

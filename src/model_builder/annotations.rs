@@ -52,6 +52,9 @@ pub struct IngressSettings {
     pub rewrite_target: Option<String>,
     /// ingress-nginx `proxy-body-size` in bytes; `None` when unset or `0` (no limit).
     pub max_body_bytes: Option<u64>,
+    /// ingress-nginx `upstream-vhost`, `x-forwarded-prefix`, `proxy-connect-timeout` and
+    /// `proxy-read-timeout`.
+    pub upstream: tollgate_contract::UpstreamOptions,
     /// ingress-nginx `app-root`: a request for exactly `/` on the Ingress's hosts is
     /// redirected (302) to this path.
     pub app_root: Option<String>,
@@ -159,6 +162,22 @@ fn redirect_code(v: &str) -> Result<u16, String> {
             "{v:?}: Tollgate redirects with 301, 302, 307 or 308"
         )),
     }
+}
+
+/// A header value sent upstream as written: printable ASCII, no nginx variables (nginx would
+/// expand `$host` and the like; Tollgate sends text as it is, so it refuses rather than send
+/// a literal `$host`).
+fn header_text(v: &str) -> Result<String, String> {
+    if v.is_empty() {
+        return Err("expected a value".into());
+    }
+    if v.contains('$') {
+        return Err("nginx variables ($...) are not supported; give the value itself".into());
+    }
+    if !v.bytes().all(|b| (0x20..0x7f).contains(&b)) {
+        return Err("expected printable ASCII".into());
+    }
+    Ok(v.to_string())
 }
 
 /// An nginx size (`client_max_body_size` syntax, as ingress-nginx's `proxy-body-size`
@@ -535,6 +554,16 @@ pub fn ingress_settings(
     let max_body_bytes = r
         .parse(&format!("{NGINX}proxy-body-size"), parse_nginx_size)
         .filter(|n| *n > 0);
+    // ingress-nginx puts these into the location's proxy settings
+    // (internal/ingress/annotations/upstreamvhost, xforwardedprefix, proxy): the value of
+    // `proxy_set_header Host`, an `X-Forwarded-Prefix` header, and proxy_connect_timeout /
+    // proxy_read_timeout in whole seconds.
+    let upstream = tollgate_contract::UpstreamOptions {
+        host: r.parse(&format!("{NGINX}upstream-vhost"), header_text),
+        forwarded_prefix: r.parse(&format!("{NGINX}x-forwarded-prefix"), header_text),
+        connect_timeout_seconds: r.u32_in(&format!("{NGINX}proxy-connect-timeout"), 1, 86_400),
+        read_timeout_seconds: r.u32_in(&format!("{NGINX}proxy-read-timeout"), 1, 86_400),
+    };
     // ingress-nginx's redirect parser (internal/ingress/annotations/redirect) looks at the
     // temporal redirect first; each code falls back to 302/301.
     let temporal = r.parse(&format!("{NGINX}temporal-redirect"), parse_redirect_url);
@@ -626,6 +655,7 @@ pub fn ingress_settings(
             deny_source_ranges,
             rewrite_target,
             max_body_bytes,
+            upstream,
             app_root,
             redirect,
             backend,
@@ -740,6 +770,46 @@ mod tests {
                 "nginx.ingress.kubernetes.io/ssl-redirect"
             ]
         );
+    }
+
+    #[test]
+    fn upstream_options_are_read_and_bad_ones_named() {
+        let s = ingress_settings(&ann(&[
+            ("nginx.ingress.kubernetes.io/upstream-vhost", "internal.svc"),
+            ("nginx.ingress.kubernetes.io/x-forwarded-prefix", "/shop"),
+            ("nginx.ingress.kubernetes.io/proxy-connect-timeout", "3"),
+            ("nginx.ingress.kubernetes.io/proxy-read-timeout", "3600"),
+        ]))
+        .expect("valid");
+        assert_eq!(s.upstream.host.as_deref(), Some("internal.svc"));
+        assert_eq!(s.upstream.forwarded_prefix.as_deref(), Some("/shop"));
+        assert_eq!(s.upstream.connect_timeout_seconds, Some(3));
+        assert_eq!(s.upstream.read_timeout_seconds, Some(3600));
+
+        let errs = ingress_settings(&ann(&[
+            (
+                "nginx.ingress.kubernetes.io/upstream-vhost",
+                "$service_name.svc",
+            ),
+            (
+                "nginx.ingress.kubernetes.io/x-forwarded-prefix",
+                "/caf\u{e9}",
+            ),
+            ("nginx.ingress.kubernetes.io/proxy-read-timeout", "60s"),
+            ("nginx.ingress.kubernetes.io/proxy-connect-timeout", "0"),
+        ]))
+        .unwrap_err();
+        let names: Vec<_> = errs.iter().map(|e| e.name.as_str()).collect();
+        assert_eq!(
+            names,
+            [
+                "nginx.ingress.kubernetes.io/upstream-vhost",
+                "nginx.ingress.kubernetes.io/x-forwarded-prefix",
+                "nginx.ingress.kubernetes.io/proxy-connect-timeout",
+                "nginx.ingress.kubernetes.io/proxy-read-timeout",
+            ]
+        );
+        assert!(errs[0].problem.contains("variables"), "{}", errs[0].problem);
     }
 
     #[test]

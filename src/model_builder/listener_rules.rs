@@ -164,6 +164,7 @@ impl Resolver<'_, '_> {
                 stickiness_seconds: None,
                 rewrite_target: m.settings.rewrite_target.clone(),
                 max_body_bytes: m.settings.max_body_bytes,
+                upstream: m.settings.upstream.clone(),
             }),
             Err(u) => {
                 self.diags.push(ingress_diag(
@@ -232,6 +233,7 @@ impl Resolver<'_, '_> {
                     stickiness_seconds: *stickiness_seconds,
                     rewrite_target: m.settings.rewrite_target.clone(),
                     max_body_bytes: m.settings.max_body_bytes,
+                    upstream: m.settings.upstream.clone(),
                 })
             }
         }

@@ -453,6 +453,34 @@ pub struct Forward {
     /// only (ALB has no such limit).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_body_bytes: Option<u64>,
+    /// How the request is sent to the target (ingress-nginx annotations); honoured by the
+    /// proxy only.
+    #[serde(default, skip_serializing_if = "UpstreamOptions::is_default")]
+    pub upstream: UpstreamOptions,
+}
+
+/// ingress-nginx's per-Ingress settings of the request sent upstream.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct UpstreamOptions {
+    /// `upstream-vhost`: the `Host` header sent to the target instead of the request's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub host: Option<String>,
+    /// `x-forwarded-prefix`: sent as `X-Forwarded-Prefix`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub forwarded_prefix: Option<String>,
+    /// `proxy-connect-timeout`, seconds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub connect_timeout_seconds: Option<u32>,
+    /// `proxy-read-timeout`, seconds: how long the target may take to answer.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub read_timeout_seconds: Option<u32>,
+}
+
+impl UpstreamOptions {
+    pub fn is_default(&self) -> bool {
+        *self == UpstreamOptions::default()
+    }
 }
 
 /// A target group and its share of the traffic.

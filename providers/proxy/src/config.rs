@@ -30,6 +30,8 @@ pub enum CompiledAction {
         rewrite_target: Option<String>,
         /// ingress-nginx `proxy-body-size`: larger request bodies get 413.
         max_body: Option<u64>,
+        /// Per-route upstream settings; `None` (most routes) keeps the fast paths.
+        upstream: Option<Box<CompiledUpstream>>,
     },
     Redirect(Redirect),
     Fixed {
@@ -37,6 +39,37 @@ pub enum CompiledAction {
         content_type: String,
         body: Bytes,
     },
+}
+
+/// ingress-nginx's per-route upstream settings, ready to apply.
+#[derive(Debug, Default)]
+pub struct CompiledUpstream {
+    /// `upstream-vhost`: the `Host` sent to the target.
+    pub host: Option<http::HeaderValue>,
+    /// `x-forwarded-prefix`.
+    pub forwarded_prefix: Option<http::HeaderValue>,
+    pub connect_timeout: Option<std::time::Duration>,
+    /// How long the target may take to send its response headers.
+    pub read_timeout: Option<std::time::Duration>,
+}
+
+impl CompiledUpstream {
+    fn compile(o: &tollgate_contract::UpstreamOptions) -> Option<Box<CompiledUpstream>> {
+        if o.is_default() {
+            return None;
+        }
+        let header = |v: &Option<String>| {
+            v.as_deref()
+                .and_then(|v| http::HeaderValue::from_str(v).ok())
+        };
+        let secs = |s: Option<u32>| s.map(|s| std::time::Duration::from_secs(u64::from(s)));
+        Some(Box::new(CompiledUpstream {
+            host: header(&o.host),
+            forwarded_prefix: header(&o.forwarded_prefix),
+            connect_timeout: secs(o.connect_timeout_seconds),
+            read_timeout: secs(o.read_timeout_seconds),
+        }))
+    }
 }
 
 /// A rule's action with its metric handles.
@@ -307,6 +340,7 @@ fn compile_action(
                     groups: chosen,
                     rewrite_target: f.rewrite_target.clone(),
                     max_body: f.max_body_bytes,
+                    upstream: CompiledUpstream::compile(&f.upstream),
                 },
                 counters,
             }
@@ -354,6 +388,7 @@ mod tests {
                 stickiness_seconds: None,
                 rewrite_target: None,
                 max_body_bytes: None,
+                upstream: Default::default(),
             }),
         }
     }

@@ -351,9 +351,11 @@ pub(crate) fn plan_request(buf: &[u8], ctx: &RelayContext, head: &mut Vec<u8>) -
     let CompiledAction::Forward {
         groups,
         rewrite_target,
+        upstream: None,
         ..
     } = &listener.rule(index).action
     else {
+        // Per-route upstream settings are applied on the general path.
         return Step::Handover;
     };
     let Some(group) = pick_weighted(groups) else {

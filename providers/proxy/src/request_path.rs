@@ -505,6 +505,7 @@ fn route(shared: Arc<Shared>, conn: ConnInfo, req: Request<Incoming>) -> Routed 
             groups,
             rewrite_target,
             max_body,
+            upstream,
         } => {
             let forwarded_path = listener.forwarded_path(index, rewrite_target.as_deref(), &path);
             // As nginx's client_max_body_size: a declared length over the limit is refused
@@ -530,6 +531,7 @@ fn route(shared: Arc<Shared>, conn: ConnInfo, req: Request<Incoming>) -> Routed 
                     host_value,
                     &forwarded_path,
                     *max_body,
+                    upstream.as_deref(),
                 )),
             }
         }
@@ -695,6 +697,13 @@ fn unusual_target<B>(req: &Request<B>) -> Option<Response<ProxyBody>> {
 const ALLOWED_METHODS: HeaderValue =
     HeaderValue::from_static("GET, HEAD, POST, PUT, DELETE, PATCH, OPTIONS");
 
+/// How long a forwarded request may wait: the proxy's settings, or the route's own.
+#[derive(Debug, Clone, Copy)]
+struct Timeouts {
+    connect: Duration,
+    response_header: Duration,
+}
+
 /// Why one attempt at a target failed.
 enum AttemptError {
     /// No connection could be made: try another target.
@@ -709,6 +718,7 @@ async fn exchange_h1(
     target: &Arc<crate::upstream::TargetState>,
     mut up: Request<ProxyBody>,
     settings: &ProxySettings,
+    connect_timeout: Duration,
     tls: Option<&tokio_rustls::TlsConnector>,
 ) -> Result<
     (
@@ -717,7 +727,6 @@ async fn exchange_h1(
     ),
     AttemptError,
 > {
-    let connect_timeout = settings.connect_timeout;
     for fresh in [false, true] {
         let mut sender = match (fresh, target.idle.take(settings.upstream_idle_timeout)) {
             (false, Some(mut s)) => match s.ready().await {
@@ -789,6 +798,7 @@ type ForwardFuture = Pin<Box<dyn Future<Output = Response<ProxyBody>> + Send>>;
 /// preparation's locals would make both branches' futures larger. Body-less requests to
 /// HTTP/1.1 targets take the exchange without a client connection task; the future is kept
 /// under 1 KiB, which glibc serves from its per-thread cache.
+#[allow(clippy::too_many_arguments)]
 fn forward(
     shared: Arc<Shared>,
     conn: ConnInfo,
@@ -797,11 +807,14 @@ fn forward(
     host: HeaderValue,
     path: &str,
     max_body: Option<u64>,
+    upstream: Option<&crate::config::CompiledUpstream>,
 ) -> ForwardFuture {
     let upgrade = is_upgrade(&req);
     // A body-less request can be retried on another target after a connect failure.
     let replayable = hyper::body::Body::is_end_stream(req.body());
-    if replayable && !upgrade && !group.http2 {
+    // Per-route upstream settings take the general path below: the fast path stays as lean
+    // as it is for the routes (nearly all) that have none.
+    if replayable && !upgrade && !group.http2 && upstream.is_none() {
         let head = body_less_upstream_head(&req, conn, host.as_bytes(), path);
         let idempotent = req.method().is_idempotent();
         let head_request = req.method() == Method::HEAD;
@@ -827,6 +840,24 @@ fn forward(
     let client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));
     let (mut parts, body) = req.into_parts();
     prepare_upstream_headers(&mut parts.headers, conn, host, upgrade);
+    let mut timeouts = Timeouts {
+        connect: shared.settings.connect_timeout,
+        response_header: shared.settings.response_header_timeout,
+    };
+    if let Some(u) = upstream {
+        // ingress-nginx's upstream-vhost sets only `Host`; X-Forwarded-Host keeps the
+        // client's.
+        if let Some(h) = &u.host {
+            parts.headers.insert(header::HOST, h.clone());
+        }
+        if let Some(p) = &u.forwarded_prefix {
+            parts
+                .headers
+                .insert(HeaderName::from_static("x-forwarded-prefix"), p.clone());
+        }
+        timeouts.connect = u.connect_timeout.unwrap_or(timeouts.connect);
+        timeouts.response_header = u.read_timeout.unwrap_or(timeouts.response_header);
+    }
     let mut target = Vec::new();
     append_client_origin_form(&mut target, &parts.uri, path);
     let Ok(origin_form) = Uri::try_from(target) else {
@@ -851,6 +882,7 @@ fn forward(
             &group,
             origin_form,
             replayable,
+            timeouts,
         )
         .await
     })
@@ -900,6 +932,7 @@ fn body_less_upstream_head(
 
 /// Forwards a request with a body, or an upgrade, through hyper's client. The body comes
 /// with the flag its [`ClientBody`] sets when it fails or runs over the route's limit.
+#[allow(clippy::too_many_arguments)]
 async fn forward_with_hyper_client(
     shared: &Shared,
     mut parts: http::request::Parts,
@@ -908,6 +941,7 @@ async fn forward_with_hyper_client(
     group: &Arc<UpstreamGroup>,
     origin_form: Uri,
     replayable: bool,
+    timeouts: Timeouts,
 ) -> Response<ProxyBody> {
     let mut body = Some(body);
     let mut tried: Vec<SocketAddr> = Vec::new();
@@ -950,7 +984,7 @@ async fn forward_with_hyper_client(
             } else {
                 shared.clients.h2.request(up)
             };
-            let r = tokio::time::timeout(shared.settings.response_header_timeout, sent).await;
+            let r = tokio::time::timeout(timeouts.response_header, sent).await;
             match r {
                 Err(_) => {
                     return error_response(
@@ -966,11 +1000,12 @@ async fn forward_with_hyper_client(
             *up.uri_mut() = origin_form.clone();
             *up.version_mut() = Version::HTTP_11;
             let r = tokio::time::timeout(
-                shared.settings.response_header_timeout,
+                timeouts.response_header,
                 exchange_h1(
                     &target,
                     up,
                     &shared.settings,
+                    timeouts.connect,
                     group.tls.then_some(&shared.clients.tls),
                 ),
             )
