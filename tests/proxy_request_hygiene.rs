@@ -661,3 +661,144 @@ async fn proxy_read_timeout_bounds_the_wait_for_a_silent_target() {
     );
     p.stop().await;
 }
+
+fn header_of(resp: &str, name: &str) -> Option<String> {
+    let head = resp.split("\r\n\r\n").next().unwrap_or("");
+    head.lines().skip(1).find_map(|l| {
+        let (n, v) = l.split_once(':')?;
+        n.trim()
+            .eq_ignore_ascii_case(name)
+            .then(|| v.trim().to_string())
+    })
+}
+
+/// ingress-nginx's enable-cors, as its e2e tests (test/e2e/annotations/cors.go) pin it: with
+/// no origin list every response says `*` and every OPTIONS is answered 204 by the proxy;
+/// with a list, an allowed origin (exact, or `*.` for subdomains, port included) is echoed
+/// and its preflight answered, another gets no CORS headers and its OPTIONS goes to the
+/// target.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cors_preflights_and_headers_follow_ingress_nginx() {
+    let (any, any_got) = recorder().await;
+    let (listed, listed_got) = recorder().await;
+    let m = format!(
+        "{}---\n{}---\n{}---\n{}",
+        service("any", &[any]),
+        service("listed", &[listed]),
+        ingress(
+            "any",
+            "nginx.ingress.kubernetes.io/enable-cors: 'true'",
+            &[("any.example.com", "/", "Prefix", "any")]
+        ),
+        ingress(
+            "listed",
+            "nginx.ingress.kubernetes.io/enable-cors: 'true', nginx.ingress.kubernetes.io/cors-allow-origin: 'https://app.example.com, http://*.example.org:8080', nginx.ingress.kubernetes.io/cors-allow-credentials: 'false', nginx.ingress.kubernetes.io/cors-expose-headers: 'X-Total', nginx.ingress.kubernetes.io/cors-max-age: '600'",
+            &[("listed.example.com", "/", "Prefix", "listed")]
+        )
+    );
+    let p = TestProxy::start(&m).await;
+    let req = |method: &str, host: &str, origin: Option<&str>| {
+        let origin = origin
+            .map(|o| format!("Origin: {o}\r\n"))
+            .unwrap_or_default();
+        format!("{method} /x HTTP/1.1\r\nHost: {host}\r\n{origin}Connection: close\r\n\r\n")
+    };
+
+    let r = raw(p.http, req("GET", "any.example.com", None).as_bytes()).await;
+    assert!(status_line(&r).contains("200"), "{r}");
+    assert_eq!(
+        header_of(&r, "access-control-allow-origin").as_deref(),
+        Some("*"),
+        "{r}"
+    );
+    let r = raw(
+        p.http,
+        req("OPTIONS", "any.example.com", Some("https://x.test")).as_bytes(),
+    )
+    .await;
+    assert!(status_line(&r).contains("204"), "{r}");
+    assert_eq!(
+        header_of(&r, "access-control-allow-origin").as_deref(),
+        Some("*")
+    );
+    assert_eq!(
+        header_of(&r, "access-control-allow-methods").as_deref(),
+        Some("GET, PUT, POST, DELETE, PATCH, OPTIONS")
+    );
+    assert_eq!(
+        header_of(&r, "access-control-allow-credentials").as_deref(),
+        Some("true")
+    );
+    assert_eq!(
+        header_of(&r, "access-control-max-age").as_deref(),
+        Some("1728000")
+    );
+    assert_eq!(
+        any_got.lock().unwrap().len(),
+        1,
+        "the preflight never reached the target"
+    );
+
+    for allowed in ["https://app.example.com", "http://a.b.example.org:8080"] {
+        let r = raw(
+            p.http,
+            req("GET", "listed.example.com", Some(allowed)).as_bytes(),
+        )
+        .await;
+        assert!(status_line(&r).contains("200"), "{r}");
+        assert_eq!(
+            header_of(&r, "access-control-allow-origin").as_deref(),
+            Some(allowed),
+            "{r}"
+        );
+        assert_eq!(
+            header_of(&r, "access-control-expose-headers").as_deref(),
+            Some("X-Total")
+        );
+        assert_eq!(
+            header_of(&r, "access-control-allow-credentials"),
+            None,
+            "{r}"
+        );
+        let r = raw(
+            p.http,
+            req("OPTIONS", "listed.example.com", Some(allowed)).as_bytes(),
+        )
+        .await;
+        assert!(status_line(&r).contains("204"), "{r}");
+        assert_eq!(
+            header_of(&r, "access-control-max-age").as_deref(),
+            Some("600")
+        );
+    }
+    for refused in [
+        "http://example.org:8080",
+        "http://a.example.org",
+        "https://app.example.com.evil.test",
+        "http://app.example.com",
+    ] {
+        let r = raw(
+            p.http,
+            req("GET", "listed.example.com", Some(refused)).as_bytes(),
+        )
+        .await;
+        assert!(status_line(&r).contains("200"), "still served: {r}");
+        assert_eq!(
+            header_of(&r, "access-control-allow-origin"),
+            None,
+            "{refused}: {r}"
+        );
+    }
+    let before = listed_got.lock().unwrap().len();
+    let r = raw(
+        p.http,
+        req("OPTIONS", "listed.example.com", Some("https://evil.test")).as_bytes(),
+    )
+    .await;
+    assert!(
+        status_line(&r).contains("200"),
+        "the target answers it: {r}"
+    );
+    assert_eq!(listed_got.lock().unwrap().len(), before + 1);
+    p.stop().await;
+}

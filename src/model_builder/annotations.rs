@@ -55,6 +55,8 @@ pub struct IngressSettings {
     /// ingress-nginx `upstream-vhost`, `x-forwarded-prefix`, `proxy-connect-timeout` and
     /// `proxy-read-timeout`.
     pub upstream: tollgate_contract::UpstreamOptions,
+    /// ingress-nginx `enable-cors` with its `cors-*` settings.
+    pub cors: Option<tollgate_contract::CorsPolicy>,
     /// ingress-nginx `app-root`: a request for exactly `/` on the Ingress's hosts is
     /// redirected (302) to this path.
     pub app_root: Option<String>,
@@ -162,6 +164,84 @@ fn redirect_code(v: &str) -> Result<u16, String> {
             "{v:?}: Tollgate redirects with 301, 302, 307 or 308"
         )),
     }
+}
+
+/// ingress-nginx's CORS settings (internal/ingress/annotations/cors; semantics from its e2e
+/// tests, test/e2e/annotations/cors.go): off unless `enable-cors`; origins a comma-separated
+/// list of `http(s)://host[:port]` with `*.` for subdomains, where `*` — or, as there, any
+/// entry that is not such an origin — allows every origin; methods, headers, credentials
+/// and max-age with ingress-nginx's defaults.
+fn read_cors(r: &mut Reader<'_>) -> Option<tollgate_contract::CorsPolicy> {
+    let enabled = r.bool(&format!("{NGINX}enable-cors")).unwrap_or(false);
+    let origins = r.parse(&format!("{NGINX}cors-allow-origin"), |v| {
+        let list: Vec<String> = v
+            .split(',')
+            .map(|o| o.trim().to_string())
+            .filter(|o| !o.is_empty())
+            .collect();
+        let any = list.is_empty() || list.iter().any(|o| !is_cors_origin(o));
+        Ok(if any { Vec::new() } else { list })
+    });
+    let token_list = |what: &'static str| {
+        move |v: &str| {
+            let ok = !v.is_empty()
+                && v.split(',').all(|t| {
+                    let t = t.trim();
+                    !t.is_empty()
+                        && t.bytes()
+                            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+                });
+            if ok {
+                Ok(v.to_string())
+            } else {
+                Err(format!("expected a comma-separated list of {what}"))
+            }
+        }
+    };
+    let methods = r.parse(&format!("{NGINX}cors-allow-methods"), token_list("methods"));
+    let headers = r.parse(
+        &format!("{NGINX}cors-allow-headers"),
+        token_list("header names"),
+    );
+    let expose = r.parse(&format!("{NGINX}cors-expose-headers"), |v| {
+        if v == "*" {
+            Ok(v.to_string())
+        } else {
+            token_list("header names")(v)
+        }
+    });
+    let credentials = r.bool(&format!("{NGINX}cors-allow-credentials"));
+    let max_age = r.u32_in(&format!("{NGINX}cors-max-age"), 0, u32::MAX);
+    enabled.then(|| tollgate_contract::CorsPolicy {
+        allow_origins: origins.unwrap_or_default(),
+        allow_methods: methods.unwrap_or_else(|| "GET, PUT, POST, DELETE, PATCH, OPTIONS".into()),
+        allow_headers: headers.unwrap_or_else(|| {
+            "DNT,Keep-Alive,User-Agent,X-Requested-With,If-Modified-Since,Cache-Control,Content-Type,Range,Authorization".into()
+        }),
+        expose_headers: expose,
+        allow_credentials: credentials.unwrap_or(true),
+        max_age_seconds: max_age.unwrap_or(1_728_000),
+    })
+}
+
+/// `http(s)://host[:port]`, the host possibly starting with `*.`.
+fn is_cors_origin(o: &str) -> bool {
+    let Some(rest) = o
+        .strip_prefix("https://")
+        .or_else(|| o.strip_prefix("http://"))
+    else {
+        return false;
+    };
+    let (host, port) = match rest.rsplit_once(':') {
+        Some((h, p)) => (h, Some(p)),
+        None => (rest, None),
+    };
+    let host = host.strip_prefix("*.").unwrap_or(host);
+    !host.is_empty()
+        && host
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.')
+        && port.is_none_or(|p| !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit()))
 }
 
 /// A header value sent upstream as written: printable ASCII, no nginx variables (nginx would
@@ -558,6 +638,7 @@ pub fn ingress_settings(
     // (internal/ingress/annotations/upstreamvhost, xforwardedprefix, proxy): the value of
     // `proxy_set_header Host`, an `X-Forwarded-Prefix` header, and proxy_connect_timeout /
     // proxy_read_timeout in whole seconds.
+    let cors = read_cors(&mut r);
     let upstream = tollgate_contract::UpstreamOptions {
         host: r.parse(&format!("{NGINX}upstream-vhost"), header_text),
         forwarded_prefix: r.parse(&format!("{NGINX}x-forwarded-prefix"), header_text),
@@ -656,6 +737,7 @@ pub fn ingress_settings(
             rewrite_target,
             max_body_bytes,
             upstream,
+            cors,
             app_root,
             redirect,
             backend,
@@ -810,6 +892,62 @@ mod tests {
             ]
         );
         assert!(errs[0].problem.contains("variables"), "{}", errs[0].problem);
+    }
+
+    #[test]
+    fn cors_is_read_as_ingress_nginx_reads_it() {
+        assert!(
+            ingress_settings(&ann(&[(
+                "nginx.ingress.kubernetes.io/cors-allow-origin",
+                "https://a.test"
+            )]))
+            .expect("valid")
+            .cors
+            .is_none(),
+            "off unless enable-cors"
+        );
+        let c = ingress_settings(&ann(&[
+            ("nginx.ingress.kubernetes.io/enable-cors", "true"),
+            (
+                "nginx.ingress.kubernetes.io/cors-allow-origin",
+                "https://a.test, http://*.b.test:8080",
+            ),
+        ]))
+        .expect("valid")
+        .cors
+        .expect("on");
+        assert_eq!(c.allow_origins, ["https://a.test", "http://*.b.test:8080"]);
+        assert!(c.allow_credentials);
+        assert_eq!(c.max_age_seconds, 1_728_000);
+        // As ingress-nginx: an entry that is not an origin makes the list "any origin".
+        let c = ingress_settings(&ann(&[
+            ("nginx.ingress.kubernetes.io/enable-cors", "true"),
+            (
+                "nginx.ingress.kubernetes.io/cors-allow-origin",
+                "a.test:8080, https://b.test",
+            ),
+        ]))
+        .expect("valid")
+        .cors
+        .expect("on");
+        assert!(c.allow_origins.is_empty());
+        let errs = ingress_settings(&ann(&[
+            ("nginx.ingress.kubernetes.io/enable-cors", "true"),
+            (
+                "nginx.ingress.kubernetes.io/cors-allow-methods",
+                "GET; DROP",
+            ),
+            ("nginx.ingress.kubernetes.io/cors-max-age", "-1"),
+        ]))
+        .unwrap_err();
+        let names: Vec<_> = errs.iter().map(|e| e.name.as_str()).collect();
+        assert_eq!(
+            names,
+            [
+                "nginx.ingress.kubernetes.io/cors-allow-methods",
+                "nginx.ingress.kubernetes.io/cors-max-age"
+            ]
+        );
     }
 
     #[test]

@@ -165,6 +165,7 @@ impl Resolver<'_, '_> {
                 rewrite_target: m.settings.rewrite_target.clone(),
                 max_body_bytes: m.settings.max_body_bytes,
                 upstream: m.settings.upstream.clone(),
+                cors: m.settings.cors.clone(),
             }),
             Err(u) => {
                 self.diags.push(ingress_diag(
@@ -234,6 +235,7 @@ impl Resolver<'_, '_> {
                     rewrite_target: m.settings.rewrite_target.clone(),
                     max_body_bytes: m.settings.max_body_bytes,
                     upstream: m.settings.upstream.clone(),
+                    cors: m.settings.cors.clone(),
                 })
             }
         }

@@ -457,6 +457,25 @@ pub struct Forward {
     /// proxy only.
     #[serde(default, skip_serializing_if = "UpstreamOptions::is_default")]
     pub upstream: UpstreamOptions,
+    /// ingress-nginx `enable-cors` and its settings; honoured by the proxy only.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cors: Option<CorsPolicy>,
+}
+
+/// ingress-nginx's CORS answer: preflights (`OPTIONS` from an allowed origin) answered 204
+/// by the proxy, other responses to an allowed origin given the `Access-Control-*` headers.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct CorsPolicy {
+    /// Allowed origins (`scheme://host[:port]`, `*.` for any subdomain); empty: any origin,
+    /// answered `*`.
+    pub allow_origins: Vec<String>,
+    pub allow_methods: String,
+    pub allow_headers: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expose_headers: Option<String>,
+    pub allow_credentials: bool,
+    pub max_age_seconds: u32,
 }
 
 /// ingress-nginx's per-Ingress settings of the request sent upstream.

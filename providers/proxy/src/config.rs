@@ -32,6 +32,8 @@ pub enum CompiledAction {
         max_body: Option<u64>,
         /// Per-route upstream settings; `None` (most routes) keeps the fast paths.
         upstream: Option<Box<CompiledUpstream>>,
+        /// ingress-nginx CORS; `None` on most routes.
+        cors: Option<Box<CompiledCors>>,
     },
     Redirect(Redirect),
     Fixed {
@@ -39,6 +41,109 @@ pub enum CompiledAction {
         content_type: String,
         body: Bytes,
     },
+}
+
+/// A CORS policy ready to answer with: origins to match and the headers to send.
+#[derive(Debug)]
+pub struct CompiledCors {
+    /// Empty: any origin, answered `*`.
+    origins: Vec<OriginPattern>,
+    /// Methods, headers, expose, credentials and max-age, as ingress-nginx sends them.
+    headers: Vec<(http::HeaderName, http::HeaderValue)>,
+}
+
+#[derive(Debug)]
+struct OriginPattern {
+    scheme: String,
+    /// The host, or the suffix after `*.` (any subdomain of it).
+    host: String,
+    any_subdomain: bool,
+    port: Option<String>,
+}
+
+fn split_origin(o: &str) -> Option<(&str, &str, Option<&str>)> {
+    let (scheme, rest) = o.split_once("://")?;
+    let (host, port) = match rest.rsplit_once(':') {
+        Some((h, p)) => (h, Some(p)),
+        None => (rest, None),
+    };
+    Some((scheme, host, port))
+}
+
+impl CompiledCors {
+    fn compile(p: &tollgate_contract::CorsPolicy) -> Box<CompiledCors> {
+        let origins = p
+            .allow_origins
+            .iter()
+            .filter_map(|o| {
+                let (scheme, host, port) = split_origin(o)?;
+                let (host, any_subdomain) = match host.strip_prefix("*.") {
+                    Some(suffix) => (suffix, true),
+                    None => (host, false),
+                };
+                Some(OriginPattern {
+                    scheme: scheme.to_ascii_lowercase(),
+                    host: host.to_ascii_lowercase(),
+                    any_subdomain,
+                    port: port.map(str::to_string),
+                })
+            })
+            .collect();
+        let mut headers = Vec::new();
+        let mut put = |name: &'static str, v: &str| {
+            if let Ok(v) = http::HeaderValue::from_str(v) {
+                headers.push((http::HeaderName::from_static(name), v));
+            }
+        };
+        put("access-control-allow-methods", &p.allow_methods);
+        put("access-control-allow-headers", &p.allow_headers);
+        if let Some(e) = &p.expose_headers {
+            put("access-control-expose-headers", e);
+        }
+        if p.allow_credentials {
+            put("access-control-allow-credentials", "true");
+        }
+        put("access-control-max-age", &p.max_age_seconds.to_string());
+        Box::new(CompiledCors { origins, headers })
+    }
+
+    /// The `Access-Control-Allow-Origin` to answer `origin` with: `*` when any origin is
+    /// allowed (with or without an `Origin`), the origin itself when it matches, else none
+    /// (the request is still served, without CORS headers, as ingress-nginx does).
+    pub fn allow(&self, origin: Option<&http::HeaderValue>) -> Option<http::HeaderValue> {
+        if self.origins.is_empty() {
+            return Some(http::HeaderValue::from_static("*"));
+        }
+        let o = origin?;
+        let (scheme, host, port) = split_origin(o.to_str().ok()?)?;
+        let host = host.to_ascii_lowercase();
+        let matched = self.origins.iter().any(|p| {
+            scheme.eq_ignore_ascii_case(&p.scheme)
+                && port == p.port.as_deref()
+                && if p.any_subdomain {
+                    host.len() > p.host.len() + 1
+                        && host.ends_with(&p.host)
+                        && host.as_bytes()[host.len() - p.host.len() - 1] == b'.'
+                } else {
+                    host == p.host
+                }
+        });
+        matched.then(|| o.clone())
+    }
+
+    /// The headers besides `Access-Control-Allow-Origin`.
+    pub fn headers(&self) -> &[(http::HeaderName, http::HeaderValue)] {
+        &self.headers
+    }
+
+    /// Sets the CORS headers (replacing a target's own, as ingress-nginx's
+    /// `more_set_headers` does).
+    pub fn apply(&self, allow_origin: http::HeaderValue, h: &mut http::HeaderMap) {
+        h.insert(http::header::ACCESS_CONTROL_ALLOW_ORIGIN, allow_origin);
+        for (n, v) in &self.headers {
+            h.insert(n.clone(), v.clone());
+        }
+    }
 }
 
 /// ingress-nginx's per-route upstream settings, ready to apply.
@@ -341,6 +446,7 @@ fn compile_action(
                     rewrite_target: f.rewrite_target.clone(),
                     max_body: f.max_body_bytes,
                     upstream: CompiledUpstream::compile(&f.upstream),
+                    cors: f.cors.as_ref().map(CompiledCors::compile),
                 },
                 counters,
             }
@@ -389,6 +495,7 @@ mod tests {
                 rewrite_target: None,
                 max_body_bytes: None,
                 upstream: Default::default(),
+                cors: None,
             }),
         }
     }

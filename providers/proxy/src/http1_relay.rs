@@ -352,6 +352,7 @@ pub(crate) fn plan_request(buf: &[u8], ctx: &RelayContext, head: &mut Vec<u8>) -
         groups,
         rewrite_target,
         upstream: None,
+        cors: None,
         ..
     } = &listener.rule(index).action
     else {

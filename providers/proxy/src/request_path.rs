@@ -506,6 +506,7 @@ fn route(shared: Arc<Shared>, conn: ConnInfo, req: Request<Incoming>) -> Routed 
             rewrite_target,
             max_body,
             upstream,
+            cors,
         } => {
             let forwarded_path = listener.forwarded_path(index, rewrite_target.as_deref(), &path);
             // As nginx's client_max_body_size: a declared length over the limit is refused
@@ -517,22 +518,54 @@ fn route(shared: Arc<Shared>, conn: ConnInfo, req: Request<Incoming>) -> Routed 
                     .and_then(|v| v.parse::<u64>().ok())
                     .is_some_and(|len| len > max)
             });
+            // ingress-nginx answers an OPTIONS request from an allowed origin itself (the
+            // preflight) and gives every other response to one the CORS headers.
+            let cors = cors.as_deref().and_then(|c| {
+                c.allow(req.headers().get(header::ORIGIN))
+                    .map(|origin| (c, origin))
+            });
             match pick_weighted(groups) {
                 _ if over_limit => Answer::Ready(too_large()),
+                _ if cors.is_some() && req.method() == Method::OPTIONS => {
+                    let mut r =
+                        local_response(StatusCode::NO_CONTENT, "text/plain charset=UTF-8", "");
+                    if let Some((c, origin)) = cors {
+                        c.apply(origin, r.headers_mut());
+                    }
+                    Answer::Ready(r)
+                }
                 None => Answer::Ready(error_response(
                     StatusCode::SERVICE_UNAVAILABLE,
                     "no target group",
                 )),
-                Some(group) => Answer::Forward(forward(
-                    shared.clone(),
-                    conn,
-                    req,
-                    group.clone(),
-                    host_value,
-                    &forwarded_path,
-                    *max_body,
-                    upstream.as_deref(),
-                )),
+                Some(group) => {
+                    let answer = forward(
+                        shared.clone(),
+                        conn,
+                        req,
+                        group.clone(),
+                        host_value,
+                        &forwarded_path,
+                        *max_body,
+                        upstream.as_deref(),
+                    );
+                    match cors {
+                        None => Answer::Forward(answer),
+                        Some((c, origin)) => {
+                            let headers: Vec<(HeaderName, HeaderValue)> =
+                                std::iter::once((header::ACCESS_CONTROL_ALLOW_ORIGIN, origin))
+                                    .chain(c.headers().iter().cloned())
+                                    .collect();
+                            Answer::Forward(Box::pin(async move {
+                                let mut r = answer.await;
+                                for (n, v) in headers {
+                                    r.headers_mut().insert(n, v);
+                                }
+                                r
+                            }))
+                        }
+                    }
+                }
             }
         }
     };
