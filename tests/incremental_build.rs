@@ -14,7 +14,13 @@ use tollgate::{
 };
 
 const SLOTS: usize = 6;
-const HOSTS: &[&str] = &["a.example.com", "b.example.com", "*.example.com", ""];
+const HOSTS: &[&str] = &[
+    "a.example.com",
+    "b.example.com",
+    "*.example.com",
+    "",
+    "www.a.example.com",
+];
 const PATHS: &[&str] = &["/", "/api", "/api/v1", "/*", "no-slash"];
 const SERVICES: &[&str] = &["web", "api", "missing"];
 const ANNOTATIONS: &[&str] = &[
@@ -28,6 +34,7 @@ const ANNOTATIONS: &[&str] = &[
     "alb.ingress.kubernetes.io/auth-type: oidc",
     "nginx.ingress.kubernetes.io/app-root: /app",
     "alb.ingress.kubernetes.io/group.order: '-3'",
+    "nginx.ingress.kubernetes.io/from-to-www-redirect: 'true'",
 ];
 const SECRETS: &[&str] = &["", "tls-a", "tls-wild", "tls-missing"];
 
@@ -342,4 +349,35 @@ fn a_host_served_alike_on_both_listeners_is_one_chunk() {
     );
     assert_ne!(*s80, *s443, "HTTP redirects, HTTPS forwards");
     assert!(!Arc::ptr_eq(&s80, &s443));
+}
+
+/// A from-to-www redirect kept between builds follows the Ingress that asks for it: when the
+/// first of two asking Ingresses goes, the kept redirect is the second's (the random steps
+/// above rarely reach this).
+#[test]
+fn a_kept_www_redirect_follows_the_ingress_that_asks_for_it() {
+    let opts = options(ProviderKind::Proxy);
+    let www = ANNOTATIONS
+        .iter()
+        .position(|a| a.contains("from-to-www-redirect"))
+        .expect("in the pool");
+    let spec = IngressSpec {
+        host: 0,
+        path: 0,
+        service: 0,
+        annotation: www,
+        secret: 0,
+    };
+    let mut cluster = Cluster::new();
+    let mut cache = BuildCache::default();
+    for step in [
+        Step::Put(0, spec.clone()),
+        Step::Put(1, spec.clone()),
+        Step::Delete(0),
+    ] {
+        cluster.apply(&step);
+        let snap = cluster.snapshot();
+        let cached = build_with(&snap, &opts, &mut cache);
+        assert_eq!(cached.model, build(&snap, &opts).model, "after {step:?}");
+    }
 }

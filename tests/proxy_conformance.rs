@@ -801,3 +801,103 @@ async fn app_root_redirects_slash() {
     );
     p.stop().await;
 }
+
+/// A Location without its port: the test's listeners are on ephemeral ports, which a
+/// redirect keeps (on 80 and 443 there is none to keep).
+fn portless(l: &str) -> String {
+    let Some((scheme, rest)) = l.split_once("://") else {
+        return l.to_string();
+    };
+    let (authority, path) = rest.split_at(rest.find('/').unwrap_or(rest.len()));
+    let host = authority.split(':').next().unwrap_or(authority);
+    format!("{scheme}://{host}{path}")
+}
+
+/// ingress-nginx's from-to-www-redirect (its e2e: test/e2e/annotations/fromtowwwredirect.go):
+/// the other form of each host (`www.` added or removed) answers 308 to the host, scheme,
+/// path and query kept; a form some Ingress serves itself is left to it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn from_to_www_redirects_both_ways_unless_the_other_host_is_served() {
+    let mut m = backends().await;
+    let www = "nginx.ingress.kubernetes.io/from-to-www-redirect: 'true'";
+    m.push_str(&ingress(
+        "shop",
+        www,
+        &[("shop.example.com", "/", "Prefix", "one")],
+    ));
+    m.push_str("---\n");
+    m.push_str(&ingress(
+        "blog",
+        www,
+        &[("www.blog.example.com", "/", "Prefix", "two")],
+    ));
+    m.push_str("---\n");
+    m.push_str(&ingress(
+        "app",
+        www,
+        &[("app.example.com", "/", "Prefix", "three")],
+    ));
+    m.push_str("---\n");
+    m.push_str(&ingress(
+        "app-www",
+        "",
+        &[("www.app.example.com", "/", "Prefix", "web")],
+    ));
+    let p = TestProxy::start(&m).await;
+
+    let (status, headers, _) = get(p.http, "www.shop.example.com", "/a/b?x=1")
+        .await
+        .expect("www.shop");
+    assert_eq!(status, StatusCode::PERMANENT_REDIRECT);
+    assert_eq!(
+        headers
+            .get("location")
+            .and_then(|v| v.to_str().ok())
+            .map(portless)
+            .as_deref(),
+        Some("http://shop.example.com/a/b?x=1")
+    );
+    let (status, headers, _) = get(p.http, "blog.example.com", "/").await.expect("blog");
+    assert_eq!(status, StatusCode::PERMANENT_REDIRECT);
+    assert_eq!(
+        headers
+            .get("location")
+            .and_then(|v| v.to_str().ok())
+            .map(portless)
+            .as_deref(),
+        Some("http://www.blog.example.com/")
+    );
+    check(
+        get(p.http, "shop.example.com", "/a").await,
+        Some("one"),
+        "the host itself",
+    );
+    check(
+        get(p.http, "www.app.example.com", "/").await,
+        Some("web"),
+        "served by its own Ingress, not redirected",
+    );
+    let tls13: &[&rustls::SupportedProtocolVersion] = &[&rustls::version::TLS13];
+    let r = tls_get(
+        p.https,
+        Some("www.shop.example.com"),
+        "www.shop.example.com",
+        "/s",
+        &["http/1.1"],
+        tls13,
+    )
+    .await
+    .expect("https");
+    assert_eq!(r.resp.0, StatusCode::PERMANENT_REDIRECT);
+    assert_eq!(
+        r.resp
+            .1
+            .get("location")
+            .and_then(|v| v.to_str().ok())
+            .map(portless)
+            .as_deref(),
+        Some("https://shop.example.com/s"),
+        "the scheme is kept"
+    );
+    p.stop().await;
+}

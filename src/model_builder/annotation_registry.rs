@@ -383,7 +383,7 @@ pub static REGISTRY: &[Spec] = &[
     nginx("limit-rate-after", Other, X, "response bandwidth limits"),
     nginx("limit-rpm", Prot, X, "a per-client request-rate limit").inert(&["0"]),
     nginx("limit-rps", Prot, X, "a per-client request-rate limit").inert(&["0"]),
-    nginx("from-to-www-redirect", Other, X, "redirecting between www.<host> and <host>").inert(&["false"]),
+    nginx("from-to-www-redirect", Other, H, "redirecting between www.<host> and <host>").inert(&["false"]),
     nginx("permanent-redirect", Other, H, "a permanent redirect").aws(H),
     nginx("permanent-redirect-code", Other, H, "the permanent redirect's code").aws(H),
     nginx("temporal-redirect", Other, H, "a temporary redirect").aws(H),

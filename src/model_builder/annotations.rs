@@ -55,6 +55,9 @@ pub struct IngressSettings {
     /// ingress-nginx `upstream-vhost`, `x-forwarded-prefix`, `proxy-connect-timeout` and
     /// `proxy-read-timeout`.
     pub upstream: tollgate_contract::UpstreamOptions,
+    /// ingress-nginx `from-to-www-redirect`: `www.<host>` redirects (308) to `<host>` and
+    /// the other way round, for each of the Ingress's hosts no Ingress lists the other form of.
+    pub from_to_www: bool,
     /// ingress-nginx `enable-cors` with its `cors-*` settings.
     pub cors: Option<tollgate_contract::CorsPolicy>,
     /// ingress-nginx `app-root`: a request for exactly `/` on the Ingress's hosts is
@@ -639,6 +642,9 @@ pub fn ingress_settings(
     // `proxy_set_header Host`, an `X-Forwarded-Prefix` header, and proxy_connect_timeout /
     // proxy_read_timeout in whole seconds.
     let cors = read_cors(&mut r);
+    let from_to_www = r
+        .bool(&format!("{NGINX}from-to-www-redirect"))
+        .unwrap_or(false);
     let upstream = tollgate_contract::UpstreamOptions {
         host: r.parse(&format!("{NGINX}upstream-vhost"), header_text),
         forwarded_prefix: r.parse(&format!("{NGINX}x-forwarded-prefix"), header_text),
@@ -738,6 +744,7 @@ pub fn ingress_settings(
             max_body_bytes,
             upstream,
             cors,
+            from_to_www,
             app_root,
             redirect,
             backend,

@@ -393,6 +393,8 @@ struct ListenerEntries {
     hostless: Option<HostEntry>,
     /// The hosts of the last build, sorted: the listener's chunks in order.
     exact_order: Vec<String>,
+    /// from-to-www redirect chunks by the host they answer, kept while they read the same.
+    www: FastMap<String, Arc<[Rule]>>,
     wildcard_order: Vec<String>,
 }
 
@@ -499,6 +501,7 @@ pub(crate) fn listener_rules(
     protocol: ListenerProtocol,
     attached: &[&Arc<ResolvedMember>],
     default_action: &Action,
+    www_redirects: bool,
     diags: &mut Vec<Diagnostic>,
 ) -> tollgate_contract::RuleList {
     // Which attached members claim each host (index into `attached`, with the position of
@@ -572,6 +575,9 @@ pub(crate) fn listener_rules(
         chunks.push(e.rules.clone());
         diags.extend(e.diags.iter().cloned());
     }
+    if www_redirects {
+        from_to_www(attached, &exact, entries, port, &mut chunks, diags);
+    }
     for s in entries.wildcard_order.iter() {
         let Some(claimants) = wildcard.get(s.as_str()) else {
             continue;
@@ -617,6 +623,72 @@ pub(crate) fn listener_rules(
     }
     cache.listeners.insert(port, taken);
     tollgate_contract::RuleList::from_chunks(chunks)
+}
+
+/// ingress-nginx's from-to-www-redirect (BuildRedirects in its controller): for each exact
+/// host an Ingress with the annotation serves, the other form (`www.` added or removed)
+/// answers every request with a 308 to the host, scheme, path and query kept — unless an
+/// Ingress lists that other form itself, which is then left alone (with a note).
+fn from_to_www(
+    attached: &[&Arc<ResolvedMember>],
+    exact: &FastMap<&str, Claimants>,
+    entries: &mut ListenerEntries,
+    port: u16,
+    chunks: &mut Vec<Arc<[Rule]>>,
+    diags: &mut Vec<Diagnostic>,
+) {
+    let mut wanted: BTreeMap<String, (&str, &Member)> = BTreeMap::new();
+    for rm in attached.iter().filter(|rm| rm.member.settings.from_to_www) {
+        for r in &rm.member.routes {
+            let Some(HostMatch::Exact(to)) = &r.host else {
+                continue;
+            };
+            let from = match to.strip_prefix("www.") {
+                Some(bare) => bare.to_string(),
+                None => format!("www.{to}"),
+            };
+            if exact.contains_key(from.as_str()) {
+                diags.push(ingress_diag(
+                    &rm.member,
+                    Severity::Info,
+                    Reason::RouteConflict,
+                    format!("from-to-www-redirect: no redirect from {from} to {to} on listener {port}: an Ingress serves {from} itself (as ingress-nginx, which skips it)"),
+                ));
+                continue;
+            }
+            wanted.entry(from).or_insert((to.as_str(), &rm.member));
+        }
+    }
+    entries.www.retain(|from, _| wanted.contains_key(from));
+    for (from, (to, m)) in wanted {
+        let rule = Rule {
+            ingress: m.obj.clone(),
+            conditions: Conditions {
+                host: Some(HostMatch::Exact(from.clone())),
+                path: Some(PathMatch {
+                    kind: PathKind::Prefix,
+                    path: "/".into(),
+                }),
+                ..Conditions::default()
+            },
+            action: Action::Redirect(Redirect {
+                protocol: None,
+                host: Some(to.to_string()),
+                port: None,
+                path: None,
+                query: None,
+                status_code: 308,
+            }),
+        };
+        let kept = entries
+            .www
+            .get(&from)
+            .filter(|c| c.len() == 1 && c[0] == rule)
+            .cloned();
+        let chunk = kept.unwrap_or_else(|| Arc::from(vec![rule]));
+        entries.www.insert(from, chunk.clone());
+        chunks.push(chunk);
+    }
 }
 
 /// Makes a freshly computed host entry share the rules of the same host on another listener

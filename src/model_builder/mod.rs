@@ -502,6 +502,7 @@ fn build_load_balancer(
             draft.protocol,
             &attached,
             &default_action,
+            opts.provider == ProviderKind::Proxy,
             diags,
         );
 
