@@ -182,7 +182,18 @@ pub async fn reconcile_changed(
     // finalizer.
     unconverged_stacks.extend(after.blocked_stacks.iter().cloned());
     if !failed {
-        settled.record(&stacks, &unconverged_stacks);
+        // A stack its plan has something to say about (a subnet or security group not found,
+        // an HTTPS listener without a certificate, no room for priorities) is planned again
+        // next time: its diagnostics must keep being reported, and what was missing may
+        // appear.
+        let mut unsettled = unconverged_stacks.clone();
+        unsettled.extend(
+            p.diagnostics
+                .iter()
+                .chain(&after.diagnostics)
+                .map(|d| d.subject.name.clone()),
+        );
+        settled.record(&stacks, &unsettled);
     } else {
         settled.forget();
     }

@@ -692,7 +692,7 @@ async fn cors_preflights_and_headers_follow_ingress_nginx() {
         ),
         ingress(
             "listed",
-            "nginx.ingress.kubernetes.io/enable-cors: 'true', nginx.ingress.kubernetes.io/cors-allow-origin: 'https://app.example.com, http://*.example.org:8080', nginx.ingress.kubernetes.io/cors-allow-credentials: 'false', nginx.ingress.kubernetes.io/cors-expose-headers: 'X-Total', nginx.ingress.kubernetes.io/cors-max-age: '600'",
+            "nginx.ingress.kubernetes.io/enable-cors: 'true', nginx.ingress.kubernetes.io/cors-allow-origin: 'https://app.example.com, http://*.example.org:8080, not-an-origin, tauri://localhost', nginx.ingress.kubernetes.io/cors-allow-credentials: 'false', nginx.ingress.kubernetes.io/cors-expose-headers: 'X-Total', nginx.ingress.kubernetes.io/cors-max-age: '600'",
             &[("listed.example.com", "/", "Prefix", "listed")]
         )
     );
@@ -739,7 +739,11 @@ async fn cors_preflights_and_headers_follow_ingress_nginx() {
         "the preflight never reached the target"
     );
 
-    for allowed in ["https://app.example.com", "http://a.b.example.org:8080"] {
+    for allowed in [
+        "https://app.example.com",
+        "http://a.example.org:8080",
+        "tauri://localhost",
+    ] {
         let r = raw(
             p.http,
             req("GET", "listed.example.com", Some(allowed)).as_bytes(),
@@ -772,6 +776,8 @@ async fn cors_preflights_and_headers_follow_ingress_nginx() {
         );
     }
     for refused in [
+        "https://evil.test",
+        "http://a.b.example.org:8080",
         "http://example.org:8080",
         "http://a.example.org",
         "https://app.example.com.evil.test",

@@ -171,19 +171,32 @@ fn redirect_code(v: &str) -> Result<u16, String> {
 
 /// ingress-nginx's CORS settings (internal/ingress/annotations/cors; semantics from its e2e
 /// tests, test/e2e/annotations/cors.go): off unless `enable-cors`; origins a comma-separated
-/// list of `http(s)://host[:port]` with `*.` for subdomains, where `*` — or, as there, any
-/// entry that is not such an origin — allows every origin; methods, headers, credentials
+/// list of `scheme://host[:port]` with `*.` for one subdomain level, where `*` allows every
+/// origin and an entry that is not an origin is left out; methods, headers, credentials
 /// and max-age with ingress-nginx's defaults.
 fn read_cors(r: &mut Reader<'_>) -> Option<tollgate_contract::CorsPolicy> {
     let enabled = r.bool(&format!("{NGINX}enable-cors")).unwrap_or(false);
     let origins = r.parse(&format!("{NGINX}cors-allow-origin"), |v| {
-        let list: Vec<String> = v
+        let entries: Vec<&str> = v
             .split(',')
-            .map(|o| o.trim().to_string())
+            .map(str::trim)
             .filter(|o| !o.is_empty())
             .collect();
-        let any = list.is_empty() || list.iter().any(|o| !is_cors_origin(o));
-        Ok(if any { Vec::new() } else { list })
+        if entries.is_empty() || entries.contains(&"*") {
+            return Ok(Vec::new());
+        }
+        // As ingress-nginx now does, an entry that is not an origin is left out (an older
+        // version widened the whole list to `*`); with none left, nothing is allowed rather
+        // than everything.
+        let list: Vec<String> = entries
+            .iter()
+            .filter(|o| is_cors_origin(o))
+            .map(|o| o.to_string())
+            .collect();
+        if list.is_empty() {
+            return Err("no entry is an origin (scheme://host[:port], or *)".into());
+        }
+        Ok(list)
     });
     let token_list = |what: &'static str| {
         move |v: &str| {
@@ -227,14 +240,22 @@ fn read_cors(r: &mut Reader<'_>) -> Option<tollgate_contract::CorsPolicy> {
     })
 }
 
-/// `http(s)://host[:port]`, the host possibly starting with `*.`.
+/// `scheme://host[:port]` (any scheme: ingress-nginx allows app schemes such as
+/// `tauri://localhost`), the host possibly starting with `*.`; or `null`.
 fn is_cors_origin(o: &str) -> bool {
-    let Some(rest) = o
-        .strip_prefix("https://")
-        .or_else(|| o.strip_prefix("http://"))
-    else {
+    if o == "null" {
+        return true;
+    }
+    let Some((scheme, rest)) = o.split_once("://") else {
         return false;
     };
+    let scheme_ok = scheme.starts_with(|c: char| c.is_ascii_alphabetic())
+        && scheme
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'+' || b == b'-' || b == b'.');
+    if !scheme_ok {
+        return false;
+    }
     let (host, port) = match rest.rsplit_once(':') {
         Some((h, p)) => (h, Some(p)),
         None => (rest, None),
@@ -926,7 +947,8 @@ mod tests {
         assert_eq!(c.allow_origins, ["https://a.test", "http://*.b.test:8080"]);
         assert!(c.allow_credentials);
         assert_eq!(c.max_age_seconds, 1_728_000);
-        // As ingress-nginx: an entry that is not an origin makes the list "any origin".
+        // As ingress-nginx now: an entry that is not an origin is left out, never widening
+        // the list; a list with none is refused.
         let c = ingress_settings(&ann(&[
             ("nginx.ingress.kubernetes.io/enable-cors", "true"),
             (
@@ -937,7 +959,15 @@ mod tests {
         .expect("valid")
         .cors
         .expect("on");
-        assert!(c.allow_origins.is_empty());
+        assert_eq!(c.allow_origins, ["https://b.test"]);
+        assert!(ingress_settings(&ann(&[
+            ("nginx.ingress.kubernetes.io/enable-cors", "true"),
+            (
+                "nginx.ingress.kubernetes.io/cors-allow-origin",
+                "a.test:8080"
+            ),
+        ]))
+        .is_err());
         let errs = ingress_settings(&ann(&[
             ("nginx.ingress.kubernetes.io/enable-cors", "true"),
             (

@@ -671,10 +671,12 @@ fn from_to_www(
                 }),
                 ..Conditions::default()
             },
+            // `$scheme://to$request_uri` in ingress-nginx: the scheme's own port, not the one
+            // the proxy happens to listen on.
             action: Action::Redirect(Redirect {
                 protocol: None,
                 host: Some(to.to_string()),
-                port: None,
+                port: Some(port),
                 path: None,
                 query: None,
                 status_code: 308,

@@ -164,8 +164,8 @@ pub struct DirCache {
 struct Assembled {
     snapshot: ClusterSnapshot,
     diags: Vec<Diagnostic>,
-    /// `kind/namespace/name` → (index in the kind's list, defined in more than one place).
-    at: HashMap<String, (usize, bool)>,
+    /// (kind, namespace, name) → (index in the kind's list, defined in more than one place).
+    at: HashMap<ObjectKey, (usize, bool)>,
 }
 
 #[derive(Debug, Default)]
@@ -188,8 +188,10 @@ impl Pending {
     }
 }
 
-fn object_key(kind: &str, namespace: &str, name: &str) -> String {
-    format!("{kind}/{namespace}/{name}")
+type ObjectKey = (&'static str, String, String);
+
+fn object_key(kind: &'static str, namespace: &str, name: &str) -> ObjectKey {
+    (kind, namespace.to_string(), name.to_string())
 }
 
 impl DirCache {
@@ -452,7 +454,7 @@ fn assemble<'a>(files: impl IntoIterator<Item = &'a ParsedFile>) -> Assembled {
     let mut snapshot = ClusterSnapshot::default();
     let mut diags = Vec::new();
     let mut seen: HashMap<(&'static str, &str, &str), (&str, usize)> = HashMap::new();
-    let mut at: HashMap<String, (usize, bool)> = HashMap::new();
+    let mut at: HashMap<ObjectKey, (usize, bool)> = HashMap::new();
     for f in files {
         for e in &f.entries {
             let r = match e {

@@ -46,7 +46,10 @@ pub enum CompiledAction {
 /// A CORS policy ready to answer with: origins to match and the headers to send.
 #[derive(Debug)]
 pub struct CompiledCors {
-    /// Empty: any origin, answered `*`.
+    /// No list: any origin, answered `*`.
+    any: bool,
+    /// `null` is listed (sandboxed documents, `file:` pages).
+    null: bool,
     origins: Vec<OriginPattern>,
     /// Methods, headers, expose, credentials and max-age, as ingress-nginx sends them.
     headers: Vec<(http::HeaderName, http::HeaderValue)>,
@@ -72,9 +75,11 @@ fn split_origin(o: &str) -> Option<(&str, &str, Option<&str>)> {
 
 impl CompiledCors {
     fn compile(p: &tollgate_contract::CorsPolicy) -> Box<CompiledCors> {
+        let null = p.allow_origins.iter().any(|o| o == "null");
         let origins = p
             .allow_origins
             .iter()
+            .filter(|o| *o != "null")
             .filter_map(|o| {
                 let (scheme, host, port) = split_origin(o)?;
                 let (host, any_subdomain) = match host.strip_prefix("*.") {
@@ -104,26 +109,35 @@ impl CompiledCors {
             put("access-control-allow-credentials", "true");
         }
         put("access-control-max-age", &p.max_age_seconds.to_string());
-        Box::new(CompiledCors { origins, headers })
+        Box::new(CompiledCors {
+            any: p.allow_origins.is_empty(),
+            null,
+            origins,
+            headers,
+        })
     }
 
     /// The `Access-Control-Allow-Origin` to answer `origin` with: `*` when any origin is
     /// allowed (with or without an `Origin`), the origin itself when it matches, else none
     /// (the request is still served, without CORS headers, as ingress-nginx does).
     pub fn allow(&self, origin: Option<&http::HeaderValue>) -> Option<http::HeaderValue> {
-        if self.origins.is_empty() {
+        if self.any {
             return Some(http::HeaderValue::from_static("*"));
         }
         let o = origin?;
+        if self.null && o.as_bytes() == b"null" {
+            return Some(o.clone());
+        }
         let (scheme, host, port) = split_origin(o.to_str().ok()?)?;
         let host = host.to_ascii_lowercase();
         let matched = self.origins.iter().any(|p| {
             scheme.eq_ignore_ascii_case(&p.scheme)
                 && port == p.port.as_deref()
                 && if p.any_subdomain {
-                    host.len() > p.host.len() + 1
-                        && host.ends_with(&p.host)
-                        && host.as_bytes()[host.len() - p.host.len() - 1] == b'.'
+                    // One label, as ingress-nginx's `*.`: `a.b.c.test` is not in `*.c.test`.
+                    host.strip_suffix(p.host.as_str())
+                        .and_then(|h| h.strip_suffix('.'))
+                        .is_some_and(|label| !label.is_empty() && !label.contains('.'))
                 } else {
                     host == p.host
                 }
