@@ -658,14 +658,14 @@ pub fn ingress_settings(
     let max_body_bytes = r
         .parse(&format!("{NGINX}proxy-body-size"), parse_nginx_size)
         .filter(|n| *n > 0);
-    // ingress-nginx puts these into the location's proxy settings
-    // (internal/ingress/annotations/upstreamvhost, xforwardedprefix, proxy): the value of
-    // `proxy_set_header Host`, an `X-Forwarded-Prefix` header, and proxy_connect_timeout /
-    // proxy_read_timeout in whole seconds.
     let cors = read_cors(&mut r);
     let from_to_www = r
         .bool(&format!("{NGINX}from-to-www-redirect"))
         .unwrap_or(false);
+    // ingress-nginx puts these into the location's proxy settings
+    // (internal/ingress/annotations/upstreamvhost, xforwardedprefix, proxy): the value of
+    // `proxy_set_header Host`, an `X-Forwarded-Prefix` header, and proxy_connect_timeout /
+    // proxy_read_timeout in whole seconds.
     let upstream = tollgate_contract::UpstreamOptions {
         host: r.parse(&format!("{NGINX}upstream-vhost"), header_text),
         forwarded_prefix: r.parse(&format!("{NGINX}x-forwarded-prefix"), header_text),

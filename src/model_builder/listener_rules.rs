@@ -18,11 +18,10 @@
 //! members hold: endpoints change without any Ingress changing.
 
 use std::collections::{BTreeMap, HashMap};
-
-use smallvec::SmallVec;
 use std::sync::{Arc, OnceLock};
 
 use k8s_openapi::api::networking::v1::IngressBackend;
+use smallvec::SmallVec;
 use tollgate_contract::{
     Action, Conditions, Diagnostic, FixedResponse, Forward, HostMatch, ListenerProtocol, ObjectRef,
     PathKind, PathMatch, Reason, Redirect, Rule, Severity, WeightedTargetGroup,
@@ -430,7 +429,7 @@ impl RulesCache {
     pub(crate) fn resolved(
         &mut self,
         member: &Arc<Member>,
-        ports: impl FnOnce() -> Vec<(ListenerProtocol, u16)>,
+        ports: impl FnOnce() -> super::MemberPorts,
         index: &BackendIndex<'_>,
         opts: &BuildOptions,
     ) -> Arc<ResolvedMember> {
@@ -555,22 +554,15 @@ pub(crate) fn listener_rules(
             continue;
         };
         let fence = exact_host_fenced(h, |s| wildcard.contains_key(s), any_hostless);
-        let host = || Some(HostMatch::Exact(h.clone()));
-        let e = match entries.exact.get_mut(h.as_str()) {
-            Some(e) => {
-                if inputs.refresh(e, host, claimants, fence) {
-                    share(e, others.values().filter_map(|o| o.exact.get(h.as_str())));
-                }
-                e
-            }
-            None => {
-                let mut e = inputs.compute(&host(), claimants, fence);
-                share(
-                    &mut e,
-                    others.values().filter_map(|o| o.exact.get(h.as_str())),
-                );
-                entries.exact.entry(h.clone()).or_insert(e)
-            }
+        let e = match inputs.settle(
+            entries.exact.get_mut(h.as_str()),
+            || Some(HostMatch::Exact(h.clone())),
+            claimants,
+            fence,
+            others.values().filter_map(|o| o.exact.get(h.as_str())),
+        ) {
+            Ok(e) => e,
+            Err(new) => entries.exact.entry(h.clone()).or_insert(*new),
         };
         chunks.push(e.rules.clone());
         diags.extend(e.diags.iter().cloned());
@@ -582,44 +574,32 @@ pub(crate) fn listener_rules(
         let Some(claimants) = wildcard.get(s.as_str()) else {
             continue;
         };
-        let host = || Some(HostMatch::Wildcard(s.clone()));
-        let e = match entries.wildcard.get_mut(s.as_str()) {
-            Some(e) => {
-                if inputs.refresh(e, host, claimants, any_hostless) {
-                    share(
-                        e,
-                        others.values().filter_map(|o| o.wildcard.get(s.as_str())),
-                    );
-                }
-                e
-            }
-            None => {
-                let mut e = inputs.compute(&host(), claimants, any_hostless);
-                share(
-                    &mut e,
-                    others.values().filter_map(|o| o.wildcard.get(s.as_str())),
-                );
-                entries.wildcard.entry(s.clone()).or_insert(e)
-            }
+        let e = match inputs.settle(
+            entries.wildcard.get_mut(s.as_str()),
+            || Some(HostMatch::Wildcard(s.clone())),
+            claimants,
+            any_hostless,
+            others.values().filter_map(|o| o.wildcard.get(s.as_str())),
+        ) {
+            Ok(e) => e,
+            Err(new) => entries.wildcard.entry(s.clone()).or_insert(*new),
         };
         chunks.push(e.rules.clone());
         diags.extend(e.diags.iter().cloned());
     }
     if !hostless.is_empty() {
-        let recomputed = match &mut entries.hostless {
-            Some(e) => inputs.refresh(e, || None, &hostless, false),
-            None => {
-                entries.hostless = Some(inputs.compute(&None, &hostless, false));
-                true
-            }
+        let e = match inputs.settle(
+            entries.hostless.as_mut(),
+            || None,
+            &hostless,
+            false,
+            others.values().filter_map(|o| o.hostless.as_ref()),
+        ) {
+            Ok(e) => e,
+            Err(new) => entries.hostless.insert(*new),
         };
-        if let Some(e) = entries.hostless.as_mut() {
-            if recomputed {
-                share(e, others.values().filter_map(|o| o.hostless.as_ref()));
-            }
-            chunks.push(e.rules.clone());
-            diags.extend(e.diags.iter().cloned());
-        }
+        chunks.push(e.rules.clone());
+        diags.extend(e.diags.iter().cloned());
     }
     cache.listeners.insert(port, taken);
     tollgate_contract::RuleList::from_chunks(chunks)
@@ -714,6 +694,33 @@ struct HostInputs<'x> {
 }
 
 impl HostInputs<'_> {
+    /// A host's entry brought up to date: `existing` recomputed only when its inputs changed,
+    /// or a new entry to keep (`Err`, boxed: entries are large and new ones rare). One that
+    /// is (re)computed shares the rules of the same host on another listener (`elsewhere`)
+    /// when they read the same.
+    fn settle<'e, 'o>(
+        &self,
+        existing: Option<&'e mut HostEntry>,
+        host: impl FnOnce() -> Option<HostMatch>,
+        claimants: &[(usize, usize)],
+        fence: bool,
+        elsewhere: impl Iterator<Item = &'o HostEntry>,
+    ) -> Result<&'e mut HostEntry, Box<HostEntry>> {
+        match existing {
+            Some(e) => {
+                if self.refresh(e, host, claimants, fence) {
+                    share(e, elsewhere);
+                }
+                Ok(e)
+            }
+            None => {
+                let mut e = self.compute(&host(), claimants, fence);
+                share(&mut e, elsewhere);
+                Err(Box::new(e))
+            }
+        }
+    }
+
     /// Recomputes `e` unless it was computed from these very inputs; marks it used.
     fn refresh(
         &self,

@@ -19,6 +19,7 @@ mod target_groups;
 pub mod tls_secrets;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::Arc;
 
 use k8s_openapi::api::networking::v1::IngressBackend;
 use tollgate_contract::{
@@ -37,14 +38,13 @@ use target_groups::{BackendIndex, TargetGroupSet};
 use tls_secrets::SecretIndex;
 
 use crate::class_params::TollgateClassParamsSpec;
+use crate::ClusterSnapshot;
+use smallvec::SmallVec;
 
 /// The builder's caches and indexes are keyed by allocations and object names and looked up
 /// for every object on every build: a fast hash (still randomly keyed) is most of their cost.
 pub(crate) type FastMap<K, V> = HashMap<K, V, ahash::RandomState>;
 pub(crate) type FastSet<K> = std::collections::HashSet<K, ahash::RandomState>;
-use crate::ClusterSnapshot;
-use smallvec::SmallVec;
-use std::sync::Arc;
 
 /// The controller name Tollgate's IngressClasses carry in `spec.controller`.
 pub const CONTROLLER_NAME: &str = "tollgate.io/ingress-controller";
@@ -323,10 +323,13 @@ struct ListenerDraft {
     members: Vec<usize>,
 }
 
+/// The (protocol, port) listeners one Ingress asks for: one or two, kept inline.
+pub(crate) type MemberPorts = SmallVec<[(ListenerProtocol, u16); 2]>;
+
 /// The ports an Ingress listens on: `listen-ports`, else HTTP:80 and, when it has TLS (or
 /// always, for the in-cluster proxy, which like ingress-nginx serves every host on both
 /// ports), HTTPS:443.
-fn member_ports(m: &Member, grouping: &Grouping) -> SmallVec<[(ListenerProtocol, u16); 2]> {
+fn member_ports(m: &Member, grouping: &Grouping) -> MemberPorts {
     match &m.settings.listen_ports {
         Some(p) => p.iter().copied().collect(),
         None => {
@@ -447,14 +450,7 @@ fn build_load_balancer(
     // same objects); target groups filled with today's targets.
     let resolved: Vec<Arc<ResolvedMember>> = members
         .iter()
-        .map(|m| {
-            cache.resolved(
-                m,
-                || member_ports(m, &opts.grouping).to_vec(),
-                backends,
-                opts,
-            )
-        })
+        .map(|m| cache.resolved(m, || member_ports(m, &opts.grouping), backends, opts))
         .collect();
     let mut tgs = TargetGroupSet::new(backends);
     for rm in &resolved {

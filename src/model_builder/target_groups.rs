@@ -182,13 +182,13 @@ pub(crate) struct ServiceDep {
 }
 
 impl BackendIndex<'_> {
-    /// Whether every Service in `deps` is still what was found then.
     /// Every Service is the same object as in the last build: a resolution checked then
     /// (the only ones the builder keeps) is unchanged without looking at its lookups.
     pub(crate) fn services_unchanged_since_last_build(&mut self) {
         self.services_as_last_build = true;
     }
 
+    /// Whether every Service in `deps` is still what was found then.
     pub(crate) fn unchanged(&self, deps: &[ServiceDep]) -> bool {
         self.services_as_last_build
             || deps.iter().all(|d| {

@@ -453,8 +453,8 @@ fn parse_file(file: String, text: &str, is_json: bool) -> ParsedFile {
 fn assemble<'a>(files: impl IntoIterator<Item = &'a ParsedFile>) -> Assembled {
     let mut snapshot = ClusterSnapshot::default();
     let mut diags = Vec::new();
-    let mut seen: HashMap<(&'static str, &str, &str), (&str, usize)> = HashMap::new();
-    let mut at: HashMap<ObjectKey, (usize, bool)> = HashMap::new();
+    // (kind, namespace, name) → (the file first defining it, its index, defined again).
+    let mut seen: HashMap<(&'static str, &str, &str), (&str, usize, bool)> = HashMap::new();
     for f in files {
         for e in &f.entries {
             let r = match e {
@@ -467,12 +467,10 @@ fn assemble<'a>(files: impl IntoIterator<Item = &'a ParsedFile>) -> Assembled {
             macro_rules! put {
                 ($list:ident, $obj:expr) => {{
                     let key = (r.kind, r.namespace.as_str(), r.name.as_str());
-                    match seen.get(&key) {
-                        Some(&(first_file, idx)) => {
-                            snapshot.$list[idx] = $obj.clone();
-                            if let Some(slot) = at.get_mut(&object_key(r.kind, &r.namespace, &r.name)) {
-                                slot.1 = true;
-                            }
+                    match seen.get_mut(&key) {
+                        Some((first_file, idx, again)) => {
+                            snapshot.$list[*idx] = $obj.clone();
+                            *again = true;
                             let at = if r.namespace.is_empty() {
                                 r.name.clone()
                             } else {
@@ -492,11 +490,7 @@ fn assemble<'a>(files: impl IntoIterator<Item = &'a ParsedFile>) -> Assembled {
                         }
                         None => {
                             snapshot.$list.push($obj.clone());
-                            at.insert(
-                                object_key(r.kind, &r.namespace, &r.name),
-                                (snapshot.$list.len() - 1, false),
-                            );
-                            seen.insert(key, (r.origin.file.as_str(), snapshot.$list.len() - 1));
+                            seen.insert(key, (r.origin.file.as_str(), snapshot.$list.len() - 1, false));
                         }
                     }
                 }};
@@ -514,6 +508,10 @@ fn assemble<'a>(files: impl IntoIterator<Item = &'a ParsedFile>) -> Assembled {
             }
         }
     }
+    let at = seen
+        .into_iter()
+        .map(|((kind, ns, name), (_, idx, again))| (object_key(kind, ns, name), (idx, again)))
+        .collect();
     Assembled {
         snapshot,
         diags,

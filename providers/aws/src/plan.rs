@@ -576,9 +576,6 @@ fn certificates_differ(observed: &[String], wanted: &[String]) -> bool {
     observed.first() != wanted.first() || rest(observed) != rest(wanted)
 }
 
-/// Whether `item` (an element of `all`) comes after another with the same key. A create
-/// retried after its answer was lost can leave two of a resource, on an API that allows it;
-/// only the first is used, the others are deleted.
 /// The index of the first element with each key: a later one with the same key is a
 /// duplicate (see [`is_duplicate`]), found in one pass over many.
 fn first_by<'a, T>(all: &'a [T], key: impl Fn(&'a T) -> &'a str) -> HashMap<&'a str, usize> {
@@ -589,6 +586,9 @@ fn first_by<'a, T>(all: &'a [T], key: impl Fn(&'a T) -> &'a str) -> HashMap<&'a 
     first
 }
 
+/// Whether `item` (an element of `all`) comes after another with the same key. A create
+/// retried after its answer was lost can leave two of a resource, on an API that allows it;
+/// only the first is used, the others are deleted.
 fn is_duplicate<T, K: PartialEq>(all: &[T], item: &T, key: impl Fn(&T) -> K) -> bool {
     let k = key(item);
     all.iter()
