@@ -4,9 +4,6 @@
 
 use std::borrow::Cow;
 use std::collections::HashSet;
-
-/// Keyed by allocations and ids, looked up for every chunk and group of every compile.
-type HashMap<K, V> = std::collections::HashMap<K, V, ahash::RandomState>;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -16,6 +13,9 @@ use tollgate_contract::{Action, DesiredState, LoadBalancer, Redirect, Rule, Targ
 use crate::metrics::{ProxyMetrics, StatusCounters};
 use crate::route_table::{rewrite_path, ChunkRoutes, ListenerRoutes, RuleIndex};
 use crate::upstream::{TargetRegistry, UpstreamGroup};
+
+/// Keyed by allocations and ids, looked up for every chunk and group of every compile.
+type HashMap<K, V> = std::collections::HashMap<K, V, ahash::RandomState>;
 
 /// The model's plain-HTTP listener port.
 pub const HTTP_PORT: u16 = 80;
@@ -32,8 +32,9 @@ pub enum CompiledAction {
         max_body: Option<u64>,
         /// Per-route upstream settings; `None` (most routes) keeps the fast paths.
         upstream: Option<Box<CompiledUpstream>>,
-        /// ingress-nginx CORS; `None` on most routes.
-        cors: Option<Box<CompiledCors>>,
+        /// ingress-nginx CORS; `None` on most routes. Shared with the responses it adds
+        /// headers to.
+        cors: Option<Arc<CompiledCors>>,
     },
     Redirect(Redirect),
     Fixed {
@@ -74,7 +75,7 @@ fn split_origin(o: &str) -> Option<(&str, &str, Option<&str>)> {
 }
 
 impl CompiledCors {
-    fn compile(p: &tollgate_contract::CorsPolicy) -> Box<CompiledCors> {
+    fn compile(p: &tollgate_contract::CorsPolicy) -> Arc<CompiledCors> {
         let null = p.allow_origins.iter().any(|o| o == "null");
         let origins = p
             .allow_origins
@@ -109,7 +110,7 @@ impl CompiledCors {
             put("access-control-allow-credentials", "true");
         }
         put("access-control-max-age", &p.max_age_seconds.to_string());
-        Box::new(CompiledCors {
+        Arc::new(CompiledCors {
             any: p.allow_origins.is_empty(),
             null,
             origins,
@@ -143,11 +144,6 @@ impl CompiledCors {
                 }
         });
         matched.then(|| o.clone())
-    }
-
-    /// The headers besides `Access-Control-Allow-Origin`.
-    pub fn headers(&self) -> &[(http::HeaderName, http::HeaderValue)] {
-        &self.headers
     }
 
     /// Sets the CORS headers (replacing a target's own, as ingress-nginx's

@@ -520,25 +520,23 @@ fn route(shared: Arc<Shared>, conn: ConnInfo, req: Request<Incoming>) -> Routed 
             });
             // ingress-nginx answers an OPTIONS request from an allowed origin itself (the
             // preflight) and gives every other response to one the CORS headers.
-            let cors = cors.as_deref().and_then(|c| {
+            let cors = cors.as_ref().and_then(|c| {
                 c.allow(req.headers().get(header::ORIGIN))
-                    .map(|origin| (c, origin))
+                    .map(|origin| (c.clone(), origin))
             });
-            match pick_weighted(groups) {
+            match (pick_weighted(groups), cors) {
                 _ if over_limit => Answer::Ready(too_large()),
-                _ if cors.is_some() && req.method() == Method::OPTIONS => {
+                (_, Some((c, origin))) if req.method() == Method::OPTIONS => {
                     let mut r =
                         local_response(StatusCode::NO_CONTENT, "text/plain charset=UTF-8", "");
-                    if let Some((c, origin)) = cors {
-                        c.apply(origin, r.headers_mut());
-                    }
+                    c.apply(origin, r.headers_mut());
                     Answer::Ready(r)
                 }
-                None => Answer::Ready(error_response(
+                (None, _) => Answer::Ready(error_response(
                     StatusCode::SERVICE_UNAVAILABLE,
                     "no target group",
                 )),
-                Some(group) => {
+                (Some(group), cors) => {
                     let answer = forward(
                         shared.clone(),
                         conn,
@@ -551,19 +549,11 @@ fn route(shared: Arc<Shared>, conn: ConnInfo, req: Request<Incoming>) -> Routed 
                     );
                     match cors {
                         None => Answer::Forward(answer),
-                        Some((c, origin)) => {
-                            let headers: Vec<(HeaderName, HeaderValue)> =
-                                std::iter::once((header::ACCESS_CONTROL_ALLOW_ORIGIN, origin))
-                                    .chain(c.headers().iter().cloned())
-                                    .collect();
-                            Answer::Forward(Box::pin(async move {
-                                let mut r = answer.await;
-                                for (n, v) in headers {
-                                    r.headers_mut().insert(n, v);
-                                }
-                                r
-                            }))
-                        }
+                        Some((c, origin)) => Answer::Forward(Box::pin(async move {
+                            let mut r = answer.await;
+                            c.apply(origin, r.headers_mut());
+                            r
+                        })),
                     }
                 }
             }

@@ -8,13 +8,14 @@
 //! checks. Rules the index cannot express (regular expressions, header/query/method/source
 //! conditions) are scanned in order within their bucket.
 
-/// Looked up on every request (hosts, exact paths): a fast hash, still randomly keyed.
-type HashMap<K, V> = std::collections::HashMap<K, V, ahash::RandomState>;
 use std::sync::Arc;
 
 use regex::Regex;
 use tollgate_contract::matching::RequestFacts;
 use tollgate_contract::{Conditions, HostMatch, Listener, PathKind, PathMatch, Rule};
+
+/// Looked up on every request (hosts, exact paths): a fast hash, still randomly keyed.
+type HashMap<K, V> = std::collections::HashMap<K, V, ahash::RandomState>;
 
 /// Index of a rule in its listener's rule list; the listener default is `usize::MAX`.
 pub type RuleIndex = usize;

@@ -110,10 +110,9 @@ impl CertStore {
                 .0
                 .get(&material.fingerprint)
                 .or_else(|| cache.0.get(&material.fingerprint))
-                .filter(|k| {
-                    same_text(&k.chain, &material.cert_chain_pem)
-                        && same_text(&k.key, &material.private_key_pem)
-                })
+                // `Arc<str>` equality looks at the allocation first: the builder hands the
+                // same Secret's material on from build to build, so the text is rarely read.
+                .filter(|k| k.chain == material.cert_chain_pem && k.key == material.private_key_pem)
                 .map(|k| k.loaded.clone());
             let ck = match known {
                 Some(ck) => ck,
@@ -149,15 +148,7 @@ impl CertStore {
         *cache = used;
         store
     }
-}
 
-/// Equal PEM text, known without reading it when both share the allocation (the builder
-/// hands the same Secret's material on from build to build).
-fn same_text(a: &Arc<str>, b: &Arc<str>) -> bool {
-    Arc::ptr_eq(a, b) || a == b
-}
-
-impl CertStore {
     /// The certificate for a server name: exact, then wildcard, then the default.
     pub fn select(&self, sni: Option<&str>) -> Arc<CertifiedKey> {
         let Some(name) = sni.map(|s| s.trim_end_matches('.').to_ascii_lowercase()) else {
