@@ -149,9 +149,12 @@ pub fn review(
     }) {
         // Losing a host/path to another Ingress is a conflict the write would create: refused,
         // as ingress-nginx's webhook refuses a duplicate host and path.
-        if d.severity == Severity::Error || is_conflict(d.reason) {
+        // A Secret it names may be created after it (and the snapshot holds only the
+        // Secrets existing Ingresses name): not refused, but kubectl shows the warning.
+        let missing_secret = d.reason == tollgate_contract::Reason::SecretNotFound;
+        if (d.severity == Severity::Error && !missing_secret) || is_conflict(d.reason) {
             errors.push(format!("{:?}: {}", d.reason, d.message));
-        } else if d.severity == Severity::Warning {
+        } else if d.severity == Severity::Warning || missing_secret {
             warnings.push(format!("{:?}: {}", d.reason, d.message));
         }
     }

@@ -752,7 +752,7 @@ async fn admission_webhook_refuses_invalid_ingresses_and_warns_with_kubectl() {
         &k,
         &support::ingress(
             "guarded",
-            "nginx.ingress.kubernetes.io/auth-type: basic",
+            "nginx.ingress.kubernetes.io/enable-modsecurity: 'true'",
             &[("guarded.example", "/", "Prefix", "web")],
         ),
     );

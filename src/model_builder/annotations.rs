@@ -60,6 +60,12 @@ pub struct IngressSettings {
     pub from_to_www: bool,
     /// ingress-nginx `enable-cors` with its `cors-*` settings.
     pub cors: Option<tollgate_contract::CorsPolicy>,
+    /// ingress-nginx `auth-type: basic` with `auth-secret`, `auth-secret-type` and
+    /// `auth-realm`, as read from the annotations; the Secret is read at build time
+    /// (`auth_secrets`), which fills [`IngressSettings::basic_auth`].
+    pub basic_auth_ref: Option<BasicAuthRef>,
+    /// The users of [`IngressSettings::basic_auth_ref`]'s Secret.
+    pub basic_auth: Option<std::sync::Arc<tollgate_contract::BasicAuth>>,
     /// ingress-nginx `app-root`: a request for exactly `/` on the Ingress's hosts is
     /// redirected (302) to this path.
     pub app_root: Option<String>,
@@ -166,6 +172,89 @@ fn redirect_code(v: &str) -> Result<u16, String> {
         _ => Err(format!(
             "{v:?}: Tollgate redirects with 301, 302, 307 or 308"
         )),
+    }
+}
+
+/// Where an Ingress's basic-authentication users are and how to read them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BasicAuthRef {
+    /// `auth-secret`'s namespace when it names one (`namespace/name`).
+    pub namespace: Option<String>,
+    pub name: String,
+    /// `auth-secret-type: auth-map` (a user per key) rather than `auth-file` (an htpasswd
+    /// file under the key `auth`).
+    pub map: bool,
+    pub realm: String,
+}
+
+/// ingress-nginx's basic authentication (internal/ingress/annotations/auth): on only with
+/// `auth-type`; `auth-secret` as `name` or `namespace/name`; `auth-secret-type` `auth-file`
+/// (the default) or `auth-map`; `auth-realm` of letters, digits, spaces and `-._~/:`.
+/// Digest authentication is refused rather than served open, as is an `auth-secret` without
+/// `auth-type` (ingress-nginx would serve that Ingress without authentication, which its
+/// author almost certainly did not mean).
+fn read_basic_auth(r: &mut Reader<'_>) -> Option<BasicAuthRef> {
+    let kind = format!("{NGINX}auth-type");
+    let on = r.parse(&kind, |v| match v {
+        "basic" => Ok(true),
+        "digest" => Err("digest authentication is not supported; the Ingress is not served without it (use basic)".into()),
+        _ => Err("expected basic".into()),
+    });
+    let secret_name = format!("{NGINX}auth-secret");
+    let secret = r.parse(&secret_name, |v| {
+        let ok = |s: &str| {
+            !s.is_empty()
+                && s.len() <= 253
+                && s.chars()
+                    .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '.')
+        };
+        match v.split_once('/') {
+            Some((ns, name)) if ok(ns) && ok(name) => Ok((Some(ns.to_string()), name.to_string())),
+            None if ok(v) => Ok((None, v.to_string())),
+            _ => Err("expected a Secret as name or namespace/name".into()),
+        }
+    });
+    let map = r
+        .parse(&format!("{NGINX}auth-secret-type"), |v| match v {
+            "auth-file" => Ok(false),
+            "auth-map" => Ok(true),
+            _ => Err("expected auth-file or auth-map".into()),
+        })
+        .unwrap_or(false);
+    let realm = r
+        .parse(&format!("{NGINX}auth-realm"), |v| {
+            if v.chars()
+                .all(|c| c.is_ascii_alphanumeric() || " -._~/:".contains(c))
+            {
+                Ok(v.to_string())
+            } else {
+                Err("expected letters, digits, spaces and -._~/: only".into())
+            }
+        })
+        .unwrap_or_default();
+    match (on, secret) {
+        (Some(true), Some((namespace, name))) => Some(BasicAuthRef {
+            namespace,
+            name,
+            map,
+            realm,
+        }),
+        (Some(true), None) => {
+            if !r.errors.iter().any(|e| e.name == secret_name) {
+                r.fail(
+                    &kind,
+                    "basic",
+                    "auth-secret is required with auth-type: basic",
+                );
+            }
+            None
+        }
+        (None, Some(_)) if !r.errors.iter().any(|e| e.name == kind) => {
+            let v = r.raw(&secret_name).map(|(v, _)| v).unwrap_or_default();
+            r.fail(&secret_name, v, "auth-secret without auth-type: ingress-nginx would serve this Ingress without authentication; add auth-type: basic or remove auth-secret");
+            None
+        }
+        _ => None,
     }
 }
 
@@ -659,6 +748,7 @@ pub fn ingress_settings(
         .parse(&format!("{NGINX}proxy-body-size"), parse_nginx_size)
         .filter(|n| *n > 0);
     let cors = read_cors(&mut r);
+    let basic_auth_ref = read_basic_auth(&mut r);
     let from_to_www = r
         .bool(&format!("{NGINX}from-to-www-redirect"))
         .unwrap_or(false);
@@ -765,6 +855,8 @@ pub fn ingress_settings(
             max_body_bytes,
             upstream,
             cors,
+            basic_auth_ref,
+            basic_auth: None,
             from_to_www,
             app_root,
             redirect,
@@ -920,6 +1012,50 @@ mod tests {
             ]
         );
         assert!(errs[0].problem.contains("variables"), "{}", errs[0].problem);
+    }
+
+    #[test]
+    fn basic_auth_is_read_as_ingress_nginx_reads_it_and_never_half_set() {
+        let s = ingress_settings(&ann(&[
+            ("nginx.ingress.kubernetes.io/auth-type", "basic"),
+            ("nginx.ingress.kubernetes.io/auth-secret", "team/basic"),
+            ("nginx.ingress.kubernetes.io/auth-secret-type", "auth-map"),
+            ("nginx.ingress.kubernetes.io/auth-realm", "Team A: sign in"),
+        ]))
+        .unwrap();
+        assert_eq!(
+            s.basic_auth_ref,
+            Some(BasicAuthRef {
+                namespace: Some("team".into()),
+                name: "basic".into(),
+                map: true,
+                realm: "Team A: sign in".into()
+            })
+        );
+        let refused = |pairs: &[(&str, &str)]| -> Vec<String> {
+            ingress_settings(&ann(pairs))
+                .unwrap_err()
+                .into_iter()
+                .map(|e| e.name)
+                .collect()
+        };
+        let t = "nginx.ingress.kubernetes.io/auth-type";
+        let sec = "nginx.ingress.kubernetes.io/auth-secret";
+        assert_eq!(refused(&[(t, "digest"), (sec, "s")]), vec![t.to_string()]);
+        assert_eq!(refused(&[(t, "basic")]), vec![t.to_string()]);
+        assert_eq!(refused(&[(sec, "s")]), vec![sec.to_string()]);
+        assert_eq!(
+            refused(&[(t, "basic"), (sec, "a/b/c")]),
+            vec![sec.to_string()]
+        );
+        assert_eq!(
+            refused(&[
+                (t, "basic"),
+                (sec, "s"),
+                ("nginx.ingress.kubernetes.io/auth-realm", "\"x\"")
+            ]),
+            vec!["nginx.ingress.kubernetes.io/auth-realm".to_string()]
+        );
     }
 
     #[test]

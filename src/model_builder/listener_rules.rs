@@ -165,6 +165,7 @@ impl Resolver<'_, '_> {
                 max_body_bytes: m.settings.max_body_bytes,
                 upstream: m.settings.upstream.clone(),
                 cors: m.settings.cors.clone(),
+                basic_auth: m.settings.basic_auth.clone(),
             }),
             Err(u) => {
                 self.diags.push(ingress_diag(
@@ -235,6 +236,7 @@ impl Resolver<'_, '_> {
                     max_body_bytes: m.settings.max_body_bytes,
                     upstream: m.settings.upstream.clone(),
                     cors: m.settings.cors.clone(),
+                    basic_auth: m.settings.basic_auth.clone(),
                 })
             }
         }

@@ -10,6 +10,7 @@
 pub mod alb_actions;
 pub mod annotation_registry;
 pub mod annotations;
+mod auth_secrets;
 pub(crate) mod class_selection;
 mod ingress_member;
 pub mod last_known_good;
@@ -167,6 +168,12 @@ pub struct BuildCache {
     services: Vec<Arc<k8s_openapi::api::core::v1::Service>>,
 }
 
+/// A Secret an Ingress's read used: its namespace and name, and the object (if it existed).
+type SecretUsed = (
+    (String, String),
+    Option<Arc<k8s_openapi::api::core::v1::Secret>>,
+);
+
 /// One Ingress as `read_member` read it, with what it was read for.
 #[derive(Debug)]
 struct ReadMember {
@@ -176,7 +183,23 @@ struct ReadMember {
     params: Option<TollgateClassParamsSpec>,
     read: Result<Arc<Member>, Vec<Diagnostic>>,
     warnings: Vec<Diagnostic>,
+    /// The Secret the read used (`auth-secret`) and the object it was, or `None` if it was
+    /// missing: the read holds only while the snapshot has that very object.
+    secret_used: Option<SecretUsed>,
     round: u64,
+}
+
+impl ReadMember {
+    fn secret_unchanged(&self, secrets: &SecretIndex<'_>) -> bool {
+        let Some(((ns, name), held)) = &self.secret_used else {
+            return true;
+        };
+        match (secrets.get(ns, name), held) {
+            (Some(now), Some(then)) => Arc::ptr_eq(now, then),
+            (None, None) => true,
+            _ => false,
+        }
+    }
 }
 
 /// Builds the desired state from a snapshot of cluster objects.
@@ -220,7 +243,11 @@ pub fn build_with(
         let params = classes.params_for(ing, &snapshot.class_params);
         let key = Arc::as_ptr(ing) as usize;
         let fresh = match cache.members.get_mut(&key) {
-            Some(e) if e.provider == opts.provider && e.params.as_ref() == params => {
+            Some(e)
+                if e.provider == opts.provider
+                    && e.params.as_ref() == params
+                    && e.secret_unchanged(&secrets) =>
+            {
                 e.round = round;
                 false
             }
@@ -228,11 +255,26 @@ pub fn build_with(
         };
         if fresh {
             let mut warnings = Vec::new();
-            let read = read_member(ing, opts.provider, &mut warnings).map(|mut m| {
+            let mut secret_used = None;
+            let read = read_member(ing, opts.provider, &mut warnings).and_then(|mut m| {
                 if let Some(p) = params {
                     p.apply_to(&mut m.settings);
                 }
-                Arc::new(m)
+                if let Some(r) = &m.settings.basic_auth_ref {
+                    let (ns, name) = auth_secrets::secret_key(r, m.namespace());
+                    let secret = secrets.get(ns, name);
+                    secret_used = Some(((ns.to_string(), name.to_string()), secret.cloned()));
+                    let ingress = (m.obj.namespace.as_str(), m.obj.name.as_str());
+                    let users = auth_secrets::basic_auth(
+                        r,
+                        ingress,
+                        secret.map(|s| s.as_ref()),
+                        &mut warnings,
+                    )
+                    .map_err(|e| vec![e])?;
+                    m.settings.basic_auth = Some(users);
+                }
+                Ok(Arc::new(m))
             });
             cache.members.insert(
                 key,
@@ -242,6 +284,7 @@ pub fn build_with(
                     params: params.cloned(),
                     read,
                     warnings,
+                    secret_used,
                     round,
                 },
             );

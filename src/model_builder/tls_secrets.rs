@@ -63,6 +63,11 @@ impl<'a> SecretIndex<'a> {
         }
     }
 
+    /// A Secret by namespace and name.
+    pub(crate) fn get(&self, namespace: &str, name: &str) -> Option<&'a Arc<Secret>> {
+        self.secrets.get(&(namespace, name)).copied()
+    }
+
     /// The certificate material of a Secret, or why it cannot be used.
     /// `Err(None)` means the Secret does not exist.
     pub(crate) fn material(

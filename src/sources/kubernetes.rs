@@ -355,7 +355,23 @@ async fn read_snapshot(
     (snapshot, diagnostics)
 }
 
-/// The Secrets named in Ingress `tls` sections, read through `cache`: a GET only for a
+/// Secrets an Ingress names in annotations (ingress-nginx's `auth-secret`), in its own
+/// namespace: a Secret of another namespace is refused by the builder, so it is not read.
+fn annotated_secrets(ing: &Ingress, ns: &str) -> Option<String> {
+    let v = ing
+        .metadata
+        .annotations
+        .as_ref()?
+        .get("nginx.ingress.kubernetes.io/auth-secret")?
+        .trim();
+    match v.split_once('/') {
+        Some((other, _)) if other != ns => None,
+        Some((_, name)) => Some(name.to_string()),
+        None => Some(v.to_string()),
+    }
+}
+
+/// The Secrets named in Ingress `tls` sections and annotations, read through `cache`: a GET only for a
 /// Secret not read yet or whose resourceVersion moved.
 async fn referenced_secrets(
     client: &Client,
@@ -368,10 +384,12 @@ async fn referenced_secrets(
         .iter()
         .flat_map(|ing| {
             let ns = ing.namespace().unwrap_or_default();
-            ing.spec
+            let tls = ing
+                .spec
                 .iter()
                 .flat_map(|s| s.tls.iter().flatten())
-                .filter_map(|t| t.secret_name.clone())
+                .filter_map(|t| t.secret_name.clone());
+            tls.chain(annotated_secrets(ing, &ns))
                 .map(move |n| (ns.clone(), n))
         })
         .collect();

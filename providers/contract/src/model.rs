@@ -460,6 +460,71 @@ pub struct Forward {
     /// ingress-nginx `enable-cors` and its settings; honoured by the proxy only.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cors: Option<CorsPolicy>,
+    /// ingress-nginx `auth-type: basic`: requests without a listed user's password get 401;
+    /// honoured by the proxy only. Shared: every rule of the Ingress carries the same list.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub basic_auth: Option<Arc<BasicAuth>>,
+}
+
+/// ingress-nginx's basic authentication: the users of an htpasswd file (`auth-file`) or map
+/// (`auth-map`) read from a Secret. Serializes without the password hashes, so a printed plan
+/// holds none, but with a fingerprint that changes when the Secret does.
+#[derive(Clone, PartialEq, Eq)]
+pub struct BasicAuth {
+    /// Sent in `WWW-Authenticate: Basic realm="..."`.
+    pub realm: String,
+    /// User name and password hash (crypt(3), `$apr1$`, `{SHA}`, `{SSHA}` or `{PLAIN}`), in
+    /// the Secret's order; the first entry of a user wins, as in nginx's file scan.
+    pub users: Vec<(String, String)>,
+    /// `namespace/name` of the Secret, for messages.
+    pub secret: String,
+    /// Hex digest of the users and hashes.
+    pub fingerprint: String,
+}
+
+impl fmt::Debug for BasicAuth {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("BasicAuth")
+            .field("realm", &self.realm)
+            .field("users", &self.users.len())
+            .field("secret", &self.secret)
+            .field("fingerprint", &self.fingerprint)
+            .finish()
+    }
+}
+
+#[derive(Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct PrintedBasicAuth {
+    realm: String,
+    users: usize,
+    secret: String,
+    fingerprint: String,
+}
+
+impl Serialize for BasicAuth {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        PrintedBasicAuth {
+            realm: self.realm.clone(),
+            users: self.users.len(),
+            secret: self.secret.clone(),
+            fingerprint: self.fingerprint.clone(),
+        }
+        .serialize(s)
+    }
+}
+
+impl<'de> Deserialize<'de> for BasicAuth {
+    /// A deserialized model has no users (so it lets nobody in); hashes never round-trip.
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let p = PrintedBasicAuth::deserialize(d)?;
+        Ok(BasicAuth {
+            realm: p.realm,
+            users: Vec::new(),
+            secret: p.secret,
+            fingerprint: p.fingerprint,
+        })
+    }
 }
 
 /// ingress-nginx's CORS answer: preflights (`OPTIONS` from an allowed origin) answered 204

@@ -31,10 +31,12 @@ pub enum CompiledAction {
         /// ingress-nginx `proxy-body-size`: larger request bodies get 413.
         max_body: Option<u64>,
         /// Per-route upstream settings; `None` (most routes) keeps the fast paths.
-        upstream: Option<Box<CompiledUpstream>>,
+        upstream: Option<Arc<CompiledUpstream>>,
         /// ingress-nginx CORS; `None` on most routes. Shared with the responses it adds
         /// headers to.
         cors: Option<Arc<CompiledCors>>,
+        /// ingress-nginx basic authentication; `None` on most routes.
+        basic_auth: Option<Arc<crate::basic_auth::CompiledBasicAuth>>,
     },
     Redirect(Redirect),
     Fixed {
@@ -169,7 +171,7 @@ pub struct CompiledUpstream {
 }
 
 impl CompiledUpstream {
-    fn compile(o: &tollgate_contract::UpstreamOptions) -> Option<Box<CompiledUpstream>> {
+    fn compile(o: &tollgate_contract::UpstreamOptions) -> Option<Arc<CompiledUpstream>> {
         if o.is_default() {
             return None;
         }
@@ -178,7 +180,7 @@ impl CompiledUpstream {
                 .and_then(|v| http::HeaderValue::from_str(v).ok())
         };
         let secs = |s: Option<u32>| s.map(|s| std::time::Duration::from_secs(u64::from(s)));
-        Some(Box::new(CompiledUpstream {
+        Some(Arc::new(CompiledUpstream {
             host: header(&o.host),
             forwarded_prefix: header(&o.forwarded_prefix),
             connect_timeout: secs(o.connect_timeout_seconds),
@@ -457,6 +459,10 @@ fn compile_action(
                     max_body: f.max_body_bytes,
                     upstream: CompiledUpstream::compile(&f.upstream),
                     cors: f.cors.as_ref().map(CompiledCors::compile),
+                    basic_auth: f
+                        .basic_auth
+                        .as_deref()
+                        .map(crate::basic_auth::CompiledBasicAuth::compile),
                 },
                 counters,
             }
@@ -506,6 +512,7 @@ mod tests {
                 max_body_bytes: None,
                 upstream: Default::default(),
                 cors: None,
+                basic_auth: None,
             }),
         }
     }

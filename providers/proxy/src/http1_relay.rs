@@ -353,6 +353,7 @@ pub(crate) fn plan_request(buf: &[u8], ctx: &RelayContext, head: &mut Vec<u8>) -
         rewrite_target,
         upstream: None,
         cors: None,
+        basic_auth: None,
         ..
     } = &listener.rule(index).action
     else {

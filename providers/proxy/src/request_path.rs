@@ -507,6 +507,7 @@ fn route(shared: Arc<Shared>, conn: ConnInfo, req: Request<Incoming>) -> Routed 
             max_body,
             upstream,
             cors,
+            basic_auth,
         } => {
             let forwarded_path = listener.forwarded_path(index, rewrite_target.as_deref(), &path);
             // As nginx's client_max_body_size: a declared length over the limit is refused
@@ -536,26 +537,20 @@ fn route(shared: Arc<Shared>, conn: ConnInfo, req: Request<Incoming>) -> Routed 
                     StatusCode::SERVICE_UNAVAILABLE,
                     "no target group",
                 )),
-                (Some(group), cors) => {
-                    let answer = forward(
-                        shared.clone(),
+                (Some(group), cors) => guarded_forward(
+                    Forwarding {
+                        shared: shared.clone(),
                         conn,
                         req,
-                        group.clone(),
-                        host_value,
-                        &forwarded_path,
-                        *max_body,
-                        upstream.as_deref(),
-                    );
-                    match cors {
-                        None => Answer::Forward(answer),
-                        Some((c, origin)) => Answer::Forward(Box::pin(async move {
-                            let mut r = answer.await;
-                            c.apply(origin, r.headers_mut());
-                            r
-                        })),
-                    }
-                }
+                        group: group.clone(),
+                        host: host_value,
+                        path: forwarded_path,
+                        max_body: *max_body,
+                        upstream: upstream.clone(),
+                    },
+                    cors,
+                    basic_auth.as_ref(),
+                ),
             }
         }
     };
@@ -565,6 +560,108 @@ fn route(shared: Arc<Shared>, conn: ConnInfo, req: Request<Incoming>) -> Routed 
         counted: Some((cfg, index)),
         access_log,
     }
+}
+
+/// A forward that has been routed, before the route's policy layers have looked at it.
+struct Forwarding<'p> {
+    shared: Arc<Shared>,
+    conn: ConnInfo,
+    req: Request<Incoming>,
+    group: Arc<UpstreamGroup>,
+    host: HeaderValue,
+    path: std::borrow::Cow<'p, str>,
+    max_body: Option<u64>,
+    upstream: Option<Arc<crate::config::CompiledUpstream>>,
+}
+
+impl Forwarding<'_> {
+    fn start(self) -> ForwardFuture {
+        forward(
+            self.shared,
+            self.conn,
+            self.req,
+            self.group,
+            self.host,
+            &self.path,
+            self.max_body,
+            self.upstream.as_deref(),
+        )
+    }
+}
+
+/// A forward through the route's policy layers, in nginx's phase order (access, then
+/// content): basic authentication, then the forward, whose response gets the CORS headers.
+/// Routes without these layers go straight to [`forward`].
+fn guarded_forward(
+    mut f: Forwarding<'_>,
+    cors: Option<(Arc<crate::config::CompiledCors>, HeaderValue)>,
+    basic_auth: Option<&Arc<crate::basic_auth::CompiledBasicAuth>>,
+) -> Answer {
+    use crate::basic_auth::Verdict;
+    let has_cors = cors.is_some();
+    let with_cors = move |mut r: Response<ProxyBody>| {
+        if let Some((c, origin)) = &cors {
+            c.apply(origin.clone(), r.headers_mut());
+        }
+        r
+    };
+    let verdict = basic_auth.map(|a| (a, a.verdict(f.req.headers())));
+    if basic_auth.is_some() {
+        // nginx sends the target none of its own basic auth's credentials (ingress-nginx's
+        // template sets `proxy_set_header Authorization ""`).
+        f.req.headers_mut().remove(header::AUTHORIZATION);
+    }
+    match verdict {
+        Some((a, Verdict::Denied)) => Answer::Ready(with_cors(unauthorized(a))),
+        Some((
+            a,
+            Verdict::Slow {
+                password,
+                hash,
+                key,
+            },
+        )) => {
+            // A crypt hash costs milliseconds (bcrypt) to seconds: checked on the blocking
+            // pool, then forwarded. The path is owned so the future can outlive the route.
+            let a = a.clone();
+            let f = Forwarding {
+                path: std::borrow::Cow::Owned(f.path.into_owned()),
+                ..f
+            };
+            Answer::Forward(Box::pin(async move {
+                let checker = a.clone();
+                let ok =
+                    tokio::task::spawn_blocking(move || checker.check_slow(&password, &hash, key))
+                        .await
+                        .unwrap_or(false);
+                if ok {
+                    with_cors(f.start().await)
+                } else {
+                    with_cors(unauthorized(&a))
+                }
+            }))
+        }
+        _ => {
+            let answer = f.start();
+            if has_cors {
+                Answer::Forward(Box::pin(async move { with_cors(answer.await) }))
+            } else {
+                Answer::Forward(answer)
+            }
+        }
+    }
+}
+
+/// nginx's answer to missing or wrong basic-auth credentials.
+fn unauthorized(a: &crate::basic_auth::CompiledBasicAuth) -> Response<ProxyBody> {
+    let mut r = local_response(
+        StatusCode::UNAUTHORIZED,
+        "text/html",
+        "<html>\r\n<head><title>401 Authorization Required</title></head>\r\n<body>\r\n<center><h1>401 Authorization Required</h1></center>\r\n</body>\r\n</html>\r\n",
+    );
+    r.headers_mut()
+        .insert(header::WWW_AUTHENTICATE, a.challenge());
+    r
 }
 
 /// A redirect's `Location`: each part the redirect leaves out keeps the request's value

@@ -1,0 +1,248 @@
+//! Reading the Secrets behind ingress-nginx's `auth-secret` into the users a route admits.
+//!
+//! Done at build time, not when the Ingress is read: the Secret changes on its own (a
+//! password rotated), and the Ingress's cached read must not keep the old users. An Ingress
+//! whose Secret cannot be read is not served (ingress-nginx answers its paths 503, "location
+//! denied"); users whose hash cannot be checked are named in a Warning and can never log in.
+
+use std::sync::Arc;
+
+use k8s_openapi::api::core::v1::Secret;
+use sha2::{Digest, Sha256};
+use tollgate_contract::{BasicAuth, Diagnostic, ObjectKind, Reason, Severity};
+
+use super::annotations::BasicAuthRef;
+
+/// The namespace and name of the Secret `r` names for an Ingress in `namespace`.
+pub(crate) fn secret_key<'a>(r: &'a BasicAuthRef, namespace: &'a str) -> (&'a str, &'a str) {
+    (r.namespace.as_deref().unwrap_or(namespace), &r.name)
+}
+
+/// The users of `secret` (already looked up by [`secret_key`]) for the Ingress `ns/name`.
+/// `Err` is the Error that keeps the Ingress from being served; warnings go to `warnings`.
+pub(crate) fn basic_auth(
+    r: &BasicAuthRef,
+    ingress: (&str, &str),
+    secret: Option<&Secret>,
+    warnings: &mut Vec<Diagnostic>,
+) -> Result<Arc<BasicAuth>, Diagnostic> {
+    let (ns, ing_name) = ingress;
+    let (secret_ns, secret_name) = secret_key(r, ns);
+    let annotation = "nginx.ingress.kubernetes.io/auth-secret";
+    let diag = |severity, reason, message: String| {
+        Diagnostic::new(
+            severity,
+            ObjectKind::Ingress,
+            ns.to_string(),
+            ing_name.to_string(),
+            reason,
+            message,
+        )
+    };
+    // ingress-nginx refuses Secrets of other namespaces unless the operator allows it
+    // (`allow-cross-namespace-resources`, off by default since controller 1.12): one
+    // namespace's Ingress must not read another's credentials.
+    if secret_ns != ns {
+        return Err(diag(
+            Severity::Error,
+            Reason::AnnotationRefused,
+            format!("{annotation}: Secret {secret_ns}/{secret_name} is in another namespace; an Ingress may only use its own namespace's Secrets, so it is not served without its authentication"),
+        ));
+    }
+    let Some(secret) = secret else {
+        return Err(diag(
+            Severity::Error,
+            Reason::SecretNotFound,
+            format!("{annotation}: Secret {secret_ns}/{secret_name} not found; the Ingress is not served without its authentication"),
+        ));
+    };
+    let text = |v: &[u8]| String::from_utf8_lossy(v).into_owned();
+    let entries: Vec<(String, String)> = if r.map {
+        // auth-map: every key a user, its value the hash.
+        let mut e: Vec<(String, String)> = secret
+            .data
+            .iter()
+            .flatten()
+            .map(|(k, v)| (k.clone(), text(&v.0).trim().to_string()))
+            .chain(
+                secret
+                    .string_data
+                    .iter()
+                    .flatten()
+                    .map(|(k, v)| (k.clone(), v.trim().to_string())),
+            )
+            .collect();
+        e.sort();
+        e.dedup_by(|a, b| a.0 == b.0);
+        e
+    } else {
+        let file = secret
+            .data
+            .as_ref()
+            .and_then(|d| d.get("auth"))
+            .map(|b| text(&b.0))
+            .or_else(|| {
+                secret
+                    .string_data
+                    .as_ref()
+                    .and_then(|d| d.get("auth"))
+                    .cloned()
+            });
+        let Some(file) = file else {
+            return Err(diag(
+                Severity::Error,
+                Reason::SecretInvalid,
+                format!("{annotation}: Secret {secret_ns}/{secret_name} has no key \"auth\" (an htpasswd file; or set auth-secret-type: auth-map); the Ingress is not served without its authentication"),
+            ));
+        };
+        htpasswd_lines(&file)
+    };
+    let mut users = Vec::with_capacity(entries.len());
+    let mut unusable = Vec::new();
+    for (user, hash) in entries {
+        if user.is_empty() {
+            continue;
+        }
+        if tollgate_proxy::basic_auth::hash_is_supported(&hash) {
+            users.push((user, hash));
+        } else {
+            unusable.push(user);
+        }
+    }
+    if !unusable.is_empty() {
+        warnings.push(diag(
+            Severity::Warning,
+            Reason::SecretInvalid,
+            format!("{annotation}: Secret {secret_ns}/{secret_name}: the password of {} is not a hash nginx accepts (crypt, $apr1$, {{SHA}}, {{SSHA}} or {{PLAIN}}); they cannot log in", unusable.join(", ")),
+        ));
+    }
+    if users.is_empty() {
+        warnings.push(diag(
+            Severity::Warning,
+            Reason::SecretInvalid,
+            format!("{annotation}: Secret {secret_ns}/{secret_name} lists no usable user; every request gets 401"),
+        ));
+    }
+    let mut h = Sha256::new();
+    for (u, p) in &users {
+        h.update(u.as_bytes());
+        h.update([0]);
+        h.update(p.as_bytes());
+        h.update([0]);
+    }
+    h.update(r.realm.as_bytes());
+    let fingerprint = h
+        .finalize()
+        .iter()
+        .take(16)
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    Ok(Arc::new(BasicAuth {
+        realm: r.realm.clone(),
+        users,
+        secret: format!("{secret_ns}/{secret_name}"),
+        fingerprint,
+    }))
+}
+
+/// An htpasswd file's `user:hash` lines, as nginx's `auth_basic_user_file` reads them: blank
+/// lines and `#` comments skipped, the hash ending at the next `:` (a comment field).
+fn htpasswd_lines(file: &str) -> Vec<(String, String)> {
+    file.lines()
+        .map(|l| l.trim_end_matches('\r'))
+        .filter(|l| !l.trim().is_empty() && !l.starts_with('#'))
+        .filter_map(|l| {
+            let (user, rest) = l.split_once(':')?;
+            let hash = rest.split(':').next().unwrap_or_default();
+            Some((user.to_string(), hash.to_string()))
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use k8s_openapi::ByteString;
+
+    fn secret(pairs: &[(&str, &str)]) -> Secret {
+        Secret {
+            data: Some(
+                pairs
+                    .iter()
+                    .map(|(k, v)| (k.to_string(), ByteString(v.as_bytes().to_vec())))
+                    .collect(),
+            ),
+            ..Default::default()
+        }
+    }
+
+    fn auth_ref(ns: Option<&str>, map: bool) -> BasicAuthRef {
+        BasicAuthRef {
+            namespace: ns.map(String::from),
+            name: "basic".into(),
+            map,
+            realm: "test auth".into(),
+        }
+    }
+
+    #[test]
+    fn file_and_map_forms() {
+        let mut w = Vec::new();
+        let file = secret(&[(
+            "auth",
+            "# team\nfoo:{PLAIN}bar:comment\r\n\nbad:nohash\nbaz:{SHA}Ys23Ag/5IOWqZCw9QGaVDdHwH00=\n",
+        )]);
+        let a = basic_auth(&auth_ref(None, false), ("ns", "ing"), Some(&file), &mut w).unwrap();
+        assert_eq!(
+            a.users,
+            vec![
+                ("foo".to_string(), "{PLAIN}bar".to_string()),
+                (
+                    "baz".to_string(),
+                    "{SHA}Ys23Ag/5IOWqZCw9QGaVDdHwH00=".to_string()
+                )
+            ]
+        );
+        assert_eq!(w.len(), 1, "{w:?}");
+        assert!(w[0].message.contains("bad") && !w[0].message.contains("nohash"));
+
+        let mut w = Vec::new();
+        let map = secret(&[("foo", "{PLAIN}bar\n"), ("auth", "{PLAIN}x")]);
+        let b = basic_auth(
+            &auth_ref(Some("ns"), true),
+            ("ns", "ing"),
+            Some(&map),
+            &mut w,
+        )
+        .unwrap();
+        assert_eq!(b.users.len(), 2);
+        assert!(w.is_empty());
+        assert_ne!(a.fingerprint, b.fingerprint);
+    }
+
+    #[test]
+    fn unusable_secrets_keep_the_ingress_from_being_served() {
+        let mut w = Vec::new();
+        let e = basic_auth(&auth_ref(None, false), ("ns", "ing"), None, &mut w).unwrap_err();
+        assert_eq!(
+            (e.severity, e.reason),
+            (Severity::Error, Reason::SecretNotFound)
+        );
+        let no_key = secret(&[("users", "foo:{PLAIN}bar")]);
+        let e =
+            basic_auth(&auth_ref(None, false), ("ns", "ing"), Some(&no_key), &mut w).unwrap_err();
+        assert!(e.message.contains("no key \"auth\""), "{}", e.message);
+        let e = basic_auth(
+            &auth_ref(Some("other"), false),
+            ("ns", "ing"),
+            Some(&no_key),
+            &mut w,
+        )
+        .unwrap_err();
+        assert!(e.message.contains("another namespace"), "{}", e.message);
+        // An empty hash, as ingress-nginx's e2e "foo:" case: served, nobody admitted.
+        let empty = secret(&[("auth", "foo:")]);
+        let a = basic_auth(&auth_ref(None, false), ("ns", "ing"), Some(&empty), &mut w).unwrap();
+        assert!(a.users.is_empty());
+    }
+}
