@@ -99,7 +99,7 @@ fn protective_annotation_not_honoured_is_not_served() {
                 "a.example.com",
                 "/",
                 "web",
-                "nginx.ingress.kubernetes.io/auth-url: http://auth.example.com/check",
+                "nginx.ingress.kubernetes.io/enable-modsecurity: 'true'",
             ),
             ingress("open", "b.example.com", "/", "web", ""),
         ],
@@ -108,7 +108,7 @@ fn protective_annotation_not_honoured_is_not_served() {
     let errs = find(&out, Reason::AnnotationUnsupported, "guarded");
     assert_eq!(errs.len(), 1, "{:?}", out.diagnostics);
     assert_eq!(errs[0].severity, Severity::Error);
-    assert!(errs[0].message.contains("auth-url"));
+    assert!(errs[0].message.contains("enable-modsecurity"));
     let hosts: Vec<String> = served(&out).into_iter().map(|r| r.0).collect();
     assert!(!hosts.contains(&"a.example.com".to_string()), "{hosts:?}");
     assert!(hosts.contains(&"b.example.com".to_string()), "{hosts:?}");

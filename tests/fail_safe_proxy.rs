@@ -93,7 +93,7 @@ async fn protective_annotation_not_honoured_is_never_served() {
     let a = echo("a").await;
     let guarded = ingress(
         "guarded",
-        "nginx.ingress.kubernetes.io/auth-url: 'http://oauth2-proxy.auth.svc/oauth2/auth'",
+        "nginx.ingress.kubernetes.io/enable-modsecurity: 'true'",
         &[("guarded.example.com", "/", "Prefix", "svc-a")],
     );
     let open = ingress("open", "", &[("open.example.com", "/", "Prefix", "svc-a")]);
@@ -106,7 +106,7 @@ async fn protective_annotation_not_honoured_is_never_served() {
     assert_eq!(
         answers(&p, "guarded.example.com", "/").await.0,
         StatusCode::NOT_FOUND,
-        "an app behind auth-url must not be served without it"
+        "an app behind a WAF must not be served without it"
     );
     p.stop().await;
 }

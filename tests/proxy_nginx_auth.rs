@@ -2,10 +2,13 @@
 //! from an htpasswd Secret (`auth-file`) or a user map (`auth-map`), as ingress-nginx's
 //! test/e2e/annotations/auth.go pins it — 401 with the realm's challenge and nginx's page
 //! without (or with wrong) credentials, the target reached with the right ones, CORS headers
-//! on the 401, and an Ingress whose Secret is missing not served at all.
+//! on the 401, and an Ingress whose Secret is missing not served at all; and external
+//! authentication (`auth-url`) against an authentication service on loopback, the
+//! oauth2-proxy pattern end to end.
 
 mod support;
 
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use base64::Engine;
@@ -176,5 +179,244 @@ async fn basic_auth_as_ingress_nginx_serves_it() {
     )
     .await;
     assert!(status_line(&r).contains("401"), "{r}");
+    p.stop().await;
+}
+
+/// An authentication service as oauth2-proxy behaves: `Authorization: Basic user:password`
+/// is signed in (200, `X-User`, a cookie), `X-Anonymous` is let in with no user, `X-Deny`
+/// is forbidden (403), anything else 401 with a challenge and a cookie. Records each
+/// request's head (lower-cased names) and whether any body byte followed it.
+async fn auth_service() -> (std::net::SocketAddr, Arc<Mutex<Vec<String>>>) {
+    let seen: Arc<Mutex<Vec<String>>> = Arc::default();
+    let sink = seen.clone();
+    let addr = tcp_target(move |mut s| {
+        let sink = sink.clone();
+        async move {
+            use tokio::io::{AsyncReadExt, AsyncWriteExt};
+            let mut buf = Vec::new();
+            let end = loop {
+                if let Some(end) = find_bytes(&buf, b"\r\n\r\n") {
+                    break end;
+                }
+                let mut chunk = [0u8; 4096];
+                match s.read(&mut chunk).await {
+                    Ok(0) | Err(_) => return,
+                    Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                }
+            };
+            let head = String::from_utf8_lossy(&buf[..end]).to_ascii_lowercase();
+            let extra = buf.len() - (end + 4);
+            sink.lock().unwrap().push(format!("{head}\nbody-bytes: {extra}"));
+            let signed_in = head.contains("authorization: basic dxnlcjpwyxnzd29yza==");
+            let answer: &[u8] = if signed_in {
+                b"HTTP/1.1 200 OK\r\nX-User: alice\r\nSet-Cookie: alma=armud\r\ncontent-length: 0\r\n\r\n"
+            } else if head.contains("x-anonymous:") {
+                b"HTTP/1.1 202 Accepted\r\ncontent-length: 0\r\n\r\n"
+            } else if head.contains("x-deny:") {
+                b"HTTP/1.1 403 Forbidden\r\ncontent-length: 0\r\n\r\n"
+            } else {
+                b"HTTP/1.1 401 Unauthorized\r\nWWW-Authenticate: Basic realm=\"svc\"\r\nSet-Cookie: step=1\r\ncontent-length: 0\r\n\r\n"
+            };
+            let _ = s.write_all(answer).await;
+        }
+    })
+    .await;
+    (addr, seen)
+}
+
+/// A target that answers every request 503.
+async fn unavailable() -> std::net::SocketAddr {
+    tcp_target(|mut s| async move {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let mut chunk = [0u8; 4096];
+        let _ = s.read(&mut chunk).await;
+        let _ = s
+            .write_all(b"HTTP/1.1 503 Service Unavailable\r\ncontent-length: 0\r\n\r\n")
+            .await;
+    })
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn external_auth_as_ingress_nginx_serves_it() {
+    let (app, got) = recorder().await;
+    let down = unavailable().await;
+    let (auth, asked) = auth_service().await;
+    let closed = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap()
+    };
+    let url = format!("http://{auth}/auth/check");
+    let m = [
+        service("app", &[app]),
+        service("down", &[down]),
+        ingress(
+            "signin",
+            &format!("nginx.ingress.kubernetes.io/auth-url: '{url}', nginx.ingress.kubernetes.io/auth-signin: 'http://$host/auth/start', nginx.ingress.kubernetes.io/auth-response-headers: 'X-User'"),
+            &[("auth.example.com", "/", "Prefix", "app")],
+        ),
+        ingress(
+            "plain",
+            &format!("nginx.ingress.kubernetes.io/auth-url: '{url}', nginx.ingress.kubernetes.io/auth-signin-redirect-param: orig"),
+            &[("plain.example.com", "/", "Prefix", "app")],
+        ),
+        ingress(
+            "down",
+            &format!("nginx.ingress.kubernetes.io/auth-url: '{url}'"),
+            &[("down.example.com", "/", "Prefix", "down")],
+        ),
+        ingress(
+            "always",
+            &format!("nginx.ingress.kubernetes.io/auth-url: '{url}', nginx.ingress.kubernetes.io/auth-always-set-cookie: 'true'"),
+            &[("always.example.com", "/", "Prefix", "down")],
+        ),
+        ingress(
+            "unreachable",
+            &format!("nginx.ingress.kubernetes.io/auth-url: 'http://{closed}/check'"),
+            &[("unreachable.example.com", "/", "Prefix", "app")],
+        ),
+    ]
+    .join("---\n");
+    let p = TestProxy::start(&m).await;
+    let get = |host: &str, path: &str, extra: &str| {
+        format!("GET {path} HTTP/1.1\r\nHost: {host}\r\n{extra}Connection: close\r\n\r\n")
+    };
+    let signed_in = "Authorization: Basic dXNlcjpwYXNzd29yZA==\r\n"; // user:password
+
+    // Not signed in: 302 to the sign-in page with the original URL in `rd`, escaped as
+    // auth.go expects (url.QueryEscape of the request URI), with the service's cookie.
+    let r = raw(p.http, get("auth.example.com", "/?a=b&c=d", "").as_bytes()).await;
+    assert!(status_line(&r).contains("302"), "{r}");
+    assert_eq!(
+        header_of(&r, "location").as_deref(),
+        Some("http://auth.example.com/auth/start?rd=http://auth.example.com%2F%3Fa%3Db%26c%3Dd"),
+        "{r}"
+    );
+    assert_eq!(
+        header_of(&r, "set-cookie").as_deref(),
+        Some("step=1"),
+        "{r}"
+    );
+    assert!(
+        got.lock().unwrap().is_empty(),
+        "nothing unauthenticated reached the target"
+    );
+
+    // What the service was asked: the client's headers without its body, Host its own,
+    // and ingress-nginx's X-Original-* headers.
+    {
+        let asked = asked.lock().unwrap();
+        let head = asked.last().expect("the service was asked");
+        assert!(head.starts_with("get /auth/check http/1.1"), "{head}");
+        assert!(head.contains("\nhost: 127.0.0.1\r"), "{head}");
+        assert!(
+            head.contains("x-original-url: http://auth.example.com/?a=b&c=d"),
+            "{head}"
+        );
+        assert!(head.contains("x-original-method: get"), "{head}");
+        assert!(
+            head.contains("x-sent-from: nginx-ingress-controller"),
+            "{head}"
+        );
+        assert!(
+            head.contains("x-auth-request-redirect: /?a=b&c=d"),
+            "{head}"
+        );
+    }
+
+    // Signed in: the target is reached, with the service's X-User replacing the client's,
+    // and the client gets the service's cookie.
+    let r = raw(
+        p.http,
+        get(
+            "auth.example.com",
+            "/app",
+            &format!("{signed_in}X-User: mallory\r\n"),
+        )
+        .as_bytes(),
+    )
+    .await;
+    assert!(status_line(&r).contains("200"), "{r}");
+    assert_eq!(
+        header_of(&r, "set-cookie").as_deref(),
+        Some("alma=armud"),
+        "{r}"
+    );
+    {
+        let got = got.lock().unwrap();
+        assert_eq!(got.len(), 1);
+        assert_eq!(
+            values(&got[0], "x-user"),
+            vec!["alice".to_string()],
+            "{}",
+            got[0]
+        );
+    }
+    // Let in without a user: the client's own X-User never reaches the target.
+    let r = raw(
+        p.http,
+        get(
+            "auth.example.com",
+            "/app",
+            "X-Anonymous: 1\r\nX-User: mallory\r\n",
+        )
+        .as_bytes(),
+    )
+    .await;
+    assert!(status_line(&r).contains("200"), "{r}");
+    assert!(values(&got.lock().unwrap()[1], "x-user").is_empty());
+
+    // A POST's body goes to the target, never to the service.
+    let post = format!(
+        "POST /form HTTP/1.1\r\nHost: auth.example.com\r\n{signed_in}Content-Length: 5\r\nConnection: close\r\n\r\nhello"
+    );
+    let before = asked.lock().unwrap().len();
+    let r = raw(p.http, post.as_bytes()).await;
+    assert!(status_line(&r).contains("200"), "{r}");
+    {
+        let asked = asked.lock().unwrap();
+        let head = &asked[before];
+        assert!(head.contains("x-original-method: post"), "{head}");
+        assert!(!head.contains("content-length"), "{head}");
+        assert!(head.ends_with("body-bytes: 0"), "{head}");
+        assert!(got.lock().unwrap()[2].ends_with("hello"));
+    }
+
+    // No sign-in page: the service's 401 and challenge; its 403 is a 403.
+    let r = raw(p.http, get("plain.example.com", "/", "").as_bytes()).await;
+    assert!(status_line(&r).contains("401"), "{r}");
+    assert_eq!(
+        header_of(&r, "www-authenticate").as_deref(),
+        Some("Basic realm=\"svc\""),
+        "{r}"
+    );
+    let r = raw(
+        p.http,
+        get("plain.example.com", "/", "X-Deny: 1\r\n").as_bytes(),
+    )
+    .await;
+    assert!(status_line(&r).contains("403"), "{r}");
+
+    // The service's cookie goes on the target's 503 only with auth-always-set-cookie.
+    let r = raw(p.http, get("down.example.com", "/", signed_in).as_bytes()).await;
+    assert!(status_line(&r).contains("503"), "{r}");
+    assert_eq!(header_of(&r, "set-cookie"), None, "{r}");
+    let r = raw(p.http, get("always.example.com", "/", signed_in).as_bytes()).await;
+    assert!(status_line(&r).contains("503"), "{r}");
+    assert_eq!(
+        header_of(&r, "set-cookie").as_deref(),
+        Some("alma=armud"),
+        "{r}"
+    );
+
+    // A service that cannot be reached: 500, and the target never sees the request.
+    let before = got.lock().unwrap().len();
+    let r = raw(
+        p.http,
+        get("unreachable.example.com", "/", signed_in).as_bytes(),
+    )
+    .await;
+    assert!(status_line(&r).contains("500"), "{r}");
+    assert_eq!(got.lock().unwrap().len(), before);
     p.stop().await;
 }

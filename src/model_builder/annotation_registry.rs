@@ -319,21 +319,21 @@ pub static REGISTRY: &[Spec] = &[
     nginx("denylist-source-range", Prot, H, "refusing clients from these CIDRs").aws(H),
     nginx("disable-proxy-intercept-errors", Other, X, "not intercepting upstream errors"),
     nginx("enable-global-auth", Other, X, "the global external authentication"),
-    nginx("auth-always-set-cookie", Other, X, "external authentication's cookies"),
+    nginx("auth-always-set-cookie", Other, H, "external authentication's cookies"),
     nginx("auth-cache-duration", Other, X, "external-authentication caching"),
     nginx("auth-cache-key", Other, X, "external-authentication caching"),
     nginx("auth-keepalive", Other, X, "external-authentication keepalive"),
     nginx("auth-keepalive-requests", Other, X, "external-authentication keepalive"),
     nginx("auth-keepalive-share-vars", Other, X, "external-authentication keepalive"),
     nginx("auth-keepalive-timeout", Other, X, "external-authentication keepalive"),
-    nginx("auth-method", Other, X, "external authentication's method"),
+    nginx("auth-method", Other, H, "external authentication's method"),
     nginx("auth-proxy-set-headers", Other, X, "headers sent to external authentication"),
-    nginx("auth-request-redirect", Other, X, "external authentication's X-Auth-Request-Redirect"),
-    nginx("auth-response-headers", Other, X, "headers copied from external authentication"),
-    nginx("auth-signin", Prot, X, "redirecting unauthenticated clients to sign in"),
-    nginx("auth-signin-redirect-param", Other, X, "the sign-in redirect parameter"),
+    nginx("auth-request-redirect", Other, H, "external authentication's X-Auth-Request-Redirect"),
+    nginx("auth-response-headers", Other, H, "headers copied from external authentication"),
+    nginx("auth-signin", Prot, H, "redirecting unauthenticated clients to sign in"),
+    nginx("auth-signin-redirect-param", Other, H, "the sign-in redirect parameter"),
     nginx("auth-snippet", Snippet, X, "raw nginx configuration for external authentication").inert(&[""]),
-    nginx("auth-url", Prot, X, "external authentication (e.g. oauth2-proxy)"),
+    nginx("auth-url", Prot, H, "external authentication (e.g. oauth2-proxy)"),
     nginx("fastcgi-index", Other, X, "FastCGI"),
     nginx("fastcgi-params-configmap", Other, X, "FastCGI"),
     nginx("http2-push-preload", Other, X, "HTTP/2 server push"),
@@ -673,9 +673,15 @@ mod tests {
         );
         assert_eq!(f, [(Severity::Error, Reason::AnnotationUnsupported)]);
         let f = one(
-            &[("nginx.ingress.kubernetes.io/auth-url", "http://auth/check")],
+            &[("nginx.ingress.kubernetes.io/enable-modsecurity", "true")],
             OnObject::Ingress,
             ProviderKind::Proxy,
+        );
+        assert_eq!(f, [(Severity::Error, Reason::AnnotationUnsupported)]);
+        let f = one(
+            &[("nginx.ingress.kubernetes.io/auth-url", "http://auth/check")],
+            OnObject::Ingress,
+            ProviderKind::Aws,
         );
         assert_eq!(f, [(Severity::Error, Reason::AnnotationUnsupported)]);
         // security-groups is honoured by aws, not by the proxy.

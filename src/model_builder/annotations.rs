@@ -66,6 +66,11 @@ pub struct IngressSettings {
     pub basic_auth_ref: Option<BasicAuthRef>,
     /// The users of [`IngressSettings::basic_auth_ref`]'s Secret.
     pub basic_auth: Option<std::sync::Arc<tollgate_contract::BasicAuth>>,
+    /// ingress-nginx `auth-url` with its settings.
+    pub external_auth: Option<std::sync::Arc<tollgate_contract::ExternalAuth>>,
+    /// Annotations that are set but do nothing (ingress-nginx ignores them too, e.g.
+    /// `cors-*` without `enable-cors`): name and why, reported as Warnings.
+    pub unused: Vec<(String, String)>,
     /// ingress-nginx `app-root`: a request for exactly `/` on the Ingress's hosts is
     /// redirected (302) to this path.
     pub app_root: Option<String>,
@@ -256,6 +261,95 @@ fn read_basic_auth(r: &mut Reader<'_>) -> Option<BasicAuthRef> {
         }
         _ => None,
     }
+}
+
+/// ingress-nginx's external authentication (internal/ingress/annotations/authreq): on only
+/// with `auth-url` (absolute http(s) with a host; nginx variables such as `$host` allowed);
+/// `auth-method` one of nginx's methods; `auth-signin` a URL, its redirect parameter
+/// `auth-signin-redirect-param` (default `rd`); `auth-response-headers` a list of header
+/// names; `auth-request-redirect`; `auth-always-set-cookie`. ingress-nginx only logs a bad
+/// sign-in URL and drops it; here every bad value keeps the Ingress from being served, as a
+/// sign-in flow that silently became a bare 401 is not what its author meant.
+fn read_external_auth(
+    r: &mut Reader<'_>,
+    unused: &mut Vec<(String, String)>,
+) -> Option<tollgate_contract::ExternalAuth> {
+    use tollgate_proxy::external_auth::check_url;
+    let url = r.parse(&format!("{NGINX}auth-url"), |v| {
+        check_url(v).map(|()| v.to_string())
+    });
+    let method = r.parse(&format!("{NGINX}auth-method"), |v| {
+        const METHODS: &[&str] = &[
+            "GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "CONNECT", "OPTIONS", "TRACE",
+        ];
+        if METHODS.contains(&v) {
+            Ok(v.to_string())
+        } else {
+            Err(format!("expected one of {}", METHODS.join(", ")))
+        }
+    });
+    let signin = r.parse(&format!("{NGINX}auth-signin"), |v| {
+        check_url(v).map(|()| v.to_string())
+    });
+    let param = r.parse(&format!("{NGINX}auth-signin-redirect-param"), |v| {
+        if !v.is_empty()
+            && v.chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+        {
+            Ok(v.to_string())
+        } else {
+            Err("expected a query parameter name".into())
+        }
+    });
+    let response_headers = r.parse(&format!("{NGINX}auth-response-headers"), |v| {
+        let names: Vec<String> = v
+            .split(',')
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+            .map(String::from)
+            .collect();
+        match names.iter().find(|n| {
+            !n.chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+        }) {
+            Some(bad) => Err(format!("{bad:?} is not a header name")),
+            None => Ok(names),
+        }
+    });
+    let request_redirect = r.parse(&format!("{NGINX}auth-request-redirect"), header_text);
+    let always = r.bool(&format!("{NGINX}auth-always-set-cookie"));
+    let Some(url) = url else {
+        let set: Vec<String> = [
+            "auth-method",
+            "auth-signin",
+            "auth-signin-redirect-param",
+            "auth-response-headers",
+            "auth-request-redirect",
+            "auth-always-set-cookie",
+        ]
+        .iter()
+        .map(|n| format!("{NGINX}{n}"))
+        .filter(|n| r.raw(n).is_some())
+        .collect();
+        if !r.errors.iter().any(|e| e.name.ends_with("auth-url")) {
+            for n in set {
+                unused.push((
+                    n,
+                    "does nothing without nginx.ingress.kubernetes.io/auth-url".into(),
+                ));
+            }
+        }
+        return None;
+    };
+    Some(tollgate_contract::ExternalAuth {
+        url,
+        method,
+        signin,
+        signin_redirect_param: param.unwrap_or_else(|| "rd".into()),
+        response_headers: response_headers.unwrap_or_default(),
+        request_redirect,
+        always_set_cookie: always.unwrap_or(false),
+    })
 }
 
 /// ingress-nginx's CORS settings (internal/ingress/annotations/cors; semantics from its e2e
@@ -749,6 +843,26 @@ pub fn ingress_settings(
         .filter(|n| *n > 0);
     let cors = read_cors(&mut r);
     let basic_auth_ref = read_basic_auth(&mut r);
+    let mut unused = Vec::new();
+    let external_auth = read_external_auth(&mut r, &mut unused).map(std::sync::Arc::new);
+    if cors.is_none() {
+        for n in [
+            "cors-allow-origin",
+            "cors-allow-methods",
+            "cors-allow-headers",
+            "cors-expose-headers",
+            "cors-allow-credentials",
+            "cors-max-age",
+        ] {
+            let name = format!("{NGINX}{n}");
+            if r.raw(&name).is_some() {
+                unused.push((
+                    name,
+                    "does nothing without nginx.ingress.kubernetes.io/enable-cors: \"true\"".into(),
+                ));
+            }
+        }
+    }
     let from_to_www = r
         .bool(&format!("{NGINX}from-to-www-redirect"))
         .unwrap_or(false);
@@ -857,6 +971,8 @@ pub fn ingress_settings(
             cors,
             basic_auth_ref,
             basic_auth: None,
+            external_auth,
+            unused,
             from_to_www,
             app_root,
             redirect,
@@ -1056,6 +1172,62 @@ mod tests {
             ]),
             vec!["nginx.ingress.kubernetes.io/auth-realm".to_string()]
         );
+    }
+
+    #[test]
+    fn external_auth_is_read_and_leftovers_are_named() {
+        let n = |k: &str| format!("nginx.ingress.kubernetes.io/{k}");
+        let s = ingress_settings(&ann(&[
+            (&n("auth-url"), "https://$host/oauth2/auth"),
+            (
+                &n("auth-signin"),
+                "https://$host/oauth2/start?rd=$escaped_request_uri",
+            ),
+            (
+                &n("auth-response-headers"),
+                "X-Auth-Request-User, X-Auth-Request-Email",
+            ),
+            (&n("auth-method"), "GET"),
+        ]))
+        .unwrap();
+        let a = s.external_auth.expect("on with auth-url");
+        assert_eq!(a.signin_redirect_param, "rd");
+        assert_eq!(a.response_headers.len(), 2);
+        assert!(s.unused.is_empty());
+        let names = |pairs: &[(&str, &str)]| -> Vec<String> {
+            ingress_settings(&ann(pairs))
+                .unwrap_err()
+                .into_iter()
+                .map(|e| e.name)
+                .collect()
+        };
+        assert_eq!(
+            names(&[(&n("auth-url"), "https://invalid..auth.url")]),
+            vec![n("auth-url")]
+        );
+        assert_eq!(
+            names(&[(&n("auth-url"), "http://a/$remote_user")]),
+            vec![n("auth-url")]
+        );
+        assert_eq!(
+            names(&[(&n("auth-url"), "http://a/"), (&n("auth-method"), "get")]),
+            vec![n("auth-method")]
+        );
+        assert_eq!(
+            names(&[
+                (&n("auth-url"), "http://a/"),
+                (&n("auth-response-headers"), "X:Y")
+            ]),
+            vec![n("auth-response-headers")]
+        );
+        // Set without what turns them on: served, and each named in a Warning.
+        let s = ingress_settings(&ann(&[
+            (&n("auth-signin"), "https://sso/start"),
+            (&n("cors-allow-origin"), "https://a.example"),
+        ]))
+        .unwrap();
+        let unused: Vec<&str> = s.unused.iter().map(|(k, _)| k.as_str()).collect();
+        assert_eq!(unused, vec![n("auth-signin"), n("cors-allow-origin")]);
     }
 
     #[test]

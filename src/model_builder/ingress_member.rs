@@ -117,7 +117,19 @@ pub(crate) fn read_member(
         }
     }
     let mut settings = match ingress_settings(annotations) {
-        Ok(s) => Some(s),
+        Ok(s) => {
+            for (name, why) in &s.unused {
+                warnings.push(Diagnostic::new(
+                    Severity::Warning,
+                    ObjectKind::Ingress,
+                    obj.namespace.clone(),
+                    obj.name.clone(),
+                    Reason::AnnotationIgnored,
+                    format!("{name} {why}"),
+                ));
+            }
+            Some(s)
+        }
         Err(es) => {
             errors.extend(
                 es.into_iter()

@@ -166,6 +166,7 @@ impl Resolver<'_, '_> {
                 upstream: m.settings.upstream.clone(),
                 cors: m.settings.cors.clone(),
                 basic_auth: m.settings.basic_auth.clone(),
+                external_auth: m.settings.external_auth.clone(),
             }),
             Err(u) => {
                 self.diags.push(ingress_diag(
@@ -237,6 +238,7 @@ impl Resolver<'_, '_> {
                     upstream: m.settings.upstream.clone(),
                     cors: m.settings.cors.clone(),
                     basic_auth: m.settings.basic_auth.clone(),
+                    external_auth: m.settings.external_auth.clone(),
                 })
             }
         }

@@ -464,6 +464,40 @@ pub struct Forward {
     /// honoured by the proxy only. Shared: every rule of the Ingress carries the same list.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub basic_auth: Option<Arc<BasicAuth>>,
+    /// ingress-nginx `auth-url` and its settings: each request is first asked of an
+    /// authentication service; honoured by the proxy only.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub external_auth: Option<Arc<ExternalAuth>>,
+}
+
+/// ingress-nginx's external authentication (nginx `auth_request`): a request goes on only if
+/// the service at `url` answers 2xx; 401 becomes a redirect to `signin` (or a 401), 403 a
+/// 403, anything else a 500. URLs may hold the nginx variables `$host`, `$http_host`,
+/// `$scheme`, `$request_uri`, `$escaped_request_uri` and `$uri`, expanded per request.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ExternalAuth {
+    /// `http://` or `https://` (certificate not verified, as nginx's default).
+    pub url: String,
+    /// `auth-method`: the subrequest's method (else `GET`, as nginx's subrequests).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub method: Option<String>,
+    /// `auth-signin`: where a 401 sends the browser, with the original URL in
+    /// `signin_redirect_param`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub signin: Option<String>,
+    pub signin_redirect_param: String,
+    /// `auth-response-headers`: copied from the service's 2xx answer onto the request sent
+    /// to the target (a client's own value of one never reaches the target).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub response_headers: Vec<String>,
+    /// `auth-request-redirect`: sent as `X-Auth-Request-Redirect` (else the request URI).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub request_redirect: Option<String>,
+    /// `auth-always-set-cookie`: the service's `Set-Cookie` goes on every response, not
+    /// only on successful and redirect ones.
+    #[serde(default)]
+    pub always_set_cookie: bool,
 }
 
 /// ingress-nginx's basic authentication: the users of an htpasswd file (`auth-file`) or map

@@ -10,6 +10,7 @@ use std::time::Instant;
 use bytes::Bytes;
 use tollgate_contract::{Action, DesiredState, LoadBalancer, Redirect, Rule, TargetGroup};
 
+use crate::external_auth::CompiledExternalAuth;
 use crate::metrics::{ProxyMetrics, StatusCounters};
 use crate::route_table::{rewrite_path, ChunkRoutes, ListenerRoutes, RuleIndex};
 use crate::upstream::{TargetRegistry, UpstreamGroup};
@@ -37,6 +38,8 @@ pub enum CompiledAction {
         cors: Option<Arc<CompiledCors>>,
         /// ingress-nginx basic authentication; `None` on most routes.
         basic_auth: Option<Arc<crate::basic_auth::CompiledBasicAuth>>,
+        /// ingress-nginx external authentication (`auth-url`); `None` on most routes.
+        external_auth: Option<Arc<crate::external_auth::CompiledExternalAuth>>,
     },
     Redirect(Redirect),
     Fixed {
@@ -452,6 +455,27 @@ fn compile_action(
                 .map(|(g, _)| g.service.as_str())
                 .unwrap_or("");
             let counters = metrics.status_counters(ingress, service);
+            let external_auth = match f
+                .external_auth
+                .as_deref()
+                .map(CompiledExternalAuth::compile)
+            {
+                None => None,
+                Some(Ok(a)) => Some(a),
+                Some(Err(why)) => {
+                    // Never forwarded unchecked: the route answers 503, as ingress-nginx's
+                    // denied location does.
+                    tracing::error!(%ingress, %why, "external authentication cannot run");
+                    return CompiledRule {
+                        action: CompiledAction::Fixed {
+                            status: 503,
+                            content_type: "text/plain; charset=utf-8".into(),
+                            body: Bytes::from_static(b"authentication is misconfigured\n"),
+                        },
+                        counters,
+                    };
+                }
+            };
             CompiledRule {
                 action: CompiledAction::Forward {
                     groups: chosen,
@@ -463,6 +487,7 @@ fn compile_action(
                         .basic_auth
                         .as_deref()
                         .map(crate::basic_auth::CompiledBasicAuth::compile),
+                    external_auth,
                 },
                 counters,
             }
@@ -513,6 +538,7 @@ mod tests {
                 upstream: Default::default(),
                 cors: None,
                 basic_auth: None,
+                external_auth: None,
             }),
         }
     }

@@ -354,6 +354,7 @@ pub(crate) fn plan_request(buf: &[u8], ctx: &RelayContext, head: &mut Vec<u8>) -
         upstream: None,
         cors: None,
         basic_auth: None,
+        external_auth: None,
         ..
     } = &listener.rule(index).action
     else {

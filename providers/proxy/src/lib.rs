@@ -18,6 +18,7 @@
 pub mod basic_auth;
 pub mod client_connections;
 pub mod config;
+pub mod external_auth;
 #[doc(hidden)]
 pub mod fuzzing;
 pub mod http1_relay;

@@ -508,6 +508,7 @@ fn route(shared: Arc<Shared>, conn: ConnInfo, req: Request<Incoming>) -> Routed 
             upstream,
             cors,
             basic_auth,
+            external_auth,
         } => {
             let forwarded_path = listener.forwarded_path(index, rewrite_target.as_deref(), &path);
             // As nginx's client_max_body_size: a declared length over the limit is refused
@@ -550,6 +551,8 @@ fn route(shared: Arc<Shared>, conn: ConnInfo, req: Request<Incoming>) -> Routed 
                     },
                     cors,
                     basic_auth.as_ref(),
+                    external_auth.as_ref(),
+                    (&host, &path),
                 ),
             }
         }
@@ -590,12 +593,15 @@ impl Forwarding<'_> {
 }
 
 /// A forward through the route's policy layers, in nginx's phase order (access, then
-/// content): basic authentication, then the forward, whose response gets the CORS headers.
-/// Routes without these layers go straight to [`forward`].
+/// content): basic authentication, external authentication, then the forward, whose
+/// response gets the external service's cookies and the CORS headers. Routes without these
+/// layers go straight to [`forward`].
 fn guarded_forward(
     mut f: Forwarding<'_>,
     cors: Option<(Arc<crate::config::CompiledCors>, HeaderValue)>,
     basic_auth: Option<&Arc<crate::basic_auth::CompiledBasicAuth>>,
+    external_auth: Option<&Arc<crate::external_auth::CompiledExternalAuth>>,
+    routed: (&str, &str),
 ) -> Answer {
     use crate::basic_auth::Verdict;
     let has_cors = cors.is_some();
@@ -605,51 +611,119 @@ fn guarded_forward(
         }
         r
     };
-    let verdict = basic_auth.map(|a| (a, a.verdict(f.req.headers())));
+    let mut slow_basic = None;
+    if let Some(a) = basic_auth {
+        match a.verdict(f.req.headers()) {
+            Verdict::Allowed => {}
+            Verdict::Denied => return Answer::Ready(with_cors(unauthorized(a))),
+            Verdict::Slow {
+                password,
+                hash,
+                key,
+            } => slow_basic = Some((a.clone(), password, hash, key)),
+        }
+    }
+    // The check is made from the request as the client sent it (credentials included).
+    let check = external_auth.map(|e| {
+        let (host, path) = routed;
+        let view = crate::external_auth::RequestView {
+            method: f.req.method(),
+            headers: f.req.headers(),
+            scheme: if f.conn.tls { "https" } else { "http" },
+            host,
+            http_host: f
+                .req
+                .headers()
+                .get(header::HOST)
+                .and_then(|v| v.to_str().ok())
+                .or_else(|| f.req.uri().authority().map(|a| a.as_str()))
+                .unwrap_or(host),
+            request_uri: f
+                .req
+                .uri()
+                .path_and_query()
+                .map(|p| p.as_str())
+                .unwrap_or("/"),
+            uri_path: path,
+            client: f.conn.client,
+        };
+        (e.clone(), e.subrequest(&view))
+    });
     if basic_auth.is_some() {
         // nginx sends the target none of its own basic auth's credentials (ingress-nginx's
         // template sets `proxy_set_header Authorization ""`).
         f.req.headers_mut().remove(header::AUTHORIZATION);
     }
-    match verdict {
-        Some((a, Verdict::Denied)) => Answer::Ready(with_cors(unauthorized(a))),
-        Some((
-            a,
-            Verdict::Slow {
-                password,
-                hash,
-                key,
-            },
-        )) => {
-            // A crypt hash costs milliseconds (bcrypt) to seconds: checked on the blocking
-            // pool, then forwarded. The path is owned so the future can outlive the route.
-            let a = a.clone();
-            let f = Forwarding {
-                path: std::borrow::Cow::Owned(f.path.into_owned()),
-                ..f
-            };
-            Answer::Forward(Box::pin(async move {
-                let checker = a.clone();
-                let ok =
-                    tokio::task::spawn_blocking(move || checker.check_slow(&password, &hash, key))
-                        .await
-                        .unwrap_or(false);
-                if ok {
-                    with_cors(f.start().await)
-                } else {
-                    with_cors(unauthorized(&a))
-                }
-            }))
-        }
-        _ => {
-            let answer = f.start();
-            if has_cors {
-                Answer::Forward(Box::pin(async move { with_cors(answer.await) }))
-            } else {
-                Answer::Forward(answer)
+    if slow_basic.is_none() && check.is_none() {
+        let answer = f.start();
+        return if has_cors {
+            Answer::Forward(Box::pin(async move { with_cors(answer.await) }))
+        } else {
+            Answer::Forward(answer)
+        };
+    }
+    // Slow work ahead (a crypt hash on the blocking pool, a call to the auth service): the
+    // path is owned so the future can outlive the route.
+    let mut f = Forwarding {
+        path: std::borrow::Cow::Owned(f.path.into_owned()),
+        ..f
+    };
+    Answer::Forward(Box::pin(async move {
+        if let Some((a, password, hash, key)) = slow_basic {
+            let checker = a.clone();
+            let ok = tokio::task::spawn_blocking(move || checker.check_slow(&password, &hash, key))
+                .await
+                .unwrap_or(false);
+            if !ok {
+                return with_cors(unauthorized(&a));
             }
         }
-    }
+        let mut cookies = Vec::new();
+        let mut always = false;
+        if let Some((e, sub)) = check {
+            let sub = match sub {
+                Ok(s) => s,
+                Err(why) => {
+                    tracing::warn!(%why, "external authentication cannot be asked");
+                    return with_cors(error_response(
+                        StatusCode::INTERNAL_SERVER_ERROR,
+                        "authentication failed",
+                    ));
+                }
+            };
+            let settings = &f.shared.settings;
+            let (connect, read) = (settings.connect_timeout, settings.response_header_timeout);
+            match e.check(sub, connect, read).await {
+                crate::external_auth::Outcome::Refused { status, headers } => {
+                    let mut r = error_response(status, "authentication required");
+                    for (n, v) in headers {
+                        r.headers_mut().append(n, v);
+                    }
+                    return with_cors(r);
+                }
+                crate::external_auth::Outcome::Allowed {
+                    upstream_headers,
+                    cookies: c,
+                } => {
+                    for (n, v) in upstream_headers {
+                        match v {
+                            Some(v) => f.req.headers_mut().insert(n, v),
+                            None => f.req.headers_mut().remove(n),
+                        };
+                    }
+                    cookies = c;
+                    always = e.always_set_cookie();
+                }
+            }
+        }
+        let mut r = f.start().await;
+        if always || crate::external_auth::cookie_status(r.status()) {
+            for c in cookies {
+                r.headers_mut().append(header::SET_COOKIE, c);
+            }
+        }
+        with_cors(r)
+    }))
 }
 
 /// nginx's answer to missing or wrong basic-auth credentials.
