@@ -68,6 +68,9 @@ pub struct IngressSettings {
     pub basic_auth: Option<std::sync::Arc<tollgate_contract::BasicAuth>>,
     /// ingress-nginx `auth-url` with its settings.
     pub external_auth: Option<std::sync::Arc<tollgate_contract::ExternalAuth>>,
+    /// ingress-nginx `limit-rps`, `limit-rpm`, `limit-connections` with their burst and
+    /// allow-list; the zone is filled in with the Ingress's name when it is read.
+    pub rate_limit: Option<std::sync::Arc<tollgate_contract::RateLimit>>,
     /// Annotations that are set but do nothing (ingress-nginx ignores them too, e.g.
     /// `cors-*` without `enable-cors`): name and why, reported as Warnings.
     pub unused: Vec<(String, String)>,
@@ -349,6 +352,61 @@ fn read_external_auth(
         response_headers: response_headers.unwrap_or_default(),
         request_redirect,
         always_set_cookie: always.unwrap_or(false),
+    })
+}
+
+/// ingress-nginx's rate limits (internal/ingress/annotations/ratelimit): on when any of
+/// `limit-rps`, `limit-rpm`, `limit-connections` is above 0; the burst multiplier defaults
+/// to 5; `limit-allowlist` (or its old name `limit-whitelist`) a CIDR list.
+fn read_rate_limit(
+    r: &mut Reader<'_>,
+    unused: &mut Vec<(String, String)>,
+) -> Option<tollgate_contract::RateLimit> {
+    let positive = |v: &str| match v.parse::<u32>() {
+        Ok(n) => Ok(n),
+        Err(_) => Err("expected a whole number".to_string()),
+    };
+    let rps = r
+        .parse(&format!("{NGINX}limit-rps"), positive)
+        .filter(|n| *n > 0);
+    let rpm = r
+        .parse(&format!("{NGINX}limit-rpm"), positive)
+        .filter(|n| *n > 0);
+    let connections = r
+        .parse(&format!("{NGINX}limit-connections"), positive)
+        .filter(|n| *n > 0);
+    let multiplier = r.parse(&format!("{NGINX}limit-burst-multiplier"), |v| {
+        match v.parse::<u32>() {
+            Ok(n) if n >= 1 => Ok(n),
+            _ => Err("expected a whole number of at least 1".to_string()),
+        }
+    });
+    let allowlist = r
+        .parse(&format!("{NGINX}limit-allowlist"), parse_source_ranges)
+        .or_else(|| r.parse(&format!("{NGINX}limit-whitelist"), parse_source_ranges));
+    if rps.is_none() && rpm.is_none() && connections.is_none() {
+        for n in [
+            "limit-burst-multiplier",
+            "limit-allowlist",
+            "limit-whitelist",
+        ] {
+            let name = format!("{NGINX}{n}");
+            if r.raw(&name).is_some() && !r.errors.iter().any(|e| e.name == name) {
+                unused.push((
+                    name,
+                    "does nothing without limit-rps, limit-rpm or limit-connections".into(),
+                ));
+            }
+        }
+        return None;
+    }
+    Some(tollgate_contract::RateLimit {
+        zone: String::new(),
+        rps,
+        rpm,
+        burst_multiplier: multiplier.unwrap_or(5),
+        connections,
+        allowlist: allowlist.unwrap_or_default(),
     })
 }
 
@@ -845,6 +903,7 @@ pub fn ingress_settings(
     let basic_auth_ref = read_basic_auth(&mut r);
     let mut unused = Vec::new();
     let external_auth = read_external_auth(&mut r, &mut unused).map(std::sync::Arc::new);
+    let rate_limit = read_rate_limit(&mut r, &mut unused);
     if cors.is_none() {
         for n in [
             "cors-allow-origin",
@@ -972,6 +1031,7 @@ pub fn ingress_settings(
             basic_auth_ref,
             basic_auth: None,
             external_auth,
+            rate_limit: rate_limit.map(std::sync::Arc::new),
             unused,
             from_to_www,
             app_root,
@@ -1228,6 +1288,36 @@ mod tests {
         .unwrap();
         let unused: Vec<&str> = s.unused.iter().map(|(k, _)| k.as_str()).collect();
         assert_eq!(unused, vec![n("auth-signin"), n("cors-allow-origin")]);
+    }
+
+    #[test]
+    fn rate_limits_are_read_as_ingress_nginx_reads_them() {
+        let n = |k: &str| format!("nginx.ingress.kubernetes.io/{k}");
+        let s = ingress_settings(&ann(&[
+            (&n("limit-rps"), "10"),
+            (&n("limit-connections"), "0"),
+            (&n("limit-whitelist"), "10.0.0.0/8, 192.168.0.1/32"),
+        ]))
+        .unwrap();
+        let l = s.rate_limit.expect("on with limit-rps");
+        assert_eq!(
+            (l.rps, l.rpm, l.connections, l.burst_multiplier),
+            (Some(10), None, None, 5)
+        );
+        assert_eq!(l.allowlist.len(), 2);
+        let s = ingress_settings(&ann(&[
+            (&n("limit-rpm"), "0"),
+            (&n("limit-burst-multiplier"), "3"),
+        ]))
+        .unwrap();
+        assert!(s.rate_limit.is_none(), "0 turns a limit off");
+        assert_eq!(s.unused.len(), 1);
+        let e = ingress_settings(&ann(&[
+            (&n("limit-rps"), "ten"),
+            (&n("limit-allowlist"), "nope"),
+        ]))
+        .unwrap_err();
+        assert_eq!(e.len(), 2);
     }
 
     #[test]

@@ -157,6 +157,10 @@ pub(crate) fn read_member(
             }
         }
     }
+    // Every route of the Ingress shares its rate-limit zone, named after it.
+    if let Some(rl) = settings.as_mut().and_then(|s| s.rate_limit.as_mut()) {
+        std::sync::Arc::make_mut(rl).zone = obj.to_string();
+    }
     let use_regex = settings.as_ref().is_some_and(|s| s.use_regex);
 
     let spec = ing.spec.as_ref();

@@ -167,6 +167,7 @@ impl Resolver<'_, '_> {
                 cors: m.settings.cors.clone(),
                 basic_auth: m.settings.basic_auth.clone(),
                 external_auth: m.settings.external_auth.clone(),
+                rate_limit: m.settings.rate_limit.clone(),
             }),
             Err(u) => {
                 self.diags.push(ingress_diag(
@@ -239,6 +240,7 @@ impl Resolver<'_, '_> {
                     cors: m.settings.cors.clone(),
                     basic_auth: m.settings.basic_auth.clone(),
                     external_auth: m.settings.external_auth.clone(),
+                    rate_limit: m.settings.rate_limit.clone(),
                 })
             }
         }

@@ -468,6 +468,31 @@ pub struct Forward {
     /// authentication service; honoured by the proxy only.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub external_auth: Option<Arc<ExternalAuth>>,
+    /// ingress-nginx `limit-rps`, `limit-rpm`, `limit-connections`; honoured by the proxy
+    /// only.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rate_limit: Option<Arc<RateLimit>>,
+}
+
+/// ingress-nginx's rate limits: per client address, per replica, shared by every route of
+/// the Ingress named by `zone`; a request over a limit gets 503.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RateLimit {
+    /// `namespace/name` of the Ingress whose routes share the limits.
+    pub zone: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rps: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rpm: Option<u32>,
+    /// `limit-burst-multiplier`: the burst is the rate times this (default 5).
+    pub burst_multiplier: u32,
+    /// Requests in progress per client.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub connections: Option<u32>,
+    /// `limit-allowlist`: CIDRs whose clients are never limited.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub allowlist: Vec<String>,
 }
 
 /// ingress-nginx's external authentication (nginx `auth_request`): a request goes on only if

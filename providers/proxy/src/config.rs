@@ -40,6 +40,8 @@ pub enum CompiledAction {
         basic_auth: Option<Arc<crate::basic_auth::CompiledBasicAuth>>,
         /// ingress-nginx external authentication (`auth-url`); `None` on most routes.
         external_auth: Option<Arc<crate::external_auth::CompiledExternalAuth>>,
+        /// ingress-nginx rate limits; `None` on most routes.
+        rate_limit: Option<Arc<crate::rate_limit::CompiledRateLimit>>,
     },
     Redirect(Redirect),
     Fixed {
@@ -247,6 +249,8 @@ pub struct ProxyConfig {
 #[derive(Debug, Default)]
 pub struct CompileCache {
     chunks: HashMap<usize, CachedChunk>,
+    /// Rate-limit zones by Ingress: a recompiled route keeps its clients' buckets.
+    zones: crate::rate_limit::Zones,
     groups: HashMap<String, (TargetGroup, Arc<UpstreamGroup>)>,
     round: u64,
 }
@@ -353,7 +357,7 @@ impl ProxyConfig {
                         c
                     }
                     None => {
-                        let fresh = compile_chunk(chunk, &groups, metrics, round);
+                        let fresh = compile_chunk(chunk, &groups, metrics, round, &mut cache.zones);
                         cache.chunks.insert(key, fresh);
                         match cache.chunks.get_mut(&key) {
                             Some(c) => c,
@@ -367,12 +371,13 @@ impl ProxyConfig {
             Some(CompiledListener {
                 routes: ListenerRoutes::assemble(routes),
                 rules,
-                default: compile_action(&l.default_action, "", &groups, metrics),
+                default: compile_action(&l.default_action, "", &groups, metrics, &mut cache.zones),
             })
         };
         let http = listener(HTTP_PORT);
         let https = listener(HTTPS_PORT);
         cache.chunks.retain(|_, c| c.round == round);
+        cache.zones.prune();
         ProxyConfig {
             generation,
             http: Some(http.unwrap_or_else(|| not_found_listener(metrics))),
@@ -387,7 +392,13 @@ fn not_found_listener(metrics: &ProxyMetrics) -> CompiledListener {
     CompiledListener {
         routes: ListenerRoutes::default(),
         rules: Vec::new(),
-        default: compile_action(&not_found(), "", &HashMap::default(), metrics),
+        default: compile_action(
+            &not_found(),
+            "",
+            &HashMap::default(),
+            metrics,
+            &mut crate::rate_limit::Zones::default(),
+        ),
     }
 }
 
@@ -400,6 +411,7 @@ fn compile_chunk(
     groups: &HashMap<String, Arc<UpstreamGroup>>,
     metrics: &ProxyMetrics,
     round: u64,
+    zones: &mut crate::rate_limit::Zones,
 ) -> CachedChunk {
     // An Ingress's rules are next to each other: its label is formatted once per run.
     let mut label: Option<(&tollgate_contract::ObjectRef, String)> = None;
@@ -419,7 +431,7 @@ fn compile_chunk(
                     }
                 }
             }
-            let rule = compile_action(&r.action, ingress, groups, metrics);
+            let rule = compile_action(&r.action, ingress, groups, metrics, zones);
             if !counters.iter().any(|c| c.same(&rule.counters)) {
                 counters.push(rule.counters.clone());
             }
@@ -442,6 +454,7 @@ fn compile_action(
     ingress: &str,
     groups: &HashMap<String, Arc<UpstreamGroup>>,
     metrics: &ProxyMetrics,
+    zones: &mut crate::rate_limit::Zones,
 ) -> CompiledRule {
     match action {
         Action::Forward(f) => {
@@ -488,6 +501,10 @@ fn compile_action(
                         .as_deref()
                         .map(crate::basic_auth::CompiledBasicAuth::compile),
                     external_auth,
+                    rate_limit: f
+                        .rate_limit
+                        .as_deref()
+                        .map(|l| crate::rate_limit::CompiledRateLimit::compile(l, zones)),
                 },
                 counters,
             }
@@ -539,6 +556,7 @@ mod tests {
                 cors: None,
                 basic_auth: None,
                 external_auth: None,
+                rate_limit: None,
             }),
         }
     }

@@ -355,6 +355,7 @@ pub(crate) fn plan_request(buf: &[u8], ctx: &RelayContext, head: &mut Vec<u8>) -
         cors: None,
         basic_auth: None,
         external_auth: None,
+        rate_limit: None,
         ..
     } = &listener.rule(index).action
     else {

@@ -23,6 +23,7 @@ pub mod external_auth;
 pub mod fuzzing;
 pub mod http1_relay;
 pub mod metrics;
+pub mod rate_limit;
 pub mod request_path;
 pub mod route_table;
 pub mod server;

@@ -509,6 +509,7 @@ fn route(shared: Arc<Shared>, conn: ConnInfo, req: Request<Incoming>) -> Routed 
             cors,
             basic_auth,
             external_auth,
+            rate_limit,
         } => {
             let forwarded_path = listener.forwarded_path(index, rewrite_target.as_deref(), &path);
             // As nginx's client_max_body_size: a declared length over the limit is refused
@@ -550,8 +551,11 @@ fn route(shared: Arc<Shared>, conn: ConnInfo, req: Request<Incoming>) -> Routed 
                         upstream: upstream.clone(),
                     },
                     cors,
-                    basic_auth.as_ref(),
-                    external_auth.as_ref(),
+                    Layers {
+                        rate_limit: rate_limit.as_ref(),
+                        basic_auth: basic_auth.as_ref(),
+                        external_auth: external_auth.as_ref(),
+                    },
                     (&host, &path),
                 ),
             }
@@ -592,6 +596,13 @@ impl Forwarding<'_> {
     }
 }
 
+/// The per-request policy layers a route may carry; all `None` on most routes.
+struct Layers<'c> {
+    rate_limit: Option<&'c Arc<crate::rate_limit::CompiledRateLimit>>,
+    basic_auth: Option<&'c Arc<crate::basic_auth::CompiledBasicAuth>>,
+    external_auth: Option<&'c Arc<crate::external_auth::CompiledExternalAuth>>,
+}
+
 /// A forward through the route's policy layers, in nginx's phase order (access, then
 /// content): basic authentication, external authentication, then the forward, whose
 /// response gets the external service's cookies and the CORS headers. Routes without these
@@ -599,17 +610,43 @@ impl Forwarding<'_> {
 fn guarded_forward(
     mut f: Forwarding<'_>,
     cors: Option<(Arc<crate::config::CompiledCors>, HeaderValue)>,
-    basic_auth: Option<&Arc<crate::basic_auth::CompiledBasicAuth>>,
-    external_auth: Option<&Arc<crate::external_auth::CompiledExternalAuth>>,
+    layers: Layers<'_>,
     routed: (&str, &str),
 ) -> Answer {
     use crate::basic_auth::Verdict;
-    let has_cors = cors.is_some();
-    let with_cors = move |mut r: Response<ProxyBody>| {
+    let Layers {
+        rate_limit,
+        basic_auth,
+        external_auth,
+    } = layers;
+    let cors_on = cors.is_some();
+    let add_cors = move |r: &mut Response<ProxyBody>| {
         if let Some((c, origin)) = &cors {
             c.apply(origin.clone(), r.headers_mut());
         }
-        r
+    };
+    // nginx's preaccess phase (limit_req, limit_conn) comes before authentication; the
+    // place a request takes in limit-connections is held until its response ends.
+    let mut in_progress = None;
+    if let Some(l) = rate_limit {
+        match l.admit(f.conn.client.ip()) {
+            Ok(guard) => in_progress = guard,
+            Err(()) => {
+                let mut r = error_response(StatusCode::SERVICE_UNAVAILABLE, "rate limit exceeded");
+                add_cors(&mut r);
+                return Answer::Ready(r);
+            }
+        }
+    }
+    let has_cors = cors_on || in_progress.is_some();
+    // What every answer from here on gets: the CORS headers, and the request's place in
+    // limit-connections held by its body.
+    let with_cors = move |mut r: Response<ProxyBody>| {
+        add_cors(&mut r);
+        match in_progress {
+            Some(g) => r.map(|b| crate::rate_limit::Counted::new(b, g).boxed_unsync()),
+            None => r,
+        }
     };
     let mut slow_basic = None;
     if let Some(a) = basic_auth {

@@ -1,10 +1,12 @@
-//! ingress-nginx authentication served by the proxy, on real sockets: basic authentication
+//! ingress-nginx access control served by the proxy, on real sockets. Authentication: basic authentication
 //! from an htpasswd Secret (`auth-file`) or a user map (`auth-map`), as ingress-nginx's
 //! test/e2e/annotations/auth.go pins it — 401 with the realm's challenge and nginx's page
 //! without (or with wrong) credentials, the target reached with the right ones, CORS headers
 //! on the 401, and an Ingress whose Secret is missing not served at all; and external
 //! authentication (`auth-url`) against an authentication service on loopback, the
-//! oauth2-proxy pattern end to end.
+//! oauth2-proxy pattern end to end. Rate limits (`limit-rpm`/`-rps` with their burst,
+//! `limit-connections`, `limit-allowlist`): 503 past the limit, per client, one zone per
+//! Ingress, kept across configuration swaps.
 
 mod support;
 
@@ -418,5 +420,131 @@ async fn external_auth_as_ingress_nginx_serves_it() {
     .await;
     assert!(status_line(&r).contains("500"), "{r}");
     assert_eq!(got.lock().unwrap().len(), before);
+    p.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rate_limits_as_ingress_nginx_applies_them() {
+    let (app, got) = recorder().await;
+    // A target that holds every response until the test lets it go.
+    let gate = Arc::new(tokio::sync::Notify::new());
+    let held = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let slow = {
+        let (gate, held) = (gate.clone(), held.clone());
+        tcp_target(move |mut s| {
+            let (gate, held) = (gate.clone(), held.clone());
+            async move {
+                use tokio::io::{AsyncReadExt, AsyncWriteExt};
+                let mut chunk = [0u8; 4096];
+                let _ = s.read(&mut chunk).await;
+                let released = gate.notified();
+                held.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                released.await;
+                let _ = s
+                    .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok")
+                    .await;
+            }
+        })
+        .await
+    };
+    let manifests = |extra: &str| {
+        let mut m = vec![
+            service("app", &[app]),
+            service("slow", &[slow]),
+            // Burst 2 at 2 r/m: three at once, then one per 30 s — far beyond this test.
+            ingress(
+                "limited",
+                "nginx.ingress.kubernetes.io/limit-rpm: '2', nginx.ingress.kubernetes.io/limit-burst-multiplier: '1'",
+                &[("a.example.com", "/", "Prefix", "app"), ("b.example.com", "/", "Prefix", "app")],
+            ),
+            ingress(
+                "allowed",
+                "nginx.ingress.kubernetes.io/limit-rpm: '1', nginx.ingress.kubernetes.io/limit-burst-multiplier: '1', nginx.ingress.kubernetes.io/limit-allowlist: '127.0.0.0/8'",
+                &[("allowed.example.com", "/", "Prefix", "app")],
+            ),
+            ingress(
+                "conns",
+                "nginx.ingress.kubernetes.io/limit-connections: '2'",
+                &[("conns.example.com", "/", "Prefix", "slow")],
+            ),
+            ingress("open", "", &[("open.example.com", "/", "Prefix", "app")]),
+        ];
+        if !extra.is_empty() {
+            m.push(extra.to_string());
+        }
+        m.join("---\n")
+    };
+    let p = TestProxy::start(&manifests("")).await;
+    let status = |host: &'static str| {
+        let http = p.http;
+        async move {
+            let r = raw(http, request(host, None, "").as_bytes()).await;
+            status_line(&r).to_string()
+        }
+    };
+
+    // One zone for the Ingress: its two hosts draw on the same bucket.
+    for host in ["a.example.com", "b.example.com", "a.example.com"] {
+        assert!(status(host).await.contains("200"), "{host}");
+    }
+    assert!(status("b.example.com").await.contains("503"));
+    assert!(status("a.example.com").await.contains("503"));
+    assert_eq!(
+        got.lock().unwrap().len(),
+        3,
+        "refused requests never reach the target"
+    );
+    // Other Ingresses are not limited, nor allow-listed clients.
+    for _ in 0..5 {
+        assert!(status("open.example.com").await.contains("200"));
+        assert!(status("allowed.example.com").await.contains("200"));
+    }
+
+    // A configuration swap (another Ingress added) keeps the client's bucket.
+    p.write(
+        "main.yaml",
+        &manifests(&ingress(
+            "new",
+            "",
+            &[("new.example.com", "/", "Prefix", "app")],
+        )),
+    );
+    wait_until(Duration::from_secs(10), "the new Ingress", || async {
+        status("new.example.com").await.contains("200")
+    })
+    .await;
+    assert!(
+        status("a.example.com").await.contains("503"),
+        "the burst is not handed out again"
+    );
+
+    // limit-connections: two in progress; a third is refused at once, never reaching the
+    // target; when they end, their places are free again.
+    let in_flight: Vec<_> = (0..2)
+        .map(|_| tokio::spawn(status("conns.example.com")))
+        .collect();
+    let h = held.clone();
+    wait_until(Duration::from_secs(10), "two requests held", || {
+        let h = h.clone();
+        async move { h.load(std::sync::atomic::Ordering::SeqCst) == 2 }
+    })
+    .await;
+    for _ in 0..3 {
+        assert!(status("conns.example.com").await.contains("503"));
+    }
+    assert_eq!(held.load(std::sync::atomic::Ordering::SeqCst), 2);
+    gate.notify_waiters();
+    for t in in_flight {
+        assert!(t.await.unwrap().contains("200"));
+    }
+    let next = tokio::spawn(status("conns.example.com"));
+    let h = held.clone();
+    wait_until(Duration::from_secs(10), "a third request held", || {
+        let h = h.clone();
+        async move { h.load(std::sync::atomic::Ordering::SeqCst) == 3 }
+    })
+    .await;
+    gate.notify_waiters();
+    assert!(next.await.unwrap().contains("200"));
     p.stop().await;
 }
