@@ -7,7 +7,7 @@ use std::collections::BTreeSet;
 
 use tollgate::sources::manifest_dir::parse_manifests;
 use tollgate::{build, BuildOptions};
-use tollgate_aws::alb_stack::{build_stacks, AlbLimits, AlbStack};
+use tollgate_aws::alb_stack::{build_stacks, AlbAction, AlbCondition, AlbLimits, AlbStack};
 use tollgate_aws::inventory::Inventory;
 use tollgate_aws::plan::{plan, plan_scoped, Change, Plan};
 use tollgate_contract::{Diagnostic, Reason};
@@ -528,4 +528,84 @@ fn planning_only_changed_stacks_plans_what_planning_all_does() {
         assert!(plan(&desired, &inv).is_empty(), "step {step} converged");
         last = desired;
     }
+}
+
+/// An ingress-nginx canary on ALB: the header rules ahead of the main's path, the path's
+/// forward weighted between the two target groups (ALB weights, the split kept); the
+/// cookie is left to the proxy (ALB cannot match a cookie by name) and the canary Ingress
+/// makes no load balancer of its own.
+#[test]
+fn an_ingress_nginx_canary_becomes_header_rules_and_a_weighted_forward() {
+    let ingress = |name: &str, annotations: &str, svc: &str| {
+        format!(
+            "apiVersion: networking.k8s.io/v1\nkind: Ingress\nmetadata: {{name: {name}, annotations: {{{annotations}}}}}\nspec:\n  ingressClassName: tollgate\n  rules: [{{host: app.example.com, http: {{paths: [{{path: /, pathType: Prefix, backend: {{service: {{name: {svc}, port: {{number: 80}}}}}}}}]}}}}]\n"
+        )
+    };
+    let n = "nginx.ingress.kubernetes.io";
+    let manifests = format!(
+        "{SERVICES}---\n{}---\n{}",
+        ingress("app", "", "web"),
+        ingress(
+            "app-canary",
+            &format!("{n}/canary: 'true', {n}/canary-by-header: X-Canary, {n}/canary-by-cookie: c, {n}/canary-weight: '10'"),
+            "api"
+        )
+    );
+    let (s, diags) = stacks(&manifests);
+    assert_eq!(s.len(), 1, "the canary makes no load balancer of its own");
+    assert!(
+        diags.iter().any(|d| d.message.contains("canary-by-cookie")),
+        "the cookie is named as not honoured by aws: {diags:#?}"
+    );
+    let tg = |svc: &str| {
+        s[0].target_groups
+            .iter()
+            .find(|t| t.model_id.contains(svc))
+            .map(|t| t.name.clone())
+            .unwrap_or_else(|| panic!("a target group for {svc}"))
+    };
+    let (web, api) = (tg("web"), tg("api"));
+    let http = s[0]
+        .listeners
+        .iter()
+        .find(|l| l.port == 80)
+        .expect("HTTP listener");
+    let header = |v: &str| AlbCondition::HttpHeader("X-Canary".into(), vec![v.into()]);
+    let forward = |groups: Vec<(String, u32)>| AlbAction::Forward {
+        target_groups: groups,
+        stickiness_seconds: None,
+    };
+    let rules: Vec<(&Vec<AlbCondition>, &AlbAction)> = http
+        .rules
+        .iter()
+        .map(|r| (&r.conditions, &r.action))
+        .collect();
+    let with = |c: &AlbCondition| {
+        rules
+            .iter()
+            .position(|(cs, _)| cs.contains(c))
+            .unwrap_or_else(|| panic!("a rule with {c:?}: {rules:#?}"))
+    };
+    let (always, never) = (with(&header("always")), with(&header("never")));
+    assert_eq!(*rules[always].1, forward(vec![(api.clone(), 1)]));
+    assert_eq!(*rules[never].1, forward(vec![(web.clone(), 1)]));
+    let base = rules
+        .iter()
+        .position(|(cs, _)| !cs.iter().any(|c| matches!(c, AlbCondition::HttpHeader(..))))
+        .expect("the path's own rule");
+    assert!(always < base && never < base, "{rules:#?}");
+    let AlbAction::Forward { target_groups, .. } = rules[base].1 else {
+        panic!("{rules:#?}");
+    };
+    let mut split = target_groups.clone();
+    split.sort();
+    let mut want = vec![(web, 9), (api, 1)];
+    want.sort();
+    assert_eq!(split, want);
+    assert!(
+        !rules.iter().any(|(cs, _)| cs
+            .iter()
+            .any(|c| matches!(c, AlbCondition::HttpHeader(h, _) if h == "cookie"))),
+        "{rules:#?}"
+    );
 }

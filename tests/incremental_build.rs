@@ -35,6 +35,8 @@ const ANNOTATIONS: &[&str] = &[
     "nginx.ingress.kubernetes.io/app-root: /app",
     "alb.ingress.kubernetes.io/group.order: '-3'",
     "nginx.ingress.kubernetes.io/from-to-www-redirect: 'true'",
+    "nginx.ingress.kubernetes.io/canary: 'true', nginx.ingress.kubernetes.io/canary-by-header: X-Canary, nginx.ingress.kubernetes.io/canary-weight: '30'",
+    "nginx.ingress.kubernetes.io/canary: 'true', nginx.ingress.kubernetes.io/canary-by-cookie: c",
 ];
 const SECRETS: &[&str] = &["", "tls-a", "tls-wild", "tls-missing"];
 

@@ -203,6 +203,9 @@ const ONLY_80_443: Support = Support::Partial(
 const TG_ATTRIBUTES_PROXY: Support = Support::Partial(
     "only load_balancing.algorithm.type is applied; stickiness, slow start and deregistration delay are not",
 );
+const CANARY_HEADER: Support = Support::Partial(
+    "the header's value is compared without regard to case, and * or ? in canary-by-header-value match as wildcards (ingress-nginx compares exactly)",
+);
 const OPEN_TO_ALL: &[&str] = &["0.0.0.0/0", "0.0.0.0/0,::/0", "::/0,0.0.0.0/0"];
 
 /// The registry. Keep each prefix in the order its source lists it.
@@ -290,13 +293,13 @@ pub static REGISTRY: &[Spec] = &[
     nginx("auth-secret", Prot, H, "basic-authentication credentials"),
     nginx("auth-secret-type", Other, H, "the basic-authentication secret's form"),
     nginx("auth-type", Prot, Support::Partial("basic only; digest is refused"), "basic or digest authentication"),
-    nginx("canary", Other, X, "a canary Ingress splitting traffic").inert(&["false"]),
-    nginx("canary-by-cookie", Other, X, "canary routing by cookie"),
-    nginx("canary-by-header", Other, X, "canary routing by header"),
+    nginx("canary", Other, H, "a canary Ingress splitting traffic").inert(&["false"]).aws(H),
+    nginx("canary-by-cookie", Other, H, "canary routing by cookie"),
+    nginx("canary-by-header", Other, CANARY_HEADER, "canary routing by header").aws(CANARY_HEADER),
     nginx("canary-by-header-pattern", Other, X, "canary routing by header pattern"),
-    nginx("canary-by-header-value", Other, X, "canary routing by header value"),
-    nginx("canary-weight", Other, X, "a canary traffic weight"),
-    nginx("canary-weight-total", Other, X, "the canary weight total"),
+    nginx("canary-by-header-value", Other, CANARY_HEADER, "canary routing by header value").aws(CANARY_HEADER),
+    nginx("canary-weight", Other, H, "a canary traffic weight").aws(H),
+    nginx("canary-weight-total", Other, H, "the canary weight total").aws(H),
     nginx("auth-tls-error-page", Other, X, "the client-certificate error page"),
     nginx("auth-tls-match-cn", Prot, X, "requiring a client-certificate CN"),
     nginx("auth-tls-pass-certificate-to-upstream", Other, X, "passing the client certificate upstream").inert(&["false"]),

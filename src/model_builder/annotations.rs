@@ -68,6 +68,9 @@ pub struct IngressSettings {
     pub basic_auth: Option<std::sync::Arc<tollgate_contract::BasicAuth>>,
     /// ingress-nginx `auth-url` with its settings.
     pub external_auth: Option<std::sync::Arc<tollgate_contract::ExternalAuth>>,
+    /// ingress-nginx `canary: "true"` and its `canary-by-*`/`canary-weight*` settings: this
+    /// Ingress serves no routes of its own but takes a share of another's (`canary.rs`).
+    pub canary: Option<std::sync::Arc<CanarySpec>>,
     /// ingress-nginx `limit-rps`, `limit-rpm`, `limit-connections` with their burst and
     /// allow-list; the zone is filled in with the Ingress's name when it is read.
     pub rate_limit: Option<std::sync::Arc<tollgate_contract::RateLimit>>,
@@ -352,6 +355,85 @@ fn read_external_auth(
         response_headers: response_headers.unwrap_or_default(),
         request_redirect,
         always_set_cookie: always.unwrap_or(false),
+    })
+}
+
+/// How a canary Ingress takes requests from the Ingress it is the canary of, with
+/// ingress-nginx's precedence: header, then cookie, then weight.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CanarySpec {
+    /// `canary-by-header`: `always` → canary, `never` → main (unless a value is set).
+    pub header: Option<String>,
+    /// `canary-by-header-value`: only this value sends to the canary.
+    pub header_value: Option<String>,
+    /// `canary-by-cookie`: a cookie of this name `always` → canary, `never` → main.
+    pub cookie: Option<String>,
+    pub weight: u32,
+    /// `canary-weight-total`: 100 unless set above 100, as ingress-nginx's balancer reads it.
+    pub weight_total: u32,
+}
+
+/// ingress-nginx's canary (internal/ingress/annotations/canary): `canary-*` settings without
+/// `canary: "true"` are an error there ("configured but not enabled") and here.
+fn read_canary(r: &mut Reader<'_>) -> Option<CanarySpec> {
+    let on = r.bool(&format!("{NGINX}canary")).unwrap_or(false);
+    let token = |what: &'static str| {
+        move |v: &str| {
+            if !v.is_empty()
+                && v.chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+            {
+                Ok(v.to_string())
+            } else {
+                Err(format!("expected a {what} name"))
+            }
+        }
+    };
+    let header = r.parse(&format!("{NGINX}canary-by-header"), token("header"));
+    let header_value = r.parse(&format!("{NGINX}canary-by-header-value"), header_text);
+    let cookie = r.parse(&format!("{NGINX}canary-by-cookie"), token("cookie"));
+    let weight = r.u32_in(&format!("{NGINX}canary-weight"), 0, u32::MAX);
+    let total = r.u32_in(&format!("{NGINX}canary-weight-total"), 1, u32::MAX);
+    let pattern = format!("{NGINX}canary-by-header-pattern");
+    let any_set = [
+        "canary-by-header",
+        "canary-by-header-value",
+        "canary-by-cookie",
+        "canary-weight",
+        "canary-weight-total",
+    ]
+    .iter()
+    .find(|n| r.raw(&format!("{NGINX}{n}")).is_some())
+    .map(|n| n.to_string())
+    .or_else(|| {
+        r.annotations
+            .contains_key(&pattern)
+            .then(|| "canary-by-header-pattern".to_string())
+    });
+    if !on {
+        if let Some(n) = any_set {
+            let name = format!("{NGINX}{n}");
+            let v = r
+                .annotations
+                .get(&name)
+                .map(String::as_str)
+                .unwrap_or_default();
+            r.fail(
+                &name,
+                v,
+                "canary settings without nginx.ingress.kubernetes.io/canary: \"true\"",
+            );
+        }
+        return None;
+    }
+    // The pattern (a PCRE ingress-nginx matches unanchored) is not honoured: the registry
+    // warns, and the header's always/never meaning stays.
+    Some(CanarySpec {
+        header,
+        header_value,
+        cookie,
+        weight: weight.unwrap_or(0),
+        weight_total: total.filter(|t| *t > 100).unwrap_or(100),
     })
 }
 
@@ -904,6 +986,7 @@ pub fn ingress_settings(
     let mut unused = Vec::new();
     let external_auth = read_external_auth(&mut r, &mut unused).map(std::sync::Arc::new);
     let rate_limit = read_rate_limit(&mut r, &mut unused);
+    let canary = read_canary(&mut r).map(std::sync::Arc::new);
     if cors.is_none() {
         for n in [
             "cors-allow-origin",
@@ -1032,6 +1115,7 @@ pub fn ingress_settings(
             basic_auth: None,
             external_auth,
             rate_limit: rate_limit.map(std::sync::Arc::new),
+            canary,
             unused,
             from_to_www,
             app_root,
@@ -1318,6 +1402,35 @@ mod tests {
         ]))
         .unwrap_err();
         assert_eq!(e.len(), 2);
+    }
+
+    #[test]
+    fn canary_is_read_as_ingress_nginx_reads_it() {
+        let n = |k: &str| format!("nginx.ingress.kubernetes.io/{k}");
+        let s = ingress_settings(&ann(&[
+            (&n("canary"), "true"),
+            (&n("canary-by-header"), "X-Canary"),
+            (&n("canary-weight"), "10"),
+            (&n("canary-weight-total"), "50"),
+        ]))
+        .unwrap();
+        let c = s.canary.expect("a canary");
+        assert_eq!(
+            (c.weight, c.weight_total),
+            (10, 100),
+            "a total of 100 or less is ignored"
+        );
+        assert_eq!(c.header.as_deref(), Some("X-Canary"));
+        let e = ingress_settings(&ann(&[(&n("canary-weight"), "10")])).unwrap_err();
+        assert_eq!(
+            e[0].name,
+            n("canary-weight"),
+            "canary settings without canary"
+        );
+        assert!(ingress_settings(&ann(&[(&n("canary"), "false")]))
+            .unwrap()
+            .canary
+            .is_none());
     }
 
     #[test]

@@ -25,6 +25,8 @@ pub(crate) struct Member {
     pub routes: Vec<MemberRoute>,
     pub default_backend: Option<IngressBackend>,
     pub tls: Vec<IngressTLS>,
+    /// The canary of each route (`canary::attach`), empty when it has none.
+    pub canaries: Vec<Option<Arc<super::canary::RouteCanary>>>,
 }
 
 /// One host/path pair of an Ingress.
@@ -251,6 +253,7 @@ pub(crate) fn read_member(
             routes,
             default_backend: default_backend.cloned(),
             tls: tls.to_vec(),
+            canaries: Vec::new(),
         }),
         _ => Err(errors),
     }

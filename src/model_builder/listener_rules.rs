@@ -44,6 +44,8 @@ pub(crate) struct ResolvedMember {
     /// The target groups those actions forward to (each once; shared between the members
     /// that resolve to the same one).
     pub target_groups: Vec<Arc<TargetGroupSpec>>,
+    /// For each route with a canary, its (conditions, action) variants (`canary::variants`).
+    canary_variants: Vec<Option<Vec<(Conditions, Action)>>>,
     /// What resolution said (a missing Service, a refused one, ...).
     pub diags: Vec<Diagnostic>,
     deps: Vec<ServiceDep>,
@@ -87,10 +89,25 @@ pub(crate) fn resolve_member(
         deps: Vec::new(),
         diags: Vec::new(),
     };
-    let route_actions = m.routes.iter().map(|rt| r.action(m, &rt.backend)).collect();
+    let route_actions: Vec<Action> = m.routes.iter().map(|rt| r.action(m, &rt.backend)).collect();
     let default_action = m.default_backend.as_ref().map(|b| r.action(m, b));
+    let canary_variants = m
+        .canaries
+        .iter()
+        .zip(&m.routes)
+        .zip(&route_actions)
+        .map(|((c, rt), raw)| {
+            let c = c.as_ref()?;
+            let group = r.canary_group(m, c)?;
+            // ALB cannot match a cookie by name: the AWS provider gets the header and the
+            // weight (the registry says so).
+            let cookies = opts.provider == super::ProviderKind::Proxy;
+            super::canary::variants(c, &group, raw, &extra_conditions(m, &rt.backend), cookies)
+        })
+        .collect();
     ResolvedMember {
         member: member.clone(),
+        canary_variants,
         route_actions,
         default_action,
         target_groups: r.specs,
@@ -124,10 +141,40 @@ struct Resolver<'r, 'a> {
 
 impl Resolver<'_, '_> {
     fn target_group(&mut self, m: &Member, backend: &IngressBackend) -> Result<String, Unresolved> {
+        self.target_group_in(m.namespace(), backend, &m.settings.backend)
+    }
+
+    /// The target group of a route's canary: the canary Ingress's Service (in its namespace),
+    /// with the main's backend settings, as nginx proxies the canary from the main's
+    /// location. An unresolvable one is reported on the canary, and the route is served
+    /// without it.
+    fn canary_group(&mut self, m: &Member, c: &super::canary::RouteCanary) -> Option<String> {
+        match self.target_group_in(&c.from.namespace, &c.backend, &m.settings.backend) {
+            Ok(g) => Some(g),
+            Err(u) => {
+                self.diags.push(Diagnostic::new(
+                    u.severity(),
+                    tollgate_contract::ObjectKind::Ingress,
+                    c.from.namespace.clone(),
+                    c.from.name.clone(),
+                    u.reason,
+                    format!("{}; the canary takes no share of {}", u.message, m.obj),
+                ));
+                None
+            }
+        }
+    }
+
+    fn target_group_in(
+        &mut self,
+        namespace: &str,
+        backend: &IngressBackend,
+        settings: &annotations::BackendSettings,
+    ) -> Result<String, Unresolved> {
         let spec = self.index.target_group_spec(
-            m.namespace(),
+            namespace,
             backend,
-            &m.settings.backend,
+            settings,
             self.opts,
             &mut self.deps,
         )?;
@@ -360,8 +407,13 @@ fn claim_routes(
     let raw = rm.route_actions.get(c.route)?;
     let extra = extra_conditions(m, &r.backend);
     let key = conflict_key(&r.host, &r.path, &extra);
-    let routes = source_ranged(&m.settings, extra, raw)
+    let variants = match rm.canary_variants.get(c.route) {
+        Some(Some(v)) => v.clone(),
+        _ => vec![(extra, raw.clone())],
+    };
+    let routes = variants
         .into_iter()
+        .flat_map(|(extra, action)| source_ranged(&m.settings, extra, &action))
         .map(|(extra, action)| Route {
             host: r.host.clone(),
             path: r.path.clone(),

@@ -11,6 +11,7 @@ pub mod alb_actions;
 pub mod annotation_registry;
 pub mod annotations;
 mod auth_secrets;
+mod canary;
 pub(crate) mod class_selection;
 mod ingress_member;
 pub mod last_known_good;
@@ -154,6 +155,8 @@ pub fn load_balancer_id(
 #[derive(Debug, Default)]
 pub struct BuildCache {
     secrets: tls_secrets::SecretVerdicts,
+    /// Main Ingresses with their canaries attached.
+    canaries: canary::CanaryCache,
     /// Each claimed Ingress as read, by its allocation (the entry holds the `Arc`, so the
     /// address cannot be reused while it is kept).
     members: FastMap<usize, ReadMember>,
@@ -293,25 +296,28 @@ pub fn build_with(
     }
     cache.members.retain(|_, e| e.round == round);
 
-    let mut groups: BTreeMap<String, Vec<&Arc<Member>>> = BTreeMap::new();
+    let mut valid: Vec<Arc<Member>> = Vec::with_capacity(claimed.len());
     for key in &claimed {
         let Some(e) = cache.members.get(key) else {
             continue;
         };
         diags.extend(e.warnings.iter().cloned());
         match &e.read {
-            Ok(m) => {
-                let id = match (&opts.grouping, &m.settings.group_name) {
-                    (Grouping::Single(id), _) => id.clone(),
-                    (Grouping::ByIngressGroup, Some(g)) => format!("group/{g}"),
-                    (Grouping::ByIngressGroup, None) => {
-                        format!("ingress/{}/{}", m.obj.namespace, m.obj.name)
-                    }
-                };
-                groups.entry(id).or_default().push(m);
-            }
+            Ok(m) => valid.push(m.clone()),
             Err(errors) => diags.extend(errors.iter().cloned()),
         }
+    }
+    let valid = canary::attach(valid, &mut cache.canaries, round, &mut diags);
+    let mut groups: BTreeMap<String, Vec<&Arc<Member>>> = BTreeMap::new();
+    for m in &valid {
+        let id = match (&opts.grouping, &m.settings.group_name) {
+            (Grouping::Single(id), _) => id.clone(),
+            (Grouping::ByIngressGroup, Some(g)) => format!("group/{g}"),
+            (Grouping::ByIngressGroup, None) => {
+                format!("ingress/{}/{}", m.obj.namespace, m.obj.name)
+            }
+        };
+        groups.entry(id).or_default().push(m);
     }
 
     let made_for = (
