@@ -68,6 +68,9 @@ pub struct IngressSettings {
     pub basic_auth: Option<std::sync::Arc<tollgate_contract::BasicAuth>>,
     /// ingress-nginx `auth-url` with its settings.
     pub external_auth: Option<std::sync::Arc<tollgate_contract::ExternalAuth>>,
+    /// ingress-nginx `affinity: cookie` (its cookie's path, when `session-cookie-path` is not
+    /// set, is each route's own path, filled in per route) or `upstream-hash-by`.
+    pub affinity: Option<tollgate_contract::Affinity>,
     /// ingress-nginx `canary: "true"` and its `canary-by-*`/`canary-weight*` settings: this
     /// Ingress serves no routes of its own but takes a share of another's (`canary.rs`).
     pub canary: Option<std::sync::Arc<CanarySpec>>,
@@ -356,6 +359,109 @@ fn read_external_auth(
         request_redirect,
         always_set_cookie: always.unwrap_or(false),
     })
+}
+
+/// ingress-nginx's session affinity (internal/ingress/annotations/sessionaffinity) and
+/// consistent hashing (upstreamhashby): cookie affinity wins over hashing, as its balancer
+/// does. An empty cookie path is filled in with each route's path.
+fn read_affinity(
+    r: &mut Reader<'_>,
+    unused: &mut Vec<(String, String)>,
+) -> Option<tollgate_contract::Affinity> {
+    let kind = r.parse(&format!("{NGINX}affinity"), |v| match v {
+        "cookie" => Ok(()),
+        _ => Err("expected cookie".into()),
+    });
+    let _mode = r.parse(&format!("{NGINX}affinity-mode"), |v| match v {
+        "balanced" | "persistent" => Ok(()),
+        _ => Err("expected balanced or persistent".into()),
+    });
+    let name = r.parse(&format!("{NGINX}session-cookie-name"), |v| {
+        if !v.is_empty()
+            && v.chars()
+                .all(|c| c.is_ascii_alphanumeric() || "-_.!#$%&'*+^`|~".contains(c))
+        {
+            Ok(v.to_string())
+        } else {
+            Err("expected a cookie name".into())
+        }
+    });
+    let path = r.parse(&format!("{NGINX}session-cookie-path"), |v| {
+        if v.starts_with('/') && !v.contains([';', ' ', ',']) {
+            Ok(v.to_string())
+        } else {
+            Err("expected a path starting with /".into())
+        }
+    });
+    let seconds = |v: &str| v.parse::<u64>().map_err(|_| "expected seconds".to_string());
+    let expires = r.parse(&format!("{NGINX}session-cookie-expires"), seconds);
+    let max_age = r.parse(&format!("{NGINX}session-cookie-max-age"), seconds);
+    let domain = r.parse(&format!("{NGINX}session-cookie-domain"), |v| {
+        if !v.is_empty()
+            && v.chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '.')
+        {
+            Ok(v.to_string())
+        } else {
+            Err("expected a domain".into())
+        }
+    });
+    let secure = r.bool(&format!("{NGINX}session-cookie-secure"));
+    let same_site = r.parse(&format!("{NGINX}session-cookie-samesite"), |v| {
+        match v.to_ascii_lowercase().as_str() {
+            "none" | "lax" | "strict" => Ok(v.to_string()),
+            _ => Err("expected None, Lax or Strict".into()),
+        }
+    });
+    let conditional = r.bool(&format!("{NGINX}session-cookie-conditional-samesite-none"));
+    let change = r.bool(&format!("{NGINX}session-cookie-change-on-failure"));
+    let hash_name = format!("{NGINX}upstream-hash-by");
+    let hash = r.parse(&hash_name, |v| {
+        tollgate_proxy::affinity::parse_key(v).map(|_| v.to_string())
+    });
+    if kind.is_some() {
+        if hash.is_some() {
+            unused.push((
+                hash_name,
+                "does nothing with affinity: cookie, which takes precedence (as in ingress-nginx)"
+                    .into(),
+            ));
+        }
+        return Some(tollgate_contract::Affinity::Cookie(
+            tollgate_contract::CookieAffinity {
+                name: name.unwrap_or_else(|| "INGRESSCOOKIE".into()),
+                path: path.unwrap_or_default(),
+                expires_seconds: expires,
+                max_age_seconds: max_age,
+                domain,
+                secure: secure.unwrap_or(false),
+                same_site,
+                conditional_same_site_none: conditional.unwrap_or(false),
+                change_on_failure: change.unwrap_or(false),
+            },
+        ));
+    }
+    for n in [
+        "affinity-mode",
+        "session-cookie-name",
+        "session-cookie-path",
+        "session-cookie-expires",
+        "session-cookie-max-age",
+        "session-cookie-domain",
+        "session-cookie-secure",
+        "session-cookie-samesite",
+        "session-cookie-conditional-samesite-none",
+        "session-cookie-change-on-failure",
+    ] {
+        let name = format!("{NGINX}{n}");
+        if r.raw(&name).is_some() && !r.errors.iter().any(|e| e.name == name) {
+            unused.push((
+                name,
+                "does nothing without nginx.ingress.kubernetes.io/affinity: cookie".into(),
+            ));
+        }
+    }
+    hash.map(|key| tollgate_contract::Affinity::Hash { key })
 }
 
 /// How a canary Ingress takes requests from the Ingress it is the canary of, with
@@ -987,6 +1093,7 @@ pub fn ingress_settings(
     let external_auth = read_external_auth(&mut r, &mut unused).map(std::sync::Arc::new);
     let rate_limit = read_rate_limit(&mut r, &mut unused);
     let canary = read_canary(&mut r).map(std::sync::Arc::new);
+    let affinity = read_affinity(&mut r, &mut unused);
     if cors.is_none() {
         for n in [
             "cors-allow-origin",
@@ -1088,6 +1195,16 @@ pub fn ingress_settings(
         }
     }
 
+    if let (true, Some(tollgate_contract::Affinity::Cookie(c))) =
+        (use_regex || rewrite_target.is_some(), &affinity)
+    {
+        if c.path.is_empty() {
+            unused.push((
+                format!("{NGINX}affinity"),
+                "with use-regex, the cookie's path is the path's regular expression, as ingress-nginx warns; set session-cookie-path".into(),
+            ));
+        }
+    }
     if r.errors.is_empty() {
         Ok(IngressSettings {
             group_name,
@@ -1116,6 +1233,7 @@ pub fn ingress_settings(
             external_auth,
             rate_limit: rate_limit.map(std::sync::Arc::new),
             canary,
+            affinity,
             unused,
             from_to_www,
             app_root,
@@ -1431,6 +1549,41 @@ mod tests {
             .unwrap()
             .canary
             .is_none());
+    }
+
+    #[test]
+    fn affinity_is_read_as_ingress_nginx_reads_it() {
+        let n = |k: &str| format!("nginx.ingress.kubernetes.io/{k}");
+        let s = ingress_settings(&ann(&[
+            (&n("affinity"), "cookie"),
+            (&n("upstream-hash-by"), "$request_uri"),
+        ]))
+        .unwrap();
+        match s.affinity {
+            Some(tollgate_contract::Affinity::Cookie(c)) => {
+                assert_eq!(c.name, "INGRESSCOOKIE");
+                assert!(c.path.is_empty(), "filled in per route");
+            }
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(
+            s.unused.len(),
+            1,
+            "hash-by yields to the cookie: {:?}",
+            s.unused
+        );
+        let s = ingress_settings(&ann(&[(&n("upstream-hash-by"), "$http_x_user")])).unwrap();
+        assert!(matches!(
+            s.affinity,
+            Some(tollgate_contract::Affinity::Hash { .. })
+        ));
+        let e = ingress_settings(&ann(&[
+            (&n("affinity"), "ip"),
+            (&n("session-cookie-samesite"), "Sometimes"),
+            (&n("upstream-hash-by"), "$upstream_addr"),
+        ]))
+        .unwrap_err();
+        assert_eq!(e.len(), 3, "{e:?}");
     }
 
     #[test]

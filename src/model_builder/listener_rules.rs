@@ -89,8 +89,12 @@ pub(crate) fn resolve_member(
         deps: Vec::new(),
         diags: Vec::new(),
     };
-    let route_actions: Vec<Action> = m.routes.iter().map(|rt| r.action(m, &rt.backend)).collect();
-    let default_action = m.default_backend.as_ref().map(|b| r.action(m, b));
+    let route_actions: Vec<Action> = m
+        .routes
+        .iter()
+        .map(|rt| r.action(m, &rt.backend, &rt.path.path))
+        .collect();
+    let default_action = m.default_backend.as_ref().map(|b| r.action(m, b, "/"));
     let canary_variants = m
         .canaries
         .iter()
@@ -193,13 +197,13 @@ impl Resolver<'_, '_> {
         Ok(id)
     }
 
-    /// A backend's action; an unresolvable one answers 503.
-    fn action(&mut self, m: &Member, backend: &IngressBackend) -> Action {
+    /// A backend's action for the route at `path`; an unresolvable one answers 503.
+    fn action(&mut self, m: &Member, backend: &IngressBackend, path: &str) -> Action {
         if let Some(r) = &m.settings.redirect {
             return Action::Redirect(r.clone());
         }
         if let Some(name) = alb_actions::annotated_action_name(backend) {
-            return self.annotated_action(m, name);
+            return self.annotated_action(m, name, path);
         }
         match self.target_group(m, backend) {
             Ok(tg) => Action::Forward(Forward {
@@ -215,6 +219,7 @@ impl Resolver<'_, '_> {
                 basic_auth: m.settings.basic_auth.clone(),
                 external_auth: m.settings.external_auth.clone(),
                 rate_limit: m.settings.rate_limit.clone(),
+                affinity: affinity_for(m, path),
             }),
             Err(u) => {
                 self.diags.push(ingress_diag(
@@ -231,7 +236,7 @@ impl Resolver<'_, '_> {
     /// The action of a `use-annotation` backend: `actions.<name>` of the same Ingress. A
     /// Service of a weighted forward that cannot be resolved is left out (and reported);
     /// with none left, or no such annotation, the path answers 503.
-    fn annotated_action(&mut self, m: &Member, name: &str) -> Action {
+    fn annotated_action(&mut self, m: &Member, name: &str, path: &str) -> Action {
         let Some(action) = m.settings.actions.get(name) else {
             let message = format!(
                 "backend {name} uses annotation {}actions.{name}, which is not set",
@@ -288,10 +293,26 @@ impl Resolver<'_, '_> {
                     basic_auth: m.settings.basic_auth.clone(),
                     external_auth: m.settings.external_auth.clone(),
                     rate_limit: m.settings.rate_limit.clone(),
+                    affinity: affinity_for(m, path),
                 })
             }
         }
     }
+}
+
+/// The route's affinity: ingress-nginx's cookie path is the location's path as written
+/// unless `session-cookie-path` says otherwise.
+fn affinity_for(m: &Member, path: &str) -> Option<Arc<tollgate_contract::Affinity>> {
+    let a = m.settings.affinity.as_ref()?;
+    Some(Arc::new(match a {
+        tollgate_contract::Affinity::Cookie(c) if c.path.is_empty() => {
+            tollgate_contract::Affinity::Cookie(tollgate_contract::CookieAffinity {
+                path: path.to_string(),
+                ..c.clone()
+            })
+        }
+        other => other.clone(),
+    }))
 }
 
 /// A member's action as a listener serves it: on plain HTTP, ssl-redirect replaces it with a

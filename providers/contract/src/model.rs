@@ -472,6 +472,45 @@ pub struct Forward {
     /// only.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rate_limit: Option<Arc<RateLimit>>,
+    /// ingress-nginx `affinity: cookie` or `upstream-hash-by`: which target of the group a
+    /// request goes to; honoured by the proxy only.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub affinity: Option<Arc<Affinity>>,
+}
+
+/// How requests stick to targets, as ingress-nginx's sticky and chash balancers do.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", tag = "type")]
+pub enum Affinity {
+    /// `affinity: cookie`: a cookie names the target; a request without a usable one gets a
+    /// target as usual and the cookie.
+    Cookie(CookieAffinity),
+    /// `upstream-hash-by`: the target is a consistent hash of this nginx-variable template
+    /// (`$request_uri`, `$remote_addr`, `$http_<name>`, `$cookie_<name>`, `$arg_<name>`...).
+    Hash { key: String },
+}
+
+/// ingress-nginx's `session-cookie-*` settings.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct CookieAffinity {
+    pub name: String,
+    pub path: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expires_seconds: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_age_seconds: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub domain: Option<String>,
+    /// `Secure` even on plain HTTP (on HTTPS it is always set, as ingress-nginx does).
+    pub secure: bool,
+    /// `Strict`, `Lax` or `None`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub same_site: Option<String>,
+    /// Leave `SameSite=None` out for browsers known to mishandle it.
+    pub conditional_same_site_none: bool,
+    /// A sticky target that is failing is replaced (with a new cookie) instead of kept.
+    pub change_on_failure: bool,
 }
 
 /// ingress-nginx's rate limits: per client address, per replica, shared by every route of

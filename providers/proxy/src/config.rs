@@ -42,6 +42,8 @@ pub enum CompiledAction {
         external_auth: Option<Arc<crate::external_auth::CompiledExternalAuth>>,
         /// ingress-nginx rate limits; `None` on most routes.
         rate_limit: Option<Arc<crate::rate_limit::CompiledRateLimit>>,
+        /// ingress-nginx session affinity or consistent hashing; `None` on most routes.
+        affinity: Option<Arc<crate::affinity::CompiledAffinity>>,
     },
     Redirect(Redirect),
     Fixed {
@@ -468,22 +470,27 @@ fn compile_action(
                 .map(|(g, _)| g.service.as_str())
                 .unwrap_or("");
             let counters = metrics.status_counters(ingress, service);
-            let external_auth = match f
+            let affinity = f
+                .affinity
+                .as_deref()
+                .map(crate::affinity::CompiledAffinity::compile)
+                .transpose();
+            let external_auth = f
                 .external_auth
                 .as_deref()
                 .map(CompiledExternalAuth::compile)
-            {
-                None => None,
-                Some(Ok(a)) => Some(a),
-                Some(Err(why)) => {
+                .transpose();
+            let (external_auth, affinity) = match (external_auth, affinity) {
+                (Ok(e), Ok(a)) => (e, a),
+                (Err(why), _) | (_, Err(why)) => {
                     // Never forwarded unchecked: the route answers 503, as ingress-nginx's
                     // denied location does.
-                    tracing::error!(%ingress, %why, "external authentication cannot run");
+                    tracing::error!(%ingress, %why, "a route policy cannot run");
                     return CompiledRule {
                         action: CompiledAction::Fixed {
                             status: 503,
                             content_type: "text/plain; charset=utf-8".into(),
-                            body: Bytes::from_static(b"authentication is misconfigured\n"),
+                            body: Bytes::from_static(b"route policy is misconfigured\n"),
                         },
                         counters,
                     };
@@ -505,6 +512,7 @@ fn compile_action(
                         .rate_limit
                         .as_deref()
                         .map(|l| crate::rate_limit::CompiledRateLimit::compile(l, zones)),
+                    affinity,
                 },
                 counters,
             }
@@ -557,6 +565,7 @@ mod tests {
                 basic_auth: None,
                 external_auth: None,
                 rate_limit: None,
+                affinity: None,
             }),
         }
     }

@@ -356,6 +356,7 @@ pub(crate) fn plan_request(buf: &[u8], ctx: &RelayContext, head: &mut Vec<u8>) -
         basic_auth: None,
         external_auth: None,
         rate_limit: None,
+        affinity: None,
         ..
     } = &listener.rule(index).action
     else {

@@ -15,6 +15,7 @@
 //! - [`client_connections`]: idle keep-alive connections, and room made at the connection
 //!   limit.
 
+pub mod affinity;
 pub mod basic_auth;
 pub mod client_connections;
 pub mod config;

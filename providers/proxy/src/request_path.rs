@@ -510,6 +510,7 @@ fn route(shared: Arc<Shared>, conn: ConnInfo, req: Request<Incoming>) -> Routed 
             basic_auth,
             external_auth,
             rate_limit,
+            affinity,
         } => {
             let forwarded_path = listener.forwarded_path(index, rewrite_target.as_deref(), &path);
             // As nginx's client_max_body_size: a declared length over the limit is refused
@@ -555,6 +556,7 @@ fn route(shared: Arc<Shared>, conn: ConnInfo, req: Request<Incoming>) -> Routed 
                         rate_limit: rate_limit.as_ref(),
                         basic_auth: basic_auth.as_ref(),
                         external_auth: external_auth.as_ref(),
+                        affinity: affinity.as_ref(),
                     },
                     (&host, &path),
                 ),
@@ -601,6 +603,7 @@ struct Layers<'c> {
     rate_limit: Option<&'c Arc<crate::rate_limit::CompiledRateLimit>>,
     basic_auth: Option<&'c Arc<crate::basic_auth::CompiledBasicAuth>>,
     external_auth: Option<&'c Arc<crate::external_auth::CompiledExternalAuth>>,
+    affinity: Option<&'c Arc<crate::affinity::CompiledAffinity>>,
 }
 
 /// A forward through the route's policy layers, in nginx's phase order (access, then
@@ -618,6 +621,7 @@ fn guarded_forward(
         rate_limit,
         basic_auth,
         external_auth,
+        affinity,
     } = layers;
     let cors_on = cors.is_some();
     let add_cors = move |r: &mut Response<ProxyBody>| {
@@ -638,7 +642,31 @@ fn guarded_forward(
             }
         }
     }
-    let has_cors = cors_on || in_progress.is_some();
+    // The target, when the route sticks requests to one (chosen now, as the request is
+    // routed; nginx's balancer sets the cookie on the proxied response).
+    let mut sticky_cookie = None;
+    if let Some(a) = affinity {
+        let (host, path) = routed;
+        let view = crate::affinity::RequestView {
+            headers: f.req.headers(),
+            request_uri: f
+                .req
+                .uri()
+                .path_and_query()
+                .map(|p| p.as_str())
+                .unwrap_or("/"),
+            path,
+            host,
+            client: f.conn.client.ip(),
+            tls: f.conn.tls,
+        };
+        let choice = a.choose(&f.group, &view);
+        if let Some(g) = choice.group {
+            f.group = g;
+        }
+        sticky_cookie = choice.set_cookie;
+    }
+    let has_cors = cors_on || in_progress.is_some() || sticky_cookie.is_some();
     // What every answer from here on gets: the CORS headers, and the request's place in
     // limit-connections held by its body.
     let with_cors = move |mut r: Response<ProxyBody>| {
@@ -694,7 +722,13 @@ fn guarded_forward(
     if slow_basic.is_none() && check.is_none() {
         let answer = f.start();
         return if has_cors {
-            Answer::Forward(Box::pin(async move { with_cors(answer.await) }))
+            Answer::Forward(Box::pin(async move {
+                let mut r = answer.await;
+                if let Some(c) = sticky_cookie {
+                    r.headers_mut().append(header::SET_COOKIE, c);
+                }
+                with_cors(r)
+            }))
         } else {
             Answer::Forward(answer)
         };
@@ -754,6 +788,9 @@ fn guarded_forward(
             }
         }
         let mut r = f.start().await;
+        if let Some(c) = sticky_cookie {
+            r.headers_mut().append(header::SET_COOKIE, c);
+        }
         if always || crate::external_auth::cookie_status(r.status()) {
             for c in cookies {
                 r.headers_mut().append(header::SET_COOKIE, c);

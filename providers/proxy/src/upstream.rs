@@ -343,6 +343,22 @@ impl UpstreamGroup {
     }
 }
 
+impl UpstreamGroup {
+    /// The same group narrowed to one target: a request that must go to it (session
+    /// affinity, consistent hashing) is forwarded through this, with its state shared.
+    pub fn only(&self, target: Arc<TargetState>) -> UpstreamGroup {
+        UpstreamGroup {
+            id: self.id.clone(),
+            service: self.service.clone(),
+            http2: self.http2,
+            tls: self.tls,
+            balancing: self.balancing,
+            targets: vec![target],
+            rr: AtomicUsize::new(0),
+        }
+    }
+}
+
 /// Every target's state by address, carried from one configuration to the next.
 #[derive(Debug, Default)]
 pub struct TargetRegistry {

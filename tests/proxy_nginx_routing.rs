@@ -1,8 +1,10 @@
-//! ingress-nginx canaries served by the proxy, on real sockets, as ingress-nginx's
+//! ingress-nginx routing served by the proxy, on real sockets. Canaries, as ingress-nginx's
 //! test/e2e/annotations/canary.go pins them: `canary-by-header` (`always`/`never`, or only
 //! `canary-by-header-value`), `canary-by-cookie`, `canary-weight` (0, all, and a split seen
 //! from both sides), header before cookie before weight, and a canary with no main Ingress
-//! not served.
+//! not served. Session affinity (`affinity: cookie`, test/e2e/annotations/affinity.go):
+//! the cookie and its attributes, requests with it kept on their backend, the path it gets;
+//! and `upstream-hash-by`.
 
 mod support;
 
@@ -13,14 +15,28 @@ use support::*;
 
 /// Which backend answered a GET of `host` with `headers`.
 async fn answered(p: &TestProxy, host: &str, headers: &[(&str, &str)]) -> (StatusCode, String) {
+    let (status, _, by) = answered_at(p, host, "/", headers).await;
+    (status, by)
+}
+
+/// Status, `Set-Cookie` and backend of a GET of `host` and `path`.
+async fn answered_at(
+    p: &TestProxy,
+    host: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+) -> (StatusCode, Option<String>, String) {
     let mut c = H1::connect(p.http).await.expect("connect");
-    let mut b = Request::get("/").header("host", host);
+    let mut b = Request::get(path).header("host", host);
     for (n, v) in headers {
         b = b.header(*n, *v);
     }
     let req = b.body(Full::new(Bytes::new())).expect("request");
-    let (status, _, body) = c.request(req).await.expect("response");
-    (status, served_by(&body))
+    let (status, headers, body) = c.request(req).await.expect("response");
+    let cookie = headers
+        .get("set-cookie")
+        .map(|v| v.to_str().unwrap_or_default().to_string());
+    (status, cookie, served_by(&body))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -183,5 +199,93 @@ async fn canaries_as_ingress_nginx_routes_them() {
         answered(&p, "lonely.example.com", &[]).await.0,
         StatusCode::NOT_FOUND
     );
+    p.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn session_affinity_and_hashing_as_ingress_nginx_applies_them() {
+    let backends = [echo("one").await, echo("two").await, echo("three").await];
+    let n = "nginx.ingress.kubernetes.io";
+    let m = [
+        service("app", &backends),
+        ingress(
+            "sticky",
+            &format!("{n}/affinity: cookie, {n}/session-cookie-name: SERVERID, {n}/session-cookie-expires: '172800', {n}/session-cookie-max-age: '259200', {n}/session-cookie-domain: foo.bar"),
+            &[
+                ("sticky.example.com", "/something", "Prefix", "app"),
+                ("sticky.example.com", "/somewhereelse", "Prefix", "app"),
+            ],
+        ),
+        ingress("plain", "", &[("sticky.example.com", "/foo", "Prefix", "app")]),
+        ingress(
+            "hashed",
+            &format!("{n}/upstream-hash-by: '$arg_user'"),
+            &[("hashed.example.com", "/", "Prefix", "app")],
+        ),
+    ]
+    .join("---\n");
+    let p = TestProxy::start(&m).await;
+
+    // The first request gets the cookie, with affinity.go's attributes and its path.
+    let (status, cookie, first) = answered_at(&p, "sticky.example.com", "/something", &[]).await;
+    assert_eq!(status, StatusCode::OK);
+    let cookie = cookie.expect("a Set-Cookie on the first request");
+    assert!(cookie.starts_with("SERVERID="), "{cookie}");
+    for part in [
+        "; Expires=",
+        "; Max-Age=259200",
+        "; Domain=foo.bar",
+        "; Path=/something",
+        "; HttpOnly",
+    ] {
+        assert!(cookie.contains(part), "{part} in {cookie}");
+    }
+    assert!(
+        !cookie.contains("Secure"),
+        "plain HTTP without session-cookie-secure: {cookie}"
+    );
+    // With it, every request stays on that backend and gets no new cookie.
+    let sent = cookie.split(';').next().unwrap();
+    for _ in 0..15 {
+        let (_, again, by) = answered_at(
+            &p,
+            "sticky.example.com",
+            "/something/x",
+            &[("cookie", sent)],
+        )
+        .await;
+        assert_eq!(by, first);
+        assert_eq!(again, None);
+    }
+    // Without it, requests spread.
+    let mut seen = std::collections::BTreeSet::new();
+    for _ in 0..30 {
+        seen.insert(
+            answered_at(&p, "sticky.example.com", "/something", &[])
+                .await
+                .2,
+        );
+    }
+    assert!(seen.len() > 1, "{seen:?}");
+    // Each path's cookie carries that path; a path of an Ingress without affinity, none.
+    let (_, other, _) = answered_at(&p, "sticky.example.com", "/somewhereelse", &[]).await;
+    assert!(other.unwrap_or_default().contains("; Path=/somewhereelse"));
+    assert_eq!(
+        answered_at(&p, "sticky.example.com", "/foo", &[]).await.1,
+        None
+    );
+
+    // upstream-hash-by: one user, one backend; users spread over the backends.
+    let mut by_user = std::collections::BTreeMap::new();
+    for round in 0..3 {
+        for u in 0..12 {
+            let path = format!("/?user=u{u}");
+            let by = answered_at(&p, "hashed.example.com", &path, &[]).await.2;
+            let was = by_user.entry(u).or_insert_with(|| by.clone());
+            assert_eq!(*was, by, "user u{u}, round {round}");
+        }
+    }
+    let spread: std::collections::BTreeSet<_> = by_user.values().collect();
+    assert!(spread.len() > 1, "{by_user:?}");
     p.stop().await;
 }
