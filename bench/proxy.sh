@@ -9,6 +9,11 @@
 #   h2-tls                h2load HTTP/2 over TLS, -c64 -m10
 #   changes               wrk -c64 while the config changes 10×/s for 10 s
 #                         (Tollgate: manifest edits; nginx: -s reload; haproxy: -sf)
+#   policy-c64            wrk HTTP/1.1 -c64 to a host with an allow-list, a rate limit that is
+#                         never reached and CORS (an allowed Origin on every request): Tollgate
+#                         with ingress-nginx's annotations, nginx configured alike (allow/deny,
+#                         limit_req, add_header); not haproxy. Its cost is read against the same
+#                         proxy's http-c64.
 # Prints req/s, p50/p99 (wrk; h2load reports the mean), failed requests, proxy CPU-seconds per
 # 1,000 requests, and Tollgate/nginx and Tollgate/haproxy ratios. Results: bench/out/.
 #
@@ -108,6 +113,23 @@ spec:
       paths:
       - {path: /, pathType: Prefix, backend: {service: {name: backend, port: {number: 80}}}}
       - {path: /rev-$1, pathType: Exact, backend: {service: {name: backend, port: {number: 80}}}}
+---
+apiVersion: networking.k8s.io/v1
+kind: Ingress
+metadata:
+  name: policy
+  annotations:
+    nginx.ingress.kubernetes.io/whitelist-source-range: 127.0.0.0/8
+    nginx.ingress.kubernetes.io/limit-rps: "1000000"
+    nginx.ingress.kubernetes.io/enable-cors: "true"
+    nginx.ingress.kubernetes.io/cors-allow-origin: https://app.example.com
+spec:
+  ingressClassName: tollgate
+  rules:
+  - host: policy.local
+    http:
+      paths:
+      - {path: /, pathType: Prefix, backend: {service: {name: backend, port: {number: 80}}}}
 EOF
   mv "$WORK/manifests/.bench.yaml.tmp" "$WORK/manifests/bench.yaml"
 }
@@ -131,6 +153,22 @@ events { worker_connections 8192; }
 http { access_log off; client_body_temp_path $WORK/np; proxy_temp_path $WORK/np; fastcgi_temp_path $WORK/np; uwsgi_temp_path $WORK/np; scgi_temp_path $WORK/np;
   keepalive_requests 1000000;
   upstream backend { server $BACKEND; keepalive 256; keepalive_requests 1000000; }
+  limit_req_zone \$binary_remote_addr zone=policy:10m rate=1000000r/s;
+  map \$http_origin \$cors_origin { default ""; "https://app.example.com" \$http_origin; }
+  server {
+    listen 127.0.0.1:18101; server_name policy.local;
+    allow 127.0.0.0/8; deny all;
+    limit_req zone=policy burst=5000000 nodelay;
+    location / {
+      if (\$request_method = OPTIONS) { return 204; }
+      add_header Access-Control-Allow-Origin \$cors_origin always;
+      add_header Access-Control-Allow-Credentials true always;
+      add_header Access-Control-Allow-Methods "GET, PUT, POST, DELETE, PATCH, OPTIONS" always;
+      add_header Access-Control-Allow-Headers "DNT,Keep-Alive,User-Agent,X-Requested-With,If-Modified-Since,Cache-Control,Content-Type,Range,Authorization" always;
+      add_header Access-Control-Max-Age 1728000 always;
+      proxy_pass http://backend; proxy_http_version 1.1; proxy_set_header Connection "";
+      proxy_set_header Host \$host; proxy_set_header X-Forwarded-For \$remote_addr; }
+  }
   server {
     listen 127.0.0.1:18101; listen 127.0.0.1:18544 ssl http2; server_name bench.local;
     ssl_certificate $WORK/cert.pem; ssl_certificate_key $WORK/key.pem;
@@ -197,13 +235,15 @@ reload_loop() { # $1 proxy; 10 changes per second for SECS seconds
 RESULTS="$OUT/raw.tsv"
 echo -e "rep\tprofile\tproxy\treq_per_s\tp50_ms\tp99_ms\tfailed\tcpu_s_per_1k" > "$RESULTS"
 
-run_wrk() { # proxy profile conns scheme
+run_wrk() { # proxy profile conns scheme rep
   local proxy=$1 profile=$2 conns=$3 scheme=$4 rep=$5
+  local host=(-H 'Host: bench.local')
+  if [ "$profile" = policy-c64 ]; then host=(-H 'Host: policy.local' -H 'Origin: https://app.example.com'); fi
   local port; port=$(port_of "$proxy" "$([ "$scheme" = https ] && echo tls || echo http)")
   local before after out
   before=$(cpu_of "$proxy")
   if [ "$profile" = changes ]; then reload_loop "$proxy" & RL=$!; fi
-  out=$(taskset -c $LOAD_CPU wrk -t1 -c"$conns" -d"${SECS}s" --latency -H 'Host: bench.local' "$scheme://127.0.0.1:$port/" 2>&1 || true)
+  out=$(taskset -c $LOAD_CPU wrk -t1 -c"$conns" -d"${SECS}s" --latency "${host[@]}" "$scheme://127.0.0.1:$port/" 2>&1 || true)
   if [ "$profile" = changes ]; then wait "$RL" || true; fi
   after=$(cpu_of "$proxy")
   echo "$out" > "$OUT/wrk-$proxy-$profile-$rep.txt"
@@ -254,6 +294,7 @@ for rep in $(seq 1 "$REPS"); do
     if wants tls-c64; then run_wrk "$proxy" tls-c64 64 https "$rep"; fi
     if wants h2-tls; then run_h2 "$proxy" "$rep"; fi
     if wants changes; then run_wrk "$proxy" changes 64 http "$rep"; fi
+    if wants policy-c64 && [ "$proxy" != haproxy ]; then run_wrk "$proxy" policy-c64 64 http "$rep"; fi
   done
 done
 
@@ -263,7 +304,7 @@ rows = list(csv.DictReader(open(sys.argv[1]), delimiter="\t"))
 def med(profile, proxy, key):
     vals = [float(r[key]) for r in rows if r["profile"] == profile and r["proxy"] == proxy and r[key] not in ("", None)]
     return statistics.median(vals) if vals else float("nan")
-profiles = [p for p in ["http-c64", "http-c256", "tls-c64", "h2-tls", "changes"] if any(r["profile"] == p for r in rows)]
+profiles = [p for p in ["http-c64", "http-c256", "tls-c64", "h2-tls", "changes", "policy-c64"] if any(r["profile"] == p for r in rows)]
 print("| profile | proxy | req/s | p50 ms | p99 ms | failed (max) | CPU-s / 1k req |")
 print("|---|---|---|---|---|---|---|")
 for p in profiles:
@@ -282,5 +323,11 @@ for p in profiles:
     tc, nc = med(p, "tollgate", "cpu_s_per_1k"), med(p, "nginx", "cpu_s_per_1k")
     ratio_cpu = "n/a" if p == "changes" else f"{tc / nc:.2f}"
     print(f"| {p} | {t / n:.2f} | {t / h:.2f} | {ratio_cpu} |")
+if "policy-c64" in profiles and "http-c64" in profiles:
+    print()
+    print("| proxy | policy-c64 / http-c64 req/s (the policy's cost) |")
+    print("|---|---|")
+    for x in ["tollgate", "nginx"]:
+        print(f"| {x} | {med('policy-c64', x, 'req_per_s') / med('http-c64', x, 'req_per_s'):.2f} |")
 PY
 cat "$OUT/summary.md"

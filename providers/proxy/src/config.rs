@@ -155,6 +155,26 @@ impl CompiledCors {
         matched.then(|| o.clone())
     }
 
+    /// Whether a target's response header is one CORS sets (and so replaces).
+    pub fn sets(&self, name: &str) -> bool {
+        name.eq_ignore_ascii_case("access-control-allow-origin")
+            || self.headers.iter().any(|(n, _)| name.eq_ignore_ascii_case(n.as_str()))
+    }
+
+    /// Appends the CORS headers to a raw response head (the relay's `apply`).
+    pub fn append_raw(&self, allow_origin: &http::HeaderValue, out: &mut Vec<u8>) {
+        let mut line = |n: &str, v: &[u8]| {
+            out.extend_from_slice(n.as_bytes());
+            out.extend_from_slice(b": ");
+            out.extend_from_slice(v);
+            out.extend_from_slice(b"\r\n");
+        };
+        line("access-control-allow-origin", allow_origin.as_bytes());
+        for (n, v) in &self.headers {
+            line(n.as_str(), v.as_bytes());
+        }
+    }
+
     /// Sets the CORS headers (replacing a target's own, as ingress-nginx's
     /// `more_set_headers` does).
     pub fn apply(&self, allow_origin: http::HeaderValue, h: &mut http::HeaderMap) {

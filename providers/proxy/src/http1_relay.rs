@@ -144,6 +144,10 @@ pub(crate) struct ForwardPlan {
     client_close: bool,
     /// Host and path for the access log, when it is on.
     log: Option<(String, String)>,
+    /// The route's CORS headers and the origin they allow, for the response head.
+    cors: Option<(Arc<crate::config::CompiledCors>, http::HeaderValue)>,
+    /// The request's place in `limit-connections`, held until its response is relayed.
+    _in_progress: Option<crate::rate_limit::InProgressGuard>,
 }
 
 /// What to do with the bytes at the front of the client buffer.
@@ -352,10 +356,10 @@ pub(crate) fn plan_request(buf: &[u8], ctx: &RelayContext, head: &mut Vec<u8>) -
         groups,
         rewrite_target,
         upstream: None,
-        cors: None,
+        cors,
         basic_auth: None,
         external_auth: None,
-        rate_limit: None,
+        rate_limit,
         affinity: None,
         ..
     } = &listener.rule(index).action
@@ -369,6 +373,32 @@ pub(crate) fn plan_request(buf: &[u8], ctx: &RelayContext, head: &mut Vec<u8>) -
     if group.http2 {
         return Step::Handover;
     }
+    // CORS: headers added to the response head; a preflight is answered by the general path.
+    let cors = match cors {
+        None => None,
+        Some(c) => {
+            let origin = req
+                .headers
+                .iter()
+                .find(|h| h.name.eq_ignore_ascii_case("origin"))
+                .and_then(|h| http::HeaderValue::from_bytes(h.value).ok());
+            match c.allow(origin.as_ref()) {
+                Some(_) if method == "OPTIONS" => return Step::Handover,
+                Some(allowed) => Some((c.clone(), allowed)),
+                None => None,
+            }
+        }
+    };
+    // Rate limits last, once the request is certain to be forwarded here: a request over a
+    // limit goes to the general path, which finds it over again (a refusal changes no
+    // state) and answers 503 with the route's CORS headers.
+    let in_progress = match rate_limit {
+        None => None,
+        Some(l) => match l.admit(ctx.conn.client.ip()) {
+            Ok(guard) => guard,
+            Err(()) => return Step::Handover,
+        },
+    };
     let forwarded = listener.forwarded_path(index, rewrite_target.as_deref(), &path);
 
     head.clear();
@@ -402,6 +432,8 @@ pub(crate) fn plan_request(buf: &[u8], ctx: &RelayContext, head: &mut Vec<u8>) -
         ),
         client_close: connection.close,
         log,
+        cors,
+        _in_progress: in_progress,
     })
 }
 
@@ -563,8 +595,9 @@ fn client_response_head(
             6 => has_server |= name.eq_ignore_ascii_case("server"),
             _ => {}
         }
-        // The body passes through as framed.
-        if facts.drops(name, true) {
+        // The body passes through as framed; CORS headers the route sets replace the
+        // target's.
+        if facts.drops(name, true) || plan.cors.as_ref().is_some_and(|(c, _)| c.sets(name)) {
             continue;
         }
         out.extend_from_slice(name.as_bytes());
@@ -582,6 +615,9 @@ fn client_response_head(
     if !has_server {
         // As ingress-nginx does: every response names a server (see `request_path::SERVER`).
         out.extend_from_slice(b"server: tollgate\r\n");
+    }
+    if let Some((c, origin)) = &plan.cors {
+        c.append_raw(origin, out);
     }
     if close_client {
         out.extend_from_slice(b"connection: close\r\n");
