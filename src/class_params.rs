@@ -59,6 +59,29 @@ pub struct TollgateClassParamsSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(schema_with = "target_type_schema")]
     pub target_type: Option<ClassTargetType>,
+    /// `ingress-nginx`: the class's Ingresses get ingress-nginx's defaults where they differ
+    /// from ALB's (a redirect to HTTPS and HSTS when an Ingress has `tls`, a 1m body limit),
+    /// so Ingresses written for ingress-nginx behave as they did; `alb`: ALB's. Unset: the
+    /// controller's `--ingress-nginx-defaults`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(schema_with = "defaults_schema")]
+    pub defaults: Option<ClassDefaults>,
+}
+
+/// Whose defaults a class's Ingresses get.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ClassDefaults {
+    #[serde(rename = "ingress-nginx")]
+    IngressNginx,
+    #[serde(rename = "alb")]
+    Alb,
+}
+
+fn defaults_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+    string_enum(
+        &["ingress-nginx", "alb"],
+        "`ingress-nginx` or `alb`: whose defaults the class's Ingresses get.",
+    )
 }
 
 // An optional field is simply absent: a `null` in a CRD enum makes kube-apiserver 1.20

@@ -381,6 +381,12 @@ struct ModelArgs {
     /// Target type for backends without an alb.ingress.kubernetes.io/target-type annotation.
     #[arg(long, value_enum, default_value_t = TargetTypeArg::Ip)]
     default_target_type: TargetTypeArg,
+
+    /// Give Ingresses ingress-nginx's defaults where they differ from ALB's: a redirect to
+    /// HTTPS and HSTS when an Ingress has `tls`, a 1m request body limit (annotations that
+    /// set these still win; a class's TollgateClassParams `defaults` overrides this flag).
+    #[arg(long)]
+    ingress_nginx_defaults: bool,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -438,6 +444,7 @@ impl ModelArgs {
                 TargetTypeArg::Ip => TargetType::Ip,
                 TargetTypeArg::Instance => TargetType::Instance,
             },
+            ingress_nginx_defaults: self.ingress_nginx_defaults,
         }
     }
 }

@@ -289,3 +289,83 @@ async fn session_affinity_and_hashing_as_ingress_nginx_applies_them() {
     assert!(spread.len() > 1, "{by_user:?}");
     p.stop().await;
 }
+
+/// Ingress with `tls` on `host` (a self-signed certificate), forwarding to `svc`.
+fn tls_ingress(name: &str, annotations: &str, host: &str, svc: &str) -> String {
+    format!(
+        "apiVersion: networking.k8s.io/v1\nkind: Ingress\nmetadata: {{name: {name}, annotations: {{{annotations}}}}}\nspec:\n  ingressClassName: tollgate\n  tls: [{{hosts: ['{host}'], secretName: {name}-tls}}]\n  rules:\n  - host: '{host}'\n    http:\n      paths: [{{path: /, pathType: Prefix, backend: {{service: {{name: {svc}, port: {{number: 80}}}}}}}}]\n"
+    )
+}
+
+/// `--ingress-nginx-defaults`: an Ingress with `tls` redirects HTTP to HTTPS (308) and its
+/// HTTPS answers carry HSTS, unless its annotations say otherwise; bodies over 1m get 413;
+/// an Ingress without `tls` is served on HTTP as before.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ingress_nginx_defaults_when_switched_on() {
+    let app = echo("app").await;
+    let (cert, key, _) = self_signed(&["secure.example.com", "optout.example.com"]);
+    let m = [
+        service("app", &[app]),
+        tls_secret("secure-tls", &cert, &key),
+        tls_secret("optout-tls", &cert, &key),
+        tls_ingress("secure", "", "secure.example.com", "app"),
+        tls_ingress(
+            "optout",
+            "nginx.ingress.kubernetes.io/ssl-redirect: 'false', nginx.ingress.kubernetes.io/proxy-body-size: 8m",
+            "optout.example.com",
+            "app",
+        ),
+        ingress("plain", "", &[("plain.example.com", "/", "Prefix", "app")]),
+    ]
+    .join("---\n");
+    let p = TestProxy::start_with(&m, |o| o.build.ingress_nginx_defaults = true).await;
+    let r = raw(
+        p.http,
+        b"GET /x?y=1 HTTP/1.1\r\nHost: secure.example.com\r\nConnection: close\r\n\r\n",
+    )
+    .await;
+    assert!(status_line(&r).contains("308"), "{r}");
+    assert!(
+        r.to_ascii_lowercase().contains(&format!(
+            "location: https://secure.example.com:{}/x?y=1",
+            p.https.port()
+        )),
+        "{r}"
+    );
+    let both = &[&rustls::version::TLS13, &rustls::version::TLS12];
+    let tls = tls_get(
+        p.https,
+        Some("secure.example.com"),
+        "secure.example.com",
+        "/",
+        &["http/1.1"],
+        both,
+    )
+    .await
+    .expect("HTTPS");
+    assert_eq!(tls.resp.0, StatusCode::OK);
+    assert_eq!(
+        tls.resp
+            .1
+            .get("strict-transport-security")
+            .and_then(|v| v.to_str().ok()),
+        Some("max-age=31536000; includeSubDomains")
+    );
+    // ssl-redirect: "false" keeps HTTP; an Ingress without tls is served on HTTP, no HSTS.
+    let (status, headers, _) = get(p.http, "optout.example.com", "/").await.unwrap();
+    assert_eq!(status, StatusCode::OK);
+    assert!(headers.get("strict-transport-security").is_none());
+    let (status, headers, _) = get(p.http, "plain.example.com", "/").await.unwrap();
+    assert_eq!(status, StatusCode::OK);
+    assert!(headers.get("strict-transport-security").is_none());
+    // The 1m body limit, and an Ingress's own proxy-body-size over it.
+    let big = format!(
+        "POST / HTTP/1.1\r\nHost: plain.example.com\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        2 * 1024 * 1024
+    );
+    assert!(status_line(&raw(p.http, big.as_bytes()).await).contains("413"));
+    let big = big.replace("plain.example.com", "optout.example.com");
+    let r = raw(p.http, big.as_bytes()).await;
+    assert!(!status_line(&r).contains("413"), "{r}");
+    p.stop().await;
+}

@@ -71,6 +71,9 @@ pub struct IngressSettings {
     /// ingress-nginx `affinity: cookie` (its cookie's path, when `session-cookie-path` is not
     /// set, is each route's own path, filled in per route) or `upstream-hash-by`.
     pub affinity: Option<tollgate_contract::Affinity>,
+    /// `Strict-Transport-Security` for the HTTPS listener's responses (ingress-nginx's
+    /// default on TLS hosts, under its defaults).
+    pub hsts: Option<String>,
     /// ingress-nginx `canary: "true"` and its `canary-by-*`/`canary-weight*` settings: this
     /// Ingress serves no routes of its own but takes a share of another's (`canary.rs`).
     pub canary: Option<std::sync::Arc<CanarySpec>>,
@@ -462,6 +465,32 @@ fn read_affinity(
         }
     }
     hash.map(|key| tollgate_contract::Affinity::Hash { key })
+}
+
+/// ingress-nginx's defaults where they differ from ALB's, for settings the Ingress's
+/// annotations leave unset (its ConfigMap defaults, docs/user-guide/nginx-configuration/
+/// configmap.md): `ssl-redirect: true` on a server with TLS (308 to HTTPS), `hsts: true`
+/// (`max-age=31536000; includeSubDomains` on HTTPS responses of TLS hosts), and
+/// `proxy-body-size: 1m`. Its 5 s connect and 60 s read timeouts are the proxy's defaults
+/// already.
+pub fn apply_ingress_nginx_defaults(
+    settings: &mut IngressSettings,
+    annotations: Option<&Annotations>,
+    has_tls: bool,
+) {
+    let set = |n: &str| annotations.is_some_and(|a| a.contains_key(n));
+    let redirect_set = set(&format!("{NGINX}ssl-redirect"))
+        || set(&format!("{NGINX}force-ssl-redirect"))
+        || set(&format!("{ALB}ssl-redirect"));
+    if has_tls && !redirect_set && settings.ssl_redirect_port.is_none() {
+        settings.ssl_redirect_port = Some(443);
+    }
+    if has_tls {
+        settings.hsts = Some("max-age=31536000; includeSubDomains".into());
+    }
+    if !set(&format!("{NGINX}proxy-body-size")) && settings.max_body_bytes.is_none() {
+        settings.max_body_bytes = Some(1024 * 1024);
+    }
 }
 
 /// How a canary Ingress takes requests from the Ingress it is the canary of, with
@@ -1234,6 +1263,7 @@ pub fn ingress_settings(
             rate_limit: rate_limit.map(std::sync::Arc::new),
             canary,
             affinity,
+            hsts: None,
             unused,
             from_to_www,
             app_root,

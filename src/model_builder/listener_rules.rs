@@ -220,6 +220,7 @@ impl Resolver<'_, '_> {
                 external_auth: m.settings.external_auth.clone(),
                 rate_limit: m.settings.rate_limit.clone(),
                 affinity: affinity_for(m, path),
+                hsts: None,
             }),
             Err(u) => {
                 self.diags.push(ingress_diag(
@@ -294,6 +295,7 @@ impl Resolver<'_, '_> {
                     external_auth: m.settings.external_auth.clone(),
                     rate_limit: m.settings.rate_limit.clone(),
                     affinity: affinity_for(m, path),
+                    hsts: None,
                 })
             }
         }
@@ -327,6 +329,14 @@ pub(crate) fn on_listener(m: &Member, protocol: ListenerProtocol, action: &Actio
             query: None,
             status_code: 308,
         }),
+        // ingress-nginx sets HSTS on its HTTPS responses of TLS hosts (under its defaults).
+        (ListenerProtocol::Https, _) => match (action, &m.settings.hsts) {
+            (Action::Forward(f), Some(h)) => Action::Forward(Forward {
+                hsts: Some(h.clone()),
+                ..f.clone()
+            }),
+            _ => action.clone(),
+        },
         _ => action.clone(),
     }
 }

@@ -77,6 +77,9 @@ pub struct BuildOptions {
     /// The provider the model is for: what it honours decides which annotations are
     /// refused or warned about (`annotation_registry`).
     pub provider: ProviderKind,
+    /// ingress-nginx's defaults where they differ from ALB's (`--ingress-nginx-defaults`;
+    /// a class's `TollgateClassParams.defaults` decides for its Ingresses).
+    pub ingress_nginx_defaults: bool,
 }
 
 impl Default for BuildOptions {
@@ -88,6 +91,7 @@ impl Default for BuildOptions {
             grouping: Grouping::ByIngressGroup,
             default_target_type: TargetType::Ip,
             provider: ProviderKind::Aws,
+            ingress_nginx_defaults: false,
         }
     }
 }
@@ -183,6 +187,7 @@ struct ReadMember {
     /// Held so that the allocation the entry is keyed by stays this Ingress's.
     _ingress: Arc<k8s_openapi::api::networking::v1::Ingress>,
     provider: ProviderKind,
+    nginx_defaults: bool,
     params: Option<TollgateClassParamsSpec>,
     read: Result<Arc<Member>, Vec<Diagnostic>>,
     warnings: Vec<Diagnostic>,
@@ -248,6 +253,7 @@ pub fn build_with(
         let fresh = match cache.members.get_mut(&key) {
             Some(e)
                 if e.provider == opts.provider
+                    && e.nginx_defaults == opts.ingress_nginx_defaults
                     && e.params.as_ref() == params
                     && e.secret_unchanged(&secrets) =>
             {
@@ -262,6 +268,18 @@ pub fn build_with(
             let read = read_member(ing, opts.provider, &mut warnings).and_then(|mut m| {
                 if let Some(p) = params {
                     p.apply_to(&mut m.settings);
+                }
+                let nginx_defaults = params
+                    .and_then(|p| p.defaults)
+                    .map(|d| d == crate::class_params::ClassDefaults::IngressNginx)
+                    .unwrap_or(opts.ingress_nginx_defaults);
+                if nginx_defaults {
+                    let has_tls = !m.tls.is_empty();
+                    annotations::apply_ingress_nginx_defaults(
+                        &mut m.settings,
+                        ing.metadata.annotations.as_ref(),
+                        has_tls,
+                    );
                 }
                 if let Some(r) = &m.settings.basic_auth_ref {
                     let (ns, name) = auth_secrets::secret_key(r, m.namespace());
@@ -284,6 +302,7 @@ pub fn build_with(
                 ReadMember {
                     _ingress: ing.clone(),
                     provider: opts.provider,
+                    nginx_defaults: opts.ingress_nginx_defaults,
                     params: params.cloned(),
                     read,
                     warnings,

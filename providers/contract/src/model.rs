@@ -476,6 +476,10 @@ pub struct Forward {
     /// request goes to; honoured by the proxy only.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub affinity: Option<Arc<Affinity>>,
+    /// `Strict-Transport-Security` set on the responses (ingress-nginx's default on TLS
+    /// hosts, with its defaults switched on); honoured by the proxy only.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hsts: Option<String>,
 }
 
 /// How requests stick to targets, as ingress-nginx's sticky and chash balancers do.

@@ -44,6 +44,8 @@ pub enum CompiledAction {
         rate_limit: Option<Arc<crate::rate_limit::CompiledRateLimit>>,
         /// ingress-nginx session affinity or consistent hashing; `None` on most routes.
         affinity: Option<Arc<crate::affinity::CompiledAffinity>>,
+        /// `Strict-Transport-Security` set on responses (ingress-nginx's defaults).
+        hsts: Option<http::HeaderValue>,
     },
     Redirect(Redirect),
     Fixed {
@@ -158,7 +160,10 @@ impl CompiledCors {
     /// Whether a target's response header is one CORS sets (and so replaces).
     pub fn sets(&self, name: &str) -> bool {
         name.eq_ignore_ascii_case("access-control-allow-origin")
-            || self.headers.iter().any(|(n, _)| name.eq_ignore_ascii_case(n.as_str()))
+            || self
+                .headers
+                .iter()
+                .any(|(n, _)| name.eq_ignore_ascii_case(n.as_str()))
     }
 
     /// Appends the CORS headers to a raw response head (the relay's `apply`).
@@ -533,6 +538,10 @@ fn compile_action(
                         .as_deref()
                         .map(|l| crate::rate_limit::CompiledRateLimit::compile(l, zones)),
                     affinity,
+                    hsts: f
+                        .hsts
+                        .as_deref()
+                        .and_then(|h| http::HeaderValue::from_str(h).ok()),
                 },
                 counters,
             }
@@ -586,6 +595,7 @@ mod tests {
                 external_auth: None,
                 rate_limit: None,
                 affinity: None,
+                hsts: None,
             }),
         }
     }

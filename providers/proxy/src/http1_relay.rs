@@ -146,6 +146,8 @@ pub(crate) struct ForwardPlan {
     log: Option<(String, String)>,
     /// The route's CORS headers and the origin they allow, for the response head.
     cors: Option<(Arc<crate::config::CompiledCors>, http::HeaderValue)>,
+    /// `Strict-Transport-Security` to set on the response.
+    hsts: Option<http::HeaderValue>,
     /// The request's place in `limit-connections`, held until its response is relayed.
     _in_progress: Option<crate::rate_limit::InProgressGuard>,
 }
@@ -361,6 +363,7 @@ pub(crate) fn plan_request(buf: &[u8], ctx: &RelayContext, head: &mut Vec<u8>) -
         external_auth: None,
         rate_limit,
         affinity: None,
+        hsts,
         ..
     } = &listener.rule(index).action
     else {
@@ -399,6 +402,7 @@ pub(crate) fn plan_request(buf: &[u8], ctx: &RelayContext, head: &mut Vec<u8>) -
             Err(()) => return Step::Handover,
         },
     };
+    let hsts = hsts.clone();
     let forwarded = listener.forwarded_path(index, rewrite_target.as_deref(), &path);
 
     head.clear();
@@ -433,6 +437,7 @@ pub(crate) fn plan_request(buf: &[u8], ctx: &RelayContext, head: &mut Vec<u8>) -
         client_close: connection.close,
         log,
         cors,
+        hsts,
         _in_progress: in_progress,
     })
 }
@@ -597,7 +602,10 @@ fn client_response_head(
         }
         // The body passes through as framed; CORS headers the route sets replace the
         // target's.
-        if facts.drops(name, true) || plan.cors.as_ref().is_some_and(|(c, _)| c.sets(name)) {
+        if facts.drops(name, true)
+            || plan.cors.as_ref().is_some_and(|(c, _)| c.sets(name))
+            || (plan.hsts.is_some() && name.eq_ignore_ascii_case("strict-transport-security"))
+        {
             continue;
         }
         out.extend_from_slice(name.as_bytes());
@@ -618,6 +626,11 @@ fn client_response_head(
     }
     if let Some((c, origin)) = &plan.cors {
         c.append_raw(origin, out);
+    }
+    if let Some(h) = &plan.hsts {
+        out.extend_from_slice(b"strict-transport-security: ");
+        out.extend_from_slice(h.as_bytes());
+        out.extend_from_slice(b"\r\n");
     }
     if close_client {
         out.extend_from_slice(b"connection: close\r\n");

@@ -511,6 +511,7 @@ fn route(shared: Arc<Shared>, conn: ConnInfo, req: Request<Incoming>) -> Routed 
             external_auth,
             rate_limit,
             affinity,
+            hsts,
         } => {
             let forwarded_path = listener.forwarded_path(index, rewrite_target.as_deref(), &path);
             // As nginx's client_max_body_size: a declared length over the limit is refused
@@ -557,6 +558,7 @@ fn route(shared: Arc<Shared>, conn: ConnInfo, req: Request<Incoming>) -> Routed 
                         basic_auth: basic_auth.as_ref(),
                         external_auth: external_auth.as_ref(),
                         affinity: affinity.as_ref(),
+                        hsts: hsts.as_ref(),
                     },
                     (&host, &path),
                 ),
@@ -604,6 +606,7 @@ struct Layers<'c> {
     basic_auth: Option<&'c Arc<crate::basic_auth::CompiledBasicAuth>>,
     external_auth: Option<&'c Arc<crate::external_auth::CompiledExternalAuth>>,
     affinity: Option<&'c Arc<crate::affinity::CompiledAffinity>>,
+    hsts: Option<&'c HeaderValue>,
 }
 
 /// A forward through the route's policy layers, in nginx's phase order (access, then
@@ -622,11 +625,17 @@ fn guarded_forward(
         basic_auth,
         external_auth,
         affinity,
+        hsts,
     } = layers;
-    let cors_on = cors.is_some();
+    let hsts = hsts.cloned();
+    let cors_on = cors.is_some() || hsts.is_some();
     let add_cors = move |r: &mut Response<ProxyBody>| {
         if let Some((c, origin)) = &cors {
             c.apply(origin.clone(), r.headers_mut());
+        }
+        if let Some(h) = &hsts {
+            r.headers_mut()
+                .insert(header::STRICT_TRANSPORT_SECURITY, h.clone());
         }
     };
     // nginx's preaccess phase (limit_req, limit_conn) comes before authentication; the
