@@ -369,3 +369,46 @@ async fn ingress_nginx_defaults_when_switched_on() {
     assert!(!status_line(&r).contains("413"), "{r}");
     p.stop().await;
 }
+
+/// `service-upstream: "true"`: the Service's cluster IP is the one target (kube-proxy
+/// balances); without it the endpoints are. `server-alias`: more names for the same paths.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn service_upstream_forwards_to_the_cluster_ip() {
+    let vip = echo_on("127.0.0.2:0".parse().unwrap(), "cluster-ip").await;
+    let pod = echo_on(
+        format!("127.0.0.1:{}", vip.port()).parse().unwrap(),
+        "endpoint",
+    )
+    .await;
+    let svc = format!(
+        "apiVersion: v1\nkind: Service\nmetadata: {{name: app}}\nspec: {{clusterIP: 127.0.0.2, ports: [{{name: http, port: {port}}}]}}\n---\napiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\nmetadata: {{name: app-1, labels: {{kubernetes.io/service-name: app}}}}\naddressType: IPv4\nports: [{{name: http, port: {port}}}]\nendpoints: [{{addresses: ['{ip}'], conditions: {{ready: true}}}}]\n",
+        port = vip.port(),
+        ip = pod.ip()
+    );
+    let route = |name: &str, host: &str, annotations: &str| {
+        ingress(name, annotations, &[(host, "/", "Prefix", "app")]).replace(
+            "port: {number: 80}",
+            &format!("port: {{number: {}}}", vip.port()),
+        )
+    };
+    let m = [
+        svc,
+        route(
+            "vip",
+            "vip.example.com",
+            "nginx.ingress.kubernetes.io/service-upstream: 'true'",
+        ),
+        route("pods", "pods.example.com", ""),
+    ]
+    .join("---\n");
+    let p = TestProxy::start(&m).await;
+    assert_eq!(
+        answered(&p, "vip.example.com", &[]).await,
+        (StatusCode::OK, "cluster-ip".into())
+    );
+    assert_eq!(
+        answered(&p, "pods.example.com", &[]).await,
+        (StatusCode::OK, "endpoint".into())
+    );
+    p.stop().await;
+}

@@ -285,7 +285,7 @@ pub static REGISTRY: &[Spec] = &[
     alb("conditions.", Other, I, H, H, "extra rule conditions for a backend").family(),
     alb("transforms.", Other, I, X, X, "host-header and URL rewrites").family(),
     // ---- ingress-nginx (annotations-risk.md; annotations.md text) ----
-    nginx("server-alias", Other, X, "extra host names for the server"),
+    nginx("server-alias", Other, Support::Partial("an alias another Ingress also serves is settled path by path by precedence, not dropped whole as ingress-nginx drops it"), "extra host names for the server"),
     nginx("allowlist-source-range", Prot, H, "allowing clients only from these CIDRs").aws(H),
     nginx("whitelist-source-range", Prot, H, "allowing clients only from these CIDRs").aws(H),
     nginx("backend-protocol", Other, H, "the protocol to the backend").aws(H),
@@ -402,7 +402,7 @@ pub static REGISTRY: &[Spec] = &[
     nginx("ssl-passthrough", Other, X, "TLS passthrough to the backend").inert(&["false"]),
     nginx("satisfy", Other, X, "combining authentication methods"),
     nginx("server-snippet", Snippet, X, "raw nginx server configuration").inert(&[""]),
-    nginx("service-upstream", Other, X, "routing to the Service's cluster IP").inert(&["false"]),
+    nginx("service-upstream", Other, H, "routing to the Service's cluster IP").inert(&["false"]),
     nginx("affinity", Other, H, "cookie session affinity"),
     nginx("affinity-canary-behavior", Other, X, "cookie session affinity"),
     nginx("affinity-mode", Other, Support::Partial("balanced is served as persistent: a session stays on its pod while the pod exists, and is not moved when pods are added"), "cookie session affinity"),

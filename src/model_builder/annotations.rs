@@ -71,6 +71,8 @@ pub struct IngressSettings {
     /// ingress-nginx `affinity: cookie` (its cookie's path, when `session-cookie-path` is not
     /// set, is each route's own path, filled in per route) or `upstream-hash-by`.
     pub affinity: Option<tollgate_contract::Affinity>,
+    /// ingress-nginx `server-alias`: more host names served exactly as the Ingress's hosts.
+    pub server_aliases: Vec<String>,
     /// `Strict-Transport-Security` for the HTTPS listener's responses (ingress-nginx's
     /// default on TLS hosts, under its defaults).
     pub hsts: Option<String>,
@@ -118,6 +120,9 @@ pub struct BackendSettings {
     pub unhealthy_threshold: Option<u32>,
     pub success_codes: Option<String>,
     pub target_group_attributes: BTreeMap<String, String>,
+    /// ingress-nginx `service-upstream`: the Service's cluster IP is the one target, and
+    /// kube-proxy balances (honoured by the proxy only).
+    pub service_upstream: bool,
 }
 
 impl BackendSettings {
@@ -126,6 +131,7 @@ impl BackendSettings {
         let mut attrs = self.target_group_attributes.clone();
         attrs.extend(over.target_group_attributes.clone());
         BackendSettings {
+            service_upstream: over.service_upstream || self.service_upstream,
             target_type: over.target_type.or(self.target_type),
             protocol: over.protocol.or(self.protocol),
             protocol_version: over.protocol_version.or(self.protocol_version),
@@ -979,6 +985,7 @@ fn read_backend(r: &mut Reader<'_>) -> BackendSettings {
         protocol_version = protocol_version.or(Some(v));
     }
     BackendSettings {
+        service_upstream: false,
         target_type,
         protocol,
         protocol_version,
@@ -1123,6 +1130,24 @@ pub fn ingress_settings(
     let rate_limit = read_rate_limit(&mut r, &mut unused);
     let canary = read_canary(&mut r).map(std::sync::Arc::new);
     let affinity = read_affinity(&mut r, &mut unused);
+    let server_aliases = r
+        .parse(&format!("{NGINX}server-alias"), |v| {
+            let hosts: Vec<String> = v
+                .split(',')
+                .map(str::trim)
+                .filter(|h| !h.is_empty())
+                .map(String::from)
+                .collect();
+            match hosts
+                .iter()
+                .find_map(|h| super::ingress_member::parse_host(h).err().map(|e| (h, e)))
+            {
+                Some((h, e)) => Err(format!("{h:?}: {e}")),
+                None if hosts.is_empty() => Err("expected host names".into()),
+                None => Ok(hosts),
+            }
+        })
+        .unwrap_or_default();
     if cors.is_none() {
         for n in [
             "cors-allow-origin",
@@ -1193,7 +1218,8 @@ pub fn ingress_settings(
         &format!("{NGINX}denylist-source-range"),
         parse_source_ranges,
     );
-    let backend = read_backend(&mut r);
+    let mut backend = read_backend(&mut r);
+    backend.service_upstream = r.bool(&format!("{NGINX}service-upstream")).unwrap_or(false);
     let mut failed = Vec::new();
     let actions = named_annotations(
         annotations,
@@ -1264,6 +1290,7 @@ pub fn ingress_settings(
             canary,
             affinity,
             hsts: None,
+            server_aliases,
             unused,
             from_to_www,
             app_root,

@@ -243,6 +243,27 @@ pub(crate) fn read_member(
 
     if let Some(s) = &settings {
         routes = widen_by_annotated_conditions(routes, s, &obj, &mut errors);
+        // ingress-nginx's server-alias: the Ingress's hosts' paths, served on each alias too.
+        let mut aliased = Vec::new();
+        for alias in &s.server_aliases {
+            let Ok(host) = parse_host(alias) else {
+                continue;
+            };
+            for r in routes.iter().filter(|r| r.host.is_some()) {
+                let copy = MemberRoute {
+                    host: Some(host.clone()),
+                    ..r.clone()
+                };
+                if !routes
+                    .iter()
+                    .chain(&aliased)
+                    .any(|x: &MemberRoute| x.host == copy.host && x.path == copy.path)
+                {
+                    aliased.push(copy);
+                }
+            }
+        }
+        routes.extend(aliased);
     }
 
     match settings {

@@ -164,9 +164,15 @@ impl<'i, 'a> TargetGroupSet<'i, 'a> {
             return;
         }
         let mut tg = spec.group.clone();
-        tg.targets = match spec.node_port {
-            Some(np) => self.node_targets(np),
-            None => self.pod_targets(&tg.service.namespace, &tg.service.name, &spec.port),
+        tg.targets = match (spec.cluster_ip, spec.node_port) {
+            (Some(ip), _) => vec![Target {
+                address: TargetAddress::Ip(ip),
+                port: tg.service_port,
+                node: None,
+                state: TargetState::Ready,
+            }],
+            (None, Some(np)) => self.node_targets(np),
+            (None, None) => self.pod_targets(&tg.service.namespace, &tg.service.name, &spec.port),
         };
         self.groups.insert(tg.id.clone(), tg);
     }
@@ -211,6 +217,8 @@ pub(crate) struct TargetGroupSpec {
     pub group: TargetGroup,
     node_port: Option<u16>,
     port: ServicePort,
+    /// ingress-nginx `service-upstream`: the one target is this cluster IP.
+    cluster_ip: Option<IpAddr>,
 }
 
 impl<'a> BackendIndex<'a> {
@@ -369,6 +377,19 @@ impl<'a> BackendIndex<'a> {
                 }
             }),
         };
+        // ingress-nginx's service-upstream: the ClusterIP as the only target (a headless
+        // Service has none, and keeps its endpoints). Proxy only: ALB cannot reach it.
+        let cluster_ip = (settings.service_upstream
+            && opts.provider == super::ProviderKind::Proxy
+            && target_type == TargetType::Ip)
+            .then(|| spec.and_then(|s| s.cluster_ip.as_deref()))
+            .flatten()
+            .and_then(|ip| ip.parse::<IpAddr>().ok());
+        let mut attributes = settings.target_group_attributes.clone();
+        if cluster_ip.is_some() {
+            // A group of its own: the same Service's endpoint group may serve other routes.
+            attributes.insert("tollgate.io/service-upstream".into(), "true".into());
+        }
         let mut tg = TargetGroup {
             id: String::new(),
             service: ObjectRef::new(namespace, sb.name.clone()),
@@ -377,7 +398,7 @@ impl<'a> BackendIndex<'a> {
             protocol_version: settings.protocol_version.unwrap_or_default(),
             target_type,
             health_check,
-            attributes: settings.target_group_attributes.clone(),
+            attributes,
             targets: Vec::new(),
         };
         tg.id = target_group_id(&tg, opts.default_target_type);
@@ -385,6 +406,7 @@ impl<'a> BackendIndex<'a> {
             group: tg,
             node_port,
             port: port.clone(),
+            cluster_ip,
         })
     }
 }
