@@ -548,3 +548,189 @@ async fn rate_limits_as_ingress_nginx_applies_them() {
     assert!(next.await.unwrap().contains("200"));
     p.stop().await;
 }
+
+/// A CA, and a client certificate it signed for `cn`, as PEM (certificate, key).
+struct Pki {
+    ca_pem: String,
+    client: (String, String),
+}
+
+fn pki(cn: &str) -> Pki {
+    use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair};
+    let ca_key = KeyPair::generate().unwrap();
+    let mut ca = CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    ca.distinguished_name.push(DnType::CommonName, "Test CA");
+    let ca_cert = ca.self_signed(&ca_key).unwrap();
+    let issuer = Issuer::new(ca, ca_key);
+    let key = KeyPair::generate().unwrap();
+    let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
+    params.distinguished_name.push(DnType::CommonName, cn);
+    params
+        .distinguished_name
+        .push(DnType::OrganizationName, "Acme Co");
+    let cert = params.signed_by(&key, &issuer).unwrap();
+    Pki {
+        ca_pem: ca_cert.pem(),
+        client: (cert.pem(), key.serialize_pem()),
+    }
+}
+
+/// One GET over TLS (SNI and Host `host`), presenting `client` (certificate, key) if given;
+/// the raw response.
+async fn mtls_get(
+    addr: std::net::SocketAddr,
+    host: &str,
+    path: &str,
+    client: Option<&(String, String)>,
+) -> String {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    let builder = rustls::ClientConfig::builder_with_provider(provider.clone())
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .dangerous()
+        .with_custom_certificate_verifier(Arc::new(tollgate_proxy::tls::AnyServerCertificate(
+            provider,
+        )));
+    let cfg = match client {
+        Some((cert, key)) => builder
+            .with_client_auth_cert(
+                vec![CertificateDer::from_pem_slice(cert.as_bytes()).unwrap()],
+                PrivateKeyDer::from_pem_slice(key.as_bytes()).unwrap(),
+            )
+            .unwrap(),
+        None => builder.with_no_client_auth(),
+    };
+    let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let name = ServerName::try_from(host.to_string()).unwrap();
+    let mut tls = tokio_rustls::TlsConnector::from(Arc::new(cfg))
+        .connect(name, tcp)
+        .await
+        .expect("handshake");
+    let req = format!("GET {path} HTTP/1.1\r\nHost: {host}\r\nssl-client-verify: FORGED\r\nConnection: close\r\n\r\n");
+    tls.write_all(req.as_bytes()).await.unwrap();
+    let mut out = Vec::new();
+    let _ = tls.read_to_end(&mut out).await;
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// ingress-nginx's auth-tls, as test/e2e/annotations/authtls.go pins it: no certificate →
+/// 400, one its CA signed → 200 with the ssl-client-* headers (a client's own never
+/// reach the target), another CA's → 400; the error page as a 302; the certificate passed
+/// on URL-escaped; auth-tls-match-cn → 403 when the DN does not match; plain HTTP to such a
+/// host is refused, never served unchecked; a missing Secret keeps its Ingress unserved.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn client_certificates_as_ingress_nginx_checks_them() {
+    let (app, got) = recorder().await;
+    let good = pki("mtls.example.com-client");
+    let other = pki("mtls.example.com-client");
+    let hosts = [
+        "mtls.example.com",
+        "page.example.com",
+        "pass.example.com",
+        "cn.example.com",
+        "cnok.example.com",
+        "open.example.com",
+        "nosecret.example.com",
+    ];
+    let (cert, key, _) = self_signed(&hosts);
+    let n = "nginx.ingress.kubernetes.io";
+    let tls_ingress = |name: &str, host: &str, annotations: &str| {
+        format!(
+            "apiVersion: networking.k8s.io/v1\nkind: Ingress\nmetadata: {{name: {name}, annotations: {{{annotations}}}}}\nspec:\n  ingressClassName: tollgate\n  tls: [{{hosts: ['{host}'], secretName: server-tls}}]\n  rules:\n  - host: '{host}'\n    http:\n      paths: [{{path: /, pathType: Prefix, backend: {{service: {{name: app, port: {{number: 80}}}}}}}}]\n"
+        )
+    };
+    let ca_secret = format!(
+        "apiVersion: v1\nkind: Secret\nmetadata: {{name: ca}}\ntype: Opaque\nstringData:\n  ca.crt: |\n{}",
+        good.ca_pem.lines().map(|l| format!("    {l}\n")).collect::<String>()
+    );
+    let m = [
+        service("app", &[app]),
+        tls_secret("server-tls", &cert, &key),
+        ca_secret,
+        tls_ingress("mtls", "mtls.example.com", &format!("{n}/auth-tls-secret: default/ca")),
+        tls_ingress("page", "page.example.com", &format!("{n}/auth-tls-secret: default/ca, {n}/auth-tls-error-page: 'http://err.example.com/error'")),
+        tls_ingress("pass", "pass.example.com", &format!("{n}/auth-tls-secret: default/ca, {n}/auth-tls-pass-certificate-to-upstream: 'true'")),
+        tls_ingress("cn", "cn.example.com", &format!("{n}/auth-tls-secret: default/ca, {n}/auth-tls-match-cn: 'CN=notgonnamatch'")),
+        tls_ingress("cnok", "cnok.example.com", &format!("{n}/auth-tls-secret: default/ca, {n}/auth-tls-match-cn: 'CN=(itwillmatch|mtls)'")),
+        tls_ingress("open", "open.example.com", ""),
+        tls_ingress("nosecret", "nosecret.example.com", &format!("{n}/auth-tls-secret: default/missing")),
+    ]
+    .join("---\n");
+    let p = TestProxy::start(&m).await;
+
+    let r = mtls_get(p.https, "mtls.example.com", "/", None).await;
+    assert!(status_line(&r).contains("400"), "{r}");
+    assert!(r.contains("No required SSL certificate was sent"), "{r}");
+    let r = mtls_get(p.https, "mtls.example.com", "/", Some(&other.client)).await;
+    assert!(
+        status_line(&r).contains("400"),
+        "another CA's certificate: {r}"
+    );
+    assert!(r.contains("The SSL certificate error"), "{r}");
+    assert!(
+        got.lock().unwrap().is_empty(),
+        "nothing unchecked reached the target"
+    );
+
+    let r = mtls_get(p.https, "mtls.example.com", "/", Some(&good.client)).await;
+    assert!(status_line(&r).contains("200"), "{r}");
+    {
+        let got = got.lock().unwrap();
+        let head = &got[0];
+        assert_eq!(
+            values(head, "ssl-client-verify"),
+            vec!["SUCCESS".to_string()],
+            "{head}"
+        );
+        let dn = values(head, "ssl-client-subject-dn");
+        assert!(
+            dn.len() == 1 && dn[0].contains("CN=mtls.example.com-client"),
+            "{head}"
+        );
+        assert_eq!(
+            values(head, "ssl-client-issuer-dn"),
+            vec!["CN=Test CA".to_string()],
+            "{head}"
+        );
+        assert!(values(head, "ssl-client-cert").is_empty(), "{head}");
+    }
+
+    // The error page: a 302 to it.
+    let r = mtls_get(p.https, "page.example.com", "/", None).await;
+    assert!(status_line(&r).contains("302"), "{r}");
+    assert!(
+        r.to_ascii_lowercase()
+            .contains("location: http://err.example.com/error"),
+        "{r}"
+    );
+    // The certificate passed on, URL-escaped PEM.
+    let r = mtls_get(p.https, "pass.example.com", "/", Some(&good.client)).await;
+    assert!(status_line(&r).contains("200"), "{r}");
+    let passed = values(&got.lock().unwrap()[1], "ssl-client-cert");
+    assert!(
+        passed.len() == 1 && passed[0].starts_with("-----BEGIN%20CERTIFICATE-----%0A"),
+        "{passed:?}"
+    );
+    // match-cn.
+    let r = mtls_get(p.https, "cn.example.com", "/", Some(&good.client)).await;
+    assert!(status_line(&r).contains("403"), "{r}");
+    let r = mtls_get(p.https, "cnok.example.com", "/", Some(&good.client)).await;
+    assert!(status_line(&r).contains("200"), "{r}");
+    // Other hosts need no certificate; plain HTTP to a checked host is refused.
+    let r = mtls_get(p.https, "open.example.com", "/", None).await;
+    assert!(status_line(&r).contains("200"), "{r}");
+    let r = raw(
+        p.http,
+        b"GET / HTTP/1.1\r\nHost: mtls.example.com\r\nConnection: close\r\n\r\n",
+    )
+    .await;
+    assert!(status_line(&r).contains("400"), "{r}");
+    // A missing Secret: not served at all.
+    let r = mtls_get(p.https, "nosecret.example.com", "/", Some(&good.client)).await;
+    assert!(!status_line(&r).contains("200"), "{r}");
+    p.stop().await;
+}

@@ -71,6 +71,10 @@ pub struct IngressSettings {
     /// ingress-nginx `affinity: cookie` (its cookie's path, when `session-cookie-path` is not
     /// set, is each route's own path, filled in per route) or `upstream-hash-by`.
     pub affinity: Option<tollgate_contract::Affinity>,
+    /// ingress-nginx `auth-tls-*`, as read from the annotations; the Secret's `ca.crt` is
+    /// read at build time (`auth_secrets`), which fills [`IngressSettings::client_cert`].
+    pub client_cert_ref: Option<ClientCertRef>,
+    pub client_cert: Option<std::sync::Arc<tollgate_contract::ClientCertAuth>>,
     /// ingress-nginx `server-alias`: more host names served exactly as the Ingress's hosts.
     pub server_aliases: Vec<String>,
     /// `Strict-Transport-Security` for the HTTPS listener's responses (ingress-nginx's
@@ -196,6 +200,91 @@ fn redirect_code(v: &str) -> Result<u16, String> {
             "{v:?}: Tollgate redirects with 301, 302, 307 or 308"
         )),
     }
+}
+
+/// Where an Ingress's client-certificate CA is, and what to do with certificates.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClientCertRef {
+    pub namespace: Option<String>,
+    pub name: String,
+    pub verify: String,
+    pub depth: u32,
+    pub pass_certificate: bool,
+    pub error_page: Option<String>,
+    pub match_cn: Option<String>,
+}
+
+/// ingress-nginx's client-certificate authentication (internal/ingress/annotations/authtls):
+/// on with `auth-tls-secret`; `auth-tls-verify-client` `on` (default), `optional`,
+/// `optional_no_ca` or `off`; `auth-tls-verify-depth` (default 1); `auth-tls-error-page` a
+/// URL or path; `auth-tls-match-cn` `CN=` and a regular expression matched against the
+/// subject DN; `auth-tls-pass-certificate-to-upstream`.
+fn read_client_cert(
+    r: &mut Reader<'_>,
+    unused: &mut Vec<(String, String)>,
+) -> Option<ClientCertRef> {
+    let secret = r.parse(&format!("{NGINX}auth-tls-secret"), |v| {
+        let ok = |s: &str| {
+            !s.is_empty()
+                && s.len() <= 253
+                && s.chars()
+                    .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '.')
+        };
+        match v.split_once('/') {
+            Some(("", name)) if ok(name) => Ok((None, name.to_string())),
+            Some((ns, name)) if ok(ns) && ok(name) => Ok((Some(ns.to_string()), name.to_string())),
+            None if ok(v) => Ok((None, v.to_string())),
+            _ => Err("expected a Secret as namespace/name".into()),
+        }
+    });
+    let verify = r.parse(&format!("{NGINX}auth-tls-verify-client"), |v| match v {
+        "on" | "off" | "optional" | "optional_no_ca" => Ok(v.to_string()),
+        _ => Err("expected on, off, optional or optional_no_ca".into()),
+    });
+    let depth = r.u32_in(&format!("{NGINX}auth-tls-verify-depth"), 1, 100);
+    let error_page = r.parse(&format!("{NGINX}auth-tls-error-page"), |v| {
+        if v.starts_with('/') || v.starts_with("http://") || v.starts_with("https://") {
+            header_text(v)
+        } else {
+            Err("expected a URL or a path".into())
+        }
+    });
+    let match_cn = r.parse(&format!("{NGINX}auth-tls-match-cn"), |v| {
+        if !v.starts_with("CN=") {
+            return Err("expected CN= and a regular expression".into());
+        }
+        regex::Regex::new(v)
+            .map(|_| v.to_string())
+            .map_err(|e| format!("not a regular expression: {e}"))
+    });
+    let pass = r.bool(&format!("{NGINX}auth-tls-pass-certificate-to-upstream"));
+    let Some((namespace, name)) = secret else {
+        for n in [
+            "auth-tls-verify-client",
+            "auth-tls-verify-depth",
+            "auth-tls-error-page",
+            "auth-tls-match-cn",
+            "auth-tls-pass-certificate-to-upstream",
+        ] {
+            let name = format!("{NGINX}{n}");
+            if r.raw(&name).is_some() && !r.errors.iter().any(|e| e.name.contains("auth-tls")) {
+                unused.push((
+                    name,
+                    "does nothing without nginx.ingress.kubernetes.io/auth-tls-secret".into(),
+                ));
+            }
+        }
+        return None;
+    };
+    Some(ClientCertRef {
+        namespace,
+        name,
+        verify: verify.unwrap_or_else(|| "on".into()),
+        depth: depth.unwrap_or(1),
+        pass_certificate: pass.unwrap_or(false),
+        error_page,
+        match_cn,
+    })
 }
 
 /// Where an Ingress's basic-authentication users are and how to read them.
@@ -1130,6 +1219,7 @@ pub fn ingress_settings(
     let rate_limit = read_rate_limit(&mut r, &mut unused);
     let canary = read_canary(&mut r).map(std::sync::Arc::new);
     let affinity = read_affinity(&mut r, &mut unused);
+    let client_cert_ref = read_client_cert(&mut r, &mut unused);
     let server_aliases = r
         .parse(&format!("{NGINX}server-alias"), |v| {
             let hosts: Vec<String> = v
@@ -1291,6 +1381,8 @@ pub fn ingress_settings(
             affinity,
             hsts: None,
             server_aliases,
+            client_cert_ref,
+            client_cert: None,
             unused,
             from_to_www,
             app_root,
@@ -1641,6 +1733,29 @@ mod tests {
         ]))
         .unwrap_err();
         assert_eq!(e.len(), 3, "{e:?}");
+    }
+
+    #[test]
+    fn client_certificates_are_read_as_ingress_nginx_reads_them() {
+        let n = |k: &str| format!("nginx.ingress.kubernetes.io/{k}");
+        let s = ingress_settings(&ann(&[(&n("auth-tls-secret"), "team/ca")])).unwrap();
+        let r = s.client_cert_ref.expect("on with auth-tls-secret");
+        assert_eq!(
+            (r.verify.as_str(), r.depth, r.pass_certificate),
+            ("on", 1, false)
+        );
+        assert_eq!(r.namespace.as_deref(), Some("team"));
+        let e = ingress_settings(&ann(&[
+            (&n("auth-tls-secret"), "ca"),
+            (&n("auth-tls-verify-client"), "maybe"),
+            (&n("auth-tls-match-cn"), "O=Acme"),
+            (&n("auth-tls-error-page"), "nowhere"),
+        ]))
+        .unwrap_err();
+        assert_eq!(e.len(), 3, "{e:?}");
+        let s = ingress_settings(&ann(&[(&n("auth-tls-verify-client"), "on")])).unwrap();
+        assert!(s.client_cert_ref.is_none());
+        assert_eq!(s.unused.len(), 1, "named as doing nothing");
     }
 
     #[test]

@@ -145,6 +145,82 @@ pub(crate) fn basic_auth(
     }))
 }
 
+/// The CA of an Ingress's `auth-tls-secret` (key `ca.crt`, PEM certificates), with what to
+/// do with client certificates. A Secret that is missing, of another namespace, or without
+/// a usable `ca.crt` keeps the Ingress from being served (ingress-nginx answers the host 403
+/// for the first two and drops the check for the last, which would serve it open).
+pub(crate) fn client_cert(
+    r: &super::annotations::ClientCertRef,
+    ingress: (&str, &str),
+    secret: Option<&Secret>,
+) -> Result<Arc<tollgate_contract::ClientCertAuth>, Diagnostic> {
+    use rustls::pki_types::pem::PemObject;
+    let (ns, ing_name) = ingress;
+    let secret_ns = r.namespace.as_deref().unwrap_or(ns);
+    let annotation = "nginx.ingress.kubernetes.io/auth-tls-secret";
+    let diag = |reason, message: String| {
+        Diagnostic::new(
+            Severity::Error,
+            ObjectKind::Ingress,
+            ns.to_string(),
+            ing_name.to_string(),
+            reason,
+            message,
+        )
+    };
+    let name = &r.name;
+    if secret_ns != ns {
+        return Err(diag(
+            Reason::AnnotationRefused,
+            format!("{annotation}: Secret {secret_ns}/{name} is in another namespace; an Ingress may only use its own namespace's Secrets, so it is not served without its client-certificate check"),
+        ));
+    }
+    let Some(secret) = secret else {
+        return Err(diag(
+            Reason::SecretNotFound,
+            format!("{annotation}: Secret {secret_ns}/{name} not found; the Ingress is not served without its client-certificate check"),
+        ));
+    };
+    let ca = secret
+        .data
+        .as_ref()
+        .and_then(|d| d.get("ca.crt"))
+        .map(|b| String::from_utf8_lossy(&b.0).into_owned())
+        .or_else(|| {
+            secret
+                .string_data
+                .as_ref()
+                .and_then(|d| d.get("ca.crt"))
+                .cloned()
+        });
+    let usable = ca.as_deref().is_some_and(|pem| {
+        let certs: Vec<_> =
+            rustls::pki_types::CertificateDer::pem_slice_iter(pem.as_bytes()).collect();
+        !certs.is_empty() && certs.iter().all(|c| c.is_ok())
+    });
+    let (Some(ca), true) = (ca, usable) else {
+        return Err(diag(
+            Reason::SecretInvalid,
+            format!("{annotation}: Secret {secret_ns}/{name} has no usable ca.crt (PEM certificates); the Ingress is not served without its client-certificate check"),
+        ));
+    };
+    let fingerprint = Sha256::digest(ca.as_bytes())
+        .iter()
+        .take(16)
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    Ok(Arc::new(tollgate_contract::ClientCertAuth {
+        ca_pem: ca.into(),
+        ca_fingerprint: fingerprint,
+        secret: format!("{secret_ns}/{name}"),
+        verify: r.verify.clone(),
+        depth: r.depth,
+        pass_certificate: r.pass_certificate,
+        error_page: r.error_page.clone(),
+        match_cn: r.match_cn.clone(),
+    }))
+}
+
 /// An htpasswd file's `user:hash` lines, as nginx's `auth_basic_user_file` reads them: blank
 /// lines and `#` comments skipped, the hash ending at the next `:` (a comment field).
 fn htpasswd_lines(file: &str) -> Vec<(String, String)> {

@@ -221,6 +221,7 @@ impl Resolver<'_, '_> {
                 rate_limit: m.settings.rate_limit.clone(),
                 affinity: affinity_for(m, path),
                 hsts: None,
+                client_cert: m.settings.client_cert.clone(),
             }),
             Err(u) => {
                 self.diags.push(ingress_diag(
@@ -296,6 +297,7 @@ impl Resolver<'_, '_> {
                     rate_limit: m.settings.rate_limit.clone(),
                     affinity: affinity_for(m, path),
                     hsts: None,
+                    client_cert: m.settings.client_cert.clone(),
                 })
             }
         }

@@ -193,20 +193,19 @@ struct ReadMember {
     warnings: Vec<Diagnostic>,
     /// The Secret the read used (`auth-secret`) and the object it was, or `None` if it was
     /// missing: the read holds only while the snapshot has that very object.
-    secret_used: Option<SecretUsed>,
+    secret_used: Vec<SecretUsed>,
     round: u64,
 }
 
 impl ReadMember {
     fn secret_unchanged(&self, secrets: &SecretIndex<'_>) -> bool {
-        let Some(((ns, name), held)) = &self.secret_used else {
-            return true;
-        };
-        match (secrets.get(ns, name), held) {
-            (Some(now), Some(then)) => Arc::ptr_eq(now, then),
-            (None, None) => true,
-            _ => false,
-        }
+        self.secret_used
+            .iter()
+            .all(|((ns, name), held)| match (secrets.get(ns, name), held) {
+                (Some(now), Some(then)) => Arc::ptr_eq(now, then),
+                (None, None) => true,
+                _ => false,
+            })
     }
 }
 
@@ -264,7 +263,7 @@ pub fn build_with(
         };
         if fresh {
             let mut warnings = Vec::new();
-            let mut secret_used = None;
+            let mut secret_used = Vec::new();
             let read = read_member(ing, opts.provider, &mut warnings).and_then(|mut m| {
                 if let Some(p) = params {
                     p.apply_to(&mut m.settings);
@@ -284,7 +283,7 @@ pub fn build_with(
                 if let Some(r) = &m.settings.basic_auth_ref {
                     let (ns, name) = auth_secrets::secret_key(r, m.namespace());
                     let secret = secrets.get(ns, name);
-                    secret_used = Some(((ns.to_string(), name.to_string()), secret.cloned()));
+                    secret_used.push(((ns.to_string(), name.to_string()), secret.cloned()));
                     let ingress = (m.obj.namespace.as_str(), m.obj.name.as_str());
                     let users = auth_secrets::basic_auth(
                         r,
@@ -294,6 +293,15 @@ pub fn build_with(
                     )
                     .map_err(|e| vec![e])?;
                     m.settings.basic_auth = Some(users);
+                }
+                if let Some(r) = &m.settings.client_cert_ref {
+                    let ns = r.namespace.as_deref().unwrap_or(m.namespace());
+                    let secret = secrets.get(ns, &r.name);
+                    secret_used.push(((ns.to_string(), r.name.clone()), secret.cloned()));
+                    let ingress = (m.obj.namespace.as_str(), m.obj.name.as_str());
+                    let ca = auth_secrets::client_cert(r, ingress, secret.map(|s| s.as_ref()))
+                        .map_err(|e| vec![e])?;
+                    m.settings.client_cert = Some(ca);
                 }
                 Ok(Arc::new(m))
             });

@@ -355,20 +355,24 @@ async fn read_snapshot(
     (snapshot, diagnostics)
 }
 
-/// Secrets an Ingress names in annotations (ingress-nginx's `auth-secret`), in its own
+/// Secrets an Ingress names in annotations (ingress-nginx's `auth-secret`, `auth-tls-secret`), in its own
 /// namespace: a Secret of another namespace is refused by the builder, so it is not read.
-fn annotated_secrets(ing: &Ingress, ns: &str) -> Option<String> {
-    let v = ing
-        .metadata
-        .annotations
-        .as_ref()?
-        .get("nginx.ingress.kubernetes.io/auth-secret")?
-        .trim();
-    match v.split_once('/') {
-        Some((other, _)) if other != ns => None,
-        Some((_, name)) => Some(name.to_string()),
-        None => Some(v.to_string()),
-    }
+fn annotated_secrets<'i>(ing: &'i Ingress, ns: &'i str) -> impl Iterator<Item = String> + 'i {
+    ["auth-secret", "auth-tls-secret"]
+        .into_iter()
+        .filter_map(move |a| {
+            let v = ing
+                .metadata
+                .annotations
+                .as_ref()?
+                .get(&format!("nginx.ingress.kubernetes.io/{a}"))?
+                .trim();
+            match v.split_once('/') {
+                Some((other, _)) if !other.is_empty() && other != ns => None,
+                Some((_, name)) => Some(name.to_string()),
+                None => Some(v.to_string()),
+            }
+        })
 }
 
 /// The Secrets named in Ingress `tls` sections and annotations, read through `cache`: a GET only for a
@@ -389,8 +393,8 @@ async fn referenced_secrets(
                 .iter()
                 .flat_map(|s| s.tls.iter().flatten())
                 .filter_map(|t| t.secret_name.clone());
-            tls.chain(annotated_secrets(ing, &ns))
-                .map(move |n| (ns.clone(), n))
+            let annotated: Vec<String> = annotated_secrets(ing, &ns).collect();
+            tls.chain(annotated).map(move |n| (ns.clone(), n))
         })
         .collect();
     cache.retain(|k, _| wanted.contains(k));

@@ -480,6 +480,37 @@ pub struct Forward {
     /// hosts, with its defaults switched on); honoured by the proxy only.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub hsts: Option<String>,
+    /// ingress-nginx `auth-tls-*`: client certificates checked against a CA; honoured by
+    /// the proxy only.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_cert: Option<Arc<ClientCertAuth>>,
+}
+
+/// ingress-nginx's client-certificate authentication. Serializes without the CA's PEM (a
+/// fingerprint stands for it).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ClientCertAuth {
+    /// The Secret's `ca.crt`: the CAs a client certificate must chain to.
+    #[serde(skip)]
+    pub ca_pem: Arc<str>,
+    /// Hex digest of `ca_pem`.
+    pub ca_fingerprint: String,
+    /// `namespace/name` of the Secret, for messages.
+    pub secret: String,
+    /// `on`, `optional`, `optional_no_ca` or `off`.
+    pub verify: String,
+    /// `auth-tls-verify-depth`: the longest chain accepted (1: signed by a listed CA).
+    pub depth: u32,
+    /// `auth-tls-pass-certificate-to-upstream`: the certificate, URL-escaped PEM, in
+    /// `ssl-client-cert`.
+    pub pass_certificate: bool,
+    /// `auth-tls-error-page`: where a refused client is redirected instead of a 400.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error_page: Option<String>,
+    /// `auth-tls-match-cn`: a regular expression the subject DN must match (else 403).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub match_cn: Option<String>,
 }
 
 /// How requests stick to targets, as ingress-nginx's sticky and chash balancers do.

@@ -46,6 +46,8 @@ pub enum CompiledAction {
         affinity: Option<Arc<crate::affinity::CompiledAffinity>>,
         /// `Strict-Transport-Security` set on responses (ingress-nginx's defaults).
         hsts: Option<http::HeaderValue>,
+        /// ingress-nginx client-certificate authentication; `None` on most routes.
+        client_cert: Option<Arc<crate::client_cert::CompiledClientCert>>,
     },
     Redirect(Redirect),
     Fixed {
@@ -268,7 +270,16 @@ pub struct ProxyConfig {
     pub http: Option<CompiledListener>,
     pub https: Option<CompiledListener>,
     pub groups: HashMap<String, Arc<UpstreamGroup>>,
+    /// The HTTPS routes that want client certificates, by host: their handshakes ask for
+    /// one (`tls::ClientAuthHosts`).
+    pub client_auth: Vec<ClientAuthRoute>,
 }
+
+/// A host (or none) whose route checks client certificates, with the policy.
+pub type ClientAuthRoute = (
+    Option<tollgate_contract::HostMatch>,
+    Arc<crate::client_cert::CompiledClientCert>,
+);
 
 /// What one compile keeps for the next, so that a change recompiles only the rule chunks it
 /// touched (issue 16): compiled chunks by the allocation of the model chunk, and upstream
@@ -292,6 +303,8 @@ struct CachedChunk {
     groups: Vec<String>,
     /// The request counters its rules count into, one per (Ingress, Service) pair.
     counters: Vec<StatusCounters>,
+    /// Its routes that check client certificates.
+    client_auth: Vec<ClientAuthRoute>,
     round: u64,
 }
 
@@ -303,6 +316,7 @@ impl ProxyConfig {
             http: Some(not_found_listener(metrics)),
             https: Some(not_found_listener(metrics)),
             groups: HashMap::default(),
+            client_auth: Vec::new(),
         }
     }
 
@@ -361,6 +375,7 @@ impl ProxyConfig {
                 .any(|id| replaced.contains(id.as_str()) || gone.contains(id))
         };
 
+        let mut client_auth: Vec<ClientAuthRoute> = Vec::new();
         let mut listener = |port: u16| -> Option<CompiledListener> {
             let l = desired
                 .load_balancers
@@ -394,6 +409,9 @@ impl ProxyConfig {
                 };
                 routes.push(c.routes.clone());
                 rules.push(c.compiled.clone());
+                if port == HTTPS_PORT {
+                    client_auth.extend(c.client_auth.iter().cloned());
+                }
             }
             Some(CompiledListener {
                 routes: ListenerRoutes::assemble(routes),
@@ -410,6 +428,7 @@ impl ProxyConfig {
             http: Some(http.unwrap_or_else(|| not_found_listener(metrics))),
             https: Some(https.unwrap_or_else(|| not_found_listener(metrics))),
             groups,
+            client_auth,
         }
     }
 }
@@ -444,6 +463,7 @@ fn compile_chunk(
     let mut label: Option<(&tollgate_contract::ObjectRef, String)> = None;
     let mut counters: Vec<StatusCounters> = Vec::new();
     let mut used: Vec<String> = Vec::new();
+    let mut client_auth: Vec<ClientAuthRoute> = Vec::new();
     let compiled: Vec<CompiledRule> = chunk
         .iter()
         .map(|r| {
@@ -459,6 +479,13 @@ fn compile_chunk(
                 }
             }
             let rule = compile_action(&r.action, ingress, groups, metrics, zones);
+            if let CompiledAction::Forward {
+                client_cert: Some(c),
+                ..
+            } = &rule.action
+            {
+                client_auth.push((r.conditions.host.clone(), c.clone()));
+            }
             if !counters.iter().any(|c| c.same(&rule.counters)) {
                 counters.push(rule.counters.clone());
             }
@@ -471,6 +498,7 @@ fn compile_chunk(
         compiled: Arc::from(compiled),
         groups: used,
         counters,
+        client_auth,
         round,
     }
 }
@@ -505,22 +533,28 @@ fn compile_action(
                 .as_deref()
                 .map(CompiledExternalAuth::compile)
                 .transpose();
-            let (external_auth, affinity) = match (external_auth, affinity) {
-                (Ok(e), Ok(a)) => (e, a),
-                (Err(why), _) | (_, Err(why)) => {
-                    // Never forwarded unchecked: the route answers 503, as ingress-nginx's
-                    // denied location does.
-                    tracing::error!(%ingress, %why, "a route policy cannot run");
-                    return CompiledRule {
-                        action: CompiledAction::Fixed {
-                            status: 503,
-                            content_type: "text/plain; charset=utf-8".into(),
-                            body: Bytes::from_static(b"route policy is misconfigured\n"),
-                        },
-                        counters,
-                    };
-                }
-            };
+            let client_cert = f
+                .client_cert
+                .as_deref()
+                .map(crate::client_cert::CompiledClientCert::compile)
+                .transpose();
+            let (external_auth, affinity, client_cert) =
+                match (external_auth, affinity, client_cert) {
+                    (Ok(e), Ok(a), Ok(c)) => (e, a, c),
+                    (Err(why), _, _) | (_, Err(why), _) | (_, _, Err(why)) => {
+                        // Never forwarded unchecked: the route answers 503, as ingress-nginx's
+                        // denied location does.
+                        tracing::error!(%ingress, %why, "a route policy cannot run");
+                        return CompiledRule {
+                            action: CompiledAction::Fixed {
+                                status: 503,
+                                content_type: "text/plain; charset=utf-8".into(),
+                                body: Bytes::from_static(b"route policy is misconfigured\n"),
+                            },
+                            counters,
+                        };
+                    }
+                };
             CompiledRule {
                 action: CompiledAction::Forward {
                     groups: chosen,
@@ -542,6 +576,7 @@ fn compile_action(
                         .hsts
                         .as_deref()
                         .and_then(|h| http::HeaderValue::from_str(h).ok()),
+                    client_cert,
                 },
                 counters,
             }
@@ -596,6 +631,7 @@ mod tests {
                 rate_limit: None,
                 affinity: None,
                 hsts: None,
+                client_cert: None,
             }),
         }
     }

@@ -43,6 +43,7 @@ impl RelayHarness {
             client: std::net::SocketAddr::from(([127, 0, 0, 1], 40000)),
             local: std::net::SocketAddr::from(([127, 0, 0, 1], 80)),
             tls: false,
+            client_cert: None,
         };
         let ctx = RelayContext::new(proxy.shared.clone(), conn, &Limits::default(), slot);
         Ok(RelayHarness { proxy, ctx })

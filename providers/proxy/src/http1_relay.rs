@@ -364,6 +364,7 @@ pub(crate) fn plan_request(buf: &[u8], ctx: &RelayContext, head: &mut Vec<u8>) -
         rate_limit,
         affinity: None,
         hsts,
+        client_cert: None,
         ..
     } = &listener.rule(index).action
     else {

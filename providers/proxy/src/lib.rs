@@ -17,6 +17,7 @@
 
 pub mod affinity;
 pub mod basic_auth;
+pub mod client_cert;
 pub mod client_connections;
 pub mod config;
 pub mod external_auth;
@@ -38,7 +39,6 @@ use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use arc_swap::ArcSwap;
-use tokio_rustls::TlsAcceptor;
 use tollgate_contract::{ApplyReport, DesiredState, LoadBalancerStatus, Provider};
 
 use config::{ProxyConfig, HTTPS_PORT};
@@ -79,6 +79,9 @@ pub struct Proxy {
     certs_from: Mutex<Option<Vec<tollgate_contract::Certificate>>>,
     /// Reported as every load balancer's address in Ingress status.
     publish_address: Option<String>,
+    /// The client-certificate routes the served `ClientAuthHosts` were made from (host and
+    /// policy allocation).
+    client_auth_from: Mutex<Vec<(Option<tollgate_contract::HostMatch>, usize)>>,
 }
 
 impl Proxy {
@@ -92,6 +95,7 @@ impl Proxy {
         let resolver = Arc::new(SniResolver {
             store: ArcSwap::from_pointee(CertStore::from_listener(None, default_cert.clone())),
             handshakes: metrics.tls_handshakes.clone(),
+            client_auth: ArcSwap::from_pointee(tls::ClientAuthHosts::default()),
         });
         let shared = Arc::new(Shared {
             config: ArcSwap::from_pointee(ProxyConfig::empty(&metrics)),
@@ -112,6 +116,7 @@ impl Proxy {
             certs_from: Mutex::new(None),
             retired: Mutex::new(None),
             publish_address,
+            client_auth_from: Mutex::new(Vec::new()),
         })
     }
 
@@ -162,6 +167,25 @@ impl Proxy {
                 )));
             *certs_from = Some(certs.to_vec());
         }
+        let auth_now: Vec<(Option<tollgate_contract::HostMatch>, usize)> = cfg
+            .client_auth
+            .iter()
+            .map(|(h, c)| (h.clone(), Arc::as_ptr(c) as usize))
+            .collect();
+        let mut auth_from = match self.client_auth_from.lock() {
+            Ok(g) => g,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        if *auth_from != auth_now {
+            match tls::ClientAuthHosts::build(&cfg.client_auth, &self.resolver) {
+                Ok(hosts) => self.resolver.client_auth.store(Arc::new(hosts)),
+                // Routes still check at the HTTP layer: without a certificate request their
+                // clients send none and are refused, never let through.
+                Err(e) => tracing::error!(error = %e, "client-certificate handshakes not set up"),
+            }
+            *auth_from = auth_now;
+        }
+        drop(auth_from);
         let old = self.shared.config.swap(Arc::new(cfg));
         // Freed by whoever takes it (`take_retired`), off the path of the next change.
         let mut retired = match self.retired.lock() {
@@ -216,11 +240,10 @@ impl Proxy {
         self.ready.clone()
     }
 
-    /// A TLS acceptor that picks certificates from the live configuration.
-    pub fn tls_acceptor(&self) -> Result<TlsAcceptor, ProxyError> {
-        Ok(TlsAcceptor::from(Arc::new(tls::server_config(
-            self.resolver.clone(),
-        )?)))
+    /// What the TLS listener accepts with: certificates (and client-certificate requests)
+    /// from the live configuration.
+    pub fn tls_acceptor(&self) -> Result<tls::TlsSetup, ProxyError> {
+        Ok(tls::TlsSetup::new(self.resolver.clone())?)
     }
 }
 

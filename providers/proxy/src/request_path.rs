@@ -109,11 +109,13 @@ pub struct Shared {
 }
 
 /// Facts about the client connection a request arrived on.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct ConnInfo {
     pub client: SocketAddr,
     pub local: SocketAddr,
     pub tls: bool,
+    /// The certificate the client presented in its TLS handshake, if asked and given.
+    pub client_cert: Option<Arc<crate::client_cert::PeerCertificate>>,
 }
 
 /// The `Server` header of the proxy's own answers, and of relayed ones whose target sent
@@ -393,7 +395,7 @@ pub fn handle(
 ) -> impl Future<Output = Result<Response<ProxyBody>, Infallible>> + Send {
     // The clock is read only for the access log.
     let started = shared.settings.access_log.then(Instant::now);
-    let routed = route(shared, conn, req);
+    let routed = route(shared, conn.clone(), req);
     async move {
         let response = match routed.answer {
             Answer::Ready(r) => r,
@@ -512,6 +514,7 @@ fn route(shared: Arc<Shared>, conn: ConnInfo, req: Request<Incoming>) -> Routed 
             rate_limit,
             affinity,
             hsts,
+            client_cert,
         } => {
             let forwarded_path = listener.forwarded_path(index, rewrite_target.as_deref(), &path);
             // As nginx's client_max_body_size: a declared length over the limit is refused
@@ -559,6 +562,7 @@ fn route(shared: Arc<Shared>, conn: ConnInfo, req: Request<Incoming>) -> Routed 
                         external_auth: external_auth.as_ref(),
                         affinity: affinity.as_ref(),
                         hsts: hsts.as_ref(),
+                        client_cert: client_cert.as_ref(),
                     },
                     (&host, &path),
                 ),
@@ -607,6 +611,7 @@ struct Layers<'c> {
     external_auth: Option<&'c Arc<crate::external_auth::CompiledExternalAuth>>,
     affinity: Option<&'c Arc<crate::affinity::CompiledAffinity>>,
     hsts: Option<&'c HeaderValue>,
+    client_cert: Option<&'c Arc<crate::client_cert::CompiledClientCert>>,
 }
 
 /// A forward through the route's policy layers, in nginx's phase order (access, then
@@ -626,7 +631,35 @@ fn guarded_forward(
         external_auth,
         affinity,
         hsts,
+        client_cert,
     } = layers;
+    // Client certificates are nginx's first check (the server's `ssl_verify_client`), ahead
+    // of every location phase. What the check found goes to the target in `ssl-client-*`
+    // headers, replacing any a client sent.
+    if let Some(c) = client_cert {
+        match c.check(f.conn.client_cert.as_deref()) {
+            crate::client_cert::CertCheck::Pass(headers) => {
+                for (n, v) in headers {
+                    f.req.headers_mut().insert(n, v);
+                }
+            }
+            crate::client_cert::CertCheck::Refuse {
+                status,
+                body,
+                location,
+            } => {
+                let r = match location {
+                    Some(l) => {
+                        let mut r = error_response(StatusCode::FOUND, body);
+                        r.headers_mut().insert(header::LOCATION, l);
+                        r
+                    }
+                    None => error_response(status, body),
+                };
+                return Answer::Ready(r);
+            }
+        }
+    }
     let hsts = hsts.cloned();
     let cors_on = cors.is_some() || hsts.is_some();
     let add_cors = move |r: &mut Response<ProxyBody>| {

@@ -12,7 +12,6 @@ use hyper_util::server::conn::auto;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpListener;
 use tokio::sync::{watch, Semaphore};
-use tokio_rustls::TlsAcceptor;
 
 use crate::client_connections::{ConnSlot, ConnectionTable, GuardedBody};
 use crate::http1_relay::{self, RelayContext, Relayed};
@@ -83,7 +82,7 @@ fn connection_builder(limits: &Limits) -> auto::Builder<TokioExecutor> {
 /// new one is dropped.
 pub async fn serve_traffic(
     listener: TcpListener,
-    tls: Option<TlsAcceptor>,
+    tls: Option<crate::tls::TlsSetup>,
     shared: Arc<Shared>,
     limits: Limits,
     mut shutdown: watch::Receiver<bool>,
@@ -129,6 +128,7 @@ pub async fn serve_traffic(
             client,
             local,
             tls: tls.is_some(),
+            client_cert: None,
         };
         let shared = shared.clone();
         let builder = builder.clone();
@@ -156,15 +156,34 @@ pub async fn serve_traffic(
             };
             match tls {
                 None => client_conn.serve_http1(stream).await,
-                Some(acceptor) => {
+                Some(setup) => {
+                    // The configuration is chosen by the server name: a host checking client
+                    // certificates asks for one.
                     let handshake = tokio::time::timeout(
                         client_conn.limits.tls_handshake_timeout,
-                        acceptor.accept(stream),
+                        async move {
+                            let start = tokio_rustls::LazyConfigAcceptor::new(
+                                rustls::server::Acceptor::default(),
+                                stream,
+                            )
+                            .await?;
+                            let cfg = setup.config_for(start.client_hello().server_name());
+                            start.into_stream(cfg).await
+                        },
                     );
                     let accepted = tokio::select! {
                         a = handshake => Some(a),
                         _ = client_conn.slot.told_to_close() => None,
                     };
+                    let mut client_conn = client_conn;
+                    if let Some(Ok(Ok(tls_stream))) = &accepted {
+                        client_conn.conn.client_cert =
+                            tls_stream.get_ref().1.peer_certificates().map(|chain| {
+                                Arc::new(crate::client_cert::PeerCertificate {
+                                    chain: chain.iter().map(|c| c.clone().into_owned()).collect(),
+                                })
+                            });
+                    }
                     match accepted {
                         Some(Ok(Ok(tls_stream)))
                             if tls_stream.get_ref().1.alpn_protocol() == Some(b"h2") =>
@@ -245,7 +264,7 @@ impl ClientConnection {
     {
         let relay = RelayContext::new(
             self.shared.clone(),
-            self.conn,
+            self.conn.clone(),
             &self.limits,
             self.slot.clone(),
         );
@@ -266,7 +285,7 @@ impl ClientConnection {
         let requests = slot.clone();
         let svc = service_fn(move |req| {
             let in_flight = requests.begin();
-            let handled = handle(shared.clone(), conn, req);
+            let handled = handle(shared.clone(), conn.clone(), req);
             async move {
                 let response = handled.await?;
                 Ok::<_, Infallible>(response.map(|b| GuardedBody::new(b, in_flight)))

@@ -171,6 +171,93 @@ impl CertStore {
 pub struct SniResolver {
     pub store: ArcSwap<CertStore>,
     pub handshakes: prometheus_client::metrics::counter::Counter,
+    /// Hosts whose handshakes ask for a client certificate.
+    pub client_auth: ArcSwap<ClientAuthHosts>,
+}
+
+/// The server configurations of hosts whose routes check client certificates (ingress-nginx
+/// `auth-tls-secret`): the same certificates, plus a certificate request naming the CAs.
+#[derive(Debug, Default)]
+pub struct ClientAuthHosts {
+    exact: HashMap<String, Arc<rustls::ServerConfig>>,
+    /// By the suffix after `*.`.
+    wildcard: HashMap<String, Arc<rustls::ServerConfig>>,
+    /// A host-less route: every other handshake asks.
+    any: Option<Arc<rustls::ServerConfig>>,
+}
+
+impl ClientAuthHosts {
+    pub fn build(
+        routes: &[crate::config::ClientAuthRoute],
+        resolver: &Arc<SniResolver>,
+    ) -> Result<Self, rustls::Error> {
+        let mut hints: HashMap<
+            Option<tollgate_contract::HostMatch>,
+            Vec<rustls::DistinguishedName>,
+        > = HashMap::new();
+        for (host, policy) in routes.iter().filter(|(_, p)| p.requests_certificate()) {
+            let h = hints.entry(host.clone()).or_default();
+            for n in &policy.hints {
+                if !h.iter().any(|x| x.as_ref() == n.as_ref()) {
+                    h.push(n.clone());
+                }
+            }
+        }
+        let mut out = ClientAuthHosts::default();
+        for (host, names) in hints {
+            let verifier = Arc::new(crate::client_cert::RequestingVerifier::new(names));
+            let cfg = Arc::new(server_config_with(resolver.clone(), Some(verifier))?);
+            match host {
+                Some(tollgate_contract::HostMatch::Exact(h)) => {
+                    out.exact.insert(h.to_ascii_lowercase(), cfg);
+                }
+                Some(tollgate_contract::HostMatch::Wildcard(suffix)) => {
+                    out.wildcard.insert(suffix.to_ascii_lowercase(), cfg);
+                }
+                None => out.any = Some(cfg),
+            }
+        }
+        Ok(out)
+    }
+
+    fn select(&self, sni: Option<&str>) -> Option<Arc<rustls::ServerConfig>> {
+        if let Some(name) = sni.map(|s| s.trim_end_matches('.').to_ascii_lowercase()) {
+            if let Some(c) = self.exact.get(&name) {
+                return Some(c.clone());
+            }
+            if let Some((_, rest)) = name.split_once('.') {
+                if let Some(c) = self.wildcard.get(rest) {
+                    return Some(c.clone());
+                }
+            }
+        }
+        self.any.clone()
+    }
+}
+
+/// What the TLS listener accepts with: the configuration for a handshake chosen by its
+/// server name (most hosts share one; hosts checking client certificates have their own).
+#[derive(Clone)]
+pub struct TlsSetup {
+    default: Arc<rustls::ServerConfig>,
+    resolver: Arc<SniResolver>,
+}
+
+impl TlsSetup {
+    pub fn new(resolver: Arc<SniResolver>) -> Result<Self, rustls::Error> {
+        Ok(TlsSetup {
+            default: Arc::new(server_config(resolver.clone())?),
+            resolver,
+        })
+    }
+
+    pub fn config_for(&self, sni: Option<&str>) -> Arc<rustls::ServerConfig> {
+        self.resolver
+            .client_auth
+            .load()
+            .select(sni)
+            .unwrap_or_else(|| self.default.clone())
+    }
 }
 
 impl ResolvesServerCert for SniResolver {
@@ -182,11 +269,22 @@ impl ResolvesServerCert for SniResolver {
 
 /// A rustls server configuration using `resolver`, offering h2 and HTTP/1.1.
 pub fn server_config(resolver: Arc<SniResolver>) -> Result<rustls::ServerConfig, rustls::Error> {
+    server_config_with(resolver, None)
+}
+
+/// [`server_config`], asking for client certificates through `verifier` when given.
+pub fn server_config_with(
+    resolver: Arc<SniResolver>,
+    verifier: Option<Arc<dyn rustls::server::danger::ClientCertVerifier>>,
+) -> Result<rustls::ServerConfig, rustls::Error> {
     let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
-    let mut cfg = rustls::ServerConfig::builder_with_provider(provider)
-        .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])?
-        .with_no_client_auth()
-        .with_cert_resolver(resolver);
+    let builder = rustls::ServerConfig::builder_with_provider(provider)
+        .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])?;
+    let builder = match verifier {
+        Some(v) => builder.with_client_cert_verifier(v),
+        None => builder.with_no_client_auth(),
+    };
+    let mut cfg = builder.with_cert_resolver(resolver);
     cfg.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
     Ok(cfg)
 }
