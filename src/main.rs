@@ -140,6 +140,23 @@ struct ProxyArgs {
     #[arg(long)]
     access_log: bool,
 
+    /// Every connection starts with a PROXY protocol header (v1 or v2) naming the client,
+    /// as a load balancer in front sends it (ingress-nginx's use-proxy-protocol);
+    /// connections without one are closed.
+    #[arg(long)]
+    use_proxy_protocol: bool,
+
+    /// Take the client's address from X-Forwarded-For when the connection comes from
+    /// --proxy-real-ip-cidr (ingress-nginx's use-forwarded-headers), for allow-lists,
+    /// rate limits and the X-Forwarded-For sent on.
+    #[arg(long)]
+    use_forwarded_headers: bool,
+
+    /// The proxies trusted with --use-forwarded-headers (comma-separated CIDRs;
+    /// ingress-nginx's proxy-real-ip-cidr, whose default trusts every address).
+    #[arg(long, value_name = "CIDRS", default_value = "0.0.0.0/0,::/0")]
+    proxy_real_ip_cidr: String,
+
     /// Log as JSON lines.
     #[arg(long)]
     log_json: bool,
@@ -586,12 +603,21 @@ fn proxy(args: ProxyArgs) -> anyhow::Result<ExitCode> {
             upstream_idle_timeout: seconds(args.upstream_idle_timeout, "upstream-idle-timeout")?,
             https_redirect_port: args.https_redirect_port.unwrap_or(args.https_listen.port()),
             access_log: args.access_log,
+            real_ip_from: if args.use_forwarded_headers {
+                Some(
+                    tollgate_proxy::forwarded_for::parse_cidrs(&args.proxy_real_ip_cidr)
+                        .map_err(|e| anyhow::anyhow!("--proxy-real-ip-cidr: {e}"))?,
+                )
+            } else {
+                None
+            },
         },
         limits: Limits {
             max_connections: args.max_connections,
             header_read_timeout: seconds(args.header_read_timeout, "header-read-timeout")?,
             idle_timeout: seconds(args.client_idle_timeout, "client-idle-timeout")?,
             max_requests_per_connection: args.max_requests_per_connection,
+            proxy_protocol: args.use_proxy_protocol,
             ..Limits::default()
         },
         drain: seconds(args.drain_seconds, "drain-seconds")?,

@@ -734,3 +734,81 @@ async fn client_certificates_as_ingress_nginx_checks_them() {
     assert!(!status_line(&r).contains("200"), "{r}");
     p.stop().await;
 }
+
+/// ingress-nginx's `use-proxy-protocol`: the client named by a PROXY header (v1 or v2) is
+/// the one allow-lists judge and X-Forwarded-For names; a connection without the header is
+/// closed. And `use-forwarded-headers`: a trusted peer's X-Forwarded-For names the client.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn clients_behind_a_load_balancer() {
+    let (app, got) = recorder().await;
+    let m = [
+        service("app", &[app]),
+        ingress(
+            "listed",
+            "nginx.ingress.kubernetes.io/whitelist-source-range: 192.0.2.0/24",
+            &[("listed.example.com", "/", "Prefix", "app")],
+        ),
+    ]
+    .join("---\n");
+    let p = TestProxy::start_with(&m, |o| o.limits.proxy_protocol = true).await;
+    let get = "GET / HTTP/1.1\r\nHost: listed.example.com\r\nConnection: close\r\n\r\n";
+    let r = raw(
+        p.http,
+        format!("PROXY TCP4 192.0.2.7 10.0.0.1 5555 80\r\n{get}").as_bytes(),
+    )
+    .await;
+    assert!(status_line(&r).contains("200"), "{r}");
+    assert_eq!(
+        values(&got.lock().unwrap()[0], "x-forwarded-for"),
+        vec!["192.0.2.7".to_string()]
+    );
+    let r = raw(
+        p.http,
+        format!("PROXY TCP4 198.51.100.7 10.0.0.1 5555 80\r\n{get}").as_bytes(),
+    )
+    .await;
+    assert!(
+        status_line(&r).contains("403"),
+        "not on the allow-list: {r}"
+    );
+    let mut v2 = b"\r\n\r\n\0\r\nQUIT\n".to_vec();
+    v2.extend_from_slice(&[
+        0x21, 0x11, 0, 12, 192, 0, 2, 99, 10, 0, 0, 1, 0x15, 0xb3, 0, 80,
+    ]);
+    v2.extend_from_slice(get.as_bytes());
+    let r = raw(p.http, &v2).await;
+    assert!(status_line(&r).contains("200"), "{r}");
+    assert_eq!(
+        values(&got.lock().unwrap()[1], "x-forwarded-for"),
+        vec!["192.0.2.99".to_string()]
+    );
+    let r = raw(p.http, get.as_bytes()).await;
+    assert!(r.is_empty(), "no PROXY header, no answer: {r}");
+    p.stop().await;
+
+    let p = TestProxy::start_with(&m, |o| {
+        o.settings.real_ip_from =
+            Some(tollgate_proxy::forwarded_for::parse_cidrs("127.0.0.0/8").unwrap())
+    })
+    .await;
+    let with_xff = |xff: &str| {
+        format!("GET / HTTP/1.1\r\nHost: listed.example.com\r\nX-Forwarded-For: {xff}\r\nConnection: close\r\n\r\n")
+    };
+    let r = raw(p.http, with_xff("192.0.2.50").as_bytes()).await;
+    assert!(status_line(&r).contains("200"), "{r}");
+    assert_eq!(
+        values(got.lock().unwrap().last().unwrap(), "x-forwarded-for"),
+        vec!["192.0.2.50".to_string()]
+    );
+    let r = raw(p.http, with_xff("192.0.2.50, 198.51.100.1").as_bytes()).await;
+    assert!(
+        status_line(&r).contains("403"),
+        "the rightmost untrusted address is the client: {r}"
+    );
+    let r = raw(p.http, get.as_bytes()).await;
+    assert!(
+        status_line(&r).contains("403"),
+        "no header: the peer, 127.0.0.1: {r}"
+    );
+    p.stop().await;
+}

@@ -49,6 +49,13 @@ pub struct Prefixed<S> {
     io: S,
 }
 
+impl<S> Prefixed<S> {
+    /// `io`, with `prefix` (bytes already read from it) read first.
+    pub fn new(prefix: BytesMut, io: S) -> Self {
+        Prefixed { prefix, io }
+    }
+}
+
 impl<S: AsyncRead + Unpin> AsyncRead for Prefixed<S> {
     fn poll_read(
         self: Pin<&mut Self>,
@@ -309,6 +316,9 @@ pub(crate) fn plan_request(buf: &[u8], ctx: &RelayContext, head: &mut Vec<u8>) -
             hyper_only = true;
         } else if eq(name, "connection") {
             connection.add(h.value);
+        } else if eq(name, "x-forwarded-for") && ctx.shared.settings.real_ip_from.is_some() {
+            // The client may be another address: the general path works it out.
+            hyper_only = true;
         }
     }
     // Refused before anything hands the connection over: hyper would read such a request

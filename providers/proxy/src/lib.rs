@@ -22,9 +22,11 @@ pub mod client_connections;
 pub mod config;
 pub mod external_auth;
 #[doc(hidden)]
+pub mod forwarded_for;
 pub mod fuzzing;
 pub mod http1_relay;
 pub mod metrics;
+pub mod proxy_protocol;
 pub mod rate_limit;
 pub mod request_path;
 pub mod route_table;

@@ -231,7 +231,7 @@ impl CompiledRateLimit {
     }
 }
 
-fn in_network(ip: IpAddr, net: IpAddr, len: u8) -> bool {
+pub(crate) fn in_network(ip: IpAddr, net: IpAddr, len: u8) -> bool {
     let ip = match (ip, net) {
         (IpAddr::V6(v6), IpAddr::V4(_)) => match v6.to_ipv4_mapped() {
             Some(v4) => IpAddr::V4(v4),

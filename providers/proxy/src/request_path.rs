@@ -50,6 +50,9 @@ pub struct ProxySettings {
     pub upstream_idle_timeout: Duration,
     /// Port written into `ssl-redirect` Locations for the model's HTTPS port 443.
     pub https_redirect_port: u16,
+    /// `--use-forwarded-headers`: the networks whose `X-Forwarded-For` names the client
+    /// (`--proxy-real-ip-cidr`); `None`: the peer is the client.
+    pub real_ip_from: Option<Vec<(std::net::IpAddr, u8)>>,
     /// One JSON line per request on the `tollgate::access` log target.
     pub access_log: bool,
 }
@@ -62,6 +65,7 @@ impl Default for ProxySettings {
             upstream_idle_timeout: Duration::from_secs(60),
             https_redirect_port: 443,
             access_log: false,
+            real_ip_from: None,
         }
     }
 }
@@ -451,7 +455,11 @@ enum Answer {
 }
 
 /// Routes a request by the current configuration: a local answer, or the forwarding future.
-fn route(shared: Arc<Shared>, conn: ConnInfo, req: Request<Incoming>) -> Routed {
+fn route(shared: Arc<Shared>, mut conn: ConnInfo, req: Request<Incoming>) -> Routed {
+    if let Some(trusted) = &shared.settings.real_ip_from {
+        let ip = crate::forwarded_for::real_client(trusted, conn.client.ip(), req.headers());
+        conn.client = SocketAddr::new(ip, conn.client.port());
+    }
     let ready = |r| Routed {
         answer: Answer::Ready(r),
         counted: None,

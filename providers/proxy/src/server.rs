@@ -37,6 +37,9 @@ pub struct Limits {
     /// Requests a connection may carry before it is closed (ingress-nginx's
     /// `keep-alive-requests`); 0: no cap.
     pub max_requests_per_connection: u32,
+    /// Every connection starts with a PROXY protocol header naming the client
+    /// (ingress-nginx's `use-proxy-protocol`).
+    pub proxy_protocol: bool,
 }
 
 impl Default for Limits {
@@ -50,6 +53,7 @@ impl Default for Limits {
             h2_max_pending_reset_streams: 20,
             tls_handshake_timeout: Duration::from_secs(10),
             idle_timeout: Duration::from_secs(75),
+            proxy_protocol: false,
             max_requests_per_connection: 0,
         }
     }
@@ -154,52 +158,29 @@ pub async fn serve_traffic(
                 limits,
                 stop,
             };
-            match tls {
-                None => client_conn.serve_http1(stream).await,
-                Some(setup) => {
-                    // The configuration is chosen by the server name: a host checking client
-                    // certificates asks for one.
-                    let handshake = tokio::time::timeout(
-                        client_conn.limits.tls_handshake_timeout,
-                        async move {
-                            let start = tokio_rustls::LazyConfigAcceptor::new(
-                                rustls::server::Acceptor::default(),
-                                stream,
-                            )
-                            .await?;
-                            let cfg = setup.config_for(start.client_hello().server_name());
-                            start.into_stream(cfg).await
-                        },
-                    );
-                    let accepted = tokio::select! {
-                        a = handshake => Some(a),
-                        _ = client_conn.slot.told_to_close() => None,
-                    };
-                    let mut client_conn = client_conn;
-                    if let Some(Ok(Ok(tls_stream))) = &accepted {
-                        client_conn.conn.client_cert =
-                            tls_stream.get_ref().1.peer_certificates().map(|chain| {
-                                Arc::new(crate::client_cert::PeerCertificate {
-                                    chain: chain.iter().map(|c| c.clone().into_owned()).collect(),
-                                })
-                            });
+            if client_conn.limits.proxy_protocol {
+                let mut stream = stream;
+                let header = tokio::time::timeout(
+                    client_conn.limits.header_read_timeout,
+                    crate::proxy_protocol::read_header(&mut stream),
+                )
+                .await;
+                match header {
+                    Ok(Ok(h)) => {
+                        let mut client_conn = client_conn;
+                        if let Some(source) = h.source {
+                            client_conn.conn.client = source;
+                        }
+                        let stream = crate::http1_relay::Prefixed::new(h.rest, stream);
+                        serve_stream(client_conn, stream, tls, client).await;
                     }
-                    match accepted {
-                        Some(Ok(Ok(tls_stream)))
-                            if tls_stream.get_ref().1.alpn_protocol() == Some(b"h2") =>
-                        {
-                            client_conn.serve_with_hyper(tls_stream).await
-                        }
-                        Some(Ok(Ok(tls_stream))) => client_conn.serve_http1(tls_stream).await,
-                        Some(Ok(Err(e))) => {
-                            tracing::debug!(client = %client, error = %e, "TLS handshake failed")
-                        }
-                        Some(Err(_)) => {
-                            tracing::debug!(client = %client, "TLS handshake timed out")
-                        }
-                        None => tracing::debug!(client = %client, "closed to make room"),
+                    Ok(Err(e)) => {
+                        tracing::debug!(client = %client, error = %e, "PROXY header refused")
                     }
+                    Err(_) => tracing::debug!(client = %client, "PROXY header timed out"),
                 }
+            } else {
+                serve_stream(client_conn, stream, tls, client).await;
             }
             drop(registration);
             shared.metrics.open_connections.dec();
@@ -213,6 +194,63 @@ pub async fn serve_traffic(
         .is_err()
     {
         tracing::info!("drain period over; closing remaining connections");
+    }
+}
+
+/// Serves one accepted connection: TLS first when the listener has it (the configuration
+/// chosen by server name), then HTTP/1.1 or HTTP/2.
+async fn serve_stream<S>(
+    client_conn: ClientConnection,
+    stream: S,
+    tls: Option<crate::tls::TlsSetup>,
+    client: std::net::SocketAddr,
+) where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    match tls {
+        None => client_conn.serve_http1(stream).await,
+        Some(setup) => {
+            // The configuration is chosen by the server name: a host checking client
+            // certificates asks for one.
+            let handshake =
+                tokio::time::timeout(client_conn.limits.tls_handshake_timeout, async move {
+                    let start = tokio_rustls::LazyConfigAcceptor::new(
+                        rustls::server::Acceptor::default(),
+                        stream,
+                    )
+                    .await?;
+                    let cfg = setup.config_for(start.client_hello().server_name());
+                    start.into_stream(cfg).await
+                });
+            let accepted = tokio::select! {
+                a = handshake => Some(a),
+                _ = client_conn.slot.told_to_close() => None,
+            };
+            let mut client_conn = client_conn;
+            if let Some(Ok(Ok(tls_stream))) = &accepted {
+                client_conn.conn.client_cert =
+                    tls_stream.get_ref().1.peer_certificates().map(|chain| {
+                        Arc::new(crate::client_cert::PeerCertificate {
+                            chain: chain.iter().map(|c| c.clone().into_owned()).collect(),
+                        })
+                    });
+            }
+            match accepted {
+                Some(Ok(Ok(tls_stream)))
+                    if tls_stream.get_ref().1.alpn_protocol() == Some(b"h2") =>
+                {
+                    client_conn.serve_with_hyper(tls_stream).await
+                }
+                Some(Ok(Ok(tls_stream))) => client_conn.serve_http1(tls_stream).await,
+                Some(Ok(Err(e))) => {
+                    tracing::debug!(client = %client, error = %e, "TLS handshake failed")
+                }
+                Some(Err(_)) => {
+                    tracing::debug!(client = %client, "TLS handshake timed out")
+                }
+                None => tracing::debug!(client = %client, "closed to make room"),
+            }
+        }
     }
 }
 
