@@ -222,6 +222,11 @@ async fn session_affinity_and_hashing_as_ingress_nginx_applies_them() {
             &format!("{n}/upstream-hash-by: '$arg_user'"),
             &[("hashed.example.com", "/", "Prefix", "app")],
         ),
+        ingress(
+            "rr",
+            &format!("{n}/load-balance: round_robin"),
+            &[("rr.example.com", "/", "Prefix", "app")],
+        ),
     ]
     .join("---\n");
     let p = TestProxy::start(&m).await;
@@ -287,6 +292,18 @@ async fn session_affinity_and_hashing_as_ingress_nginx_applies_them() {
     }
     let spread: std::collections::BTreeSet<_> = by_user.values().collect();
     assert!(spread.len() > 1, "{by_user:?}");
+    // load-balance: round_robin takes each backend in turn.
+    let mut counts = std::collections::BTreeMap::new();
+    for _ in 0..9 {
+        *counts
+            .entry(answered_at(&p, "rr.example.com", "/", &[]).await.2)
+            .or_insert(0) += 1;
+    }
+    assert_eq!(
+        counts.values().copied().collect::<Vec<_>>(),
+        vec![3, 3, 3],
+        "{counts:?}"
+    );
     p.stop().await;
 }
 

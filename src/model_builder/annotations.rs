@@ -1309,6 +1309,26 @@ pub fn ingress_settings(
         parse_source_ranges,
     );
     let mut backend = read_backend(&mut r);
+    // ingress-nginx's load-balance: round_robin, or ewma (least latency of two picked at
+    // random), which the least-outstanding-requests algorithm of both providers stands for.
+    if let Some(algorithm) = r.parse(&format!("{NGINX}load-balance"), |v| match v {
+        "round_robin" => Ok("round_robin"),
+        "ewma" => Ok("least_outstanding_requests"),
+        _ => Err("expected round_robin or ewma".into()),
+    }) {
+        backend
+            .target_group_attributes
+            .entry("load_balancing.algorithm.type".into())
+            .or_insert_with(|| algorithm.into());
+    }
+    // proxy-buffering / proxy-request-buffering: bodies are streamed either way; the values
+    // are checked so a typo is named.
+    for n in ["proxy-buffering", "proxy-request-buffering"] {
+        let _ = r.parse(&format!("{NGINX}{n}"), |v| match v {
+            "on" | "off" => Ok(()),
+            _ => Err("expected on or off".into()),
+        });
+    }
     backend.service_upstream = r.bool(&format!("{NGINX}service-upstream")).unwrap_or(false);
     let mut failed = Vec::new();
     let actions = named_annotations(
