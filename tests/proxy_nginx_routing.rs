@@ -429,3 +429,94 @@ async fn service_upstream_forwards_to_the_cluster_ip() {
     );
     p.stop().await;
 }
+
+/// ingress-nginx's `default-backend` with `custom-http-errors`: a listed status from the
+/// route's Service is answered by the default backend, told which by X-Code and the other
+/// headers its custom error pages get; other statuses pass; a Service with no ready
+/// endpoint is served by the default backend.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn custom_http_errors_go_to_the_default_backend() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let app = tcp_target(|mut s| async move {
+        let mut buf = [0u8; 4096];
+        let n = s.read(&mut buf).await.unwrap_or(0);
+        let head = String::from_utf8_lossy(&buf[..n]);
+        let status = if head.starts_with("GET /missing") {
+            "404 Not Found"
+        } else if head.starts_with("GET /boom") {
+            "503 Service Unavailable"
+        } else {
+            "200 OK"
+        };
+        let _ = s
+            .write_all(
+                format!("HTTP/1.1 {status}\r\ncontent-length: 3\r\nconnection: close\r\n\r\napp")
+                    .as_bytes(),
+            )
+            .await;
+    })
+    .await;
+    let (errors, seen) = recorder().await;
+    let n = "nginx.ingress.kubernetes.io";
+    let empty = "apiVersion: v1\nkind: Service\nmetadata: {name: empty}\nspec: {ports: [{name: http, port: 80}]}\n";
+    let m = [
+        service("app", &[app]),
+        service("errors", &[errors]),
+        empty.to_string(),
+        ingress(
+            "pages",
+            &format!("{n}/default-backend: errors, {n}/custom-http-errors: '404,415'"),
+            &[("pages.example.com", "/", "Prefix", "app")],
+        ),
+        ingress(
+            "fallback",
+            &format!("{n}/default-backend: errors"),
+            &[("fallback.example.com", "/", "Prefix", "empty")],
+        ),
+    ]
+    .join("---\n");
+    let p = TestProxy::start(&m).await;
+    let ask = |host: &str, path: &str| {
+        let http = p.http;
+        let req = format!("GET {path} HTTP/1.1\r\nHost: {host}\r\nAccept: application/json\r\nConnection: close\r\n\r\n");
+        async move { raw(http, req.as_bytes()).await }
+    };
+    let r = ask("pages.example.com", "/missing?x=1").await;
+    assert!(
+        status_line(&r).contains("200") && r.ends_with("ok"),
+        "answered by the default backend: {r}"
+    );
+    {
+        let seen = seen.lock().unwrap();
+        let head = &seen[0];
+        for (name, want) in [
+            ("x-code", "404"),
+            ("x-format", "application/json"),
+            ("x-original-uri", "/missing?x=1"),
+            ("x-namespace", "default"),
+            ("x-ingress-name", "pages"),
+            ("x-service-name", "app"),
+            ("x-service-port", "80"),
+        ] {
+            assert_eq!(
+                values(head, name),
+                vec![want.to_string()],
+                "{name} in {head}"
+            );
+        }
+    }
+    let r = ask("pages.example.com", "/boom").await;
+    assert!(
+        status_line(&r).contains("503") && r.ends_with("app"),
+        "not listed: passed on: {r}"
+    );
+    let r = ask("pages.example.com", "/fine").await;
+    assert!(status_line(&r).contains("200") && r.ends_with("app"), "{r}");
+    assert_eq!(seen.lock().unwrap().len(), 1);
+    let r = ask("fallback.example.com", "/").await;
+    assert!(
+        status_line(&r).contains("200") && r.ends_with("ok"),
+        "no endpoints: the default backend: {r}"
+    );
+    p.stop().await;
+}

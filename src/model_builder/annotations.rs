@@ -59,7 +59,7 @@ pub struct IngressSettings {
     /// the other way round, for each of the Ingress's hosts no Ingress lists the other form of.
     pub from_to_www: bool,
     /// ingress-nginx `enable-cors` with its `cors-*` settings.
-    pub cors: Option<tollgate_contract::CorsPolicy>,
+    pub cors: Option<std::sync::Arc<tollgate_contract::CorsPolicy>>,
     /// ingress-nginx `auth-type: basic` with `auth-secret`, `auth-secret-type` and
     /// `auth-realm`, as read from the annotations; the Secret is read at build time
     /// (`auth_secrets`), which fills [`IngressSettings::basic_auth`].
@@ -75,6 +75,10 @@ pub struct IngressSettings {
     /// read at build time (`auth_secrets`), which fills [`IngressSettings::client_cert`].
     pub client_cert_ref: Option<ClientCertRef>,
     pub client_cert: Option<std::sync::Arc<tollgate_contract::ClientCertAuth>>,
+    /// ingress-nginx `default-backend` (a Service of the Ingress's namespace) and
+    /// `custom-http-errors` (the codes it answers).
+    pub default_backend_service: Option<String>,
+    pub custom_http_errors: Vec<u16>,
     /// ingress-nginx `server-alias`: more host names served exactly as the Ingress's hosts.
     pub server_aliases: Vec<String>,
     /// `Strict-Transport-Security` for the HTTPS listener's responses (ingress-nginx's
@@ -1212,7 +1216,7 @@ pub fn ingress_settings(
     let max_body_bytes = r
         .parse(&format!("{NGINX}proxy-body-size"), parse_nginx_size)
         .filter(|n| *n > 0);
-    let cors = read_cors(&mut r);
+    let cors = read_cors(&mut r).map(std::sync::Arc::new);
     let basic_auth_ref = read_basic_auth(&mut r);
     let mut unused = Vec::new();
     let external_auth = read_external_auth(&mut r, &mut unused).map(std::sync::Arc::new);
@@ -1220,6 +1224,33 @@ pub fn ingress_settings(
     let canary = read_canary(&mut r).map(std::sync::Arc::new);
     let affinity = read_affinity(&mut r, &mut unused);
     let client_cert_ref = read_client_cert(&mut r, &mut unused);
+    let default_backend_service = r.parse(&format!("{NGINX}default-backend"), |v| {
+        if !v.is_empty()
+            && v.len() <= 63
+            && v.chars()
+                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+        {
+            Ok(v.to_string())
+        } else {
+            Err("expected a Service name".into())
+        }
+    });
+    let errors_name = format!("{NGINX}custom-http-errors");
+    let custom_http_errors = r
+        .parse(&errors_name, |v| {
+            v.split(',')
+                .map(str::trim)
+                .filter(|c| !c.is_empty())
+                .map(|c| match c.parse::<u16>() {
+                    Ok(n) if (400..=599).contains(&n) => Ok(n),
+                    _ => Err(format!("{c:?} is not an HTTP error status (400-599)")),
+                })
+                .collect::<Result<Vec<u16>, String>>()
+        })
+        .unwrap_or_default();
+    if !custom_http_errors.is_empty() && default_backend_service.is_none() {
+        unused.push((errors_name, "does nothing without nginx.ingress.kubernetes.io/default-backend (Tollgate has no global default backend)".into()));
+    }
     let server_aliases = r
         .parse(&format!("{NGINX}server-alias"), |v| {
             let hosts: Vec<String> = v
@@ -1403,6 +1434,8 @@ pub fn ingress_settings(
             server_aliases,
             client_cert_ref,
             client_cert: None,
+            default_backend_service,
+            custom_http_errors,
             unused,
             from_to_www,
             app_root,

@@ -169,6 +169,59 @@ impl Resolver<'_, '_> {
         }
     }
 
+    /// ingress-nginx's per-Ingress default backend for a route forwarding to `backend`:
+    /// the Service (its only port) resolved to a target group of the model.
+    fn error_backend(
+        &mut self,
+        m: &Member,
+        backend: &IngressBackend,
+    ) -> Option<Arc<tollgate_contract::ErrorBackend>> {
+        let name = m.settings.default_backend_service.as_ref()?;
+        let fallback = IngressBackend {
+            service: Some(k8s_openapi::api::networking::v1::IngressServiceBackend {
+                name: name.clone(),
+                port: None,
+            }),
+            resource: None,
+        };
+        match self.target_group(m, &fallback) {
+            Ok(tg) => {
+                let (service, service_port) = backend
+                    .service
+                    .as_ref()
+                    .map(|s| {
+                        let port = s
+                            .port
+                            .as_ref()
+                            .and_then(|p| p.name.clone().or(p.number.map(|n| n.to_string())))
+                            .unwrap_or_default();
+                        (s.name.clone(), port)
+                    })
+                    .unwrap_or_default();
+                Some(Arc::new(tollgate_contract::ErrorBackend {
+                    target_group: tg,
+                    codes: m.settings.custom_http_errors.clone(),
+                    ingress: m.obj.clone(),
+                    service,
+                    service_port,
+                }))
+            }
+            Err(u) => {
+                self.diags.push(ingress_diag(
+                    m,
+                    u.severity(),
+                    u.reason,
+                    format!(
+                        "{}default-backend: {} (a default backend Service needs exactly one port); the Ingress's routes are served without it",
+                        annotations::NGINX,
+                        u.message
+                    ),
+                ));
+                None
+            }
+        }
+    }
+
     fn target_group_in(
         &mut self,
         namespace: &str,
@@ -222,6 +275,7 @@ impl Resolver<'_, '_> {
                 affinity: affinity_for(m, path),
                 hsts: None,
                 client_cert: m.settings.client_cert.clone(),
+                error_backend: self.error_backend(m, backend),
             }),
             Err(u) => {
                 self.diags.push(ingress_diag(
@@ -298,6 +352,7 @@ impl Resolver<'_, '_> {
                     affinity: affinity_for(m, path),
                     hsts: None,
                     client_cert: m.settings.client_cert.clone(),
+                    error_backend: None,
                 })
             }
         }

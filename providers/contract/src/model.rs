@@ -459,7 +459,7 @@ pub struct Forward {
     pub upstream: UpstreamOptions,
     /// ingress-nginx `enable-cors` and its settings; honoured by the proxy only.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub cors: Option<CorsPolicy>,
+    pub cors: Option<Arc<CorsPolicy>>,
     /// ingress-nginx `auth-type: basic`: requests without a listed user's password get 401;
     /// honoured by the proxy only. Shared: every rule of the Ingress carries the same list.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -484,6 +484,25 @@ pub struct Forward {
     /// the proxy only.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub client_cert: Option<Arc<ClientCertAuth>>,
+    /// ingress-nginx `default-backend` with `custom-http-errors`; honoured by the proxy only.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error_backend: Option<Arc<ErrorBackend>>,
+}
+
+/// ingress-nginx's per-Ingress default backend: it serves the route when its Service has no
+/// ready endpoint, and answers the responses whose status is in `codes` (told which by
+/// `X-Code` and the other headers ingress-nginx's custom error pages receive).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ErrorBackend {
+    pub target_group: String,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub codes: Vec<u16>,
+    /// The Ingress (for `X-Namespace`, `X-Ingress-Name`).
+    pub ingress: ObjectRef,
+    /// The route's own Service and port (`X-Service-Name`, `X-Service-Port`).
+    pub service: String,
+    pub service_port: String,
 }
 
 /// ingress-nginx's client-certificate authentication. Serializes without the CA's PEM (a

@@ -48,6 +48,8 @@ pub enum CompiledAction {
         hsts: Option<http::HeaderValue>,
         /// ingress-nginx client-certificate authentication; `None` on most routes.
         client_cert: Option<Arc<crate::client_cert::CompiledClientCert>>,
+        /// ingress-nginx per-Ingress default backend; `None` on most routes.
+        error_backend: Option<Arc<CompiledErrorBackend>>,
     },
     Redirect(Redirect),
     Fixed {
@@ -55,6 +57,16 @@ pub enum CompiledAction {
         content_type: String,
         body: Bytes,
     },
+}
+
+/// ingress-nginx's default backend of a route: its group, the codes it answers, and the
+/// headers its requests carry (`X-Namespace`... as ingress-nginx's custom error pages get).
+#[derive(Debug)]
+pub struct CompiledErrorBackend {
+    pub group: Arc<UpstreamGroup>,
+    pub codes: Vec<u16>,
+    /// `x-namespace: ...\r\n` and the other fixed header lines.
+    pub fixed_headers: String,
 }
 
 /// A CORS policy ready to answer with: origins to match and the headers to send.
@@ -561,7 +573,7 @@ fn compile_action(
                     rewrite_target: f.rewrite_target.clone(),
                     max_body: f.max_body_bytes,
                     upstream: CompiledUpstream::compile(&f.upstream),
-                    cors: f.cors.as_ref().map(CompiledCors::compile),
+                    cors: f.cors.as_deref().map(CompiledCors::compile),
                     basic_auth: f
                         .basic_auth
                         .as_deref()
@@ -577,6 +589,21 @@ fn compile_action(
                         .as_deref()
                         .and_then(|h| http::HeaderValue::from_str(h).ok()),
                     client_cert,
+                    error_backend: f.error_backend.as_deref().and_then(|e| {
+                        let group = groups.get(&e.target_group)?.clone();
+                        let clean = |v: &str| v.replace(['\r', '\n'], "");
+                        Some(Arc::new(CompiledErrorBackend {
+                            group,
+                            codes: e.codes.clone(),
+                            fixed_headers: format!(
+                                "x-namespace: {}\r\nx-ingress-name: {}\r\nx-service-name: {}\r\nx-service-port: {}\r\n",
+                                clean(&e.ingress.namespace),
+                                clean(&e.ingress.name),
+                                clean(&e.service),
+                                clean(&e.service_port)
+                            ),
+                        }))
+                    }),
                 },
                 counters,
             }
@@ -632,6 +659,7 @@ mod tests {
                 affinity: None,
                 hsts: None,
                 client_cert: None,
+                error_backend: None,
             }),
         }
     }

@@ -375,6 +375,7 @@ pub(crate) fn plan_request(buf: &[u8], ctx: &RelayContext, head: &mut Vec<u8>) -
         affinity: None,
         hsts,
         client_cert: None,
+        error_backend: None,
         ..
     } = &listener.rule(index).action
     else {

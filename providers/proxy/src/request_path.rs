@@ -523,6 +523,7 @@ fn route(shared: Arc<Shared>, mut conn: ConnInfo, req: Request<Incoming>) -> Rou
             affinity,
             hsts,
             client_cert,
+            error_backend,
         } => {
             let forwarded_path = listener.forwarded_path(index, rewrite_target.as_deref(), &path);
             // As nginx's client_max_body_size: a declared length over the limit is refused
@@ -571,6 +572,7 @@ fn route(shared: Arc<Shared>, mut conn: ConnInfo, req: Request<Incoming>) -> Rou
                         affinity: affinity.as_ref(),
                         hsts: hsts.as_ref(),
                         client_cert: client_cert.as_ref(),
+                        error_backend: error_backend.as_ref(),
                     },
                     (&host, &path),
                 ),
@@ -620,6 +622,7 @@ struct Layers<'c> {
     affinity: Option<&'c Arc<crate::affinity::CompiledAffinity>>,
     hsts: Option<&'c HeaderValue>,
     client_cert: Option<&'c Arc<crate::client_cert::CompiledClientCert>>,
+    error_backend: Option<&'c Arc<crate::config::CompiledErrorBackend>>,
 }
 
 /// A forward through the route's policy layers, in nginx's phase order (access, then
@@ -640,7 +643,34 @@ fn guarded_forward(
         affinity,
         hsts,
         client_cert,
+        error_backend,
     } = layers;
+    // ingress-nginx's default backend serves a route whose Service has no ready endpoint.
+    if let Some(e) = error_backend {
+        if f.group.targets.is_empty() {
+            f.group = e.group.clone();
+        }
+    }
+    // The error-page request is made from the request as it came (custom-http-errors).
+    let intercept = error_backend.filter(|e| !e.codes.is_empty()).map(|e| {
+        let accept = f
+            .req
+            .headers()
+            .get(header::ACCEPT)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("text/html")
+            .replace(['\r', '\n'], "");
+        let uri = f
+            .req
+            .uri()
+            .path_and_query()
+            .map(|p| p.as_str())
+            .unwrap_or("/")
+            .to_string();
+        let head_request = f.req.method() == Method::HEAD;
+        let host = String::from_utf8_lossy(f.host.as_bytes()).into_owned();
+        (e.clone(), accept, uri, host, head_request)
+    });
     // Client certificates are nginx's first check (the server's `ssl_verify_client`), ahead
     // of every location phase. What the check found goes to the target in `ssl-client-*`
     // headers, replacing any a client sent.
@@ -769,7 +799,7 @@ fn guarded_forward(
         // template sets `proxy_set_header Authorization ""`).
         f.req.headers_mut().remove(header::AUTHORIZATION);
     }
-    if slow_basic.is_none() && check.is_none() {
+    if slow_basic.is_none() && check.is_none() && intercept.is_none() {
         let answer = f.start();
         return if has_cors {
             Answer::Forward(Box::pin(async move {
@@ -837,7 +867,37 @@ fn guarded_forward(
                 }
             }
         }
+        let shared = f.shared.clone();
         let mut r = f.start().await;
+        // custom-http-errors: a listed status is answered by the default backend instead,
+        // told which by ingress-nginx's X-Code and companions (nginx's error_page asks it
+        // for `/` with GET, HEAD staying HEAD).
+        if let Some((e, accept, uri, host, head_request)) = intercept {
+            let code = r.status().as_u16();
+            if e.codes.contains(&code) {
+                drop(r);
+                let method = if head_request { "HEAD" } else { "GET" };
+                let head = format!(
+                    "{method} / HTTP/1.1\r\nhost: {host}\r\nx-code: {code}\r\nx-format: {accept}\r\nx-original-uri: {uri}\r\n{}\r\n",
+                    e.fixed_headers
+                );
+                r = match crate::upstream_http1::forward_body_less(
+                    &shared,
+                    &e.group,
+                    head.as_bytes(),
+                    true,
+                    head_request,
+                )
+                .await
+                {
+                    Ok(resp) => resp,
+                    Err((status, why)) => error_response(
+                        StatusCode::from_u16(status).unwrap_or(StatusCode::BAD_GATEWAY),
+                        why,
+                    ),
+                };
+            }
+        }
         if let Some(c) = sticky_cookie {
             r.headers_mut().append(header::SET_COOKIE, c);
         }
