@@ -1,6 +1,8 @@
 //! Live reconfiguration: 100 changes to Ingress, Service and EndpointSlice manifests while
 //! clients keep sending on keepalive HTTP/1.1 and HTTP/2 connections. Not one request may
-//! fail, and a request in flight to a target that is removed finishes normally.
+//! fail, and a request in flight to a target that is removed finishes normally. Two changes
+//! in three turn ingress-nginx policies on the route (allow-list, a rate limit never
+//! reached, CORS, cookie affinity) or off again, so swaps with them lose nothing either.
 
 mod support;
 
@@ -26,6 +28,10 @@ async fn config_generation(admin: SocketAddr) -> u64 {
     }
 }
 
+/// ingress-nginx policies the clients all pass: they come from 127.0.0.1, stay far under
+/// the limit, and need no cookie.
+const POLICIES: &str = "nginx.ingress.kubernetes.io/whitelist-source-range: 127.0.0.0/8, nginx.ingress.kubernetes.io/limit-rps: '100000', nginx.ingress.kubernetes.io/enable-cors: 'true', nginx.ingress.kubernetes.io/affinity: cookie";
+
 /// The manifests for change number `i`: the target set, the backing Service of `/` and an
 /// extra path all vary; every variant keeps `live.example.com/` answerable.
 fn manifests(i: usize, backends: &[SocketAddr]) -> String {
@@ -44,7 +50,7 @@ fn manifests(i: usize, backends: &[SocketAddr]) -> String {
         "{}---\n{}---\n{}",
         service("pool-a", &subset),
         service("pool-b", &backends[..2]),
-        ingress("live", "", &routes)
+        ingress("live", if i % 3 == 0 { "" } else { POLICIES }, &routes)
     )
 }
 
