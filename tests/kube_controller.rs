@@ -15,7 +15,7 @@ use k8s_openapi::api::events::v1::Event;
 use k8s_openapi::api::networking::v1::{Ingress, IngressLoadBalancerIngress};
 use kube::api::{Api, DeleteParams, Patch, PatchParams};
 use support::kube_apiserver::{apply_yaml, install_deploy_basics, TestApiserver};
-use support::{echo, get, served_by, wait_until, TestProxy};
+use support::{echo, get, served_by, wait_until, TestProxy, H1};
 use tollgate::ingress_status::{CONDITIONS_ANNOTATION, FINALIZER};
 use tollgate::kubernetes_mode::KubeOptions;
 use tollgate::leader_election::LeaseOptions;
@@ -179,6 +179,52 @@ async fn proxy_mode_routes_an_ingress_writes_status_and_follows_a_path_change() 
                 && answers_404(proxy.http, "shop.example", "/api/x").await
         },
     )
+    .await;
+
+    // ingress-nginx basic authentication from a Secret the source reads because an Ingress
+    // names it in auth-secret; a password rotated in the Secret alone applies.
+    let secret = |password: &str| {
+        format!("apiVersion: v1\nkind: Secret\nmetadata: {{name: basic}}\ntype: Opaque\nstringData: {{auth: 'foo:{{PLAIN}}{password}'}}\n")
+    };
+    apply(&admin, &secret("bar"), "basic-auth secret").await;
+    apply(
+        &admin,
+        &support::ingress(
+            "guarded",
+            "nginx.ingress.kubernetes.io/auth-type: basic, nginx.ingress.kubernetes.io/auth-secret: basic",
+            &[("guarded.example", "/", "Prefix", "api")],
+        ),
+        "guarded ingress",
+    )
+    .await;
+    let status = |user_password: Option<&'static str>| {
+        let addr = proxy.http;
+        async move {
+            let Ok(mut c) = H1::connect(addr).await else {
+                return None;
+            };
+            let mut b = http::Request::get("/").header("host", "guarded.example");
+            if let Some(up) = user_password {
+                use base64::Engine;
+                let token = base64::engine::general_purpose::STANDARD.encode(up);
+                b = b.header("authorization", format!("Basic {token}"));
+            }
+            let req = b
+                .body(http_body_util::Full::new(bytes::Bytes::new()))
+                .ok()?;
+            c.request(req).await.ok().map(|r| r.0)
+        }
+    };
+    wait_until(Duration::from_secs(20), "basic auth served", || async {
+        status(None).await == Some(StatusCode::UNAUTHORIZED)
+            && status(Some("foo:bar")).await == Some(StatusCode::OK)
+    })
+    .await;
+    apply(&admin, &secret("new"), "rotated secret").await;
+    wait_until(Duration::from_secs(20), "the rotated password", || async {
+        status(Some("foo:new")).await == Some(StatusCode::OK)
+            && status(Some("foo:bar")).await == Some(StatusCode::UNAUTHORIZED)
+    })
     .await;
 
     // Deleting the Ingress removes its routes (proxy mode puts no finalizer on it).
