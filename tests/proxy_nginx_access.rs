@@ -41,16 +41,6 @@ fn request(host: &str, credentials: Option<(&str, &str)>, extra: &str) -> String
     format!("GET /x HTTP/1.1\r\nHost: {host}\r\n{auth}{extra}Connection: close\r\n\r\n")
 }
 
-fn header_of(resp: &str, name: &str) -> Option<String> {
-    let head = resp.split("\r\n\r\n").next().unwrap_or("");
-    head.lines().skip(1).find_map(|l| {
-        let (n, v) = l.split_once(':')?;
-        n.trim()
-            .eq_ignore_ascii_case(name)
-            .then(|| v.trim().to_string())
-    })
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn basic_auth_as_ingress_nginx_serves_it() {
     let (app, got) = recorder().await;

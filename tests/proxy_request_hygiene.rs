@@ -662,16 +662,6 @@ async fn proxy_read_timeout_bounds_the_wait_for_a_silent_target() {
     p.stop().await;
 }
 
-fn header_of(resp: &str, name: &str) -> Option<String> {
-    let head = resp.split("\r\n\r\n").next().unwrap_or("");
-    head.lines().skip(1).find_map(|l| {
-        let (n, v) = l.split_once(':')?;
-        n.trim()
-            .eq_ignore_ascii_case(name)
-            .then(|| v.trim().to_string())
-    })
-}
-
 /// ingress-nginx's enable-cors, as its e2e tests (test/e2e/annotations/cors.go) pin it: with
 /// no origin list every response says `*` and every OPTIONS is answered 204 by the proxy;
 /// with a list, an allowed origin (exact, or `*.` for subdomains, port included) is echoed

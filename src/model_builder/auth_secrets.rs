@@ -131,12 +131,7 @@ pub(crate) fn basic_auth(
         h.update([0]);
     }
     h.update(r.realm.as_bytes());
-    let fingerprint = h
-        .finalize()
-        .iter()
-        .take(16)
-        .map(|b| format!("{b:02x}"))
-        .collect();
+    let fingerprint = super::tls_secrets::hex16(&h.finalize());
     Ok(Arc::new(BasicAuth {
         realm: r.realm.clone(),
         users,
@@ -204,11 +199,7 @@ pub(crate) fn client_cert(
             format!("{annotation}: Secret {secret_ns}/{name} has no usable ca.crt (PEM certificates); the Ingress is not served without its client-certificate check"),
         ));
     };
-    let fingerprint = Sha256::digest(ca.as_bytes())
-        .iter()
-        .take(16)
-        .map(|b| format!("{b:02x}"))
-        .collect();
+    let fingerprint = super::tls_secrets::hex16(&Sha256::digest(ca.as_bytes()));
     Ok(Arc::new(tollgate_contract::ClientCertAuth {
         ca_pem: ca.into(),
         ca_fingerprint: fingerprint,

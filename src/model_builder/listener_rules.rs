@@ -169,6 +169,34 @@ impl Resolver<'_, '_> {
         }
     }
 
+    /// A forward to `target_groups` with the member's per-route settings (the ingress-nginx
+    /// policies the proxy applies); `backend` is the route's own, for its default backend.
+    fn forward(
+        &mut self,
+        m: &Member,
+        target_groups: Vec<WeightedTargetGroup>,
+        stickiness_seconds: Option<u32>,
+        path: &str,
+        backend: Option<&IngressBackend>,
+    ) -> Forward {
+        let s = &m.settings;
+        Forward {
+            target_groups,
+            stickiness_seconds,
+            rewrite_target: s.rewrite_target.clone(),
+            max_body_bytes: s.max_body_bytes,
+            upstream: s.upstream.clone(),
+            cors: s.cors.clone(),
+            basic_auth: s.basic_auth.clone(),
+            external_auth: s.external_auth.clone(),
+            rate_limit: s.rate_limit.clone(),
+            affinity: affinity_for(m, path),
+            hsts: None,
+            client_cert: s.client_cert.clone(),
+            error_backend: backend.and_then(|b| self.error_backend(m, b)),
+        }
+    }
+
     /// ingress-nginx's per-Ingress default backend for a route forwarding to `backend`:
     /// the Service (its only port) resolved to a target group of the model.
     fn error_backend(
@@ -259,24 +287,13 @@ impl Resolver<'_, '_> {
             return self.annotated_action(m, name, path);
         }
         match self.target_group(m, backend) {
-            Ok(tg) => Action::Forward(Forward {
-                target_groups: vec![WeightedTargetGroup {
+            Ok(tg) => {
+                let groups = vec![WeightedTargetGroup {
                     target_group: tg,
                     weight: 1,
-                }],
-                stickiness_seconds: None,
-                rewrite_target: m.settings.rewrite_target.clone(),
-                max_body_bytes: m.settings.max_body_bytes,
-                upstream: m.settings.upstream.clone(),
-                cors: m.settings.cors.clone(),
-                basic_auth: m.settings.basic_auth.clone(),
-                external_auth: m.settings.external_auth.clone(),
-                rate_limit: m.settings.rate_limit.clone(),
-                affinity: affinity_for(m, path),
-                hsts: None,
-                client_cert: m.settings.client_cert.clone(),
-                error_backend: self.error_backend(m, backend),
-            }),
+                }];
+                Action::Forward(self.forward(m, groups, None, path, Some(backend)))
+            }
             Err(u) => {
                 self.diags.push(ingress_diag(
                     m,
@@ -339,21 +356,7 @@ impl Resolver<'_, '_> {
                     let message = format!("action {name} forwards to no usable Service");
                     return Action::FixedResponse(FixedResponse::service_unavailable(&message));
                 }
-                Action::Forward(Forward {
-                    target_groups: groups,
-                    stickiness_seconds: *stickiness_seconds,
-                    rewrite_target: m.settings.rewrite_target.clone(),
-                    max_body_bytes: m.settings.max_body_bytes,
-                    upstream: m.settings.upstream.clone(),
-                    cors: m.settings.cors.clone(),
-                    basic_auth: m.settings.basic_auth.clone(),
-                    external_auth: m.settings.external_auth.clone(),
-                    rate_limit: m.settings.rate_limit.clone(),
-                    affinity: affinity_for(m, path),
-                    hsts: None,
-                    client_cert: m.settings.client_cert.clone(),
-                    error_backend: None,
-                })
+                Action::Forward(self.forward(m, groups, *stickiness_seconds, path, None))
             }
         }
     }

@@ -88,6 +88,12 @@ impl<'a> SecretIndex<'a> {
     }
 }
 
+/// The first 16 bytes of a digest in hex: the fingerprints the model prints for Secret
+/// material instead of the material.
+pub(crate) fn hex16(digest: &[u8]) -> String {
+    digest.iter().take(16).map(|b| format!("{b:02x}")).collect()
+}
+
 /// Checks a Secret holds a PEM certificate chain and a matching private key.
 pub fn read_tls_secret(secret: &Secret) -> Result<TlsMaterial, String> {
     let data = secret.data.as_ref();
@@ -131,12 +137,7 @@ pub fn read_tls_secret(secret: &Secret) -> Result<TlsMaterial, String> {
     let mut h = Sha256::new();
     h.update(cert_chain_pem.as_bytes());
     h.update(private_key_pem.as_bytes());
-    let fingerprint = h
-        .finalize()
-        .iter()
-        .take(16)
-        .map(|b| format!("{b:02x}"))
-        .collect();
+    let fingerprint = hex16(&h.finalize());
     Ok(TlsMaterial {
         cert_chain_pem: cert_chain_pem.into(),
         private_key_pem: private_key_pem.into(),

@@ -535,3 +535,14 @@ pub async fn raw(addr: SocketAddr, bytes: &[u8]) -> String {
 pub fn status_line(resp: &str) -> &str {
     resp.lines().next().unwrap_or("")
 }
+
+/// The value of header `name` in a raw HTTP/1.1 response, if it has one.
+pub fn header_of(resp: &str, name: &str) -> Option<String> {
+    let head = resp.split("\r\n\r\n").next().unwrap_or("");
+    head.lines().skip(1).find_map(|l| {
+        let (n, v) = l.split_once(':')?;
+        n.trim()
+            .eq_ignore_ascii_case(name)
+            .then(|| v.trim().to_string())
+    })
+}

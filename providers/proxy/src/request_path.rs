@@ -729,12 +729,7 @@ fn guarded_forward(
         let (host, path) = routed;
         let view = crate::affinity::RequestView {
             headers: f.req.headers(),
-            request_uri: f
-                .req
-                .uri()
-                .path_and_query()
-                .map(|p| p.as_str())
-                .unwrap_or("/"),
+            request_uri: request_uri(&f.req),
             path,
             host,
             client: f.conn.client.ip(),
@@ -783,12 +778,7 @@ fn guarded_forward(
                 .and_then(|v| v.to_str().ok())
                 .or_else(|| f.req.uri().authority().map(|a| a.as_str()))
                 .unwrap_or(host),
-            request_uri: f
-                .req
-                .uri()
-                .path_and_query()
-                .map(|p| p.as_str())
-                .unwrap_or("/"),
+            request_uri: request_uri(&f.req),
             uri_path: path,
             client: f.conn.client,
         };
@@ -908,6 +898,14 @@ fn guarded_forward(
         }
         with_cors(r)
     }))
+}
+
+/// `$request_uri`: path and query as the client sent them.
+fn request_uri<B>(req: &Request<B>) -> &str {
+    req.uri()
+        .path_and_query()
+        .map(|p| p.as_str())
+        .unwrap_or("/")
 }
 
 /// nginx's answer to missing or wrong basic-auth credentials.
