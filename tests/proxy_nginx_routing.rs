@@ -520,3 +520,56 @@ async fn custom_http_errors_go_to_the_default_backend() {
     );
     p.stop().await;
 }
+
+/// ingress-nginx's `proxy-next-upstream`: with `http_503` a target's 503 sends the request
+/// on to another target; without it (or with a single try) the 503 is the answer.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn next_upstream_moves_past_listed_statuses() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let failing = tcp_target(|mut s| async move {
+        let mut buf = [0u8; 4096];
+        let _ = s.read(&mut buf).await;
+        let _ = s
+            .write_all(b"HTTP/1.1 503 Service Unavailable\r\ncontent-length: 4\r\nconnection: close\r\n\r\ndown")
+            .await;
+    })
+    .await;
+    let healthy = echo("healthy").await;
+    let n = "nginx.ingress.kubernetes.io";
+    let m = [
+        service("pair", &[failing, healthy]),
+        ingress(
+            "retry",
+            &format!("{n}/proxy-next-upstream: 'error timeout http_503'"),
+            &[("retry.example.com", "/", "Prefix", "pair")],
+        ),
+        ingress(
+            "once",
+            &format!("{n}/proxy-next-upstream: 'error timeout http_503', {n}/proxy-next-upstream-tries: '1'"),
+            &[("once.example.com", "/", "Prefix", "pair")],
+        ),
+        ingress("plain", "", &[("plain.example.com", "/", "Prefix", "pair")]),
+    ]
+    .join("---\n");
+    let p = TestProxy::start(&m).await;
+    for _ in 0..20 {
+        assert_eq!(
+            answered(&p, "retry.example.com", &[]).await,
+            (StatusCode::OK, "healthy".into())
+        );
+    }
+    let mut unavailable = (0, 0);
+    for _ in 0..40 {
+        if answered(&p, "once.example.com", &[]).await.0 == StatusCode::SERVICE_UNAVAILABLE {
+            unavailable.0 += 1;
+        }
+        if answered(&p, "plain.example.com", &[]).await.0 == StatusCode::SERVICE_UNAVAILABLE {
+            unavailable.1 += 1;
+        }
+    }
+    assert!(
+        unavailable.0 > 0 && unavailable.1 > 0,
+        "{unavailable:?}: without retries the 503 is the answer"
+    );
+    p.stop().await;
+}

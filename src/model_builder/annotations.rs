@@ -592,6 +592,43 @@ pub fn apply_ingress_nginx_defaults(
     }
 }
 
+/// ingress-nginx's `proxy-next-upstream` (nginx's conditions, default `error timeout`),
+/// `proxy-next-upstream-tries` (default 3; 0: no limit) and `-timeout` (seconds; 0: none).
+fn read_next_upstream(r: &mut Reader<'_>) -> Option<tollgate_contract::NextUpstream> {
+    const CONDITIONS: &[&str] = &[
+        "error",
+        "timeout",
+        "invalid_header",
+        "http_500",
+        "http_502",
+        "http_503",
+        "http_504",
+        "http_403",
+        "http_404",
+        "http_429",
+        "non_idempotent",
+        "off",
+    ];
+    let conditions = r.parse(&format!("{NGINX}proxy-next-upstream"), |v| {
+        let list: Vec<String> = v.split_whitespace().map(String::from).collect();
+        match list.iter().find(|c| !CONDITIONS.contains(&c.as_str())) {
+            Some(bad) => Err(format!("{bad:?} is not one of {}", CONDITIONS.join(", "))),
+            None if list.is_empty() => Err("expected conditions such as error timeout".into()),
+            None => Ok(list),
+        }
+    });
+    let tries = r.u32_in(&format!("{NGINX}proxy-next-upstream-tries"), 0, 1000);
+    let timeout = r.u32_in(&format!("{NGINX}proxy-next-upstream-timeout"), 0, 86_400);
+    if conditions.is_none() && tries.is_none() && timeout.is_none() {
+        return None;
+    }
+    Some(tollgate_contract::NextUpstream {
+        conditions: conditions.unwrap_or_else(|| vec!["error".into(), "timeout".into()]),
+        tries: tries.unwrap_or(3),
+        timeout_seconds: timeout.unwrap_or(0),
+    })
+}
+
 /// How a canary Ingress takes requests from the Ingress it is the canary of, with
 /// ingress-nginx's precedence: header, then cookie, then weight.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -1299,6 +1336,7 @@ pub fn ingress_settings(
         forwarded_prefix: r.parse(&format!("{NGINX}x-forwarded-prefix"), header_text),
         connect_timeout_seconds: r.u32_in(&format!("{NGINX}proxy-connect-timeout"), 1, 86_400),
         read_timeout_seconds: r.u32_in(&format!("{NGINX}proxy-read-timeout"), 1, 86_400),
+        next_upstream: read_next_upstream(&mut r),
     };
     // ingress-nginx's redirect parser (internal/ingress/annotations/redirect) looks at the
     // temporal redirect first; each code falls back to 302/301.

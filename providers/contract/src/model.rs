@@ -711,6 +711,21 @@ pub struct UpstreamOptions {
     /// `proxy-read-timeout`, seconds: how long the target may take to answer.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub read_timeout_seconds: Option<u32>,
+    /// `proxy-next-upstream` and its `-tries`/`-timeout`: when a request goes on to another
+    /// target.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next_upstream: Option<NextUpstream>,
+}
+
+/// ingress-nginx's `proxy-next-upstream`: the conditions (`error`, `timeout`, `http_500`...,
+/// `non_idempotent`, `off`), at most `tries` targets (0: every one) within `timeout_seconds`
+/// (0: no limit).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct NextUpstream {
+    pub conditions: Vec<String>,
+    pub tries: u32,
+    pub timeout_seconds: u32,
 }
 
 impl UpstreamOptions {

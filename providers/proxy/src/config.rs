@@ -204,6 +204,18 @@ impl CompiledCors {
     }
 }
 
+/// ingress-nginx's `proxy-next-upstream`, ready to apply.
+#[derive(Debug)]
+pub struct NextUpstream {
+    pub off: bool,
+    pub error: bool,
+    pub timeout: bool,
+    pub non_idempotent: bool,
+    pub statuses: Vec<u16>,
+    pub tries: usize,
+    pub timeout_limit: Option<std::time::Duration>,
+}
+
 /// ingress-nginx's per-route upstream settings, ready to apply.
 #[derive(Debug, Default)]
 pub struct CompiledUpstream {
@@ -214,6 +226,8 @@ pub struct CompiledUpstream {
     pub connect_timeout: Option<std::time::Duration>,
     /// How long the target may take to send its response headers.
     pub read_timeout: Option<std::time::Duration>,
+    /// `proxy-next-upstream`; `None`: the default (another target after a connect failure).
+    pub next: Option<Arc<NextUpstream>>,
 }
 
 impl CompiledUpstream {
@@ -231,6 +245,27 @@ impl CompiledUpstream {
             forwarded_prefix: header(&o.forwarded_prefix),
             connect_timeout: secs(o.connect_timeout_seconds),
             read_timeout: secs(o.read_timeout_seconds),
+            next: o.next_upstream.as_ref().map(|n| {
+                let has = |c: &str| n.conditions.iter().any(|x| x == c);
+                Arc::new(NextUpstream {
+                    off: has("off"),
+                    error: has("error") || has("invalid_header"),
+                    timeout: has("timeout"),
+                    non_idempotent: has("non_idempotent"),
+                    statuses: n
+                        .conditions
+                        .iter()
+                        .filter_map(|c| c.strip_prefix("http_")?.parse().ok())
+                        .collect(),
+                    tries: if n.tries == 0 {
+                        usize::MAX
+                    } else {
+                        n.tries as usize
+                    },
+                    timeout_limit: (n.timeout_seconds > 0)
+                        .then(|| std::time::Duration::from_secs(u64::from(n.timeout_seconds))),
+                })
+            }),
         }))
     }
 }

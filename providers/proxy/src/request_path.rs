@@ -1073,11 +1073,13 @@ fn unusual_target<B>(req: &Request<B>) -> Option<Response<ProxyBody>> {
 const ALLOWED_METHODS: HeaderValue =
     HeaderValue::from_static("GET, HEAD, POST, PUT, DELETE, PATCH, OPTIONS");
 
-/// How long a forwarded request may wait: the proxy's settings, or the route's own.
-#[derive(Debug, Clone, Copy)]
+/// How long a forwarded request may wait: the proxy's settings, or the route's own; and
+/// when it goes on to another target.
+#[derive(Debug, Clone)]
 struct Timeouts {
     connect: Duration,
     response_header: Duration,
+    next: Option<Arc<crate::config::NextUpstream>>,
 }
 
 /// Why one attempt at a target failed.
@@ -1219,6 +1221,7 @@ fn forward(
     let mut timeouts = Timeouts {
         connect: shared.settings.connect_timeout,
         response_header: shared.settings.response_header_timeout,
+        next: None,
     };
     if let Some(u) = upstream {
         // ingress-nginx's upstream-vhost sets only `Host`; X-Forwarded-Host keeps the
@@ -1233,6 +1236,7 @@ fn forward(
         }
         timeouts.connect = u.connect_timeout.unwrap_or(timeouts.connect);
         timeouts.response_header = u.read_timeout.unwrap_or(timeouts.response_header);
+        timeouts.next = u.next.clone();
     }
     let mut target = Vec::new();
     append_client_origin_form(&mut target, &parts.uri, path);
@@ -1321,13 +1325,28 @@ async fn forward_with_hyper_client(
 ) -> Response<ProxyBody> {
     let mut body = Some(body);
     let mut tried: Vec<SocketAddr> = Vec::new();
+    // ingress-nginx's proxy-next-upstream (default: another target after a connect
+    // failure, up to three): only a request without a body can be sent again, and a
+    // non-idempotent one only with `non_idempotent`.
+    let next = timeouts.next.as_deref();
+    let max = next.map_or(3, |n| if n.off { 1 } else { n.tries });
     let attempts = if replayable {
-        group.targets.len().clamp(1, 3)
+        group.targets.len().clamp(1, max.max(1))
     } else {
         1
     };
+    let may_repeat = parts.method.is_idempotent() || next.is_some_and(|n| n.non_idempotent);
+    let deadline = next
+        .and_then(|n| n.timeout_limit)
+        .map(|t| Instant::now() + t);
+    let go_on = |attempt: usize, when: fn(&crate::config::NextUpstream) -> bool| {
+        attempt + 1 < attempts
+            && may_repeat
+            && deadline.is_none_or(|d| Instant::now() < d)
+            && next.is_some_and(when)
+    };
 
-    for _ in 0..attempts {
+    for attempt in 0..attempts {
         let Some(target) = group.pick(&tried) else {
             break;
         };
@@ -1362,6 +1381,7 @@ async fn forward_with_hyper_client(
             };
             let r = tokio::time::timeout(timeouts.response_header, sent).await;
             match r {
+                Err(_) if go_on(attempt, |n| n.timeout) => continue,
                 Err(_) => {
                     return error_response(
                         StatusCode::GATEWAY_TIMEOUT,
@@ -1387,6 +1407,7 @@ async fn forward_with_hyper_client(
             )
             .await;
             match r {
+                Err(_) if go_on(attempt, |n| n.timeout) => continue,
                 Err(_) => {
                     return error_response(
                         StatusCode::GATEWAY_TIMEOUT,
@@ -1410,7 +1431,17 @@ async fn forward_with_hyper_client(
                     _ => {}
                 }
                 tracing::debug!(target = %target.addr, error = %e, "upstream request failed");
+                if go_on(attempt, |n| n.error) {
+                    continue;
+                }
                 return error_response(StatusCode::BAD_GATEWAY, "upstream connection failed");
+            }
+            Ok((resp, _))
+                if next.is_some_and(|n| n.statuses.contains(&resp.status().as_u16()))
+                    && go_on(attempt, |_| true) =>
+            {
+                tracing::debug!(target = %target.addr, status = %resp.status(), "trying another target (proxy-next-upstream)");
+                continue;
             }
             Ok((mut resp, sender)) => {
                 target.record_success();
