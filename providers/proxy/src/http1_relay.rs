@@ -302,6 +302,7 @@ pub(crate) fn plan_request(buf: &[u8], ctx: &RelayContext, head: &mut Vec<u8>) -
     // Upgrades and `Expect` are hyper's.
     let mut hyper_only = false;
     let mut connection = ConnectionTokens::default();
+    let trust_forwarded = ctx.shared.settings.real_ip_from.is_some();
     for h in req.headers.iter() {
         let name = h.name.as_bytes();
         if eq(name, "host") {
@@ -316,7 +317,7 @@ pub(crate) fn plan_request(buf: &[u8], ctx: &RelayContext, head: &mut Vec<u8>) -
             hyper_only = true;
         } else if eq(name, "connection") {
             connection.add(h.value);
-        } else if eq(name, "x-forwarded-for") && ctx.shared.settings.real_ip_from.is_some() {
+        } else if trust_forwarded && eq(name, "x-forwarded-for") {
             // The client may be another address: the general path works it out.
             hyper_only = true;
         }
