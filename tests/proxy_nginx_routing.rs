@@ -320,7 +320,11 @@ fn tls_ingress(name: &str, annotations: &str, host: &str, svc: &str) -> String {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ingress_nginx_defaults_when_switched_on() {
     let app = echo("app").await;
-    let (cert, key, _) = self_signed(&["secure.example.com", "optout.example.com"]);
+    let (cert, key, _) = self_signed(&[
+        "secure.example.com",
+        "optout.example.com",
+        "keep.example.com",
+    ]);
     let m = [
         service("app", &[app]),
         tls_secret("secure-tls", &cert, &key),
@@ -333,9 +337,35 @@ async fn ingress_nginx_defaults_when_switched_on() {
             "app",
         ),
         ingress("plain", "", &[("plain.example.com", "/", "Prefix", "app")]),
+        tls_secret("keep-tls", &cert, &key),
+        tls_ingress(
+            "keep",
+            "nginx.ingress.kubernetes.io/preserve-trailing-slash: 'true'",
+            "keep.example.com",
+            "app",
+        ),
     ]
     .join("---\n");
     let p = TestProxy::start_with(&m, |o| o.build.ingress_nginx_defaults = true).await;
+    // ingress-nginx's redirect drops one `/` ending the URI, unless preserve-trailing-slash.
+    let location = |host: &str, path: &str| {
+        let http = p.http;
+        let req = format!("GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n");
+        async move { header_of(&raw(http, req.as_bytes()).await, "location") }
+    };
+    let https = p.https.port();
+    assert_eq!(
+        location("secure.example.com", "/dir/").await,
+        Some(format!("https://secure.example.com:{https}/dir"))
+    );
+    assert_eq!(
+        location("secure.example.com", "/").await,
+        Some(format!("https://secure.example.com:{https}"))
+    );
+    assert_eq!(
+        location("keep.example.com", "/dir/").await,
+        Some(format!("https://keep.example.com:{https}/dir/"))
+    );
     let r = raw(
         p.http,
         b"GET /x?y=1 HTTP/1.1\r\nHost: secure.example.com\r\nConnection: close\r\n\r\n",

@@ -229,6 +229,7 @@ pub fn parse_action(v: &str) -> Result<AnnotatedAction, String> {
                 path: unless_placeholder(r.path, "/#{path}"),
                 query: unless_placeholder(r.query, "#{query}"),
                 status_code,
+                strip_trailing_slash: false,
             }))
         }
         "forward" => {
@@ -493,7 +494,8 @@ mod tests {
                 port: Some(443),
                 path: None,
                 query: None,
-                status_code: 301
+                status_code: 301,
+                strip_trailing_slash: false,
             })
         );
         let forward = parse_action(r#"{"type":"forward","forwardConfig":{"targetGroups":[{"serviceName":"blue","servicePort":"80","weight":20},{"serviceName":"green","servicePort":"http","weight":80}],"targetGroupStickinessConfig":{"enabled":true,"durationSeconds":200}}}"#).unwrap();

@@ -393,7 +393,7 @@ pub static REGISTRY: &[Spec] = &[
     nginx("temporal-redirect-code", Other, H, "the temporary redirect's code").aws(H),
     nginx("app-root", Other, H, "redirecting / to the application root").aws(H),
     nginx("force-ssl-redirect", Other, H, "redirecting HTTP to HTTPS").aws(H),
-    nginx("preserve-trailing-slash", Other, X, "keeping the trailing slash in redirects"),
+    nginx("preserve-trailing-slash", Other, H, "keeping the trailing slash in redirects"),
     nginx("rewrite-target", Other, H, "rewriting the upstream path"),
     nginx("ssl-redirect", Other, H, "redirecting HTTP to HTTPS").aws(H),
     nginx("use-regex", Other, H, "regular-expression paths").inert(&["false"]),

@@ -40,6 +40,10 @@ pub struct IngressSettings {
     pub listen_ports: Option<Vec<(ListenerProtocol, u16)>>,
     /// Redirect plain HTTP to HTTPS on this port.
     pub ssl_redirect_port: Option<u16>,
+    /// The redirect is ingress-nginx's (its annotations or its defaults), not ALB's.
+    pub ssl_redirect_nginx: bool,
+    /// ingress-nginx `preserve-trailing-slash`.
+    pub preserve_trailing_slash: bool,
     pub certificate_arns: Vec<String>,
     pub ssl_policy: Option<String>,
     pub scheme: Option<Scheme>,
@@ -193,6 +197,7 @@ pub fn parse_redirect_url(v: &str) -> Result<Redirect, String> {
         path: Some(uri.path().to_string()),
         query: Some(uri.query().unwrap_or("").to_string()),
         status_code: 0,
+        strip_trailing_slash: false,
     })
 }
 
@@ -583,6 +588,7 @@ pub fn apply_ingress_nginx_defaults(
         || set(&format!("{ALB}ssl-redirect"));
     if has_tls && !redirect_set && settings.ssl_redirect_port.is_none() {
         settings.ssl_redirect_port = Some(443);
+        settings.ssl_redirect_nginx = true;
     }
     if has_tls {
         settings.hsts = Some("max-age=31536000; includeSubDomains".into());
@@ -1196,7 +1202,11 @@ pub fn ingress_settings(
     let nginx_redirect = r.bool(&format!("{NGINX}ssl-redirect")).unwrap_or(false)
         || r.bool(&format!("{NGINX}force-ssl-redirect"))
             .unwrap_or(false);
+    let ssl_redirect_nginx = alb_redirect.is_none() && nginx_redirect;
     let ssl_redirect_port = alb_redirect.or(nginx_redirect.then_some(443));
+    let preserve_trailing_slash = r
+        .bool(&format!("{NGINX}preserve-trailing-slash"))
+        .unwrap_or(false);
 
     let certificate_arns = r
         .parse(&format!("{ALB}certificate-arn"), |v| {
@@ -1445,6 +1455,8 @@ pub fn ingress_settings(
             group_order,
             listen_ports,
             ssl_redirect_port,
+            ssl_redirect_nginx,
+            preserve_trailing_slash,
             certificate_arns,
             ssl_policy,
             scheme,

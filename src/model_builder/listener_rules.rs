@@ -388,6 +388,10 @@ pub(crate) fn on_listener(m: &Member, protocol: ListenerProtocol, action: &Actio
             path: None,
             query: None,
             status_code: 308,
+            // ingress-nginx's redirect drops a `/` ending the URI unless
+            // preserve-trailing-slash (rootfs/etc/nginx/lua/lua_ingress.lua); ALB's keeps it.
+            strip_trailing_slash: m.settings.ssl_redirect_nginx
+                && !m.settings.preserve_trailing_slash,
         }),
         // ingress-nginx sets HSTS on its HTTPS responses of TLS hosts (under its defaults).
         (ListenerProtocol::Https, _) => match (action, &m.settings.hsts) {
@@ -482,6 +486,7 @@ fn claim_routes(
             path: Some(root.clone()),
             query: Some(String::new()),
             status_code: 302,
+            strip_trailing_slash: false,
         });
         let key = conflict_key(&r.host, &path, &Conditions::default());
         return Some((
@@ -809,6 +814,7 @@ fn from_to_www(
                 path: None,
                 query: None,
                 status_code: 308,
+                strip_trailing_slash: false,
             }),
         };
         let kept = entries

@@ -758,6 +758,10 @@ pub struct Redirect {
     pub query: Option<String>,
     /// 301, 302, 307 or 308.
     pub status_code: u16,
+    /// Drop one `/` ending the request's path and query (ingress-nginx's HTTPS redirect
+    /// without `preserve-trailing-slash`); honoured by the proxy only.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub strip_trailing_slash: bool,
 }
 
 /// A response the load balancer produces itself.

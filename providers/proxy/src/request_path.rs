@@ -957,6 +957,10 @@ fn redirect(
         loc.push('?');
         loc.push_str(q);
     }
+    // ingress-nginx drops one `/` ending the whole request URI (preserve-trailing-slash off).
+    if r.strip_trailing_slash && loc.ends_with('/') {
+        loc.pop();
+    }
     let status = StatusCode::from_u16(r.status_code).unwrap_or(StatusCode::PERMANENT_REDIRECT);
     let mut resp = local_response(status, "text/plain; charset=utf-8", "");
     if let Ok(v) = HeaderValue::from_str(&loc) {
