@@ -175,6 +175,8 @@ type Annotations = BTreeMap<String, String>;
 struct Reader<'a> {
     annotations: &'a Annotations,
     errors: Vec<AnnotationError>,
+    /// Annotations set but doing nothing, and why (`IngressSettings::unused`).
+    unused: Vec<(String, String)>,
 }
 
 // Every annotation name the readers asked for, so a test can hold them to the registry.
@@ -228,10 +230,7 @@ pub struct ClientCertRef {
 /// `optional_no_ca` or `off`; `auth-tls-verify-depth` (default 1); `auth-tls-error-page` a
 /// URL or path; `auth-tls-match-cn` `CN=` and a regular expression matched against the
 /// subject DN; `auth-tls-pass-certificate-to-upstream`.
-fn read_client_cert(
-    r: &mut Reader<'_>,
-    unused: &mut Vec<(String, String)>,
-) -> Option<ClientCertRef> {
+fn read_client_cert(r: &mut Reader<'_>) -> Option<ClientCertRef> {
     let secret = r.parse(&format!("{NGINX}auth-tls-secret"), |v| {
         let ok = |s: &str| {
             !s.is_empty()
@@ -268,21 +267,16 @@ fn read_client_cert(
     });
     let pass = r.bool(&format!("{NGINX}auth-tls-pass-certificate-to-upstream"));
     let Some((namespace, name)) = secret else {
-        for n in [
-            "auth-tls-verify-client",
-            "auth-tls-verify-depth",
-            "auth-tls-error-page",
-            "auth-tls-match-cn",
-            "auth-tls-pass-certificate-to-upstream",
-        ] {
-            let name = format!("{NGINX}{n}");
-            if r.raw(&name).is_some() && !r.errors.iter().any(|e| e.name.contains("auth-tls")) {
-                unused.push((
-                    name,
-                    "does nothing without nginx.ingress.kubernetes.io/auth-tls-secret".into(),
-                ));
-            }
-        }
+        r.inert(
+            &[
+                "auth-tls-verify-client",
+                "auth-tls-verify-depth",
+                "auth-tls-error-page",
+                "auth-tls-match-cn",
+                "auth-tls-pass-certificate-to-upstream",
+            ],
+            "does nothing without nginx.ingress.kubernetes.io/auth-tls-secret",
+        );
         return None;
     };
     Some(ClientCertRef {
@@ -386,10 +380,7 @@ fn read_basic_auth(r: &mut Reader<'_>) -> Option<BasicAuthRef> {
 /// names; `auth-request-redirect`; `auth-always-set-cookie`. ingress-nginx only logs a bad
 /// sign-in URL and drops it; here every bad value keeps the Ingress from being served, as a
 /// sign-in flow that silently became a bare 401 is not what its author meant.
-fn read_external_auth(
-    r: &mut Reader<'_>,
-    unused: &mut Vec<(String, String)>,
-) -> Option<tollgate_contract::ExternalAuth> {
+fn read_external_auth(r: &mut Reader<'_>) -> Option<tollgate_contract::ExternalAuth> {
     use tollgate_proxy::external_auth::check_url;
     let url = r.parse(&format!("{NGINX}auth-url"), |v| {
         check_url(v).map(|()| v.to_string())
@@ -435,26 +426,17 @@ fn read_external_auth(
     let request_redirect = r.parse(&format!("{NGINX}auth-request-redirect"), header_text);
     let always = r.bool(&format!("{NGINX}auth-always-set-cookie"));
     let Some(url) = url else {
-        let set: Vec<String> = [
-            "auth-method",
-            "auth-signin",
-            "auth-signin-redirect-param",
-            "auth-response-headers",
-            "auth-request-redirect",
-            "auth-always-set-cookie",
-        ]
-        .iter()
-        .map(|n| format!("{NGINX}{n}"))
-        .filter(|n| r.raw(n).is_some())
-        .collect();
-        if !r.errors.iter().any(|e| e.name.ends_with("auth-url")) {
-            for n in set {
-                unused.push((
-                    n,
-                    "does nothing without nginx.ingress.kubernetes.io/auth-url".into(),
-                ));
-            }
-        }
+        r.inert(
+            &[
+                "auth-method",
+                "auth-signin",
+                "auth-signin-redirect-param",
+                "auth-response-headers",
+                "auth-request-redirect",
+                "auth-always-set-cookie",
+            ],
+            "does nothing without nginx.ingress.kubernetes.io/auth-url",
+        );
         return None;
     };
     Some(tollgate_contract::ExternalAuth {
@@ -471,10 +453,7 @@ fn read_external_auth(
 /// ingress-nginx's session affinity (internal/ingress/annotations/sessionaffinity) and
 /// consistent hashing (upstreamhashby): cookie affinity wins over hashing, as its balancer
 /// does. An empty cookie path is filled in with each route's path.
-fn read_affinity(
-    r: &mut Reader<'_>,
-    unused: &mut Vec<(String, String)>,
-) -> Option<tollgate_contract::Affinity> {
+fn read_affinity(r: &mut Reader<'_>) -> Option<tollgate_contract::Affinity> {
     let kind = r.parse(&format!("{NGINX}affinity"), |v| match v {
         "cookie" => Ok(()),
         _ => Err("expected cookie".into()),
@@ -528,7 +507,7 @@ fn read_affinity(
     });
     if kind.is_some() {
         if hash.is_some() {
-            unused.push((
+            r.unused.push((
                 hash_name,
                 "does nothing with affinity: cookie, which takes precedence (as in ingress-nginx)"
                     .into(),
@@ -548,26 +527,21 @@ fn read_affinity(
             },
         ));
     }
-    for n in [
-        "affinity-mode",
-        "session-cookie-name",
-        "session-cookie-path",
-        "session-cookie-expires",
-        "session-cookie-max-age",
-        "session-cookie-domain",
-        "session-cookie-secure",
-        "session-cookie-samesite",
-        "session-cookie-conditional-samesite-none",
-        "session-cookie-change-on-failure",
-    ] {
-        let name = format!("{NGINX}{n}");
-        if r.raw(&name).is_some() && !r.errors.iter().any(|e| e.name == name) {
-            unused.push((
-                name,
-                "does nothing without nginx.ingress.kubernetes.io/affinity: cookie".into(),
-            ));
-        }
-    }
+    r.inert(
+        &[
+            "affinity-mode",
+            "session-cookie-name",
+            "session-cookie-path",
+            "session-cookie-expires",
+            "session-cookie-max-age",
+            "session-cookie-domain",
+            "session-cookie-secure",
+            "session-cookie-samesite",
+            "session-cookie-conditional-samesite-none",
+            "session-cookie-change-on-failure",
+        ],
+        "does nothing without nginx.ingress.kubernetes.io/affinity: cookie",
+    );
     hash.map(|key| tollgate_contract::Affinity::Hash { key })
 }
 
@@ -717,10 +691,7 @@ fn read_canary(r: &mut Reader<'_>) -> Option<CanarySpec> {
 /// ingress-nginx's rate limits (internal/ingress/annotations/ratelimit): on when any of
 /// `limit-rps`, `limit-rpm`, `limit-connections` is above 0; the burst multiplier defaults
 /// to 5; `limit-allowlist` (or its old name `limit-whitelist`) a CIDR list.
-fn read_rate_limit(
-    r: &mut Reader<'_>,
-    unused: &mut Vec<(String, String)>,
-) -> Option<tollgate_contract::RateLimit> {
+fn read_rate_limit(r: &mut Reader<'_>) -> Option<tollgate_contract::RateLimit> {
     let positive = |v: &str| match v.parse::<u32>() {
         Ok(n) => Ok(n),
         Err(_) => Err("expected a whole number".to_string()),
@@ -744,19 +715,14 @@ fn read_rate_limit(
         .parse(&format!("{NGINX}limit-allowlist"), parse_source_ranges)
         .or_else(|| r.parse(&format!("{NGINX}limit-whitelist"), parse_source_ranges));
     if rps.is_none() && rpm.is_none() && connections.is_none() {
-        for n in [
-            "limit-burst-multiplier",
-            "limit-allowlist",
-            "limit-whitelist",
-        ] {
-            let name = format!("{NGINX}{n}");
-            if r.raw(&name).is_some() && !r.errors.iter().any(|e| e.name == name) {
-                unused.push((
-                    name,
-                    "does nothing without limit-rps, limit-rpm or limit-connections".into(),
-                ));
-            }
-        }
+        r.inert(
+            &[
+                "limit-burst-multiplier",
+                "limit-allowlist",
+                "limit-whitelist",
+            ],
+            "does nothing without limit-rps, limit-rpm or limit-connections",
+        );
         return None;
     }
     Some(tollgate_contract::RateLimit {
@@ -931,6 +897,17 @@ impl<'a> Reader<'a> {
             .map(|v| (v.as_str(), name.to_string()))
     }
 
+    /// Names each of ingress-nginx's `names` that is set as doing nothing, because of `why`.
+    /// (An Ingress with any error is refused, and then these are not reported.)
+    fn inert(&mut self, names: &[&str], why: &str) {
+        for n in names {
+            let name = format!("{NGINX}{n}");
+            if self.raw(&name).is_some() {
+                self.unused.push((name, why.to_string()));
+            }
+        }
+    }
+
     fn fail(&mut self, name: &str, value: &str, problem: impl Into<String>) {
         self.errors.push(AnnotationError {
             name: name.to_string(),
@@ -1083,6 +1060,7 @@ pub fn backend_settings(annotations: &Annotations) -> (BackendSettings, Vec<Anno
     let mut r = Reader {
         annotations,
         errors: Vec::new(),
+        unused: Vec::new(),
     };
     let s = read_backend(&mut r);
     (s, r.errors)
@@ -1183,6 +1161,7 @@ pub fn ingress_settings(
     let mut r = Reader {
         annotations,
         errors: Vec::new(),
+        unused: Vec::new(),
     };
     let group_name = r.parse(&format!("{ALB}group.name"), parse_group_name);
     let group_order = r
@@ -1265,12 +1244,11 @@ pub fn ingress_settings(
         .filter(|n| *n > 0);
     let cors = read_cors(&mut r).map(std::sync::Arc::new);
     let basic_auth_ref = read_basic_auth(&mut r);
-    let mut unused = Vec::new();
-    let external_auth = read_external_auth(&mut r, &mut unused).map(std::sync::Arc::new);
-    let rate_limit = read_rate_limit(&mut r, &mut unused);
+    let external_auth = read_external_auth(&mut r).map(std::sync::Arc::new);
+    let rate_limit = read_rate_limit(&mut r);
     let canary = read_canary(&mut r).map(std::sync::Arc::new);
-    let affinity = read_affinity(&mut r, &mut unused);
-    let client_cert_ref = read_client_cert(&mut r, &mut unused);
+    let affinity = read_affinity(&mut r);
+    let client_cert_ref = read_client_cert(&mut r);
     let default_backend_service = r.parse(&format!("{NGINX}default-backend"), |v| {
         if !v.is_empty()
             && v.len() <= 63
@@ -1296,7 +1274,7 @@ pub fn ingress_settings(
         })
         .unwrap_or_default();
     if !custom_http_errors.is_empty() && default_backend_service.is_none() {
-        unused.push((errors_name, "does nothing without nginx.ingress.kubernetes.io/default-backend (Tollgate has no global default backend)".into()));
+        r.unused.push((errors_name, "does nothing without nginx.ingress.kubernetes.io/default-backend (Tollgate has no global default backend)".into()));
     }
     let server_aliases = r
         .parse(&format!("{NGINX}server-alias"), |v| {
@@ -1317,22 +1295,17 @@ pub fn ingress_settings(
         })
         .unwrap_or_default();
     if cors.is_none() {
-        for n in [
-            "cors-allow-origin",
-            "cors-allow-methods",
-            "cors-allow-headers",
-            "cors-expose-headers",
-            "cors-allow-credentials",
-            "cors-max-age",
-        ] {
-            let name = format!("{NGINX}{n}");
-            if r.raw(&name).is_some() {
-                unused.push((
-                    name,
-                    "does nothing without nginx.ingress.kubernetes.io/enable-cors: \"true\"".into(),
-                ));
-            }
-        }
+        r.inert(
+            &[
+                "cors-allow-origin",
+                "cors-allow-methods",
+                "cors-allow-headers",
+                "cors-expose-headers",
+                "cors-allow-credentials",
+                "cors-max-age",
+            ],
+            "does nothing without nginx.ingress.kubernetes.io/enable-cors: \"true\"",
+        );
     }
     let from_to_www = r
         .bool(&format!("{NGINX}from-to-www-redirect"))
@@ -1443,7 +1416,7 @@ pub fn ingress_settings(
         (use_regex || rewrite_target.is_some(), &affinity)
     {
         if c.path.is_empty() {
-            unused.push((
+            r.unused.push((
                 format!("{NGINX}affinity"),
                 "with use-regex, the cookie's path is the path's regular expression, as ingress-nginx warns; set session-cookie-path".into(),
             ));
@@ -1486,7 +1459,7 @@ pub fn ingress_settings(
             client_cert: None,
             default_backend_service,
             custom_http_errors,
-            unused,
+            unused: r.unused,
             from_to_www,
             app_root,
             redirect,

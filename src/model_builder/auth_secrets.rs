@@ -39,23 +39,13 @@ pub(crate) fn basic_auth(
             message,
         )
     };
-    // ingress-nginx refuses Secrets of other namespaces unless the operator allows it
-    // (`allow-cross-namespace-resources`, off by default since controller 1.12): one
-    // namespace's Ingress must not read another's credentials.
-    if secret_ns != ns {
-        return Err(diag(
-            Severity::Error,
-            Reason::AnnotationRefused,
-            format!("{annotation}: Secret {secret_ns}/{secret_name} is in another namespace; an Ingress may only use its own namespace's Secrets, so it is not served without its authentication"),
-        ));
-    }
-    let Some(secret) = secret else {
-        return Err(diag(
-            Severity::Error,
-            Reason::SecretNotFound,
-            format!("{annotation}: Secret {secret_ns}/{secret_name} not found; the Ingress is not served without its authentication"),
-        ));
-    };
+    let secret = own_secret(
+        annotation,
+        ingress,
+        (secret_ns, secret_name),
+        secret,
+        "authentication",
+    )?;
     let text = |v: &[u8]| String::from_utf8_lossy(v).into_owned();
     let entries: Vec<(String, String)> = if r.map {
         // auth-map: every key a user, its value the hash.
@@ -76,18 +66,7 @@ pub(crate) fn basic_auth(
         e.dedup_by(|a, b| a.0 == b.0);
         e
     } else {
-        let file = secret
-            .data
-            .as_ref()
-            .and_then(|d| d.get("auth"))
-            .map(|b| text(&b.0))
-            .or_else(|| {
-                secret
-                    .string_data
-                    .as_ref()
-                    .and_then(|d| d.get("auth"))
-                    .cloned()
-            });
+        let file = super::tls_secrets::secret_bytes(secret, "auth").map(|b| text(&b));
         let Some(file) = file else {
             return Err(diag(
                 Severity::Error,
@@ -150,51 +129,27 @@ pub(crate) fn client_cert(
     secret: Option<&Secret>,
 ) -> Result<Arc<tollgate_contract::ClientCertAuth>, Diagnostic> {
     use rustls::pki_types::pem::PemObject;
-    let (ns, ing_name) = ingress;
+    let ns = ingress.0;
     let secret_ns = r.namespace.as_deref().unwrap_or(ns);
     let annotation = "nginx.ingress.kubernetes.io/auth-tls-secret";
-    let diag = |reason, message: String| {
-        Diagnostic::new(
-            Severity::Error,
-            ObjectKind::Ingress,
-            ns.to_string(),
-            ing_name.to_string(),
-            reason,
-            message,
-        )
-    };
     let name = &r.name;
-    if secret_ns != ns {
-        return Err(diag(
-            Reason::AnnotationRefused,
-            format!("{annotation}: Secret {secret_ns}/{name} is in another namespace; an Ingress may only use its own namespace's Secrets, so it is not served without its client-certificate check"),
-        ));
-    }
-    let Some(secret) = secret else {
-        return Err(diag(
-            Reason::SecretNotFound,
-            format!("{annotation}: Secret {secret_ns}/{name} not found; the Ingress is not served without its client-certificate check"),
-        ));
-    };
-    let ca = secret
-        .data
-        .as_ref()
-        .and_then(|d| d.get("ca.crt"))
-        .map(|b| String::from_utf8_lossy(&b.0).into_owned())
-        .or_else(|| {
-            secret
-                .string_data
-                .as_ref()
-                .and_then(|d| d.get("ca.crt"))
-                .cloned()
-        });
+    let secret = own_secret(
+        annotation,
+        ingress,
+        (secret_ns, name),
+        secret,
+        "client-certificate check",
+    )?;
+    let ca = super::tls_secrets::secret_bytes(secret, "ca.crt")
+        .map(|b| String::from_utf8_lossy(&b).into_owned());
     let usable = ca.as_deref().is_some_and(|pem| {
         let certs: Vec<_> =
             rustls::pki_types::CertificateDer::pem_slice_iter(pem.as_bytes()).collect();
         !certs.is_empty() && certs.iter().all(|c| c.is_ok())
     });
     let (Some(ca), true) = (ca, usable) else {
-        return Err(diag(
+        return Err(refusal(
+            ingress,
             Reason::SecretInvalid,
             format!("{annotation}: Secret {secret_ns}/{name} has no usable ca.crt (PEM certificates); the Ingress is not served without its client-certificate check"),
         ));
@@ -210,6 +165,45 @@ pub(crate) fn client_cert(
         error_page: r.error_page.clone(),
         match_cn: r.match_cn.clone(),
     }))
+}
+
+/// An Error on the Ingress `ingress` that keeps it from being served.
+fn refusal(ingress: (&str, &str), reason: Reason, message: String) -> Diagnostic {
+    Diagnostic::new(
+        Severity::Error,
+        ObjectKind::Ingress,
+        ingress.0.to_string(),
+        ingress.1.to_string(),
+        reason,
+        message,
+    )
+}
+
+/// The Secret an Ingress names in `annotation` for its `protection`, if it may use it:
+/// ingress-nginx refuses Secrets of other namespaces unless the operator allows it
+/// (`allow-cross-namespace-resources`, off by default since controller 1.12), so one
+/// namespace's Ingress never reads another's credentials; a missing one is an Error too.
+fn own_secret<'s>(
+    annotation: &str,
+    ingress: (&str, &str),
+    (secret_ns, name): (&str, &str),
+    secret: Option<&'s Secret>,
+    protection: &str,
+) -> Result<&'s Secret, Diagnostic> {
+    if secret_ns != ingress.0 {
+        return Err(refusal(
+            ingress,
+            Reason::AnnotationRefused,
+            format!("{annotation}: Secret {secret_ns}/{name} is in another namespace; an Ingress may only use its own namespace's Secrets, so it is not served without its {protection}"),
+        ));
+    }
+    secret.ok_or_else(|| {
+        refusal(
+            ingress,
+            Reason::SecretNotFound,
+            format!("{annotation}: Secret {secret_ns}/{name} not found; the Ingress is not served without its {protection}"),
+        )
+    })
 }
 
 /// An htpasswd file's `user:hash` lines, as nginx's `auth_basic_user_file` reads them: blank

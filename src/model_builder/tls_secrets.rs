@@ -94,20 +94,25 @@ pub(crate) fn hex16(digest: &[u8]) -> String {
     digest.iter().take(16).map(|b| format!("{b:02x}")).collect()
 }
 
+/// The value of a Secret's key, from `data` or (in manifests) `stringData`.
+pub(crate) fn secret_bytes(secret: &Secret, key: &str) -> Option<Vec<u8>> {
+    secret
+        .data
+        .as_ref()
+        .and_then(|d| d.get(key))
+        .map(|b| b.0.clone())
+        .or_else(|| {
+            secret
+                .string_data
+                .as_ref()
+                .and_then(|d| d.get(key))
+                .map(|s| s.as_bytes().to_vec())
+        })
+}
+
 /// Checks a Secret holds a PEM certificate chain and a matching private key.
 pub fn read_tls_secret(secret: &Secret) -> Result<TlsMaterial, String> {
-    let data = secret.data.as_ref();
-    let get = |k: &str| -> Option<Vec<u8>> {
-        data.and_then(|d| d.get(k))
-            .map(|b| b.0.clone())
-            .or_else(|| {
-                secret
-                    .string_data
-                    .as_ref()
-                    .and_then(|d| d.get(k))
-                    .map(|s| s.as_bytes().to_vec())
-            })
-    };
+    let get = |k: &str| secret_bytes(secret, k);
     let ty = secret.type_.as_deref().unwrap_or("Opaque");
     let (Some(crt), Some(key)) = (get("tls.crt"), get("tls.key")) else {
         return Err(format!("Secret of type {ty} lacks tls.crt or tls.key"));

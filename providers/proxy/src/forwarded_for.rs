@@ -17,26 +17,12 @@ pub fn parse_cidrs(list: &str) -> Result<Vec<(IpAddr, u8)>, String> {
     list.split(',')
         .map(str::trim)
         .filter(|c| !c.is_empty())
-        .map(|c| {
-            let (net, len) = c.split_once('/').unwrap_or((c, ""));
-            let ip: IpAddr = net.parse().map_err(|_| format!("{c:?} is not a CIDR"))?;
-            let max = if ip.is_ipv4() { 32 } else { 128 };
-            let len = if len.is_empty() {
-                max
-            } else {
-                len.parse::<u8>()
-                    .ok()
-                    .filter(|l| *l <= max)
-                    .ok_or_else(|| format!("{c:?} is not a CIDR"))?
-            };
-            Ok((ip, len))
-        })
+        .map(|c| crate::cidr::parse(c).ok_or_else(|| format!("{c:?} is not a CIDR")))
         .collect()
 }
 
 fn trusted(t: &Trusted, ip: IpAddr) -> bool {
-    t.iter()
-        .any(|(net, len)| crate::rate_limit::in_network(ip, *net, *len))
+    t.iter().any(|n| crate::cidr::contains(*n, ip))
 }
 
 /// The client of a request that arrived from `peer`.

@@ -17,6 +17,7 @@
 
 pub mod affinity;
 pub mod basic_auth;
+pub mod cidr;
 pub mod client_cert;
 pub mod client_connections;
 pub mod config;

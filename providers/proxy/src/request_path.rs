@@ -699,8 +699,8 @@ fn guarded_forward(
         }
     }
     let hsts = hsts.cloned();
-    let cors_on = cors.is_some() || hsts.is_some();
-    let add_cors = move |r: &mut Response<ProxyBody>| {
+    let sets_headers = cors.is_some() || hsts.is_some();
+    let add_headers = move |r: &mut Response<ProxyBody>| {
         if let Some((c, origin)) = &cors {
             c.apply(origin.clone(), r.headers_mut());
         }
@@ -717,7 +717,7 @@ fn guarded_forward(
             Ok(guard) => in_progress = guard,
             Err(()) => {
                 let mut r = error_response(StatusCode::SERVICE_UNAVAILABLE, "rate limit exceeded");
-                add_cors(&mut r);
+                add_headers(&mut r);
                 return Answer::Ready(r);
             }
         }
@@ -741,11 +741,11 @@ fn guarded_forward(
         }
         sticky_cookie = choice.set_cookie;
     }
-    let has_cors = cors_on || in_progress.is_some() || sticky_cookie.is_some();
-    // What every answer from here on gets: the CORS headers, and the request's place in
-    // limit-connections held by its body.
-    let with_cors = move |mut r: Response<ProxyBody>| {
-        add_cors(&mut r);
+    let touches_response = sets_headers || in_progress.is_some() || sticky_cookie.is_some();
+    // What every answer from here on gets: the CORS and HSTS headers, and the request's
+    // place in limit-connections held by its body.
+    let finish = move |mut r: Response<ProxyBody>| {
+        add_headers(&mut r);
         match in_progress {
             Some(g) => r.map(|b| crate::rate_limit::Counted::new(b, g).boxed_unsync()),
             None => r,
@@ -755,7 +755,7 @@ fn guarded_forward(
     if let Some(a) = basic_auth {
         match a.verdict(f.req.headers()) {
             Verdict::Allowed => {}
-            Verdict::Denied => return Answer::Ready(with_cors(unauthorized(a))),
+            Verdict::Denied => return Answer::Ready(finish(unauthorized(a))),
             Verdict::Slow {
                 password,
                 hash,
@@ -791,13 +791,13 @@ fn guarded_forward(
     }
     if slow_basic.is_none() && check.is_none() && intercept.is_none() {
         let answer = f.start();
-        return if has_cors {
+        return if touches_response {
             Answer::Forward(Box::pin(async move {
                 let mut r = answer.await;
                 if let Some(c) = sticky_cookie {
                     r.headers_mut().append(header::SET_COOKIE, c);
                 }
-                with_cors(r)
+                finish(r)
             }))
         } else {
             Answer::Forward(answer)
@@ -816,7 +816,7 @@ fn guarded_forward(
                 .await
                 .unwrap_or(false);
             if !ok {
-                return with_cors(unauthorized(&a));
+                return finish(unauthorized(&a));
             }
         }
         let mut cookies = Vec::new();
@@ -826,7 +826,7 @@ fn guarded_forward(
                 Ok(s) => s,
                 Err(why) => {
                     tracing::warn!(%why, "external authentication cannot be asked");
-                    return with_cors(error_response(
+                    return finish(error_response(
                         StatusCode::INTERNAL_SERVER_ERROR,
                         "authentication failed",
                     ));
@@ -840,7 +840,7 @@ fn guarded_forward(
                     for (n, v) in headers {
                         r.headers_mut().append(n, v);
                     }
-                    return with_cors(r);
+                    return finish(r);
                 }
                 crate::external_auth::Outcome::Allowed {
                     upstream_headers,
@@ -896,7 +896,7 @@ fn guarded_forward(
                 r.headers_mut().append(header::SET_COOKIE, c);
             }
         }
-        with_cors(r)
+        finish(r)
     }))
 }
 
