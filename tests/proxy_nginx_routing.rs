@@ -44,19 +44,22 @@ async fn canaries_as_ingress_nginx_routes_them() {
     let main = echo("main").await;
     let canary = echo("canary").await;
     let n = "nginx.ingress.kubernetes.io";
-    let mains = ["header", "value", "cookie", "both", "all", "none", "split"]
-        .iter()
-        .map(|h| {
-            ingress(
-                &format!("{h}-main"),
-                "",
-                &[(&format!("{h}.example.com"), "/", "Prefix", "main")],
-            )
-        })
-        .collect::<Vec<_>>();
+    let mains = [
+        "header", "value", "pattern", "cookie", "both", "all", "none", "split",
+    ]
+    .iter()
+    .map(|h| {
+        ingress(
+            &format!("{h}-main"),
+            "",
+            &[(&format!("{h}.example.com"), "/", "Prefix", "main")],
+        )
+    })
+    .collect::<Vec<_>>();
     let canaries = [
         ("header", format!("{n}/canary: 'true', {n}/canary-by-header: CanaryByHeader")),
         ("value", format!("{n}/canary: 'true', {n}/canary-by-header: CanaryByHeader, {n}/canary-by-header-value: DoCanary")),
+        ("pattern", format!("{n}/canary: 'true', {n}/canary-by-header: CanaryByHeader, {n}/canary-by-header-pattern: '^Do[A-Z][a-z]+y$'")),
         ("cookie", format!("{n}/canary: 'true', {n}/canary-by-cookie: Canary-By-Cookie")),
         ("both", format!("{n}/canary: 'true', {n}/canary-by-header: CanaryByHeader, {n}/canary-by-cookie: Canary-By-Cookie")),
         ("all", format!("{n}/canary: 'true', {n}/canary-weight: '1000', {n}/canary-weight-total: '1000'")),
@@ -115,6 +118,26 @@ async fn canaries_as_ingress_nginx_routes_them() {
         .await,
         "main"
     );
+    // ingress-nginx compares the value exactly.
+    assert_eq!(
+        ask("value.example.com", &[("CanaryByHeader", "docanary")]).await,
+        "main"
+    );
+    // canary-by-header-pattern (e2e "should route requests to the correct upstream if the
+    // header matches the pattern"): a value the expression matches; always no longer does.
+    assert_eq!(
+        ask("pattern.example.com", &[("CanaryByHeader", "DoCanary")]).await,
+        "canary"
+    );
+    assert_eq!(
+        ask("pattern.example.com", &[("CanaryByHeader", "DoSomething")]).await,
+        "main"
+    );
+    assert_eq!(
+        ask("pattern.example.com", &[("CanaryByHeader", "always")]).await,
+        "main"
+    );
+    assert_eq!(ask("pattern.example.com", &[]).await, "main");
     // canary-by-cookie, wherever the cookie sits in the header.
     assert_eq!(
         ask(

@@ -352,6 +352,7 @@ pub fn parse_conditions(v: &str) -> Result<AnnotatedConditions, String> {
                 c.headers.push(HeaderMatch {
                     name: h.http_header_name.to_ascii_lowercase(),
                     values: h.values.clone(),
+                    regex: false,
                 });
             }
             "http-request-method" => {

@@ -206,6 +206,9 @@ const TG_ATTRIBUTES_PROXY: Support = Support::Partial(
 const CANARY_HEADER: Support = Support::Partial(
     "the header's value is compared without regard to case, and * or ? in canary-by-header-value match as wildcards (ingress-nginx compares exactly)",
 );
+const CANARY_PATTERN: Support = Support::Partial(
+    "Rust's regular expressions, not PCRE: a pattern with look-around or back-references is refused",
+);
 const OPEN_TO_ALL: &[&str] = &["0.0.0.0/0", "0.0.0.0/0,::/0", "::/0,0.0.0.0/0"];
 
 /// The registry. Keep each prefix in the order its source lists it.
@@ -295,9 +298,9 @@ pub static REGISTRY: &[Spec] = &[
     nginx("auth-type", Prot, Support::Partial("basic only; digest is refused"), "basic or digest authentication"),
     nginx("canary", Other, H, "a canary Ingress splitting traffic").inert(&["false"]).aws(H),
     nginx("canary-by-cookie", Other, H, "canary routing by cookie"),
-    nginx("canary-by-header", Other, CANARY_HEADER, "canary routing by header").aws(CANARY_HEADER),
-    nginx("canary-by-header-pattern", Other, X, "canary routing by header pattern"),
-    nginx("canary-by-header-value", Other, CANARY_HEADER, "canary routing by header value").aws(CANARY_HEADER),
+    nginx("canary-by-header", Other, H, "canary routing by header").aws(CANARY_HEADER),
+    nginx("canary-by-header-pattern", Other, CANARY_PATTERN, "canary routing by header pattern"),
+    nginx("canary-by-header-value", Other, H, "canary routing by header value").aws(CANARY_HEADER),
     nginx("canary-weight", Other, H, "a canary traffic weight").aws(H),
     nginx("canary-weight-total", Other, H, "the canary weight total").aws(H),
     nginx("auth-tls-error-page", Other, H, "the client-certificate error page"),

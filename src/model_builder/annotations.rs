@@ -617,6 +617,9 @@ pub struct CanarySpec {
     pub header: Option<String>,
     /// `canary-by-header-value`: only this value sends to the canary.
     pub header_value: Option<String>,
+    /// `canary-by-header-pattern`: a value this regular expression matches (anywhere, as
+    /// `ngx.re.match`) sends to the canary; read only without a header value.
+    pub header_pattern: Option<String>,
     /// `canary-by-cookie`: a cookie of this name `always` → canary, `never` → main.
     pub cookie: Option<String>,
     pub weight: u32,
@@ -645,22 +648,29 @@ fn read_canary(r: &mut Reader<'_>) -> Option<CanarySpec> {
     let cookie = r.parse(&format!("{NGINX}canary-by-cookie"), token("cookie"));
     let weight = r.u32_in(&format!("{NGINX}canary-weight"), 0, u32::MAX);
     let total = r.u32_in(&format!("{NGINX}canary-weight-total"), 1, u32::MAX);
-    let pattern = format!("{NGINX}canary-by-header-pattern");
+    let header_pattern = r.parse(&format!("{NGINX}canary-by-header-pattern"), |v| {
+        // ingress-nginx checks the pattern is a valid regex (canary.go, IsValidRegex); it
+        // runs it with PCRE, this with Rust's regex, which lacks look-around and
+        // back-references: such a pattern is refused here rather than matched differently.
+        if v.is_empty() {
+            return Err("expected a regular expression".to_string());
+        }
+        match regex::Regex::new(v) {
+            Ok(_) => Ok(v.to_string()),
+            Err(e) => Err(format!("not a supported regular expression: {e}")),
+        }
+    });
     let any_set = [
         "canary-by-header",
         "canary-by-header-value",
+        "canary-by-header-pattern",
         "canary-by-cookie",
         "canary-weight",
         "canary-weight-total",
     ]
     .iter()
     .find(|n| r.raw(&format!("{NGINX}{n}")).is_some())
-    .map(|n| n.to_string())
-    .or_else(|| {
-        r.annotations
-            .contains_key(&pattern)
-            .then(|| "canary-by-header-pattern".to_string())
-    });
+    .map(|n| n.to_string());
     if !on {
         if let Some(n) = any_set {
             let name = format!("{NGINX}{n}");
@@ -677,11 +687,10 @@ fn read_canary(r: &mut Reader<'_>) -> Option<CanarySpec> {
         }
         return None;
     }
-    // The pattern (a PCRE ingress-nginx matches unanchored) is not honoured: the registry
-    // warns, and the header's always/never meaning stays.
     Some(CanarySpec {
         header,
         header_value,
+        header_pattern,
         cookie,
         weight: weight.unwrap_or(0),
         weight_total: total.filter(|t| *t > 100).unwrap_or(100),

@@ -186,7 +186,7 @@ pub(crate) fn variants(
     canary_group: &str,
     raw: &Action,
     extra: &Conditions,
-    cookies: bool,
+    proxy: bool,
 ) -> Option<Vec<(Conditions, Action)>> {
     let Action::Forward(main) = raw else {
         return None;
@@ -203,28 +203,50 @@ pub(crate) fn variants(
         }])
     };
     let main_only = || Action::Forward(main.clone());
-    let when = |name: &str, values: Vec<String>| {
+    let when = |name: &str, values: Vec<String>, regex: bool| {
         let mut c = extra.clone();
         c.headers.push(HeaderMatch {
             name: name.to_string(),
             values,
+            regex,
         });
         c
+    };
+    // ingress-nginx compares the header's value exactly (balancer.lua); the proxy does too,
+    // with an anchored expression. ALB can only compare without regard to case, with
+    // wildcards (the registry says so).
+    let exactly = |v: &str| {
+        if proxy {
+            (vec![format!("^{}$", regex::escape(v))], true)
+        } else {
+            (vec![v.to_string()], false)
+        }
     };
     let s = &canary.spec;
     let mut out = Vec::new();
     if let Some(h) = &s.header {
-        match &s.header_value {
-            // With a value, only that value sends to the canary; every other value
-            // (always and never included) falls through to the cookie and the weight.
-            Some(v) => out.push((when(h, vec![v.clone()]), canary_only())),
-            None => {
-                out.push((when(h, vec!["always".into()]), canary_only()));
-                out.push((when(h, vec!["never".into()]), main_only()));
+        // In ingress-nginx's order: a value, else a pattern, else always/never. Every other
+        // value falls through to the cookie and the weight.
+        match (&s.header_value, &s.header_pattern) {
+            (Some(v), _) => {
+                let (values, regex) = exactly(v);
+                out.push((when(h, values, regex), canary_only()));
+            }
+            (None, Some(p)) => {
+                // ALB has no expression condition: not honoured there (the registry warns).
+                if proxy {
+                    out.push((when(h, vec![p.clone()], true), canary_only()));
+                }
+            }
+            (None, None) => {
+                let (values, regex) = exactly("always");
+                out.push((when(h, values, regex), canary_only()));
+                let (values, regex) = exactly("never");
+                out.push((when(h, values, regex), main_only()));
             }
         }
     }
-    if let (Some(c), true) = (&s.cookie, cookies) {
+    if let (Some(c), true) = (&s.cookie, proxy) {
         let cookie_is = |v: &str| {
             vec![
                 format!("{c}={v}"),
@@ -233,8 +255,8 @@ pub(crate) fn variants(
                 format!("*; {c}={v};*"),
             ]
         };
-        out.push((when("cookie", cookie_is("always")), canary_only()));
-        out.push((when("cookie", cookie_is("never")), main_only()));
+        out.push((when("cookie", cookie_is("always"), false), canary_only()));
+        out.push((when("cookie", cookie_is("never"), false), main_only()));
     }
     // The weight: ingress-nginx picks the canary when random(total) <= weight.
     let (w, total) = (s.weight.min(s.weight_total), s.weight_total);

@@ -105,8 +105,8 @@ pub(crate) fn resolve_member(
             let group = r.canary_group(m, c)?;
             // ALB cannot match a cookie by name: the AWS provider gets the header and the
             // weight (the registry says so).
-            let cookies = opts.provider == super::ProviderKind::Proxy;
-            super::canary::variants(c, &group, raw, &extra_conditions(m, &rt.backend), cookies)
+            let proxy = opts.provider == super::ProviderKind::Proxy;
+            super::canary::variants(c, &group, raw, &extra_conditions(m, &rt.backend), proxy)
         })
         .collect();
     ResolvedMember {

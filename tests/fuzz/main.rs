@@ -610,6 +610,7 @@ fn fuzz_rule(b: &mut Bytes<'_>) -> Rule {
         c.headers = vec![HeaderMatch {
             name: b.pick(&["x-a", "X-A", "host"]).into(),
             values: vec![b.pick(&["1", "*", "a*b", "?"]).into()],
+            regex: false,
         }];
     }
     if flags & 0x80 != 0 {

@@ -517,6 +517,9 @@ pub fn build_stack(
                 conditions.push(AlbCondition::SourceIp(r.conditions.source_ips.clone()));
             }
             for h in &r.conditions.headers {
+                if h.regex {
+                    problem = Some(format!("a regular-expression condition on header {} is served by the proxy provider only", h.name));
+                }
                 conditions.push(AlbCondition::HttpHeader(h.name.clone(), h.values.clone()));
             }
             for q in &r.conditions.query {

@@ -74,6 +74,9 @@ impl Conditions {
 }
 
 fn header_matches(cond: &HeaderMatch, headers: &[(String, String)]) -> bool {
+    if cond.regex {
+        return false;
+    }
     headers
         .iter()
         .filter(|(n, _)| n.eq_ignore_ascii_case(&cond.name))

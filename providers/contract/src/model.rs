@@ -411,6 +411,12 @@ pub fn prefix_matches(pattern: &str, request_path: &str) -> bool {
 pub struct HeaderMatch {
     pub name: String,
     pub values: Vec<String>,
+    /// The values are regular expressions matched anywhere in the header's value, case
+    /// sensitive (ingress-nginx's canary header rules, which compare exactly or with
+    /// `ngx.re.match`). Only the proxy evaluates them: ALB has no such condition, and the
+    /// reference evaluation in `matching` reports them as not matching, as it does regex paths.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub regex: bool,
 }
 
 /// A query-string condition: one of the key/value pairs must be present.

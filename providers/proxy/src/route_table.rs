@@ -35,7 +35,14 @@ struct HostBucket {
 struct ScannedRule {
     index: RuleIndex,
     regex: Option<Regex>,
-    conditions: Conditions,
+    /// The path when it is not a regex (the regex above checks it otherwise).
+    path: Option<PathMatch>,
+    /// The conditions other than host, path and regex headers, checked by the reference
+    /// evaluation; set apart once here, not per request.
+    rest: Conditions,
+    /// Regex header conditions: the header, and expressions one of which must match one of
+    /// its values.
+    header_regexes: Vec<(String, Vec<Regex>)>,
 }
 
 fn keep_lowest(slot: &mut Option<RuleIndex>, i: RuleIndex) {
@@ -83,10 +90,28 @@ impl HostBucket {
                     }) => Some(Regex::new(&format!("(?i)^(?:{path})"))?),
                     _ => None,
                 };
+                let mut rest = conditions.clone();
+                rest.host = None;
+                let path = rest.path.take().filter(|_| regex.is_none());
+                let mut header_regexes = Vec::new();
+                for h in std::mem::take(&mut rest.headers) {
+                    if h.regex {
+                        let res = h
+                            .values
+                            .iter()
+                            .map(|v| Regex::new(v))
+                            .collect::<Result<Vec<_>, _>>()?;
+                        header_regexes.push((h.name, res));
+                    } else {
+                        rest.headers.push(h);
+                    }
+                }
                 self.scanned.push(ScannedRule {
                     index,
                     regex,
-                    conditions: conditions.clone(),
+                    path,
+                    rest,
+                    header_regexes,
                 });
             }
         }
@@ -118,15 +143,18 @@ impl HostBucket {
             if best.is_some_and(|b| b < s.index) {
                 break; // scanned rules are in index order; nothing later can win
             }
-            let path_ok = match (&s.regex, &s.conditions.path) {
+            let path_ok = match (&s.regex, &s.path) {
                 (Some(re), _) => re.is_match(req.path),
                 (None, Some(p)) => p.matches(req.path),
                 (None, None) => true,
             };
-            let mut rest = s.conditions.clone();
-            rest.path = None;
-            rest.host = None;
-            if path_ok && rest.matches(req) {
+            let headers_ok = s.header_regexes.iter().all(|(name, res)| {
+                req.headers
+                    .iter()
+                    .filter(|(n, _)| n.eq_ignore_ascii_case(name))
+                    .any(|(_, v)| res.iter().any(|re| re.is_match(v)))
+            });
+            if path_ok && headers_ok && s.rest.matches(req) {
                 keep_lowest(&mut best, s.index);
                 break;
             }
