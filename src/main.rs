@@ -605,7 +605,7 @@ fn proxy(args: ProxyArgs) -> anyhow::Result<ExitCode> {
             access_log: args.access_log,
             real_ip_from: if args.use_forwarded_headers {
                 Some(
-                    tollgate_proxy::forwarded_for::parse_cidrs(&args.proxy_real_ip_cidr)
+                    tollgate_proxy::policy::forwarded_for::parse_cidrs(&args.proxy_real_ip_cidr)
                         .map_err(|e| anyhow::anyhow!("--proxy-real-ip-cidr: {e}"))?,
                 )
             } else {

@@ -101,7 +101,7 @@ pub async fn run_proxy_on(
     let (stop_tx, stop_rx) = watch::channel(false);
     let acceptor = proxy.tls_acceptor()?;
     let mut servers = tokio::task::JoinSet::new();
-    servers.spawn(tollgate_proxy::server::serve_traffic(
+    servers.spawn(tollgate_proxy::accept::server::serve_traffic(
         http,
         None,
         proxy.shared(),
@@ -109,7 +109,7 @@ pub async fn run_proxy_on(
         stop_rx.clone(),
         opts.drain,
     ));
-    servers.spawn(tollgate_proxy::server::serve_traffic(
+    servers.spawn(tollgate_proxy::accept::server::serve_traffic(
         https,
         Some(acceptor),
         proxy.shared(),
@@ -117,7 +117,7 @@ pub async fn run_proxy_on(
         stop_rx.clone(),
         opts.drain,
     ));
-    servers.spawn(tollgate_proxy::server::serve_admin(
+    servers.spawn(tollgate_proxy::accept::server::serve_admin(
         admin,
         proxy.shared(),
         proxy.ready_flag(),

@@ -582,9 +582,9 @@ async fn mtls_get(
         .with_safe_default_protocol_versions()
         .unwrap()
         .dangerous()
-        .with_custom_certificate_verifier(Arc::new(tollgate_proxy::tls::AnyServerCertificate(
-            provider,
-        )));
+        .with_custom_certificate_verifier(Arc::new(
+            tollgate_proxy::upstream::tls::AnyServerCertificate(provider),
+        ));
     let cfg = match client {
         Some((cert, key)) => builder
             .with_client_auth_cert(
@@ -778,7 +778,7 @@ async fn clients_behind_a_load_balancer() {
 
     let p = TestProxy::start_with(&m, |o| {
         o.settings.real_ip_from =
-            Some(tollgate_proxy::forwarded_for::parse_cidrs("127.0.0.0/8").unwrap())
+            Some(tollgate_proxy::policy::forwarded_for::parse_cidrs("127.0.0.0/8").unwrap())
     })
     .await;
     let with_xff = |xff: &str| {

@@ -68,9 +68,9 @@ async fn h2_tls_request(addr: SocketAddr, sni: &str, req: Request<Full<Bytes>>) 
         .with_safe_default_protocol_versions()
         .unwrap()
         .dangerous()
-        .with_custom_certificate_verifier(Arc::new(tollgate_proxy::tls::AnyServerCertificate(
-            provider,
-        )))
+        .with_custom_certificate_verifier(Arc::new(
+            tollgate_proxy::upstream::tls::AnyServerCertificate(provider),
+        ))
         .with_no_client_auth();
     cfg.alpn_protocols = vec![b"h2".to_vec()];
     let name = rustls::pki_types::ServerName::try_from(sni.to_string()).unwrap();

@@ -381,7 +381,7 @@ fn read_basic_auth(r: &mut Reader<'_>) -> Option<BasicAuthRef> {
 /// sign-in URL and drops it; here every bad value keeps the Ingress from being served, as a
 /// sign-in flow that silently became a bare 401 is not what its author meant.
 fn read_external_auth(r: &mut Reader<'_>) -> Option<tollgate_contract::ExternalAuth> {
-    use tollgate_proxy::external_auth::check_url;
+    use tollgate_proxy::policy::external_auth::check_url;
     let url = r.parse(&format!("{NGINX}auth-url"), |v| {
         check_url(v).map(|()| v.to_string())
     });
@@ -503,7 +503,7 @@ fn read_affinity(r: &mut Reader<'_>) -> Option<tollgate_contract::Affinity> {
     let change = r.bool(&format!("{NGINX}session-cookie-change-on-failure"));
     let hash_name = format!("{NGINX}upstream-hash-by");
     let hash = r.parse(&hash_name, |v| {
-        tollgate_proxy::affinity::parse_key(v).map(|_| v.to_string())
+        tollgate_proxy::upstream::affinity::parse_key(v).map(|_| v.to_string())
     });
     if kind.is_some() {
         if hash.is_some() {

@@ -82,7 +82,7 @@ pub(crate) fn basic_auth(
         if user.is_empty() {
             continue;
         }
-        if tollgate_proxy::basic_auth::hash_is_supported(&hash) {
+        if tollgate_proxy::policy::basic_auth::hash_is_supported(&hash) {
             users.push((user, hash));
         } else {
             unusable.push(user);

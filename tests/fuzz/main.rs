@@ -28,7 +28,7 @@ use tollgate_contract::{
     ObjectRef, PathKind, PathMatch, QueryMatch, QueryPair, Rule,
 };
 use tollgate_proxy::fuzzing::{chunked_end, response_head, RelayHarness, RequestOutcome};
-use tollgate_proxy::route_table::ListenerRoutes;
+use tollgate_proxy::route::route_table::ListenerRoutes;
 
 #[global_allocator]
 static ALLOC: CountingAllocator = CountingAllocator;

@@ -295,9 +295,9 @@ pub async fn tls_get(
         .with_protocol_versions(versions)
         .map_err(|e| e.to_string())?
         .dangerous()
-        .with_custom_certificate_verifier(Arc::new(tollgate_proxy::tls::AnyServerCertificate(
-            provider,
-        )))
+        .with_custom_certificate_verifier(Arc::new(
+            tollgate_proxy::upstream::tls::AnyServerCertificate(provider),
+        ))
         .with_no_client_auth();
     cfg.alpn_protocols = alpn.iter().map(|a| a.as_bytes().to_vec()).collect();
     cfg.enable_sni = sni.is_some();

@@ -7,11 +7,11 @@ use std::sync::Arc;
 
 use tollgate_contract::DesiredState;
 
-use crate::client_connections::ConnectionTable;
-use crate::http1_relay::{plan_request, RelayContext, Step};
-use crate::request_path::ConnInfo;
-use crate::server::Limits;
-use crate::upstream_http1::{parse_final_head, response_facts, BodyCursor, Framing, ParsedHead};
+use crate::http::http1_relay::{plan_request, RelayContext, Step};
+use crate::shared::client_connections::ConnectionTable;
+use crate::shared::conn::ConnInfo;
+use crate::shared::settings::Limits;
+use crate::upstream::http1::{parse_final_head, response_facts, BodyCursor, Framing, ParsedHead};
 use crate::{Proxy, ProxyError, ProxySettings};
 
 /// What the relay made of a request head.

@@ -1,41 +1,28 @@
 //! Tollgate's in-cluster proxy provider: the data path that carries HTTP and HTTPS traffic
 //! routed by the desired-state model.
 //!
-//! - [`http1_relay`]: where an HTTP/1.1 request starts (read this first): body-less requests
-//!   are parsed, routed and relayed by one task driving client and upstream connection;
-//!   everything else is handed to hyper and `request_path`.
-//! - [`request_path`]: what happens to a request hyper parsed (HTTP/2, bodies, upgrades).
-//! - [`upstream_http1`]: HTTP/1.1 exchanges with targets without a connection task, for the
-//!   relay and for body-less requests of the general path.
-//! - [`route_table`]: the model's rules compiled into an indexed table.
-//! - [`config`]: one configuration generation, swapped atomically by [`Proxy::apply_model`].
-//! - [`upstream`]: targets, load balancing, passive health.
-//! - [`tls`]: certificates by SNI.
-//! - [`server`]: listeners, limits, graceful shutdown.
-//! - [`client_connections`]: idle keep-alive connections, and room made at the connection
-//!   limit.
+//! The modules follow a request's way, each using only those after it:
+//!
+//! - [`accept`]: listeners, PROXY protocol, TLS by SNI, limits, graceful shutdown.
+//! - [`http`]: parse and route. Body-less HTTP/1.1 requests are parsed, routed and relayed
+//!   by one task (`http1_relay`, read this first); everything else is handed to hyper and
+//!   `request_path`, which runs the route's policy layers and forwards.
+//! - [`route`]: one configuration generation (the model's rules compiled into indexed
+//!   tables), swapped atomically by [`Proxy::apply_model`].
+//! - [`policy`]: the per-route layers, one file each (authentication, rate limits, client
+//!   certificates, trusted forwarding headers).
+//! - [`upstream`]: targets, load balancing and affinity, passive health, HTTP/1.1
+//!   exchanges without a connection task, TLS to targets.
+//! - [`shared`]: below all of them — bodies, the connection's facts, the proxy's own
+//!   answers, settings, metrics.
 
-pub mod affinity;
-pub mod basic_auth;
-pub mod cidr;
-pub mod client_cert;
-pub mod client_connections;
-pub mod config;
-pub mod external_auth;
-#[doc(hidden)]
-pub mod forwarded_for;
+pub mod accept;
 pub mod fuzzing;
-pub mod http1_relay;
-pub mod metrics;
-pub mod proxy_protocol;
-pub mod rate_limit;
-pub mod request_path;
-pub mod route_table;
-pub mod server;
-pub mod tls;
+pub mod http;
+pub mod policy;
+pub mod route;
+pub mod shared;
 pub mod upstream;
-pub mod upstream_http1;
-pub mod upstream_tls;
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -44,12 +31,12 @@ use std::time::Instant;
 use arc_swap::ArcSwap;
 use tollgate_contract::{ApplyReport, DesiredState, LoadBalancerStatus, Provider};
 
-use config::{ProxyConfig, HTTPS_PORT};
-use metrics::ProxyMetrics;
-pub use request_path::ProxySettings;
-use request_path::{Shared, UpstreamClients};
-pub use server::Limits;
-use tls::{CertStore, SniResolver};
+use accept::tls::{self, CertStore, SniResolver};
+use http::Shared;
+use route::config::{self, ProxyConfig, HTTPS_PORT};
+use shared::metrics::ProxyMetrics;
+pub use shared::settings::{Limits, ProxySettings};
+use upstream::clients::{UpstreamClients, UpstreamEnv};
 use upstream::TargetRegistry;
 
 /// Failures of the proxy provider as a whole.
@@ -102,9 +89,11 @@ impl Proxy {
         });
         let shared = Arc::new(Shared {
             config: ArcSwap::from_pointee(ProxyConfig::empty(&metrics)),
-            clients: UpstreamClients::new(&settings),
-            metrics,
-            settings,
+            env: UpstreamEnv {
+                clients: UpstreamClients::new(&settings),
+                metrics,
+                settings,
+            },
         });
         Ok(Proxy {
             shared,

@@ -11,7 +11,7 @@ use tollgate_contract::{
     Action, Conditions, FixedResponse, HostMatch, Listener, ListenerProtocol, ObjectRef, PathKind,
     PathMatch, Rule, RuleList,
 };
-use tollgate_proxy::route_table::ListenerRoutes;
+use tollgate_proxy::route::route_table::ListenerRoutes;
 
 const HOSTS: &[Option<&str>] = &[
     None,

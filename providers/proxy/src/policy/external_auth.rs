@@ -211,7 +211,7 @@ impl CompiledExternalAuth {
             request_redirect,
             always_set_cookie: a.always_set_cookie,
             tls: (!a.url.starts_with("http://"))
-                .then(|| crate::tls::unverified_client_connector(&[b"http/1.1"])),
+                .then(|| crate::upstream::tls::unverified_client_connector(&[b"http/1.1"])),
         }))
     }
 

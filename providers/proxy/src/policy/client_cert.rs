@@ -19,16 +19,12 @@
 use std::sync::Arc;
 
 use http::{HeaderName, HeaderValue, StatusCode};
+
+use crate::shared::conn::PeerCertificate;
 use rustls::client::danger::HandshakeSignatureValid;
 use rustls::pki_types::{CertificateDer, UnixTime};
 use rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
 use rustls::{DigitallySignedStruct, DistinguishedName, SignatureScheme};
-
-/// The certificate chain a client presented in its handshake.
-#[derive(Debug)]
-pub struct PeerCertificate {
-    pub chain: Vec<CertificateDer<'static>>,
-}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Verify {
@@ -223,7 +219,7 @@ fn escaped_pem(cert: &CertificateDer<'_>) -> String {
         pem.push('\n');
     }
     pem.push_str("-----END CERTIFICATE-----\n");
-    crate::external_auth::escape_uri(&pem)
+    crate::policy::external_auth::escape_uri(&pem)
 }
 
 /// The handshake side: asks for a certificate naming the CAs, checks the client's proof of

@@ -10,9 +10,10 @@ use std::time::Instant;
 use bytes::Bytes;
 use tollgate_contract::{Action, DesiredState, LoadBalancer, Redirect, Rule, TargetGroup};
 
-use crate::external_auth::CompiledExternalAuth;
-use crate::metrics::{ProxyMetrics, StatusCounters};
-use crate::route_table::{rewrite_path, ChunkRoutes, ListenerRoutes, RuleIndex};
+use crate::policy::cors::CompiledCors;
+use crate::policy::external_auth::CompiledExternalAuth;
+use crate::route::route_table::{rewrite_path, ChunkRoutes, ListenerRoutes, RuleIndex};
+use crate::shared::metrics::{ProxyMetrics, StatusCounters};
 use crate::upstream::{TargetRegistry, UpstreamGroup};
 
 /// Keyed by allocations and ids, looked up for every chunk and group of every compile.
@@ -37,17 +38,17 @@ pub enum CompiledAction {
         /// headers to.
         cors: Option<Arc<CompiledCors>>,
         /// ingress-nginx basic authentication; `None` on most routes.
-        basic_auth: Option<Arc<crate::basic_auth::CompiledBasicAuth>>,
+        basic_auth: Option<Arc<crate::policy::basic_auth::CompiledBasicAuth>>,
         /// ingress-nginx external authentication (`auth-url`); `None` on most routes.
-        external_auth: Option<Arc<crate::external_auth::CompiledExternalAuth>>,
+        external_auth: Option<Arc<crate::policy::external_auth::CompiledExternalAuth>>,
         /// ingress-nginx rate limits; `None` on most routes.
-        rate_limit: Option<Arc<crate::rate_limit::CompiledRateLimit>>,
+        rate_limit: Option<Arc<crate::policy::rate_limit::CompiledRateLimit>>,
         /// ingress-nginx session affinity or consistent hashing; `None` on most routes.
-        affinity: Option<Arc<crate::affinity::CompiledAffinity>>,
+        affinity: Option<Arc<crate::upstream::affinity::CompiledAffinity>>,
         /// `Strict-Transport-Security` set on responses (ingress-nginx's defaults).
         hsts: Option<http::HeaderValue>,
         /// ingress-nginx client-certificate authentication; `None` on most routes.
-        client_cert: Option<Arc<crate::client_cert::CompiledClientCert>>,
+        client_cert: Option<Arc<crate::policy::client_cert::CompiledClientCert>>,
         /// ingress-nginx per-Ingress default backend; `None` on most routes.
         error_backend: Option<Arc<CompiledErrorBackend>>,
     },
@@ -67,141 +68,6 @@ pub struct CompiledErrorBackend {
     pub codes: Vec<u16>,
     /// `x-namespace: ...\r\n` and the other fixed header lines.
     pub fixed_headers: String,
-}
-
-/// A CORS policy ready to answer with: origins to match and the headers to send.
-#[derive(Debug)]
-pub struct CompiledCors {
-    /// No list: any origin, answered `*`.
-    any: bool,
-    /// `null` is listed (sandboxed documents, `file:` pages).
-    null: bool,
-    origins: Vec<OriginPattern>,
-    /// Methods, headers, expose, credentials and max-age, as ingress-nginx sends them.
-    headers: Vec<(http::HeaderName, http::HeaderValue)>,
-}
-
-#[derive(Debug)]
-struct OriginPattern {
-    scheme: String,
-    /// The host, or the suffix after `*.` (any subdomain of it).
-    host: String,
-    any_subdomain: bool,
-    port: Option<String>,
-}
-
-fn split_origin(o: &str) -> Option<(&str, &str, Option<&str>)> {
-    let (scheme, rest) = o.split_once("://")?;
-    let (host, port) = match rest.rsplit_once(':') {
-        Some((h, p)) => (h, Some(p)),
-        None => (rest, None),
-    };
-    Some((scheme, host, port))
-}
-
-impl CompiledCors {
-    fn compile(p: &tollgate_contract::CorsPolicy) -> Arc<CompiledCors> {
-        let null = p.allow_origins.iter().any(|o| o == "null");
-        let origins = p
-            .allow_origins
-            .iter()
-            .filter(|o| *o != "null")
-            .filter_map(|o| {
-                let (scheme, host, port) = split_origin(o)?;
-                let (host, any_subdomain) = match host.strip_prefix("*.") {
-                    Some(suffix) => (suffix, true),
-                    None => (host, false),
-                };
-                Some(OriginPattern {
-                    scheme: scheme.to_ascii_lowercase(),
-                    host: host.to_ascii_lowercase(),
-                    any_subdomain,
-                    port: port.map(str::to_string),
-                })
-            })
-            .collect();
-        let mut headers = Vec::new();
-        let mut put = |name: &'static str, v: &str| {
-            if let Ok(v) = http::HeaderValue::from_str(v) {
-                headers.push((http::HeaderName::from_static(name), v));
-            }
-        };
-        put("access-control-allow-methods", &p.allow_methods);
-        put("access-control-allow-headers", &p.allow_headers);
-        if let Some(e) = &p.expose_headers {
-            put("access-control-expose-headers", e);
-        }
-        if p.allow_credentials {
-            put("access-control-allow-credentials", "true");
-        }
-        put("access-control-max-age", &p.max_age_seconds.to_string());
-        Arc::new(CompiledCors {
-            any: p.allow_origins.is_empty(),
-            null,
-            origins,
-            headers,
-        })
-    }
-
-    /// The `Access-Control-Allow-Origin` to answer `origin` with: `*` when any origin is
-    /// allowed (with or without an `Origin`), the origin itself when it matches, else none
-    /// (the request is still served, without CORS headers, as ingress-nginx does).
-    pub fn allow(&self, origin: Option<&http::HeaderValue>) -> Option<http::HeaderValue> {
-        if self.any {
-            return Some(http::HeaderValue::from_static("*"));
-        }
-        let o = origin?;
-        if self.null && o.as_bytes() == b"null" {
-            return Some(o.clone());
-        }
-        let (scheme, host, port) = split_origin(o.to_str().ok()?)?;
-        let host = host.to_ascii_lowercase();
-        let matched = self.origins.iter().any(|p| {
-            scheme.eq_ignore_ascii_case(&p.scheme)
-                && port == p.port.as_deref()
-                && if p.any_subdomain {
-                    // One label, as ingress-nginx's `*.`: `a.b.c.test` is not in `*.c.test`.
-                    host.strip_suffix(p.host.as_str())
-                        .and_then(|h| h.strip_suffix('.'))
-                        .is_some_and(|label| !label.is_empty() && !label.contains('.'))
-                } else {
-                    host == p.host
-                }
-        });
-        matched.then(|| o.clone())
-    }
-
-    /// Whether a target's response header is one CORS sets (and so replaces).
-    pub fn sets(&self, name: &str) -> bool {
-        name.eq_ignore_ascii_case("access-control-allow-origin")
-            || self
-                .headers
-                .iter()
-                .any(|(n, _)| name.eq_ignore_ascii_case(n.as_str()))
-    }
-
-    /// Appends the CORS headers to a raw response head (the relay's `apply`).
-    pub fn append_raw(&self, allow_origin: &http::HeaderValue, out: &mut Vec<u8>) {
-        let mut line = |n: &str, v: &[u8]| {
-            out.extend_from_slice(n.as_bytes());
-            out.extend_from_slice(b": ");
-            out.extend_from_slice(v);
-            out.extend_from_slice(b"\r\n");
-        };
-        line("access-control-allow-origin", allow_origin.as_bytes());
-        for (n, v) in &self.headers {
-            line(n.as_str(), v.as_bytes());
-        }
-    }
-
-    /// Sets the CORS headers (replacing a target's own, as ingress-nginx's
-    /// `more_set_headers` does).
-    pub fn apply(&self, allow_origin: http::HeaderValue, h: &mut http::HeaderMap) {
-        h.insert(http::header::ACCESS_CONTROL_ALLOW_ORIGIN, allow_origin);
-        for (n, v) in &self.headers {
-            h.insert(n.clone(), v.clone());
-        }
-    }
 }
 
 /// ingress-nginx's `proxy-next-upstream`, ready to apply.
@@ -325,7 +191,7 @@ pub struct ProxyConfig {
 /// A host (or none) whose route checks client certificates, with the policy.
 pub type ClientAuthRoute = (
     Option<tollgate_contract::HostMatch>,
-    Arc<crate::client_cert::CompiledClientCert>,
+    Arc<crate::policy::client_cert::CompiledClientCert>,
 );
 
 /// What one compile keeps for the next, so that a change recompiles only the rule chunks it
@@ -335,7 +201,7 @@ pub type ClientAuthRoute = (
 pub struct CompileCache {
     chunks: HashMap<usize, CachedChunk>,
     /// Rate-limit zones by Ingress: a recompiled route keeps its clients' buckets.
-    zones: crate::rate_limit::Zones,
+    zones: crate::policy::rate_limit::Zones,
     groups: HashMap<String, (TargetGroup, Arc<UpstreamGroup>)>,
     round: u64,
 }
@@ -490,7 +356,7 @@ fn not_found_listener(metrics: &ProxyMetrics) -> CompiledListener {
             "",
             &HashMap::default(),
             metrics,
-            &mut crate::rate_limit::Zones::default(),
+            &mut crate::policy::rate_limit::Zones::default(),
         ),
     }
 }
@@ -504,7 +370,7 @@ fn compile_chunk(
     groups: &HashMap<String, Arc<UpstreamGroup>>,
     metrics: &ProxyMetrics,
     round: u64,
-    zones: &mut crate::rate_limit::Zones,
+    zones: &mut crate::policy::rate_limit::Zones,
 ) -> CachedChunk {
     // An Ingress's rules are next to each other: its label is formatted once per run.
     let mut label: Option<(&tollgate_contract::ObjectRef, String)> = None;
@@ -556,7 +422,7 @@ fn compile_action(
     ingress: &str,
     groups: &HashMap<String, Arc<UpstreamGroup>>,
     metrics: &ProxyMetrics,
-    zones: &mut crate::rate_limit::Zones,
+    zones: &mut crate::policy::rate_limit::Zones,
 ) -> CompiledRule {
     match action {
         Action::Forward(f) => {
@@ -573,7 +439,7 @@ fn compile_action(
             let affinity = f
                 .affinity
                 .as_deref()
-                .map(crate::affinity::CompiledAffinity::compile)
+                .map(crate::upstream::affinity::CompiledAffinity::compile)
                 .transpose();
             let external_auth = f
                 .external_auth
@@ -583,7 +449,7 @@ fn compile_action(
             let client_cert = f
                 .client_cert
                 .as_deref()
-                .map(crate::client_cert::CompiledClientCert::compile)
+                .map(crate::policy::client_cert::CompiledClientCert::compile)
                 .transpose();
             let (external_auth, affinity, client_cert) =
                 match (external_auth, affinity, client_cert) {
@@ -612,12 +478,12 @@ fn compile_action(
                     basic_auth: f
                         .basic_auth
                         .as_deref()
-                        .map(crate::basic_auth::CompiledBasicAuth::compile),
+                        .map(crate::policy::basic_auth::CompiledBasicAuth::compile),
                     external_auth,
                     rate_limit: f
                         .rate_limit
                         .as_deref()
-                        .map(|l| crate::rate_limit::CompiledRateLimit::compile(l, zones)),
+                        .map(|l| crate::policy::rate_limit::CompiledRateLimit::compile(l, zones)),
                     affinity,
                     hsts: f
                         .hsts

@@ -1,6 +1,6 @@
 //! The proxy's general request path: route lookup → action → upstream, for one request that
 //! hyper parsed — HTTP/2, and HTTP/1.1 connections the relay handed over (bodies, upgrades,
-//! local answers). Body-less HTTP/1.1 requests are served by [`crate::http1_relay`] first.
+//! local answers). Body-less HTTP/1.1 requests are served by [`crate::http::http1_relay`] first.
 //!
 //! Nothing here takes a lock: the configuration is one atomic load (`ArcSwap`), target choice
 //! uses atomics, metric handles are pre-resolved. Bodies stream both ways and are never
@@ -14,340 +14,28 @@ use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use arc_swap::ArcSwap;
 use bytes::Bytes;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{Method, Request, Response, StatusCode, Uri, Version};
-use http_body_util::combinators::UnsyncBoxBody;
-use http_body_util::{BodyExt, Empty, Full};
+use http_body_util::BodyExt;
 use hyper::body::Incoming;
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::client::legacy::Client;
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
-use tollgate_contract::matching::{normalize_host, RequestFacts};
+use hyper_util::rt::TokioIo;
+use tollgate_contract::matching::RequestFacts;
 use tollgate_contract::Redirect;
 
-use crate::config::{CompiledAction, CompiledListener, ProxyConfig};
-use crate::metrics::ProxyMetrics;
-use crate::route_table::RuleIndex;
-use crate::upstream::{pick_weighted, InFlight, UpstreamGroup};
-use crate::upstream_http1::{
+use crate::http::parse::{headers_for_conditions, normalize_path, request_host};
+use crate::http::Shared;
+use crate::route::config::{CompiledAction, CompiledListener, ProxyConfig};
+use crate::route::route_table::RuleIndex;
+use crate::shared::body::{boxed_error, empty, BodyError, ProxyBody};
+use crate::shared::conn::ConnInfo;
+use crate::shared::responses::{error_response, local_response, SERVER};
+use crate::shared::settings::ProxySettings;
+use crate::upstream::http1::{
     append_origin_form, append_upstream_headers, untrusted_request_header, ConnectionTokens,
     HOP_BY_HOP,
 };
-
-/// Errors of bodies on the proxy's path (hyper's, or a target's response cut short).
-pub type BodyError = Box<dyn std::error::Error + Send + Sync>;
-
-/// Response and request bodies on the proxy's path.
-pub type ProxyBody = UnsyncBoxBody<Bytes, BodyError>;
-
-/// Timeouts and behaviour of the data path.
-#[derive(Debug, Clone)]
-pub struct ProxySettings {
-    pub connect_timeout: Duration,
-    pub response_header_timeout: Duration,
-    pub upstream_idle_timeout: Duration,
-    /// Port written into `ssl-redirect` Locations for the model's HTTPS port 443.
-    pub https_redirect_port: u16,
-    /// `--use-forwarded-headers`: the networks whose `X-Forwarded-For` names the client
-    /// (`--proxy-real-ip-cidr`); `None`: the peer is the client.
-    pub real_ip_from: Option<Vec<(std::net::IpAddr, u8)>>,
-    /// One JSON line per request on the `tollgate::access` log target.
-    pub access_log: bool,
-}
-
-impl Default for ProxySettings {
-    fn default() -> Self {
-        ProxySettings {
-            connect_timeout: Duration::from_secs(5),
-            response_header_timeout: Duration::from_secs(60),
-            upstream_idle_timeout: Duration::from_secs(60),
-            https_redirect_port: 443,
-            access_log: false,
-            real_ip_from: None,
-        }
-    }
-}
-
-/// The HTTP/2 (gRPC) upstream client; hyper-util keys its pool by authority, one multiplexed
-/// connection per target. HTTP/1.1 upstreams use the targets' own pools (`upstream.rs`).
-pub struct UpstreamClients {
-    h2: Client<HttpConnector, ProxyBody>,
-    /// HTTP/2 over TLS (GRPCS).
-    h2_tls: Client<crate::upstream_tls::TlsH2Connector, ProxyBody>,
-    /// For `backend-protocol: HTTPS` targets. Like ALB and ingress-nginx's default
-    /// (`proxy-ssl-verify: off`), target certificates are not verified.
-    pub(crate) tls: tokio_rustls::TlsConnector,
-}
-
-impl UpstreamClients {
-    pub fn new(settings: &ProxySettings) -> Self {
-        let mut conn = HttpConnector::new();
-        conn.set_connect_timeout(Some(settings.connect_timeout));
-        conn.set_nodelay(true);
-        conn.enforce_http(true);
-        let mut b2 = Client::builder(TokioExecutor::new());
-        b2.http2_only(true)
-            .pool_idle_timeout(settings.upstream_idle_timeout)
-            .pool_timer(TokioTimer::new())
-            .timer(TokioTimer::new());
-        let h2 = b2.build(conn);
-        let h2_tls = b2.build(crate::upstream_tls::TlsH2Connector::new(
-            settings.connect_timeout,
-        ));
-        UpstreamClients {
-            h2,
-            h2_tls,
-            tls: crate::tls::unverified_client_connector(&[b"http/1.1"]),
-        }
-    }
-}
-
-/// What every request needs, shared by all connections.
-pub struct Shared {
-    pub config: ArcSwap<ProxyConfig>,
-    pub metrics: ProxyMetrics,
-    pub clients: UpstreamClients,
-    pub settings: ProxySettings,
-}
-
-/// Facts about the client connection a request arrived on.
-#[derive(Debug, Clone)]
-pub struct ConnInfo {
-    pub client: SocketAddr,
-    pub local: SocketAddr,
-    pub tls: bool,
-    /// The certificate the client presented in its TLS handshake, if asked and given.
-    pub client_cert: Option<Arc<crate::client_cert::PeerCertificate>>,
-}
-
-/// The `Server` header of the proxy's own answers, and of relayed ones whose target sent
-/// none (as ingress-nginx does; the Ingress conformance suite expects one on every response).
-pub(crate) const SERVER: HeaderValue = HeaderValue::from_static("tollgate");
-
-fn boxed_error(e: hyper::Error) -> BodyError {
-    Box::new(e)
-}
-
-fn full(body: impl Into<Bytes>) -> ProxyBody {
-    Full::new(body.into())
-        .map_err(|never| match never {})
-        .boxed_unsync()
-}
-
-fn empty() -> ProxyBody {
-    Empty::new().map_err(|never| match never {}).boxed_unsync()
-}
-
-/// A response the proxy makes itself: `Content-Type`, `Content-Length`, `Date`, `Server`.
-pub fn local_response(
-    status: StatusCode,
-    content_type: &str,
-    body: impl Into<Bytes>,
-) -> Response<ProxyBody> {
-    let body: Bytes = body.into();
-    let mut r = Response::new(full(body.clone()));
-    *r.status_mut() = status;
-    let h = r.headers_mut();
-    h.insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_str(content_type).unwrap_or(HeaderValue::from_static("text/plain")),
-    );
-    h.insert(header::CONTENT_LENGTH, HeaderValue::from(body.len()));
-    h.insert(header::SERVER, SERVER);
-    if let Ok(d) = HeaderValue::from_str(&httpdate::fmt_http_date(std::time::SystemTime::now())) {
-        h.insert(header::DATE, d);
-    }
-    r
-}
-
-/// The short plain-text body of the proxy's own error answers.
-pub(crate) fn error_body(status: StatusCode, why: &str) -> String {
-    let reason = status.canonical_reason().unwrap_or("error");
-    format!("{} {reason}: {why}\n", status.as_u16())
-}
-
-fn error_response(status: StatusCode, why: &str) -> Response<ProxyBody> {
-    local_response(status, "text/plain; charset=utf-8", error_body(status, why))
-}
-
-/// Why a request's host cannot be trusted; answered with 400 and the connection closed.
-pub(crate) type HostError = &'static str;
-
-/// The host a request is routed by and forwarded with — one value for both, so a target
-/// never receives a `Host` other than the one that chose it (an attacker would otherwise
-/// route by one name and deliver another: password-reset and cache poisoning).
-///
-/// - HTTP/1.1: exactly one `Host` (RFC 9112 §3.2: none, or more than one, is a 400); for an
-///   absolute-form target the target's authority wins and `Host` is ignored (§3.2.2).
-/// - HTTP/2: `:authority`, else `host`; a `host` that names another authority makes the
-///   request malformed (RFC 9113 §8.3.1).
-/// - HTTP/1.0 may omit `Host`: the listener's default rule answers.
-///
-/// Returns the routing form (lower-case, no port, see [`normalize_host`]) and the value
-/// forwarded as `Host` and `X-Forwarded-Host`.
-pub(crate) fn request_host<B>(
-    req: &Request<B>,
-    tls: bool,
-) -> Result<(String, HeaderValue), HostError> {
-    let mut hosts = req.headers().get_all(header::HOST).iter();
-    let host = hosts.next();
-    if hosts.next().is_some() {
-        return Err("more than one Host header");
-    }
-    if host.is_some_and(|h| !valid_host(h.as_bytes())) {
-        return Err("invalid Host header");
-    }
-    let authority = req.uri().authority();
-    if authority.is_some_and(|a| !valid_host(a.as_str().as_bytes())) {
-        return Err("invalid authority");
-    }
-    let raw = if req.version() == Version::HTTP_2 {
-        match (authority, host) {
-            (Some(a), Some(h)) if !same_authority(a.as_str(), h.as_bytes(), tls) => {
-                return Err("host header differs from :authority")
-            }
-            (Some(a), _) => HeaderValue::from_str(a.as_str()).map_err(|_| "invalid authority")?,
-            (None, Some(h)) => h.clone(),
-            (None, None) => return Err("no :authority"),
-        }
-    } else {
-        match (authority, host) {
-            (_, None) if req.version() == Version::HTTP_11 => return Err("no Host header"),
-            (Some(a), _) => HeaderValue::from_str(a.as_str()).map_err(|_| "invalid authority")?,
-            (None, Some(h)) => h.clone(),
-            (None, None) => HeaderValue::from_static(""),
-        }
-    };
-    let routed = normalize_host(raw.to_str().map_err(|_| "invalid Host header")?);
-    Ok((routed, raw))
-}
-
-/// Whether a `Host` value (or an authority) is `host[:port]` and nothing else: a reg-name,
-/// an IPv4 address or a bracketed IPv6 literal (RFC 3986 §3.2.2), without userinfo, so a
-/// target parsing it cannot read another host out of it.
-pub(crate) fn valid_host(raw: &[u8]) -> bool {
-    let (host, port) = match raw.strip_prefix(b"[") {
-        Some(rest) => match rest.iter().position(|b| *b == b']') {
-            Some(end) => {
-                let literal = &rest[..end];
-                if literal.is_empty()
-                    || !literal
-                        .iter()
-                        .all(|b| b.is_ascii_hexdigit() || matches!(b, b':' | b'.'))
-                {
-                    return false;
-                }
-                match &rest[end + 1..] {
-                    [] => (&b""[..], None),
-                    [b':', port @ ..] => (&b""[..], Some(port)),
-                    _ => return false,
-                }
-            }
-            None => return false,
-        },
-        None => match raw.iter().rposition(|b| *b == b':') {
-            Some(i) => (&raw[..i], Some(&raw[i + 1..])),
-            None => (raw, None),
-        },
-    };
-    let reg_name = host.iter().all(|b| {
-        b.is_ascii_alphanumeric()
-            || matches!(
-                b,
-                b'-' | b'.'
-                    | b'_'
-                    | b'~'
-                    | b'!'
-                    | b'$'
-                    | b'&'
-                    | b'\''
-                    | b'('
-                    | b')'
-                    | b'*'
-                    | b'+'
-                    | b','
-                    | b';'
-                    | b'='
-                    | b'%'
-            )
-    });
-    reg_name && port.is_none_or(|p| p.len() <= 5 && p.iter().all(u8::is_ascii_digit))
-}
-
-/// Whether two authorities name the same origin: host case-insensitively, a missing port
-/// being the scheme's default.
-fn same_authority(a: &str, b: &[u8], tls: bool) -> bool {
-    let Ok(b) = std::str::from_utf8(b) else {
-        return false;
-    };
-    let default = if tls { "443" } else { "80" };
-    let port = |s: &str| -> String {
-        let after_host = match s.strip_prefix('[') {
-            Some(rest) => rest.split_once(']').map_or("", |(_, p)| p),
-            None => s.rsplit_once(':').map_or("", |(_, p)| p),
-        };
-        let p = after_host.trim_start_matches(':');
-        if p.is_empty() { default } else { p }.to_string()
-    };
-    normalize_host(a) == normalize_host(b) && port(a) == port(b)
-}
-
-/// The path as routing compares it: dot segments resolved, repeated slashes merged, and
-/// percent-encoded unreserved characters decoded, so `/public/../admin` routes (and is
-/// forwarded) as `/admin` rather than slipping past a rule.
-pub fn normalize_path(raw: &str) -> std::borrow::Cow<'_, str> {
-    let needs =
-        raw.contains("//") || raw.contains("/.") || raw.contains('%') || !raw.starts_with('/');
-    if !needs {
-        return std::borrow::Cow::Borrowed(raw);
-    }
-    let decoded = decode_unreserved(raw);
-    let mut out: Vec<&str> = Vec::new();
-    for seg in decoded.split('/') {
-        match seg {
-            "" | "." => {}
-            ".." => {
-                out.pop();
-            }
-            s => out.push(s),
-        }
-    }
-    let trailing = decoded.ends_with('/') || decoded.ends_with("/.") || decoded.ends_with("/..");
-    let mut p = String::with_capacity(decoded.len());
-    for s in &out {
-        p.push('/');
-        p.push_str(s);
-    }
-    if p.is_empty() || (trailing && !out.is_empty()) {
-        p.push('/');
-    }
-    std::borrow::Cow::Owned(p)
-}
-
-fn decode_unreserved(raw: &str) -> String {
-    let b = raw.as_bytes();
-    let mut out = String::with_capacity(raw.len());
-    let mut i = 0;
-    while i < b.len() {
-        if b[i] == b'%' && i + 2 < b.len() {
-            let hex = std::str::from_utf8(&b[i + 1..i + 3])
-                .ok()
-                .and_then(|h| u8::from_str_radix(h, 16).ok());
-            if let Some(c) =
-                hex.filter(|c| c.is_ascii_alphanumeric() || matches!(c, b'-' | b'.' | b'_' | b'~'))
-            {
-                out.push(char::from(c));
-                i += 3;
-                continue;
-            }
-        }
-        out.push(char::from(b[i]));
-        i += 1;
-    }
-    out
-}
+use crate::upstream::{pick_weighted, InFlight, UpstreamGroup};
 
 fn is_upgrade<B>(req: &Request<B>) -> bool {
     req.version() == Version::HTTP_11
@@ -367,24 +55,6 @@ fn smuggling_attempt<B>(req: &Request<B>) -> bool {
     let h = req.headers();
     let cl = h.get_all(header::CONTENT_LENGTH).iter().count();
     (cl > 0 && h.contains_key(header::TRANSFER_ENCODING)) || cl > 1
-}
-
-/// The request's headers as rules with header conditions read them (names lower-case),
-/// collected only when some rule has such a condition (`wanted`).
-pub(crate) fn headers_for_conditions<'a>(
-    wanted: bool,
-    headers: impl Iterator<Item = (&'a str, &'a [u8])>,
-) -> Vec<(String, String)> {
-    if !wanted {
-        return Vec::new();
-    }
-    headers
-        .filter_map(|(name, value)| {
-            std::str::from_utf8(value)
-                .ok()
-                .map(|v| (name.to_ascii_lowercase(), v.to_string()))
-        })
-        .collect()
 }
 
 /// Handles one request. Never fails: every problem becomes a response.
@@ -457,7 +127,8 @@ enum Answer {
 /// Routes a request by the current configuration: a local answer, or the forwarding future.
 fn route(shared: Arc<Shared>, mut conn: ConnInfo, req: Request<Incoming>) -> Routed {
     if let Some(trusted) = &shared.settings.real_ip_from {
-        let ip = crate::forwarded_for::real_client(trusted, conn.client.ip(), req.headers());
+        let ip =
+            crate::policy::forwarded_for::real_client(trusted, conn.client.ip(), req.headers());
         conn.client = SocketAddr::new(ip, conn.client.port());
     }
     let ready = |r| Routed {
@@ -596,7 +267,7 @@ struct Forwarding<'p> {
     host: HeaderValue,
     path: std::borrow::Cow<'p, str>,
     max_body: Option<u64>,
-    upstream: Option<Arc<crate::config::CompiledUpstream>>,
+    upstream: Option<Arc<crate::route::config::CompiledUpstream>>,
 }
 
 impl Forwarding<'_> {
@@ -616,13 +287,13 @@ impl Forwarding<'_> {
 
 /// The per-request policy layers a route may carry; all `None` on most routes.
 struct Layers<'c> {
-    rate_limit: Option<&'c Arc<crate::rate_limit::CompiledRateLimit>>,
-    basic_auth: Option<&'c Arc<crate::basic_auth::CompiledBasicAuth>>,
-    external_auth: Option<&'c Arc<crate::external_auth::CompiledExternalAuth>>,
-    affinity: Option<&'c Arc<crate::affinity::CompiledAffinity>>,
+    rate_limit: Option<&'c Arc<crate::policy::rate_limit::CompiledRateLimit>>,
+    basic_auth: Option<&'c Arc<crate::policy::basic_auth::CompiledBasicAuth>>,
+    external_auth: Option<&'c Arc<crate::policy::external_auth::CompiledExternalAuth>>,
+    affinity: Option<&'c Arc<crate::upstream::affinity::CompiledAffinity>>,
     hsts: Option<&'c HeaderValue>,
-    client_cert: Option<&'c Arc<crate::client_cert::CompiledClientCert>>,
-    error_backend: Option<&'c Arc<crate::config::CompiledErrorBackend>>,
+    client_cert: Option<&'c Arc<crate::policy::client_cert::CompiledClientCert>>,
+    error_backend: Option<&'c Arc<crate::route::config::CompiledErrorBackend>>,
 }
 
 /// A forward through the route's policy layers, in nginx's phase order (access, then
@@ -631,11 +302,11 @@ struct Layers<'c> {
 /// layers go straight to [`forward`].
 fn guarded_forward(
     mut f: Forwarding<'_>,
-    cors: Option<(Arc<crate::config::CompiledCors>, HeaderValue)>,
+    cors: Option<(Arc<crate::policy::cors::CompiledCors>, HeaderValue)>,
     layers: Layers<'_>,
     routed: (&str, &str),
 ) -> Answer {
-    use crate::basic_auth::Verdict;
+    use crate::policy::basic_auth::Verdict;
     let Layers {
         rate_limit,
         basic_auth,
@@ -676,12 +347,12 @@ fn guarded_forward(
     // headers, replacing any a client sent.
     if let Some(c) = client_cert {
         match c.check(f.conn.client_cert.as_deref()) {
-            crate::client_cert::CertCheck::Pass(headers) => {
+            crate::policy::client_cert::CertCheck::Pass(headers) => {
                 for (n, v) in headers {
                     f.req.headers_mut().insert(n, v);
                 }
             }
-            crate::client_cert::CertCheck::Refuse {
+            crate::policy::client_cert::CertCheck::Refuse {
                 status,
                 body,
                 location,
@@ -727,7 +398,7 @@ fn guarded_forward(
     let mut sticky_cookie = None;
     if let Some(a) = affinity {
         let (host, path) = routed;
-        let view = crate::affinity::RequestView {
+        let view = crate::upstream::affinity::RequestView {
             headers: f.req.headers(),
             request_uri: request_uri(&f.req),
             path,
@@ -747,7 +418,7 @@ fn guarded_forward(
     let finish = move |mut r: Response<ProxyBody>| {
         add_headers(&mut r);
         match in_progress {
-            Some(g) => r.map(|b| crate::rate_limit::Counted::new(b, g).boxed_unsync()),
+            Some(g) => r.map(|b| crate::policy::rate_limit::Counted::new(b, g).boxed_unsync()),
             None => r,
         }
     };
@@ -766,7 +437,7 @@ fn guarded_forward(
     // The check is made from the request as the client sent it (credentials included).
     let check = external_auth.map(|e| {
         let (host, path) = routed;
-        let view = crate::external_auth::RequestView {
+        let view = crate::policy::external_auth::RequestView {
             method: f.req.method(),
             headers: f.req.headers(),
             scheme: if f.conn.tls { "https" } else { "http" },
@@ -835,14 +506,14 @@ fn guarded_forward(
             let settings = &f.shared.settings;
             let (connect, read) = (settings.connect_timeout, settings.response_header_timeout);
             match e.check(sub, connect, read).await {
-                crate::external_auth::Outcome::Refused { status, headers } => {
+                crate::policy::external_auth::Outcome::Refused { status, headers } => {
                     let mut r = error_response(status, "authentication required");
                     for (n, v) in headers {
                         r.headers_mut().append(n, v);
                     }
                     return finish(r);
                 }
-                crate::external_auth::Outcome::Allowed {
+                crate::policy::external_auth::Outcome::Allowed {
                     upstream_headers,
                     cookies: c,
                 } => {
@@ -871,7 +542,7 @@ fn guarded_forward(
                     "{method} / HTTP/1.1\r\nhost: {host}\r\nx-code: {code}\r\nx-format: {accept}\r\nx-original-uri: {uri}\r\n{}\r\n",
                     e.fixed_headers
                 );
-                r = match crate::upstream_http1::forward_body_less(
+                r = match crate::upstream::http1::forward_body_less(
                     &shared,
                     &e.group,
                     head.as_bytes(),
@@ -891,7 +562,7 @@ fn guarded_forward(
         if let Some(c) = sticky_cookie {
             r.headers_mut().append(header::SET_COOKIE, c);
         }
-        if always || crate::external_auth::cookie_status(r.status()) {
+        if always || crate::policy::external_auth::cookie_status(r.status()) {
             for c in cookies {
                 r.headers_mut().append(header::SET_COOKIE, c);
             }
@@ -909,7 +580,7 @@ fn request_uri<B>(req: &Request<B>) -> &str {
 }
 
 /// nginx's answer to missing or wrong basic-auth credentials.
-fn unauthorized(a: &crate::basic_auth::CompiledBasicAuth) -> Response<ProxyBody> {
+fn unauthorized(a: &crate::policy::basic_auth::CompiledBasicAuth) -> Response<ProxyBody> {
     let mut r = local_response(
         StatusCode::UNAUTHORIZED,
         "text/html",
@@ -990,7 +661,7 @@ fn strip_hop_by_hop(h: &mut HeaderMap) {
 
 /// Turns the client's headers into the upstream request's, in place: hop-by-hop headers
 /// removed, forwarding headers a client must not set dropped (see
-/// [`crate::upstream_http1::untrusted_request_header`]), `Host` and `X-Forwarded-*` set from
+/// [`crate::upstream::http1::untrusted_request_header`]), `Host` and `X-Forwarded-*` set from
 /// what the proxy saw and routed by — after the `Connection`-named headers are gone, so a
 /// client cannot strip them.
 fn prepare_upstream_headers(h: &mut HeaderMap, conn: ConnInfo, host: HeaderValue, upgrade: bool) {
@@ -1083,7 +754,7 @@ const ALLOWED_METHODS: HeaderValue =
 struct Timeouts {
     connect: Duration,
     response_header: Duration,
-    next: Option<Arc<crate::config::NextUpstream>>,
+    next: Option<Arc<crate::route::config::NextUpstream>>,
 }
 
 /// Why one attempt at a target failed.
@@ -1189,7 +860,7 @@ fn forward(
     host: HeaderValue,
     path: &str,
     max_body: Option<u64>,
-    upstream: Option<&crate::config::CompiledUpstream>,
+    upstream: Option<&crate::route::config::CompiledUpstream>,
 ) -> ForwardFuture {
     let upgrade = is_upgrade(&req);
     // A body-less request can be retried on another target after a connect failure.
@@ -1202,7 +873,7 @@ fn forward(
         let head_request = req.method() == Method::HEAD;
         drop(req);
         return Box::pin(async move {
-            let answer = crate::upstream_http1::forward_body_less(
+            let answer = crate::upstream::http1::forward_body_less(
                 &shared,
                 &group,
                 &head,
@@ -1343,7 +1014,7 @@ async fn forward_with_hyper_client(
     let deadline = next
         .and_then(|n| n.timeout_limit)
         .map(|t| Instant::now() + t);
-    let go_on = |attempt: usize, when: fn(&crate::config::NextUpstream) -> bool| {
+    let go_on = |attempt: usize, when: fn(&crate::route::config::NextUpstream) -> bool| {
         attempt + 1 < attempts
             && may_repeat
             && deadline.is_none_or(|d| Instant::now() < d)

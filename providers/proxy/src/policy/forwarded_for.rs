@@ -17,12 +17,12 @@ pub fn parse_cidrs(list: &str) -> Result<Vec<(IpAddr, u8)>, String> {
     list.split(',')
         .map(str::trim)
         .filter(|c| !c.is_empty())
-        .map(|c| crate::cidr::parse(c).ok_or_else(|| format!("{c:?} is not a CIDR")))
+        .map(|c| crate::shared::cidr::parse(c).ok_or_else(|| format!("{c:?} is not a CIDR")))
         .collect()
 }
 
 fn trusted(t: &Trusted, ip: IpAddr) -> bool {
-    t.iter().any(|n| crate::cidr::contains(*n, ip))
+    t.iter().any(|n| crate::shared::cidr::contains(*n, ip))
 }
 
 /// The client of a request that arrived from `peer`.

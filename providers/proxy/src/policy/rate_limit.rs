@@ -178,7 +178,7 @@ impl CompiledRateLimit {
         let allow = spec
             .allowlist
             .iter()
-            .filter_map(|c| crate::cidr::parse(c))
+            .filter_map(|c| crate::shared::cidr::parse(c))
             .collect();
         Arc::new(CompiledRateLimit {
             zone: zones.zone(spec),
@@ -190,7 +190,11 @@ impl CompiledRateLimit {
     /// else the guard to hold until its response ends (if connections are limited).
     #[allow(clippy::result_unit_err)]
     pub fn admit(&self, client: IpAddr) -> Result<Option<InProgressGuard>, ()> {
-        if self.allow.iter().any(|n| crate::cidr::contains(*n, client)) {
+        if self
+            .allow
+            .iter()
+            .any(|n| crate::shared::cidr::contains(*n, client))
+        {
             return Ok(None);
         }
         let z = &self.zone;

@@ -188,7 +188,7 @@ pub struct ClientAuthHosts {
 
 impl ClientAuthHosts {
     pub fn build(
-        routes: &[crate::config::ClientAuthRoute],
+        routes: &[crate::route::config::ClientAuthRoute],
         resolver: &Arc<SniResolver>,
     ) -> Result<Self, rustls::Error> {
         let mut hints: HashMap<
@@ -205,7 +205,7 @@ impl ClientAuthHosts {
         }
         let mut out = ClientAuthHosts::default();
         for (host, names) in hints {
-            let verifier = Arc::new(crate::client_cert::RequestingVerifier::new(names));
+            let verifier = Arc::new(crate::policy::client_cert::RequestingVerifier::new(names));
             let cfg = Arc::new(server_config_with(resolver.clone(), Some(verifier))?);
             match host {
                 Some(tollgate_contract::HostMatch::Exact(h)) => {
@@ -287,69 +287,4 @@ pub fn server_config_with(
     let mut cfg = builder.with_cert_resolver(resolver);
     cfg.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
     Ok(cfg)
-}
-
-/// Accepts any server certificate (signatures are still checked): target TLS is for
-/// encryption on the wire, as with ALB targets and ingress-nginx's default
-/// `proxy-ssl-verify: off`.
-#[derive(Debug)]
-pub struct AnyServerCertificate(pub Arc<rustls::crypto::CryptoProvider>);
-
-impl rustls::client::danger::ServerCertVerifier for AnyServerCertificate {
-    fn verify_server_cert(
-        &self,
-        _: &CertificateDer<'_>,
-        _: &[CertificateDer<'_>],
-        _: &rustls::pki_types::ServerName<'_>,
-        _: &[u8],
-        _: rustls::pki_types::UnixTime,
-    ) -> Result<rustls::client::danger::ServerCertVerified, rustls::Error> {
-        Ok(rustls::client::danger::ServerCertVerified::assertion())
-    }
-
-    fn verify_tls12_signature(
-        &self,
-        m: &[u8],
-        c: &CertificateDer<'_>,
-        d: &rustls::DigitallySignedStruct,
-    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls12_signature(m, c, d, &self.0.signature_verification_algorithms)
-    }
-
-    fn verify_tls13_signature(
-        &self,
-        m: &[u8],
-        c: &CertificateDer<'_>,
-        d: &rustls::DigitallySignedStruct,
-    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls13_signature(m, c, d, &self.0.signature_verification_algorithms)
-    }
-
-    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
-        self.0.signature_verification_algorithms.supported_schemes()
-    }
-}
-
-/// A TLS connector for HTTPS targets (HTTP/1.1 over TLS; the certificate is not verified).
-pub fn unverified_client_connector(alpn: &[&[u8]]) -> tokio_rustls::TlsConnector {
-    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
-    let cfg = rustls::ClientConfig::builder_with_provider(provider.clone())
-        .with_safe_default_protocol_versions()
-        .map(|b| {
-            b.dangerous()
-                .with_custom_certificate_verifier(Arc::new(AnyServerCertificate(provider)))
-                .with_no_client_auth()
-        });
-    match cfg {
-        Ok(mut c) => {
-            c.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
-            tokio_rustls::TlsConnector::from(Arc::new(c))
-        }
-        // The default provider always supports the default versions; keep a working value.
-        Err(_) => tokio_rustls::TlsConnector::from(Arc::new(
-            rustls::ClientConfig::builder()
-                .with_root_certificates(rustls::RootCertStore::empty())
-                .with_no_client_auth(),
-        )),
-    }
 }

@@ -1,10 +1,12 @@
-//! HTTP/2 over TLS to targets (gRPC with `backend-protocol: GRPCS`, or HTTPS + HTTP2): a
-//! connector for hyper-util's pooling client that dials the target and negotiates `h2` by
-//! ALPN. Target certificates are not verified, like ALB and ingress-nginx's default.
+//! TLS to targets: the connector HTTPS targets are dialled with, and HTTP/2 over TLS (gRPC
+//! with `backend-protocol: GRPCS`, or HTTPS + HTTP2), a connector for hyper-util's pooling
+//! client that negotiates `h2` by ALPN. Target certificates are not verified, like ALB and
+//! ingress-nginx's default.
 
 use std::future::Future;
 use std::io;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -12,7 +14,7 @@ use hyper::rt::{Read, ReadBufCursor, Write};
 use hyper::Uri;
 use hyper_util::client::legacy::connect::{Connected, Connection};
 use hyper_util::rt::TokioIo;
-use rustls_pki_types::ServerName;
+use rustls_pki_types::{CertificateDer, ServerName};
 use tokio::net::TcpStream;
 
 /// Dials targets over TLS offering only `h2`.
@@ -25,7 +27,7 @@ pub struct TlsH2Connector {
 impl TlsH2Connector {
     pub fn new(connect_timeout: Duration) -> Self {
         TlsH2Connector {
-            tls: crate::tls::unverified_client_connector(&[b"h2"]),
+            tls: unverified_client_connector(&[b"h2"]),
             connect_timeout,
         }
     }
@@ -103,5 +105,70 @@ impl tower_service::Service<Uri> for TlsH2Connector {
             }
             Ok(TlsH2Stream(TokioIo::new(tls)))
         })
+    }
+}
+
+/// A TLS connector for HTTPS targets (HTTP/1.1 over TLS; the certificate is not verified).
+pub fn unverified_client_connector(alpn: &[&[u8]]) -> tokio_rustls::TlsConnector {
+    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    let cfg = rustls::ClientConfig::builder_with_provider(provider.clone())
+        .with_safe_default_protocol_versions()
+        .map(|b| {
+            b.dangerous()
+                .with_custom_certificate_verifier(Arc::new(AnyServerCertificate(provider)))
+                .with_no_client_auth()
+        });
+    match cfg {
+        Ok(mut c) => {
+            c.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
+            tokio_rustls::TlsConnector::from(Arc::new(c))
+        }
+        // The default provider always supports the default versions; keep a working value.
+        Err(_) => tokio_rustls::TlsConnector::from(Arc::new(
+            rustls::ClientConfig::builder()
+                .with_root_certificates(rustls::RootCertStore::empty())
+                .with_no_client_auth(),
+        )),
+    }
+}
+
+/// Accepts any server certificate (signatures are still checked): target TLS is for
+/// encryption on the wire, as with ALB targets and ingress-nginx's default
+/// `proxy-ssl-verify: off`.
+#[derive(Debug)]
+pub struct AnyServerCertificate(pub Arc<rustls::crypto::CryptoProvider>);
+
+impl rustls::client::danger::ServerCertVerifier for AnyServerCertificate {
+    fn verify_server_cert(
+        &self,
+        _: &CertificateDer<'_>,
+        _: &[CertificateDer<'_>],
+        _: &rustls::pki_types::ServerName<'_>,
+        _: &[u8],
+        _: rustls::pki_types::UnixTime,
+    ) -> Result<rustls::client::danger::ServerCertVerified, rustls::Error> {
+        Ok(rustls::client::danger::ServerCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        m: &[u8],
+        c: &CertificateDer<'_>,
+        d: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(m, c, d, &self.0.signature_verification_algorithms)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        m: &[u8],
+        c: &CertificateDer<'_>,
+        d: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(m, c, d, &self.0.signature_verification_algorithms)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
+        self.0.signature_verification_algorithms.supported_schemes()
     }
 }

@@ -4,7 +4,7 @@
 //! same connection as the client takes it; the connection returns to its target's pool when
 //! the body ends cleanly.
 //!
-//! Used by the HTTP/1.1 relay ([`crate::http1_relay`], which passes bodies through as they
+//! Used by the HTTP/1.1 relay ([`crate::http::http1_relay`], which passes bodies through as they
 //! are framed) and by the general path for body-less requests from HTTP/2 and handed-over
 //! HTTP/1.1 clients ([`forward_body_less`], which decodes bodies for hyper to re-frame).
 //! Requests with bodies and upgrades use hyper's client (`request_path`).
@@ -24,7 +24,9 @@ use http::{Response, StatusCode};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::net::TcpStream;
 
-use crate::request_path::{ConnInfo, ProxyBody, Shared};
+use crate::shared::body::ProxyBody;
+use crate::shared::conn::ConnInfo;
+use crate::upstream::clients::UpstreamEnv;
 use crate::upstream::{InFlight, TargetState, UpstreamGroup};
 
 /// Largest upstream response head accepted.
@@ -459,7 +461,7 @@ pub(crate) struct Answer<T> {
 /// once by a new one when the request may be repeated. On failure, the status and reason
 /// the client gets (502, 503, 504).
 pub(crate) async fn exchange<T>(
-    shared: &Shared,
+    shared: &UpstreamEnv,
     group: &UpstreamGroup,
     request_head: &[u8],
     idempotent: bool,
@@ -523,7 +525,7 @@ pub(crate) async fn exchange<T>(
 
 #[allow(clippy::too_many_arguments)] // one call site; a struct would only rename them
 async fn exchange_head<T>(
-    shared: &Shared,
+    shared: &UpstreamEnv,
     target: &Arc<TargetState>,
     tls: bool,
     request_head: &[u8],
@@ -598,7 +600,7 @@ async fn exchange_head<T>(
     Err(HeadError::Upstream("no connection"))
 }
 
-async fn connect(addr: SocketAddr, shared: &Shared, tls: bool) -> Option<UpstreamStream> {
+async fn connect(addr: SocketAddr, shared: &UpstreamEnv, tls: bool) -> Option<UpstreamStream> {
     let timeout = shared.settings.connect_timeout;
     let stream = tokio::time::timeout(timeout, TcpStream::connect(addr))
         .await
@@ -814,7 +816,7 @@ impl BodyCursor {
 /// is decoded (hyper frames it again for the client) and read from the target as the client
 /// takes it.
 pub(crate) async fn forward_body_less(
-    shared: &Shared,
+    shared: &UpstreamEnv,
     group: &UpstreamGroup,
     request_head: &[u8],
     idempotent: bool,
@@ -856,7 +858,7 @@ pub(crate) async fn forward_body_less(
                 headers.append(n, v);
             }
             if !headers.contains_key(http::header::SERVER) {
-                headers.insert(http::header::SERVER, crate::request_path::SERVER);
+                headers.insert(http::header::SERVER, crate::shared::responses::SERVER);
             }
             let status = StatusCode::from_u16(facts.status).map_err(|_| "invalid status code")?;
             Ok(Some((
@@ -879,7 +881,7 @@ pub(crate) async fn forward_body_less(
         in_flight: answer.in_flight,
     };
     let mut resp = Response::new(http_body_util::BodyExt::boxed_unsync(
-        http_body_util::BodyExt::map_err(body, |e| -> crate::request_path::BodyError {
+        http_body_util::BodyExt::map_err(body, |e| -> crate::shared::body::BodyError {
             Box::new(e)
         }),
     ));

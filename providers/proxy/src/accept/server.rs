@@ -13,51 +13,12 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpListener;
 use tokio::sync::{watch, Semaphore};
 
-use crate::client_connections::{ConnSlot, ConnectionTable, GuardedBody};
-use crate::http1_relay::{self, RelayContext, Relayed};
-use crate::request_path::{admin_response, handle, ConnInfo, Shared};
-
-/// Limits that protect the proxy from its clients.
-#[derive(Debug, Clone)]
-pub struct Limits {
-    pub max_connections: usize,
-    /// Time allowed for a request's headers to arrive (slowloris).
-    pub header_read_timeout: Duration,
-    /// Bytes of request head buffered; larger heads get 431.
-    pub max_header_bytes: usize,
-    pub max_headers: usize,
-    pub h2_max_concurrent_streams: u32,
-    /// Streams reset by the client before the proxy answered, tolerated at once (rapid
-    /// reset, CVE-2023-44487); past it the connection is closed with GOAWAY.
-    pub h2_max_pending_reset_streams: usize,
-    pub tls_handshake_timeout: Duration,
-    /// How long a keep-alive connection may wait for its next request (ingress-nginx's
-    /// `keep-alive`, 75 s); an HTTP/2 connection, with no stream open.
-    pub idle_timeout: Duration,
-    /// Requests a connection may carry before it is closed (ingress-nginx's
-    /// `keep-alive-requests`); 0: no cap.
-    pub max_requests_per_connection: u32,
-    /// Every connection starts with a PROXY protocol header naming the client
-    /// (ingress-nginx's `use-proxy-protocol`).
-    pub proxy_protocol: bool,
-}
-
-impl Default for Limits {
-    fn default() -> Self {
-        Limits {
-            max_connections: 20_000,
-            header_read_timeout: Duration::from_secs(10),
-            max_header_bytes: 64 * 1024,
-            max_headers: 100,
-            h2_max_concurrent_streams: 250,
-            h2_max_pending_reset_streams: 20,
-            tls_handshake_timeout: Duration::from_secs(10),
-            idle_timeout: Duration::from_secs(75),
-            proxy_protocol: false,
-            max_requests_per_connection: 0,
-        }
-    }
-}
+use crate::http::http1_relay::{self, RelayContext, Relayed};
+use crate::http::request_path::{admin_response, handle};
+use crate::http::Shared;
+use crate::shared::client_connections::{ConnSlot, ConnectionTable, GuardedBody};
+use crate::shared::conn::ConnInfo;
+use crate::shared::settings::Limits;
 
 fn connection_builder(limits: &Limits) -> auto::Builder<TokioExecutor> {
     let mut b = auto::Builder::new(TokioExecutor::new());
@@ -82,11 +43,11 @@ fn connection_builder(limits: &Limits) -> auto::Builder<TokioExecutor> {
 /// `Connection: close`, HTTP/2 connections get GOAWAY.
 ///
 /// At `max_connections`, the connection that has waited longest for a request is closed to
-/// admit the new one (see [`crate::client_connections`]); with every connection busy, the
+/// admit the new one (see [`crate::shared::client_connections`]); with every connection busy, the
 /// new one is dropped.
 pub async fn serve_traffic(
     listener: TcpListener,
-    tls: Option<crate::tls::TlsSetup>,
+    tls: Option<crate::accept::tls::TlsSetup>,
     shared: Arc<Shared>,
     limits: Limits,
     mut shutdown: watch::Receiver<bool>,
@@ -162,7 +123,7 @@ pub async fn serve_traffic(
                 let mut stream = stream;
                 let header = tokio::time::timeout(
                     client_conn.limits.header_read_timeout,
-                    crate::proxy_protocol::read_header(&mut stream),
+                    crate::accept::proxy_protocol::read_header(&mut stream),
                 )
                 .await;
                 match header {
@@ -171,7 +132,7 @@ pub async fn serve_traffic(
                         if let Some(source) = h.source {
                             client_conn.conn.client = source;
                         }
-                        let stream = crate::http1_relay::Prefixed::new(h.rest, stream);
+                        let stream = crate::http::http1_relay::Prefixed::new(h.rest, stream);
                         serve_stream(client_conn, stream, tls, client).await;
                     }
                     Ok(Err(e)) => {
@@ -202,7 +163,7 @@ pub async fn serve_traffic(
 async fn serve_stream<S>(
     client_conn: ClientConnection,
     stream: S,
-    tls: Option<crate::tls::TlsSetup>,
+    tls: Option<crate::accept::tls::TlsSetup>,
     client: std::net::SocketAddr,
 ) where
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
@@ -230,7 +191,7 @@ async fn serve_stream<S>(
             if let Some(Ok(Ok(tls_stream))) = &accepted {
                 client_conn.conn.client_cert =
                     tls_stream.get_ref().1.peer_certificates().map(|chain| {
-                        Arc::new(crate::client_cert::PeerCertificate {
+                        Arc::new(crate::shared::conn::PeerCertificate {
                             chain: chain.iter().map(|c| c.clone().into_owned()).collect(),
                         })
                     });

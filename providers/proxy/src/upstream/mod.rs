@@ -5,6 +5,11 @@
 //! stays in the model keeps its counters and ejection; one that leaves is dropped when its
 //! last in-flight request finishes (that is the drain).
 
+pub mod affinity;
+pub mod clients;
+pub mod http1;
+pub mod tls;
+
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering};
@@ -22,7 +27,7 @@ pub enum Balancing {
     RoundRobin,
 }
 
-type IdleSender = hyper::client::conn::http1::SendRequest<crate::request_path::ProxyBody>;
+type IdleSender = hyper::client::conn::http1::SendRequest<crate::shared::body::ProxyBody>;
 
 /// A connection that can wait in a target's idle pool.
 pub trait PooledConnection {
@@ -40,12 +45,12 @@ impl PooledConnection for IdleSender {
     }
 }
 
-impl PooledConnection for crate::upstream_http1::UpstreamStream {
+impl PooledConnection for crate::upstream::http1::UpstreamStream {
     fn is_closed(&self) -> bool {
         false
     }
     fn probe_closed(&self) -> bool {
-        crate::upstream_http1::UpstreamStream::probe_closed(self)
+        crate::upstream::http1::UpstreamStream::probe_closed(self)
     }
 }
 
@@ -145,7 +150,7 @@ pub struct TargetState {
     /// (and closed) with the last reference to the target.
     pub idle: IdleConnections<IdleSender>,
     /// Keepalive connections of the HTTP/1.1 relay (`http1_relay`).
-    pub relay_idle: IdleConnections<crate::upstream_http1::UpstreamStream>,
+    pub relay_idle: IdleConnections<crate::upstream::http1::UpstreamStream>,
     in_flight: AtomicUsize,
     consecutive_failures: AtomicU32,
     /// Milliseconds since `epoch` until which the target is ejected.

@@ -11,7 +11,7 @@
 //! `Expect`, HTTP/1.0, HTTP/2 (prior knowledge), absolute-form targets, anything `httparse`
 //! rejects or a head over the limits, actions other than forwarding to an HTTP/1.1 target
 //! group — hands the connection, with every byte read so far, to hyper and
-//! [`crate::request_path`] for the rest of its life. So the relay only ever sees requests
+//! [`crate::http::request_path`] for the rest of its life. So the relay only ever sees requests
 //! whose framing is unambiguous; the one smuggling shape hyper would resolve rather than
 //! refuse (`Content-Length` with `Transfer-Encoding`) is refused here with 400.
 
@@ -27,19 +27,20 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::sync::watch;
 use tollgate_contract::matching::{normalize_host, RequestFacts};
 
-use crate::client_connections::ConnSlot;
-use crate::config::{CompiledAction, ProxyConfig};
-use crate::request_path::{
-    error_body, headers_for_conditions, normalize_path, record_response, valid_host, ConnInfo,
-    Shared,
-};
-use crate::route_table::RuleIndex;
-use crate::server::Limits;
-use crate::upstream::{pick_weighted, UpstreamGroup};
-use crate::upstream_http1::{
-    self, append_origin_form, append_upstream_headers, eq, parse_final_head, response_facts, trim,
+use crate::http::parse::{headers_for_conditions, normalize_path, valid_host};
+use crate::http::request_path::record_response;
+use crate::http::Shared;
+use crate::route::config::{CompiledAction, ProxyConfig};
+use crate::route::route_table::RuleIndex;
+use crate::shared::client_connections::ConnSlot;
+use crate::shared::conn::ConnInfo;
+use crate::shared::responses::error_body;
+use crate::shared::settings::Limits;
+use crate::upstream::http1::{
+    append_origin_form, append_upstream_headers, eq, parse_final_head, response_facts, trim,
     write_all_flush, Answer, BodyCursor, ConnectionTokens, Framing, ParsedHead, HEAD_BUF, READ_BUF,
 };
+use crate::upstream::{pick_weighted, UpstreamGroup};
 
 /// Headers parsed in place; a head with more goes to hyper, which applies the real limit.
 const MAX_PARSED_HEADERS: usize = 128;
@@ -152,11 +153,11 @@ pub(crate) struct ForwardPlan {
     /// Host and path for the access log, when it is on.
     log: Option<(String, String)>,
     /// The route's CORS headers and the origin they allow, for the response head.
-    cors: Option<(Arc<crate::config::CompiledCors>, http::HeaderValue)>,
+    cors: Option<(Arc<crate::policy::cors::CompiledCors>, http::HeaderValue)>,
     /// `Strict-Transport-Security` to set on the response.
     hsts: Option<http::HeaderValue>,
     /// The request's place in `limit-connections`, held until its response is relayed.
-    _in_progress: Option<crate::rate_limit::InProgressGuard>,
+    _in_progress: Option<crate::policy::rate_limit::InProgressGuard>,
 }
 
 /// What to do with the bytes at the front of the client buffer.
@@ -488,7 +489,7 @@ impl Exchange<'_> {
         let started = plan.log.is_some().then(Instant::now);
         let draining = self.draining;
         let response_head = &mut *self.response_head;
-        let answer = upstream_http1::exchange(
+        let answer = crate::upstream::http1::exchange(
             &self.ctx.shared,
             &plan.group,
             self.request_head,
