@@ -626,3 +626,107 @@ async fn next_upstream_moves_past_listed_statuses() {
     );
     p.stop().await;
 }
+
+/// ssl-passthrough, as test/e2e/settings/ssl_passthrough.go checks it: TLS naming the
+/// annotated host reaches the backend untouched (the client sees the backend's own
+/// certificate); another host on the same listener is served by the proxy's TLS; plain HTTP
+/// to the passthrough host still goes to the backend, over TLS as ingress-nginx sends it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ssl_passthrough_hands_tls_to_the_backend() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let (cert, key, backend_der) = self_signed(&["pass.example.com"]);
+    let acceptor = acceptor_for(&cert, &key, &[b"http/1.1"]);
+    let backend = tcp_target(move |s| {
+        let acceptor = acceptor.clone();
+        async move {
+            let Ok(mut tls) = acceptor.accept(s).await else {
+                return;
+            };
+            let mut head = Vec::new();
+            let mut buf = [0u8; 1024];
+            while find_bytes(&head, b"\r\n\r\n").is_none() {
+                match tls.read(&mut buf).await {
+                    Ok(0) | Err(_) => return,
+                    Ok(n) => head.extend_from_slice(&buf[..n]),
+                }
+            }
+            let _ = tls
+                .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 11\r\nconnection: close\r\n\r\npassthrough")
+                .await;
+            let _ = tls.shutdown().await;
+        }
+    })
+    .await;
+    let plain = echo("terminated").await;
+    let n = "nginx.ingress.kubernetes.io";
+    let m = [
+        service("tls-backend", &[backend]),
+        service("plain", &[plain]),
+        ingress(
+            "pass",
+            &format!("{n}/ssl-passthrough: 'true'"),
+            &[("pass.example.com", "/", "Prefix", "tls-backend")],
+        ),
+        ingress(
+            "normal",
+            "",
+            &[("normal.example.com", "/", "Prefix", "plain")],
+        ),
+    ]
+    .join("---\n");
+    let p = TestProxy::start(&m).await;
+    let both = &[&rustls::version::TLS13, &rustls::version::TLS12];
+
+    let passed = tls_get(
+        p.https,
+        Some("pass.example.com"),
+        "pass.example.com",
+        "/",
+        &["http/1.1"],
+        both,
+    )
+    .await
+    .expect("TLS through to the backend");
+    assert_eq!(
+        passed.server_cert, backend_der,
+        "the backend's own certificate"
+    );
+    assert_eq!(passed.resp.0, StatusCode::OK);
+    assert_eq!(passed.resp.2, "passthrough");
+    // The server name is matched without regard to case, as DNS names are.
+    let upper = tls_get(
+        p.https,
+        Some("PASS.example.com"),
+        "pass.example.com",
+        "/",
+        &["http/1.1"],
+        both,
+    )
+    .await
+    .expect("TLS through to the backend");
+    assert_eq!(upper.server_cert, backend_der);
+
+    let terminated = tls_get(
+        p.https,
+        Some("normal.example.com"),
+        "normal.example.com",
+        "/",
+        &["http/1.1", "h2"],
+        both,
+    )
+    .await
+    .expect("the proxy's TLS");
+    assert_ne!(terminated.server_cert, backend_der);
+    assert_eq!(served_by(&terminated.resp.2), "terminated");
+    // No server name: the proxy's own TLS, never the passthrough backend.
+    let unnamed = tls_get(p.https, None, "pass.example.com", "/", &["http/1.1"], both).await;
+    if let Ok(r) = unnamed {
+        assert_ne!(r.server_cert, backend_der);
+    }
+
+    // Plain HTTP to the passthrough host: forwarded to the backend over TLS.
+    let (status, _, body) = get(p.http, "pass.example.com", "/").await.expect("HTTP");
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(body, "passthrough");
+    p.stop().await;
+}

@@ -402,7 +402,7 @@ pub static REGISTRY: &[Spec] = &[
     nginx("use-regex", Other, H, "regular-expression paths").inert(&["false"]),
     nginx("ssl-ciphers", Other, X, "the server's TLS ciphers"),
     nginx("ssl-prefer-server-ciphers", Other, X, "preferring the server's TLS ciphers"),
-    nginx("ssl-passthrough", Other, X, "TLS passthrough to the backend").inert(&["false"]),
+    nginx("ssl-passthrough", Other, Support::Partial("TLS for the Ingress's exact hosts goes, untouched, to the endpoints of the host's '/' path (ingress-nginx dials the Service's cluster IP); other paths are not reached over HTTPS; no --enable-ssl-passthrough flag is needed"), "TLS passthrough to the backend").inert(&["false"]),
     nginx("satisfy", Other, X, "combining authentication methods"),
     nginx("server-snippet", Snippet, X, "raw nginx server configuration").inert(&[""]),
     nginx("service-upstream", Other, H, "routing to the Service's cluster IP").inert(&["false"]),

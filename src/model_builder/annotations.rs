@@ -44,6 +44,9 @@ pub struct IngressSettings {
     pub ssl_redirect_nginx: bool,
     /// ingress-nginx `preserve-trailing-slash`.
     pub preserve_trailing_slash: bool,
+    /// ingress-nginx `ssl-passthrough`: TLS for its hosts is not terminated but passed to
+    /// the backend of the host's `/` path (proxy only).
+    pub ssl_passthrough: bool,
     pub certificate_arns: Vec<String>,
     pub ssl_policy: Option<String>,
     pub scheme: Option<Scheme>,
@@ -1107,6 +1110,11 @@ fn read_backend(r: &mut Reader<'_>) -> BackendSettings {
         protocol = protocol.or(Some(p));
         protocol_version = protocol_version.or(Some(v));
     }
+    // A passthrough backend speaks TLS: ingress-nginx proxies the Ingress's plain-HTTP
+    // requests to it over https (buildProxyPass, SSLPassthrough upstreams).
+    if r.bool(&format!("{NGINX}ssl-passthrough")) == Some(true) {
+        protocol = protocol.or(Some(BackendProtocol::Https));
+    }
     BackendSettings {
         service_upstream: false,
         target_type,
@@ -1195,6 +1203,7 @@ pub fn ingress_settings(
     let preserve_trailing_slash = r
         .bool(&format!("{NGINX}preserve-trailing-slash"))
         .unwrap_or(false);
+    let ssl_passthrough = r.bool(&format!("{NGINX}ssl-passthrough")).unwrap_or(false);
 
     let certificate_arns = r
         .parse(&format!("{ALB}certificate-arn"), |v| {
@@ -1439,6 +1448,7 @@ pub fn ingress_settings(
             ssl_redirect_port,
             ssl_redirect_nginx,
             preserve_trailing_slash,
+            ssl_passthrough,
             certificate_arns,
             ssl_policy,
             scheme,

@@ -16,6 +16,7 @@ pub(crate) mod class_selection;
 mod ingress_member;
 pub mod last_known_good;
 mod listener_rules;
+mod passthrough;
 pub mod rule_order;
 mod target_groups;
 pub mod tls_secrets;
@@ -613,6 +614,7 @@ fn build_load_balancer(
             ip_address_type = Some((IpAddressType::Dualstack, i));
         }
     }
+    let tls_passthrough = passthrough::tls_passthrough(members, &listeners, opts, diags);
     LoadBalancer {
         id,
         ingresses,
@@ -627,6 +629,7 @@ fn build_load_balancer(
         tags,
         listeners,
         target_groups: tgs.into_sorted(),
+        tls_passthrough,
     }
 }
 

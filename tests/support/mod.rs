@@ -368,8 +368,13 @@ pub fn self_signed(names: &[&str]) -> (String, String, Vec<u8>) {
 /// A TLS acceptor for a test target: a fresh self-signed certificate for `names`, offering
 /// the `alpn` protocols.
 pub fn self_signed_acceptor(names: &[&str], alpn: &[&[u8]]) -> tokio_rustls::TlsAcceptor {
-    use rustls::pki_types::pem::PemObject;
     let (cert, key, _) = self_signed(names);
+    acceptor_for(&cert, &key, alpn)
+}
+
+/// A TLS acceptor serving the certificate `cert` (PEM) with `key`, offering `alpn`.
+pub fn acceptor_for(cert: &str, key: &str, alpn: &[&[u8]]) -> tokio_rustls::TlsAcceptor {
+    use rustls::pki_types::pem::PemObject;
     let certs: Vec<rustls::pki_types::CertificateDer<'static>> =
         rustls::pki_types::CertificateDer::pem_slice_iter(cert.as_bytes())
             .collect::<Result<_, _>>()

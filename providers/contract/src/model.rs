@@ -84,6 +84,20 @@ pub struct LoadBalancer {
     /// Every target group any rule or default action of this load balancer forwards to,
     /// sorted by id.
     pub target_groups: Vec<TargetGroup>,
+    /// Hosts whose TLS is passed through, not terminated (proxy only), sorted by host.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tls_passthrough: Vec<TlsPassthrough>,
+}
+
+/// ingress-nginx `ssl-passthrough`: a TLS connection whose server name is `host` is not
+/// terminated but passed, bytes as they come, to a target of `target_group` (the group of
+/// the host's `/` path, as ingress-nginx picks it). ALB cannot do this.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct TlsPassthrough {
+    /// Lower-case, exact (ingress-nginx matches the server name exactly; no wildcards).
+    pub host: String,
+    pub target_group: String,
 }
 
 impl LoadBalancer {

@@ -2,6 +2,7 @@
 //! certificates asked for where routes want them), connection limits and shutdown. A
 //! connection is then handed to the relay or to hyper ([`crate::http`]).
 
+pub mod passthrough;
 pub mod proxy_protocol;
 pub mod server;
 pub mod tls;

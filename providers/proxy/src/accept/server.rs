@@ -171,47 +171,91 @@ async fn serve_stream<S>(
     match tls {
         None => client_conn.serve_http1(stream).await,
         Some(setup) => {
-            // The configuration is chosen by the server name: a host checking client
-            // certificates asks for one.
-            let handshake =
-                tokio::time::timeout(client_conn.limits.tls_handshake_timeout, async move {
-                    let start = tokio_rustls::LazyConfigAcceptor::new(
-                        rustls::server::Acceptor::default(),
-                        stream,
-                    )
-                    .await?;
-                    let cfg = setup.config_for(start.client_hello().server_name());
-                    start.into_stream(cfg).await
-                });
-            let accepted = tokio::select! {
-                a = handshake => Some(a),
-                _ = client_conn.slot.told_to_close() => None,
-            };
-            let mut client_conn = client_conn;
-            if let Some(Ok(Ok(tls_stream))) = &accepted {
-                client_conn.conn.client_cert =
-                    tls_stream.get_ref().1.peer_certificates().map(|chain| {
-                        Arc::new(crate::shared::conn::PeerCertificate {
-                            chain: chain.iter().map(|c| c.clone().into_owned()).collect(),
-                        })
-                    });
+            // ssl-passthrough: only while some host is passed through is the first record
+            // read ahead of the handshake.
+            let passing = !client_conn.shared.config.load().passthrough.is_empty();
+            if !passing {
+                return serve_tls(client_conn, stream, setup, client).await;
             }
-            match accepted {
-                Some(Ok(Ok(tls_stream)))
-                    if tls_stream.get_ref().1.alpn_protocol() == Some(b"h2") =>
-                {
-                    client_conn.serve_with_hyper(tls_stream).await
+            let mut stream = stream;
+            let limit = client_conn.limits.tls_handshake_timeout;
+            let hello = match tokio::time::timeout(
+                limit,
+                crate::accept::passthrough::read_first_record(&mut stream),
+            )
+            .await
+            {
+                Ok(Ok(h)) => h,
+                Ok(Err(e)) => {
+                    return tracing::debug!(client = %client, error = %e, "TLS record not read")
                 }
-                Some(Ok(Ok(tls_stream))) => client_conn.serve_http1(tls_stream).await,
-                Some(Ok(Err(e))) => {
-                    tracing::debug!(client = %client, error = %e, "TLS handshake failed")
+                Err(_) => return tracing::debug!(client = %client, "TLS handshake timed out"),
+            };
+            let group = crate::accept::passthrough::server_name(&hello).and_then(|name| {
+                let cfg = client_conn.shared.config.load();
+                cfg.passthrough.get(&name.to_ascii_lowercase()).cloned()
+            });
+            match group {
+                Some(group) => {
+                    client_conn.slot.busy();
+                    let connect_timeout = client_conn.shared.settings.connect_timeout;
+                    tokio::select! {
+                        _ = crate::accept::passthrough::pass(stream, hello, group, connect_timeout) => {}
+                        _ = client_conn.slot.told_to_close() => {}
+                    }
                 }
-                Some(Err(_)) => {
-                    tracing::debug!(client = %client, "TLS handshake timed out")
+                None => {
+                    let stream = crate::http::http1_relay::Prefixed::new(hello, stream);
+                    serve_tls(client_conn, stream, setup, client).await
                 }
-                None => tracing::debug!(client = %client, "closed to make room"),
             }
         }
+    }
+}
+
+/// The proxy's own TLS handshake (the configuration chosen by server name), then HTTP/1.1
+/// or HTTP/2.
+async fn serve_tls<S>(
+    client_conn: ClientConnection,
+    stream: S,
+    setup: crate::accept::tls::TlsSetup,
+    client: std::net::SocketAddr,
+) where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    // The configuration is chosen by the server name: a host checking client
+    // certificates asks for one.
+    let handshake = tokio::time::timeout(client_conn.limits.tls_handshake_timeout, async move {
+        let start =
+            tokio_rustls::LazyConfigAcceptor::new(rustls::server::Acceptor::default(), stream)
+                .await?;
+        let cfg = setup.config_for(start.client_hello().server_name());
+        start.into_stream(cfg).await
+    });
+    let accepted = tokio::select! {
+        a = handshake => Some(a),
+        _ = client_conn.slot.told_to_close() => None,
+    };
+    let mut client_conn = client_conn;
+    if let Some(Ok(Ok(tls_stream))) = &accepted {
+        client_conn.conn.client_cert = tls_stream.get_ref().1.peer_certificates().map(|chain| {
+            Arc::new(crate::shared::conn::PeerCertificate {
+                chain: chain.iter().map(|c| c.clone().into_owned()).collect(),
+            })
+        });
+    }
+    match accepted {
+        Some(Ok(Ok(tls_stream))) if tls_stream.get_ref().1.alpn_protocol() == Some(b"h2") => {
+            client_conn.serve_with_hyper(tls_stream).await
+        }
+        Some(Ok(Ok(tls_stream))) => client_conn.serve_http1(tls_stream).await,
+        Some(Ok(Err(e))) => {
+            tracing::debug!(client = %client, error = %e, "TLS handshake failed")
+        }
+        Some(Err(_)) => {
+            tracing::debug!(client = %client, "TLS handshake timed out")
+        }
+        None => tracing::debug!(client = %client, "closed to make room"),
     }
 }
 

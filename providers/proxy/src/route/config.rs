@@ -186,6 +186,10 @@ pub struct ProxyConfig {
     /// The HTTPS routes that want client certificates, by host: their handshakes ask for
     /// one (`tls::ClientAuthHosts`).
     pub client_auth: Vec<ClientAuthRoute>,
+    /// ingress-nginx `ssl-passthrough`: TLS connections naming these hosts (lower-case) go,
+    /// untouched, to a target of the group. Empty for nearly every configuration, and then
+    /// the TLS listener reads nothing ahead of its handshake.
+    pub passthrough: HashMap<String, Arc<UpstreamGroup>>,
 }
 
 /// A host (or none) whose route checks client certificates, with the policy.
@@ -230,6 +234,7 @@ impl ProxyConfig {
             https: Some(not_found_listener(metrics)),
             groups: HashMap::default(),
             client_auth: Vec::new(),
+            passthrough: HashMap::default(),
         }
     }
 
@@ -336,12 +341,22 @@ impl ProxyConfig {
         let https = listener(HTTPS_PORT);
         cache.chunks.retain(|_, c| c.round == round);
         cache.zones.prune();
+        let passthrough = desired
+            .load_balancers
+            .iter()
+            .flat_map(|lb| &lb.tls_passthrough)
+            .filter_map(|p| {
+                let g = groups.get(&p.target_group)?;
+                Some((p.host.to_ascii_lowercase(), g.clone()))
+            })
+            .collect();
         ProxyConfig {
             generation,
             http: Some(http.unwrap_or_else(|| not_found_listener(metrics))),
             https: Some(https.unwrap_or_else(|| not_found_listener(metrics))),
             groups,
             client_auth,
+            passthrough,
         }
     }
 }
@@ -602,6 +617,7 @@ mod tests {
                     default_action: not_found(),
                 }],
                 target_groups: groups,
+                tls_passthrough: vec![],
             }],
         }
     }
