@@ -802,3 +802,167 @@ async fn clients_behind_a_load_balancer() {
     );
     p.stop().await;
 }
+
+/// An Opaque Secret of PEM values (block scalars keep their lines).
+fn pem_secret(name: &str, pairs: &[(&str, &str)]) -> String {
+    let mut out = format!(
+        "apiVersion: v1\nkind: Secret\nmetadata: {{name: {name}}}\ntype: Opaque\nstringData:\n"
+    );
+    for (k, v) in pairs {
+        out.push_str(&format!("  {k}: |\n"));
+        for l in v.lines() {
+            out.push_str(&format!("    {l}\n"));
+        }
+    }
+    out
+}
+
+/// ingress-nginx's backend certificate settings (`proxy-ssl-*`; test/e2e/annotations/
+/// proxyssl.go gives a Secret with `tls.crt`, `tls.key` and `ca.crt` and checks the
+/// directives nginx gets — here what they do): a target that demands a client certificate
+/// gets the Secret's; the target's own certificate is checked against `ca.crt` and
+/// `proxy-ssl-name`, which `proxy-ssl-server-name: on` also sends as SNI. A name the target
+/// does not carry is nginx's 502, as is a target reached without the client certificate.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn backend_tls_follows_proxy_ssl() {
+    use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair};
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    let ca_key = KeyPair::generate().unwrap();
+    let mut ca = CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    ca.distinguished_name.push(DnType::CommonName, "Backend CA");
+    let ca_cert = ca.self_signed(&ca_key).unwrap();
+    let issuer = Issuer::new(ca, ca_key);
+    let issue = |names: Vec<String>, cn: &str| {
+        let key = KeyPair::generate().unwrap();
+        let mut p = CertificateParams::new(names).unwrap();
+        p.distinguished_name.push(DnType::CommonName, cn);
+        let cert = p.signed_by(&key, &issuer).unwrap();
+        (cert.pem(), key.serialize_pem())
+    };
+    let (server_pem, server_key) = issue(vec!["backend.internal".into()], "backend.internal");
+    let (client_pem, client_key) = issue(vec![], "tollgate");
+
+    // The target: TLS that demands a client certificate of the same CA; it records the
+    // server name each handshake asked for.
+    let mut roots = rustls::RootCertStore::empty();
+    roots
+        .add(CertificateDer::from_pem_slice(ca_cert.pem().as_bytes()).unwrap())
+        .unwrap();
+    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
+        Arc::new(roots),
+        provider.clone(),
+    )
+    .build()
+    .unwrap();
+    let cfg = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_client_cert_verifier(verifier)
+        .with_single_cert(
+            vec![CertificateDer::from_pem_slice(server_pem.as_bytes()).unwrap()],
+            PrivateKeyDer::from_pem_slice(server_key.as_bytes()).unwrap(),
+        )
+        .unwrap();
+    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(cfg));
+    let names: Arc<Mutex<Vec<Option<String>>>> = Arc::default();
+    let seen = names.clone();
+    let backend = tcp_target(move |s| {
+        let (acceptor, seen) = (acceptor.clone(), seen.clone());
+        async move {
+            let Ok(mut tls) = acceptor.accept(s).await else {
+                return;
+            };
+            let sni = tls.get_ref().1.server_name().map(str::to_string);
+            seen.lock().unwrap().push(sni);
+            let mut head = Vec::new();
+            let mut buf = [0u8; 1024];
+            while find_bytes(&head, b"\r\n\r\n").is_none() {
+                match tls.read(&mut buf).await {
+                    Ok(0) | Err(_) => return,
+                    Ok(n) => head.extend_from_slice(&buf[..n]),
+                }
+            }
+            let _ = tls
+                .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 16\r\nconnection: close\r\n\r\nverified-backend")
+                .await;
+            let _ = tls.shutdown().await;
+        }
+    })
+    .await;
+
+    let n = "nginx.ingress.kubernetes.io";
+    let ssl = |name: &str| {
+        format!("{n}/backend-protocol: HTTPS, {n}/proxy-ssl-secret: default/backend-tls, {n}/proxy-ssl-verify: 'on', {n}/proxy-ssl-name: {name}, {n}/proxy-ssl-server-name: 'on'")
+    };
+    let m = [
+        service("tls-target", &[backend]),
+        pem_secret(
+            "backend-tls",
+            &[
+                ("ca.crt", &ca_cert.pem()),
+                ("tls.crt", &client_pem),
+                ("tls.key", &client_key),
+            ],
+        ),
+        ingress(
+            "mtls",
+            &ssl("backend.internal"),
+            &[("mtls.example.com", "/", "Prefix", "tls-target")],
+        ),
+        ingress(
+            "wrong-name",
+            &ssl("other.internal"),
+            &[("wrong.example.com", "/", "Prefix", "tls-target")],
+        ),
+        ingress(
+            "no-cert",
+            &format!("{n}/backend-protocol: HTTPS"),
+            &[("plain.example.com", "/", "Prefix", "tls-target")],
+        ),
+    ]
+    .join("---\n");
+    let p = TestProxy::start(&m).await;
+
+    // GET and POST (the relay's and hyper's ways to a target).
+    let (status, _, body) = get(p.http, "mtls.example.com", "/").await.expect("GET");
+    assert_eq!(
+        (status, body.as_str()),
+        (http::StatusCode::OK, "verified-backend")
+    );
+    let post = raw(
+        p.http,
+        b"POST / HTTP/1.1\r\nHost: mtls.example.com\r\nContent-Length: 2\r\nConnection: close\r\n\r\nhi",
+    )
+    .await;
+    assert!(status_line(&post).contains("200"), "{post}");
+    assert!(post.ends_with("verified-backend"), "{post}");
+    assert!(!names.lock().unwrap().is_empty());
+    assert!(
+        names
+            .lock()
+            .unwrap()
+            .iter()
+            .all(|n| n.as_deref() == Some("backend.internal")),
+        "proxy-ssl-server-name sends proxy-ssl-name: {:?}",
+        names.lock().unwrap()
+    );
+
+    let (status, _, _) = get(p.http, "wrong.example.com", "/").await.expect("GET");
+    assert_eq!(
+        status,
+        http::StatusCode::BAD_GATEWAY,
+        "a name the target lacks"
+    );
+    let (status, _, _) = get(p.http, "plain.example.com", "/").await.expect("GET");
+    assert_eq!(
+        status,
+        http::StatusCode::BAD_GATEWAY,
+        "no client certificate without proxy-ssl-secret"
+    );
+    p.stop().await;
+}

@@ -81,6 +81,9 @@ pub struct IngressSettings {
     /// ingress-nginx `auth-tls-*`, as read from the annotations; the Secret's `ca.crt` is
     /// read at build time (`auth_secrets`), which fills [`IngressSettings::client_cert`].
     pub client_cert_ref: Option<ClientCertRef>,
+    /// ingress-nginx `proxy-ssl-*`; its Secret read at build time into
+    /// `backend.upstream_tls`.
+    pub proxy_ssl_ref: Option<ProxySslRef>,
     pub client_cert: Option<std::sync::Arc<tollgate_contract::ClientCertAuth>>,
     /// ingress-nginx `default-backend` (a Service of the Ingress's namespace) and
     /// `custom-http-errors` (the codes it answers).
@@ -138,6 +141,8 @@ pub struct BackendSettings {
     /// ingress-nginx `service-upstream`: the Service's cluster IP is the one target, and
     /// kube-proxy balances (honoured by the proxy only).
     pub service_upstream: bool,
+    /// ingress-nginx `proxy-ssl-*`, its Secret read (proxy only, HTTPS groups only).
+    pub upstream_tls: Option<std::sync::Arc<tollgate_contract::UpstreamTls>>,
 }
 
 impl BackendSettings {
@@ -147,6 +152,7 @@ impl BackendSettings {
         attrs.extend(over.target_group_attributes.clone());
         BackendSettings {
             service_upstream: over.service_upstream || self.service_upstream,
+            upstream_tls: over.upstream_tls.clone().or(self.upstream_tls.clone()),
             target_type: over.target_type.or(self.target_type),
             protocol: over.protocol.or(self.protocol),
             protocol_version: over.protocol_version.or(self.protocol_version),
@@ -228,26 +234,110 @@ pub struct ClientCertRef {
     pub match_cn: Option<String>,
 }
 
+/// ingress-nginx `proxy-ssl-*` as read from the annotations; the Secret is read at build
+/// time (`auth_secrets::upstream_tls`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProxySslRef {
+    pub namespace: Option<String>,
+    pub name: String,
+    pub verify: bool,
+    pub verify_depth: u32,
+    pub ssl_name: Option<String>,
+    pub server_name: bool,
+    pub protocols: Vec<String>,
+}
+
+/// ingress-nginx's backend certificate settings (internal/ingress/annotations/proxyssl): all
+/// hang on `proxy-ssl-secret` — without it the others do nothing there, and are named here.
+/// Defaults: verify off, depth 1, server name off, TLSv1.2. An invalid `proxy-ssl-verify`
+/// falls back to off in ingress-nginx; here it is an error, since off is the weaker reading.
+fn read_proxy_ssl(r: &mut Reader<'_>) -> Option<ProxySslRef> {
+    let secret = r.parse(&format!("{NGINX}proxy-ssl-secret"), secret_ref);
+    let on_off = |v: &str| match v {
+        "on" => Ok(true),
+        "off" => Ok(false),
+        _ => Err("expected on or off".to_string()),
+    };
+    let verify = r.parse(&format!("{NGINX}proxy-ssl-verify"), on_off);
+    let verify_depth = r.u32_in(&format!("{NGINX}proxy-ssl-verify-depth"), 0, 100);
+    let ssl_name = r.parse(&format!("{NGINX}proxy-ssl-name"), |v| {
+        let ok = !v.is_empty()
+            && v.len() <= 253
+            && v.chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '.');
+        if ok {
+            Ok(v.to_ascii_lowercase())
+        } else {
+            Err("expected a DNS name (nginx variables are not supported)".to_string())
+        }
+    });
+    let server_name = r.parse(&format!("{NGINX}proxy-ssl-server-name"), on_off);
+    let protocols = r.parse(&format!("{NGINX}proxy-ssl-protocols"), |v| {
+        let mut p: Vec<String> = v.split_whitespace().map(str::to_string).collect();
+        if p.is_empty() || p.iter().any(|t| t != "TLSv1.2" && t != "TLSv1.3") {
+            return Err("expected TLSv1.2 and/or TLSv1.3, separated by spaces".to_string());
+        }
+        p.sort();
+        p.dedup();
+        Ok(p)
+    });
+    let Some((namespace, name)) = secret else {
+        r.inert(
+            &[
+                "proxy-ssl-verify",
+                "proxy-ssl-verify-depth",
+                "proxy-ssl-name",
+                "proxy-ssl-server-name",
+                "proxy-ssl-protocols",
+                "proxy-ssl-ciphers",
+            ],
+            "does nothing without nginx.ingress.kubernetes.io/proxy-ssl-secret",
+        );
+        return None;
+    };
+    if r.raw(&format!("{NGINX}proxy-ssl-ciphers"))
+        .is_some_and(|(v, _)| v.trim() != "DEFAULT")
+    {
+        r.inert(
+            &["proxy-ssl-ciphers"],
+            "OpenSSL cipher lists are not applied: the proxy offers rustls's default suites",
+        );
+    }
+    Some(ProxySslRef {
+        namespace,
+        name,
+        verify: verify.unwrap_or(false),
+        // ingress-nginx reads 0 as its default, 1.
+        verify_depth: verify_depth.filter(|d| *d > 0).unwrap_or(1),
+        ssl_name,
+        server_name: server_name.unwrap_or(false),
+        protocols: protocols.unwrap_or_else(|| vec!["TLSv1.2".to_string()]),
+    })
+}
+
+/// A Secret named as `namespace/name` or `name` (the Ingress's own namespace).
+fn secret_ref(v: &str) -> Result<(Option<String>, String), String> {
+    let ok = |s: &str| {
+        !s.is_empty()
+            && s.len() <= 253
+            && s.chars()
+                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '.')
+    };
+    match v.split_once('/') {
+        Some(("", name)) if ok(name) => Ok((None, name.to_string())),
+        Some((ns, name)) if ok(ns) && ok(name) => Ok((Some(ns.to_string()), name.to_string())),
+        None if ok(v) => Ok((None, v.to_string())),
+        _ => Err("expected a Secret as namespace/name".into()),
+    }
+}
+
 /// ingress-nginx's client-certificate authentication (internal/ingress/annotations/authtls):
 /// on with `auth-tls-secret`; `auth-tls-verify-client` `on` (default), `optional`,
 /// `optional_no_ca` or `off`; `auth-tls-verify-depth` (default 1); `auth-tls-error-page` a
 /// URL or path; `auth-tls-match-cn` `CN=` and a regular expression matched against the
 /// subject DN; `auth-tls-pass-certificate-to-upstream`.
 fn read_client_cert(r: &mut Reader<'_>) -> Option<ClientCertRef> {
-    let secret = r.parse(&format!("{NGINX}auth-tls-secret"), |v| {
-        let ok = |s: &str| {
-            !s.is_empty()
-                && s.len() <= 253
-                && s.chars()
-                    .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '.')
-        };
-        match v.split_once('/') {
-            Some(("", name)) if ok(name) => Ok((None, name.to_string())),
-            Some((ns, name)) if ok(ns) && ok(name) => Ok((Some(ns.to_string()), name.to_string())),
-            None if ok(v) => Ok((None, v.to_string())),
-            _ => Err("expected a Secret as namespace/name".into()),
-        }
-    });
+    let secret = r.parse(&format!("{NGINX}auth-tls-secret"), secret_ref);
     let verify = r.parse(&format!("{NGINX}auth-tls-verify-client"), |v| match v {
         "on" | "off" | "optional" | "optional_no_ca" => Ok(v.to_string()),
         _ => Err("expected on, off, optional or optional_no_ca".into()),
@@ -1117,6 +1207,7 @@ fn read_backend(r: &mut Reader<'_>) -> BackendSettings {
     }
     BackendSettings {
         service_upstream: false,
+        upstream_tls: None,
         target_type,
         protocol,
         protocol_version,
@@ -1267,6 +1358,7 @@ pub fn ingress_settings(
     let canary = read_canary(&mut r).map(std::sync::Arc::new);
     let affinity = read_affinity(&mut r);
     let client_cert_ref = read_client_cert(&mut r);
+    let proxy_ssl_ref = read_proxy_ssl(&mut r);
     let default_backend_service = r.parse(&format!("{NGINX}default-backend"), |v| {
         if !v.is_empty()
             && v.len() <= 63
@@ -1475,6 +1567,7 @@ pub fn ingress_settings(
             hsts: None,
             server_aliases,
             client_cert_ref,
+            proxy_ssl_ref,
             client_cert: None,
             default_backend_service,
             custom_http_errors,
@@ -1825,6 +1918,42 @@ mod tests {
             (&n("affinity"), "ip"),
             (&n("session-cookie-samesite"), "Sometimes"),
             (&n("upstream-hash-by"), "$upstream_addr"),
+        ]))
+        .unwrap_err();
+        assert_eq!(e.len(), 3, "{e:?}");
+    }
+
+    #[test]
+    fn backend_tls_is_read_as_ingress_nginx_reads_it() {
+        let n = |k: &str| format!("nginx.ingress.kubernetes.io/{k}");
+        // Defaults (proxyssl/main.go): verify off, depth 1, server name off, TLSv1.2.
+        let s = ingress_settings(&ann(&[(&n("proxy-ssl-secret"), "team/backend")])).unwrap();
+        let r = s.proxy_ssl_ref.expect("on with proxy-ssl-secret");
+        assert_eq!(
+            (
+                r.namespace.as_deref(),
+                r.name.as_str(),
+                r.verify,
+                r.verify_depth,
+                r.server_name
+            ),
+            (Some("team"), "backend", false, 1, false)
+        );
+        assert_eq!(r.protocols, vec!["TLSv1.2".to_string()]);
+        // Without the Secret the rest does nothing, and says so.
+        let s = ingress_settings(&ann(&[
+            (&n("proxy-ssl-verify"), "on"),
+            (&n("proxy-ssl-name"), "backend.internal"),
+        ]))
+        .unwrap();
+        assert!(s.proxy_ssl_ref.is_none());
+        assert_eq!(s.unused.len(), 2);
+        // An unreadable verify is refused rather than read as off; nginx variables too.
+        let e = ingress_settings(&ann(&[
+            (&n("proxy-ssl-secret"), "team/backend"),
+            (&n("proxy-ssl-verify"), "yes"),
+            (&n("proxy-ssl-name"), "$host"),
+            (&n("proxy-ssl-protocols"), "TLSv1 TLSv1.2"),
         ]))
         .unwrap_err();
         assert_eq!(e.len(), 3, "{e:?}");

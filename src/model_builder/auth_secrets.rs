@@ -167,6 +167,84 @@ pub(crate) fn client_cert(
     }))
 }
 
+/// The backend TLS an Ingress's `proxy-ssl-secret` configures, as ingress-nginx reads the
+/// Secret (store/backend_ssl.go): `ca.crt` is what everything hangs on — with `tls.crt` and
+/// `tls.key` too, the proxy also presents that certificate; with only `tls.crt`/`tls.key`
+/// ingress-nginx emits nothing (named in a Warning: the targets are neither verified nor
+/// shown a certificate). A Secret that is missing, of another namespace, or holds none of
+/// these keys keeps the Ingress from being served (ingress-nginx denies the location, 503).
+pub(crate) fn upstream_tls(
+    r: &super::annotations::ProxySslRef,
+    ingress: (&str, &str),
+    secret: Option<&Secret>,
+    warnings: &mut Vec<Diagnostic>,
+) -> Result<Option<Arc<tollgate_contract::UpstreamTls>>, Diagnostic> {
+    use rustls::pki_types::pem::PemObject;
+    let secret_ns = r.namespace.as_deref().unwrap_or(ingress.0);
+    let annotation = "nginx.ingress.kubernetes.io/proxy-ssl-secret";
+    let name = &r.name;
+    let secret = own_secret(
+        annotation,
+        ingress,
+        (secret_ns, name),
+        secret,
+        "backend TLS",
+    )?;
+    let has = |k: &str| super::tls_secrets::secret_bytes(secret, k).is_some();
+    let Some(ca) = super::tls_secrets::secret_bytes(secret, "ca.crt") else {
+        if has("tls.crt") && has("tls.key") {
+            warnings.push(Diagnostic::new(
+                Severity::Warning,
+                ObjectKind::Ingress,
+                ingress.0.to_string(),
+                ingress.1.to_string(),
+                Reason::SecretInvalid,
+                format!("{annotation}: Secret {secret_ns}/{name} has no ca.crt, so (as ingress-nginx) the targets are not verified and no client certificate is presented"),
+            ));
+            return Ok(None);
+        }
+        return Err(refusal(
+            ingress,
+            Reason::SecretInvalid,
+            format!("{annotation}: Secret {secret_ns}/{name} has neither ca.crt nor tls.crt and tls.key; the Ingress is not served without its backend TLS"),
+        ));
+    };
+    let ca = String::from_utf8_lossy(&ca).into_owned();
+    let certs: Vec<_> = rustls::pki_types::CertificateDer::pem_slice_iter(ca.as_bytes()).collect();
+    if certs.is_empty() || certs.iter().any(|c| c.is_err()) {
+        return Err(refusal(
+            ingress,
+            Reason::SecretInvalid,
+            format!("{annotation}: Secret {secret_ns}/{name}: ca.crt is not PEM certificates; the Ingress is not served without its backend TLS"),
+        ));
+    }
+    let client_certificate = if has("tls.crt") || has("tls.key") {
+        match super::tls_secrets::read_tls_secret(secret) {
+            Ok(m) => Some(m),
+            Err(why) => {
+                return Err(refusal(
+                    ingress,
+                    Reason::SecretInvalid,
+                    format!("{annotation}: Secret {secret_ns}/{name}: {why}; the Ingress is not served without its backend TLS"),
+                ))
+            }
+        }
+    } else {
+        None
+    };
+    Ok(Some(Arc::new(tollgate_contract::UpstreamTls {
+        secret: format!("{secret_ns}/{name}"),
+        ca_fingerprint: super::tls_secrets::hex16(&Sha256::digest(ca.as_bytes())),
+        ca_pem: ca.into(),
+        client_certificate,
+        verify: r.verify,
+        verify_depth: r.verify_depth,
+        name: r.ssl_name.clone(),
+        send_server_name: r.server_name,
+        protocols: r.protocols.clone(),
+    })))
+}
+
 /// An Error on the Ingress `ingress` that keeps it from being served.
 fn refusal(ingress: (&str, &str), reason: Reason, message: String) -> Diagnostic {
     Diagnostic::new(

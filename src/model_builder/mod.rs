@@ -304,6 +304,20 @@ pub fn build_with(
                         .map_err(|e| vec![e])?;
                     m.settings.client_cert = Some(ca);
                 }
+                if let Some(r) = &m.settings.proxy_ssl_ref {
+                    let ns = r.namespace.as_deref().unwrap_or(m.namespace());
+                    let secret = secrets.get(ns, &r.name);
+                    secret_used.push(((ns.to_string(), r.name.clone()), secret.cloned()));
+                    let ingress = (m.obj.namespace.as_str(), m.obj.name.as_str());
+                    let tls = auth_secrets::upstream_tls(
+                        r,
+                        ingress,
+                        secret.map(|s| s.as_ref()),
+                        &mut warnings,
+                    )
+                    .map_err(|e| vec![e])?;
+                    m.settings.backend.upstream_tls = tls;
+                }
                 Ok(Arc::new(m))
             });
             cache.members.insert(

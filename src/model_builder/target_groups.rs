@@ -386,6 +386,30 @@ impl<'a> BackendIndex<'a> {
             .flatten()
             .and_then(|ip| ip.parse::<IpAddr>().ok());
         let mut attributes = settings.target_group_attributes.clone();
+        // ingress-nginx proxy-ssl-*: only TLS targets, only the proxy (ALB does not verify
+        // targets; the registry says so). A group of its own, named by its settings.
+        let upstream_tls = settings.upstream_tls.clone().filter(|_| {
+            protocol == BackendProtocol::Https && opts.provider == super::ProviderKind::Proxy
+        });
+        if let Some(t) = &upstream_tls {
+            let mut h = Sha256::new();
+            h.update(format!(
+                "{}|{}|{:?}|{}|{}|{}|{:?}",
+                t.ca_fingerprint,
+                t.client_certificate
+                    .as_ref()
+                    .map_or("", |c| c.fingerprint.as_str()),
+                t.name,
+                t.verify,
+                t.verify_depth,
+                t.send_server_name,
+                t.protocols
+            ));
+            attributes.insert(
+                "tollgate.io/upstream-tls".into(),
+                super::tls_secrets::hex16(&h.finalize()),
+            );
+        }
         if cluster_ip.is_some() {
             // A group of its own: the same Service's endpoint group may serve other routes.
             attributes.insert("tollgate.io/service-upstream".into(), "true".into());
@@ -399,6 +423,7 @@ impl<'a> BackendIndex<'a> {
             target_type,
             health_check,
             attributes,
+            upstream_tls,
             targets: Vec::new(),
         };
         tg.id = target_group_id(&tg, opts.default_target_type);

@@ -726,6 +726,7 @@ mod tests {
             target_type: TargetType::Ip,
             health_check: Default::default(),
             attributes: Default::default(),
+            upstream_tls: None,
             targets: vec![],
         };
         let n = target_group_name("cluster", "stack", &tg);

@@ -903,8 +903,43 @@ pub struct TargetGroup {
     pub health_check: HealthCheck,
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub attributes: BTreeMap<String, String>,
+    /// How the proxy's TLS to these targets is checked and what it presents (ingress-nginx
+    /// `proxy-ssl-*`; proxy only, HTTPS groups only). None: encrypted, not verified.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub upstream_tls: Option<Arc<UpstreamTls>>,
     /// Sorted by address then port.
     pub targets: Vec<Target>,
+}
+
+/// ingress-nginx `proxy-ssl-*` (internal/ingress/annotations/proxyssl): the CAs a target's
+/// certificate is checked against, the name it must carry, and the certificate the proxy
+/// presents, from the `proxy-ssl-secret` Secret. Printed as fingerprints only.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct UpstreamTls {
+    /// `namespace/name` of the Secret, for messages.
+    pub secret: String,
+    /// The Secret's `ca.crt`.
+    #[serde(skip)]
+    pub ca_pem: Arc<str>,
+    /// Hex digest of `ca_pem`.
+    pub ca_fingerprint: String,
+    /// The Secret's `tls.crt` and `tls.key`, presented when a target asks.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_certificate: Option<TlsMaterial>,
+    /// `proxy-ssl-verify: on`: a target whose certificate does not chain to the CAs (or
+    /// does not carry `name`) is not used.
+    pub verify: bool,
+    /// `proxy-ssl-verify-depth`: intermediate certificates allowed below the CA.
+    pub verify_depth: u32,
+    /// `proxy-ssl-name`: the name the certificate is checked for, and sent as SNI when
+    /// `send_server_name`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    /// `proxy-ssl-server-name: on`.
+    pub send_server_name: bool,
+    /// `proxy-ssl-protocols`: `TLSv1.2` and/or `TLSv1.3`.
+    pub protocols: Vec<String>,
 }
 
 /// One endpoint of a target group.

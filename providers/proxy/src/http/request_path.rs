@@ -772,7 +772,10 @@ async fn exchange_h1(
     mut up: Request<ProxyBody>,
     settings: &ProxySettings,
     connect_timeout: Duration,
-    tls: Option<&tokio_rustls::TlsConnector>,
+    tls: Option<(
+        &tokio_rustls::TlsConnector,
+        rustls::pki_types::ServerName<'static>,
+    )>,
 ) -> Result<
     (
         Response<Incoming>,
@@ -784,11 +787,11 @@ async fn exchange_h1(
         let mut sender = match (fresh, target.idle.take(settings.upstream_idle_timeout)) {
             (false, Some(mut s)) => match s.ready().await {
                 Ok(()) => s,
-                Err(_) => connect_h1(target.addr, connect_timeout, tls)
+                Err(_) => connect_h1(target.addr, connect_timeout, tls.clone())
                     .await
                     .ok_or(AttemptError::Connect)?,
             },
-            _ => connect_h1(target.addr, connect_timeout, tls)
+            _ => connect_h1(target.addr, connect_timeout, tls.clone())
                 .await
                 .ok_or(AttemptError::Connect)?,
         };
@@ -807,7 +810,10 @@ async fn exchange_h1(
 async fn connect_h1(
     addr: SocketAddr,
     connect_timeout: Duration,
-    tls: Option<&tokio_rustls::TlsConnector>,
+    tls: Option<(
+        &tokio_rustls::TlsConnector,
+        rustls::pki_types::ServerName<'static>,
+    )>,
 ) -> Option<hyper::client::conn::http1::SendRequest<ProxyBody>> {
     let stream =
         match tokio::time::timeout(connect_timeout, tokio::net::TcpStream::connect(addr)).await {
@@ -817,8 +823,7 @@ async fn connect_h1(
     let _ = stream.set_nodelay(true);
     match tls {
         None => spawn_h1(stream).await,
-        Some(connector) => {
-            let name = rustls::pki_types::ServerName::IpAddress(addr.ip().into());
+        Some((connector, name)) => {
             let tls_stream = tokio::time::timeout(connect_timeout, connector.connect(name, stream))
                 .await
                 .ok()?
@@ -1077,7 +1082,7 @@ async fn forward_with_hyper_client(
                     up,
                     &shared.settings,
                     timeouts.connect,
-                    group.tls.then_some(&shared.clients.tls),
+                    group.tls_for(&shared.clients.tls, target.addr.ip()),
                 ),
             )
             .await;

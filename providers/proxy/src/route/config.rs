@@ -590,6 +590,7 @@ mod tests {
             target_type: TargetType::Ip,
             health_check: HealthCheck::default(),
             attributes: Default::default(),
+            upstream_tls: None,
             targets: vec![Target {
                 address: TargetAddress::Ip([10, 0, 0, last_octet].into()),
                 port: 8080,

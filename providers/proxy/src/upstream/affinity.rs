@@ -315,6 +315,7 @@ mod tests {
             target_type: TargetType::Ip,
             health_check: HealthCheck::default(),
             attributes: Default::default(),
+            upstream_tls: None,
             targets: ports
                 .iter()
                 .map(|p| Target {

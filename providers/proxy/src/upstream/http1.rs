@@ -484,7 +484,7 @@ pub(crate) async fn exchange<T>(
         let answer = exchange_head(
             shared,
             &target,
-            group.tls,
+            group,
             request_head,
             idempotent,
             buf,
@@ -527,7 +527,7 @@ pub(crate) async fn exchange<T>(
 async fn exchange_head<T>(
     shared: &UpstreamEnv,
     target: &Arc<TargetState>,
-    tls: bool,
+    group: &UpstreamGroup,
     request_head: &[u8],
     idempotent: bool,
     buf: &mut BytesMut,
@@ -549,9 +549,13 @@ async fn exchange_head<T>(
         let mut stream = match pooled {
             Some(s) => s,
             // Boxed: a TLS handshake's state is large and new connections are rare.
-            None => Box::pin(connect(target.addr, shared, tls))
-                .await
-                .ok_or(HeadError::Connect)?,
+            None => Box::pin(connect(
+                target.addr,
+                shared,
+                group.tls_for(&shared.clients.tls, target.addr.ip()),
+            ))
+            .await
+            .ok_or(HeadError::Connect)?,
         };
         buf.clear();
         if write_all_flush(&mut stream, request_head).await.is_err() {
@@ -600,21 +604,33 @@ async fn exchange_head<T>(
     Err(HeadError::Upstream("no connection"))
 }
 
-async fn connect(addr: SocketAddr, shared: &UpstreamEnv, tls: bool) -> Option<UpstreamStream> {
+async fn connect(
+    addr: SocketAddr,
+    shared: &UpstreamEnv,
+    tls: Option<(
+        &tokio_rustls::TlsConnector,
+        rustls::pki_types::ServerName<'static>,
+    )>,
+) -> Option<UpstreamStream> {
     let timeout = shared.settings.connect_timeout;
     let stream = tokio::time::timeout(timeout, TcpStream::connect(addr))
         .await
         .ok()?
         .ok()?;
     let _ = stream.set_nodelay(true);
-    if !tls {
+    let Some((connector, name)) = tls else {
         return Some(UpstreamStream::Plain(stream));
-    }
-    let name = rustls::pki_types::ServerName::IpAddress(addr.ip().into());
-    let tls_stream = tokio::time::timeout(timeout, shared.clients.tls.connect(name, stream))
-        .await
-        .ok()?
-        .ok()?;
+    };
+    // A target whose certificate fails the group's check is a failed connect: the next
+    // target is tried, and with none left the answer is 502, as nginx's.
+    let tls_stream = match tokio::time::timeout(timeout, connector.connect(name, stream)).await {
+        Ok(Ok(s)) => s,
+        Ok(Err(e)) => {
+            tracing::debug!(target = %addr, error = %e, "TLS to the target failed");
+            return None;
+        }
+        Err(_) => return None,
+    };
     Some(UpstreamStream::Tls(Box::new(tls_stream)))
 }
 

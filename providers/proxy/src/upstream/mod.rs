@@ -146,6 +146,9 @@ impl<C: PooledConnection> IdleConnections<C> {
 #[derive(Debug)]
 pub struct TargetState {
     pub addr: SocketAddr,
+    /// The connections it pools are of this kind (see `pool_key`): the same address
+    /// reached as plain HTTP, shared TLS or a group's own TLS is a target each.
+    pub pool: u64,
     /// Keepalive connections of hyper's client (requests with bodies, upgrades); dropped
     /// (and closed) with the last reference to the target.
     pub idle: IdleConnections<IdleSender>,
@@ -164,9 +167,10 @@ const MAX_EJECTION: Duration = Duration::from_secs(30);
 const BASE_EJECTION: Duration = Duration::from_secs(1);
 
 impl TargetState {
-    fn new(addr: SocketAddr, epoch: Instant) -> Self {
+    fn new(addr: SocketAddr, pool: u64, epoch: Instant) -> Self {
         TargetState {
             addr,
+            pool,
             idle: IdleConnections::default(),
             relay_idle: IdleConnections::default(),
             in_flight: AtomicUsize::new(0),
@@ -239,6 +243,9 @@ pub struct UpstreamGroup {
     pub service: String,
     pub http2: bool,
     pub tls: bool,
+    /// ingress-nginx `proxy-ssl-*`: this group's own TLS to its targets; None: the shared
+    /// unverified connector.
+    pub target_tls: Option<Arc<tls::TargetTls>>,
     pub balancing: Balancing,
     /// Ready targets only.
     pub targets: Vec<Arc<TargetState>>,
@@ -249,9 +256,24 @@ impl UpstreamGroup {
     /// Builds the run-time group, reusing target state from `previous` where the address
     /// stays.
     pub fn from_model(tg: &TargetGroup, previous: &TargetRegistry, epoch: Instant) -> Self {
+        let tls = tg.protocol == tollgate_contract::BackendProtocol::Https;
+        let (target_tls, usable) = match tg.upstream_tls.as_deref().filter(|_| tls) {
+            None => (None, true),
+            Some(t) => match tls::TargetTls::from_model(t) {
+                Ok(c) => (Some(Arc::new(c)), true),
+                Err(why) => {
+                    // The builder checked the Secret; should this still fail, the group
+                    // has no targets (503) rather than unverified ones.
+                    tracing::error!(group = %tg.id, error = %why, "backend TLS unusable; the group is not served");
+                    (None, false)
+                }
+            },
+        };
+        let pool = pool_key(tls, tg.upstream_tls.as_deref().filter(|_| tls));
         let targets = tg
             .targets
             .iter()
+            .filter(|_| usable)
             .filter(|t| t.state.accepts_new_requests())
             .filter_map(|t| match &t.address {
                 TargetAddress::Ip(ip) => Some(SocketAddr::new(*ip, t.port)),
@@ -259,8 +281,8 @@ impl UpstreamGroup {
             })
             .map(|addr| {
                 previous
-                    .get(addr)
-                    .unwrap_or_else(|| Arc::new(TargetState::new(addr, epoch)))
+                    .get(addr, pool)
+                    .unwrap_or_else(|| Arc::new(TargetState::new(addr, pool, epoch)))
             })
             .collect();
         let balancing = match tg
@@ -278,11 +300,31 @@ impl UpstreamGroup {
                 tg.protocol_version,
                 ProtocolVersion::Http2 | ProtocolVersion::Grpc
             ),
-            tls: tg.protocol == tollgate_contract::BackendProtocol::Https,
+            tls,
+            target_tls,
             balancing,
             targets,
             rr: AtomicUsize::new(0),
         }
+    }
+
+    /// The connector and server name of a TLS connection to a target at `ip`: the group's
+    /// own, else `shared` (unverified, the address as name). None: plain TCP.
+    pub fn tls_for<'a>(
+        &'a self,
+        shared: &'a tokio_rustls::TlsConnector,
+        ip: std::net::IpAddr,
+    ) -> Option<(
+        &'a tokio_rustls::TlsConnector,
+        rustls::pki_types::ServerName<'static>,
+    )> {
+        if !self.tls {
+            return None;
+        }
+        Some(match &self.target_tls {
+            Some(t) => (&t.connector, t.server_name(ip)),
+            None => (shared, rustls::pki_types::ServerName::IpAddress(ip.into())),
+        })
     }
 
     /// Picks a target, avoiding `exclude` (already tried) and ejected targets. When every
@@ -357,6 +399,7 @@ impl UpstreamGroup {
             service: self.service.clone(),
             http2: self.http2,
             tls: self.tls,
+            target_tls: self.target_tls.clone(),
             balancing: self.balancing,
             targets: vec![target],
             rr: AtomicUsize::new(0),
@@ -367,12 +410,38 @@ impl UpstreamGroup {
 /// Every target's state by address, carried from one configuration to the next.
 #[derive(Debug, Default)]
 pub struct TargetRegistry {
-    by_addr: HashMap<SocketAddr, Arc<TargetState>>,
+    /// By address and connection pool ([`TargetState::pool`]).
+    by_addr: HashMap<(SocketAddr, u64), Arc<TargetState>>,
+}
+
+/// Which connections to a target may be shared: plain, TLS with the shared connector, or
+/// TLS with a group's own settings (a connection made with one client certificate or trust
+/// must not serve a group configured otherwise).
+fn pool_key(tls: bool, own: Option<&tollgate_contract::UpstreamTls>) -> u64 {
+    use std::hash::{Hash, Hasher};
+    match (tls, own) {
+        (false, _) => 0,
+        (true, None) => 1,
+        (true, Some(t)) => {
+            let mut h = std::collections::hash_map::DefaultHasher::new();
+            (
+                &t.ca_fingerprint,
+                t.client_certificate.as_ref().map(|c| &c.fingerprint),
+                &t.name,
+                t.verify,
+                t.verify_depth,
+                t.send_server_name,
+                &t.protocols,
+            )
+                .hash(&mut h);
+            h.finish() | 2
+        }
+    }
 }
 
 impl TargetRegistry {
-    pub fn get(&self, addr: SocketAddr) -> Option<Arc<TargetState>> {
-        self.by_addr.get(&addr).cloned()
+    pub fn get(&self, addr: SocketAddr, pool: u64) -> Option<Arc<TargetState>> {
+        self.by_addr.get(&(addr, pool)).cloned()
     }
 
     /// Every target.
@@ -384,7 +453,7 @@ impl TargetRegistry {
         let mut by_addr = HashMap::new();
         for g in groups {
             for t in &g.targets {
-                by_addr.insert(t.addr, t.clone());
+                by_addr.insert((t.addr, t.pool), t.clone());
             }
         }
         TargetRegistry { by_addr }

@@ -172,3 +172,167 @@ impl rustls::client::danger::ServerCertVerifier for AnyServerCertificate {
         self.0.signature_verification_algorithms.supported_schemes()
     }
 }
+
+/// How one group's targets are dialled over TLS when its Ingress says so (ingress-nginx
+/// `proxy-ssl-*`): built when the group changes, shared by every connection to its targets.
+#[derive(Clone)]
+pub struct TargetTls {
+    pub connector: tokio_rustls::TlsConnector,
+    /// `proxy-ssl-name`: the name checked (and sent, with `proxy-ssl-server-name`); without
+    /// it the target's address stands in and no name is checked.
+    name: Option<ServerName<'static>>,
+}
+
+impl std::fmt::Debug for TargetTls {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TargetTls")
+            .field("name", &self.name)
+            .finish_non_exhaustive()
+    }
+}
+
+impl TargetTls {
+    /// The connector for `t`. ingress-nginx's verification is OpenSSL's: the chain must
+    /// reach a CA of `ca.crt` within `verify_depth` (intermediates ≤ depth − 1, as
+    /// `auth-tls-verify-depth` is read) and, with `proxy-ssl-name`, carry that name. Its
+    /// default name is `$proxy_host` (`upstream_balancer`), which no target certificate
+    /// carries; here a verification without `proxy-ssl-name` checks the chain only.
+    pub fn from_model(t: &tollgate_contract::UpstreamTls) -> Result<Self, String> {
+        use rustls::pki_types::pem::PemObject;
+        let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+        let versions: Vec<&'static rustls::SupportedProtocolVersion> = t
+            .protocols
+            .iter()
+            .filter_map(|p| match p.as_str() {
+                "TLSv1.2" => Some(&rustls::version::TLS12),
+                "TLSv1.3" => Some(&rustls::version::TLS13),
+                _ => None,
+            })
+            .collect();
+        let versions = if versions.is_empty() {
+            vec![&rustls::version::TLS12]
+        } else {
+            versions
+        };
+        let builder = rustls::ClientConfig::builder_with_provider(provider.clone())
+            .with_protocol_versions(&versions)
+            .map_err(|e| format!("TLS versions: {e}"))?;
+        let verifier: Arc<dyn rustls::client::danger::ServerCertVerifier> = if t.verify {
+            let mut roots = rustls::RootCertStore::empty();
+            for c in CertificateDer::pem_slice_iter(t.ca_pem.as_bytes()) {
+                let c = c.map_err(|e| format!("ca.crt: {e}"))?;
+                roots
+                    .add(c)
+                    .map_err(|e| format!("ca.crt: a certificate is not a usable CA: {e}"))?;
+            }
+            let inner = rustls::client::WebPkiServerVerifier::builder_with_provider(
+                Arc::new(roots),
+                provider.clone(),
+            )
+            .build()
+            .map_err(|e| format!("ca.crt: {e}"))?;
+            Arc::new(CheckedTarget {
+                inner,
+                check_name: t.name.is_some(),
+                max_intermediates: t.verify_depth.max(1) as usize - 1,
+            })
+        } else {
+            Arc::new(AnyServerCertificate(provider))
+        };
+        let builder = builder
+            .dangerous()
+            .with_custom_certificate_verifier(verifier);
+        let mut cfg = match &t.client_certificate {
+            Some(m) => {
+                let chain = CertificateDer::pem_slice_iter(m.cert_chain_pem.as_bytes())
+                    .collect::<Result<Vec<_>, _>>()
+                    .map_err(|e| format!("tls.crt: {e}"))?;
+                let key =
+                    rustls::pki_types::PrivateKeyDer::from_pem_slice(m.private_key_pem.as_bytes())
+                        .map_err(|e| format!("tls.key: {e}"))?;
+                builder
+                    .with_client_auth_cert(chain, key)
+                    .map_err(|e| format!("client certificate: {e}"))?
+            }
+            None => builder.with_no_client_auth(),
+        };
+        cfg.alpn_protocols = vec![b"http/1.1".to_vec()];
+        let name = match &t.name {
+            Some(n) => Some(
+                ServerName::try_from(n.clone()).map_err(|e| format!("proxy-ssl-name {n}: {e}"))?,
+            ),
+            None => None,
+        };
+        // ingress-nginx sends no server name unless proxy-ssl-server-name is on.
+        cfg.enable_sni = t.send_server_name && name.is_some();
+        Ok(TargetTls {
+            connector: tokio_rustls::TlsConnector::from(Arc::new(cfg)),
+            name,
+        })
+    }
+
+    /// The name a handshake with the target at `ip` is made for.
+    pub fn server_name(&self, ip: std::net::IpAddr) -> ServerName<'static> {
+        self.name
+            .clone()
+            .unwrap_or_else(|| ServerName::IpAddress(ip.into()))
+    }
+}
+
+/// A target certificate checked against the group's CAs, its depth, and its name when one
+/// was given.
+#[derive(Debug)]
+struct CheckedTarget {
+    inner: Arc<rustls::client::WebPkiServerVerifier>,
+    check_name: bool,
+    max_intermediates: usize,
+}
+
+impl rustls::client::danger::ServerCertVerifier for CheckedTarget {
+    fn verify_server_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        server_name: &ServerName<'_>,
+        ocsp: &[u8],
+        now: rustls::pki_types::UnixTime,
+    ) -> Result<rustls::client::danger::ServerCertVerified, rustls::Error> {
+        if intermediates.len() > self.max_intermediates {
+            return Err(rustls::Error::General(
+                "certificate chain longer than proxy-ssl-verify-depth".into(),
+            ));
+        }
+        match self
+            .inner
+            .verify_server_cert(end_entity, intermediates, server_name, ocsp, now)
+        {
+            Err(rustls::Error::InvalidCertificate(
+                rustls::CertificateError::NotValidForName
+                | rustls::CertificateError::NotValidForNameContext { .. },
+            )) if !self.check_name => Ok(rustls::client::danger::ServerCertVerified::assertion()),
+            other => other,
+        }
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        m: &[u8],
+        c: &CertificateDer<'_>,
+        d: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        self.inner.verify_tls12_signature(m, c, d)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        m: &[u8],
+        c: &CertificateDer<'_>,
+        d: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        self.inner.verify_tls13_signature(m, c, d)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
+        self.inner.supported_verify_schemes()
+    }
+}
