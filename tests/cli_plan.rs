@@ -151,7 +151,7 @@ metadata:
   name: migrated
   annotations:
     alb.ingress.kubernetes.io/security-groups: sg-0123
-    nginx.ingress.kubernetes.io/proxy-send-timeout: "120"
+    nginx.ingress.kubernetes.io/limit-rate: "1024"
     nginx.ingress.kubernetes.io/rewrite-target: /
 spec:
   ingressClassName: tollgate
@@ -194,7 +194,7 @@ spec: {ports: [{name: http, port: 80}]}
             .is_some_and(|s| s.starts_with("Error")),
         "refused by the proxy: {cidrs}"
     );
-    let timeout = row("nginx.ingress.kubernetes.io/proxy-send-timeout");
+    let timeout = row("nginx.ingress.kubernetes.io/limit-rate");
     assert!(timeout["aws"]
         .as_str()
         .is_some_and(|s| s.starts_with("Warning")));

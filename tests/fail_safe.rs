@@ -230,7 +230,7 @@ fn other_annotations_not_honoured_are_warned_and_served() {
         "a.example.com",
         "/",
         "web",
-        "nginx.ingress.kubernetes.io/proxy-send-timeout: '120', alb.ingress.kubernetes.io/healthcheck-path: /healthz",
+        "nginx.ingress.kubernetes.io/limit-rate: '1024', alb.ingress.kubernetes.io/healthcheck-path: /healthz",
     )];
     let out = run(&docs, ProviderKind::Proxy);
     let warns = find(&out, Reason::AnnotationIgnored, "timeouts");
@@ -241,7 +241,7 @@ fn other_annotations_not_honoured_are_warned_and_served() {
     let aws = run(&docs, ProviderKind::Aws);
     let warns = find(&aws, Reason::AnnotationIgnored, "timeouts");
     assert_eq!(warns.len(), 1, "{:?}", aws.diagnostics);
-    assert!(warns[0].message.contains("proxy-send-timeout"));
+    assert!(warns[0].message.contains("limit-rate"));
 }
 
 #[test]

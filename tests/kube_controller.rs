@@ -818,13 +818,13 @@ async fn admission_webhook_refuses_invalid_ingresses_and_warns_with_kubectl() {
         &k,
         &support::ingress(
             "timeouts",
-            "nginx.ingress.kubernetes.io/proxy-send-timeout: '120'",
+            "nginx.ingress.kubernetes.io/limit-rate: '1024'",
             &[("timeouts.example", "/", "Prefix", "web")],
         ),
     );
     assert!(ok, "{stderr}");
     assert!(
-        stderr.contains("Warning:") && stderr.contains("proxy-send-timeout"),
+        stderr.contains("Warning:") && stderr.contains("limit-rate"),
         "kubectl prints the warning: {stderr}"
     );
 

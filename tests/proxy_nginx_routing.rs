@@ -8,6 +8,8 @@
 
 mod support;
 
+use std::time::Duration;
+
 use bytes::Bytes;
 use http::{Request, StatusCode};
 use http_body_util::Full;
@@ -728,5 +730,75 @@ async fn ssl_passthrough_hands_tls_to_the_backend() {
     let (status, _, body) = get(p.http, "pass.example.com", "/").await.expect("HTTP");
     assert_eq!(status, StatusCode::OK);
     assert_eq!(body, "passthrough");
+    p.stop().await;
+}
+
+/// proxy-send-timeout (test/e2e/annotations/proxy.go checks `proxy_send_timeout` in the
+/// configuration; here what it does): a target that stops taking the request body gets the
+/// request answered 504 once the timeout passes — long before the read timeout would.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_target_that_stops_taking_the_body_times_out() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    // Reads the request head, then nothing more, and never answers; holds the socket open.
+    let target = tcp_target(|mut s| async move {
+        let mut head = Vec::new();
+        let mut buf = [0u8; 4096];
+        while find_bytes(&head, b"\r\n\r\n").is_none() {
+            match s.read(&mut buf).await {
+                Ok(0) | Err(_) => return,
+                Ok(n) => head.extend_from_slice(&buf[..n]),
+            }
+        }
+        tokio::time::sleep(Duration::from_secs(30)).await;
+        drop(s);
+    })
+    .await;
+    let n = "nginx.ingress.kubernetes.io";
+    let m = [
+        service("stuck", &[target]),
+        ingress(
+            "upload",
+            &format!("{n}/proxy-send-timeout: '1', {n}/proxy-read-timeout: '30'"),
+            &[("upload.example.com", "/", "Prefix", "stuck")],
+        ),
+    ]
+    .join("---\n");
+    let p = TestProxy::start(&m).await;
+    const BODY: usize = 256 << 20; // far more than the sockets on the way can hold
+    let s = tokio::net::TcpStream::connect(p.http)
+        .await
+        .expect("connect");
+    let (mut rd, mut wr) = s.into_split();
+    let writer = tokio::spawn(async move {
+        let head = format!(
+            "POST /up HTTP/1.1\r\nHost: upload.example.com\r\nContent-Length: {BODY}\r\n\r\n"
+        );
+        wr.write_all(head.as_bytes()).await?;
+        let chunk = vec![b'x'; 64 << 10];
+        let mut sent = 0;
+        while sent < BODY {
+            wr.write_all(&chunk).await?;
+            sent += chunk.len();
+        }
+        Ok::<_, std::io::Error>(())
+    });
+    let mut resp = Vec::new();
+    let mut buf = [0u8; 4096];
+    let read = tokio::time::timeout(Duration::from_secs(20), async {
+        while find_bytes(&resp, b"\r\n\r\n").is_none() {
+            match rd.read(&mut buf).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => resp.extend_from_slice(&buf[..n]),
+            }
+        }
+    })
+    .await;
+    assert!(
+        read.is_ok(),
+        "no answer within 20 s (the read timeout is 30 s)"
+    );
+    let text = String::from_utf8_lossy(&resp).to_string();
+    assert!(status_line(&text).contains("504"), "{text}");
+    writer.abort();
     p.stop().await;
 }

@@ -373,7 +373,7 @@ pub static REGISTRY: &[Spec] = &[
     nginx("proxy-redirect-from", Other, X, "rewriting upstream Location headers"),
     nginx("proxy-redirect-to", Other, X, "rewriting upstream Location headers"),
     nginx("proxy-request-buffering", Other, Support::Partial("request bodies are always streamed, as with off; on does not buffer them before the target is contacted"), "request buffering"),
-    nginx("proxy-send-timeout", Other, X, "the upstream send timeout"),
+    nginx("proxy-send-timeout", Other, Support::Partial("a target that stops taking the request body this long before its response began is answered 504; once the response began, a pause is not limited"), "the upstream send timeout"),
     nginx("proxy-ssl-ciphers", Other, Support::Partial("only DEFAULT: the proxy offers rustls's default suites, and names any other list in a warning"), "upstream TLS ciphers"),
     nginx("proxy-ssl-name", Other, Support::Partial("a DNS name, checked and (with proxy-ssl-server-name) sent; nginx variables such as $host are refused; without it a verified target's name is not checked (ingress-nginx checks upstream_balancer)"), "the upstream TLS server name"),
     nginx("proxy-ssl-protocols", Other, H, "upstream TLS protocols"),
@@ -731,18 +731,14 @@ mod tests {
     #[test]
     fn other_not_honoured_is_a_warning() {
         let f = check(
-            &ann(&[("nginx.ingress.kubernetes.io/proxy-send-timeout", "120")]),
+            &ann(&[("nginx.ingress.kubernetes.io/mirror-target", "http://mirror")]),
             OnObject::Ingress,
             ProviderKind::Proxy,
         );
         assert_eq!(f.len(), 1);
         assert_eq!(f[0].severity, Severity::Warning);
         assert_eq!(f[0].reason, Reason::AnnotationIgnored);
-        assert!(
-            f[0].message.contains("proxy-send-timeout"),
-            "{}",
-            f[0].message
-        );
+        assert!(f[0].message.contains("mirror-target"), "{}", f[0].message);
         assert!(f[0].message.contains("proxy provider"), "{}", f[0].message);
     }
 

@@ -1423,12 +1423,13 @@ pub fn ingress_settings(
     // ingress-nginx puts these into the location's proxy settings
     // (internal/ingress/annotations/upstreamvhost, xforwardedprefix, proxy): the value of
     // `proxy_set_header Host`, an `X-Forwarded-Prefix` header, and proxy_connect_timeout /
-    // proxy_read_timeout in whole seconds.
+    // proxy_read_timeout / proxy_send_timeout in whole seconds.
     let upstream = tollgate_contract::UpstreamOptions {
         host: r.parse(&format!("{NGINX}upstream-vhost"), header_text),
         forwarded_prefix: r.parse(&format!("{NGINX}x-forwarded-prefix"), header_text),
         connect_timeout_seconds: r.u32_in(&format!("{NGINX}proxy-connect-timeout"), 1, 86_400),
         read_timeout_seconds: r.u32_in(&format!("{NGINX}proxy-read-timeout"), 1, 86_400),
+        send_timeout_seconds: r.u32_in(&format!("{NGINX}proxy-send-timeout"), 1, 86_400),
         next_upstream: read_next_upstream(&mut r),
     };
     // ingress-nginx's redirect parser (internal/ingress/annotations/redirect) looks at the

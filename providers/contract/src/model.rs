@@ -731,6 +731,9 @@ pub struct UpstreamOptions {
     /// `proxy-read-timeout`, seconds: how long the target may take to answer.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub read_timeout_seconds: Option<u32>,
+    /// `proxy-send-timeout`, seconds: how long the target may stop taking the request.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub send_timeout_seconds: Option<u32>,
     /// `proxy-next-upstream` and its `-tries`/`-timeout`: when a request goes on to another
     /// target.
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -6,6 +6,7 @@
 pub mod http1_relay;
 pub mod parse;
 pub mod request_path;
+mod send_timeout;
 
 use arc_swap::ArcSwap;
 

@@ -24,6 +24,7 @@ use tollgate_contract::matching::RequestFacts;
 use tollgate_contract::Redirect;
 
 use crate::http::parse::{headers_for_conditions, normalize_path, request_host};
+use crate::http::send_timeout::SendProgress;
 use crate::http::Shared;
 use crate::route::config::{CompiledAction, CompiledListener, ProxyConfig};
 use crate::route::route_table::RuleIndex;
@@ -748,6 +749,29 @@ fn unusual_target<B>(req: &Request<B>) -> Option<Response<ProxyBody>> {
 const ALLOWED_METHODS: HeaderValue =
     HeaderValue::from_static("GET, HEAD, POST, PUT, DELETE, PATCH, OPTIONS");
 
+/// `fut`'s output, or `None` when the target stopped taking the request body for the
+/// route's `proxy-send-timeout` first.
+async fn unless_stalled<F: Future>(
+    send: &Option<(Duration, Arc<SendProgress>)>,
+    fut: F,
+) -> Option<F::Output> {
+    match send {
+        None => Some(fut.await),
+        Some((limit, progress)) => tokio::select! {
+            r = fut => Some(r),
+            _ = progress.stalled(*limit) => None,
+        },
+    }
+}
+
+/// nginx's answer when `proxy_send_timeout` passes before the target answered.
+fn send_timed_out() -> Response<ProxyBody> {
+    error_response(
+        StatusCode::GATEWAY_TIMEOUT,
+        "upstream did not take the request in time",
+    )
+}
+
 /// How long a forwarded request may wait: the proxy's settings, or the route's own; and
 /// when it goes on to another target.
 #[derive(Debug, Clone)]
@@ -755,6 +779,8 @@ struct Timeouts {
     connect: Duration,
     response_header: Duration,
     next: Option<Arc<crate::route::config::NextUpstream>>,
+    /// `proxy-send-timeout`, with the request body's progress it watches.
+    send: Option<(Duration, Arc<SendProgress>)>,
 }
 
 /// Why one attempt at a target failed.
@@ -902,6 +928,7 @@ fn forward(
         connect: shared.settings.connect_timeout,
         response_header: shared.settings.response_header_timeout,
         next: None,
+        send: None,
     };
     if let Some(u) = upstream {
         // ingress-nginx's upstream-vhost sets only `Host`; X-Forwarded-Host keeps the
@@ -917,6 +944,9 @@ fn forward(
         timeouts.connect = u.connect_timeout.unwrap_or(timeouts.connect);
         timeouts.response_header = u.read_timeout.unwrap_or(timeouts.response_header);
         timeouts.next = u.next.clone();
+        if !replayable {
+            timeouts.send = u.send_timeout.map(|t| (t, Arc::new(SendProgress::new())));
+        }
     }
     let mut target = Vec::new();
     append_client_origin_form(&mut target, &parts.uri, path);
@@ -932,6 +962,7 @@ fn forward(
             inner: body,
             failed: body_failed.clone(),
             left: max_body.unwrap_or(u64::MAX),
+            progress: timeouts.send.as_ref().map(|(_, p)| p.clone()),
         }
         .boxed_unsync();
         forward_with_hyper_client(
@@ -1059,7 +1090,14 @@ async fn forward_with_hyper_client(
             } else {
                 shared.clients.h2.request(up)
             };
-            let r = tokio::time::timeout(timeouts.response_header, sent).await;
+            let Some(r) = unless_stalled(
+                &timeouts.send,
+                tokio::time::timeout(timeouts.response_header, sent),
+            )
+            .await
+            else {
+                return send_timed_out();
+            };
             match r {
                 Err(_) if go_on(attempt, |n| n.timeout) => continue,
                 Err(_) => {
@@ -1075,7 +1113,7 @@ async fn forward_with_hyper_client(
         } else {
             *up.uri_mut() = origin_form.clone();
             *up.version_mut() = Version::HTTP_11;
-            let r = tokio::time::timeout(
+            let exchange = tokio::time::timeout(
                 timeouts.response_header,
                 exchange_h1(
                     &target,
@@ -1084,8 +1122,10 @@ async fn forward_with_hyper_client(
                     timeouts.connect,
                     group.tls_for(&shared.clients.tls, target.addr.ip()),
                 ),
-            )
-            .await;
+            );
+            let Some(r) = unless_stalled(&timeouts.send, exchange).await else {
+                return send_timed_out();
+            };
             match r {
                 Err(_) if go_on(attempt, |n| n.timeout) => continue,
                 Err(_) => {
@@ -1184,6 +1224,8 @@ pin_project_lite::pin_project! {
         inner: Incoming,
         failed: Arc<AtomicU8>,
         left: u64,
+        // Watched by proxy-send-timeout (routes with the annotation only).
+        progress: Option<Arc<SendProgress>>,
     }
 }
 
@@ -1202,12 +1244,18 @@ impl hyper::body::Body for ClientBody {
     ) -> std::task::Poll<Option<Result<hyper::body::Frame<Bytes>, BodyError>>> {
         use std::task::Poll;
         let this = self.project();
+        if let Some(p) = this.progress.as_deref() {
+            p.asked();
+        }
         match this.inner.poll_frame(cx) {
             Poll::Ready(Some(Ok(frame))) => {
                 let len = frame.data_ref().map_or(0, |d| d.len() as u64);
                 match this.left.checked_sub(len) {
                     Some(left) => {
                         *this.left = left;
+                        if let Some(p) = this.progress.as_deref() {
+                            p.handed();
+                        }
                         Poll::Ready(Some(Ok(frame)))
                     }
                     None => {

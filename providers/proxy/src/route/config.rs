@@ -92,6 +92,8 @@ pub struct CompiledUpstream {
     pub connect_timeout: Option<std::time::Duration>,
     /// How long the target may take to send its response headers.
     pub read_timeout: Option<std::time::Duration>,
+    /// `proxy-send-timeout`: how long the target may stop taking the request body.
+    pub send_timeout: Option<std::time::Duration>,
     /// `proxy-next-upstream`; `None`: the default (another target after a connect failure).
     pub next: Option<Arc<NextUpstream>>,
 }
@@ -111,6 +113,7 @@ impl CompiledUpstream {
             forwarded_prefix: header(&o.forwarded_prefix),
             connect_timeout: secs(o.connect_timeout_seconds),
             read_timeout: secs(o.read_timeout_seconds),
+            send_timeout: secs(o.send_timeout_seconds),
             next: o.next_upstream.as_ref().map(|n| {
                 let has = |c: &str| n.conditions.iter().any(|x| x == c);
                 Arc::new(NextUpstream {
