@@ -828,7 +828,7 @@ async fn backend_tls_follows_proxy_ssl() {
     use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair};
     use rustls::pki_types::pem::PemObject;
     use rustls::pki_types::{CertificateDer, PrivateKeyDer};
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::io::AsyncWriteExt;
 
     let ca_key = KeyPair::generate().unwrap();
     let mut ca = CertificateParams::new(Vec::<String>::new()).unwrap();
@@ -879,13 +879,8 @@ async fn backend_tls_follows_proxy_ssl() {
             };
             let sni = tls.get_ref().1.server_name().map(str::to_string);
             seen.lock().unwrap().push(sni);
-            let mut head = Vec::new();
-            let mut buf = [0u8; 1024];
-            while find_bytes(&head, b"\r\n\r\n").is_none() {
-                match tls.read(&mut buf).await {
-                    Ok(0) | Err(_) => return,
-                    Ok(n) => head.extend_from_slice(&buf[..n]),
-                }
+            if !read_request_head(&mut tls).await {
+                return;
             }
             let _ = tls
                 .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 16\r\nconnection: close\r\n\r\nverified-backend")

@@ -635,7 +635,7 @@ async fn next_upstream_moves_past_listed_statuses() {
 /// to the passthrough host still goes to the backend, over TLS as ingress-nginx sends it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ssl_passthrough_hands_tls_to_the_backend() {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::io::AsyncWriteExt;
     let (cert, key, backend_der) = self_signed(&["pass.example.com"]);
     let acceptor = acceptor_for(&cert, &key, &[b"http/1.1"]);
     let backend = tcp_target(move |s| {
@@ -644,13 +644,8 @@ async fn ssl_passthrough_hands_tls_to_the_backend() {
             let Ok(mut tls) = acceptor.accept(s).await else {
                 return;
             };
-            let mut head = Vec::new();
-            let mut buf = [0u8; 1024];
-            while find_bytes(&head, b"\r\n\r\n").is_none() {
-                match tls.read(&mut buf).await {
-                    Ok(0) | Err(_) => return,
-                    Ok(n) => head.extend_from_slice(&buf[..n]),
-                }
+            if !read_request_head(&mut tls).await {
+                return;
             }
             let _ = tls
                 .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 11\r\nconnection: close\r\n\r\npassthrough")
@@ -741,13 +736,8 @@ async fn a_target_that_stops_taking_the_body_times_out() {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     // Reads the request head, then nothing more, and never answers; holds the socket open.
     let target = tcp_target(|mut s| async move {
-        let mut head = Vec::new();
-        let mut buf = [0u8; 4096];
-        while find_bytes(&head, b"\r\n\r\n").is_none() {
-            match s.read(&mut buf).await {
-                Ok(0) | Err(_) => return,
-                Ok(n) => head.extend_from_slice(&buf[..n]),
-            }
+        if !read_request_head(&mut s).await {
+            return;
         }
         tokio::time::sleep(Duration::from_secs(30)).await;
         drop(s);

@@ -128,7 +128,6 @@ pub(crate) fn client_cert(
     ingress: (&str, &str),
     secret: Option<&Secret>,
 ) -> Result<Arc<tollgate_contract::ClientCertAuth>, Diagnostic> {
-    use rustls::pki_types::pem::PemObject;
     let ns = ingress.0;
     let secret_ns = r.namespace.as_deref().unwrap_or(ns);
     let annotation = "nginx.ingress.kubernetes.io/auth-tls-secret";
@@ -142,11 +141,7 @@ pub(crate) fn client_cert(
     )?;
     let ca = super::tls_secrets::secret_bytes(secret, "ca.crt")
         .map(|b| String::from_utf8_lossy(&b).into_owned());
-    let usable = ca.as_deref().is_some_and(|pem| {
-        let certs: Vec<_> =
-            rustls::pki_types::CertificateDer::pem_slice_iter(pem.as_bytes()).collect();
-        !certs.is_empty() && certs.iter().all(|c| c.is_ok())
-    });
+    let usable = ca.as_deref().is_some_and(usable_ca);
     let (Some(ca), true) = (ca, usable) else {
         return Err(refusal(
             ingress,
@@ -179,7 +174,6 @@ pub(crate) fn upstream_tls(
     secret: Option<&Secret>,
     warnings: &mut Vec<Diagnostic>,
 ) -> Result<Option<Arc<tollgate_contract::UpstreamTls>>, Diagnostic> {
-    use rustls::pki_types::pem::PemObject;
     let secret_ns = r.namespace.as_deref().unwrap_or(ingress.0);
     let annotation = "nginx.ingress.kubernetes.io/proxy-ssl-secret";
     let name = &r.name;
@@ -210,8 +204,7 @@ pub(crate) fn upstream_tls(
         ));
     };
     let ca = String::from_utf8_lossy(&ca).into_owned();
-    let certs: Vec<_> = rustls::pki_types::CertificateDer::pem_slice_iter(ca.as_bytes()).collect();
-    if certs.is_empty() || certs.iter().any(|c| c.is_err()) {
+    if !usable_ca(&ca) {
         return Err(refusal(
             ingress,
             Reason::SecretInvalid,
@@ -243,6 +236,13 @@ pub(crate) fn upstream_tls(
         send_server_name: r.server_name,
         protocols: r.protocols.clone(),
     })))
+}
+
+/// Whether a `ca.crt` is one or more PEM certificates and nothing unreadable.
+fn usable_ca(pem: &str) -> bool {
+    use rustls::pki_types::pem::PemObject;
+    let certs: Vec<_> = rustls::pki_types::CertificateDer::pem_slice_iter(pem.as_bytes()).collect();
+    !certs.is_empty() && certs.iter().all(|c| c.is_ok())
 }
 
 /// An Error on the Ingress `ingress` that keeps it from being served.

@@ -430,6 +430,20 @@ where
     .await
 }
 
+/// Reads a request head from `s` (up to its blank line); false if the stream ends first.
+pub async fn read_request_head<S: tokio::io::AsyncRead + Unpin>(s: &mut S) -> bool {
+    use tokio::io::AsyncReadExt;
+    let mut head = Vec::new();
+    let mut buf = [0u8; 4096];
+    while find_bytes(&head, b"\r\n\r\n").is_none() {
+        match s.read(&mut buf).await {
+            Ok(0) | Err(_) => return false,
+            Ok(n) => head.extend_from_slice(&buf[..n]),
+        }
+    }
+    true
+}
+
 /// A `kubernetes.io/tls` Secret manifest.
 pub fn tls_secret(name: &str, cert_pem: &str, key_pem: &str) -> String {
     let indent = |s: &str| s.lines().map(|l| format!("    {l}\n")).collect::<String>();
