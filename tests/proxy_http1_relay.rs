@@ -32,8 +32,32 @@ async fn scripted_backend() -> (SocketAddr, Arc<AtomicUsize>) {
     (addr, accepted)
 }
 
-/// Connections `/drop` has closed, so a test can wait until the close is on the wire.
-static DROPPED: AtomicUsize = AtomicUsize::new(0);
+/// Connections `/drop` has closed, as (target side, proxy side) addresses, so a test can
+/// wait until the proxy's side has seen the close.
+static DROPPED: std::sync::Mutex<Vec<(SocketAddr, SocketAddr)>> = std::sync::Mutex::new(Vec::new());
+
+/// Whether the kernel has delivered the target's close to the proxy's side of a connection:
+/// that socket is no longer ESTABLISHED in `/proc/net/tcp`, so the relay's check of a pooled
+/// connection reads it as closed. `close()` returning says only that the FIN left; under load
+/// it can reach the other socket later. Without `/proc` there is nothing to wait for.
+fn proxy_saw_close(target: SocketAddr, proxy: SocketAddr) -> bool {
+    let hex = |a: SocketAddr| match a {
+        SocketAddr::V4(v4) => format!(
+            "{:08X}:{:04X}",
+            u32::from_le_bytes(v4.ip().octets()),
+            v4.port()
+        ),
+        SocketAddr::V6(_) => String::new(),
+    };
+    let (local, remote) = (hex(proxy), hex(target));
+    let Ok(table) = std::fs::read_to_string("/proc/net/tcp") else {
+        return true;
+    };
+    !table.lines().skip(1).any(|l| {
+        let f: Vec<&str> = l.split_whitespace().collect();
+        f.len() > 3 && f[1] == local && f[2] == remote && f[3] == "01"
+    })
+}
 
 async fn serve_scripted(mut s: TcpStream) {
     let mut pending: Vec<u8> = Vec::new();
@@ -79,8 +103,11 @@ async fn serve_scripted(mut s: TcpStream) {
             }
             "/drop" => {
                 let _ = s.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 7\r\n\r\ndropped").await;
+                let ends = (s.local_addr(), s.peer_addr());
                 drop(s);
-                DROPPED.fetch_add(1, Ordering::SeqCst);
+                if let (Ok(target), Ok(proxy)) = ends {
+                    DROPPED.lock().unwrap().push((target, proxy));
+                }
                 return;
             }
             "/post" => {
@@ -370,13 +397,17 @@ async fn pooled_connections_the_target_closed_are_replaced() {
             (StatusCode::OK, "dropped"),
             "GET {round}"
         );
-        // The target closes right after answering; the close must be on the wire before the
-        // next request, or no proxy could tell (the race is the target's, not the relay's).
+        // The target closes right after answering; the close must have reached the proxy's
+        // socket before the next request, or no proxy could tell (the race is the target's,
+        // not the relay's).
         let dropped = 2 * round + 1;
         wait_until(
             Duration::from_secs(5),
-            "the target's close",
-            || async move { DROPPED.load(Ordering::SeqCst) >= dropped },
+            "the proxy's side to see the target's close",
+            || async move {
+                let conns = DROPPED.lock().unwrap().clone();
+                conns.len() >= dropped && conns.iter().all(|(t, p)| proxy_saw_close(*t, *p))
+            },
         )
         .await;
         // A body-less POST may not be sent twice: the relay checks the pooled connection.
