@@ -1472,6 +1472,15 @@ pub fn ingress_settings(
         parse_source_ranges,
     );
     let mut backend = read_backend(&mut r);
+    // ingress-nginx writes the proxy_ssl_* directives anyway, but only `proxy_pass https://`
+    // uses them (buildProxyPass); a Service's own backend-protocol annotation may still make
+    // the group HTTPS, so this is a warning, not a refusal.
+    if proxy_ssl_ref.is_some() && backend.protocol != Some(BackendProtocol::Https) {
+        r.inert(
+            &["proxy-ssl-secret"],
+            "does nothing unless the backend protocol is HTTPS, and this Ingress does not set backend-protocol: HTTPS",
+        );
+    }
     // ingress-nginx's load-balance: round_robin, or ewma (least latency of two picked at
     // random), which the least-outstanding-requests algorithm of both providers stands for.
     if let Some(algorithm) = r.parse(&format!("{NGINX}load-balance"), |v| match v {
@@ -1941,6 +1950,14 @@ mod tests {
             (Some("team"), "backend", false, 1, false)
         );
         assert_eq!(r.protocols, vec!["TLSv1.2".to_string()]);
+        // Without backend-protocol: HTTPS it does nothing, and says so.
+        assert_eq!(s.unused.len(), 1, "{:?}", s.unused);
+        let s = ingress_settings(&ann(&[
+            (&n("proxy-ssl-secret"), "team/backend"),
+            (&n("backend-protocol"), "HTTPS"),
+        ]))
+        .unwrap();
+        assert!(s.unused.is_empty(), "{:?}", s.unused);
         // Without the Secret the rest does nothing, and says so.
         let s = ingress_settings(&ann(&[
             (&n("proxy-ssl-verify"), "on"),

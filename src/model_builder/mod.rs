@@ -281,41 +281,31 @@ pub fn build_with(
                         has_tls,
                     );
                 }
-                if let Some(r) = &m.settings.basic_auth_ref {
-                    let (ns, name) = auth_secrets::secret_key(r, m.namespace());
+                // Secrets named by annotations are read here, not with the Ingress, and
+                // recorded: a change to one reads the Ingress again.
+                let mut read_secret = |ns: &str, name: &str| {
                     let secret = secrets.get(ns, name);
                     secret_used.push(((ns.to_string(), name.to_string()), secret.cloned()));
-                    let ingress = (m.obj.namespace.as_str(), m.obj.name.as_str());
-                    let users = auth_secrets::basic_auth(
-                        r,
-                        ingress,
-                        secret.map(|s| s.as_ref()),
-                        &mut warnings,
-                    )
-                    .map_err(|e| vec![e])?;
+                    secret.map(|s| s.as_ref())
+                };
+                let ingress = (m.obj.namespace.as_str(), m.obj.name.as_str());
+                if let Some(r) = &m.settings.basic_auth_ref {
+                    let (ns, name) = auth_secrets::secret_key(r, ingress.0);
+                    let secret = read_secret(ns, name);
+                    let users = auth_secrets::basic_auth(r, ingress, secret, &mut warnings)
+                        .map_err(|e| vec![e])?;
                     m.settings.basic_auth = Some(users);
                 }
                 if let Some(r) = &m.settings.client_cert_ref {
-                    let ns = r.namespace.as_deref().unwrap_or(m.namespace());
-                    let secret = secrets.get(ns, &r.name);
-                    secret_used.push(((ns.to_string(), r.name.clone()), secret.cloned()));
-                    let ingress = (m.obj.namespace.as_str(), m.obj.name.as_str());
-                    let ca = auth_secrets::client_cert(r, ingress, secret.map(|s| s.as_ref()))
-                        .map_err(|e| vec![e])?;
+                    let secret = read_secret(r.namespace.as_deref().unwrap_or(ingress.0), &r.name);
+                    let ca = auth_secrets::client_cert(r, ingress, secret).map_err(|e| vec![e])?;
                     m.settings.client_cert = Some(ca);
                 }
-                if let Some(r) = &m.settings.proxy_ssl_ref {
-                    let ns = r.namespace.as_deref().unwrap_or(m.namespace());
-                    let secret = secrets.get(ns, &r.name);
-                    secret_used.push(((ns.to_string(), r.name.clone()), secret.cloned()));
-                    let ingress = (m.obj.namespace.as_str(), m.obj.name.as_str());
-                    let tls = auth_secrets::upstream_tls(
-                        r,
-                        ingress,
-                        secret.map(|s| s.as_ref()),
-                        &mut warnings,
-                    )
-                    .map_err(|e| vec![e])?;
+                // Backend TLS is the proxy's alone (the registry speaks for aws).
+                if let (Some(r), ProviderKind::Proxy) = (&m.settings.proxy_ssl_ref, opts.provider) {
+                    let secret = read_secret(r.namespace.as_deref().unwrap_or(ingress.0), &r.name);
+                    let tls = auth_secrets::upstream_tls(r, ingress, secret, &mut warnings)
+                        .map_err(|e| vec![e])?;
                     m.settings.backend.upstream_tls = tls;
                 }
                 Ok(Arc::new(m))

@@ -392,22 +392,9 @@ impl<'a> BackendIndex<'a> {
             protocol == BackendProtocol::Https && opts.provider == super::ProviderKind::Proxy
         });
         if let Some(t) = &upstream_tls {
-            let mut h = Sha256::new();
-            h.update(format!(
-                "{}|{}|{:?}|{}|{}|{}|{:?}",
-                t.ca_fingerprint,
-                t.client_certificate
-                    .as_ref()
-                    .map_or("", |c| c.fingerprint.as_str()),
-                t.name,
-                t.verify,
-                t.verify_depth,
-                t.send_server_name,
-                t.protocols
-            ));
             attributes.insert(
                 "tollgate.io/upstream-tls".into(),
-                super::tls_secrets::hex16(&h.finalize()),
+                super::tls_secrets::hex16(&Sha256::digest(t.profile().as_bytes())),
             );
         }
         if cluster_ip.is_some() {

@@ -945,6 +945,26 @@ pub struct UpstreamTls {
     pub protocols: Vec<String>,
 }
 
+impl UpstreamTls {
+    /// What makes two connections to a target interchangeable: the same CAs, client
+    /// certificate, name and checks. Groups alike in this share an id suffix (builder) and a
+    /// connection pool (proxy).
+    pub fn profile(&self) -> String {
+        format!(
+            "{}|{}|{:?}|{}|{}|{}|{:?}",
+            self.ca_fingerprint,
+            self.client_certificate
+                .as_ref()
+                .map_or("", |c| c.fingerprint.as_str()),
+            self.name,
+            self.verify,
+            self.verify_depth,
+            self.send_server_name,
+            self.protocols
+        )
+    }
+}
+
 /// One endpoint of a target group.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]

@@ -749,19 +749,38 @@ fn unusual_target<B>(req: &Request<B>) -> Option<Response<ProxyBody>> {
 const ALLOWED_METHODS: HeaderValue =
     HeaderValue::from_static("GET, HEAD, POST, PUT, DELETE, PATCH, OPTIONS");
 
-/// `fut`'s output, or `None` when the target stopped taking the request body for the
-/// route's `proxy-send-timeout` first.
-async fn unless_stalled<F: Future>(
-    send: &Option<(Duration, Arc<SendProgress>)>,
-    fut: F,
-) -> Option<F::Output> {
-    match send {
-        None => Some(fut.await),
+/// How a wait for a target's response head ended.
+enum Bounded<T> {
+    Done(T),
+    /// The route's read timeout (proxy-read-timeout) passed first.
+    TimedOut,
+    /// The target stopped taking the request body for the route's proxy-send-timeout.
+    Stalled,
+}
+
+/// `fut` (an exchange up to the response head) within the forward's timeouts.
+async fn bounded<F: Future>(timeouts: &Timeouts, fut: F) -> Bounded<F::Output> {
+    let timed = async {
+        match tokio::time::timeout(timeouts.response_header, fut).await {
+            Ok(r) => Bounded::Done(r),
+            Err(_) => Bounded::TimedOut,
+        }
+    };
+    match &timeouts.send {
+        None => timed.await,
         Some((limit, progress)) => tokio::select! {
-            r = fut => Some(r),
-            _ = progress.stalled(*limit) => None,
+            r = timed => r,
+            _ = progress.stalled(*limit) => Bounded::Stalled,
         },
     }
+}
+
+/// nginx's answer when `proxy_read_timeout` passes before the target answered.
+fn read_timed_out() -> Response<ProxyBody> {
+    error_response(
+        StatusCode::GATEWAY_TIMEOUT,
+        "upstream did not answer in time",
+    )
 }
 
 /// nginx's answer when `proxy_send_timeout` passes before the target answered.
@@ -1090,51 +1109,29 @@ async fn forward_with_hyper_client(
             } else {
                 shared.clients.h2.request(up)
             };
-            let Some(r) = unless_stalled(
-                &timeouts.send,
-                tokio::time::timeout(timeouts.response_header, sent),
-            )
-            .await
-            else {
-                return send_timed_out();
-            };
-            match r {
-                Err(_) if go_on(attempt, |n| n.timeout) => continue,
-                Err(_) => {
-                    return error_response(
-                        StatusCode::GATEWAY_TIMEOUT,
-                        "upstream did not answer in time",
-                    )
-                }
-                Ok(Ok(resp)) => Ok((resp, None)),
-                Ok(Err(e)) if e.is_connect() => Err(AttemptError::Connect),
-                Ok(Err(e)) => Err(AttemptError::Exchange(e.to_string())),
+            match bounded(&timeouts, sent).await {
+                Bounded::Stalled => return send_timed_out(),
+                Bounded::TimedOut if go_on(attempt, |n| n.timeout) => continue,
+                Bounded::TimedOut => return read_timed_out(),
+                Bounded::Done(Ok(resp)) => Ok((resp, None)),
+                Bounded::Done(Err(e)) if e.is_connect() => Err(AttemptError::Connect),
+                Bounded::Done(Err(e)) => Err(AttemptError::Exchange(e.to_string())),
             }
         } else {
             *up.uri_mut() = origin_form.clone();
             *up.version_mut() = Version::HTTP_11;
-            let exchange = tokio::time::timeout(
-                timeouts.response_header,
-                exchange_h1(
-                    &target,
-                    up,
-                    &shared.settings,
-                    timeouts.connect,
-                    group.tls_for(&shared.clients.tls, target.addr.ip()),
-                ),
+            let exchange = exchange_h1(
+                &target,
+                up,
+                &shared.settings,
+                timeouts.connect,
+                group.tls_for(&shared.clients.tls, target.addr.ip()),
             );
-            let Some(r) = unless_stalled(&timeouts.send, exchange).await else {
-                return send_timed_out();
-            };
-            match r {
-                Err(_) if go_on(attempt, |n| n.timeout) => continue,
-                Err(_) => {
-                    return error_response(
-                        StatusCode::GATEWAY_TIMEOUT,
-                        "upstream did not answer in time",
-                    )
-                }
-                Ok(r) => r.map(|(resp, s)| (resp, Some(s))),
+            match bounded(&timeouts, exchange).await {
+                Bounded::Stalled => return send_timed_out(),
+                Bounded::TimedOut if go_on(attempt, |n| n.timeout) => continue,
+                Bounded::TimedOut => return read_timed_out(),
+                Bounded::Done(r) => r.map(|(resp, s)| (resp, Some(s))),
             }
         };
         match result {

@@ -424,16 +424,7 @@ fn pool_key(tls: bool, own: Option<&tollgate_contract::UpstreamTls>) -> u64 {
         (true, None) => 1,
         (true, Some(t)) => {
             let mut h = std::collections::hash_map::DefaultHasher::new();
-            (
-                &t.ca_fingerprint,
-                t.client_certificate.as_ref().map(|c| &c.fingerprint),
-                &t.name,
-                t.verify,
-                t.verify_depth,
-                t.send_server_name,
-                &t.protocols,
-            )
-                .hash(&mut h);
+            t.profile().hash(&mut h);
             h.finish() | 2
         }
     }
