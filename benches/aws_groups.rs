@@ -2,10 +2,17 @@
 //! 500 Ingresses in 50 groups (10 Services × 3 endpoints). Cold converge time and AWS calls;
 //! a no-op resync (a full re-read, then the plan) and its calls; one changed path.
 //!
+//! Last, the cold converge again behind a proxy adding 20 ms to every call (an AWS API's
+//! round trip; loopback has none), once applying one stack at a time and once
+//! [`APPLY_CONCURRENCY`] at a time, each against a fresh emulator.
+//!
 //! Run: `cargo bench --profile dev --bench aws_groups`. Figures go to docs/performance.md.
 //! Tollgate's own per-API pacing is off here: the emulator is not AWS, and the figures are
 //! about how many calls Tollgate makes, not how fast an account may make them.
 
+#[path = "../tests/support/fault_proxy.rs"]
+#[allow(dead_code)]
+mod fault_proxy;
 #[path = "../tests/support/moto.rs"]
 #[allow(dead_code)]
 mod moto;
@@ -20,7 +27,7 @@ use tollgate::sources::manifest_dir::load_dir;
 use tollgate::sources::SourceSpec;
 use tollgate::{BuildOptions, Grouping};
 use tollgate_aws::api_pacing::Pace;
-use tollgate_aws::aws_api::is_mutating;
+use tollgate_aws::aws_api::{is_mutating, APPLY_CONCURRENCY};
 
 const GROUPS: usize = 50;
 const PER_GROUP: usize = 10;
@@ -165,5 +172,27 @@ fn main() {
             "one changed path: {mutating} mutating calls ({:.2} s with the re-read)",
             t.as_secs_f64()
         );
+        drop(m);
+
+        for concurrency in [1, APPLY_CONCURRENCY] {
+            let m = moto::start_moto();
+            moto::seed_cluster(&m.endpoint, "bench", 0).await;
+            let slow =
+                fault_proxy::start_latency_proxy(&m.endpoint, Duration::from_millis(20)).await;
+            std::fs::write(dir.path().join("all.yaml"), manifests(None)).expect("write");
+            let opts = options(dir.path(), &slow.endpoint);
+            let (snapshot, _) = load_dir(dir.path()).expect("manifests");
+            let mut aws = opts.connect().await;
+            aws.apply_concurrency = concurrency;
+            let t0 = Instant::now();
+            let mut inv = aws.observe().await.expect("observe");
+            let r = reconcile(&aws, &mut inv, &snapshot, &opts).await;
+            assert!(r.converged, "cold converge behind latency");
+            println!(
+                "cold, 20 ms per call, {concurrency} stack(s) at once: {:.1} s, {} mutating calls",
+                t0.elapsed().as_secs_f64(),
+                aws.calls.mutating()
+            );
+        }
     });
 }

@@ -11,7 +11,8 @@ use k8s_openapi::api::networking::v1::Ingress;
 use kube::ResourceExt;
 use tokio::sync::watch;
 use tollgate_aws::alb_stack::{build_stacks, AlbLimits, AlbStack};
-use tollgate_aws::aws_api::{stack_of, Aws, AwsError};
+use tollgate_aws::apply_scope::{Scope, StackIndex};
+use tollgate_aws::aws_api::{Aws, AwsError};
 use tollgate_aws::inventory::Inventory;
 use tollgate_aws::plan::plan_scoped;
 use tollgate_contract::{DesiredState, Diagnostic, ObjectKind, ObjectRef};
@@ -165,6 +166,20 @@ pub async fn reconcile_changed(
         // Stacks naming subnets or security groups by tag are reported as unresolved.
         tracing::warn!(error = %e, "cannot look up subnet and security group names");
     }
+    if let Err(e) = aws.look_up_target_security_groups(&stacks, inventory).await {
+        // Rules are then only added, never revoked, until the look-up succeeds.
+        tracing::warn!(error = %e, "cannot look up the targets' security groups");
+        diagnostics.push(Diagnostic::new(
+            tollgate_contract::Severity::Warning,
+            ObjectKind::LoadBalancer,
+            "",
+            String::new(),
+            tollgate_contract::Reason::ApplyFailed,
+            format!(
+                "cannot look up the targets' security groups, so their rules are not changed: {e}"
+            ),
+        ));
+    }
     let held = &out.held_load_balancers;
     let p = plan_scoped(&stacks, inventory, held, &unchanged);
     diagnostics.extend(p.diagnostics.iter().cloned());
@@ -177,7 +192,13 @@ pub async fn reconcile_changed(
         failures.iter().map(|d| d.subject.name.clone()).collect();
     diagnostics.extend(failures);
     let after = plan_scoped(&stacks, inventory, held, &unchanged);
-    unconverged_stacks.extend(after.changes.iter().map(|c| stack_of(c, inventory)));
+    if !after.changes.is_empty() {
+        let index = StackIndex::new(inventory, &stacks);
+        unconverged_stacks.extend(after.changes.iter().filter_map(|c| match index.scope(c) {
+            Scope::Stack(s) => Some(s.to_string()),
+            Scope::Before | Scope::After => None,
+        }));
+    }
     // A held or undeletable stack is not what is desired: its deleted Ingresses keep their
     // finalizer.
     unconverged_stacks.extend(after.blocked_stacks.iter().cloned());
@@ -229,6 +250,7 @@ impl AwsRunOptions {
         )
         .await
         .with_vpc(self.vpc_id.clone())
+        .with_backend(self.limits.backend_security_group.clone())
     }
 }
 

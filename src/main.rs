@@ -202,6 +202,19 @@ struct AwsArgs {
     #[arg(long, env = "AWS_VPC_ID", value_name = "VPC_ID")]
     aws_vpc_id: Option<String>,
 
+    /// The security group every load balancer carries and the targets' security groups
+    /// admit (the AWS Load Balancer Controller's shared backend security group): `auto`
+    /// (Tollgate creates one per cluster, and adds and removes the rules on the pods' and
+    /// nodes' groups), `off` (no group, no rules: open the targets' groups yourself), or the
+    /// ID of your own group (`sg-...`, used and never deleted).
+    #[arg(long, default_value = "auto", value_name = "auto|off|SG_ID")]
+    aws_backend_security_group: String,
+
+    /// Manage the targets' rules also for load balancers whose Ingresses name their own
+    /// security groups, when they do not say (`manage-backend-security-group-rules`).
+    #[arg(long)]
+    aws_manage_backend_security_group_rules: bool,
+
     /// Converge once and exit: 0 when AWS matches, 2 when something was rejected or failed.
     #[arg(long)]
     once: bool,
@@ -689,6 +702,17 @@ fn aws(args: AwsArgs) -> anyhow::Result<ExitCode> {
         vpc_id: args.aws_vpc_id,
         limits: tollgate_aws::alb_stack::AlbLimits {
             rules_per_listener: args.max_rules_per_listener,
+            backend_security_group: match args.aws_backend_security_group.as_str() {
+                "auto" => tollgate_aws::alb_stack::BackendSecurityGroup::Managed,
+                "off" => tollgate_aws::alb_stack::BackendSecurityGroup::Off,
+                id if id.starts_with("sg-") => {
+                    tollgate_aws::alb_stack::BackendSecurityGroup::Given(id.to_string())
+                }
+                other => anyhow::bail!(
+                    "--aws-backend-security-group must be auto, off or a security group ID (sg-...), not {other:?}"
+                ),
+            },
+            manage_backend_rules: args.aws_manage_backend_security_group_rules,
             ..Default::default()
         },
         resync: Duration::from_secs(args.resync_seconds.max(1)),

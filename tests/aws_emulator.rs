@@ -628,10 +628,14 @@ async fn security_groups_subnets_and_ip_address_type() {
         observed.security_groups, inv.security_groups,
         "read back as recorded"
     );
-    assert_eq!(
-        observed.load_balancers[0].security_groups,
-        vec![managed.id.clone()]
-    );
+    // The load balancer also carries the cluster's backend group, which its targets admit.
+    let backend = observed
+        .backend_security_group
+        .clone()
+        .expect("backend security group");
+    let mut both = vec![managed.id.clone(), backend.id.clone()];
+    both.sort();
+    assert_eq!(observed.load_balancers[0].security_groups, both);
     assert_eq!(observed.load_balancers[0].subnets.len(), 2);
     let (mutating, _, _) = fresh_reconcile(&opts).await;
     assert_eq!(mutating, 0);
@@ -675,6 +679,10 @@ async fn security_groups_subnets_and_ip_address_type() {
     );
     assert_eq!(lb.ip_address_type, "dualstack");
     assert!(observed.security_groups.is_empty(), "managed group deleted");
+    assert!(
+        observed.backend_security_group.is_none(),
+        "no load balancer carries the backend group any more: deleted"
+    );
     let (mutating, _, _) = fresh_reconcile(&opts).await;
     assert_eq!(mutating, 0, "settled");
 
@@ -717,6 +725,7 @@ async fn security_groups_subnets_and_ip_address_type() {
     assert!(converged);
     let left = aws.observe().await.expect("observe");
     assert!(left.load_balancers.is_empty() && left.security_groups.is_empty());
+    assert!(left.backend_security_group.is_none());
 }
 
 /// Reconciles (observing afresh each time) until converged; returns the rounds it took.

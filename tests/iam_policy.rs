@@ -11,6 +11,7 @@ fn service_of(operation: &str) -> &'static str {
         | "DescribeVpcs"
         | "DescribeSecurityGroups"
         | "DescribeInstances"
+        | "DescribeNetworkInterfaces"
         | "CreateSecurityGroup"
         | "DeleteSecurityGroup"
         | "AuthorizeSecurityGroupIngress"

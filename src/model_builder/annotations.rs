@@ -53,6 +53,10 @@ pub struct IngressSettings {
     pub subnets: Option<Vec<String>>,
     pub security_groups: Option<Vec<String>>,
     pub inbound_cidrs: Option<Vec<String>>,
+    /// `security-group-prefix-lists`: managed prefix lists the managed security group admits.
+    pub inbound_prefix_lists: Option<Vec<String>>,
+    /// `manage-backend-security-group-rules`.
+    pub manage_backend_rules: Option<bool>,
     pub ip_address_type: Option<IpAddressType>,
     pub load_balancer_attributes: BTreeMap<String, String>,
     pub tags: BTreeMap<String, String>,
@@ -1336,6 +1340,14 @@ pub fn ingress_settings(
             None => Ok(cidrs),
         }
     });
+    let inbound_prefix_lists = r.parse(&format!("{ALB}security-group-prefix-lists"), |v| {
+        let ids = list_of(v, "prefix list IDs")?;
+        match ids.iter().find(|id| !id.starts_with("pl-")) {
+            Some(bad) => Err(format!("{bad:?} is not a prefix list ID (pl-...)")),
+            None => Ok(ids),
+        }
+    });
+    let manage_backend_rules = r.bool(&format!("{ALB}manage-backend-security-group-rules"));
     let ip_address_type = r.parse(&format!("{ALB}ip-address-type"), |v| match v {
         "ipv4" => Ok(IpAddressType::Ipv4),
         "dualstack" => Ok(IpAddressType::Dualstack),
@@ -1557,6 +1569,8 @@ pub fn ingress_settings(
             subnets,
             security_groups,
             inbound_cidrs,
+            inbound_prefix_lists,
+            manage_backend_rules,
             ip_address_type,
             load_balancer_attributes,
             tags,

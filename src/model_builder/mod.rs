@@ -438,6 +438,8 @@ fn build_load_balancer(
     let mut subnets: Option<(Vec<String>, usize)> = None;
     let mut security_groups: Option<(Vec<String>, usize)> = None;
     let mut inbound_cidrs: Option<(Vec<String>, usize)> = None;
+    let mut inbound_prefix_lists: Option<(Vec<String>, usize)> = None;
+    let mut manage_backend_rules: Option<(bool, usize)> = None;
     let mut ip_address_type: Option<(IpAddressType, usize)> = None;
     let mut ssl_policy: Option<(String, usize)> = None;
     let mut attributes = BTreeMap::new();
@@ -466,6 +468,22 @@ fn build_load_balancer(
             i,
             members,
             "inbound-cidrs",
+            diags,
+        );
+        settle(
+            &mut inbound_prefix_lists,
+            m.settings.inbound_prefix_lists.clone(),
+            i,
+            members,
+            "security-group-prefix-lists",
+            diags,
+        );
+        settle(
+            &mut manage_backend_rules,
+            m.settings.manage_backend_rules,
+            i,
+            members,
+            "manage-backend-security-group-rules",
             diags,
         );
         settle(
@@ -627,6 +645,8 @@ fn build_load_balancer(
             subnets: subnets.map(|(v, _)| v).unwrap_or_default(),
             security_groups: security_groups.map(|(v, _)| v).unwrap_or_default(),
             inbound_cidrs: inbound_cidrs.map(|(v, _)| v).unwrap_or_default(),
+            inbound_prefix_lists: inbound_prefix_lists.map(|(v, _)| v).unwrap_or_default(),
+            manage_backend_security_group_rules: manage_backend_rules.map(|(v, _)| v),
             ip_address_type: ip_address_type.map(|(v, _)| v).unwrap_or_default(),
         },
         attributes,

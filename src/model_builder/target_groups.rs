@@ -29,6 +29,8 @@ pub(crate) struct BackendIndex<'a> {
     slices: FastMap<(&'a str, &'a str), Vec<&'a EndpointSlice>>,
     endpoints: FastMap<(&'a str, &'a str), &'a Endpoints>,
     nodes: Vec<&'a Node>,
+    /// Node name → EC2 instance ID, for the nodes with an AWS `providerID`.
+    instances: FastMap<&'a str, &'a str>,
     /// Parsed Service annotations, with their errors reported once.
     service_settings: FastMap<(&'a str, &'a str), BackendSettings>,
     /// Services carrying a protective annotation the provider does not honour: routes to
@@ -112,6 +114,11 @@ impl<'a> BackendIndex<'a> {
                 .map(|e| (ns_name(&e.metadata), &**e))
                 .collect(),
             nodes: snap.nodes.iter().map(|n| &**n).collect(),
+            instances: snap
+                .nodes
+                .iter()
+                .filter_map(|n| Some((n.metadata.name.as_deref()?, instance_of(n)?)))
+                .collect(),
             service_settings,
             service_refusals,
             services_as_last_build: false,
@@ -169,6 +176,7 @@ impl<'i, 'a> TargetGroupSet<'i, 'a> {
                 address: TargetAddress::Ip(ip),
                 port: tg.service_port,
                 node: None,
+                instance: None,
                 state: TargetState::Ready,
             }],
             (None, Some(np)) => self.node_targets(np),
@@ -510,6 +518,10 @@ impl TargetGroupSet<'_, '_> {
             .map(|((ip, port), (state, node))| Target {
                 address: TargetAddress::Ip(ip),
                 port,
+                instance: node
+                    .as_deref()
+                    .and_then(|n| self.index.instances.get(n))
+                    .map(|i| i.to_string()),
                 node,
                 state,
             })
@@ -528,9 +540,7 @@ impl TargetGroupSet<'_, '_> {
                     .is_some_and(|l| l.contains_key(EXCLUDE_NODE_LABEL))
             })
             .filter_map(|n| {
-                // `aws:///us-east-1a/i-0abc…`: the instance ID is the last segment.
-                let provider_id = n.spec.as_ref()?.provider_id.as_deref()?;
-                let instance = provider_id.rsplit('/').next().filter(|s| !s.is_empty())?;
+                let instance = instance_of(n)?;
                 let ready = n
                     .status
                     .as_ref()
@@ -541,6 +551,7 @@ impl TargetGroupSet<'_, '_> {
                     address: TargetAddress::Instance(instance.to_string()),
                     port: node_port,
                     node: n.metadata.name.clone(),
+                    instance: Some(instance.to_string()),
                     state: if ready {
                         TargetState::Ready
                     } else {
@@ -552,6 +563,12 @@ impl TargetGroupSet<'_, '_> {
         out.sort();
         out
     }
+}
+
+/// The EC2 instance ID of a Node: `aws:///us-east-1a/i-0abc…` ends with it.
+fn instance_of(n: &Node) -> Option<&str> {
+    let provider_id = n.spec.as_ref()?.provider_id.as_deref()?;
+    provider_id.rsplit('/').next().filter(|s| !s.is_empty())
 }
 
 /// `<namespace>/<service>:<port>`, plus a digest of the settings when they differ from the

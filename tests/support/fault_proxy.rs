@@ -42,6 +42,8 @@ struct Shared {
     rng: Mutex<u64>,
     injected: Arc<AtomicU64>,
     enabled: Arc<AtomicBool>,
+    /// Added before each request is forwarded: an API's round trip, not loopback's.
+    delay: std::time::Duration,
     client: Client<hyper_util::client::legacy::connect::HttpConnector, Full<Bytes>>,
 }
 
@@ -59,6 +61,22 @@ impl Shared {
 /// Starts a proxy to `upstream` (e.g. `http://127.0.0.1:4566`) failing `per_mille`/1000
 /// of the requests while enabled.
 pub async fn start_fault_proxy(upstream: &str, per_mille: u64, seed: u64) -> FaultProxy {
+    start(upstream, per_mille, seed, std::time::Duration::ZERO).await
+}
+
+/// A proxy to `upstream` that fails nothing but answers each request `delay` later, as a
+/// cloud API a region away does (loopback answers in microseconds, AWS in tens of
+/// milliseconds: what concurrency buys shows only with that latency).
+pub async fn start_latency_proxy(upstream: &str, delay: std::time::Duration) -> FaultProxy {
+    start(upstream, 0, 1, delay).await
+}
+
+async fn start(
+    upstream: &str,
+    per_mille: u64,
+    seed: u64,
+    delay: std::time::Duration,
+) -> FaultProxy {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
         .expect("bind fault proxy");
@@ -71,6 +89,7 @@ pub async fn start_fault_proxy(upstream: &str, per_mille: u64, seed: u64) -> Fau
         rng: Mutex::new(seed.max(1)),
         injected: injected.clone(),
         enabled: enabled.clone(),
+        delay,
         client: Client::builder(TokioExecutor::new()).build_http(),
     });
     let task = tokio::spawn(async move {
@@ -162,6 +181,9 @@ async fn handle(
     } else {
         Protocol::Query
     };
+    if !shared.delay.is_zero() {
+        tokio::time::sleep(shared.delay).await;
+    }
     let fail = shared.enabled.load(Ordering::SeqCst) && shared.roll() < shared.per_mille;
     // Half the failures are throttles (nothing happened), half lose the answer.
     let throttle = fail && shared.roll() < 500;

@@ -21,9 +21,16 @@ pub const TAG_STACK: &str = "tollgate.io/stack";
 /// Tag naming the resource within its stack.
 pub const TAG_RESOURCE: &str = "tollgate.io/resource";
 
-/// The ALB quotas Tollgate enforces (the emulator does not; AWS does).
+/// The ALB quotas Tollgate enforces (the emulator does not; AWS does), and the
+/// controller-wide switches every stack depends on.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AlbLimits {
+    /// The shared backend security group (`--aws-backend-security-group`).
+    pub backend_security_group: BackendSecurityGroup,
+    /// Whether load balancers with security groups given manage the targets' rules when
+    /// their Ingresses do not say (`--aws-manage-backend-security-group-rules`; off, as the
+    /// AWS Load Balancer Controller's `--enable-manage-backend-security-group-rules`).
+    pub manage_backend_rules: bool,
     pub rules_per_listener: usize,
     pub values_per_condition: usize,
     pub target_groups_per_action: usize,
@@ -34,6 +41,8 @@ pub struct AlbLimits {
 impl Default for AlbLimits {
     fn default() -> Self {
         AlbLimits {
+            backend_security_group: BackendSecurityGroup::Managed,
+            manage_backend_rules: false,
             rules_per_listener: 100,
             values_per_condition: 5,
             target_groups_per_action: 5,
@@ -41,6 +50,28 @@ impl Default for AlbLimits {
             path_pattern_length: 128,
         }
     }
+}
+
+/// The security group every load balancer of the cluster carries and the targets' groups
+/// admit, so that traffic reaches pods and nodes without anyone editing security groups (the
+/// AWS Load Balancer Controller's shared backend security group, `k8s-traffic-<cluster>`).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub enum BackendSecurityGroup {
+    /// Created while some load balancer needs it, deleted when none does.
+    #[default]
+    Managed,
+    /// The user's group (`sg-...`): used, never created or deleted.
+    Given(String),
+    /// No backend group and no rules on the targets' groups.
+    Off,
+}
+
+/// Value of [`TAG_RESOURCE`] on the backend security group (it has no [`TAG_STACK`]).
+pub const BACKEND_SECURITY_GROUP: &str = "BackendSecurityGroup";
+
+/// Name of the cluster's managed backend security group.
+pub fn backend_security_group_name(cluster: &str) -> String {
+    format!("tollgate-traffic-{}", sanitize(cluster, 200))
 }
 
 /// One Ingress group as ALB resources.
@@ -56,6 +87,10 @@ pub struct AlbStack {
     pub listeners: Vec<ListenerSpec>,
     /// Kubernetes TLS Secrets its listeners use, to be imported into ACM. Sorted.
     pub secret_certificates: Vec<SecretCertificate>,
+    /// The instance of each `ip` target (pod IP → instance ID) whose node is known, when
+    /// the targets' security groups are managed: a pod's network interface is one of its
+    /// node's (EKS VPC CNI: pod IPs are the node ENIs' secondary addresses).
+    pub target_instances: BTreeMap<String, String>,
 }
 
 /// A `kubernetes.io/tls` Secret whose certificate Tollgate imports into ACM (tagged with the
@@ -97,14 +132,31 @@ pub struct LoadBalancerSpec {
     pub ip_address_type: String,
     /// The security group Tollgate manages for this load balancer when none are given.
     pub managed_security_group: Option<SecurityGroupSpec>,
+    /// The cluster's backend security group, when it carries it and its targets' groups
+    /// admit that group on their ports.
+    pub backend_security_group: Option<BackendGroupUse>,
 }
+
+/// How a load balancer uses the backend security group.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub enum BackendGroupUse {
+    /// Tollgate's, created as this spec says.
+    Managed(SecurityGroupSpec),
+    /// The user's, by ID.
+    Given(String),
+}
+
+/// Description of the rules Tollgate adds on targets' security groups; rules without it are
+/// never revoked.
+pub const BACKEND_RULE_DESCRIPTION: &str = "tollgate.io/backend-security-group";
 
 /// A security group Tollgate owns: open on the listener ports to the inbound CIDRs.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct SecurityGroupSpec {
     pub name: String,
-    /// (port, CIDR) pairs allowed in over TCP. Sorted.
+    /// (port, CIDR or prefix list ID) pairs allowed in over TCP. Sorted.
     pub ingress: Vec<(u16, String)>,
     pub tags: BTreeMap<String, String>,
 }
@@ -586,6 +638,56 @@ pub fn build_stack(
             rules: rules.into_iter().map(|r| r.spec).collect(),
         });
     }
+    let uses_backend = match &limits.backend_security_group {
+        BackendSecurityGroup::Off => {
+            if lb.network.manage_backend_security_group_rules == Some(true) {
+                for ing in lb.ingresses.iter() {
+                    let mut d = ingress_diag(
+                        ing,
+                        Reason::AnnotationIgnored,
+                        "alb.ingress.kubernetes.io/manage-backend-security-group-rules: the backend security group is off (--aws-backend-security-group=off), so the targets' security groups are left as they are".into(),
+                    );
+                    d.severity = Severity::Warning;
+                    diags.push(d);
+                }
+            }
+            false
+        }
+        _ => {
+            lb.network.security_groups.is_empty()
+                || lb
+                    .network
+                    .manage_backend_security_group_rules
+                    .unwrap_or(limits.manage_backend_rules)
+        }
+    };
+    let backend_security_group = match &limits.backend_security_group {
+        _ if !uses_backend => None,
+        BackendSecurityGroup::Given(id) => Some(BackendGroupUse::Given(id.clone())),
+        _ => Some(BackendGroupUse::Managed(SecurityGroupSpec {
+            name: backend_security_group_name(cluster),
+            ingress: Vec::new(),
+            tags: [
+                (TAG_CLUSTER.to_string(), cluster.to_string()),
+                (TAG_RESOURCE.to_string(), BACKEND_SECURITY_GROUP.to_string()),
+            ]
+            .into(),
+        })),
+    };
+    let mut target_instances = BTreeMap::new();
+    if uses_backend {
+        for tg in lb
+            .target_groups
+            .iter()
+            .filter(|tg| tg.target_type == TargetType::Ip && tg_names.contains_key(&tg.id))
+        {
+            for t in &tg.targets {
+                if let (TargetAddress::Ip(ip), Some(i)) = (&t.address, &t.instance) {
+                    target_instances.insert(ip.to_string(), i.clone());
+                }
+            }
+        }
+    }
     diags.sort();
     diags.dedup();
     (
@@ -599,8 +701,10 @@ pub fn build_stack(
                 subnets: lb.network.subnets.clone(),
                 security_groups: lb.network.security_groups.clone(),
                 ip_address_type: lb.network.ip_address_type.as_str().into(),
+                backend_security_group,
                 managed_security_group: lb.network.security_groups.is_empty().then(|| {
                     let mut cidrs = lb.network.inbound_cidrs.clone();
+                    cidrs.extend(lb.network.inbound_prefix_lists.iter().cloned());
                     if cidrs.is_empty() {
                         cidrs.push("0.0.0.0/0".into());
                         if lb.network.ip_address_type.has_ipv6() {
@@ -623,6 +727,7 @@ pub fn build_stack(
             target_groups,
             listeners,
             secret_certificates: secret_certificates.into_iter().collect(),
+            target_instances,
         },
         diags,
     )

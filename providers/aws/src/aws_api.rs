@@ -2,7 +2,7 @@
 //! [`Inventory`], and carry out a [`Plan`]'s changes, recording each success back into the
 //! inventory. Every call is counted by operation and outcome.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Mutex;
 
 use aws_sdk_elasticloadbalancingv2 as elbv2;
@@ -10,13 +10,15 @@ use elbv2::types as t;
 use tollgate_contract::{BackendProtocol, Diagnostic, HealthCheck, ObjectKind, Reason, Severity};
 
 use crate::alb_stack::{
-    AlbAction, AlbCondition, AlbStack, RuleSpec, TargetGroupSpec, TAG_CLUSTER, TAG_FINGERPRINT,
-    TAG_RESOURCE, TAG_SECRET, TAG_STACK,
+    backend_security_group_name, AlbAction, AlbCondition, AlbStack, BackendSecurityGroup, RuleSpec,
+    TargetGroupSpec, TAG_CLUSTER, TAG_FINGERPRINT, TAG_RESOURCE, TAG_SECRET, TAG_STACK,
 };
 use crate::api_pacing::{Bucket, Pace, PacedClient};
+use crate::backend_rules::GIVEN;
 use crate::inventory::{
-    AcmCertificate, ImportedCertificate, Inventory, ObservedListener, ObservedLoadBalancer,
-    ObservedRule, ObservedSecurityGroup, ObservedTargetGroup,
+    AcmCertificate, BackendRule, ImportedCertificate, Inventory, ObservedBackendGroup,
+    ObservedListener, ObservedLoadBalancer, ObservedRule, ObservedSecurityGroup,
+    ObservedTargetGroup,
 };
 use crate::plan::{listener_arns, Change, Plan, Ref};
 
@@ -81,8 +83,12 @@ impl CallLog {
     }
 }
 
+/// How many stacks one apply changes at once. Each stack's changes stay in order; the API
+/// pacing is shared, so more at once never means more calls per second than allowed.
+pub const APPLY_CONCURRENCY: usize = 8;
+
 /// Look-ups one apply makes at most once: the VPC and the discovered subnets per scheme.
-#[derive(Default)]
+#[derive(Default, Clone)]
 struct ApplyCache {
     vpc: Option<String>,
     subnets: BTreeMap<bool, (Vec<String>, String)>,
@@ -90,6 +96,16 @@ struct ApplyCache {
     named: BTreeMap<String, (String, String)>,
     /// The VPC of the subnets the Ingresses name, when they name any (and agree).
     named_vpc: Option<String>,
+}
+
+/// A network interface as the backend rules need it.
+#[derive(Debug, Clone)]
+struct Eni {
+    id: String,
+    /// Device index 0: the instance's own.
+    primary: bool,
+    addresses: Vec<String>,
+    groups: Vec<String>,
 }
 
 /// The AWS clients and the cluster they act for.
@@ -103,6 +119,10 @@ pub struct Aws {
     /// tables; target groups go in it.
     pub vpc_id: Option<String>,
     pub calls: CallLog,
+    /// How many stacks one apply changes at once ([`APPLY_CONCURRENCY`]).
+    pub apply_concurrency: usize,
+    /// The backend security group's mode (a given group is observed by its ID).
+    pub backend: BackendSecurityGroup,
 }
 
 impl Aws {
@@ -171,7 +191,15 @@ impl Aws {
             cluster: cluster.to_string(),
             vpc_id: None,
             calls: CallLog::default(),
+            apply_concurrency: APPLY_CONCURRENCY,
+            backend: BackendSecurityGroup::Managed,
         }
+    }
+
+    /// These clients, with the backend security group `mode`.
+    pub fn with_backend(mut self, mode: BackendSecurityGroup) -> Self {
+        self.backend = mode;
+        self
     }
 
     /// Keeps discovery inside `vpc` (and lets it read route tables there).
@@ -249,6 +277,12 @@ impl Aws {
             .chain(inv.target_groups.iter().map(|t| t.arn.clone()))
             .chain(inv.imported_certificates.iter().map(|c| c.arn.clone()))
             .chain(inv.security_groups.iter().map(|g| g.id.clone()))
+            .chain(
+                inv.backend_security_group
+                    .iter()
+                    .filter(|g| g.name != GIVEN)
+                    .map(|g| g.id.clone()),
+            )
             .collect();
         held.sort();
         if tagged == held {
@@ -290,6 +324,22 @@ impl Aws {
         }
         if !sg_ids.is_empty() {
             inv.security_groups = self.security_groups(sg_ids).await?;
+        }
+        // The backend group is found by its tags like the others, but belongs to no stack.
+        let backend = inv.security_groups.iter().position(|g| {
+            g.stack.is_empty() && g.name == backend_security_group_name(&self.cluster)
+        });
+        let backend = match (&self.backend, backend) {
+            (BackendSecurityGroup::Given(id), _) => Some((id.clone(), GIVEN.to_string())),
+            (_, Some(i)) => {
+                let g = inv.security_groups.remove(i);
+                Some((g.id, g.name))
+            }
+            _ => None,
+        };
+        if let Some((id, name)) = backend {
+            let rules = self.backend_rules(&id).await?;
+            inv.backend_security_group = Some(ObservedBackendGroup { id, name, rules });
         }
         inv.acm_certificates = match self.acm_certificates(&inv.imported_certificates).await {
             Ok(c) => Some(c),
@@ -568,6 +618,60 @@ impl Aws {
     }
 
     /// Tollgate's security groups (found by tags) with their TCP inbound rules: one call.
+    /// The inbound rules on any security group whose source is `backend`: one filtered
+    /// look-up, paged.
+    async fn backend_rules(&self, backend: &str) -> Result<Vec<BackendRule>, AwsError> {
+        let mut out = Vec::new();
+        let mut token: Option<String> = None;
+        loop {
+            let r = self
+                .counted(
+                    "DescribeSecurityGroups",
+                    self.ec2
+                        .describe_security_groups()
+                        .filters(
+                            aws_sdk_ec2::types::Filter::builder()
+                                .name("ip-permission.group-id")
+                                .values(backend)
+                                .build(),
+                        )
+                        .set_next_token(token.clone())
+                        .send(),
+                )
+                .await?;
+            for g in r.security_groups() {
+                let Some(group) = g.group_id() else { continue };
+                for perm in g.ip_permissions() {
+                    if perm.ip_protocol() != Some("tcp") {
+                        continue;
+                    }
+                    let (Some(from), Some(to)) = (
+                        perm.from_port().and_then(|p| u16::try_from(p).ok()),
+                        perm.to_port().and_then(|p| u16::try_from(p).ok()),
+                    ) else {
+                        continue;
+                    };
+                    for pair in perm.user_id_group_pairs() {
+                        if pair.group_id() == Some(backend) {
+                            out.push(BackendRule {
+                                group: group.to_string(),
+                                from,
+                                to,
+                                description: pair.description().map(str::to_string),
+                            });
+                        }
+                    }
+                }
+            }
+            token = r.next_token().filter(|t| !t.is_empty()).map(str::to_string);
+            if token.is_none() {
+                out.sort();
+                out.dedup();
+                return Ok(out);
+            }
+        }
+    }
+
     async fn security_groups(
         &self,
         ids: Vec<String>,
@@ -599,6 +703,11 @@ impl Aws {
                         .iter()
                         .filter_map(|r| r.cidr_ip())
                         .chain(perm.ipv6_ranges().iter().filter_map(|r| r.cidr_ipv6()))
+                        .chain(
+                            perm.prefix_list_ids()
+                                .iter()
+                                .filter_map(|p| p.prefix_list_id()),
+                        )
                         .map(|c| (port, c.to_string())),
                 );
             }
@@ -612,6 +721,206 @@ impl Aws {
             });
         }
         Ok(out)
+    }
+
+    /// Finds the security group of each target of the stacks that use the backend group and
+    /// is not known yet, into [`Inventory::target_security_groups`]: the instances' network
+    /// interfaces in one `DescribeInstances` per 100 instances (pod IPs are their secondary
+    /// addresses), interfaces by address for pod IPs whose node is not known, and the tags
+    /// of groups on interfaces with several. A target whose group cannot be told gets an
+    /// `Err` naming why.
+    pub async fn look_up_target_security_groups(
+        &self,
+        stacks: &[AlbStack],
+        inv: &mut Inventory,
+    ) -> Result<(), AwsError> {
+        if matches!(self.backend, BackendSecurityGroup::Off) {
+            return Ok(());
+        }
+        let keys: Vec<String> = crate::backend_rules::wanted_keys(stacks)
+            .into_iter()
+            .filter(|k| !inv.target_security_groups.contains_key(k))
+            .collect();
+        if keys.is_empty() {
+            return Ok(());
+        }
+        let mut instances: BTreeSet<String> = BTreeSet::new();
+        let mut bare_ips: Vec<String> = Vec::new();
+        for k in &keys {
+            match k.split_once('@') {
+                Some((_, i)) => {
+                    instances.insert(i.to_string());
+                }
+                None if k.starts_with("i-") => {
+                    instances.insert(k.clone());
+                }
+                None => bare_ips.push(k.clone()),
+            }
+        }
+        // Network interfaces: instance → [(device index, addresses, groups, id)].
+        let mut by_instance: BTreeMap<String, Vec<Eni>> = BTreeMap::new();
+        let ids: Vec<String> = instances.into_iter().collect();
+        for chunk in ids.chunks(100) {
+            let r = self
+                .counted(
+                    "DescribeInstances",
+                    self.ec2
+                        .describe_instances()
+                        .filters(
+                            aws_sdk_ec2::types::Filter::builder()
+                                .name("instance-id")
+                                .set_values(Some(chunk.to_vec()))
+                                .build(),
+                        )
+                        .send(),
+                )
+                .await?;
+            for i in r.reservations().iter().flat_map(|r| r.instances()) {
+                let Some(id) = i.instance_id() else { continue };
+                let enis = i
+                    .network_interfaces()
+                    .iter()
+                    .map(|n| Eni {
+                        id: n.network_interface_id().unwrap_or_default().to_string(),
+                        primary: n.attachment().and_then(|a| a.device_index()) == Some(0),
+                        addresses: n
+                            .private_ip_addresses()
+                            .iter()
+                            .filter_map(|a| a.private_ip_address())
+                            .map(str::to_string)
+                            .chain(n.private_ip_address().map(str::to_string))
+                            .collect(),
+                        groups: n
+                            .groups()
+                            .iter()
+                            .filter_map(|g| g.group_id())
+                            .map(str::to_string)
+                            .collect(),
+                    })
+                    .collect();
+                by_instance.insert(id.to_string(), enis);
+            }
+        }
+        let mut by_address: BTreeMap<String, Eni> = BTreeMap::new();
+        for chunk in bare_ips.chunks(199) {
+            let mut filters = vec![aws_sdk_ec2::types::Filter::builder()
+                .name("addresses.private-ip-address")
+                .set_values(Some(chunk.to_vec()))
+                .build()];
+            if let Some(v) = &self.vpc_id {
+                filters.push(
+                    aws_sdk_ec2::types::Filter::builder()
+                        .name("vpc-id")
+                        .values(v)
+                        .build(),
+                );
+            }
+            let r = self
+                .counted(
+                    "DescribeNetworkInterfaces",
+                    self.ec2
+                        .describe_network_interfaces()
+                        .set_filters(Some(filters))
+                        .send(),
+                )
+                .await?;
+            for n in r.network_interfaces() {
+                let eni = Eni {
+                    id: n.network_interface_id().unwrap_or_default().to_string(),
+                    primary: false,
+                    addresses: n
+                        .private_ip_addresses()
+                        .iter()
+                        .filter_map(|a| a.private_ip_address())
+                        .map(str::to_string)
+                        .collect(),
+                    groups: n
+                        .groups()
+                        .iter()
+                        .filter_map(|g| g.group_id())
+                        .map(str::to_string)
+                        .collect(),
+                };
+                for a in &eni.addresses {
+                    by_address.insert(a.clone(), eni.clone());
+                }
+            }
+        }
+        // Each key's interface.
+        let mut found: Vec<(String, Result<Eni, String>)> = Vec::new();
+        for k in keys {
+            let eni = match k.split_once('@') {
+                Some((ip, instance)) => match by_instance.get(instance) {
+                    None => Err(format!("instance {instance} (its node) not found")),
+                    Some(enis) => enis
+                        .iter()
+                        .find(|e| e.addresses.iter().any(|a| a == ip))
+                        .cloned()
+                        .ok_or_else(|| {
+                            format!("no network interface of instance {instance} holds {ip}")
+                        }),
+                },
+                None if k.starts_with("i-") => match by_instance.get(&k) {
+                    None => Err(format!("instance {k} not found")),
+                    Some(enis) => enis
+                        .iter()
+                        .find(|e| e.primary)
+                        .or_else(|| enis.first())
+                        .cloned()
+                        .ok_or_else(|| format!("instance {k} has no network interface")),
+                },
+                None => by_address
+                    .get(&k)
+                    .cloned()
+                    .ok_or_else(|| format!("no network interface holds {k}")),
+            };
+            found.push((k, eni));
+        }
+        // Tags of the groups on interfaces with several.
+        let several: BTreeSet<String> = found
+            .iter()
+            .filter_map(|(_, e)| e.as_ref().ok())
+            .filter(|e| e.groups.len() > 1)
+            .flat_map(|e| e.groups.iter().cloned())
+            .collect();
+        let cluster_tag = format!("kubernetes.io/cluster/{}", self.cluster);
+        let mut tagged: BTreeSet<String> = BTreeSet::new();
+        let several: Vec<String> = several.into_iter().collect();
+        for chunk in several.chunks(200) {
+            let r = self
+                .counted(
+                    "DescribeSecurityGroups",
+                    self.ec2
+                        .describe_security_groups()
+                        .set_group_ids(Some(chunk.to_vec()))
+                        .send(),
+                )
+                .await?;
+            for g in r.security_groups() {
+                if ec2_tag(g.tags(), &cluster_tag).is_some() {
+                    tagged.extend(g.group_id().map(str::to_string));
+                }
+            }
+        }
+        for (k, eni) in found {
+            let group = eni.and_then(|e| match e.groups.as_slice() {
+                [one] => Ok(one.clone()),
+                [] => Err(format!("network interface {} has no security group", e.id)),
+                many => {
+                    let mut chosen = many.iter().filter(|g| tagged.contains(*g));
+                    match (chosen.next(), chosen.next()) {
+                        (Some(g), None) => Ok(g.clone()),
+                        _ => Err(format!(
+                            "network interface {} has security groups {} and not exactly one of them is tagged {cluster_tag}",
+                            e.id,
+                            many.join(", ")
+                        )),
+                    }
+                }
+            });
+            inv.target_security_groups.insert(k, group);
+        }
+        Ok(())
     }
 
     /// Looks up the subnet and security-group `Name` tags the stacks use that are not known
@@ -1028,9 +1337,11 @@ impl Aws {
         }
     }
 
-    /// Carries out `plan` in order, recording each success into `inv`. A failed change is
-    /// reported and skipped; changes that depended on it fail to resolve and are skipped too,
-    /// while other stacks carry on.
+    /// Carries out `plan`, recording each success into `inv`: certificate imports first,
+    /// then every stack's changes in plan order with up to [`APPLY_CONCURRENCY`] stacks at
+    /// once (within the API pacing), then deletions of unused imports. A failed change is
+    /// reported and skipped; changes of its stack that depended on it fail to resolve and
+    /// are skipped too, while other stacks carry on.
     pub async fn apply(
         &self,
         plan: &Plan,
@@ -1038,31 +1349,121 @@ impl Aws {
         inv: &mut Inventory,
     ) -> Vec<Diagnostic> {
         let mut diags = Vec::new();
-        let mut vpc = ApplyCache::default();
+        if plan.changes.is_empty() {
+            return diags;
+        }
+        let mut cache = self.warm_apply_cache(plan, stacks, inv).await;
+        let scoped = {
+            let index = crate::apply_scope::StackIndex::new(inv, stacks);
+            let s = crate::apply_scope::scope_changes(&plan.changes, &index);
+            // The index borrows the inventory; the scoped changes only the plan.
+            (s.before, s.stacks, s.after)
+        };
+        let (before, by_stack, after) = scoped;
+        self.apply_serially(&before, stacks, inv, &mut cache, &mut diags)
+            .await;
+        let names: std::collections::HashSet<&str> =
+            by_stack.iter().map(|(s, _)| s.as_str()).collect();
+        let mut parts = inv.split_off_stacks(&names, stacks);
+        // Boxed, so that the future of `apply` stays `Send` for every lifetime (a lazily
+        // mapped iterator of async blocks trips the compiler's higher-ranked check).
+        type Run<'r> = std::pin::Pin<
+            Box<dyn std::future::Future<Output = (Inventory, Vec<Diagnostic>)> + Send + 'r>,
+        >;
+        let mut runs: Vec<Run<'_>> = Vec::with_capacity(by_stack.len());
+        for (stack, changes) in &by_stack {
+            let mut part = parts.remove(stack).unwrap_or_default();
+            let mut cache = cache.clone();
+            runs.push(Box::pin(async move {
+                let mut diags = Vec::new();
+                self.apply_serially(changes, stacks, &mut part, &mut cache, &mut diags)
+                    .await;
+                (part, diags)
+            }));
+        }
+        use futures_util::StreamExt as _;
+        let done: Vec<(Inventory, Vec<Diagnostic>)> = futures_util::stream::iter(runs)
+            .buffer_unordered(self.apply_concurrency.max(1))
+            .collect()
+            .await;
+        for (part, d) in done {
+            inv.merge_stack(part);
+            diags.extend(d);
+        }
+        self.apply_serially(&after, stacks, inv, &mut cache, &mut diags)
+            .await;
+        diags
+    }
+
+    /// What every stack's changes may look up, asked once before they run at once: the VPC
+    /// (when something is created in it), the subnets the Ingresses name, and the
+    /// discovered subnets of each scheme a new load balancer needs.
+    async fn warm_apply_cache(
+        &self,
+        plan: &Plan,
+        stacks: &[AlbStack],
+        inv: &Inventory,
+    ) -> ApplyCache {
+        let mut cache = ApplyCache::default();
         // Target groups and security groups go in the VPC of the subnets the Ingresses name,
         // when they name any: discovery may find none, or another VPC's.
         let needs_vpc = plan.changes.iter().any(|c| {
             matches!(
                 c,
-                Change::CreateTargetGroup { .. } | Change::CreateSecurityGroup { .. }
+                Change::CreateTargetGroup { .. }
+                    | Change::CreateSecurityGroup { .. }
+                    | Change::CreateBackendSecurityGroup { .. }
             )
         });
-        let named: Vec<Vec<String>> = stacks
+        let creates: std::collections::HashSet<&str> = plan
+            .changes
             .iter()
-            .filter(|_| needs_vpc)
-            .filter_map(|s| {
-                crate::plan::resolve_subnets(&s.load_balancer, inv)
-                    .ok()
-                    .flatten()
+            .filter_map(|c| match c {
+                Change::CreateLoadBalancer { stack, .. } => Some(stack.as_str()),
+                _ => None,
             })
             .collect();
-        for ids in &named {
-            if let Ok(v) = self.named_subnets(ids, &mut vpc).await {
-                vpc.named_vpc.get_or_insert(v);
+        let mut schemes = BTreeMap::new();
+        for s in stacks {
+            let named = crate::plan::resolve_subnets(&s.load_balancer, inv)
+                .ok()
+                .flatten();
+            match named {
+                Some(ids) if needs_vpc || creates.contains(s.stack.as_str()) => {
+                    if let Ok(v) = self.named_subnets(&ids, &mut cache).await {
+                        cache.named_vpc.get_or_insert(v);
+                    }
+                }
+                None if creates.contains(s.stack.as_str()) => {
+                    let internal = s.load_balancer.scheme == tollgate_contract::Scheme::Internal;
+                    schemes.insert(internal, ());
+                }
+                _ => {}
             }
         }
-        for change in &plan.changes {
-            let result = self.apply_one(change, stacks, inv, &mut vpc).await;
+        // A failed look-up is asked again, and reported, by the change that needs it.
+        for internal in schemes.into_keys() {
+            let _ = self.discovered_subnets(internal, &mut cache).await;
+        }
+        if needs_vpc {
+            let _ = self.vpc(&mut cache).await;
+        }
+        cache
+    }
+
+    /// Carries out `changes` in order, recording each success into `inv`.
+    async fn apply_serially(
+        &self,
+        changes: &[&Change],
+        stacks: &[AlbStack],
+        inv: &mut Inventory,
+        cache: &mut ApplyCache,
+        diags: &mut Vec<Diagnostic>,
+    ) {
+        for change in changes {
+            // Boxed: the future of one change is large (one arm per kind of change), and the
+            // test threads' stacks are small.
+            let result = Box::pin(self.apply_one(change, stacks, inv, cache)).await;
             match result {
                 Ok((arn, dns)) => inv.record(change, arn.as_deref(), dns.as_deref(), stacks),
                 Err(e) => {
@@ -1078,7 +1479,39 @@ impl Aws {
                 }
             }
         }
-        diags
+    }
+
+    /// Creates a security group in the VPC of new resources, tagged at creation (so a lost
+    /// answer still leaves it findable by its tags), and returns its ID.
+    async fn create_security_group(
+        &self,
+        spec: &crate::alb_stack::SecurityGroupSpec,
+        description: &str,
+        vpc: &mut ApplyCache,
+    ) -> Result<Option<String>, AwsError> {
+        let vpc_id = self.vpc(vpc).await?;
+        let tags = aws_sdk_ec2::types::TagSpecification::builder()
+            .resource_type(aws_sdk_ec2::types::ResourceType::SecurityGroup)
+            .set_tags(Some(
+                spec.tags
+                    .iter()
+                    .map(|(k, v)| aws_sdk_ec2::types::Tag::builder().key(k).value(v).build())
+                    .collect(),
+            ))
+            .build();
+        let r = self
+            .counted(
+                "CreateSecurityGroup",
+                self.ec2
+                    .create_security_group()
+                    .group_name(&spec.name)
+                    .description(description)
+                    .vpc_id(vpc_id)
+                    .tag_specifications(tags)
+                    .send(),
+            )
+            .await?;
+        Ok(r.group_id().map(str::to_string))
     }
 
     async fn apply_one(
@@ -1151,34 +1584,99 @@ impl Aws {
                 .await?;
                 Ok((None, None))
             }
-            Change::CreateSecurityGroup { spec, .. } => {
-                let vpc_id = self.vpc(vpc).await?;
-                let tags = aws_sdk_ec2::types::TagSpecification::builder()
-                    .resource_type(aws_sdk_ec2::types::ResourceType::SecurityGroup)
-                    .set_tags(Some(
-                        spec.tags
-                            .iter()
-                            .map(|(k, v)| {
-                                aws_sdk_ec2::types::Tag::builder().key(k).value(v).build()
-                            })
-                            .collect(),
-                    ))
-                    .build();
-                let r = self
-                    .counted(
-                        "CreateSecurityGroup",
-                        self.ec2
-                            .create_security_group()
-                            .group_name(&spec.name)
-                            .description(
-                                "Tollgate: inbound traffic to the load balancer's listeners",
-                            )
-                            .vpc_id(vpc_id)
-                            .tag_specifications(tags)
-                            .send(),
+            Change::CreateBackendSecurityGroup { spec } => {
+                let id = self
+                    .create_security_group(
+                        spec,
+                        "Tollgate: the cluster's load balancers, admitted by their targets",
+                        vpc,
                     )
                     .await?;
-                let id = r.group_id().map(str::to_string);
+                Ok((id, None))
+            }
+            Change::DeleteBackendSecurityGroup { id, .. } => {
+                self.counted(
+                    "DeleteSecurityGroup",
+                    self.ec2.delete_security_group().group_id(id).send(),
+                )
+                .await?;
+                Ok((None, None))
+            }
+            Change::AuthorizeBackendRule { rule } | Change::RevokeBackendRule { rule } => {
+                let authorize = matches!(change, Change::AuthorizeBackendRule { .. });
+                let source = match (&self.backend, &inv.backend_security_group) {
+                    (BackendSecurityGroup::Given(id), _) => id.clone(),
+                    (_, Some(g)) => g.id.clone(),
+                    _ => return Err(AwsError::Unresolved("the backend security group".into())),
+                };
+                let mut pair = aws_sdk_ec2::types::UserIdGroupPair::builder().group_id(source);
+                if let Some(d) = &rule.description {
+                    pair = pair.description(d);
+                }
+                let permission = aws_sdk_ec2::types::IpPermission::builder()
+                    .ip_protocol("tcp")
+                    .from_port(i32::from(rule.from))
+                    .to_port(i32::from(rule.to))
+                    .user_id_group_pairs(pair.build())
+                    .build();
+                // A rule already there (or already gone) is what was asked for: an earlier
+                // attempt whose answer was lost got through.
+                let (operation, r) = if authorize {
+                    let r = self
+                        .ec2
+                        .authorize_security_group_ingress()
+                        .group_id(&rule.group)
+                        .ip_permissions(permission)
+                        .send()
+                        .await
+                        .map(|_| ());
+                    (
+                        "AuthorizeSecurityGroupIngress",
+                        r.map_err(|e| e.into_service_error().meta().clone()),
+                    )
+                } else {
+                    let r = self
+                        .ec2
+                        .revoke_security_group_ingress()
+                        .group_id(&rule.group)
+                        .ip_permissions(permission)
+                        .send()
+                        .await
+                        .map(|_| ());
+                    (
+                        "RevokeSecurityGroupIngress",
+                        r.map_err(|e| e.into_service_error().meta().clone()),
+                    )
+                };
+                self.calls.record(operation, &r);
+                match r {
+                    Ok(()) => Ok((None, None)),
+                    Err(e)
+                        if matches!(
+                            e.code(),
+                            Some("InvalidPermission.Duplicate" | "InvalidPermission.NotFound")
+                        ) =>
+                    {
+                        Ok((None, None))
+                    }
+                    Err(e) => Err(AwsError::Api {
+                        operation,
+                        message: format!(
+                            "{}: {}",
+                            e.code().unwrap_or("error"),
+                            e.message().unwrap_or_default()
+                        ),
+                    }),
+                }
+            }
+            Change::CreateSecurityGroup { spec, .. } => {
+                let id = self
+                    .create_security_group(
+                        spec,
+                        "Tollgate: inbound traffic to the load balancer's listeners",
+                        vpc,
+                    )
+                    .await?;
                 Ok((id, None))
             }
             Change::AuthorizeSecurityGroupIngress { group, rules } => {
@@ -1726,7 +2224,13 @@ fn ip_permissions(rules: &[(u16, String)]) -> Vec<aws_sdk_ec2::types::IpPermissi
                 .ip_protocol("tcp")
                 .from_port(i32::from(*port))
                 .to_port(i32::from(*port));
-            if cidr.contains(':') {
+            if cidr.starts_with("pl-") {
+                p.prefix_list_ids(
+                    aws_sdk_ec2::types::PrefixListId::builder()
+                        .prefix_list_id(cidr)
+                        .build(),
+                )
+            } else if cidr.contains(':') {
                 p.ipv6_ranges(
                     aws_sdk_ec2::types::Ipv6Range::builder()
                         .cidr_ipv6(cidr)

@@ -24,6 +24,35 @@ pub struct Inventory {
     pub ids_by_name: BTreeMap<String, String>,
     /// Names looked up and not found (same keys), not asked again before the next resync.
     pub names_not_found: std::collections::BTreeSet<String>,
+    /// The backend security group (Tollgate's, or the one given) and the rules admitting it
+    /// on the targets' security groups.
+    pub backend_security_group: Option<ObservedBackendGroup>,
+    /// The security group of each target whose group admits the backend group, looked up
+    /// once per full read: keyed by instance ID, or `<pod IP>@<instance ID>` (a pod IP
+    /// reused on another node is another key), or the pod IP when its node is not known.
+    /// `Err` says why no one group can be chosen.
+    pub target_security_groups: BTreeMap<String, Result<String, String>>,
+}
+
+/// The cluster's backend security group.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ObservedBackendGroup {
+    pub id: String,
+    pub name: String,
+    /// Inbound rules on other groups whose source is this one. Sorted.
+    pub rules: Vec<BackendRule>,
+}
+
+/// An inbound TCP rule on a target's security group admitting the backend group.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+pub struct BackendRule {
+    /// The target's security group.
+    pub group: String,
+    pub from: u16,
+    pub to: u16,
+    /// Tollgate's rules carry [`crate::alb_stack::BACKEND_RULE_DESCRIPTION`]; others are
+    /// never revoked.
+    pub description: Option<String>,
 }
 
 /// A security group Tollgate manages, with its inbound rules.
@@ -184,6 +213,34 @@ impl Inventory {
                 }
             }
             Change::DeleteSecurityGroup { id, .. } => self.security_groups.retain(|g| &g.id != id),
+            Change::CreateBackendSecurityGroup { spec } => {
+                self.backend_security_group = Some(ObservedBackendGroup {
+                    id: new_arn(&spec.name),
+                    name: spec.name.clone(),
+                    rules: Vec::new(),
+                });
+            }
+            Change::DeleteBackendSecurityGroup { id, .. } => {
+                if self
+                    .backend_security_group
+                    .as_ref()
+                    .is_some_and(|g| &g.id == id)
+                {
+                    self.backend_security_group = None;
+                }
+            }
+            Change::AuthorizeBackendRule { rule } => {
+                if let Some(g) = &mut self.backend_security_group {
+                    g.rules.push(rule.clone());
+                    g.rules.sort();
+                    g.rules.dedup();
+                }
+            }
+            Change::RevokeBackendRule { rule } => {
+                if let Some(g) = &mut self.backend_security_group {
+                    g.rules.retain(|r| r != rule);
+                }
+            }
             Change::SetSecurityGroups { arn, stack, .. } => {
                 let resolved = stacks.iter().find(|s| &s.stack == stack).and_then(|s| {
                     crate::plan::resolve_security_groups(&s.load_balancer, stack, self).ok()

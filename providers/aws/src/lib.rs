@@ -8,7 +8,9 @@
 
 pub mod alb_stack;
 pub mod api_pacing;
+pub mod apply_scope;
 pub mod aws_api;
+pub mod backend_rules;
 pub mod inventory;
 pub mod plan;
 pub mod priorities;

@@ -12,11 +12,13 @@ use serde::Serialize;
 use tollgate_contract::{Diagnostic, ObjectKind, Reason, Severity};
 
 use crate::alb_stack::{
-    AlbAction, AlbStack, ListenerSpec, LoadBalancerSpec, RuleSpec, SecurityGroupSpec,
-    TargetGroupSpec, DISCOVERED_CERTIFICATE, SECRET_CERTIFICATE, TAG_CLUSTER, TAG_MANAGED,
+    AlbAction, AlbStack, BackendGroupUse, ListenerSpec, LoadBalancerSpec, RuleSpec,
+    SecurityGroupSpec, TargetGroupSpec, DISCOVERED_CERTIFICATE, SECRET_CERTIFICATE, TAG_CLUSTER,
+    TAG_MANAGED,
 };
 use crate::inventory::{
-    AcmCertificate, Inventory, ObservedListener, ObservedLoadBalancer, ObservedTargetGroup,
+    AcmCertificate, BackendRule, Inventory, ObservedListener, ObservedLoadBalancer,
+    ObservedTargetGroup,
 };
 use crate::priorities::{place_rules, Placement};
 
@@ -161,6 +163,25 @@ pub enum Change {
         arn: String,
         secret: String,
     },
+    /// Creates the cluster's backend security group (before any stack: every load
+    /// balancer of the cluster may carry it).
+    CreateBackendSecurityGroup {
+        spec: SecurityGroupSpec,
+    },
+    /// Admits the backend group on a target's security group (before any stack, so a
+    /// target is reachable as soon as it is registered).
+    AuthorizeBackendRule {
+        rule: BackendRule,
+    },
+    /// Removes a rule no target needs (after every stack: deregistered first).
+    RevokeBackendRule {
+        rule: BackendRule,
+    },
+    /// Deletes the backend group once no load balancer carries it (after every stack).
+    DeleteBackendSecurityGroup {
+        id: String,
+        name: String,
+    },
 }
 
 impl Change {
@@ -174,6 +195,8 @@ impl Change {
             | Change::CreateLoadBalancer { .. }
             | Change::CreateListener { .. }
             | Change::CreateRule { .. }
+            | Change::CreateBackendSecurityGroup { .. }
+            | Change::AuthorizeBackendRule { .. }
             | Change::RegisterTargets { .. } => '+',
             Change::DeleteRule { .. }
             | Change::DeleteListener { .. }
@@ -182,6 +205,8 @@ impl Change {
             | Change::DeleteCertificate { .. }
             | Change::DeleteSecurityGroup { .. }
             | Change::RevokeSecurityGroupIngress { .. }
+            | Change::RevokeBackendRule { .. }
+            | Change::DeleteBackendSecurityGroup { .. }
             | Change::DeregisterTargets { .. } => '-',
             _ => '~',
         }
@@ -221,6 +246,17 @@ impl fmt::Display for Change {
             Change::DeleteSecurityGroup { id, name } => {
                 write!(f, "{s} security group {name} ({id})")
             }
+            Change::CreateBackendSecurityGroup { spec } => {
+                write!(f, "{s} backend security group {}", spec.name)
+            }
+            Change::DeleteBackendSecurityGroup { id, name } => {
+                write!(f, "{s} backend security group {name} ({id})")
+            }
+            Change::AuthorizeBackendRule { rule } | Change::RevokeBackendRule { rule } => write!(
+                f,
+                "{s} security group {}: allow tcp/{}-{} from the backend security group",
+                rule.group, rule.from, rule.to
+            ),
             Change::SetSecurityGroups { arn, groups, .. } => {
                 write!(
                     f,
@@ -323,12 +359,12 @@ pub fn resolve_security_groups(
     stack: &str,
     inv: &Inventory,
 ) -> Result<Vec<String>, String> {
-    let mut out = if spec.security_groups.is_empty() {
+    let mut out: Vec<String> = if spec.security_groups.is_empty() {
         let managed = inv
             .security_groups
             .iter()
             .find(|g| g.stack == stack)
-            .ok_or_else(|| "the managed security group (not created yet)".to_string())?;
+            .ok_or_else(|| format!("the managed security group {NOT_CREATED}"))?;
         vec![managed.id.clone()]
     } else {
         spec.security_groups
@@ -336,10 +372,23 @@ pub fn resolve_security_groups(
             .map(|g| resolve_id(g, "sg-", "sg", inv))
             .collect::<Result<_, _>>()?
     };
+    match &spec.backend_security_group {
+        Some(BackendGroupUse::Managed(_)) => out.push(
+            inv.backend_security_group
+                .as_ref()
+                .map(|g| g.id.clone())
+                .ok_or_else(|| format!("the backend security group {NOT_CREATED}"))?,
+        ),
+        Some(BackendGroupUse::Given(id)) => out.push(id.clone()),
+        None => {}
+    }
     out.sort();
     out.dedup();
     Ok(out)
 }
+
+/// Ends the reason a security group cannot be resolved when this plan creates it.
+pub const NOT_CREATED: &str = "(not created yet)";
 
 /// The subnet IDs asked for (`None`: discovered by tags when the load balancer is created).
 pub fn resolve_subnets(
@@ -688,8 +737,9 @@ fn plan_network(
             })
         }
         Ok(_) => {}
-        // The managed group is created by this plan; the load balancer joins it once it exists.
-        Err(_) if spec.security_groups.is_empty() => {
+        // The managed or backend group is created by this plan; the load balancer joins it
+        // once it exists.
+        Err(what) if what.ends_with(NOT_CREATED) => {
             p.load_balancers.push(Change::SetSecurityGroups {
                 arn: o.arn.clone(),
                 stack: stack.stack.clone(),
@@ -697,6 +747,11 @@ fn plan_network(
                     .managed_security_group
                     .iter()
                     .map(|g| format!("(new) {}", g.name))
+                    .chain(spec.security_groups.iter().cloned())
+                    .chain(spec.backend_security_group.iter().map(|b| match b {
+                        BackendGroupUse::Managed(g) => format!("(new) {}", g.name),
+                        BackendGroupUse::Given(id) => id.clone(),
+                    }))
                     .collect(),
             })
         }
@@ -832,6 +887,9 @@ pub fn plan_scoped(
         }
     }
     let held = &held;
+    let backend = crate::backend_rules::plan_backend(desired, held, observed);
+    diagnostics.extend(backend.diagnostics);
+    p.security_groups.extend(backend.before);
     let kept: Vec<AlbStack>;
     let desired: &[AlbStack] = if held.is_empty() {
         desired
@@ -1133,6 +1191,7 @@ pub fn plan_scoped(
         }
     }
 
+    p.delete_security_groups.extend(backend.after);
     let changes = [
         p.certificates,
         p.security_groups,

@@ -127,6 +127,15 @@ pub struct Network {
     /// dual-stack).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub inbound_cidrs: Vec<String>,
+    /// Managed prefix lists (`pl-...`) the managed security group admits; with no CIDRs
+    /// given, only these (AWS Load Balancer Controller `security-group-prefix-lists`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub inbound_prefix_lists: Vec<String>,
+    /// Whether the targets' security groups admit the load balancer when its security
+    /// groups are given (`manage-backend-security-group-rules`); `None`: the controller's
+    /// default. With a managed security group they always do.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub manage_backend_security_group_rules: Option<bool>,
     #[serde(default)]
     pub ip_address_type: IpAddressType,
 }
@@ -976,6 +985,10 @@ pub struct Target {
     /// The node hosting the endpoint, when known.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub node: Option<String>,
+    /// The EC2 instance of that node (its `providerID`), when known: the AWS provider finds
+    /// a pod's network interface, and so its security group, among the instance's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub instance: Option<String>,
     pub state: TargetState,
 }
 

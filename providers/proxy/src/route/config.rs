@@ -598,6 +598,7 @@ mod tests {
                 address: TargetAddress::Ip([10, 0, 0, last_octet].into()),
                 port: 8080,
                 node: None,
+                instance: None,
                 state: TargetState::Ready,
             }],
         }

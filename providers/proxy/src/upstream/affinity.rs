@@ -322,6 +322,7 @@ mod tests {
                     address: TargetAddress::Ip([127, 0, 0, 1].into()),
                     port: *p,
                     node: None,
+                    instance: None,
                     state: tollgate_contract::TargetState::Ready,
                 })
                 .collect(),
