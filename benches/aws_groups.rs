@@ -16,6 +16,9 @@ mod fault_proxy;
 #[path = "../tests/support/moto.rs"]
 #[allow(dead_code)]
 mod moto;
+#[path = "../tests/support/strict_aws.rs"]
+#[allow(dead_code)]
+mod strict_aws;
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -121,7 +124,8 @@ fn main() {
         moto::seed_cluster(&m.endpoint, "bench", 0).await;
         let dir = tempfile::tempdir().expect("tempdir");
         std::fs::write(dir.path().join("all.yaml"), manifests(None)).expect("write");
-        let opts = options(dir.path(), &m.endpoint);
+        // moto itself: the strict proxy's own look-ups would be timed with Tollgate's.
+        let opts = options(dir.path(), &m.raw_endpoint);
 
         let (t, reads, mutating, converged) = round(&opts, true).await;
         assert!(converged, "cold converge");
@@ -178,7 +182,7 @@ fn main() {
             let m = moto::start_moto();
             moto::seed_cluster(&m.endpoint, "bench", 0).await;
             let slow =
-                fault_proxy::start_latency_proxy(&m.endpoint, Duration::from_millis(20)).await;
+                fault_proxy::start_latency_proxy(&m.raw_endpoint, Duration::from_millis(20)).await;
             std::fs::write(dir.path().join("all.yaml"), manifests(None)).expect("write");
             let opts = options(dir.path(), &slow.endpoint);
             let (snapshot, _) = load_dir(dir.path()).expect("manifests");

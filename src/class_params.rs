@@ -5,12 +5,13 @@
 
 use std::collections::BTreeMap;
 
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
 use kube::CustomResource;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use crate::model_builder::annotations::IngressSettings;
-use tollgate_contract::{Scheme, TargetType};
+use tollgate_contract::{IpAddressType, Scheme, TargetType};
 
 /// API group of Tollgate's own resources.
 pub const API_GROUP: &str = "tollgate.io";
@@ -66,6 +67,81 @@ pub struct TollgateClassParamsSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(schema_with = "defaults_schema")]
     pub defaults: Option<ClassDefaults>,
+    /// Only Ingresses in namespaces whose labels match may use the class; others are not
+    /// served, with an Error (the AWS Load Balancer Controller's IngressClassParams
+    /// `namespaceSelector`). Unset: every namespace.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(schema_with = "label_selector_schema")]
+    pub namespace_selector: Option<LabelSelector>,
+    /// `ipv4`, `dualstack` or `dualstack-without-public-ipv4`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(schema_with = "ip_address_type_schema")]
+    pub ip_address_type: Option<String>,
+    /// Load balancer attributes, merged over the Ingresses' (these win).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub load_balancer_attributes: BTreeMap<String, String>,
+    /// Managed prefix lists (`pl-...`) the managed security group admits.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub prefix_lists: Vec<String>,
+    /// Port HTTP requests are redirected to with HTTPS (as the `ssl-redirect` annotation).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ssl_redirect_port: Option<u16>,
+    /// Where these parameters came from when they are another controller's (the AWS Load
+    /// Balancer Controller's `elbv2.k8s.aws` IngressClassParams), with what of them is not
+    /// honoured. Never part of the CRD.
+    #[serde(skip)]
+    #[schemars(skip)]
+    pub foreign: Option<ForeignParams>,
+}
+
+/// Another controller's class parameters, read as Tollgate's.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ForeignParams {
+    /// `IngressClassParams <name>`, for messages.
+    pub what: String,
+    /// Fields Tollgate does not honour (a Warning on each Ingress of the class).
+    pub not_honoured: Vec<String>,
+    /// Protective fields Tollgate does not honour: the class's Ingresses are not served
+    /// rather than served without the protection.
+    pub refused: Vec<String>,
+}
+
+fn label_selector_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+    schemars::json_schema!({
+        "type": "object",
+        "description": "A label selector (matchLabels, matchExpressions) over the Ingress's Namespace.",
+        "x-kubernetes-preserve-unknown-fields": true,
+    })
+}
+
+fn ip_address_type_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+    string_enum(
+        &["ipv4", "dualstack", "dualstack-without-public-ipv4"],
+        "The load balancer's IP address type.",
+    )
+}
+
+/// Whether `labels` satisfy `selector` (Kubernetes label selector semantics: every
+/// `matchLabels` pair and every `matchExpressions` term must hold; an empty selector
+/// matches everything).
+pub fn selects(selector: &LabelSelector, labels: &BTreeMap<String, String>) -> bool {
+    let pairs = selector
+        .match_labels
+        .iter()
+        .flatten()
+        .all(|(k, v)| labels.get(k) == Some(v));
+    let terms = selector.match_expressions.iter().flatten().all(|e| {
+        let values = e.values.as_deref().unwrap_or_default();
+        match e.operator.as_str() {
+            "In" => labels.get(&e.key).is_some_and(|v| values.contains(v)),
+            "NotIn" => labels.get(&e.key).is_none_or(|v| !values.contains(v)),
+            "Exists" => labels.contains_key(&e.key),
+            "DoesNotExist" => !labels.contains_key(&e.key),
+            // An operator the API server would have refused: select nothing.
+            _ => false,
+        }
+    });
+    pairs && terms
 }
 
 /// Whose defaults a class's Ingresses get.
@@ -163,6 +239,25 @@ impl TollgateClassParamsSpec {
                 ClassTargetType::Ip => TargetType::Ip,
                 ClassTargetType::Instance => TargetType::Instance,
             });
+        }
+        if let Some(t) = self.ip_address_type.as_deref() {
+            settings.ip_address_type = match t {
+                "ipv4" => Some(IpAddressType::Ipv4),
+                "dualstack" => Some(IpAddressType::Dualstack),
+                "dualstack-without-public-ipv4" => Some(IpAddressType::DualstackWithoutPublicIpv4),
+                _ => settings.ip_address_type,
+            };
+        }
+        settings.load_balancer_attributes.extend(
+            self.load_balancer_attributes
+                .iter()
+                .map(|(k, v)| (k.clone(), v.clone())),
+        );
+        if !self.prefix_lists.is_empty() {
+            settings.inbound_prefix_lists = Some(self.prefix_lists.clone());
+        }
+        if let Some(p) = self.ssl_redirect_port {
+            settings.ssl_redirect_port = Some(p);
         }
     }
 }

@@ -3,6 +3,7 @@
 
 pub mod admin_server;
 pub mod admission_webhook;
+pub mod alb_class_params;
 pub mod allocator;
 pub mod aws_command;
 pub mod class_params;

@@ -118,3 +118,150 @@ fn the_crd_is_a_structural_cluster_scoped_v1_crd_without_null_enums() {
         assert!(spec.get(field).is_some(), "CRD lacks spec.{field}");
     }
 }
+
+/// The AWS Load Balancer Controller's IngressClassParams, as its documentation writes them,
+/// for a class Tollgate claims: the fields Tollgate honours apply as they do there (a set
+/// field replaces the annotation; tags and attributes merge, the parameters winning), the
+/// others are named in a Warning on each Ingress of the class, a WAF ACL (protective, not
+/// honoured) keeps the class's Ingresses unserved, and `namespaceSelector` keeps Ingresses
+/// of other namespaces out with an Error.
+const ALB_PARAMS: &str = r#"
+apiVersion: networking.k8s.io/v1
+kind: IngressClass
+metadata: {name: alb}
+spec:
+  controller: tollgate.io/ingress-controller
+  parameters: {apiGroup: elbv2.k8s.aws, kind: IngressClassParams, name: class-params}
+---
+apiVersion: elbv2.k8s.aws/v1beta1
+kind: IngressClassParams
+metadata: {name: class-params}
+spec:
+  namespaceSelector:
+    matchLabels: {team: shop}
+  group: {name: shop}
+  scheme: internal
+  ipAddressType: dualstack
+  inboundCIDRs: [10.0.0.0/8]
+  sslPolicy: ELBSecurityPolicy-TLS13-1-2-2021-06
+  tags: [{key: env, value: prod}]
+  loadBalancerAttributes: [{key: idle_timeout.timeout_seconds, value: "120"}]
+  minimumLoadBalancerCapacity: {capacityUnits: 100}
+---
+apiVersion: v1
+kind: Namespace
+metadata: {name: shop, labels: {team: shop}}
+---
+apiVersion: v1
+kind: Namespace
+metadata: {name: other, labels: {team: other}}
+---
+apiVersion: v1
+kind: Service
+metadata: {name: web, namespace: shop}
+spec: {ports: [{name: http, port: 80}]}
+---
+apiVersion: v1
+kind: Service
+metadata: {name: web, namespace: other}
+spec: {ports: [{name: http, port: 80}]}
+---
+apiVersion: networking.k8s.io/v1
+kind: Ingress
+metadata:
+  name: a
+  namespace: shop
+  annotations:
+    alb.ingress.kubernetes.io/scheme: internet-facing
+    alb.ingress.kubernetes.io/tags: env=dev,owner=a
+    alb.ingress.kubernetes.io/load-balancer-attributes: idle_timeout.timeout_seconds=60,routing.http2.enabled=true
+spec:
+  ingressClassName: alb
+  rules: [{host: a.example, http: {paths: [{path: /, pathType: Prefix, backend: {service: {name: web, port: {number: 80}}}}]}}]
+---
+apiVersion: networking.k8s.io/v1
+kind: Ingress
+metadata: {name: b, namespace: other}
+spec:
+  ingressClassName: alb
+  rules: [{host: b.example, http: {paths: [{path: /, pathType: Prefix, backend: {service: {name: web, port: {number: 80}}}}]}}]
+"#;
+
+#[test]
+fn alb_controller_ingress_class_params_are_read_for_claimed_classes() {
+    let (snapshot, source_diags) = parse_manifests("test.yaml", ALB_PARAMS, false);
+    assert!(source_diags.is_empty(), "{source_diags:?}");
+    let out = build(&snapshot, &BuildOptions::default());
+    let lb = out
+        .model
+        .load_balancers
+        .iter()
+        .find(|lb| lb.id == "group/shop")
+        .unwrap_or_else(|| panic!("{:#?} {:#?}", out.model.load_balancers, out.diagnostics));
+    assert_eq!(
+        lb.ingresses.len(),
+        1,
+        "only the selected namespace's Ingress"
+    );
+    assert_eq!(lb.scheme, Scheme::Internal, "the parameters' scheme wins");
+    assert_eq!(
+        lb.network.ip_address_type,
+        tollgate_contract::IpAddressType::Dualstack
+    );
+    assert_eq!(lb.network.inbound_cidrs, ["10.0.0.0/8"]);
+    assert_eq!(lb.tags.get("env").map(String::as_str), Some("prod"));
+    assert_eq!(lb.tags.get("owner").map(String::as_str), Some("a"));
+    assert_eq!(
+        lb.attributes
+            .get("idle_timeout.timeout_seconds")
+            .map(String::as_str),
+        Some("120")
+    );
+    assert_eq!(
+        lb.attributes
+            .get("routing.http2.enabled")
+            .map(String::as_str),
+        Some("true")
+    );
+    let about = |name: &str| -> Vec<&tollgate_contract::Diagnostic> {
+        out.diagnostics
+            .iter()
+            .filter(|d| d.subject.name == name)
+            .collect()
+    };
+    assert!(
+        about("a")
+            .iter()
+            .any(|d| d.severity == tollgate_contract::Severity::Warning
+                && d.message.contains("minimumLoadBalancerCapacity")),
+        "a field not honoured is named: {:#?}",
+        out.diagnostics
+    );
+    assert!(
+        about("b")
+            .iter()
+            .any(|d| d.severity == tollgate_contract::Severity::Error
+                && d.message.contains("namespaceSelector")),
+        "{:#?}",
+        out.diagnostics
+    );
+
+    // A WAF ACL in the parameters: not honoured, so not served.
+    let waf = ALB_PARAMS.replace(
+        "  minimumLoadBalancerCapacity: {capacityUnits: 100}\n",
+        "  wafv2AclArn: arn:aws:wafv2:us-east-1:111122223333:regional/webacl/x/1\n",
+    );
+    let (snapshot, _) = parse_manifests("test.yaml", &waf, false);
+    let out = build(&snapshot, &BuildOptions::default());
+    assert!(
+        out.model
+            .load_balancers
+            .iter()
+            .all(|lb| lb.ingresses.is_empty()),
+        "{:#?}",
+        out.model.load_balancers
+    );
+    assert!(out.diagnostics.iter().any(|d| d.subject.name == "a"
+        && d.severity == tollgate_contract::Severity::Error
+        && d.message.contains("wafv2AclArn")));
+}

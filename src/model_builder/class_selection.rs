@@ -9,6 +9,7 @@ use tollgate_contract::{Diagnostic, ObjectKind, Reason, Severity};
 
 use super::annotations::{DEFAULT_CLASS, LEGACY_CLASS};
 use super::BuildOptions;
+use crate::alb_class_params::{ELBV2_GROUP, FROM_ANNOTATION};
 use crate::class_params::{TollgateClassParams, TollgateClassParamsSpec, API_GROUP};
 
 fn is_default(c: &IngressClass) -> bool {
@@ -78,12 +79,23 @@ impl<'a> ClassSelector<'a> {
             None => self.classes.values().find(|c| is_default(c))?,
         };
         let p = class.spec.as_ref()?.parameters.as_ref()?;
-        if p.api_group.as_deref() != Some(API_GROUP) || p.kind != "TollgateClassParams" {
-            return None;
-        }
+        // Tollgate's own, or the AWS Load Balancer Controller's read as Tollgate's.
+        let from = match (p.api_group.as_deref(), p.kind.as_str()) {
+            (Some(API_GROUP), "TollgateClassParams") => None,
+            (Some(ELBV2_GROUP), "IngressClassParams") => Some(ELBV2_GROUP),
+            _ => return None,
+        };
         params
             .iter()
-            .find(|c| c.metadata.name.as_deref() == Some(p.name.as_str()))
+            .find(|c| {
+                c.metadata.name.as_deref() == Some(p.name.as_str())
+                    && c.metadata
+                        .annotations
+                        .as_ref()
+                        .and_then(|a| a.get(FROM_ANNOTATION))
+                        .map(String::as_str)
+                        == from
+            })
             .map(|c| &c.spec)
     }
 

@@ -210,6 +210,75 @@ impl ReadMember {
     }
 }
 
+/// Namespaces' labels, for class parameters' `namespaceSelector`.
+struct NamespaceLabels<'a>(HashMap<&'a str, &'a BTreeMap<String, String>>);
+
+impl<'a> NamespaceLabels<'a> {
+    fn new(namespaces: &'a [Arc<k8s_openapi::api::core::v1::Namespace>]) -> Self {
+        NamespaceLabels(
+            namespaces
+                .iter()
+                .filter_map(|n| Some((n.metadata.name.as_deref()?, n.metadata.labels.as_ref()?)))
+                .collect(),
+        )
+    }
+
+    /// Whether namespace `ns` is selected. A namespace not in the snapshot (manifests without
+    /// it) has the one label the API server gives every namespace.
+    fn selects(
+        &self,
+        ns: &str,
+        selector: &k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector,
+    ) -> bool {
+        match self.0.get(ns) {
+            Some(labels) => crate::class_params::selects(selector, labels),
+            None => {
+                let labels =
+                    BTreeMap::from([("kubernetes.io/metadata.name".to_string(), ns.to_string())]);
+                crate::class_params::selects(selector, &labels)
+            }
+        }
+    }
+}
+
+/// Another controller's class parameters: a Warning for each field not honoured; an Error
+/// (the Ingress is not served) for a protective one.
+fn foreign_params_diagnostics(
+    f: &crate::class_params::ForeignParams,
+    ing: &tollgate_contract::ObjectRef,
+    warnings: &mut Vec<Diagnostic>,
+) -> Result<(), Vec<Diagnostic>> {
+    let diag = |severity, reason, message: String| {
+        Diagnostic::new(
+            severity,
+            ObjectKind::Ingress,
+            ing.namespace.clone(),
+            ing.name.clone(),
+            reason,
+            message,
+        )
+    };
+    if !f.refused.is_empty() {
+        return Err(vec![diag(
+            Severity::Error,
+            Reason::AnnotationUnsupported,
+            format!(
+                "its class's {} sets {}, which Tollgate does not honour; the Ingress is not served rather than served without that protection",
+                f.what,
+                f.refused.join(", ")
+            ),
+        )]);
+    }
+    for field in &f.not_honoured {
+        warnings.push(diag(
+            Severity::Warning,
+            Reason::AnnotationIgnored,
+            format!("its class's {}: {field} is not honoured", f.what),
+        ));
+    }
+    Ok(())
+}
+
 /// Builds the desired state from a snapshot of cluster objects.
 pub fn build(snapshot: &ClusterSnapshot, opts: &BuildOptions) -> BuildOutput {
     build_with(snapshot, opts, &mut BuildCache::default())
@@ -238,6 +307,7 @@ pub fn build_with(
         cache.services = snapshot.services.clone();
     }
     let mut secrets = SecretIndex::new(&snapshot.secrets, &mut cache.secrets);
+    let namespaces = NamespaceLabels::new(&snapshot.namespaces);
 
     // Each claimed Ingress read (with its class parameters applied) or taken from the cache:
     // reading depends on nothing but the Ingress, its parameters and the provider.
@@ -249,6 +319,25 @@ pub fn build_with(
             continue;
         }
         let params = classes.params_for(ing, &snapshot.class_params);
+        if let Some(sel) = params.and_then(|p| p.namespace_selector.as_ref()) {
+            let ns = ing.metadata.namespace.as_deref().unwrap_or("default");
+            if !namespaces.selects(ns, sel) {
+                diags.push(Diagnostic::new(
+                    Severity::Error,
+                    ObjectKind::Ingress,
+                    ns,
+                    ing.metadata.name.clone().unwrap_or_default(),
+                    Reason::IngressClassAmbiguous,
+                    format!(
+                        "namespace {ns} is not selected by the namespaceSelector of its class's {}; the Ingress is not served",
+                        params
+                            .and_then(|p| p.foreign.as_ref())
+                            .map_or("TollgateClassParams".to_string(), |f| f.what.clone())
+                    ),
+                ));
+                continue;
+            }
+        }
         let key = Arc::as_ptr(ing) as usize;
         let fresh = match cache.members.get_mut(&key) {
             Some(e)
@@ -268,6 +357,9 @@ pub fn build_with(
             let read = read_member(ing, opts.provider, &mut warnings).and_then(|mut m| {
                 if let Some(p) = params {
                     p.apply_to(&mut m.settings);
+                    if let Some(f) = &p.foreign {
+                        foreign_params_diagnostics(f, &m.obj, &mut warnings)?;
+                    }
                 }
                 let nginx_defaults = params
                     .and_then(|p| p.defaults)

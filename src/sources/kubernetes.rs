@@ -13,7 +13,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures_util::{Stream, StreamExt};
-use k8s_openapi::api::core::v1::{Node, Secret, Service};
+use k8s_openapi::api::core::v1::{Namespace, Node, Secret, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use k8s_openapi::api::networking::v1::{Ingress, IngressClass};
 use kube::api::{Api, ApiResource, DynamicObject};
@@ -27,6 +27,7 @@ use tokio::task::JoinSet;
 use tollgate_contract::{Diagnostic, ObjectKind, Reason, Severity};
 
 use super::{Source, SourceState};
+use crate::alb_class_params::IngressClassParams;
 use crate::class_params::TollgateClassParams;
 use crate::ClusterSnapshot;
 
@@ -147,14 +148,13 @@ fn v1beta1_event(ev: watcher::Event<DynamicObject>) -> Option<watcher::Event<End
 }
 
 async fn crd_installed(client: &Client) -> bool {
-    match client
-        .list_api_group_resources("tollgate.io/v1alpha1")
-        .await
-    {
-        Ok(list) => list
-            .resources
-            .iter()
-            .any(|r| r.kind == "TollgateClassParams"),
+    served(client, "tollgate.io/v1alpha1", "TollgateClassParams").await
+}
+
+/// Whether the API server serves `kind` in `group_version` (a CRD that may not be installed).
+async fn served(client: &Client, group_version: &str, kind: &str) -> bool {
+    match client.list_api_group_resources(group_version).await {
+        Ok(list) => list.resources.iter().any(|r| r.kind == kind),
         Err(_) => false,
     }
 }
@@ -166,6 +166,10 @@ struct Stores {
     slices: Store<EndpointSlice>,
     nodes: Option<Store<Node>>,
     class_params: Option<Store<TollgateClassParams>>,
+    /// The AWS Load Balancer Controller's IngressClassParams, when its CRD is installed.
+    alb_class_params: Option<Store<IngressClassParams>>,
+    /// Namespaces as metadata (their labels), for class parameters' `namespaceSelector`.
+    namespaces: Option<Store<PartialObjectMeta<Namespace>>>,
     secret_meta: Store<PartialObjectMeta<Secret>>,
 }
 
@@ -216,6 +220,30 @@ impl KubeSource {
             reader
         };
 
+        let alb_class_params = opts.watch_class_params
+            && served(&client, "elbv2.k8s.aws/v1beta1", "IngressClassParams").await;
+        // Namespaces are read only if allowed: an RBAC role from before this watch must not
+        // keep the first snapshot from ever being published.
+        let ns_api = Api::<PartialObjectMeta<Namespace>>::all(client.clone());
+        let namespaces = match ns_api
+            .list_metadata(&kube::api::ListParams::default().limit(1))
+            .await
+        {
+            Ok(_) => {
+                let (ns_reader, ns_writer) = reflector::store();
+                let stream = watcher(ns_api, watcher::Config::default())
+                    .default_backoff()
+                    .modify(drop_managed_fields)
+                    .reflect(ns_writer);
+                drive(&mut tasks, "Namespace", stream, notify.clone());
+                Some(ns_reader)
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot list Namespaces (grant list and watch on namespaces); a namespaceSelector sees only each namespace's kubernetes.io/metadata.name label");
+                None
+            }
+        };
+
         let (meta_reader, meta_writer) = reflector::store();
         let stream = watcher(
             Api::<PartialObjectMeta<Secret>>::all(client.clone()),
@@ -247,6 +275,15 @@ impl KubeSource {
                     &notify,
                 )
             }),
+            alb_class_params: alb_class_params.then(|| {
+                typed(
+                    &mut tasks,
+                    Api::all(client.clone()),
+                    "IngressClassParams",
+                    &notify,
+                )
+            }),
+            namespaces,
             secret_meta: meta_reader,
         };
 
@@ -297,6 +334,16 @@ async fn publish(
             return;
         }
     }
+    if let Some(p) = &stores.alb_class_params {
+        if p.wait_until_ready().await.is_err() {
+            return;
+        }
+    }
+    if let Some(n) = &stores.namespaces {
+        if n.wait_until_ready().await.is_err() {
+            return;
+        }
+    }
     let mut cache = SecretCache::new();
     let mut generation = 0u64;
     loop {
@@ -342,13 +389,38 @@ async fn read_snapshot(
     let endpoint_slices = owned(&stores.slices);
     let mut diagnostics = Vec::new();
     let secrets = referenced_secrets(client, &ingresses, stores, cache, &mut diagnostics).await;
+    let mut class_params = stores.class_params.as_ref().map(owned).unwrap_or_default();
+    if let Some(alb) = &stores.alb_class_params {
+        class_params.extend(owned(alb).iter().map(|p| Arc::new(p.to_tollgate())));
+    }
+    // Namespaces only matter to a namespaceSelector: read only while some parameters have
+    // one.
+    let namespaces = if class_params
+        .iter()
+        .any(|p| p.spec.namespace_selector.is_some())
+    {
+        stores
+            .namespaces
+            .iter()
+            .flat_map(owned)
+            .map(|n| {
+                Arc::new(Namespace {
+                    metadata: n.metadata.clone(),
+                    ..Namespace::default()
+                })
+            })
+            .collect()
+    } else {
+        Vec::new()
+    };
     let snapshot = ClusterSnapshot {
         ingress_classes: owned(&stores.classes),
         services: owned(&stores.services),
         endpoint_slices,
         secrets,
         nodes: stores.nodes.as_ref().map(owned).unwrap_or_default(),
-        class_params: stores.class_params.as_ref().map(owned).unwrap_or_default(),
+        class_params,
+        namespaces,
         ingresses,
         ..Default::default()
     };

@@ -26,6 +26,7 @@ use tokio::sync::watch;
 use tollgate_contract::{Diagnostic, ObjectKind, Reason, Severity};
 
 use super::{Source, SourceState};
+use crate::alb_class_params::IngressClassParams;
 use crate::class_params::TollgateClassParams;
 use crate::ClusterSnapshot;
 
@@ -726,6 +727,10 @@ impl ParsedFile {
                 self.push::<EndpointSlice>(v, origin, "EndpointSlice", true, Object::EndpointSlice)
             }
             ("tollgate.io/v1alpha1", "TollgateClassParams") => self.push::<TollgateClassParams>(v, origin, "TollgateClassParams", false, Object::ClassParams),
+            // The AWS Load Balancer Controller's, read as Tollgate's.
+            ("elbv2.k8s.aws/v1beta1", "IngressClassParams") => self.push::<IngressClassParams>(v, origin, "IngressClassParams", false, |p| {
+                Object::ClassParams(Arc::new(p.to_tollgate()))
+            }),
             ("networking.k8s.io/v1beta1" | "extensions/v1beta1", "Ingress") => self.diag(
                 Severity::Error,
                 origin,

@@ -5,6 +5,7 @@
 pub mod fault_proxy;
 pub mod kube_apiserver;
 pub mod moto;
+pub mod strict_aws;
 
 use std::future::Future;
 use std::net::SocketAddr;

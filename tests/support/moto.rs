@@ -5,16 +5,44 @@ use std::net::TcpStream;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-/// A moto server on a free loopback port, stopped on drop.
+/// A moto server on a free loopback port behind the strict proxy (calls AWS would reject
+/// are rejected, see `strict_aws.rs`), stopped on drop. A test during which any call was
+/// rejected so fails on drop, even if it handled the error.
 pub struct Moto {
     child: Child,
+    /// The strict proxy: what tests give the SDK.
     pub endpoint: String,
+    /// moto itself, for what the strict proxy must not judge (a benchmark's timing).
+    pub raw_endpoint: String,
+    strict: super::strict_aws::StrictAws,
+}
+
+impl Moto {
+    /// Calls AWS would have rejected so far.
+    pub fn violations(&self) -> Vec<String> {
+        self.strict
+            .violations
+            .lock()
+            .map(|v| v.clone())
+            .unwrap_or_default()
+    }
+
+    /// Forgets recorded violations (a test that makes one on purpose, and checks it).
+    pub fn clear_violations(&self) {
+        if let Ok(mut v) = self.strict.violations.lock() {
+            v.clear();
+        }
+    }
 }
 
 impl Drop for Moto {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+        let v = self.violations();
+        if !v.is_empty() && !std::thread::panicking() {
+            panic!("calls AWS would have rejected (the emulator is kinder): {v:#?}");
+        }
     }
 }
 
@@ -43,9 +71,13 @@ pub fn start_moto() -> Moto {
         .stderr(Stdio::null())
         .spawn()
         .expect("start moto_server");
+    let raw_endpoint = format!("http://127.0.0.1:{port}");
+    let strict = super::strict_aws::start_strict(&raw_endpoint);
     let moto = Moto {
         child,
-        endpoint: format!("http://127.0.0.1:{port}"),
+        endpoint: strict.endpoint.clone(),
+        raw_endpoint,
+        strict,
     };
     let deadline = Instant::now() + Duration::from_secs(60);
     while TcpStream::connect(("127.0.0.1", port)).is_err() {

@@ -33,6 +33,8 @@ pub struct AlbLimits {
     pub manage_backend_rules: bool,
     pub rules_per_listener: usize,
     pub values_per_condition: usize,
+    /// Condition values of all a rule's conditions together ("condition values per rule").
+    pub values_per_rule: usize,
     pub target_groups_per_action: usize,
     pub target_groups_per_load_balancer: usize,
     pub path_pattern_length: usize,
@@ -45,6 +47,7 @@ impl Default for AlbLimits {
             manage_backend_rules: false,
             rules_per_listener: 100,
             values_per_condition: 5,
+            values_per_rule: 5,
             target_groups_per_action: 5,
             target_groups_per_load_balancer: 100,
             path_pattern_length: 128,
@@ -590,10 +593,22 @@ pub fn build_stack(
             let too_many = conditions
                 .iter()
                 .any(|c| c.value_count() > limits.values_per_condition);
+            let total: usize = conditions.iter().map(AlbCondition::value_count).sum();
             if too_many {
                 problem = Some(format!(
                     "a condition has more than {} values",
                     limits.values_per_condition
+                ));
+            } else if total > limits.values_per_rule {
+                // AWS rejects the rule (moto does not: the strict test proxy does).
+                problem = Some(format!(
+                    "its conditions have {total} values together ({}); ALB allows {} per rule",
+                    conditions
+                        .iter()
+                        .map(|c| format!("{c:?}"))
+                        .collect::<Vec<_>>()
+                        .join(", "),
+                    limits.values_per_rule
                 ));
             }
             if let Action::Forward(f) = &r.action {
