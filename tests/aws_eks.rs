@@ -421,3 +421,69 @@ async fn an_eks_shaped_vpc_gets_reachable_albs_with_nothing_named_by_hand() {
         "backend group deleted"
     );
 }
+
+/// The same VPC with every call through a proxy failing 30% of requests (half throttled
+/// before the emulator sees them, half answered 5xx after it acted): converges with exactly
+/// one backend group and one rule from it on the cluster group, and deleting everything
+/// through the same faults leaves neither.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn backend_rules_converge_through_failing_calls_without_duplicates_or_leaks() {
+    test_credentials();
+    let moto = start_moto();
+    let eks = seed_eks(&moto.endpoint).await;
+    let faults = support::fault_proxy::start_fault_proxy(&moto.endpoint, 300, 11).await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    std::fs::write(dir.path().join("cluster.yaml"), manifests(&eks)).expect("write");
+    std::fs::write(dir.path().join("ingresses.yaml"), INGRESSES).expect("write");
+    let opts = options(dir.path(), &faults.endpoint);
+    let converge = |what: &'static str| {
+        let opts = opts.clone();
+        async move {
+            for _ in 0..15 {
+                if let Ok((r, _)) = run_once(&opts).await {
+                    if r.converged {
+                        return;
+                    }
+                }
+            }
+            panic!("{what}: not converged after 15 rounds through faults");
+        }
+    };
+    converge("create").await;
+    faults.set_enabled(false);
+    assert!(
+        faults.injected.load(std::sync::atomic::Ordering::SeqCst) > 0,
+        "faults were injected"
+    );
+    let backend_groups = |ec2: aws_sdk_ec2::Client| async move {
+        ec2.describe_security_groups()
+            .filters(
+                aws_sdk_ec2::types::Filter::builder()
+                    .name("group-name")
+                    .values("tollgate-traffic-eks")
+                    .build(),
+            )
+            .send()
+            .await
+            .expect("groups")
+            .security_groups()
+            .iter()
+            .filter_map(|g| g.group_id().map(str::to_string))
+            .collect::<Vec<_>>()
+    };
+    let groups = backend_groups(eks.ec2.clone()).await;
+    assert_eq!(groups.len(), 1, "one backend group: {groups:?}");
+    let from_backend: Vec<_> = group_sources(&eks.ec2, &eks.cluster_sg)
+        .await
+        .into_iter()
+        .filter(|(src, _, _)| src == &groups[0])
+        .collect();
+    assert_eq!(from_backend.len(), 1, "one rule: {from_backend:?}");
+
+    std::fs::remove_file(dir.path().join("ingresses.yaml")).expect("remove");
+    faults.set_enabled(true);
+    converge("delete").await;
+    faults.set_enabled(false);
+    assert!(backend_groups(eks.ec2.clone()).await.is_empty());
+    assert!(group_sources(&eks.ec2, &eks.cluster_sg).await.is_empty());
+}

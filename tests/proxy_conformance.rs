@@ -657,6 +657,63 @@ spec:
     p.stop().await;
 }
 
+/// `use-regex-path-match` and `regexValues` as the AWS Load Balancer Controller's
+/// documentation writes them: the path after its leading `/` is an expression searched in
+/// the request path, case-sensitive (`/^/api/(.+)$` → `^/api/(.+)$`); a `conditions.*`
+/// path-pattern `regexValues` widens its rule the same way, and an `http-header`
+/// `regexValues` narrows it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn alb_controller_regex_paths_and_conditions() {
+    let mut m = backends().await;
+    m.push_str(
+        r#"apiVersion: networking.k8s.io/v1
+kind: Ingress
+metadata:
+  name: regex
+  annotations:
+    alb.ingress.kubernetes.io/use-regex-path-match: "true"
+    alb.ingress.kubernetes.io/conditions.three: '[{"field":"path-pattern","pathPatternConfig":{"regexValues":["^/beta/[0-9]+$"]}}]'
+    alb.ingress.kubernetes.io/conditions.two: '[{"field":"http-header","httpHeaderConfig":{"httpHeaderName":"User-Agent","regexValues":[".+Chrome.+"]}}]'
+spec:
+  ingressClassName: tollgate
+  rules:
+  - host: re.example.com
+    http:
+      paths:
+      - {path: /^/api/(.+)$, pathType: ImplementationSpecific, backend: {service: {name: api, port: {number: 80}}}}
+      - {path: /^/ua$, pathType: ImplementationSpecific, backend: {service: {name: two, port: {number: 80}}}}
+      - {path: /^/legacy$, pathType: ImplementationSpecific, backend: {service: {name: three, port: {number: 80}}}}
+      - {path: /, pathType: Prefix, backend: {service: {name: web, port: {number: 80}}}}
+"#,
+    );
+    let p = TestProxy::start(&m).await;
+    let cases: &[(&str, &str)] = &[
+        ("/api/orders", "api"),
+        ("/api/", "web"),
+        ("/API/orders", "web"),
+        ("/x/api/orders", "web"),
+        ("/beta/42", "three"),
+        ("/beta/x", "web"),
+        ("/legacy", "three"),
+        ("/ua", "web"),
+    ];
+    for (path, want) in cases {
+        check(get(p.http, "re.example.com", path).await, Some(want), path);
+    }
+    let mut c = H1::connect(p.http).await.expect("connect");
+    let req = http::Request::get("/ua")
+        .header("host", "re.example.com")
+        .header("user-agent", "Mozilla/5.0 Chrome/120.0 Safari")
+        .body(http_body_util::Full::new(bytes::Bytes::new()))
+        .expect("request");
+    check(
+        c.request(req).await,
+        Some("two"),
+        "/ua with a Chrome user agent",
+    );
+    p.stop().await;
+}
+
 /// The legacy `actions.ssl-redirect` pattern of the AWS Load Balancer Controller's older
 /// documentation: a redirect-to-HTTPS action on `/*` ahead of the real backend, on both
 /// listeners. On HTTP it redirects; on HTTPS it would redirect to itself, so it is left off

@@ -296,6 +296,8 @@ pub struct AnnotatedConditions {
     /// `path-pattern` values: exact paths, or ALB path patterns with `*`/`?`, added to the
     /// rule's own path.
     pub paths: Vec<String>,
+    /// `path-pattern` `regexValues`, added to the rule's own path the same way.
+    pub path_regexes: Vec<String>,
 }
 
 #[derive(Deserialize)]
@@ -314,12 +316,41 @@ struct ConditionJson {
 #[serde(rename_all = "camelCase")]
 struct HeaderJson {
     http_header_name: String,
+    #[serde(default)]
     values: Vec<String>,
+    /// Regular expressions instead of values (ALB `RegexValues`).
+    #[serde(default)]
+    regex_values: Vec<String>,
 }
 
 #[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
 struct ValuesJson {
+    #[serde(default)]
     values: Vec<String>,
+    #[serde(default)]
+    regex_values: Vec<String>,
+}
+
+/// The AWS Load Balancer Controller's rule: a condition config holds `values` or
+/// `regexValues`, exactly one (pkg/ingress/config_types.go). Expressions are checked with
+/// Rust's regex, which the proxy evaluates them with; look-around and back-references are
+/// refused rather than matched differently.
+fn one_kind(i: usize, values: &[String], regex: &[String]) -> Result<bool, String> {
+    match (values.is_empty(), regex.is_empty()) {
+        (false, true) => Ok(false),
+        (true, false) => {
+            for r in regex {
+                regex::Regex::new(r).map_err(|e| {
+                    format!("conditions[{i}]: regexValues {r:?} is not a regular expression Tollgate can evaluate: {e}")
+                })?;
+            }
+            Ok(true)
+        }
+        _ => Err(format!(
+            "conditions[{i}]: exactly one of values and regexValues must be given"
+        )),
+    }
 }
 
 #[derive(Deserialize)]
@@ -346,13 +377,18 @@ pub fn parse_conditions(v: &str) -> Result<AnnotatedConditions, String> {
                     .http_header_config
                     .as_ref()
                     .ok_or_else(|| missing("httpHeaderConfig"))?;
-                if h.http_header_name.is_empty() || h.values.is_empty() {
-                    return Err(missing("header name or values"));
+                if h.http_header_name.is_empty() {
+                    return Err(missing("header name"));
                 }
+                let regex = one_kind(i, &h.values, &h.regex_values)?;
                 c.headers.push(HeaderMatch {
                     name: h.http_header_name.to_ascii_lowercase(),
-                    values: h.values.clone(),
-                    regex: false,
+                    values: if regex {
+                        h.regex_values.clone()
+                    } else {
+                        h.values.clone()
+                    },
+                    regex,
                 });
             }
             "http-request-method" => {
@@ -402,8 +438,8 @@ pub fn parse_conditions(v: &str) -> Result<AnnotatedConditions, String> {
                     .host_header_config
                     .as_ref()
                     .ok_or_else(|| missing("hostHeaderConfig"))?;
-                if h.values.is_empty() {
-                    return Err(missing("values"));
+                if one_kind(i, &h.values, &h.regex_values)? {
+                    return Err(format!("conditions[{i}]: host-header regexValues are not supported (write the hosts, or wildcards, as values)"));
                 }
                 out.hosts
                     .extend(h.values.iter().map(|v| v.to_ascii_lowercase()));
@@ -413,8 +449,9 @@ pub fn parse_conditions(v: &str) -> Result<AnnotatedConditions, String> {
                     .path_pattern_config
                     .as_ref()
                     .ok_or_else(|| missing("pathPatternConfig"))?;
-                if p.values.is_empty() {
-                    return Err(missing("values"));
+                if one_kind(i, &p.values, &p.regex_values)? {
+                    out.path_regexes.extend(p.regex_values.iter().cloned());
+                    continue;
                 }
                 for v in &p.values {
                     // Exact paths, or ALB path patterns (`*`, `?`), which both providers
@@ -472,6 +509,24 @@ pub fn named_annotations<T>(
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn regex_values_follow_the_controllers_rules() {
+        let c = parse_conditions(r#"[{"field":"http-header","httpHeaderConfig":{"httpHeaderName":"User-Agent","regexValues":[".+Chrome.+"]}},{"field":"path-pattern","pathPatternConfig":{"regexValues":["^/api/?(.*)$"]}}]"#).unwrap();
+        assert_eq!(c.extra.headers.len(), 1);
+        assert!(c.extra.headers[0].regex);
+        assert_eq!(c.extra.headers[0].values, [".+Chrome.+"]);
+        assert_eq!(c.path_regexes, ["^/api/?(.*)$"]);
+        // Exactly one of values and regexValues; expressions Tollgate can evaluate.
+        for bad in [
+            r#"[{"field":"path-pattern","pathPatternConfig":{"values":["/a"],"regexValues":["^/a"]}}]"#,
+            r#"[{"field":"path-pattern","pathPatternConfig":{}}]"#,
+            r#"[{"field":"http-header","httpHeaderConfig":{"httpHeaderName":"X","regexValues":["(?<=a)b"]}}]"#,
+            r#"[{"field":"host-header","hostHeaderConfig":{"regexValues":["^(.+)\\.example\\.com"]}}]"#,
+        ] {
+            assert!(parse_conditions(bad).is_err(), "{bad}");
+        }
+    }
+
     use super::*;
 
     #[test]

@@ -279,7 +279,7 @@ pub static REGISTRY: &[Spec] = &[
     alb("frontend-nlb-healthcheck-success-codes", Other, I, X, X, "the frontend NLB's health check"),
     alb("frontend-nlb-attributes", Other, I, X, X, "the frontend NLB's attributes"),
     alb("frontend-nlb-tags", Other, I, X, X, "the frontend NLB's tags"),
-    alb("use-regex-path-match", Other, I, X, X, "regular-expression path conditions"),
+    alb("use-regex-path-match", Other, I, H, H, "regular-expression path conditions"),
     alb("target-control-port.", Other, IS, X, X, "a target control port").family(),
     alb("create-acm-cert", Other, I, X, X, "requesting ACM certificates").inert(&["false"]),
     alb("acm-pca-arn", Other, I, X, X, "issuing certificates from ACM Private CA"),

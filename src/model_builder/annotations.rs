@@ -57,6 +57,8 @@ pub struct IngressSettings {
     pub inbound_prefix_lists: Option<Vec<String>>,
     /// `manage-backend-security-group-rules`.
     pub manage_backend_rules: Option<bool>,
+    /// `use-regex-path-match`: `ImplementationSpecific` paths are ALB regular expressions.
+    pub use_regex_path_match: bool,
     pub ip_address_type: Option<IpAddressType>,
     pub load_balancer_attributes: BTreeMap<String, String>,
     pub tags: BTreeMap<String, String>,
@@ -1348,6 +1350,9 @@ pub fn ingress_settings(
         }
     });
     let manage_backend_rules = r.bool(&format!("{ALB}manage-backend-security-group-rules"));
+    let use_regex_path_match = r
+        .bool(&format!("{ALB}use-regex-path-match"))
+        .unwrap_or(false);
     let ip_address_type = r.parse(&format!("{ALB}ip-address-type"), |v| match v {
         "ipv4" => Ok(IpAddressType::Ipv4),
         "dualstack" => Ok(IpAddressType::Dualstack),
@@ -1571,6 +1576,7 @@ pub fn ingress_settings(
             inbound_cidrs,
             inbound_prefix_lists,
             manage_backend_rules,
+            use_regex_path_match,
             ip_address_type,
             load_balancer_attributes,
             tags,

@@ -164,6 +164,7 @@ pub(crate) fn read_member(
         std::sync::Arc::make_mut(rl).zone = obj.to_string();
     }
     let use_regex = settings.as_ref().is_some_and(|s| s.use_regex);
+    let alb_regex = settings.as_ref().is_some_and(|s| s.use_regex_path_match);
 
     let spec = ing.spec.as_ref();
     let mut routes = Vec::new();
@@ -193,7 +194,12 @@ pub(crate) fn read_member(
         };
         for (pi, p) in http.paths.iter().enumerate() {
             let at = format!("spec.rules[{ri}].http.paths[{pi}]");
-            match parse_path(p.path.as_deref(), &p.path_type, use_regex) {
+            let parsed = if alb_regex && p.path_type == "ImplementationSpecific" {
+                parse_alb_regex(p.path.as_deref())
+            } else {
+                parse_path(p.path.as_deref(), &p.path_type, use_regex)
+            };
+            match parsed {
                 Ok(path) => routes.push(MemberRoute {
                     host: host.clone(),
                     path,
@@ -298,7 +304,7 @@ fn widen_by_annotated_conditions(
             .service
             .as_ref()
             .and_then(|s| settings.conditions.get(&s.name))
-            .filter(|c| !c.hosts.is_empty() || !c.paths.is_empty())
+            .filter(|c| !c.hosts.is_empty() || !c.paths.is_empty() || !c.path_regexes.is_empty())
         else {
             out.push(r);
             continue;
@@ -334,6 +340,15 @@ fn widen_by_annotated_conditions(
                 } else {
                     PathKind::Exact
                 },
+                path: p.clone(),
+            };
+            if !paths.contains(&extra) {
+                paths.push(extra);
+            }
+        }
+        for p in &cond.path_regexes {
+            let extra = PathMatch {
+                kind: PathKind::AlbRegex,
                 path: p.clone(),
             };
             if !paths.contains(&extra) {
@@ -418,6 +433,8 @@ pub fn parse_path(
         return Err(format!("path {path:?} must start with '/'"));
     }
     match kind {
+        // parse_path never yields it: parse_alb_regex does.
+        PathKind::AlbRegex => {}
         PathKind::Regex => {
             if path
                 .chars()
@@ -465,6 +482,29 @@ pub fn parse_path(
     })
 }
 
+/// An `ImplementationSpecific` path under `alb.ingress.kubernetes.io/use-regex-path-match`:
+/// the AWS Load Balancer Controller drops the first character (the `/` a path must start
+/// with) and passes the rest as the expression (`/^/api/(.+)$` → `^/api/(.+)$`;
+/// model_build_listener_rules.go).
+pub fn parse_alb_regex(path: Option<&str>) -> Result<PathMatch, String> {
+    let path = path.unwrap_or("/");
+    let Some(expr) = path.strip_prefix('/') else {
+        return Err(format!("path {path:?} must start with '/'"));
+    };
+    if expr.is_empty() || expr.len() > 128 {
+        return Err(format!(
+            "path {path:?}: the expression after the leading '/' must hold 1 to 128 characters"
+        ));
+    }
+    regex::Regex::new(expr).map_err(|e| {
+        format!("path {path:?}: {expr:?} is not a regular expression Tollgate can evaluate (look-around and back-references are not supported): {e}")
+    })?;
+    Ok(PathMatch {
+        kind: PathKind::AlbRegex,
+        path: expr.to_string(),
+    })
+}
+
 /// Whether `path` holds only ASCII letters, digits and the characters of `extra`.
 fn only_letters_digits_and(path: &str, extra: &str) -> bool {
     path.bytes()
@@ -509,6 +549,19 @@ mod tests {
         assert!(parse_path(Some("/a/*'x"), "ImplementationSpecific", false).is_err());
         let long = format!("/{}*", "a".repeat(128));
         assert!(parse_path(Some(&long), "ImplementationSpecific", false).is_err());
+    }
+
+    #[test]
+    fn alb_regular_expressions() {
+        let m = parse_alb_regex(Some("/^/api/(.+)$")).unwrap();
+        assert_eq!(
+            (m.kind, m.path.as_str()),
+            (PathKind::AlbRegex, "^/api/(.+)$")
+        );
+        // Look-around is not what Rust's regex evaluates: refused, not matched otherwise.
+        assert!(parse_alb_regex(Some("/^/(?!admin)")).is_err());
+        assert!(parse_alb_regex(Some("api")).is_err());
+        assert!(parse_alb_regex(Some("/")).is_err());
     }
 
     #[test]

@@ -54,7 +54,7 @@ fn narrowness(extra: &Conditions) -> usize {
 fn normalized_path(path: &PathMatch) -> &str {
     match path.kind {
         PathKind::Prefix => path.path.trim_end_matches('/'),
-        PathKind::Exact | PathKind::Regex | PathKind::Glob => &path.path,
+        PathKind::Exact | PathKind::Regex | PathKind::Glob | PathKind::AlbRegex => &path.path,
     }
 }
 

@@ -219,6 +219,10 @@ pub enum AlbCondition {
     HttpHeader(String, Vec<String>),
     /// Key/value pairs (one must match); a pair without a key matches any key.
     QueryString(Vec<(Option<String>, String)>),
+    /// `path-pattern` with `RegexValues` (one must be found in the path).
+    PathRegex(Vec<String>),
+    /// `http-header` with `RegexValues`.
+    HttpHeaderRegex(String, Vec<String>),
 }
 
 impl AlbCondition {
@@ -229,7 +233,9 @@ impl AlbCondition {
             | AlbCondition::PathPattern(v)
             | AlbCondition::HttpRequestMethod(v)
             | AlbCondition::SourceIp(v)
-            | AlbCondition::HttpHeader(_, v) => v.len(),
+            | AlbCondition::HttpHeader(_, v)
+            | AlbCondition::PathRegex(v)
+            | AlbCondition::HttpHeaderRegex(_, v) => v.len(),
             AlbCondition::QueryString(v) => v.len(),
         }
     }
@@ -334,7 +340,7 @@ fn path_patterns(p: &PathMatch) -> Option<Vec<String>> {
                 Some(vec![base.to_string(), format!("{base}/*")])
             }
         }
-        PathKind::Regex => None,
+        PathKind::Regex | PathKind::AlbRegex => None,
         // Passed as it is, as the AWS Load Balancer Controller does.
         PathKind::Glob => Some(vec![p.path.clone()]),
     }
@@ -554,7 +560,20 @@ pub fn build_stack(
                     HostMatch::Wildcard(s) => format!("*.{s}"),
                 }]));
             }
-            if let Some(p) = &r.conditions.path {
+            if let Some(p) = r
+                .conditions
+                .path
+                .as_ref()
+                .filter(|p| p.kind == PathKind::AlbRegex)
+            {
+                if p.path.len() > limits.path_pattern_length {
+                    problem = Some(format!(
+                        "path expression {} is longer than ALB's {} characters",
+                        p.path, limits.path_pattern_length
+                    ));
+                }
+                conditions.push(AlbCondition::PathRegex(vec![p.path.clone()]));
+            } else if let Some(p) = &r.conditions.path {
                 match path_patterns(p) {
                     Some(values) if values.iter().all(|v| v.len() <= limits.path_pattern_length) => {
                         conditions.push(AlbCondition::PathPattern(values))
@@ -572,10 +591,11 @@ pub fn build_stack(
                 conditions.push(AlbCondition::SourceIp(r.conditions.source_ips.clone()));
             }
             for h in &r.conditions.headers {
-                if h.regex {
-                    problem = Some(format!("a regular-expression condition on header {} is served by the proxy provider only", h.name));
-                }
-                conditions.push(AlbCondition::HttpHeader(h.name.clone(), h.values.clone()));
+                conditions.push(if h.regex {
+                    AlbCondition::HttpHeaderRegex(h.name.clone(), h.values.clone())
+                } else {
+                    AlbCondition::HttpHeader(h.name.clone(), h.values.clone())
+                });
             }
             for q in &r.conditions.query {
                 conditions.push(AlbCondition::QueryString(

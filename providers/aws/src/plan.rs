@@ -425,6 +425,10 @@ fn describe(rule: &RuleSpec) -> String {
         .map(|c| match c {
             crate::alb_stack::AlbCondition::HostHeader(v) => format!("host {}", v.join("|")),
             crate::alb_stack::AlbCondition::PathPattern(v) => format!("path {}", v.join("|")),
+            crate::alb_stack::AlbCondition::PathRegex(v) => format!("path ~ {}", v.join("|")),
+            crate::alb_stack::AlbCondition::HttpHeaderRegex(name, v) => {
+                format!("header {name} ~ {}", v.join("|"))
+            }
             crate::alb_stack::AlbCondition::HttpRequestMethod(v) => {
                 format!("method {}", v.join("|"))
             }

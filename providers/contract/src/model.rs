@@ -390,6 +390,11 @@ pub enum PathKind {
     /// Load Balancer Controller's documentation writes `path: /*`): the whole path,
     /// case-sensitive, `*` any run of characters, `?` exactly one.
     Glob,
+    /// An ALB regular expression (`use-regex-path-match`, `regexValues`), held without the
+    /// leading `/` the AWS Load Balancer Controller strips: searched in the path,
+    /// case-sensitive. The proxy evaluates it with Rust's regex; a pattern that does not
+    /// compile there is refused when the model is built.
+    AlbRegex,
 }
 
 /// A path condition.
@@ -403,13 +408,13 @@ pub struct PathMatch {
 impl PathMatch {
     /// Whether a request path (without query string) satisfies this condition.
     ///
-    /// `Regex` cannot be evaluated without a regex engine and is reported as not matching
+    /// `Regex` and `AlbRegex` cannot be evaluated without a regex engine and is reported as not matching
     /// here; data paths compile it themselves.
     pub fn matches(&self, request_path: &str) -> bool {
         match self.kind {
             PathKind::Exact => self.path == request_path,
             PathKind::Prefix => prefix_matches(&self.path, request_path),
-            PathKind::Regex => false,
+            PathKind::Regex | PathKind::AlbRegex => false,
             PathKind::Glob => crate::matching::path_glob_matches(&self.path, request_path),
         }
     }

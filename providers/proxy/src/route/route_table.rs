@@ -88,6 +88,11 @@ impl HostBucket {
                         kind: PathKind::Regex,
                         path,
                     }) => Some(Regex::new(&format!("(?i)^(?:{path})"))?),
+                    // ALB's expressions are searched in the path, case-sensitive.
+                    Some(PathMatch {
+                        kind: PathKind::AlbRegex,
+                        path,
+                    }) => Some(Regex::new(path)?),
                     _ => None,
                 };
                 let mut rest = conditions.clone();
