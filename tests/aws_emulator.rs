@@ -1273,8 +1273,9 @@ spec:
 }
 
 /// `path: /*` and `/api/*` with `ImplementationSpecific`, as the AWS Load Balancer
-/// Controller's documentation writes them, reach ALB as they are: path-pattern conditions
-/// `/api/*` (first) and `/*`; a resync changes nothing.
+/// Controller's documentation writes them, reach ALB as they are, in the order listed (that
+/// controller's order since v2.4.3: `/*` listed first takes `/api/...` too, there as here);
+/// a resync changes nothing.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn alb_controller_style_path_patterns_reach_alb_as_written() {
     test_credentials();
@@ -1352,7 +1353,7 @@ spec:
     let in_order: Vec<Vec<String>> = patterns.into_iter().map(|(_, v)| v).collect();
     assert_eq!(
         in_order,
-        vec![vec!["/api/*".to_string()], vec!["/*".to_string()]]
+        vec![vec!["/*".to_string()], vec!["/api/*".to_string()]]
     );
     let (mutating, _, _) = fresh_reconcile(&opts).await;
     assert_eq!(mutating, 0, "a resync changes nothing");
@@ -1476,4 +1477,97 @@ async fn create_subnet(ec2: &aws_sdk_ec2::Client, vpc: &str, cidr: &str, az: &st
         .and_then(|s| s.subnet_id())
         .expect("subnet id")
         .to_string()
+}
+
+/// A forward to a target group made outside Kubernetes, by ARN (the AWS Load Balancer
+/// Controller's `targetGroupARN`, its documented way to send part of a path space to a
+/// legacy application): the rule forwards to it as it is, a resync changes nothing, and
+/// deleting the Ingress leaves that target group alone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_target_group_named_by_arn_is_used_as_it_is_and_never_deleted() {
+    test_credentials();
+    let moto = start_moto();
+    seed(&moto.endpoint, 0).await;
+    let aws = Aws::connect(CLUSTER, Some(&moto.endpoint), Some("us-east-1")).await;
+    let vpc = aws
+        .ec2
+        .describe_subnets()
+        .filters(
+            aws_sdk_ec2::types::Filter::builder()
+                .name("tag:kubernetes.io/role/elb")
+                .values("1")
+                .build(),
+        )
+        .send()
+        .await
+        .expect("subnets")
+        .subnets()
+        .first()
+        .and_then(|s| s.vpc_id())
+        .expect("vpc")
+        .to_string();
+    let legacy = aws
+        .elbv2
+        .create_target_group()
+        .name("legacy-app")
+        .protocol(aws_sdk_elasticloadbalancingv2::types::ProtocolEnum::Http)
+        .port(8080)
+        .vpc_id(vpc)
+        .send()
+        .await
+        .expect("legacy target group")
+        .target_groups()
+        .first()
+        .and_then(|t| t.target_group_arn())
+        .expect("arn")
+        .to_string();
+    let dir = tempfile::tempdir().expect("tempdir");
+    std::fs::write(dir.path().join("services.yaml"), SERVICES).unwrap();
+    std::fs::write(
+        dir.path().join("legacy.yaml"),
+        format!(
+            r#"apiVersion: networking.k8s.io/v1
+kind: Ingress
+metadata:
+  name: legacy
+  annotations:
+    alb.ingress.kubernetes.io/actions.legacy: '{{"type":"forward","targetGroupARN":"{legacy}"}}'
+    alb.ingress.kubernetes.io/actions.split: '{{"type":"forward","forwardConfig":{{"targetGroups":[{{"serviceName":"api","servicePort":"80","weight":20}},{{"targetGroupARN":"{legacy}","weight":80}}]}}}}'
+spec:
+  ingressClassName: tollgate
+  rules:
+  - http:
+      paths:
+      - {{path: /old/*, pathType: ImplementationSpecific, backend: {{service: {{name: legacy, port: {{name: use-annotation}}}}}}}}
+      - {{path: /mixed/*, pathType: ImplementationSpecific, backend: {{service: {{name: split, port: {{name: use-annotation}}}}}}}}
+"#
+        ),
+    )
+    .unwrap();
+    let opts = options(dir.path(), &moto.endpoint);
+    let (r, _) = run_once(&opts).await.expect("converge");
+    assert!(r.converged, "{:#?}", r.diagnostics);
+    let inv = aws.observe().await.expect("observe");
+    let text = format!("{:?}", inv.load_balancers[0].listeners[0].rules);
+    assert!(text.contains(&format!("(\"{legacy}\", 1)")), "{text}");
+    assert!(text.contains(&format!("(\"{legacy}\", 80)")), "{text}");
+    assert!(
+        inv.target_groups.iter().all(|t| t.arn != legacy),
+        "not taken for Tollgate's"
+    );
+    let (mutating, _, converged) = fresh_reconcile(&opts).await;
+    assert_eq!(mutating, 0, "read back as desired");
+    assert!(converged);
+
+    std::fs::remove_file(dir.path().join("legacy.yaml")).unwrap();
+    let (_, _, converged) = fresh_reconcile(&opts).await;
+    assert!(converged);
+    let left = aws
+        .elbv2
+        .describe_target_groups()
+        .target_group_arns(&legacy)
+        .send()
+        .await
+        .expect("the legacy target group is still there");
+    assert_eq!(left.target_groups().len(), 1);
 }

@@ -603,8 +603,9 @@ spec:
 
 /// Paths as the AWS Load Balancer Controller's documentation writes them
 /// (`pathType: ImplementationSpecific`, `path: /*`, `/api/*`): ALB path patterns, matched
-/// whole and case-sensitively, `*` across `/`, `?` one character; `/api/*` goes before the
-/// catch-all `/*`, and neither takes `/api` (ALB's `/api/*` does not match it either). A
+/// whole and case-sensitively, `*` across `/`, `?` one character, tried in the order they are
+/// listed (after Exact paths); `/api` is not `/api/*`'s (ALB's does not match it either), so
+/// `/*` serves it. A
 /// `conditions.*` path-pattern glob widens its rule the same way.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn alb_controller_style_path_patterns() {
@@ -624,11 +625,12 @@ spec:
   - host: shop.example.com
     http:
       paths:
-      - {path: /*, pathType: ImplementationSpecific, backend: {service: {name: web, port: {number: 80}}}}
       - {path: /legacy, pathType: Exact, backend: {service: {name: three, port: {number: 80}}}}
       - {path: /api/*, pathType: ImplementationSpecific, backend: {service: {name: api, port: {number: 80}}}}
       - {path: /img/*.png, pathType: ImplementationSpecific, backend: {service: {name: one, port: {number: 80}}}}
       - {path: /v?/status, pathType: ImplementationSpecific, backend: {service: {name: two, port: {number: 80}}}}
+      - {path: /*, pathType: ImplementationSpecific, backend: {service: {name: web, port: {number: 80}}}}
+      - {path: /late/*, pathType: ImplementationSpecific, backend: {service: {name: one, port: {number: 80}}}}
 "#,
     );
     let p = TestProxy::start(&m).await;
@@ -646,6 +648,9 @@ spec:
         ("/legacy", "three"),
         ("/beta/feature", "three"),
         ("/beta", "web"),
+        // Path patterns keep the order they are listed in, after Exact and Prefix paths (the
+        // AWS Load Balancer Controller's order): `/late/*` comes after `/*`, so `/*` serves it.
+        ("/late/x", "web"),
     ];
     for (path, want) in cases {
         check(
@@ -683,7 +688,7 @@ spec:
       - {path: /^/api/(.+)$, pathType: ImplementationSpecific, backend: {service: {name: api, port: {number: 80}}}}
       - {path: /^/ua$, pathType: ImplementationSpecific, backend: {service: {name: two, port: {number: 80}}}}
       - {path: /^/legacy$, pathType: ImplementationSpecific, backend: {service: {name: three, port: {number: 80}}}}
-      - {path: /, pathType: Prefix, backend: {service: {name: web, port: {number: 80}}}}
+      - {path: /.*, pathType: ImplementationSpecific, backend: {service: {name: web, port: {number: 80}}}}
 "#,
     );
     let p = TestProxy::start(&m).await;
@@ -740,10 +745,18 @@ spec:
     http:
       paths:
       - {path: /*, pathType: ImplementationSpecific, backend: {service: {name: ssl-redirect, port: {name: use-annotation}}}}
+      - {path: /users/*, pathType: ImplementationSpecific, backend: {service: {name: api, port: {number: 80}}}}
       - {path: /*, pathType: ImplementationSpecific, backend: {service: {name: web, port: {number: 80}}}}
 "#,
     );
     let p = TestProxy::start(&m).await;
+    // Listed after the redirect, `/users/*` is redirected on HTTP too (path patterns keep
+    // their listed order, as with the AWS Load Balancer Controller): nothing is served in
+    // plain text that was redirected before.
+    let (status, _, _) = get(p.http, "shop.example.com", "/users/7")
+        .await
+        .expect("http");
+    assert_eq!(status, StatusCode::MOVED_PERMANENTLY, "/users/* on HTTP");
     let (status, headers, _) = get(p.http, "shop.example.com", "/cart?x=1")
         .await
         .expect("http");
@@ -773,6 +786,17 @@ spec:
         "served over HTTPS, not redirected again"
     );
     assert_eq!(served_by(&r.resp.2), "web");
+    let r = tls_get(
+        p.https,
+        Some("shop.example.com"),
+        "shop.example.com",
+        "/users/7",
+        &["http/1.1"],
+        tls13,
+    )
+    .await
+    .expect("https");
+    assert_eq!(served_by(&r.resp.2), "api", "/users/* over HTTPS");
     p.stop().await;
 }
 

@@ -32,6 +32,15 @@ pub struct WeightedService {
     pub weight: u32,
 }
 
+/// A target group made outside Kubernetes that a forward names by ARN (the AWS Load
+/// Balancer Controller's `targetGroupARN`, "typically a targetGroup for a legacy
+/// application"): used as it is, never created, changed or deleted.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WeightedArn {
+    pub arn: String,
+    pub weight: u32,
+}
+
 /// What `actions.<name>` asks for.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum AnnotatedAction {
@@ -39,6 +48,8 @@ pub enum AnnotatedAction {
     Redirect(Redirect),
     Forward {
         services: Vec<WeightedService>,
+        /// Target groups by ARN (AWS only).
+        arns: Vec<WeightedArn>,
         stickiness_seconds: Option<u32>,
     },
 }
@@ -53,6 +64,7 @@ struct ActionJson {
     forward_config: Option<ForwardJson>,
     #[serde(alias = "targetGroupARN")]
     target_group_arn: Option<String>,
+    target_group_name: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -170,9 +182,24 @@ pub fn service_backend(s: &WeightedService) -> IngressBackend {
 
 /// Parses an `actions.<name>` value.
 pub fn parse_action(v: &str) -> Result<AnnotatedAction, String> {
-    let a: ActionJson = from_json(v, "an action")?;
-    if a.target_group_arn.is_some() {
-        return Err("forwarding to a target group ARN is not supported; name Services in forwardConfig.targetGroups".into());
+    let mut a: ActionJson = from_json(v, "an action")?;
+    // The simplified form: one target group, by ARN or name (normalizeSimplifiedSchemaForwardAction).
+    if a.target_group_arn.is_some() || a.target_group_name.is_some() {
+        if a.forward_config.is_some() {
+            return Err(
+                "either forwardConfig or targetGroupARN/targetGroupName can be specified".into(),
+            );
+        }
+        a.forward_config = Some(ForwardJson {
+            target_groups: vec![TargetGroupJson {
+                service_name: None,
+                service_port: None,
+                weight: None,
+                target_group_arn: a.target_group_arn.take(),
+                target_group_name: a.target_group_name.take(),
+            }],
+            target_group_stickiness_config: None,
+        });
     }
     match a.kind.as_str() {
         "fixed-response" => {
@@ -238,9 +265,30 @@ pub fn parse_action(v: &str) -> Result<AnnotatedAction, String> {
                 return Err("forwardConfig.targetGroups is empty".into());
             }
             let mut services = Vec::new();
+            let mut arns = Vec::new();
+            let several = f.target_groups.len() > 1;
             for (i, t) in f.target_groups.into_iter().enumerate() {
-                if t.target_group_arn.is_some() || t.target_group_name.is_some() {
-                    return Err(format!("targetGroups[{i}]: target group ARNs and names are not supported; use serviceName and servicePort"));
+                if t.weight.is_none() && several {
+                    return Err(format!(
+                        "targetGroups[{i}]: weight must be set when routing to several target groups"
+                    ));
+                }
+                if let Some(arn) = t.target_group_arn.filter(|a| !a.is_empty()) {
+                    if t.service_name.is_some() {
+                        return Err(format!("targetGroups[{i}]: either serviceName or targetGroupARN can be specified"));
+                    }
+                    if !arn.starts_with("arn:") || !arn.contains(":targetgroup/") {
+                        return Err(format!("targetGroups[{i}]: targetGroupARN {arn:?} is not a target group ARN (arn:...:targetgroup/...)"));
+                    }
+                    let weight = t.weight.unwrap_or(1);
+                    if weight > 999 {
+                        return Err(format!("targetGroups[{i}].weight is above 999"));
+                    }
+                    arns.push(WeightedArn { arn, weight });
+                    continue;
+                }
+                if t.target_group_name.is_some() {
+                    return Err(format!("targetGroups[{i}]: targetGroupName is not supported; give the target group's targetGroupARN"));
                 }
                 let service = t
                     .service_name
@@ -277,6 +325,7 @@ pub fn parse_action(v: &str) -> Result<AnnotatedAction, String> {
                 .map(|d| d.clamp(1, 604_800));
             Ok(AnnotatedAction::Forward {
                 services,
+                arns,
                 stickiness_seconds,
             })
         }
@@ -509,6 +558,8 @@ pub fn named_annotations<T>(
 
 #[cfg(test)]
 mod tests {
+    use super::*;
+
     #[test]
     fn regex_values_follow_the_controllers_rules() {
         let c = parse_conditions(r#"[{"field":"http-header","httpHeaderConfig":{"httpHeaderName":"User-Agent","regexValues":[".+Chrome.+"]}},{"field":"path-pattern","pathPatternConfig":{"regexValues":["^/api/?(.*)$"]}}]"#).unwrap();
@@ -526,8 +577,6 @@ mod tests {
             assert!(parse_conditions(bad).is_err(), "{bad}");
         }
     }
-
-    use super::*;
 
     #[test]
     fn reads_the_aws_controllers_documented_examples() {
@@ -570,9 +619,22 @@ mod tests {
                         weight: 80
                     },
                 ],
+                arns: vec![],
                 stickiness_seconds: Some(200)
             }
         );
+        // The simplified form and a mixed split, by ARN; a name is refused with the reason.
+        let arn = "arn:aws:elasticloadbalancing:us-west-2:111122223333:targetgroup/legacy/0123456789abcdef";
+        let AnnotatedAction::Forward { arns, services, .. } =
+            parse_action(&format!(r#"{{"type":"forward","targetGroupARN":"{arn}"}}"#)).unwrap()
+        else {
+            panic!("a forward");
+        };
+        assert_eq!((arns.len(), services.len()), (1, 0));
+        assert_eq!(arns[0].arn, arn);
+        assert!(parse_action(r#"{"type":"forward","targetGroupName":"legacy"}"#).is_err());
+        assert!(parse_action(r#"{"type":"forward","targetGroupARN":"legacy-tg-arn"}"#).is_err());
+        assert!(parse_action(r#"{"type":"forward","forwardConfig":{"targetGroups":[{"serviceName":"a","servicePort":80},{"serviceName":"b","servicePort":80}]}}"#).is_err(), "weights are required with several target groups");
         let c = parse_conditions(r#"[{"field":"http-header","httpHeaderConfig":{"httpHeaderName":"X-Canary","values":["yes"]}},{"field":"query-string","queryStringConfig":{"values":[{"key":"v","value":"2"}]}},{"field":"source-ip","sourceIpConfig":{"values":["10.0.0.0/8"]}},{"field":"http-request-method","httpRequestMethodConfig":{"values":["get"]}}]"#).unwrap().extra;
         // The AWS controller's documented host and path examples.
         let hp = parse_conditions(r#"[{"field":"host-header","hostHeaderConfig":{"values":["anno.example.com"]}},{"field":"path-pattern","pathPatternConfig":{"values":["/path2"]}}]"#).unwrap();

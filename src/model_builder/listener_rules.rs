@@ -328,9 +328,25 @@ impl Resolver<'_, '_> {
             AnnotatedAction::Redirect(r) => Action::Redirect(r.clone()),
             AnnotatedAction::Forward {
                 services,
+                arns,
                 stickiness_seconds,
             } => {
                 let mut groups: Vec<WeightedTargetGroup> = Vec::new();
+                for a in arns {
+                    if self.opts.provider == super::ProviderKind::Proxy {
+                        self.diags.push(ingress_diag(
+                            m,
+                            Severity::Warning,
+                            Reason::AnnotationIgnored,
+                            format!("action {name}: target group {} is an AWS target group, which the proxy cannot forward to; it gets no share of the traffic", a.arn),
+                        ));
+                        continue;
+                    }
+                    groups.push(WeightedTargetGroup {
+                        target_group: a.arn.clone(),
+                        weight: a.weight,
+                    });
+                }
                 for s in services {
                     let backend = alb_actions::service_backend(s);
                     match self.target_group(m, &backend) {

@@ -58,25 +58,27 @@ fn normalized_path(path: &PathMatch) -> &str {
     }
 }
 
-/// How much of a path is fixed text: an ALB path pattern counts up to its first wildcard
-/// (`/api/*` sorts like the prefix `/api/`), other kinds count whole.
+/// How much of a path is fixed text (the kinds sorted by length).
 fn literal_len(path: &PathMatch) -> usize {
-    match path.kind {
-        PathKind::Glob => path.path.find(['*', '?']).unwrap_or(path.path.len()),
-        _ => normalized_path(path).len(),
-    }
+    normalized_path(path).len()
 }
 
 fn covers_everything(path: &PathMatch) -> bool {
     path.kind == PathKind::Prefix && normalized_path(path).is_empty()
 }
 
-/// Within one host: longest path first (an ALB path pattern by its text before the first
-/// wildcard); `Exact`, then `Prefix`, then regular expressions, then path patterns at equal
-/// length; then the path text; routes arrive already in precedence order and the sort is
-/// stable.
-fn path_order(path: &PathMatch) -> (Reverse<usize>, PathKind, &str) {
-    (Reverse(literal_len(path)), path.kind, &path.path)
+/// Within one host: longest path first, `Exact`, then `Prefix`, then ingress-nginx regular
+/// expressions at equal length, then the path text; after all of them the ALB path patterns
+/// and ALB regular expressions (`ImplementationSpecific` as the AWS Load Balancer Controller
+/// reads it) in the order they arrive — precedence, then as listed — as that controller
+/// orders them since v2.4.3 (docs/guide/ingress/spec.md, `sortIngressPaths`). That order is
+/// what the legacy `actions.ssl-redirect` pattern relies on: its `/*` redirect listed first
+/// takes every plain-HTTP request, `/users/*` listed after it included. The sort is stable.
+fn path_order(path: &PathMatch) -> (bool, Reverse<usize>, PathKind, &str) {
+    match path.kind {
+        PathKind::Glob | PathKind::AlbRegex => (true, Reverse(0), PathKind::Glob, ""),
+        _ => (false, Reverse(literal_len(path)), path.kind, &path.path),
+    }
 }
 
 /// Whether the rest of exact host `host` needs a fence: a host-less route, or a wildcard

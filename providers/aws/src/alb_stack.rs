@@ -365,6 +365,11 @@ fn translate_action(
         Action::Forward(f) => {
             let mut tgs = Vec::new();
             for w in &f.target_groups {
+                // A target group named by ARN (`targetGroupARN`) is used as it is.
+                if w.target_group.starts_with("arn:") {
+                    tgs.push((w.target_group.clone(), w.weight));
+                    continue;
+                }
                 let name = tg_names
                     .get(&w.target_group)
                     .ok_or_else(|| format!("target group {} was left out", w.target_group))?;

@@ -2312,6 +2312,12 @@ fn resolve_lb(inv: &Inventory, r: &Ref) -> Result<String, AwsError> {
 }
 
 fn resolve_tg(inv: &Inventory, r: &Ref) -> Result<String, AwsError> {
+    // One made outside Kubernetes, named by its ARN (`targetGroupARN`).
+    if let Ref::Name(n) = r {
+        if n.starts_with("arn:") {
+            return Ok(n.clone());
+        }
+    }
     inv.target_groups
         .iter()
         .find(|o| match r {
@@ -2516,6 +2522,15 @@ fn action_to_sdk(a: &AlbAction, inv: &Inventory) -> Result<t::Action, AwsError> 
     })
 }
 
+/// A forward's target group as the desired state names it: Tollgate's by name, any other
+/// (one a `targetGroupARN` names) by its ARN.
+fn tg_name_or_arn(tg_names: &BTreeMap<String, String>, arn: &str) -> String {
+    tg_names
+        .get(arn)
+        .cloned()
+        .unwrap_or_else(|| arn.to_string())
+}
+
 fn action_from_sdk(a: &t::Action, tg_names: &BTreeMap<String, String>) -> Option<AlbAction> {
     match a.r#type()? {
         t::ActionTypeEnum::Forward => {
@@ -2525,12 +2540,12 @@ fn action_from_sdk(a: &t::Action, tg_names: &BTreeMap<String, String>) -> Option
                     .iter()
                     .filter_map(|tg| {
                         Some((
-                            tg_names.get(tg.target_group_arn()?)?.clone(),
+                            tg_name_or_arn(tg_names, tg.target_group_arn()?),
                             tg.weight().and_then(|w| u32::try_from(w).ok()).unwrap_or(1),
                         ))
                     })
                     .collect(),
-                _ => vec![(tg_names.get(a.target_group_arn()?)?.clone(), 1)],
+                _ => vec![(tg_name_or_arn(tg_names, a.target_group_arn()?), 1)],
             };
             tgs.sort();
             let stickiness_seconds = a
