@@ -23,12 +23,6 @@ const REFUSED: &[(&str, &str)] = &[
     // `path: /*` with `pathType: Prefix`, as the URL-rewrite page writes it: the AWS Load
     // Balancer Controller refuses it too ("prefix path shouldn't contain wildcards").
     ("16-host-header-rewrite.yaml", "may hold only letters"),
-    // A regular expression on the host (`hostHeaderConfig.regexValues`): not supported yet;
-    // path and header expressions are.
-    (
-        "13-conditions-regex.yaml",
-        "host-header regexValues are not supported",
-    ),
 ];
 
 const ALB_CLASS: &str = "apiVersion: networking.k8s.io/v1\nkind: IngressClass\nmetadata: {name: alb}\nspec: {controller: tollgate.io/ingress-controller}\n";

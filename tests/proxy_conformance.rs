@@ -689,9 +689,34 @@ spec:
       - {path: /^/ua$, pathType: ImplementationSpecific, backend: {service: {name: two, port: {number: 80}}}}
       - {path: /^/legacy$, pathType: ImplementationSpecific, backend: {service: {name: three, port: {number: 80}}}}
       - {path: /.*, pathType: ImplementationSpecific, backend: {service: {name: web, port: {number: 80}}}}
+---
+apiVersion: networking.k8s.io/v1
+kind: Ingress
+metadata:
+  name: host-regex
+  annotations:
+    alb.ingress.kubernetes.io/conditions.one: '[{"field":"host-header","hostHeaderConfig":{"regexValues":["^(.+)\\.regex\\.example$"]}}]'
+spec:
+  ingressClassName: tollgate
+  rules:
+  - http:
+      paths:
+      - {path: /, pathType: Prefix, backend: {service: {name: one, port: {number: 80}}}}
 "#,
     );
     let p = TestProxy::start(&m).await;
+    // A host expression (`hostHeaderConfig.regexValues`) on a host-less rule.
+    check(
+        get(p.http, "shop.regex.example", "/x").await,
+        Some("one"),
+        "host shop.regex.example",
+    );
+    let (status, _, _) = get(p.http, "regex.example", "/x").await.expect("get");
+    assert_eq!(
+        status,
+        StatusCode::NOT_FOUND,
+        "a host the expression does not find"
+    );
     let cases: &[(&str, &str)] = &[
         ("/api/orders", "api"),
         ("/api/", "web"),

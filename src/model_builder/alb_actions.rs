@@ -488,7 +488,8 @@ pub fn parse_conditions(v: &str) -> Result<AnnotatedConditions, String> {
                     .as_ref()
                     .ok_or_else(|| missing("hostHeaderConfig"))?;
                 if one_kind(i, &h.values, &h.regex_values)? {
-                    return Err(format!("conditions[{i}]: host-header regexValues are not supported (write the hosts, or wildcards, as values)"));
+                    c.host_regexes.extend(h.regex_values.iter().cloned());
+                    continue;
                 }
                 out.hosts
                     .extend(h.values.iter().map(|v| v.to_ascii_lowercase()));
@@ -567,12 +568,13 @@ mod tests {
         assert!(c.extra.headers[0].regex);
         assert_eq!(c.extra.headers[0].values, [".+Chrome.+"]);
         assert_eq!(c.path_regexes, ["^/api/?(.*)$"]);
+        let h = parse_conditions(r#"[{"field":"host-header","hostHeaderConfig":{"regexValues":["^(.+)\\.example\\.com"]}}]"#).unwrap();
+        assert_eq!(h.extra.host_regexes, [r"^(.+)\.example\.com"]);
         // Exactly one of values and regexValues; expressions Tollgate can evaluate.
         for bad in [
             r#"[{"field":"path-pattern","pathPatternConfig":{"values":["/a"],"regexValues":["^/a"]}}]"#,
             r#"[{"field":"path-pattern","pathPatternConfig":{}}]"#,
             r#"[{"field":"http-header","httpHeaderConfig":{"httpHeaderName":"X","regexValues":["(?<=a)b"]}}]"#,
-            r#"[{"field":"host-header","hostHeaderConfig":{"regexValues":["^(.+)\\.example\\.com"]}}]"#,
         ] {
             assert!(parse_conditions(bad).is_err(), "{bad}");
         }

@@ -299,6 +299,23 @@ fn widen_by_annotated_conditions(
 ) -> Vec<MemberRoute> {
     let mut out = Vec::with_capacity(routes.len());
     for r in routes {
+        // A host is matched by values or by expressions, not both (the AWS Load Balancer
+        // Controller refuses the mix too, buildRuleConditions).
+        if let Some((name, c)) = r.backend.service.as_ref().and_then(|s| {
+            settings
+                .conditions
+                .get(&s.name)
+                .map(|c| (s.name.as_str(), c))
+        }) {
+            if !c.extra.host_regexes.is_empty() && (r.host.is_some() || !c.hosts.is_empty()) {
+                errors.push(error(
+                    obj,
+                    Reason::AnnotationInvalid,
+                    format!("conditions.{name}: host-header regexValues on a rule that also names a host: a host is matched by values or by expressions, not both"),
+                ));
+                continue;
+            }
+        }
         let Some(cond) = r
             .backend
             .service

@@ -46,6 +46,7 @@ pub fn conflict_key(host: &Option<HostMatch>, path: &PathMatch, extra: &Conditio
 /// How many extra conditions narrow a route: at the same path, the narrower goes first.
 fn narrowness(extra: &Conditions) -> usize {
     extra.headers.len()
+        + usize::from(!extra.host_regexes.is_empty())
         + extra.query.len()
         + usize::from(!extra.methods.is_empty())
         + usize::from(!extra.source_ips.is_empty())

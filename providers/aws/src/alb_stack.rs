@@ -221,6 +221,8 @@ pub enum AlbCondition {
     QueryString(Vec<(Option<String>, String)>),
     /// `path-pattern` with `RegexValues` (one must be found in the path).
     PathRegex(Vec<String>),
+    /// `host-header` with `RegexValues`.
+    HostHeaderRegex(Vec<String>),
     /// `http-header` with `RegexValues`.
     HttpHeaderRegex(String, Vec<String>),
 }
@@ -235,6 +237,7 @@ impl AlbCondition {
             | AlbCondition::SourceIp(v)
             | AlbCondition::HttpHeader(_, v)
             | AlbCondition::PathRegex(v)
+            | AlbCondition::HostHeaderRegex(v)
             | AlbCondition::HttpHeaderRegex(_, v) => v.len(),
             AlbCondition::QueryString(v) => v.len(),
         }
@@ -586,6 +589,11 @@ pub fn build_stack(
                     Some(_) => problem = Some(format!("path {} is longer than ALB's {} characters", p.path, limits.path_pattern_length)),
                     None => problem = Some(format!("regular-expression path {} (use-regex) is served by the proxy provider only", p.path)),
                 }
+            }
+            if !r.conditions.host_regexes.is_empty() {
+                conditions.push(AlbCondition::HostHeaderRegex(
+                    r.conditions.host_regexes.clone(),
+                ));
             }
             if !r.conditions.methods.is_empty() {
                 conditions.push(AlbCondition::HttpRequestMethod(

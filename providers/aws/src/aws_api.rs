@@ -2371,6 +2371,14 @@ fn condition_to_sdk(c: &AlbCondition) -> t::RuleCondition {
                     .build(),
             )
             .build(),
+        AlbCondition::HostHeaderRegex(v) => t::RuleCondition::builder()
+            .field("host-header")
+            .host_header_config(
+                t::HostHeaderConditionConfig::builder()
+                    .set_regex_values(Some(v.clone()))
+                    .build(),
+            )
+            .build(),
         AlbCondition::PathRegex(v) => t::RuleCondition::builder()
             .field("path-pattern")
             .path_pattern_config(
@@ -2415,9 +2423,12 @@ fn condition_from_sdk(c: &t::RuleCondition) -> Option<AlbCondition> {
             .unwrap_or_else(|| c.values().to_vec())
     };
     Some(match c.field()? {
-        "host-header" => {
-            AlbCondition::HostHeader(pick(c.host_header_config().map(|h| h.values().to_vec())))
-        }
+        "host-header" => match c.host_header_config() {
+            Some(h) if !h.regex_values().is_empty() => {
+                AlbCondition::HostHeaderRegex(h.regex_values().to_vec())
+            }
+            cfg => AlbCondition::HostHeader(pick(cfg.map(|h| h.values().to_vec()))),
+        },
         "path-pattern" => match c.path_pattern_config() {
             Some(p) if !p.regex_values().is_empty() => {
                 AlbCondition::PathRegex(p.regex_values().to_vec())
@@ -2606,6 +2617,12 @@ mod tests {
         assert_eq!(cfg.regex_values(), [".+Chrome.+"]);
         assert!(cfg.values().is_empty());
         assert_eq!(condition_from_sdk(&sdk), Some(header));
+        let host = AlbCondition::HostHeaderRegex(vec!["^(.+)\\.example\\.com$".into()]);
+        let sdk = condition_to_sdk(&host);
+        let cfg = sdk.host_header_config().expect("host config");
+        assert_eq!(cfg.regex_values().len(), 1);
+        assert!(cfg.values().is_empty());
+        assert_eq!(condition_from_sdk(&sdk), Some(host));
         // Plain values stay values.
         let plain = AlbCondition::PathPattern(vec!["/api/*".into()]);
         assert_eq!(condition_from_sdk(&condition_to_sdk(&plain)), Some(plain));

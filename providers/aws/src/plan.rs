@@ -426,6 +426,7 @@ fn describe(rule: &RuleSpec) -> String {
             crate::alb_stack::AlbCondition::HostHeader(v) => format!("host {}", v.join("|")),
             crate::alb_stack::AlbCondition::PathPattern(v) => format!("path {}", v.join("|")),
             crate::alb_stack::AlbCondition::PathRegex(v) => format!("path ~ {}", v.join("|")),
+            crate::alb_stack::AlbCondition::HostHeaderRegex(v) => format!("host ~ {}", v.join("|")),
             crate::alb_stack::AlbCondition::HttpHeaderRegex(name, v) => {
                 format!("header {name} ~ {}", v.join("|"))
             }

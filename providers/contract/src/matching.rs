@@ -58,6 +58,7 @@ impl Conditions {
     /// Whether every condition holds for this request.
     pub fn matches(&self, req: &RequestFacts<'_>) -> bool {
         self.host.as_ref().is_none_or(|h| h.matches(req.host))
+            && self.host_regexes.is_empty()
             && self.path.as_ref().is_none_or(|p| p.matches(req.path))
             && (self.methods.is_empty()
                 || self

@@ -326,6 +326,11 @@ pub struct Conditions {
     /// CIDRs; the client address must fall in one of them.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub source_ips: Vec<String>,
+    /// Regular expressions one of which must be found in the request's host (lower-case,
+    /// without port): ALB `host-header` `RegexValues`, only on rules without `host`. The
+    /// reference evaluation in `matching` reports them as not matching, as regex paths.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub host_regexes: Vec<String>,
 }
 
 /// A host condition. Hosts are lower-case DNS names.

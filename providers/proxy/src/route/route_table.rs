@@ -43,6 +43,8 @@ struct ScannedRule {
     /// Regex header conditions: the header, and expressions one of which must match one of
     /// its values.
     header_regexes: Vec<(String, Vec<Regex>)>,
+    /// Host expressions (ALB `host-header` `regexValues`): one must be found in the host.
+    host_regexes: Vec<Regex>,
 }
 
 fn keep_lowest(slot: &mut Option<RuleIndex>, i: RuleIndex) {
@@ -54,6 +56,7 @@ fn keep_lowest(slot: &mut Option<RuleIndex>, i: RuleIndex) {
 impl HostBucket {
     fn insert(&mut self, index: RuleIndex, conditions: &Conditions) -> Result<(), regex::Error> {
         let simple = conditions.headers.is_empty()
+            && conditions.host_regexes.is_empty()
             && conditions.query.is_empty()
             && conditions.methods.is_empty()
             && conditions.source_ips.is_empty();
@@ -111,12 +114,17 @@ impl HostBucket {
                         rest.headers.push(h);
                     }
                 }
+                let host_regexes = std::mem::take(&mut rest.host_regexes)
+                    .iter()
+                    .map(|r| Regex::new(r))
+                    .collect::<Result<Vec<_>, _>>()?;
                 self.scanned.push(ScannedRule {
                     index,
                     regex,
                     path,
                     rest,
                     header_regexes,
+                    host_regexes,
                 });
             }
         }
@@ -159,7 +167,9 @@ impl HostBucket {
                     .filter(|(n, _)| n.eq_ignore_ascii_case(name))
                     .any(|(_, v)| res.iter().any(|re| re.is_match(v)))
             });
-            if path_ok && headers_ok && s.rest.matches(req) {
+            let host_ok =
+                s.host_regexes.is_empty() || s.host_regexes.iter().any(|re| re.is_match(req.host));
+            if path_ok && headers_ok && host_ok && s.rest.matches(req) {
                 keep_lowest(&mut best, s.index);
                 break;
             }
@@ -200,6 +210,7 @@ impl ChunkRoutes {
         for (i, rule) in rules.iter().enumerate() {
             let c = &rule.conditions;
             t.needs_details |= !(c.headers.is_empty()
+                && c.host_regexes.is_empty()
                 && c.query.is_empty()
                 && c.methods.is_empty()
                 && c.source_ips.is_empty());
