@@ -74,7 +74,8 @@ pub struct Reconciled {
     /// Whether AWS now matches the desired state (a second plan is empty, nothing failed).
     pub converged: bool,
     /// Stacks with a failed change or a change still pending: their deleted Ingresses keep
-    /// their finalizer.
+    /// their finalizer. The empty name: a change of no one stack (shared resources) is
+    /// pending or failed, and every deleted Ingress keeps its finalizer.
     pub unconverged_stacks: BTreeSet<String>,
     /// The Ingresses of each desired stack.
     pub ingresses_by_stack: BTreeMap<String, Vec<ObjectRef>>,
@@ -194,9 +195,11 @@ pub async fn reconcile_changed(
     let after = plan_scoped(&stacks, inventory, held, &unchanged);
     if !after.changes.is_empty() {
         let index = StackIndex::new(inventory, &stacks);
-        unconverged_stacks.extend(after.changes.iter().filter_map(|c| match index.scope(c) {
-            Scope::Stack(s) => Some(s.to_string()),
-            Scope::Before | Scope::After => None,
+        // A pending change of no one stack (certificates, the backend security group and its
+        // rules) holds every deleted Ingress's finalizer: the empty name stands for it.
+        unconverged_stacks.extend(after.changes.iter().map(|c| match index.scope(c) {
+            Scope::Stack(s) => s.to_string(),
+            Scope::Before | Scope::After => String::new(),
         }));
     }
     // A held or undeletable stack is not what is desired: its deleted Ingresses keep their
@@ -497,7 +500,9 @@ async fn report_to_cluster(
         );
         let release = if ing.metadata.deletion_timestamp.is_some() {
             let stack = load_balancer_id(&state.snapshot, &opts.build, ing);
-            !r.unconverged_stacks.contains(&stack)
+            // "": something shared (the backend security group, an imported certificate) is
+            // not cleaned up yet.
+            !r.unconverged_stacks.contains(&stack) && !r.unconverged_stacks.contains("")
         } else {
             // No longer ours (class changed): released once everything converged.
             !claimed.contains(&key) && r.unconverged_stacks.is_empty()

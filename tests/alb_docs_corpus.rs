@@ -17,9 +17,6 @@ use tollgate_contract::Severity;
 
 /// Files whose Ingresses Tollgate refuses, with a fragment of the Error each must carry.
 const REFUSED: &[(&str, &str)] = &[
-    // `targetGroupName` needs a DescribeTargetGroups look-up by name: not done yet
-    // (targetGroupARN is).
-    ("10-actions.yaml", "targetGroupName is not supported"),
     // `path: /*` with `pathType: Prefix`, as the URL-rewrite page writes it: the AWS Load
     // Balancer Controller refuses it too ("prefix path shouldn't contain wildcards").
     ("16-host-header-rewrite.yaml", "may hold only letters"),
@@ -59,11 +56,22 @@ fn the_controllers_documented_ingresses_plan_without_an_error() {
         };
         let out = build(&snap, &opts);
         let (stacks, mut diags) = build_stacks("docs", &out.model, &AlbLimits::default());
+        // The account: one ACM certificate for discovery, and the target groups made
+        // outside Kubernetes that `targetGroupName` forwards name (looked up by name).
         let inv = Inventory {
             acm_certificates: Some(vec![AcmCertificate {
                 arn: "arn:aws:acm:us-west-2:111122223333:certificate/discovered".into(),
                 names: vec!["*.example.com".into(), "example.com".into()],
             }]),
+            ids_by_name: ["name-of-your-target-group", "non-k8s-target-group"]
+                .iter()
+                .map(|n| {
+                    (
+                        format!("tg:{n}"),
+                        format!("arn:aws:elasticloadbalancing:us-west-2:111122223333:targetgroup/{n}/0123456789abcdef"),
+                    )
+                })
+                .collect(),
             ..Inventory::default()
         };
         let cold = plan(&stacks, &inv);

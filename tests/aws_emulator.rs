@@ -1479,8 +1479,8 @@ async fn create_subnet(ec2: &aws_sdk_ec2::Client, vpc: &str, cidr: &str, az: &st
         .to_string()
 }
 
-/// A forward to a target group made outside Kubernetes, by ARN (the AWS Load Balancer
-/// Controller's `targetGroupARN`, its documented way to send part of a path space to a
+/// A forward to a target group made outside Kubernetes, by ARN or by name (the AWS Load
+/// Balancer Controller's `targetGroupARN` and `targetGroupName`, its documented way to send part of a path space to a
 /// legacy application): the rule forwards to it as it is, a resync changes nothing, and
 /// deleting the Ingress leaves that target group alone.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -1532,6 +1532,7 @@ metadata:
   name: legacy
   annotations:
     alb.ingress.kubernetes.io/actions.legacy: '{{"type":"forward","targetGroupARN":"{legacy}"}}'
+    alb.ingress.kubernetes.io/actions.byname: '{{"type":"forward","targetGroupName":"legacy-app"}}'
     alb.ingress.kubernetes.io/actions.split: '{{"type":"forward","forwardConfig":{{"targetGroups":[{{"serviceName":"api","servicePort":"80","weight":20}},{{"targetGroupARN":"{legacy}","weight":80}}]}}}}'
 spec:
   ingressClassName: tollgate
@@ -1540,6 +1541,7 @@ spec:
       paths:
       - {{path: /old/*, pathType: ImplementationSpecific, backend: {{service: {{name: legacy, port: {{name: use-annotation}}}}}}}}
       - {{path: /mixed/*, pathType: ImplementationSpecific, backend: {{service: {{name: split, port: {{name: use-annotation}}}}}}}}
+      - {{path: /named/*, pathType: ImplementationSpecific, backend: {{service: {{name: byname, port: {{name: use-annotation}}}}}}}}
 "#
         ),
     )
@@ -1549,7 +1551,11 @@ spec:
     assert!(r.converged, "{:#?}", r.diagnostics);
     let inv = aws.observe().await.expect("observe");
     let text = format!("{:?}", inv.load_balancers[0].listeners[0].rules);
-    assert!(text.contains(&format!("(\"{legacy}\", 1)")), "{text}");
+    assert_eq!(
+        text.matches(&format!("(\"{legacy}\", 1)")).count(),
+        2,
+        "by ARN and by name (looked up): {text}"
+    );
     assert!(text.contains(&format!("(\"{legacy}\", 80)")), "{text}");
     assert!(
         inv.target_groups.iter().all(|t| t.arn != legacy),

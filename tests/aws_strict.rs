@@ -62,6 +62,28 @@ async fn calls_aws_rejects_are_rejected_and_recorded() {
     assert!(moto.violations()[0].contains("same Availability Zone"));
     moto.clear_violations();
 
+    // Creating a load balancer whose name exists returns it, as AWS does (a retry after a
+    // lost answer); moto would make a second one.
+    let two_zones: Vec<String> = by_zone
+        .values()
+        .filter_map(|ids| ids.first().cloned())
+        .take(2)
+        .collect();
+    let again = || {
+        elb.create_load_balancer()
+            .name("twice")
+            .set_subnets(Some(two_zones.clone()))
+            .send()
+    };
+    let first = again().await.expect("create");
+    let second = again().await.expect("create again");
+    assert_eq!(
+        first.load_balancers()[0].load_balancer_arn(),
+        second.load_balancers()[0].load_balancer_arn(),
+        "the same load balancer"
+    );
+    assert!(moto.violations().is_empty(), "{:?}", moto.violations());
+
     // A group another group's rule names cannot be deleted.
     let vpc = subnets.subnets()[0]
         .vpc_id()

@@ -265,3 +265,47 @@ fn alb_controller_ingress_class_params_are_read_for_claimed_classes() {
         && d.severity == tollgate_contract::Severity::Error
         && d.message.contains("wafv2AclArn")));
 }
+
+/// An Ingress served while its namespace was selected keeps being served as it was once the
+/// namespace no longer is (an error, not a deletion): nothing that was serving is lost to a
+/// label change.
+#[test]
+fn a_namespace_that_stops_being_selected_keeps_what_was_served() {
+    let selected = ALB_PARAMS.replace(
+        "metadata: {name: other, labels: {team: other}}",
+        "metadata: {name: other, labels: {team: shop}}",
+    );
+    let opts = BuildOptions::default();
+    let mut lkg = tollgate::LastKnownGood::default();
+    let (snapshot, _) = parse_manifests("test.yaml", &selected, false);
+    let out = lkg.build(&snapshot, &opts);
+    let served = |out: &tollgate::BuildOutput| {
+        out.model
+            .load_balancers
+            .iter()
+            .flat_map(|lb| lb.ingresses.iter())
+            .any(|i| i.name == "b")
+    };
+    assert!(served(&out), "selected: served");
+    let _ = served;
+    let (snapshot, _) = parse_manifests("test.yaml", ALB_PARAMS, false);
+    let out = lkg.build(&snapshot, &opts);
+    // Not rebuilt without it: its load balancer is held as it is, and that is said.
+    assert!(
+        out.held_load_balancers.contains("group/shop"),
+        "{:?}",
+        out.held_load_balancers
+    );
+    assert!(out
+        .diagnostics
+        .iter()
+        .any(|d| d.subject.name == "b" && d.message.contains("no longer selected")));
+    // An Ingress never served in an unselected namespace holds nothing.
+    let mut fresh = tollgate::LastKnownGood::default();
+    let out = fresh.build(&snapshot, &opts);
+    assert!(
+        out.held_load_balancers.is_empty(),
+        "{:?}",
+        out.held_load_balancers
+    );
+}

@@ -32,11 +32,13 @@ pub struct WeightedService {
     pub weight: u32,
 }
 
-/// A target group made outside Kubernetes that a forward names by ARN (the AWS Load
-/// Balancer Controller's `targetGroupARN`, "typically a targetGroup for a legacy
+/// A target group made outside Kubernetes that a forward names (the AWS Load Balancer
+/// Controller's `targetGroupARN` or `targetGroupName`, "typically a targetGroup for a legacy
 /// application"): used as it is, never created, changed or deleted.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct WeightedArn {
+    /// The ARN, or [`tollgate_contract::TARGET_GROUP_NAME`] and the name (looked up by the
+    /// AWS provider).
     pub arn: String,
     pub weight: u32,
 }
@@ -287,8 +289,27 @@ pub fn parse_action(v: &str) -> Result<AnnotatedAction, String> {
                     arns.push(WeightedArn { arn, weight });
                     continue;
                 }
-                if t.target_group_name.is_some() {
-                    return Err(format!("targetGroups[{i}]: targetGroupName is not supported; give the target group's targetGroupARN"));
+                if let Some(name) = t.target_group_name.filter(|n| !n.is_empty()) {
+                    if t.service_name.is_some() {
+                        return Err(format!("targetGroups[{i}]: either serviceName or targetGroupName can be specified"));
+                    }
+                    // ELBv2's target group names: 1-32 alphanumerics or hyphens.
+                    if name.len() > 32
+                        || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
+                        || name.starts_with('-')
+                        || name.ends_with('-')
+                    {
+                        return Err(format!("targetGroups[{i}]: targetGroupName {name:?} is not a target group name"));
+                    }
+                    let weight = t.weight.unwrap_or(1);
+                    if weight > 999 {
+                        return Err(format!("targetGroups[{i}].weight is above 999"));
+                    }
+                    arns.push(WeightedArn {
+                        arn: format!("{}{name}", tollgate_contract::TARGET_GROUP_NAME),
+                        weight,
+                    });
+                    continue;
                 }
                 let service = t
                     .service_name
@@ -634,7 +655,13 @@ mod tests {
         };
         assert_eq!((arns.len(), services.len()), (1, 0));
         assert_eq!(arns[0].arn, arn);
-        assert!(parse_action(r#"{"type":"forward","targetGroupName":"legacy"}"#).is_err());
+        let AnnotatedAction::Forward { arns, .. } =
+            parse_action(r#"{"type":"forward","targetGroupName":"legacy"}"#).unwrap()
+        else {
+            panic!("a forward");
+        };
+        assert_eq!(arns[0].arn, "aws-target-group-name:legacy");
+        assert!(parse_action(r#"{"type":"forward","targetGroupName":"not_a name"}"#).is_err());
         assert!(parse_action(r#"{"type":"forward","targetGroupARN":"legacy-tg-arn"}"#).is_err());
         assert!(parse_action(r#"{"type":"forward","forwardConfig":{"targetGroups":[{"serviceName":"a","servicePort":80},{"serviceName":"b","servicePort":80}]}}"#).is_err(), "weights are required with several target groups");
         let c = parse_conditions(r#"[{"field":"http-header","httpHeaderConfig":{"httpHeaderName":"X-Canary","values":["yes"]}},{"field":"query-string","queryStringConfig":{"values":[{"key":"v","value":"2"}]}},{"field":"source-ip","sourceIpConfig":{"values":["10.0.0.0/8"]}},{"field":"http-request-method","httpRequestMethodConfig":{"values":["get"]}}]"#).unwrap().extra;

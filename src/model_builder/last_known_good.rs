@@ -40,6 +40,24 @@ fn key_of(ing: &Ingress) -> Key {
     )
 }
 
+/// Whether the class parameters of `ing` (if any) select its namespace.
+fn selected(
+    classes: &ClassSelector<'_>,
+    namespaces: &super::NamespaceLabels<'_>,
+    snapshot: &ClusterSnapshot,
+    ing: &Ingress,
+) -> bool {
+    match classes
+        .params_for(ing, &snapshot.class_params)
+        .and_then(|p| p.namespace_selector.as_ref())
+    {
+        Some(sel) => {
+            namespaces.selects(ing.metadata.namespace.as_deref().unwrap_or("default"), sel)
+        }
+        None => true,
+    }
+}
+
 /// What one run loop remembers between builds.
 #[derive(Debug, Default)]
 pub struct LastKnownGood {
@@ -62,6 +80,7 @@ impl LastKnownGood {
     /// valid ones for next time.
     pub fn build(&mut self, snapshot: &ClusterSnapshot, opts: &BuildOptions) -> BuildOutput {
         let classes = ClassSelector::new(&snapshot.ingress_classes, opts);
+        let namespaces = super::NamespaceLabels::new(&snapshot.namespaces);
         let mut substituted: Vec<(usize, Arc<Ingress>)> = Vec::new();
         let mut extra = Vec::new();
         let mut held = std::collections::BTreeSet::new();
@@ -81,6 +100,25 @@ impl LastKnownGood {
             let key = key_of(ing);
             claimed_now.insert(key.clone());
             let errors = match read_member(ing, opts.provider, &mut Vec::new()) {
+                // Its class's parameters no longer select its namespace: not a version of the
+                // Ingress to fall back from, so the load balancer it was served on is left
+                // as it is (only if it was served: an Ingress never served must not freeze a
+                // load balancer it names).
+                Ok(_) if !selected(&classes, &namespaces, snapshot, ing) => {
+                    if self.valid.contains_key(&key) {
+                        let id = load_balancer_id(snapshot, opts, ing);
+                        extra.push(Diagnostic::new(
+                            Severity::Error,
+                            ObjectKind::Ingress,
+                            key.0.clone(),
+                            key.1.clone(),
+                            Reason::LastValidVersionServed,
+                            format!("its namespace is no longer selected by its class's parameters; load balancer {id} is left as it is until the namespace is selected again or the Ingress leaves the class"),
+                        ));
+                        held.insert(id);
+                    }
+                    continue;
+                }
                 Ok(_) => {
                     self.valid_by_ptr
                         .insert(Arc::as_ptr(ing) as usize, (ing.clone(), round));

@@ -211,10 +211,10 @@ impl ReadMember {
 }
 
 /// Namespaces' labels, for class parameters' `namespaceSelector`.
-struct NamespaceLabels<'a>(HashMap<&'a str, &'a BTreeMap<String, String>>);
+pub(crate) struct NamespaceLabels<'a>(HashMap<&'a str, &'a BTreeMap<String, String>>);
 
 impl<'a> NamespaceLabels<'a> {
-    fn new(namespaces: &'a [Arc<k8s_openapi::api::core::v1::Namespace>]) -> Self {
+    pub(crate) fn new(namespaces: &'a [Arc<k8s_openapi::api::core::v1::Namespace>]) -> Self {
         NamespaceLabels(
             namespaces
                 .iter()
@@ -225,7 +225,7 @@ impl<'a> NamespaceLabels<'a> {
 
     /// Whether namespace `ns` is selected. A namespace not in the snapshot (manifests without
     /// it) has the one label the API server gives every namespace.
-    fn selects(
+    pub(crate) fn selects(
         &self,
         ns: &str,
         selector: &k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector,
@@ -322,7 +322,10 @@ pub fn build_with(
         if let Some(sel) = params.and_then(|p| p.namespace_selector.as_ref()) {
             let ns = ing.metadata.namespace.as_deref().unwrap_or("default");
             if !namespaces.selects(ns, sel) {
-                diags.push(Diagnostic::new(
+                // An error of the Ingress, not "not ours": one that was served keeps being
+                // served as it last was (last-known-good), as the AWS Load Balancer
+                // Controller keeps the load balancer of a member it can no longer load.
+                let diag = Diagnostic::new(
                     Severity::Error,
                     ObjectKind::Ingress,
                     ns,
@@ -334,7 +337,23 @@ pub fn build_with(
                             .and_then(|p| p.foreign.as_ref())
                             .map_or("TollgateClassParams".to_string(), |f| f.what.clone())
                     ),
-                ));
+                );
+                let key = Arc::as_ptr(ing) as usize;
+                cache.members.insert(
+                    key,
+                    ReadMember {
+                        _ingress: ing.clone(),
+                        provider: opts.provider,
+                        nginx_defaults: opts.ingress_nginx_defaults,
+                        // Read afresh once the namespace is selected again.
+                        params: None,
+                        read: Err(vec![diag]),
+                        warnings: Vec::new(),
+                        secret_used: Vec::new(),
+                        round,
+                    },
+                );
+                claimed.push(key);
                 continue;
             }
         }

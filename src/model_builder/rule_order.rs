@@ -92,6 +92,14 @@ pub fn exact_host_fenced(host: &str, wildcard: impl Fn(&str) -> bool, any_hostle
             .is_some_and(|(first, rest)| !first.is_empty() && wildcard(rest))
 }
 
+/// A route's place within its host; listed-order kinds keep their order whatever their
+/// extra conditions.
+fn sort_key(r: &Route) -> ((bool, Reverse<usize>, PathKind, &str), Reverse<usize>) {
+    let listed = matches!(r.path.kind, PathKind::Glob | PathKind::AlbRegex);
+    let narrow = if listed { 0 } else { narrowness(&r.extra) };
+    (path_order(&r.path), Reverse(narrow))
+}
+
 /// The rules of one host (`None`: the host-less routes), in order, with the fence that sends
 /// the rest of the host to `default_action` when `fence_needed` and no route already covers
 /// every path. A listener's rules are these, host by host: exact hosts in name order, then
@@ -102,10 +110,7 @@ pub fn host_rules(
     fence_needed: bool,
     default_action: &Action,
 ) -> Vec<Rule> {
-    group.sort_by(|a, b| {
-        (path_order(&a.path), Reverse(narrowness(&a.extra)))
-            .cmp(&(path_order(&b.path), Reverse(narrowness(&b.extra))))
-    });
+    group.sort_by(|a, b| sort_key(a).cmp(&sort_key(b)));
     let fence = fence_needed
         && !group
             .iter()

@@ -15,6 +15,10 @@
 //! - `authenticate-oidc` / `authenticate-cognito` only on HTTPS listeners;
 //! - DeleteSecurityGroup of a group another group's rule names, or a load balancer uses:
 //!   `DependencyViolation`.
+//!
+//! And where moto is harsher than AWS: CreateLoadBalancer and CreateTargetGroup with the
+//! name of one that exists return that one, as AWS does (a retry after a lost answer must
+//! not leave a second load balancer; moto makes one).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex};
@@ -436,6 +440,42 @@ impl Shared {
     }
 }
 
+impl Shared {
+    /// AWS's answer to creating a load balancer or target group whose name exists: the
+    /// existing one (idempotent create), built from moto's describe answer.
+    async fn existing(&self, p: &BTreeMap<String, String>) -> Option<Response<Full<Bytes>>> {
+        let action = p.get("Action")?.as_str();
+        let describe = match action {
+            "CreateLoadBalancer" => "DescribeLoadBalancers",
+            "CreateTargetGroup" => "DescribeTargetGroups",
+            _ => return None,
+        };
+        let name = p.get("Name")?.clone();
+        let xml = self
+            .ask(&[
+                ("Action", describe.to_string()),
+                ("Version", "2015-12-01".to_string()),
+                ("Names.member.1", name),
+            ])
+            .await;
+        let arn_tag = if action == "CreateLoadBalancer" {
+            "LoadBalancerArn"
+        } else {
+            "TargetGroupArn"
+        };
+        if texts(&xml, arn_tag).is_empty() || xml.contains("<ErrorResponse") {
+            return None;
+        }
+        let body = xml.replace(describe, action);
+        let mut r = Response::new(Full::new(Bytes::from(body)));
+        r.headers_mut().insert(
+            http::header::CONTENT_TYPE,
+            http::HeaderValue::from_static("text/xml"),
+        );
+        Some(r)
+    }
+}
+
 fn error(ec2: bool, code: &str, message: &str) -> Response<Full<Bytes>> {
     let body = if ec2 {
         format!("<Response><Errors><Error><Code>{code}</Code><Message>{message}</Message></Error></Errors><RequestID>strict</RequestID></Response>")
@@ -471,6 +511,9 @@ async fn handle(
             }
             let ec2 = p.get("Version").map(String::as_str) == Some("2016-11-15");
             return Ok(error(ec2, &code, &message));
+        }
+        if let Some(existing) = shared.existing(&p).await {
+            return Ok(existing);
         }
     }
     let uri = format!(

@@ -368,8 +368,12 @@ fn translate_action(
         Action::Forward(f) => {
             let mut tgs = Vec::new();
             for w in &f.target_groups {
-                // A target group named by ARN (`targetGroupARN`) is used as it is.
-                if w.target_group.starts_with("arn:") {
+                // A target group named by ARN (`targetGroupARN`) is used as it is; one named
+                // by name (`targetGroupName`) is looked up when planned.
+                if w.target_group.starts_with("arn:")
+                    || w.target_group
+                        .starts_with(tollgate_contract::TARGET_GROUP_NAME)
+                {
                     tgs.push((w.target_group.clone(), w.weight));
                     continue;
                 }

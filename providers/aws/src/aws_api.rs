@@ -105,7 +105,20 @@ struct Eni {
     /// Device index 0: the instance's own.
     primary: bool,
     addresses: Vec<String>,
+    /// IPv4 and IPv6 prefixes delegated to it (CIDRs).
+    prefixes: Vec<String>,
     groups: Vec<String>,
+}
+
+impl Eni {
+    fn holds(&self, ip: &str) -> bool {
+        self.addresses.iter().any(|a| a == ip)
+            || ip.parse::<std::net::IpAddr>().is_ok_and(|ip| {
+                self.prefixes
+                    .iter()
+                    .any(|c| tollgate_contract::matching::cidr_contains(c, ip))
+            })
+    }
 }
 
 /// The AWS clients and the cluster they act for.
@@ -280,14 +293,17 @@ impl Aws {
             .chain(
                 inv.backend_security_group
                     .iter()
+                    .chain(&inv.retired_backend_group)
                     .filter(|g| g.name != GIVEN)
                     .map(|g| g.id.clone()),
             )
             .collect();
         held.sort();
         if tagged == held {
-            // Names someone may have created since are worth asking for again.
+            // Names someone may have created since are worth asking for again, and targets
+            // whose security group could not be told (an interface not attached yet).
             inv.names_not_found.clear();
+            inv.target_security_groups.retain(|_, g| g.is_ok());
             return Ok(false);
         }
         *inv = self.observe().await?;
@@ -329,12 +345,22 @@ impl Aws {
         let backend = inv.security_groups.iter().position(|g| {
             g.stack.is_empty() && g.name == backend_security_group_name(&self.cluster)
         });
-        let backend = match (&self.backend, backend) {
-            (BackendSecurityGroup::Given(id), _) => Some((id.clone(), GIVEN.to_string())),
-            (_, Some(i)) => {
-                let g = inv.security_groups.remove(i);
-                Some((g.id, g.name))
+        // Tollgate's own group, found by its tags: with a given group now, it is retired
+        // (its rules revoked and it deleted once no load balancer carries it).
+        let own = backend.map(|i| inv.security_groups.remove(i));
+        let backend = match (&self.backend, own) {
+            (BackendSecurityGroup::Given(id), own) => {
+                if let Some(g) = own.filter(|g| &g.id != id) {
+                    let rules = self.backend_rules(&g.id).await?;
+                    inv.retired_backend_group = Some(ObservedBackendGroup {
+                        id: g.id,
+                        name: g.name,
+                        rules,
+                    });
+                }
+                Some((id.clone(), GIVEN.to_string()))
             }
+            (_, Some(g)) => Some((g.id, g.name)),
             _ => None,
         };
         if let Some((id, name)) = backend {
@@ -789,6 +815,20 @@ impl Aws {
                             .filter_map(|a| a.private_ip_address())
                             .map(str::to_string)
                             .chain(n.private_ip_address().map(str::to_string))
+                            .chain(
+                                n.ipv6_addresses()
+                                    .iter()
+                                    .filter_map(|a| a.ipv6_address())
+                                    .map(str::to_string),
+                            )
+                            .collect(),
+                        // VPC CNI prefix delegation: pod IPs come from the prefixes.
+                        prefixes: n
+                            .ipv4_prefixes()
+                            .iter()
+                            .filter_map(|p| p.ipv4_prefix())
+                            .chain(n.ipv6_prefixes().iter().filter_map(|p| p.ipv6_prefix()))
+                            .map(str::to_string)
                             .collect(),
                         groups: n
                             .groups()
@@ -834,6 +874,7 @@ impl Aws {
                         .filter_map(|a| a.private_ip_address())
                         .map(str::to_string)
                         .collect(),
+                    prefixes: Vec::new(),
                     groups: n
                         .groups()
                         .iter()
@@ -852,13 +893,9 @@ impl Aws {
             let eni = match k.split_once('@') {
                 Some((ip, instance)) => match by_instance.get(instance) {
                     None => Err(format!("instance {instance} (its node) not found")),
-                    Some(enis) => enis
-                        .iter()
-                        .find(|e| e.addresses.iter().any(|a| a == ip))
-                        .cloned()
-                        .ok_or_else(|| {
-                            format!("no network interface of instance {instance} holds {ip}")
-                        }),
+                    Some(enis) => enis.iter().find(|e| e.holds(ip)).cloned().ok_or_else(|| {
+                        format!("no network interface of instance {instance} holds {ip}")
+                    }),
                 },
                 None if k.starts_with("i-") => match by_instance.get(&k) {
                     None => Err(format!("instance {k} not found")),
@@ -1028,6 +1065,38 @@ impl Aws {
                         inv.ids_by_name.insert(format!("sg:{name}"), id.to_string());
                     }
                 }
+            }
+        }
+        // Target groups made outside Kubernetes that forwards name (`targetGroupName`): one
+        // DescribeTargetGroups per name (the call fails whole when one name is missing).
+        let mut asked = asked;
+        let mut tg_names: Vec<&str> = stacks
+            .iter()
+            .flat_map(|s| &s.listeners)
+            .flat_map(|l| l.rules.iter().map(|r| &r.action).chain([&l.default_action]))
+            .filter_map(|a| match a {
+                AlbAction::Forward { target_groups, .. } => Some(target_groups),
+                _ => None,
+            })
+            .flatten()
+            .filter_map(|(n, _)| n.strip_prefix(tollgate_contract::TARGET_GROUP_NAME))
+            .filter(|n| {
+                let key = format!("tg:{n}");
+                !inv.ids_by_name.contains_key(&key) && !inv.names_not_found.contains(&key)
+            })
+            .collect();
+        tg_names.sort();
+        tg_names.dedup();
+        for name in tg_names {
+            asked.push(format!("tg:{name}"));
+            let r = self.elbv2.describe_target_groups().names(name).send().await;
+            self.calls.record("DescribeTargetGroups", &r);
+            if let Some(arn) = r.ok().and_then(|r| {
+                r.target_groups()
+                    .first()
+                    .and_then(|t| t.target_group_arn().map(str::to_string))
+            }) {
+                inv.ids_by_name.insert(format!("tg:{name}"), arn);
             }
         }
         // A name that is not there is reported by the plan; asking again every reconcile
@@ -1616,11 +1685,12 @@ impl Aws {
                 .await?;
                 Ok((None, None))
             }
-            Change::AuthorizeBackendRule { rule } | Change::RevokeBackendRule { rule } => {
+            Change::AuthorizeBackendRule { rule } | Change::RevokeBackendRule { rule, .. } => {
                 let authorize = matches!(change, Change::AuthorizeBackendRule { .. });
-                let source = match (&self.backend, &inv.backend_security_group) {
-                    (BackendSecurityGroup::Given(id), _) => id.clone(),
-                    (_, Some(g)) => g.id.clone(),
+                let source = match (change, &self.backend, &inv.backend_security_group) {
+                    (Change::RevokeBackendRule { source, .. }, _, _) => source.clone(),
+                    (_, BackendSecurityGroup::Given(id), _) => id.clone(),
+                    (_, _, Some(g)) => g.id.clone(),
                     _ => return Err(AwsError::Unresolved("the backend security group".into())),
                 };
                 let mut pair = aws_sdk_ec2::types::UserIdGroupPair::builder().group_id(source);
@@ -1665,11 +1735,13 @@ impl Aws {
                 self.calls.record(operation, &r);
                 match r {
                     Ok(()) => Ok((None, None)),
+                    // A target group deleted with its rule (a node group replaced) has
+                    // nothing left to revoke either.
                     Err(e)
                         if matches!(
                             e.code(),
                             Some("InvalidPermission.Duplicate" | "InvalidPermission.NotFound")
-                        ) =>
+                        ) || (!authorize && e.code() == Some("InvalidGroup.NotFound")) =>
                     {
                         Ok((None, None))
                     }

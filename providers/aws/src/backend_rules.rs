@@ -172,25 +172,50 @@ pub fn plan_backend(
             // Every rule naming it goes first: a group another group's rule names cannot be
             // deleted.
             for r in observed_rules {
-                out.after
-                    .push(Change::RevokeBackendRule { rule: r.clone() });
+                out.after.push(Change::RevokeBackendRule {
+                    rule: r.clone(),
+                    source: g.id.clone(),
+                });
             }
             out.after.push(Change::DeleteBackendSecurityGroup {
                 id: g.id.clone(),
                 name: g.name.clone(),
             });
         }
-        None if !unknown && !holding => {
+        None => {
             for r in observed_rules {
                 let ours = r.description.as_deref() == Some(BACKEND_RULE_DESCRIPTION);
-                let wanted = !using.is_empty() && span.get(&r.group) == Some(&(r.from, r.to));
-                if ours && !wanted {
-                    out.after
-                        .push(Change::RevokeBackendRule { rule: r.clone() });
+                let wanted_span = span.get(&r.group).filter(|_| !using.is_empty());
+                let wanted = wanted_span == Some(&(r.from, r.to));
+                // While some target's group is unknown (or a stack held) a rule may still be
+                // needed — unless the wanted rule on the same group covers all of it (a
+                // range that widened): that one is always safe to take away, so rules
+                // never pile up towards the group's quota.
+                let covered = wanted_span.is_some_and(|(from, to)| *from <= r.from && r.to <= *to);
+                if ours && !wanted && ((!unknown && !holding) || covered) {
+                    if let Some(g) = have {
+                        out.after.push(Change::RevokeBackendRule {
+                            rule: r.clone(),
+                            source: g.id.clone(),
+                        });
+                    }
                 }
             }
         }
-        None => {}
+    }
+    // Tollgate's own group after a given one replaced it: its rules, then itself, once the
+    // stacks have moved their load balancers off it.
+    if let Some(g) = observed.retired_backend_group.as_ref().filter(|_| !holding) {
+        for r in &g.rules {
+            out.after.push(Change::RevokeBackendRule {
+                rule: r.clone(),
+                source: g.id.clone(),
+            });
+        }
+        out.after.push(Change::DeleteBackendSecurityGroup {
+            id: g.id.clone(),
+            name: g.name.clone(),
+        });
     }
     out
 }

@@ -27,6 +27,9 @@ pub struct Inventory {
     /// The backend security group (Tollgate's, or the one given) and the rules admitting it
     /// on the targets' security groups.
     pub backend_security_group: Option<ObservedBackendGroup>,
+    /// Tollgate's own backend group while a given one (`--aws-backend-security-group sg-...`)
+    /// replaces it: its rules are revoked and it is deleted.
+    pub retired_backend_group: Option<ObservedBackendGroup>,
     /// The security group of each target whose group admits the backend group, looked up
     /// once per full read: keyed by instance ID, or `<pod IP>@<instance ID>` (a pod IP
     /// reused on another node is another key), or the pod IP when its node is not known.
@@ -228,6 +231,13 @@ impl Inventory {
                 {
                     self.backend_security_group = None;
                 }
+                if self
+                    .retired_backend_group
+                    .as_ref()
+                    .is_some_and(|g| &g.id == id)
+                {
+                    self.retired_backend_group = None;
+                }
             }
             Change::AuthorizeBackendRule { rule } => {
                 if let Some(g) = &mut self.backend_security_group {
@@ -236,8 +246,12 @@ impl Inventory {
                     g.rules.dedup();
                 }
             }
-            Change::RevokeBackendRule { rule } => {
-                if let Some(g) = &mut self.backend_security_group {
+            Change::RevokeBackendRule { rule, .. } => {
+                for g in self
+                    .backend_security_group
+                    .iter_mut()
+                    .chain(self.retired_backend_group.iter_mut())
+                {
                     g.rules.retain(|r| r != rule);
                 }
             }

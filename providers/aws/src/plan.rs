@@ -173,9 +173,11 @@ pub enum Change {
     AuthorizeBackendRule {
         rule: BackendRule,
     },
-    /// Removes a rule no target needs (after every stack: deregistered first).
+    /// Removes a rule no target needs (after every stack: deregistered first); `source` is
+    /// the backend group it admits.
     RevokeBackendRule {
         rule: BackendRule,
+        source: String,
     },
     /// Deletes the backend group once no load balancer carries it (after every stack).
     DeleteBackendSecurityGroup {
@@ -252,11 +254,13 @@ impl fmt::Display for Change {
             Change::DeleteBackendSecurityGroup { id, name } => {
                 write!(f, "{s} backend security group {name} ({id})")
             }
-            Change::AuthorizeBackendRule { rule } | Change::RevokeBackendRule { rule } => write!(
-                f,
-                "{s} security group {}: allow tcp/{}-{} from the backend security group",
-                rule.group, rule.from, rule.to
-            ),
+            Change::AuthorizeBackendRule { rule } | Change::RevokeBackendRule { rule, .. } => {
+                write!(
+                    f,
+                    "{s} security group {}: allow tcp/{}-{} from the backend security group",
+                    rule.group, rule.from, rule.to
+                )
+            }
             Change::SetSecurityGroups { arn, groups, .. } => {
                 write!(
                     f,
@@ -385,6 +389,50 @@ pub fn resolve_security_groups(
     out.sort();
     out.dedup();
     Ok(out)
+}
+
+/// Forwards to a target group by name (`targetGroupName`) get its ARN, as looked up into
+/// [`Inventory::ids_by_name`]; one not found is reported and left named (its rule then fails
+/// to apply, and is planned again).
+fn resolve_target_group_names(
+    l: &mut ListenerSpec,
+    stack: &str,
+    observed: &Inventory,
+    diagnostics: &mut Vec<Diagnostic>,
+) {
+    let actions = l
+        .rules
+        .iter_mut()
+        .map(|r| &mut r.action)
+        .chain(std::iter::once(&mut l.default_action));
+    for a in actions {
+        let AlbAction::Forward { target_groups, .. } = a else {
+            continue;
+        };
+        let mut changed = false;
+        for (tg, _) in target_groups.iter_mut() {
+            let Some(name) = tg.strip_prefix(tollgate_contract::TARGET_GROUP_NAME) else {
+                continue;
+            };
+            match observed.ids_by_name.get(&format!("tg:{name}")) {
+                Some(arn) => {
+                    *tg = arn.clone();
+                    changed = true;
+                }
+                None => diagnostics.push(Diagnostic::new(
+                    Severity::Error,
+                    ObjectKind::LoadBalancer,
+                    "",
+                    stack.to_string(),
+                    Reason::AnnotationInvalid,
+                    format!("target group named {name:?} (targetGroupName) not found"),
+                )),
+            }
+        }
+        if changed {
+            target_groups.sort();
+        }
+    }
 }
 
 /// Ends the reason a security group cannot be resolved when this plan creates it.
@@ -1036,6 +1084,7 @@ pub fn plan_scoped(
             let mut resolved = wanted.clone();
             resolved.certificates =
                 resolve_certificates(wanted, &stack.stack, observed, &mut diagnostics);
+            resolve_target_group_names(&mut resolved, &stack.stack, observed, &mut diagnostics);
             let l = &resolved;
             let no_certificate = l.protocol == "HTTPS" && l.certificates.is_empty();
             if no_certificate {

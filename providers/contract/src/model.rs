@@ -909,6 +909,12 @@ impl Default for HealthCheck {
     }
 }
 
+/// A forward's target group named by `targetGroupName` (a target group made outside
+/// Kubernetes): this prefix and the name; the AWS provider looks the ARN up. A forward's
+/// target group starting with `arn:` is one named by its ARN. Neither is in
+/// [`LoadBalancer::target_groups`].
+pub const TARGET_GROUP_NAME: &str = "aws-target-group-name:";
+
 /// A set of targets behind one Service port, with the settings that make it distinct.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
