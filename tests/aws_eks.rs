@@ -156,18 +156,7 @@ async fn seed_eks(endpoint: &str) -> Eks {
         .expect("self rule");
     // A second group on the nodes (e.g. for SSH), not tagged: never the one changed.
     let extra_sg = group("eks-node-remote-access").await;
-    let image = ec2
-        .describe_images()
-        .send()
-        .await
-        .ok()
-        .and_then(|r| {
-            r.images()
-                .first()
-                .and_then(|i| i.image_id())
-                .map(str::to_string)
-        })
-        .unwrap_or_else(|| "ami-12345678".into());
+    let image = support::moto::any_image(&ec2).await;
     let mut nodes = Vec::new();
     for (n, (subnet, az)) in private.iter().zip(["us-east-1a", "us-east-1b"]).enumerate() {
         let r = ec2

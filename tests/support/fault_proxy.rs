@@ -164,6 +164,35 @@ fn error(protocol: &Protocol, throttle: bool) -> Response<Full<Bytes>> {
     r
 }
 
+/// Sends a request to `upstream` as it came (but its Host) and returns the whole answer;
+/// `None` when the upstream cannot be reached.
+pub async fn relay(
+    client: &Client<hyper_util::client::legacy::connect::HttpConnector, Full<Bytes>>,
+    upstream: &str,
+    parts: &http::request::Parts,
+    body: Bytes,
+) -> Option<Response<Full<Bytes>>> {
+    let uri = format!(
+        "{upstream}{}",
+        parts
+            .uri
+            .path_and_query()
+            .map(|p| p.as_str())
+            .unwrap_or("/")
+    );
+    let mut up = Request::builder().method(parts.method.clone()).uri(uri);
+    for (k, v) in &parts.headers {
+        if k != http::header::HOST {
+            up = up.header(k, v);
+        }
+    }
+    let up = up.body(Full::new(body)).ok()?;
+    let r = client.request(up).await.ok()?;
+    let (p, b) = r.into_parts();
+    let bytes = b.collect().await.map(|b| b.to_bytes()).unwrap_or_default();
+    Some(Response::from_parts(p, Full::new(bytes)))
+}
+
 async fn handle(
     shared: Arc<Shared>,
     req: Request<Incoming>,
@@ -191,31 +220,8 @@ async fn handle(
         shared.injected.fetch_add(1, Ordering::SeqCst);
         return Ok(error(&protocol, true));
     }
-    let uri = format!(
-        "{}{}",
-        shared.upstream,
-        parts
-            .uri
-            .path_and_query()
-            .map(|p| p.as_str())
-            .unwrap_or("/")
-    );
-    let mut up = Request::builder().method(parts.method.clone()).uri(uri);
-    for (k, v) in &parts.headers {
-        if k != http::header::HOST {
-            up = up.header(k, v);
-        }
-    }
-    let Ok(up) = up.body(Full::new(body)) else {
+    let Some(answer) = relay(&shared.client, &shared.upstream, &parts, body).await else {
         return Ok(error(&protocol, false));
-    };
-    let answer = match shared.client.request(up).await {
-        Ok(r) => {
-            let (p, b) = r.into_parts();
-            let bytes = b.collect().await.map(|b| b.to_bytes()).unwrap_or_default();
-            Response::from_parts(p, Full::new(bytes))
-        }
-        Err(_) => return Ok(error(&protocol, false)),
     };
     if fail {
         shared.injected.fetch_add(1, Ordering::SeqCst);

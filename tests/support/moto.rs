@@ -140,18 +140,7 @@ pub async fn seed_cluster(endpoint: &str, cluster: &str, nodes: usize) -> Vec<St
             .expect("tags");
         subnets.push((id, az.to_string()));
     }
-    let image = ec2
-        .describe_images()
-        .send()
-        .await
-        .ok()
-        .and_then(|r| {
-            r.images()
-                .first()
-                .and_then(|i| i.image_id())
-                .map(str::to_string)
-        })
-        .unwrap_or_else(|| "ami-12345678".into());
+    let image = any_image(&ec2).await;
     let mut provider_ids = Vec::new();
     for n in 0..nodes {
         let (subnet, az) = &subnets[n % subnets.len()];
@@ -173,6 +162,21 @@ pub async fn seed_cluster(endpoint: &str, cluster: &str, nodes: usize) -> Vec<St
         provider_ids.push(format!("aws:///{az}/{id}"));
     }
     provider_ids
+}
+
+/// An image instances can be run from (moto lists some; any ID does otherwise).
+pub async fn any_image(ec2: &aws_sdk_ec2::Client) -> String {
+    ec2.describe_images()
+        .send()
+        .await
+        .ok()
+        .and_then(|r| {
+            r.images()
+                .first()
+                .and_then(|i| i.image_id())
+                .map(str::to_string)
+        })
+        .unwrap_or_else(|| "ami-12345678".into())
 }
 
 /// [`seed_cluster`] for the cluster name the AWS tests use.

@@ -516,34 +516,15 @@ async fn handle(
             return Ok(existing);
         }
     }
-    let uri = format!(
-        "{}{}",
-        shared.upstream,
-        parts
-            .uri
-            .path_and_query()
-            .map(|p| p.as_str())
-            .unwrap_or("/")
-    );
-    let mut up = Request::builder().method(parts.method.clone()).uri(uri);
-    for (k, v) in &parts.headers {
-        if k != http::header::HOST {
-            up = up.header(k, v);
-        }
-    }
-    let Ok(up) = up.body(Full::new(body)) else {
-        return Ok(error(false, "InternalFailure", "strict proxy"));
-    };
-    Ok(match shared.client.request(up).await {
-        Ok(r) => {
-            let (p, b) = r.into_parts();
-            let bytes = b.collect().await.map(|b| b.to_bytes()).unwrap_or_default();
-            Response::from_parts(p, Full::new(bytes))
-        }
-        Err(_) => error(
-            false,
-            "InternalFailure",
-            "strict proxy: emulator unreachable",
-        ),
-    })
+    Ok(
+        super::fault_proxy::relay(&shared.client, &shared.upstream, &parts, body)
+            .await
+            .unwrap_or_else(|| {
+                error(
+                    false,
+                    "InternalFailure",
+                    "strict proxy: emulator unreachable",
+                )
+            }),
+    )
 }
