@@ -1,6 +1,6 @@
 //! The Kubernetes wiring against a real kube-apiserver (v1.20.2 built from Debian's source
 //! package, `kube-apiserver/install.sh`) with etcd, on loopback. The controller always runs
-//! with the `tollgate` ServiceAccount's token under `deploy/rbac.yaml` — never as
+//! with the `tollgate` ServiceAccount's token under `deploy/base/rbac.yaml` — never as
 //! `system:masters`; the test itself sets up objects as admin.
 
 mod support;
@@ -354,13 +354,15 @@ async fn a_watch_resumed_after_410_gone_loses_no_change() {
 async fn the_controller_account_has_only_what_deploy_grants_and_deploy_passes_a_dry_run() {
     let (k, admin) = cluster().await;
     let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy");
-    let mut files: Vec<_> = std::fs::read_dir(&root)
-        .expect("deploy/")
+    let base = root.join("base");
+    let mut files: Vec<_> = std::fs::read_dir(&base)
+        .expect("deploy/base/")
         .filter_map(|e| e.ok().map(|e| e.path()))
         .filter(|p| p.extension().is_some_and(|x| x == "yaml"))
+        .filter(|p| !p.ends_with("kustomization.yaml"))
         .collect();
     files.sort();
-    assert!(files.len() >= 7, "deploy/ manifests missing: {files:?}");
+    assert!(files.len() >= 5, "deploy/base manifests missing: {files:?}");
     for f in &files {
         let text = std::fs::read_to_string(f).expect("read");
         let applied = apply_yaml(&admin, &text, "tollgate", true)
@@ -368,12 +370,75 @@ async fn the_controller_account_has_only_what_deploy_grants_and_deploy_passes_a_
             .unwrap_or_else(|e| panic!("{} fails a server-side dry-run apply: {e}", f.display()));
         assert!(!applied.is_empty(), "{} holds no object", f.display());
     }
-    // deploy/crd.yaml is what `tollgate crd` prints.
+    // What a user installs: each mode as `kubectl apply -k` renders it, and the EKS example.
+    for (dir, must_hold) in [
+        (
+            "aws",
+            &[
+                "kind: Deployment",
+                "kind: PodDisruptionBudget",
+                "tollgate-aws",
+            ][..],
+        ),
+        (
+            "proxy",
+            &["kind: Deployment", "kind: Service", "tollgate-proxy"][..],
+        ),
+        (
+            "proxy-hostnetwork",
+            &["kind: DaemonSet", "hostNetwork: true"][..],
+        ),
+        (
+            "examples/eks",
+            &[
+                "eks.amazonaws.com/role-arn",
+                "name: AWS_REGION",
+                "name: AWS_VPC_ID",
+                "kind: PodDisruptionBudget",
+            ][..],
+        ),
+    ] {
+        let out = std::process::Command::new("kubectl")
+            .args(["kustomize", &root.join(dir).to_string_lossy()])
+            .output()
+            .expect("kubectl kustomize");
+        assert!(
+            out.status.success(),
+            "kubectl kustomize deploy/{dir}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let rendered = String::from_utf8_lossy(&out.stdout).into_owned();
+        for want in must_hold {
+            assert!(rendered.contains(want), "deploy/{dir} renders no {want:?}");
+        }
+        // The test's API server (Debian's) may predate policy/v1 (Kubernetes 1.21), which
+        // every EKS version serves: a PodDisruptionBudget is then checked by render only.
+        let pdb_served = kube::discovery::pinned_kind(
+            &admin,
+            &kube::api::GroupVersionKind::gvk("policy", "v1", "PodDisruptionBudget"),
+        )
+        .await
+        .is_ok();
+        let checked: String = rendered
+            .split("\n---\n")
+            .filter(|doc| pdb_served || !doc.contains("kind: PodDisruptionBudget"))
+            .collect::<Vec<_>>()
+            .join("\n---\n");
+        let applied = apply_yaml(&admin, &checked, "tollgate", true)
+            .await
+            .unwrap_or_else(|e| panic!("deploy/{dir} fails a server-side dry-run apply: {e}"));
+        assert!(
+            applied.len() >= 10,
+            "deploy/{dir}: {} objects",
+            applied.len()
+        );
+    }
+    // deploy/base/crd.yaml is what `tollgate crd` prints.
     let generated = tollgate::class_params::crd_yaml().expect("crd");
     assert_eq!(
-        std::fs::read_to_string(root.join("crd.yaml")).expect("crd.yaml"),
+        std::fs::read_to_string(base.join("crd.yaml")).expect("crd.yaml"),
         generated,
-        "deploy/crd.yaml is stale: run `tollgate crd > deploy/crd.yaml`"
+        "deploy/base/crd.yaml is stale: run `tollgate crd > deploy/base/crd.yaml`"
     );
 
     let ctl = k.client("controller-token").await;
@@ -690,10 +755,12 @@ async fn admission_webhook_refuses_invalid_ingresses_and_warns_with_kubectl() {
     )
     .await;
     let port = free_port();
-    // deploy/webhook.yaml's configuration, pointed at the test's loopback URL.
-    let deployed =
-        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/deploy/webhook.yaml"))
-            .expect("deploy/webhook.yaml");
+    // deploy/base/webhook.yaml's configuration, pointed at the test's loopback URL.
+    let deployed = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/deploy/base/webhook.yaml"
+    ))
+    .expect("deploy/base/webhook.yaml");
     let config_doc = deployed
         .split("\n---\n")
         .find(|d| d.contains("kind: ValidatingWebhookConfiguration"))

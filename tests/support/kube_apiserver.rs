@@ -443,7 +443,7 @@ pub async fn apply_yaml(
 /// Installs `deploy/`'s Namespace, CRD, RBAC and IngressClass for real (the controller's
 /// token then has exactly the ClusterRole's permissions).
 pub async fn install_deploy_basics(client: &kube::Client) {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy");
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy/base");
     for f in [
         "namespace.yaml",
         "crd.yaml",
