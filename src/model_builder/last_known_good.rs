@@ -40,24 +40,6 @@ fn key_of(ing: &Ingress) -> Key {
     )
 }
 
-/// Whether the class parameters of `ing` (if any) select its namespace.
-fn selected(
-    classes: &ClassSelector<'_>,
-    namespaces: &super::NamespaceLabels<'_>,
-    snapshot: &ClusterSnapshot,
-    ing: &Ingress,
-) -> bool {
-    match classes
-        .params_for(ing, &snapshot.class_params)
-        .and_then(|p| p.namespace_selector.as_ref())
-    {
-        Some(sel) => {
-            namespaces.selects(ing.metadata.namespace.as_deref().unwrap_or("default"), sel)
-        }
-        None => true,
-    }
-}
-
 /// What one run loop remembers between builds.
 #[derive(Debug, Default)]
 pub struct LastKnownGood {
@@ -104,7 +86,12 @@ impl LastKnownGood {
                 // Ingress to fall back from, so the load balancer it was served on is left
                 // as it is (only if it was served: an Ingress never served must not freeze a
                 // load balancer it names).
-                Ok(_) if !selected(&classes, &namespaces, snapshot, ing) => {
+                Ok(_)
+                    if !namespaces.admit(
+                        ing.metadata.namespace.as_deref().unwrap_or("default"),
+                        classes.params_for(ing, &snapshot.class_params),
+                    ) =>
+                {
                     if self.valid.contains_key(&key) {
                         let id = load_balancer_id(snapshot, opts, ing);
                         extra.push(Diagnostic::new(

@@ -223,9 +223,17 @@ impl<'a> NamespaceLabels<'a> {
         )
     }
 
+    /// Whether `params` (an Ingress's class parameters, if any) let an Ingress of namespace
+    /// `ns` use the class: no `namespaceSelector`, or one that selects `ns`.
+    pub(crate) fn admit(&self, ns: &str, params: Option<&TollgateClassParamsSpec>) -> bool {
+        params
+            .and_then(|p| p.namespace_selector.as_ref())
+            .is_none_or(|sel| self.selects(ns, sel))
+    }
+
     /// Whether namespace `ns` is selected. A namespace not in the snapshot (manifests without
     /// it) has the one label the API server gives every namespace.
-    pub(crate) fn selects(
+    fn selects(
         &self,
         ns: &str,
         selector: &k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector,
@@ -319,45 +327,42 @@ pub fn build_with(
             continue;
         }
         let params = classes.params_for(ing, &snapshot.class_params);
-        if let Some(sel) = params.and_then(|p| p.namespace_selector.as_ref()) {
-            let ns = ing.metadata.namespace.as_deref().unwrap_or("default");
-            if !namespaces.selects(ns, sel) {
-                // An error of the Ingress, not "not ours": one that was served keeps being
-                // served as it last was (last-known-good), as the AWS Load Balancer
-                // Controller keeps the load balancer of a member it can no longer load.
-                let diag = Diagnostic::new(
-                    Severity::Error,
-                    ObjectKind::Ingress,
-                    ns,
-                    ing.metadata.name.clone().unwrap_or_default(),
-                    Reason::IngressClassAmbiguous,
-                    format!(
-                        "namespace {ns} is not selected by the namespaceSelector of its class's {}; the Ingress is not served",
-                        params
-                            .and_then(|p| p.foreign.as_ref())
-                            .map_or("TollgateClassParams".to_string(), |f| f.what.clone())
-                    ),
-                );
-                let key = Arc::as_ptr(ing) as usize;
-                cache.members.insert(
-                    key,
-                    ReadMember {
-                        _ingress: ing.clone(),
-                        provider: opts.provider,
-                        nginx_defaults: opts.ingress_nginx_defaults,
-                        // Read afresh once the namespace is selected again.
-                        params: None,
-                        read: Err(vec![diag]),
-                        warnings: Vec::new(),
-                        secret_used: Vec::new(),
-                        round,
-                    },
-                );
-                claimed.push(key);
-                continue;
-            }
-        }
+        let ns = ing.metadata.namespace.as_deref().unwrap_or("default");
         let key = Arc::as_ptr(ing) as usize;
+        if !namespaces.admit(ns, params) {
+            // An error of the Ingress, not "not ours": one that was served keeps being
+            // served as it last was (last-known-good), as the AWS Load Balancer
+            // Controller keeps the load balancer of a member it can no longer load.
+            let diag = Diagnostic::new(
+                Severity::Error,
+                ObjectKind::Ingress,
+                ns,
+                ing.metadata.name.clone().unwrap_or_default(),
+                Reason::IngressClassAmbiguous,
+                format!(
+                    "namespace {ns} is not selected by the namespaceSelector of its class's {}; the Ingress is not served",
+                    params
+                        .and_then(|p| p.foreign.as_ref())
+                        .map_or("TollgateClassParams".to_string(), |f| f.what.clone())
+                ),
+            );
+            cache.members.insert(
+                key,
+                ReadMember {
+                    _ingress: ing.clone(),
+                    provider: opts.provider,
+                    nginx_defaults: opts.ingress_nginx_defaults,
+                    // Read afresh once the namespace is selected again.
+                    params: None,
+                    read: Err(vec![diag]),
+                    warnings: Vec::new(),
+                    secret_used: Vec::new(),
+                    round,
+                },
+            );
+            claimed.push(key);
+            continue;
+        }
         let fresh = match cache.members.get_mut(&key) {
             Some(e)
                 if e.provider == opts.provider

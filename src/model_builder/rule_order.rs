@@ -59,27 +59,8 @@ fn normalized_path(path: &PathMatch) -> &str {
     }
 }
 
-/// How much of a path is fixed text (the kinds sorted by length).
-fn literal_len(path: &PathMatch) -> usize {
-    normalized_path(path).len()
-}
-
 fn covers_everything(path: &PathMatch) -> bool {
     path.kind == PathKind::Prefix && normalized_path(path).is_empty()
-}
-
-/// Within one host: longest path first, `Exact`, then `Prefix`, then ingress-nginx regular
-/// expressions at equal length, then the path text; after all of them the ALB path patterns
-/// and ALB regular expressions (`ImplementationSpecific` as the AWS Load Balancer Controller
-/// reads it) in the order they arrive — precedence, then as listed — as that controller
-/// orders them since v2.4.3 (docs/guide/ingress/spec.md, `sortIngressPaths`). That order is
-/// what the legacy `actions.ssl-redirect` pattern relies on: its `/*` redirect listed first
-/// takes every plain-HTTP request, `/users/*` listed after it included. The sort is stable.
-fn path_order(path: &PathMatch) -> (bool, Reverse<usize>, PathKind, &str) {
-    match path.kind {
-        PathKind::Glob | PathKind::AlbRegex => (true, Reverse(0), PathKind::Glob, ""),
-        _ => (false, Reverse(literal_len(path)), path.kind, &path.path),
-    }
 }
 
 /// Whether the rest of exact host `host` needs a fence: a host-less route, or a wildcard
@@ -92,12 +73,25 @@ pub fn exact_host_fenced(host: &str, wildcard: impl Fn(&str) -> bool, any_hostle
             .is_some_and(|(first, rest)| !first.is_empty() && wildcard(rest))
 }
 
-/// A route's place within its host; listed-order kinds keep their order whatever their
-/// extra conditions.
-fn sort_key(r: &Route) -> ((bool, Reverse<usize>, PathKind, &str), Reverse<usize>) {
-    let listed = matches!(r.path.kind, PathKind::Glob | PathKind::AlbRegex);
-    let narrow = if listed { 0 } else { narrowness(&r.extra) };
-    (path_order(&r.path), Reverse(narrow))
+/// Within one host: longest path first, `Exact`, then `Prefix`, then ingress-nginx regular
+/// expressions at equal length, then the path text; after all of them the ALB path patterns
+/// and ALB regular expressions (`ImplementationSpecific` as the AWS Load Balancer Controller
+/// reads it) in the order they arrive — precedence, then as listed — as that controller
+/// orders them since v2.4.3 (docs/guide/ingress/spec.md, `sortIngressPaths`). That order is
+/// what the legacy `actions.ssl-redirect` pattern relies on: its `/*` redirect listed first
+/// takes every plain-HTTP request, `/users/*` listed after it included. At one path of the
+/// other kinds, the route with more extra conditions goes first. The sort is stable.
+fn sort_key(r: &Route) -> (bool, Reverse<usize>, PathKind, &str, Reverse<usize>) {
+    match r.path.kind {
+        PathKind::Glob | PathKind::AlbRegex => (true, Reverse(0), PathKind::Glob, "", Reverse(0)),
+        kind => (
+            false,
+            Reverse(normalized_path(&r.path).len()),
+            kind,
+            &r.path.path,
+            Reverse(narrowness(&r.extra)),
+        ),
+    }
 }
 
 /// The rules of one host (`None`: the host-less routes), in order, with the fence that sends

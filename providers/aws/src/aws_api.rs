@@ -1429,7 +1429,7 @@ impl Aws {
             (s.before, s.stacks, s.after)
         };
         let (before, by_stack, after) = scoped;
-        self.apply_serially(&before, stacks, inv, &mut cache, &mut diags)
+        self.apply_serially("", &before, stacks, inv, &mut cache, &mut diags)
             .await;
         let names: std::collections::HashSet<&str> =
             by_stack.iter().map(|(s, _)| s.as_str()).collect();
@@ -1445,7 +1445,7 @@ impl Aws {
             let mut cache = cache.clone();
             runs.push(Box::pin(async move {
                 let mut diags = Vec::new();
-                self.apply_serially(changes, stacks, &mut part, &mut cache, &mut diags)
+                self.apply_serially(stack, changes, stacks, &mut part, &mut cache, &mut diags)
                     .await;
                 (part, diags)
             }));
@@ -1459,7 +1459,7 @@ impl Aws {
             inv.merge_stack(part);
             diags.extend(d);
         }
-        self.apply_serially(&after, stacks, inv, &mut cache, &mut diags)
+        self.apply_serially("", &after, stacks, inv, &mut cache, &mut diags)
             .await;
         diags
     }
@@ -1521,8 +1521,11 @@ impl Aws {
     }
 
     /// Carries out `changes` in order, recording each success into `inv`.
+    /// `stack` is the stack the changes belong to ("" for those of no one stack), named in
+    /// the diagnostic of a change that fails.
     async fn apply_serially(
         &self,
+        stack: &str,
         changes: &[&Change],
         stacks: &[AlbStack],
         inv: &mut Inventory,
@@ -1555,7 +1558,7 @@ impl Aws {
                         Severity::Error,
                         ObjectKind::LoadBalancer,
                         "",
-                        stack_of(change, inv),
+                        stack.to_string(),
                         Reason::ApplyFailed,
                         format!("{change}: {e}"),
                     ));
@@ -2339,36 +2342,6 @@ fn split_chain(pem: &str) -> (&str, &str) {
             (leaf, rest.trim_start())
         }
         None => (pem, ""),
-    }
-}
-
-/// The stack (model load-balancer id) a change belongs to.
-pub fn stack_of(change: &Change, inv: &Inventory) -> String {
-    match change {
-        Change::CreateLoadBalancer { stack, .. }
-        | Change::CreateSecurityGroup { stack, .. }
-        | Change::SetSecurityGroups { stack, .. } => stack.clone(),
-        Change::CreateTargetGroup { spec } => spec.tags.get(TAG_STACK).cloned().unwrap_or_default(),
-        Change::SetTags { arn, .. } => inv
-            .load_balancers
-            .iter()
-            .find(|lb| &lb.arn == arn)
-            .map(|lb| lb.stack.clone())
-            .or_else(|| {
-                inv.target_groups
-                    .iter()
-                    .find(|t| &t.arn == arn)
-                    .map(|t| t.stack.clone())
-            })
-            .unwrap_or_default(),
-        other => {
-            let text = format!("{other}");
-            inv.load_balancers
-                .iter()
-                .find(|lb| text.contains(&lb.arn) || text.contains(&lb.name))
-                .map(|lb| lb.stack.clone())
-                .unwrap_or_default()
-        }
     }
 }
 
