@@ -86,6 +86,9 @@ pub enum Applies {
     /// On an Ingress, and on the Services its backends name (the Service wins), as the AWS
     /// Load Balancer Controller reads them.
     IngressAndService,
+    /// On an Ingress only, where the AWS Load Balancer Controller reads it on Services too:
+    /// on a Service a protective one is refused rather than ignored.
+    IngressNotService,
 }
 
 /// The object an annotation was found on.
@@ -143,7 +146,7 @@ impl Spec {
     }
 }
 
-use Applies::{Ingress as I, IngressAndService as IS};
+use Applies::{Ingress as I, IngressAndService as IS, IngressNotService as INS};
 use Risk::{Other, Protective as Prot, Snippet};
 use Support::{Honoured as H, Ignored as X};
 
@@ -247,13 +250,13 @@ pub static REGISTRY: &[Spec] = &[
     alb("healthy-threshold-count", Other, IS, H, X, "active health checks (the proxy ejects failing targets passively)"),
     alb("unhealthy-threshold-count", Other, IS, H, X, "active health checks (the proxy ejects failing targets passively)"),
     alb("success-codes", Other, IS, H, X, "health check success codes"),
-    alb("auth-type", Prot, IS, X, X, "OIDC or Cognito authentication before the backend").inert(&["none"]),
-    alb("auth-idp-cognito", Other, IS, X, X, "the Cognito identity provider of auth-type"),
-    alb("auth-idp-oidc", Other, IS, X, X, "the OIDC identity provider of auth-type"),
-    alb("auth-on-unauthenticated-request", Other, IS, X, X, "what auth-type does with unauthenticated requests"),
-    alb("auth-scope", Other, IS, X, X, "the scopes auth-type asks for"),
-    alb("auth-session-cookie", Other, IS, X, X, "auth-type's session cookie name"),
-    alb("auth-session-timeout", Other, IS, X, X, "auth-type's session timeout"),
+    alb("auth-type", Prot, INS, H, X, "OIDC or Cognito authentication before the backend").inert(&["none"]),
+    alb("auth-idp-cognito", Other, INS, H, X, "the Cognito identity provider of auth-type"),
+    alb("auth-idp-oidc", Other, INS, H, X, "the OIDC identity provider of auth-type"),
+    alb("auth-on-unauthenticated-request", Other, INS, H, X, "what auth-type does with unauthenticated requests"),
+    alb("auth-scope", Other, INS, H, X, "the scopes auth-type asks for"),
+    alb("auth-session-cookie", Other, INS, H, X, "auth-type's session cookie name"),
+    alb("auth-session-timeout", Other, INS, H, X, "auth-type's session timeout"),
     alb("jwt-validation", Prot, IS, X, X, "JWT validation before the backend"),
     alb("target-node-labels", Other, IS, X, X, "registering only the nodes with these labels"),
     alb("manage-backend-security-group-rules", Other, I, H, X, "managing the targets' security group rules"),
@@ -511,7 +514,23 @@ pub fn check(
             });
             continue;
         };
-        if on == OnObject::Service && spec.applies == Applies::Ingress {
+        if on == OnObject::Service
+            && spec.applies == Applies::IngressNotService
+            && spec.risk == Risk::Protective
+            && !spec.is_inert(value)
+        {
+            out.push(Finding {
+                annotation: key.clone(),
+                severity: Severity::Error,
+                reason: Reason::AnnotationUnsupported,
+                message: format!(
+                    "annotation {key} is read on Ingresses only; on a Service {} does not happen, so the Service is not served rather than served without it: put the annotation on the Ingress",
+                    spec.does
+                ),
+            });
+            continue;
+        }
+        if on == OnObject::Service && spec.applies != Applies::IngressAndService {
             out.push(Finding {
                 annotation: key.clone(),
                 severity: Severity::Warning,
@@ -621,7 +640,7 @@ pub fn markdown() -> String {
             Risk::Other => "warning where not honoured",
         };
         let on = match s.applies {
-            Applies::Ingress => "Ingress",
+            Applies::Ingress | Applies::IngressNotService => "Ingress",
             Applies::IngressAndService => "Ingress, Service",
         };
         out.push_str(&format!(
@@ -673,9 +692,15 @@ mod tests {
     #[test]
     fn protective_not_honoured_is_an_error() {
         let f = one(
-            &[("alb.ingress.kubernetes.io/auth-type", "oidc")],
+            &[("alb.ingress.kubernetes.io/jwt-validation", "{}")],
             OnObject::Ingress,
             ProviderKind::Aws,
+        );
+        assert_eq!(f, [(Severity::Error, Reason::AnnotationUnsupported)]);
+        let f = one(
+            &[("alb.ingress.kubernetes.io/auth-type", "oidc")],
+            OnObject::Ingress,
+            ProviderKind::Proxy,
         );
         assert_eq!(f, [(Severity::Error, Reason::AnnotationUnsupported)]);
         let f = one(

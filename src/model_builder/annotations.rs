@@ -79,6 +79,11 @@ pub struct IngressSettings {
     pub basic_auth_ref: Option<BasicAuthRef>,
     /// The users of [`IngressSettings::basic_auth_ref`]'s Secret.
     pub basic_auth: Option<std::sync::Arc<tollgate_contract::BasicAuth>>,
+    /// AWS Load Balancer Controller `auth-type: oidc|cognito` with its settings, as read
+    /// from the annotations; an OIDC provider's Secret is read at build time
+    /// (`alb_protection::resolve`), which fills [`IngressSettings::idp_auth`].
+    pub idp_auth_ref: Option<super::alb_protection::IdpAuthRef>,
+    pub idp_auth: Option<std::sync::Arc<tollgate_contract::IdpAuthentication>>,
     /// ingress-nginx `auth-url` with its settings.
     pub external_auth: Option<std::sync::Arc<tollgate_contract::ExternalAuth>>,
     /// ingress-nginx `affinity: cookie` (its cookie's path, when `session-cookie-path` is not
@@ -187,11 +192,11 @@ impl BackendSettings {
 
 type Annotations = BTreeMap<String, String>;
 
-struct Reader<'a> {
+pub(super) struct Reader<'a> {
     annotations: &'a Annotations,
-    errors: Vec<AnnotationError>,
+    pub(super) errors: Vec<AnnotationError>,
     /// Annotations set but doing nothing, and why (`IngressSettings::unused`).
-    unused: Vec<(String, String)>,
+    pub(super) unused: Vec<(String, String)>,
 }
 
 // Every annotation name the readers asked for, so a test can hold them to the registry.
@@ -998,7 +1003,7 @@ pub(crate) fn note_read(name: &str) {
 }
 
 impl<'a> Reader<'a> {
-    fn raw(&self, name: &str) -> Option<(&'a str, String)> {
+    pub(super) fn raw(&self, name: &str) -> Option<(&'a str, String)> {
         note_read(name);
         self.annotations
             .get(name)
@@ -1016,7 +1021,7 @@ impl<'a> Reader<'a> {
         }
     }
 
-    fn fail(&mut self, name: &str, value: &str, problem: impl Into<String>) {
+    pub(super) fn fail(&mut self, name: &str, value: &str, problem: impl Into<String>) {
         self.errors.push(AnnotationError {
             name: name.to_string(),
             value: value.to_string(),
@@ -1025,11 +1030,15 @@ impl<'a> Reader<'a> {
     }
 
     /// The first of `names` that is set.
-    fn first(&self, names: &[&str]) -> Option<(&'a str, String)> {
+    pub(super) fn first(&self, names: &[&str]) -> Option<(&'a str, String)> {
         names.iter().find_map(|n| self.raw(n))
     }
 
-    fn parse<T>(&mut self, name: &str, f: impl FnOnce(&str) -> Result<T, String>) -> Option<T> {
+    pub(super) fn parse<T>(
+        &mut self,
+        name: &str,
+        f: impl FnOnce(&str) -> Result<T, String>,
+    ) -> Option<T> {
         let (v, n) = self.raw(name)?;
         match f(v.trim()) {
             Ok(t) => Some(t),
@@ -1040,14 +1049,14 @@ impl<'a> Reader<'a> {
         }
     }
 
-    fn u32_in(&mut self, name: &str, lo: u32, hi: u32) -> Option<u32> {
+    pub(super) fn u32_in(&mut self, name: &str, lo: u32, hi: u32) -> Option<u32> {
         self.parse(name, |v| match v.parse::<u32>() {
             Ok(n) if (lo..=hi).contains(&n) => Ok(n),
             _ => Err(format!("expected a whole number from {lo} to {hi}")),
         })
     }
 
-    fn bool(&mut self, name: &str) -> Option<bool> {
+    pub(super) fn bool(&mut self, name: &str) -> Option<bool> {
         self.parse(name, |v| match v {
             "true" => Ok(true),
             "false" => Ok(false),
@@ -1055,7 +1064,7 @@ impl<'a> Reader<'a> {
         })
     }
 
-    fn key_values(&mut self, name: &str) -> BTreeMap<String, String> {
+    pub(super) fn key_values(&mut self, name: &str) -> BTreeMap<String, String> {
         self.parse(name, parse_key_values).unwrap_or_default()
     }
 }
@@ -1370,6 +1379,7 @@ pub fn ingress_settings(
         .filter(|n| *n > 0);
     let cors = read_cors(&mut r).map(std::sync::Arc::new);
     let basic_auth_ref = read_basic_auth(&mut r);
+    let idp_auth_ref = super::alb_protection::read_idp_auth(&mut r);
     let external_auth = read_external_auth(&mut r).map(std::sync::Arc::new);
     let rate_limit = read_rate_limit(&mut r);
     let canary = read_canary(&mut r).map(std::sync::Arc::new);
@@ -1590,6 +1600,8 @@ pub fn ingress_settings(
             cors,
             basic_auth_ref,
             basic_auth: None,
+            idp_auth_ref,
+            idp_auth: None,
             external_auth,
             rate_limit: rate_limit.map(std::sync::Arc::new),
             canary,

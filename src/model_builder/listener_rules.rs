@@ -29,7 +29,9 @@ use tollgate_contract::{
 
 use super::alb_actions::{self, AnnotatedAction};
 use super::ingress_member::Member;
-use super::rule_order::{conflict_key, exact_host_fenced, host_rules, ConflictKey, Route};
+use super::rule_order::{
+    conflict_key, exact_host_fenced, host_rules, ConflictKey, ListenerDefault, Route,
+};
 use super::target_groups::{BackendIndex, ServiceDep, TargetGroupSpec, Unresolved};
 use super::{annotations, extra_conditions, ingress_diag, redirects_to_itself, source_ranged};
 use super::{BuildOptions, FastMap};
@@ -421,6 +423,19 @@ pub(crate) fn on_listener(m: &Member, protocol: ListenerProtocol, action: &Actio
     }
 }
 
+/// The member's identity-provider authentication where ALB performs it: before every
+/// action of its routes on HTTPS listeners (`buildActions` in the AWS Load Balancer
+/// Controller). On HTTP the member only redirects, or was refused (`alb_protection`).
+pub(crate) fn authenticate_on(
+    m: &Member,
+    protocol: ListenerProtocol,
+) -> Option<Arc<tollgate_contract::IdpAuthentication>> {
+    match protocol {
+        ListenerProtocol::Https => m.settings.idp_auth.clone(),
+        ListenerProtocol::Http => None,
+    }
+}
+
 fn make_claims(rm: &ResolvedMember, protocol: ListenerProtocol, port: u16) -> Claims {
     let m = rm.member.as_ref();
     let mut out = Claims::default();
@@ -512,6 +527,7 @@ fn claim_routes(
                 path,
                 extra: Conditions::default(),
                 action: on_listener(m, protocol, &redirect),
+                authenticate: authenticate_on(m, protocol),
                 ingress: m.obj.clone(),
             }],
         ));
@@ -531,6 +547,7 @@ fn claim_routes(
             path: r.path.clone(),
             extra,
             action: on_listener(m, protocol, &action),
+            authenticate: authenticate_on(m, protocol),
             ingress: m.obj.clone(),
         })
         .collect();
@@ -545,7 +562,7 @@ struct HostEntry {
     claimants: Vec<Arc<ResolvedMember>>,
     protocol: ListenerProtocol,
     fence: bool,
-    default_action: Action,
+    default_action: ListenerDefault,
     rules: Arc<[Rule]>,
     diags: Vec<Diagnostic>,
     round: u64,
@@ -669,7 +686,7 @@ pub(crate) fn listener_rules(
     port: u16,
     protocol: ListenerProtocol,
     attached: &[&Arc<ResolvedMember>],
-    default_action: &Action,
+    default_action: &ListenerDefault,
     www_redirects: bool,
     diags: &mut Vec<Diagnostic>,
 ) -> tollgate_contract::RuleList {
@@ -821,6 +838,7 @@ fn from_to_www(
                 }),
                 ..Conditions::default()
             },
+            authenticate: None,
             // `$scheme://to$request_uri` in ingress-nginx: the scheme's own port, not the one
             // the proxy happens to listen on.
             action: Action::Redirect(Redirect {
@@ -860,7 +878,7 @@ struct HostInputs<'x> {
     attached: &'x [&'x Arc<ResolvedMember>],
     protocol: ListenerProtocol,
     port: u16,
-    default_action: &'x Action,
+    default_action: &'x ListenerDefault,
     round: u64,
 }
 

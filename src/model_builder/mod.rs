@@ -8,6 +8,7 @@
 //! only its own route into a 503; a bad Secret drops only its own certificate.
 
 pub mod alb_actions;
+pub mod alb_protection;
 pub mod annotation_registry;
 pub mod annotations;
 mod auth_secrets;
@@ -412,6 +413,19 @@ pub fn build_with(
                         .map_err(|e| vec![e])?;
                     m.settings.basic_auth = Some(users);
                 }
+                if let Some(r) = &m.settings.idp_auth_ref {
+                    let secret = alb_protection::secret_key(r, ingress.0)
+                        .and_then(|(ns, name)| read_secret(ns, name));
+                    m.settings.idp_auth =
+                        Some(alb_protection::resolve(r, ingress, secret).map_err(|e| vec![e])?);
+                    let ports = member_ports(&m, &opts.grouping);
+                    alb_protection::check_listeners(
+                        &ports,
+                        m.settings.ssl_redirect_port.is_some(),
+                        ingress,
+                    )
+                    .map_err(|e| vec![e])?;
+                }
                 if let Some(r) = &m.settings.client_cert_ref {
                     let secret = read_secret(r.namespace.as_deref().unwrap_or(ingress.0), &r.name);
                     let ca = auth_secrets::client_cert(r, ingress, secret).map_err(|e| vec![e])?;
@@ -696,14 +710,20 @@ fn build_load_balancer(
                 Some(_) => {}
             }
         }
-        let default_action = match default_owner.and_then(|mi| {
+        let default = match default_owner.and_then(|mi| {
             resolved[mi]
                 .default_action
                 .as_ref()
-                .map(|a| listener_rules::on_listener(members[mi], draft.protocol, a))
+                .map(|a| rule_order::ListenerDefault {
+                    action: listener_rules::on_listener(members[mi], draft.protocol, a),
+                    authenticate: listener_rules::authenticate_on(members[mi], draft.protocol),
+                })
         }) {
-            Some(a) => a,
-            None => Action::FixedResponse(FixedResponse::not_found()),
+            Some(d) => d,
+            None => rule_order::ListenerDefault {
+                action: Action::FixedResponse(FixedResponse::not_found()),
+                authenticate: None,
+            },
         };
         let attached: Vec<&Arc<ResolvedMember>> =
             draft.members.iter().map(|&mi| &resolved[mi]).collect();
@@ -712,7 +732,7 @@ fn build_load_balancer(
             port,
             draft.protocol,
             &attached,
-            &default_action,
+            &default,
             opts.provider == ProviderKind::Proxy,
             diags,
         );
@@ -733,7 +753,8 @@ fn build_load_balancer(
                 None
             },
             rules,
-            default_action,
+            default_authenticate: default.authenticate,
+            default_action: default.action,
         });
     }
 

@@ -22,7 +22,19 @@ pub struct Route {
     /// are always empty here.
     pub extra: Conditions,
     pub action: Action,
+    /// Authentication before the action (HTTPS listeners only).
+    pub authenticate: Option<std::sync::Arc<tollgate_contract::IdpAuthentication>>,
     pub ingress: ObjectRef,
+}
+
+/// What a listener answers when no rule matches, with the authentication before it (an
+/// Ingress's `defaultBackend` under `auth-type`, as the AWS Load Balancer Controller puts
+/// its authenticate action in the listener's default actions too). A host's fence rule
+/// answers the same.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ListenerDefault {
+    pub action: Action,
+    pub authenticate: Option<std::sync::Arc<tollgate_contract::IdpAuthentication>>,
 }
 
 /// Host, path kind, normalized path and extra conditions (as JSON) of a route.
@@ -102,7 +114,7 @@ pub fn host_rules(
     host: Option<HostMatch>,
     mut group: Vec<Route>,
     fence_needed: bool,
-    default_action: &Action,
+    default: &ListenerDefault,
 ) -> Vec<Rule> {
     group.sort_by(|a, b| sort_key(a).cmp(&sort_key(b)));
     let fence = fence_needed
@@ -119,6 +131,7 @@ pub fn host_rules(
                 path: Some(r.path),
                 ..r.extra
             },
+            authenticate: r.authenticate,
             action: r.action,
         });
     }
@@ -129,7 +142,8 @@ pub fn host_rules(
                 host: Some(h),
                 ..Default::default()
             },
-            action: default_action.clone(),
+            authenticate: default.authenticate.clone(),
+            action: default.action.clone(),
         });
     }
     rules

@@ -630,6 +630,7 @@ fn fuzz_rule(b: &mut Bytes<'_>) -> Rule {
     Rule {
         ingress: ObjectRef::new("ns", "ing"),
         conditions: c,
+        authenticate: None,
         action: Action::FixedResponse(FixedResponse::not_found()),
     }
 }
@@ -678,6 +679,7 @@ fn route_table() {
                 ssl_policy: None,
                 rules: rules.into(),
                 default_action: Action::FixedResponse(FixedResponse::not_found()),
+                default_authenticate: None,
             };
             let table = ListenerRoutes::compile(&listener);
             let mut class = 0;

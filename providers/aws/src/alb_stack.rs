@@ -195,6 +195,9 @@ pub struct ListenerSpec {
     pub certificates: Vec<String>,
     pub ssl_policy: Option<String>,
     pub default_action: AlbAction,
+    /// Performed before the default action.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub default_authenticate: Option<AlbAuthenticate>,
     /// In evaluation order; priorities are assigned by the plan.
     pub rules: Vec<RuleSpec>,
 }
@@ -204,7 +207,95 @@ pub struct ListenerSpec {
 #[serde(rename_all = "camelCase")]
 pub struct RuleSpec {
     pub conditions: Vec<AlbCondition>,
+    /// Performed before `action` (order 1, then the action at order 2).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub authenticate: Option<AlbAuthenticate>,
     pub action: AlbAction,
+}
+
+/// The tag on a rule holding the fingerprint of its OIDC client secret: AWS never returns
+/// the secret, so without it a rotated Secret could not be told from the one applied.
+pub const TAG_CLIENT_SECRET: &str = "tollgate.io/oidc-client-secret";
+
+/// ALB's `authenticate-oidc` / `authenticate-cognito` action.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+#[serde(rename_all = "camelCase", tag = "type")]
+pub enum AlbAuthenticate {
+    Oidc {
+        issuer: String,
+        authorization_endpoint: String,
+        token_endpoint: String,
+        user_info_endpoint: String,
+        client_id: String,
+        /// Compared by fingerprint: observed rules carry the one from their tag.
+        client_secret: tollgate_contract::ClientSecret,
+        session: AuthSession,
+    },
+    Cognito {
+        user_pool_arn: String,
+        user_pool_client_id: String,
+        user_pool_domain: String,
+        session: AuthSession,
+    },
+}
+
+/// What both kinds of authenticate action share.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct AuthSession {
+    pub on_unauthenticated_request: String,
+    pub scope: String,
+    pub session_cookie_name: String,
+    pub session_timeout: i64,
+    pub extra_params: BTreeMap<String, String>,
+}
+
+impl AlbAuthenticate {
+    pub fn from_model(a: &tollgate_contract::IdpAuthentication) -> Self {
+        let session = AuthSession {
+            on_unauthenticated_request: a.on_unauthenticated_request.as_str().to_string(),
+            scope: a.scope.clone(),
+            session_cookie_name: a.session_cookie.clone(),
+            session_timeout: i64::try_from(a.session_timeout_seconds).unwrap_or(i64::MAX),
+            extra_params: a.extra_params.clone(),
+        };
+        match &a.idp {
+            tollgate_contract::IdentityProvider::Oidc {
+                issuer,
+                authorization_endpoint,
+                token_endpoint,
+                user_info_endpoint,
+                client_id,
+                client_secret,
+            } => AlbAuthenticate::Oidc {
+                issuer: issuer.clone(),
+                authorization_endpoint: authorization_endpoint.clone(),
+                token_endpoint: token_endpoint.clone(),
+                user_info_endpoint: user_info_endpoint.clone(),
+                client_id: client_id.clone(),
+                client_secret: client_secret.clone(),
+                session,
+            },
+            tollgate_contract::IdentityProvider::Cognito {
+                user_pool_arn,
+                user_pool_client_id,
+                user_pool_domain,
+            } => AlbAuthenticate::Cognito {
+                user_pool_arn: user_pool_arn.clone(),
+                user_pool_client_id: user_pool_client_id.clone(),
+                user_pool_domain: user_pool_domain.clone(),
+                session,
+            },
+        }
+    }
+
+    /// The client secret's fingerprint, for the rule's tag.
+    pub fn secret_fingerprint(&self) -> Option<&str> {
+        match self {
+            AlbAuthenticate::Oidc { client_secret, .. } => Some(&client_secret.fingerprint),
+            AlbAuthenticate::Cognito { .. } => None,
+        }
+    }
 }
 
 /// A rule condition, as ELBv2 models it.
@@ -675,7 +766,11 @@ pub fn build_stack(
                 ingress: r.ingress.clone(),
                 fence_host,
                 host: r.conditions.host.clone(),
-                spec: RuleSpec { conditions, action },
+                spec: RuleSpec {
+                    conditions,
+                    authenticate: r.authenticate.as_deref().map(AlbAuthenticate::from_model),
+                    action,
+                },
             });
         }
         if rules.len() > limits.rules_per_listener {
@@ -687,6 +782,10 @@ pub fn build_stack(
             certificates,
             ssl_policy: l.ssl_policy.clone(),
             default_action,
+            default_authenticate: l
+                .default_authenticate
+                .as_deref()
+                .map(AlbAuthenticate::from_model),
             rules: rules.into_iter().map(|r| r.spec).collect(),
         });
     }

@@ -10,8 +10,9 @@ use elbv2::types as t;
 use tollgate_contract::{BackendProtocol, Diagnostic, HealthCheck, ObjectKind, Reason, Severity};
 
 use crate::alb_stack::{
-    backend_security_group_name, AlbAction, AlbCondition, AlbStack, BackendSecurityGroup, RuleSpec,
-    TargetGroupSpec, TAG_CLUSTER, TAG_FINGERPRINT, TAG_RESOURCE, TAG_SECRET, TAG_STACK,
+    backend_security_group_name, AlbAction, AlbAuthenticate, AlbCondition, AlbStack, AuthSession,
+    BackendSecurityGroup, RuleSpec, TargetGroupSpec, TAG_CLIENT_SECRET, TAG_CLUSTER,
+    TAG_FINGERPRINT, TAG_RESOURCE, TAG_SECRET, TAG_STACK,
 };
 use crate::api_pacing::{Bucket, Pace, PacedClient};
 use crate::backend_rules::GIVEN;
@@ -560,6 +561,22 @@ impl Aws {
                             self.elbv2.describe_rules().listener_arn(larn).send(),
                         )
                         .await?;
+                    // The client secrets behind OIDC actions, known only by their tags.
+                    let is_oidc = |actions: &[t::Action]| {
+                        actions
+                            .iter()
+                            .any(|a| a.r#type() == Some(&t::ActionTypeEnum::AuthenticateOidc))
+                    };
+                    let mut oidc: Vec<String> = rs
+                        .rules()
+                        .iter()
+                        .filter(|r| is_oidc(r.actions()))
+                        .filter_map(|r| r.rule_arn().map(str::to_string))
+                        .collect();
+                    if is_oidc(l.default_actions()) {
+                        oidc.push(larn.to_string());
+                    }
+                    let secrets = self.secret_fingerprints(oidc).await?;
                     let mut rules = Vec::new();
                     for r in rs.rules() {
                         if r.is_default() == Some(true) {
@@ -576,25 +593,29 @@ impl Aws {
                             .filter_map(condition_from_sdk)
                             .collect();
                         conditions.sort();
-                        let Some(action) = r
-                            .actions()
-                            .first()
-                            .and_then(|a| action_from_sdk(a, &tg_name_by_arn))
-                        else {
+                        let Some((authenticate, action)) = actions_from_sdk(
+                            r.actions(),
+                            &tg_name_by_arn,
+                            secrets.get(rarn).map(String::as_str),
+                        ) else {
                             continue;
                         };
                         rules.push(ObservedRule {
                             arn: rarn.to_string(),
                             priority,
-                            content: RuleSpec { conditions, action },
+                            content: RuleSpec {
+                                conditions,
+                                authenticate,
+                                action,
+                            },
                         });
                     }
                     rules.sort_by_key(|r| r.priority);
-                    let Some(default_action) = l
-                        .default_actions()
-                        .first()
-                        .and_then(|a| action_from_sdk(a, &tg_name_by_arn))
-                    else {
+                    let Some((default_authenticate, default_action)) = actions_from_sdk(
+                        l.default_actions(),
+                        &tg_name_by_arn,
+                        secrets.get(larn).map(String::as_str),
+                    ) else {
                         continue;
                     };
                     listeners.push(ObservedListener {
@@ -607,6 +628,7 @@ impl Aws {
                         certificates,
                         ssl_policy: l.ssl_policy().map(str::to_string),
                         default_action,
+                        default_authenticate,
                         rules,
                     });
                 }
@@ -641,6 +663,50 @@ impl Aws {
             }
         }
         Ok(inv)
+    }
+
+    /// The client-secret fingerprint tagged on each of `arns` (rules or listeners with an
+    /// OIDC action), 20 to a call.
+    async fn secret_fingerprints(
+        &self,
+        arns: Vec<String>,
+    ) -> Result<BTreeMap<String, String>, AwsError> {
+        let mut out = BTreeMap::new();
+        for chunk in arns.chunks(20) {
+            let r = self
+                .counted(
+                    "DescribeTags",
+                    self.elbv2
+                        .describe_tags()
+                        .set_resource_arns(Some(chunk.to_vec()))
+                        .send(),
+                )
+                .await?;
+            for d in r.tag_descriptions() {
+                let fp = d
+                    .tags()
+                    .iter()
+                    .find(|t| t.key() == Some(TAG_CLIENT_SECRET))
+                    .and_then(|t| t.value());
+                if let (Some(arn), Some(fp)) = (d.resource_arn(), fp) {
+                    out.insert(arn.to_string(), fp.to_string());
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// Records on a rule or listener which client secret its OIDC action now has.
+    async fn tag_secret(&self, arn: &str, auth: Option<&AlbAuthenticate>) -> Result<(), AwsError> {
+        let Some(tag) = secret_tag(auth) else {
+            return Ok(());
+        };
+        self.counted(
+            "AddTags",
+            self.elbv2.add_tags().resource_arns(arn).tags(tag).send(),
+        )
+        .await?;
+        Ok(())
     }
 
     /// Tollgate's security groups (found by tags) with their TCP inbound rules: one call.
@@ -2007,7 +2073,14 @@ impl Aws {
                     .load_balancer_arn(lb)
                     .port(i32::from(spec.port))
                     .protocol(t::ProtocolEnum::from(spec.protocol.as_str()))
-                    .default_actions(action_to_sdk(&spec.default_action, inv)?);
+                    .set_default_actions(Some(actions_to_sdk(
+                        spec.default_authenticate.as_ref(),
+                        &spec.default_action,
+                        inv,
+                    )?));
+                if let Some(fp) = secret_tag(spec.default_authenticate.as_ref()) {
+                    req = req.tags(fp);
+                }
                 let certs = listener_arns(&spec.certificates, inv);
                 if let Some(first) = certs.first() {
                     req =
@@ -2033,7 +2106,11 @@ impl Aws {
                     .modify_listener()
                     .listener_arn(arn)
                     .protocol(t::ProtocolEnum::from(spec.protocol.as_str()))
-                    .default_actions(action_to_sdk(&spec.default_action, inv)?);
+                    .set_default_actions(Some(actions_to_sdk(
+                        spec.default_authenticate.as_ref(),
+                        &spec.default_action,
+                        inv,
+                    )?));
                 let certs = listener_arns(&spec.certificates, inv);
                 if let Some(first) = certs.first() {
                     req =
@@ -2043,6 +2120,9 @@ impl Aws {
                     req = req.ssl_policy(p);
                 }
                 self.counted("ModifyListener", req.send()).await?;
+                // After the secret went out, so a crash in between re-sends it.
+                self.tag_secret(arn, spec.default_authenticate.as_ref())
+                    .await?;
                 let had: Vec<String> = inv
                     .load_balancers
                     .iter()
@@ -2092,7 +2172,12 @@ impl Aws {
                             .set_conditions(Some(
                                 rule.conditions.iter().map(condition_to_sdk).collect(),
                             ))
-                            .actions(action_to_sdk(&rule.action, inv)?)
+                            .set_actions(Some(actions_to_sdk(
+                                rule.authenticate.as_ref(),
+                                &rule.action,
+                                inv,
+                            )?))
+                            .set_tags(secret_tag(rule.authenticate.as_ref()).map(|t| vec![t]))
                             .send(),
                     )
                     .await?;
@@ -2112,10 +2197,16 @@ impl Aws {
                         .set_conditions(Some(
                             rule.conditions.iter().map(condition_to_sdk).collect(),
                         ))
-                        .actions(action_to_sdk(&rule.action, inv)?)
+                        .set_actions(Some(actions_to_sdk(
+                            rule.authenticate.as_ref(),
+                            &rule.action,
+                            inv,
+                        )?))
                         .send(),
                 )
                 .await?;
+                // After the secret went out, so a crash in between re-sends it.
+                self.tag_secret(arn, rule.authenticate.as_ref()).await?;
                 Ok((None, None))
             }
             Change::SetRulePriority { arn, to, .. } => {
@@ -2576,6 +2667,177 @@ fn action_to_sdk(a: &AlbAction, inv: &Inventory) -> Result<t::Action, AwsError> 
             )
             .build(),
     })
+}
+
+/// The actions of a rule or a listener's default: the authentication first (order 1), then
+/// the action (order 2), as ALB requires when there are several.
+fn actions_to_sdk(
+    auth: Option<&AlbAuthenticate>,
+    a: &AlbAction,
+    inv: &Inventory,
+) -> Result<Vec<t::Action>, AwsError> {
+    let action = action_to_sdk(a, inv)?;
+    let Some(auth) = auth else {
+        return Ok(vec![action]);
+    };
+    let mut action = action;
+    action.order = Some(2);
+    Ok(vec![auth_to_sdk(auth), action])
+}
+
+fn auth_to_sdk(a: &AlbAuthenticate) -> t::Action {
+    fn on_unauth(s: &AuthSession) -> &str {
+        s.on_unauthenticated_request.as_str()
+    }
+    match a {
+        AlbAuthenticate::Oidc {
+            issuer,
+            authorization_endpoint,
+            token_endpoint,
+            user_info_endpoint,
+            client_id,
+            client_secret,
+            session,
+        } => t::Action::builder()
+            .r#type(t::ActionTypeEnum::AuthenticateOidc)
+            .order(1)
+            .authenticate_oidc_config(
+                t::AuthenticateOidcActionConfig::builder()
+                    .issuer(issuer)
+                    .authorization_endpoint(authorization_endpoint)
+                    .token_endpoint(token_endpoint)
+                    .user_info_endpoint(user_info_endpoint)
+                    .client_id(client_id)
+                    .client_secret(client_secret.expose())
+                    .scope(&session.scope)
+                    .session_cookie_name(&session.session_cookie_name)
+                    .session_timeout(session.session_timeout)
+                    .on_unauthenticated_request(
+                        t::AuthenticateOidcActionConditionalBehaviorEnum::from(on_unauth(session)),
+                    )
+                    .set_authentication_request_extra_params(
+                        (!session.extra_params.is_empty())
+                            .then(|| session.extra_params.clone().into_iter().collect()),
+                    )
+                    .build(),
+            )
+            .build(),
+        AlbAuthenticate::Cognito {
+            user_pool_arn,
+            user_pool_client_id,
+            user_pool_domain,
+            session,
+        } => t::Action::builder()
+            .r#type(t::ActionTypeEnum::AuthenticateCognito)
+            .order(1)
+            .authenticate_cognito_config(
+                t::AuthenticateCognitoActionConfig::builder()
+                    .user_pool_arn(user_pool_arn)
+                    .user_pool_client_id(user_pool_client_id)
+                    .user_pool_domain(user_pool_domain)
+                    .scope(&session.scope)
+                    .session_cookie_name(&session.session_cookie_name)
+                    .session_timeout(session.session_timeout)
+                    .on_unauthenticated_request(
+                        t::AuthenticateCognitoActionConditionalBehaviorEnum::from(on_unauth(
+                            session,
+                        )),
+                    )
+                    .set_authentication_request_extra_params(
+                        (!session.extra_params.is_empty())
+                            .then(|| session.extra_params.clone().into_iter().collect()),
+                    )
+                    .build(),
+            )
+            .build(),
+    }
+}
+
+/// The tag recording which client secret went out with an OIDC action.
+fn secret_tag(auth: Option<&AlbAuthenticate>) -> Option<t::Tag> {
+    let fp = auth?.secret_fingerprint()?;
+    Some(t::Tag::builder().key(TAG_CLIENT_SECRET).value(fp).build())
+}
+
+/// A rule's or default's actions read back: the authentication (its client secret known
+/// by `secret_fingerprint`, the rule's tag; AWS never returns the secret) and the action
+/// it guards.
+fn actions_from_sdk(
+    actions: &[t::Action],
+    tg_names: &BTreeMap<String, String>,
+    secret_fingerprint: Option<&str>,
+) -> Option<(Option<AlbAuthenticate>, AlbAction)> {
+    let mut sorted: Vec<&t::Action> = actions.iter().collect();
+    sorted.sort_by_key(|a| a.order().unwrap_or(i32::MAX));
+    let (last, before) = sorted.split_last()?;
+    let action = action_from_sdk(last, tg_names)?;
+    let auth = match before {
+        [] => None,
+        [a] => Some(auth_from_sdk(a, secret_fingerprint)?),
+        // Not something Tollgate writes: read as a difference, so it is rewritten.
+        _ => return None,
+    };
+    Some((auth, action))
+}
+
+fn auth_from_sdk(a: &t::Action, secret_fingerprint: Option<&str>) -> Option<AlbAuthenticate> {
+    let params =
+        |p: Option<&std::collections::HashMap<String, String>>| -> BTreeMap<String, String> {
+            p.map(|m| m.iter().map(|(k, v)| (k.clone(), v.clone())).collect())
+                .unwrap_or_default()
+        };
+    match a.r#type()? {
+        t::ActionTypeEnum::AuthenticateOidc => {
+            let c = a.authenticate_oidc_config()?;
+            Some(AlbAuthenticate::Oidc {
+                issuer: c.issuer()?.to_string(),
+                authorization_endpoint: c.authorization_endpoint()?.to_string(),
+                token_endpoint: c.token_endpoint()?.to_string(),
+                user_info_endpoint: c.user_info_endpoint()?.to_string(),
+                client_id: c.client_id()?.to_string(),
+                client_secret: tollgate_contract::ClientSecret::new(
+                    String::new(),
+                    "",
+                    secret_fingerprint.unwrap_or_default().to_string(),
+                ),
+                session: AuthSession {
+                    on_unauthenticated_request: c
+                        .on_unauthenticated_request()
+                        .map(|b| b.as_str().to_string())
+                        .unwrap_or_else(|| "authenticate".into()),
+                    scope: c.scope().unwrap_or("openid").to_string(),
+                    session_cookie_name: c
+                        .session_cookie_name()
+                        .unwrap_or("AWSELBAuthSessionCookie")
+                        .to_string(),
+                    session_timeout: c.session_timeout().unwrap_or(604_800),
+                    extra_params: params(c.authentication_request_extra_params()),
+                },
+            })
+        }
+        t::ActionTypeEnum::AuthenticateCognito => {
+            let c = a.authenticate_cognito_config()?;
+            Some(AlbAuthenticate::Cognito {
+                user_pool_arn: c.user_pool_arn()?.to_string(),
+                user_pool_client_id: c.user_pool_client_id()?.to_string(),
+                user_pool_domain: c.user_pool_domain()?.to_string(),
+                session: AuthSession {
+                    on_unauthenticated_request: c
+                        .on_unauthenticated_request()
+                        .map(|b| b.as_str().to_string())
+                        .unwrap_or_else(|| "authenticate".into()),
+                    scope: c.scope().unwrap_or("openid").to_string(),
+                    session_cookie_name: c
+                        .session_cookie_name()
+                        .unwrap_or("AWSELBAuthSessionCookie")
+                        .to_string(),
+                    session_timeout: c.session_timeout().unwrap_or(604_800),
+                    extra_params: params(c.authentication_request_extra_params()),
+                },
+            })
+        }
+        _ => None,
+    }
 }
 
 /// A forward's target group as the desired state names it: Tollgate's by name, any other

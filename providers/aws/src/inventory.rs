@@ -114,6 +114,7 @@ pub struct ObservedListener {
     pub certificates: Vec<String>,
     pub ssl_policy: Option<String>,
     pub default_action: AlbAction,
+    pub default_authenticate: Option<crate::alb_stack::AlbAuthenticate>,
     pub rules: Vec<ObservedRule>,
 }
 
@@ -352,6 +353,7 @@ impl Inventory {
                         certificates,
                         ssl_policy: spec.ssl_policy.clone(),
                         default_action: spec.default_action.clone(),
+                        default_authenticate: spec.default_authenticate.clone(),
                         rules: Vec::new(),
                     });
                 }
@@ -368,6 +370,7 @@ impl Inventory {
                     l.certificates = certificates;
                     l.ssl_policy = spec.ssl_policy.clone();
                     l.default_action = spec.default_action.clone();
+                    l.default_authenticate = spec.default_authenticate.clone();
                 }
             }
             Change::CreateRule {

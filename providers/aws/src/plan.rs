@@ -1117,6 +1117,7 @@ pub fn plan_scoped(
                 Some(o) => {
                     let differs = o.protocol != l.protocol
                         || o.default_action != l.default_action
+                        || o.default_authenticate != l.default_authenticate
                         || (!no_certificate
                             && certificates_differ(&o.certificates, &l.certificates))
                         || (l.ssl_policy.is_some() && o.ssl_policy != l.ssl_policy);

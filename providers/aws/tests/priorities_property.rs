@@ -11,6 +11,7 @@ use tollgate_aws::priorities::{place_rules, Placement, MAX_PRIORITY};
 fn rule(n: u8) -> RuleSpec {
     RuleSpec {
         conditions: vec![AlbCondition::PathPattern(vec![format!("/p{n}")])],
+        authenticate: None,
         action: AlbAction::FixedResponse {
             status_code: "200".into(),
             content_type: "text/plain".into(),

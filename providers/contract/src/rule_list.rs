@@ -151,6 +151,7 @@ mod tests {
         Rule {
             ingress: ObjectRef::new("ns", n),
             conditions: Conditions::default(),
+            authenticate: None,
             action: Action::FixedResponse(FixedResponse::not_found()),
         }
     }

@@ -59,6 +59,7 @@ fn rule((h, p, kind, method): (usize, Option<usize>, u8, bool)) -> Rule {
             methods: if method { vec!["POST".into()] } else { vec![] },
             ..Default::default()
         },
+        authenticate: None,
         action: Action::FixedResponse(FixedResponse::not_found()),
     }
 }
@@ -117,6 +118,7 @@ proptest! {
             ssl_policy: None,
             rules: RuleList::from_chunks(chunks.into_iter().map(Arc::from)),
             default_action: Action::FixedResponse(FixedResponse::not_found()),
+            default_authenticate: None,
         };
         let table = ListenerRoutes::compile(&listener);
         for (h, p, post) in requests {

@@ -337,7 +337,13 @@ impl ProxyConfig {
             Some(CompiledListener {
                 routes: ListenerRoutes::assemble(routes),
                 rules,
-                default: compile_action(&l.default_action, "", &groups, metrics, &mut cache.zones),
+                default: compile_action(
+                    &closed_if_authenticated(&l.default_action, l.default_authenticate.is_some()),
+                    "",
+                    &groups,
+                    metrics,
+                    &mut cache.zones,
+                ),
             })
         };
         let http = listener(HTTP_PORT);
@@ -379,6 +385,20 @@ fn not_found_listener(metrics: &ProxyMetrics) -> CompiledListener {
     }
 }
 
+/// The proxy has no identity-provider login; the builder refuses such Ingresses for it, and
+/// an action that still asks for one is closed (503), never served open.
+fn closed_if_authenticated(action: &Action, authenticated: bool) -> std::borrow::Cow<'_, Action> {
+    if authenticated {
+        std::borrow::Cow::Owned(Action::FixedResponse(
+            tollgate_contract::FixedResponse::service_unavailable(
+                "authentication this proxy cannot perform",
+            ),
+        ))
+    } else {
+        std::borrow::Cow::Borrowed(action)
+    }
+}
+
 fn not_found() -> Action {
     Action::FixedResponse(tollgate_contract::FixedResponse::not_found())
 }
@@ -409,7 +429,13 @@ fn compile_chunk(
                     }
                 }
             }
-            let rule = compile_action(&r.action, ingress, groups, metrics, zones);
+            let rule = compile_action(
+                &closed_if_authenticated(&r.action, r.authenticate.is_some()),
+                ingress,
+                groups,
+                metrics,
+                zones,
+            );
             if let CompiledAction::Forward {
                 client_cert: Some(c),
                 ..
@@ -562,6 +588,7 @@ mod tests {
                 }),
                 ..Conditions::default()
             },
+            authenticate: None,
             action: Action::Forward(Forward {
                 target_groups: vec![WeightedTargetGroup {
                     target_group: tg.into(),
@@ -620,6 +647,7 @@ mod tests {
                     ssl_policy: None,
                     rules: RuleList::from_chunks(chunks.iter().cloned()),
                     default_action: not_found(),
+                    default_authenticate: None,
                 }],
                 target_groups: groups,
                 tls_passthrough: vec![],

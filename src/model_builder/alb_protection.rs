@@ -1,0 +1,426 @@
+//! The AWS Load Balancer Controller's protective annotations on the load balancer itself:
+//! `auth-type` with its identity provider (`auth-idp-oidc`, `auth-idp-cognito`) and session
+//! settings. Read here, apart from `annotations.rs`, because they are ALB-only and carry
+//! a Secret.
+//!
+//! Semantics read from the controller's `docs/guide/ingress/annotations.md`
+//! ("Authentication") and `pkg/ingress/model_build_actions.go` (`buildAuthAction`): the
+//! authenticate action goes before the rule's own action, on HTTPS listeners only. Where
+//! that controller silently skips the authentication on an HTTP listener, Tollgate refuses
+//! the Ingress (`check_listeners`): an Ingress that asked for authentication is never
+//! served without it.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use k8s_openapi::api::core::v1::Secret;
+use serde::Deserialize;
+use sha2::{Digest, Sha256};
+use tollgate_contract::{
+    ClientSecret, Diagnostic, IdentityProvider, IdpAuthentication, ListenerProtocol, ObjectKind,
+    Reason, Severity, UnauthenticatedRequest,
+};
+
+use super::annotations::{Reader, ALB};
+
+/// ALB's defaults (ELBv2 `AuthenticateOidcActionConfig`), which the controller keeps.
+const DEFAULT_SCOPE: &str = "openid";
+const DEFAULT_COOKIE: &str = "AWSELBAuthSessionCookie";
+const DEFAULT_TIMEOUT: u64 = 604_800;
+
+/// `auth-type` and its settings as the annotations give them; an OIDC provider's client
+/// ID and secret are read from its Secret at build time ([`resolve`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IdpAuthRef {
+    pub idp: IdpRef,
+    pub on_unauthenticated_request: UnauthenticatedRequest,
+    pub scope: String,
+    pub session_cookie: String,
+    pub session_timeout_seconds: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum IdpRef {
+    Oidc(OidcJson),
+    Cognito(CognitoJson),
+}
+
+/// `auth-idp-oidc`. Unknown fields are refused: a misspelt one would otherwise be dropped
+/// in silence.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct OidcJson {
+    pub issuer: String,
+    pub authorization_endpoint: String,
+    pub token_endpoint: String,
+    pub user_info_endpoint: String,
+    pub secret_name: String,
+    #[serde(default)]
+    pub authentication_request_extra_params: BTreeMap<String, String>,
+}
+
+/// `auth-idp-cognito`.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CognitoJson {
+    #[serde(rename = "userPoolARN")]
+    pub user_pool_arn: String,
+    #[serde(rename = "userPoolClientID")]
+    pub user_pool_client_id: String,
+    #[serde(rename = "userPoolDomain")]
+    pub user_pool_domain: String,
+    #[serde(default, rename = "authenticationRequestExtraParams")]
+    pub authentication_request_extra_params: BTreeMap<String, String>,
+}
+
+/// ALB takes only `https://` URLs for the provider's endpoints and issuer.
+fn https_url(field: &str, v: &str) -> Result<(), String> {
+    match v.strip_prefix("https://") {
+        Some(rest) if !rest.is_empty() && !rest.starts_with('/') => Ok(()),
+        _ => Err(format!("{field} {v:?} is not an https:// URL")),
+    }
+}
+
+/// Reads `auth-type` and its settings; `None` when no authentication is asked for (the
+/// settings without it are named as doing nothing).
+pub(super) fn read_idp_auth(r: &mut Reader<'_>) -> Option<IdpAuthRef> {
+    let kind_name = format!("{ALB}auth-type");
+    let oidc_name = format!("{ALB}auth-idp-oidc");
+    let cognito_name = format!("{ALB}auth-idp-cognito");
+    let rest = [
+        "auth-on-unauthenticated-request",
+        "auth-scope",
+        "auth-session-cookie",
+        "auth-session-timeout",
+    ];
+    let kind = r.parse(&kind_name, |v| match v {
+        "none" => Ok(None),
+        "oidc" => Ok(Some(true)),
+        "cognito" => Ok(Some(false)),
+        _ => Err("expected none, oidc or cognito".into()),
+    });
+    let Some(Some(oidc)) = kind else {
+        if kind.is_none() && r.errors.iter().any(|e| e.name == kind_name) {
+            return None;
+        }
+        for n in [oidc_name.as_str(), cognito_name.as_str()]
+            .into_iter()
+            .map(str::to_string)
+            .chain(rest.iter().map(|n| format!("{ALB}{n}")))
+        {
+            if r.raw(&n).is_some() {
+                r.unused.push((
+                    n,
+                    format!("does nothing without {kind_name}: oidc or cognito"),
+                ));
+            }
+        }
+        return None;
+    };
+    let idp = if oidc {
+        r.parse(&oidc_name, |v| {
+            let j: OidcJson =
+                serde_json::from_str(v).map_err(|e| format!("not the provider's JSON: {e}"))?;
+            https_url("issuer", &j.issuer)?;
+            https_url("authorizationEndpoint", &j.authorization_endpoint)?;
+            https_url("tokenEndpoint", &j.token_endpoint)?;
+            https_url("userInfoEndpoint", &j.user_info_endpoint)?;
+            if j.secret_name.is_empty() {
+                return Err("secretName is empty".into());
+            }
+            Ok(IdpRef::Oidc(j))
+        })
+    } else {
+        r.parse(&cognito_name, |v| {
+            let j: CognitoJson =
+                serde_json::from_str(v).map_err(|e| format!("not the provider's JSON: {e}"))?;
+            if !j.user_pool_arn.starts_with("arn:") {
+                return Err(format!("userPoolARN {:?} is not an ARN", j.user_pool_arn));
+            }
+            if j.user_pool_client_id.is_empty() || j.user_pool_domain.is_empty() {
+                return Err("userPoolClientID and userPoolDomain are required".into());
+            }
+            Ok(IdpRef::Cognito(j))
+        })
+    };
+    let on_unauthenticated_request = r
+        .parse(
+            &format!("{ALB}auth-on-unauthenticated-request"),
+            |v| match v {
+                "authenticate" => Ok(UnauthenticatedRequest::Authenticate),
+                "allow" => Ok(UnauthenticatedRequest::Allow),
+                "deny" => Ok(UnauthenticatedRequest::Deny),
+                _ => Err("expected authenticate, allow or deny".into()),
+            },
+        )
+        .unwrap_or(UnauthenticatedRequest::Authenticate);
+    let scope = r
+        .parse(&format!("{ALB}auth-scope"), |v| {
+            if v.is_empty() {
+                Err("empty".into())
+            } else {
+                Ok(v.split_whitespace().collect::<Vec<_>>().join(" "))
+            }
+        })
+        .unwrap_or_else(|| DEFAULT_SCOPE.into());
+    let session_cookie = r
+        .parse(&format!("{ALB}auth-session-cookie"), |v| {
+            if v.is_empty() || v.chars().any(|c| c.is_whitespace() || c == ';' || c == '=') {
+                Err("expected a cookie name".into())
+            } else {
+                Ok(v.to_string())
+            }
+        })
+        .unwrap_or_else(|| DEFAULT_COOKIE.into());
+    let session_timeout_seconds = r
+        .parse(&format!("{ALB}auth-session-timeout"), |v| {
+            match v.parse::<u64>() {
+                // ELBv2's SessionTimeout: 1 second to 7 days.
+                Ok(n) if (1..=DEFAULT_TIMEOUT).contains(&n) => Ok(n),
+                _ => Err("expected seconds from 1 to 604800 (7 days)".into()),
+            }
+        })
+        .unwrap_or(DEFAULT_TIMEOUT);
+    match idp {
+        Some(idp) => Some(IdpAuthRef {
+            idp,
+            on_unauthenticated_request,
+            scope,
+            session_cookie,
+            session_timeout_seconds,
+        }),
+        None => {
+            let needed = if oidc { &oidc_name } else { &cognito_name };
+            if !r.errors.iter().any(|e| &e.name == needed) {
+                r.fail(
+                    &kind_name,
+                    if oidc { "oidc" } else { "cognito" },
+                    format!("needs {needed}; the Ingress is not served without its authentication"),
+                );
+            }
+            None
+        }
+    }
+}
+
+/// The Secret an OIDC provider names, as (namespace, name): always the Ingress's own
+/// namespace, as the AWS Load Balancer Controller reads it.
+pub(crate) fn secret_key<'a>(r: &'a IdpAuthRef, namespace: &'a str) -> Option<(&'a str, &'a str)> {
+    match &r.idp {
+        IdpRef::Oidc(o) => Some((namespace, o.secret_name.as_str())),
+        IdpRef::Cognito(_) => None,
+    }
+}
+
+fn refusal(ingress: (&str, &str), reason: Reason, message: String) -> Diagnostic {
+    Diagnostic::new(
+        Severity::Error,
+        ObjectKind::Ingress,
+        ingress.0.to_string(),
+        ingress.1.to_string(),
+        reason,
+        message,
+    )
+}
+
+/// A Secret's key as text with trailing white space dropped (a client ID or secret written
+/// with `echo` into a file ends in a newline; the AWS Load Balancer Controller trims it).
+fn secret_text(secret: &Secret, key: &str) -> Option<String> {
+    let bytes = secret.data.as_ref()?.get(key)?;
+    let text = std::str::from_utf8(&bytes.0).ok()?;
+    let text = text.trim_end();
+    (!text.is_empty()).then(|| text.to_string())
+}
+
+/// The authentication with its provider complete: an OIDC provider's `clientID` and
+/// `clientSecret` read from `secret` (the Ingress is refused when it is missing or lacks
+/// either key: it is not served without the authentication it asked for).
+pub(crate) fn resolve(
+    r: &IdpAuthRef,
+    ingress: (&str, &str),
+    secret: Option<&Secret>,
+) -> Result<Arc<IdpAuthentication>, Diagnostic> {
+    let (idp, extra_params) = match &r.idp {
+        IdpRef::Cognito(c) => (
+            IdentityProvider::Cognito {
+                user_pool_arn: c.user_pool_arn.clone(),
+                user_pool_client_id: c.user_pool_client_id.clone(),
+                user_pool_domain: c.user_pool_domain.clone(),
+            },
+            c.authentication_request_extra_params.clone(),
+        ),
+        IdpRef::Oidc(o) => {
+            let name = format!("{}/{}", ingress.0, o.secret_name);
+            let annotation = format!("{ALB}auth-idp-oidc");
+            let secret = secret.ok_or_else(|| {
+                refusal(
+                    ingress,
+                    Reason::SecretNotFound,
+                    format!("{annotation}: Secret {name} not found; the Ingress is not served without its authentication"),
+                )
+            })?;
+            // `clientId` is the controller's older spelling, still read.
+            let client_id =
+                secret_text(secret, "clientID").or_else(|| secret_text(secret, "clientId"));
+            let (Some(client_id), Some(client_secret)) =
+                (client_id, secret_text(secret, "clientSecret"))
+            else {
+                return Err(refusal(
+                    ingress,
+                    Reason::SecretInvalid,
+                    format!("{annotation}: Secret {name} needs the keys clientID and clientSecret; the Ingress is not served without its authentication"),
+                ));
+            };
+            let fingerprint = super::tls_secrets::hex16(&Sha256::digest(
+                format!("{client_id}\0{client_secret}").as_bytes(),
+            ));
+            (
+                IdentityProvider::Oidc {
+                    issuer: o.issuer.clone(),
+                    authorization_endpoint: o.authorization_endpoint.clone(),
+                    token_endpoint: o.token_endpoint.clone(),
+                    user_info_endpoint: o.user_info_endpoint.clone(),
+                    client_id,
+                    client_secret: ClientSecret::new(name, &client_secret, fingerprint),
+                },
+                o.authentication_request_extra_params.clone(),
+            )
+        }
+    };
+    Ok(Arc::new(IdpAuthentication {
+        idp,
+        on_unauthenticated_request: r.on_unauthenticated_request,
+        scope: r.scope.clone(),
+        session_cookie: r.session_cookie.clone(),
+        session_timeout_seconds: r.session_timeout_seconds,
+        extra_params,
+    }))
+}
+
+/// ALB authenticates only on HTTPS listeners: an Ingress asking for authentication that
+/// would be served on plain HTTP (not only redirected to HTTPS) is refused, where the AWS
+/// Load Balancer Controller serves the HTTP listener without it.
+pub(crate) fn check_listeners(
+    ports: &[(ListenerProtocol, u16)],
+    ssl_redirect: bool,
+    ingress: (&str, &str),
+) -> Result<(), Diagnostic> {
+    let plain: Vec<String> = ports
+        .iter()
+        .filter(|(p, _)| *p == ListenerProtocol::Http)
+        .map(|(_, port)| port.to_string())
+        .collect();
+    if plain.is_empty() || ssl_redirect {
+        return Ok(());
+    }
+    Err(refusal(
+        ingress,
+        Reason::AnnotationUnsupported,
+        format!(
+            "{ALB}auth-type: ALB authenticates only on HTTPS listeners, and this Ingress is served on plain HTTP (port {}); it is not served without its authentication: listen on HTTPS only, or add {ALB}ssl-redirect",
+            plain.join(", ")
+        ),
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::annotations::ingress_settings;
+    use super::*;
+
+    fn read(pairs: &[(&str, &str)]) -> Result<Option<IdpAuthRef>, String> {
+        let a: BTreeMap<String, String> = pairs
+            .iter()
+            .map(|(k, v)| (format!("{ALB}{k}"), v.to_string()))
+            .collect();
+        ingress_settings(&a).map(|s| s.idp_auth_ref).map_err(|e| {
+            e.iter()
+                .map(|e| e.to_string())
+                .collect::<Vec<_>>()
+                .join("; ")
+        })
+    }
+
+    const OIDC: &str = r#"{"issuer":"https://idp","authorizationEndpoint":"https://idp/a","tokenEndpoint":"https://idp/t","userInfoEndpoint":"https://idp/u","secretName":"s"}"#;
+
+    #[test]
+    fn defaults_are_albs_and_bad_values_refuse() {
+        let r = read(&[("auth-type", "oidc"), ("auth-idp-oidc", OIDC)])
+            .expect("valid")
+            .expect("on");
+        assert_eq!(r.scope, "openid");
+        assert_eq!(r.session_cookie, "AWSELBAuthSessionCookie");
+        assert_eq!(r.session_timeout_seconds, 604_800);
+        assert_eq!(
+            r.on_unauthenticated_request,
+            UnauthenticatedRequest::Authenticate
+        );
+
+        for (pairs, says) in [
+            (
+                vec![("auth-type", "oidc")],
+                "needs alb.ingress.kubernetes.io/auth-idp-oidc",
+            ),
+            (
+                vec![("auth-type", "saml")],
+                "expected none, oidc or cognito",
+            ),
+            (
+                vec![
+                    ("auth-type", "oidc"),
+                    (
+                        "auth-idp-oidc",
+                        &OIDC.replace("https://idp/t", "http://idp/t"),
+                    ),
+                ],
+                "tokenEndpoint",
+            ),
+            (
+                vec![
+                    ("auth-type", "oidc"),
+                    ("auth-idp-oidc", &OIDC.replace("secretName", "secretname")),
+                ],
+                "unknown field",
+            ),
+            (
+                vec![
+                    ("auth-type", "oidc"),
+                    ("auth-idp-oidc", OIDC),
+                    ("auth-session-timeout", "0"),
+                ],
+                "from 1 to 604800",
+            ),
+            (
+                vec![
+                    ("auth-type", "cognito"),
+                    (
+                        "auth-idp-cognito",
+                        r#"{"userPoolARN":"pool","userPoolClientID":"c","userPoolDomain":"d"}"#,
+                    ),
+                ],
+                "is not an ARN",
+            ),
+        ] {
+            let e = read(&pairs).expect_err("refused");
+            assert!(e.contains(says), "{pairs:?}: {e}");
+        }
+        // Settings without auth-type do nothing, and say so; `none` asks for nothing.
+        let a: BTreeMap<String, String> =
+            [(format!("{ALB}auth-scope"), "email".to_string())].into();
+        let s = ingress_settings(&a).expect("valid");
+        assert!(s.idp_auth_ref.is_none());
+        assert_eq!(s.unused.len(), 1);
+        assert_eq!(read(&[("auth-type", "none")]), Ok(None));
+    }
+
+    #[test]
+    fn http_listeners_refuse_unless_they_only_redirect() {
+        let https = [(ListenerProtocol::Https, 443)];
+        let both = [(ListenerProtocol::Http, 80), (ListenerProtocol::Https, 443)];
+        assert!(check_listeners(&https, false, ("ns", "i")).is_ok());
+        assert!(check_listeners(&both, true, ("ns", "i")).is_ok());
+        let e = check_listeners(&both, false, ("ns", "i")).expect_err("refused");
+        assert_eq!(e.severity, Severity::Error);
+        assert!(e.message.contains("port 80"), "{}", e.message);
+    }
+}
