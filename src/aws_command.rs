@@ -167,6 +167,19 @@ pub async fn reconcile_changed(
         // Stacks naming subnets or security groups by tag are reported as unresolved.
         tracing::warn!(error = %e, "cannot look up subnet and security group names");
     }
+    // Boxed: its state is large, and the reconcile future holds it only while it runs.
+    if let Err(e) = Box::pin(aws.look_up_protection(&stacks, inventory)).await {
+        // Stacks managing WAF or Shield are then left as they are (plan_protection).
+        tracing::warn!(error = %e, "cannot look up WAF and Shield");
+        diagnostics.push(Diagnostic::new(
+            tollgate_contract::Severity::Warning,
+            ObjectKind::LoadBalancer,
+            "",
+            "",
+            tollgate_contract::Reason::ApplyFailed,
+            format!("cannot look up WAF web ACLs or Shield Advanced ({e}); load balancers managing either are left as they are"),
+        ));
+    }
     if let Err(e) = aws.look_up_target_security_groups(&stacks, inventory).await {
         // Rules are then only added, never revoked, until the look-up succeeds.
         tracing::warn!(error = %e, "cannot look up the targets' security groups");

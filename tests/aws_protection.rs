@@ -100,7 +100,7 @@ async fn fresh_reconcile(opts: &AwsRunOptions) -> (BTreeMap<&'static str, (u64, 
     };
     let (snapshot, _) = load_dir(dir).expect("manifests");
     let aws = opts.connect().await;
-    let mut inv = aws.observe().await.expect("observe");
+    let mut inv = Box::pin(aws.observe()).await.expect("observe");
     let r = reconcile(&aws, &mut inv, &snapshot, opts).await;
     (aws.calls.snapshot(), r.converged)
 }
@@ -308,7 +308,7 @@ async fn oidc_authentication_is_created_kept_rotated_changed_and_removed() {
     std::fs::remove_file(dir.path().join("app.yaml")).unwrap();
     let (_, converged) = Box::pin(fresh_reconcile(&opts)).await;
     assert!(converged);
-    let left = aws.observe().await.expect("observe");
+    let left = Box::pin(aws.observe()).await.expect("observe");
     assert!(
         left.load_balancers.is_empty() && left.target_groups.is_empty(),
         "{left:#?}"
@@ -382,4 +382,315 @@ async fn authentication_that_cannot_be_applied_refuses_the_ingress() {
     );
     assert!(out.model.load_balancers.is_empty());
     assert!(moto.violations().is_empty(), "{:?}", moto.violations());
+}
+
+async fn web_acl(aws: &Aws, name: &str) -> String {
+    aws.wafv2
+        .create_web_acl()
+        .name(name)
+        .scope(aws_sdk_wafv2::types::Scope::Regional)
+        .default_action(
+            aws_sdk_wafv2::types::DefaultAction::builder()
+                .allow(aws_sdk_wafv2::types::AllowAction::builder().build())
+                .build(),
+        )
+        .visibility_config(
+            aws_sdk_wafv2::types::VisibilityConfig::builder()
+                .sampled_requests_enabled(false)
+                .cloud_watch_metrics_enabled(false)
+                .metric_name(name)
+                .build()
+                .expect("visibility"),
+        )
+        .send()
+        .await
+        .expect("web ACL")
+        .summary()
+        .and_then(|s| s.arn())
+        .expect("arn")
+        .to_string()
+}
+
+/// The web ACL associated with the only load balancer, read straight from WAFv2.
+async fn associated(aws: &Aws) -> Option<String> {
+    let lbs = aws
+        .elbv2
+        .describe_load_balancers()
+        .send()
+        .await
+        .expect("lbs");
+    let arn = lbs
+        .load_balancers()
+        .first()?
+        .load_balancer_arn()?
+        .to_string();
+    aws.wafv2
+        .get_web_acl_for_resource()
+        .resource_arn(arn)
+        .send()
+        .await
+        .expect("get")
+        .web_acl()
+        .map(|a| a.arn().to_string())
+}
+
+async fn protections(aws: &Aws) -> Vec<(String, String)> {
+    aws.shield
+        .list_protections()
+        .send()
+        .await
+        .map(|r| {
+            r.protections()
+                .iter()
+                .map(|p| {
+                    (
+                        p.name().unwrap_or_default().to_string(),
+                        p.resource_arn().unwrap_or_default().to_string(),
+                    )
+                })
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// WAF: associated before the listeners exist, kept with no call, swapped for another ACL
+/// named by name, removed with `none`, and an unknown name leaves everything as it is.
+/// Shield: refused without a subscription (nothing created), then protected, kept, and
+/// unprotected; deleting the Ingress deletes Tollgate's protection with its load balancer.
+/// Runs `body` on a runtime whose threads have room for the reconcile's futures as an
+/// unoptimized build lays them out (8 MiB, as a main thread has; test threads get 2).
+fn with_room<F: std::future::Future<Output = ()> + Send + 'static>(body: F) {
+    let t = std::thread::Builder::new()
+        .stack_size(8 << 20)
+        .spawn(move || {
+            tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(2)
+                .thread_stack_size(8 << 20)
+                .enable_all()
+                .build()
+                .expect("runtime")
+                .block_on(body)
+        })
+        .expect("thread");
+    if let Err(e) = t.join() {
+        std::panic::resume_unwind(e);
+    }
+}
+
+#[test]
+fn web_acl_and_shield_are_associated_kept_changed_and_removed() {
+    with_room(web_acl_and_shield());
+}
+
+async fn web_acl_and_shield() {
+    test_credentials();
+    let moto = start_moto();
+    seed_cluster(&moto.endpoint, CLUSTER, 0).await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let opts = options(dir.path(), &moto.endpoint);
+    let aws = opts.connect().await;
+    let cert = certificate(&aws).await;
+    let first = web_acl(&aws, "first").await;
+    let second = web_acl(&aws, "second").await;
+    std::fs::write(dir.path().join("services.yaml"), SERVICES).unwrap();
+    let with = |lines: &str| app(&cert, lines);
+
+    std::fs::write(
+        dir.path().join("app.yaml"),
+        with(&format!(
+            "    alb.ingress.kubernetes.io/wafv2-acl-arn: {first}"
+        )),
+    )
+    .unwrap();
+    let (r, _) = Box::pin(run_once(&opts)).await.expect("converge");
+    assert!(r.converged, "{:#?}", r.diagnostics);
+    assert_eq!(associated(&aws).await.as_deref(), Some(first.as_str()));
+    let (calls, converged) = Box::pin(fresh_reconcile(&opts)).await;
+    assert!(converged);
+    assert_eq!(mutating(&calls), [], "a no-op resync");
+    assert_eq!(
+        calls.get("GetWebACLForResource"),
+        Some(&(1, 0)),
+        "one look-up for the one load balancer"
+    );
+
+    // The plan puts the association before the listeners: never served without the ACL.
+    std::fs::remove_file(dir.path().join("app.yaml")).unwrap();
+    let (_, converged) = Box::pin(fresh_reconcile(&opts)).await;
+    assert!(converged);
+    std::fs::write(
+        dir.path().join("app.yaml"),
+        with(&format!(
+            "    alb.ingress.kubernetes.io/wafv2-acl-arn: {first}"
+        )),
+    )
+    .unwrap();
+    let (snapshot, _) = load_dir(dir.path()).expect("manifests");
+    let (stacks, _) = tollgate::aws_command::desired_stacks(&snapshot, &opts);
+    let inv = Box::pin(aws.observe()).await.expect("observe");
+    let plan = tollgate_aws::plan::plan(&stacks, &inv);
+    let text: Vec<String> = plan.changes.iter().map(|c| c.to_string()).collect();
+    let acl_at = text
+        .iter()
+        .position(|c| c.contains("web ACL"))
+        .expect("associated");
+    let listener_at = text
+        .iter()
+        .position(|c| c.contains("listener"))
+        .expect("listener");
+    assert!(acl_at < listener_at, "{text:#?}");
+    let (_, converged) = Box::pin(fresh_reconcile(&opts)).await;
+    assert!(converged);
+
+    // By name, another ACL: one association, replacing the first.
+    std::fs::write(
+        dir.path().join("app.yaml"),
+        with("    alb.ingress.kubernetes.io/wafv2-acl-name: second"),
+    )
+    .unwrap();
+    let (calls, converged) = Box::pin(fresh_reconcile(&opts)).await;
+    assert!(converged);
+    assert_eq!(mutating(&calls), [("AssociateWebACL".to_string(), 1)]);
+    assert_eq!(associated(&aws).await.as_deref(), Some(second.as_str()));
+
+    // A name no ACL has: an Error, and nothing changes.
+    std::fs::write(
+        dir.path().join("app.yaml"),
+        with("    alb.ingress.kubernetes.io/wafv2-acl-name: missing"),
+    )
+    .unwrap();
+    let (snapshot, _) = load_dir(dir.path()).expect("manifests");
+    let mut inv = Box::pin(aws.observe()).await.expect("observe");
+    let before = aws.calls.mutating();
+    let r = Box::pin(reconcile(&aws, &mut inv, &snapshot, &opts)).await;
+    assert_eq!(aws.calls.mutating(), before, "nothing changed");
+    assert!(
+        r.diagnostics.iter().any(|d| d
+            .message
+            .contains("no regional WAFv2 web ACL is named missing")),
+        "{:#?}",
+        r.diagnostics
+    );
+    assert!(
+        r.unconverged_stacks.contains("ingress/default/app"),
+        "{:?}",
+        r.unconverged_stacks
+    );
+    assert_eq!(associated(&aws).await.as_deref(), Some(second.as_str()));
+
+    // none: removed.
+    std::fs::write(
+        dir.path().join("app.yaml"),
+        with("    alb.ingress.kubernetes.io/wafv2-acl-arn: none"),
+    )
+    .unwrap();
+    let (calls, converged) = Box::pin(fresh_reconcile(&opts)).await;
+    assert!(converged);
+    assert_eq!(mutating(&calls), [("DisassociateWebACL".to_string(), 1)]);
+    assert_eq!(associated(&aws).await, None);
+
+    // Shield Advanced without a subscription: refused, nothing created for a new stack.
+    std::fs::remove_file(dir.path().join("app.yaml")).unwrap();
+    let (_, converged) = Box::pin(fresh_reconcile(&opts)).await;
+    assert!(converged);
+    std::fs::write(
+        dir.path().join("app.yaml"),
+        with("    alb.ingress.kubernetes.io/shield-advanced-protection: 'true'"),
+    )
+    .unwrap();
+    let (r, inv) = Box::pin(run_once(&opts)).await.expect("run");
+    assert!(inv.load_balancers.is_empty(), "not created unprotected");
+    assert!(
+        r.diagnostics
+            .iter()
+            .any(|d| d.message.contains("no active Shield Advanced subscription")),
+        "{:#?}",
+        r.diagnostics
+    );
+    aws.shield
+        .create_subscription()
+        .send()
+        .await
+        .expect("subscribe");
+    let (r, inv) = Box::pin(run_once(&opts)).await.expect("converge");
+    assert!(
+        r.converged && r.unconverged_stacks.is_empty(),
+        "{:#?}",
+        r.diagnostics
+    );
+    let lb = inv.load_balancers[0].arn.clone();
+    assert_eq!(
+        protections(&aws).await,
+        [("managed by tollgate".to_string(), lb.clone())]
+    );
+    let (calls, _) = Box::pin(fresh_reconcile(&opts)).await;
+    assert_eq!(mutating(&calls), [], "a no-op resync with Shield");
+    std::fs::write(
+        dir.path().join("app.yaml"),
+        with("    alb.ingress.kubernetes.io/shield-advanced-protection: 'false'"),
+    )
+    .unwrap();
+    let (calls, _) = Box::pin(fresh_reconcile(&opts)).await;
+    assert_eq!(mutating(&calls), [("DeleteProtection".to_string(), 1)]);
+    assert!(protections(&aws).await.is_empty());
+
+    // Protected again, then every Ingress gone: the protection goes with the load balancer.
+    std::fs::write(
+        dir.path().join("app.yaml"),
+        with("    alb.ingress.kubernetes.io/shield-advanced-protection: 'true'"),
+    )
+    .unwrap();
+    let (_, converged) = Box::pin(fresh_reconcile(&opts)).await;
+    assert!(converged);
+    assert_eq!(protections(&aws).await.len(), 1);
+    std::fs::remove_file(dir.path().join("app.yaml")).unwrap();
+    let (_, converged) = Box::pin(fresh_reconcile(&opts)).await;
+    assert!(converged);
+    assert!(
+        protections(&aws).await.is_empty(),
+        "no protection left behind"
+    );
+    let left = Box::pin(aws.observe()).await.expect("observe");
+    assert!(left.load_balancers.is_empty() && left.target_groups.is_empty());
+    assert!(moto.violations().is_empty(), "{:?}", moto.violations());
+}
+
+/// Members of one group asking for different web ACLs: the one with precedence is served,
+/// the other refused (never served behind an ACL it did not ask for, or without its own).
+#[test]
+fn a_member_asking_for_another_web_acl_is_refused() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    std::fs::write(dir.path().join("services.yaml"), SERVICES).unwrap();
+    let member = |name: &str, order: i32, acl: &str| {
+        format!(
+            "apiVersion: networking.k8s.io/v1\nkind: Ingress\nmetadata:\n  name: {name}\n  annotations:\n    alb.ingress.kubernetes.io/group.name: g\n    alb.ingress.kubernetes.io/group.order: '{order}'\n    alb.ingress.kubernetes.io/wafv2-acl-name: {acl}\nspec:\n  ingressClassName: tollgate\n  rules:\n  - host: {name}.example.com\n    http: {{paths: [{{path: /, pathType: Prefix, backend: {{service: {{name: web, port: {{number: 80}}}}}}}}]}}\n"
+        )
+    };
+    std::fs::write(
+        dir.path().join("a.yaml"),
+        member("a", 1, "one") + "---\n" + &member("b", 2, "two") + "---\n" + &member("c", 3, "one"),
+    )
+    .unwrap();
+    let (snapshot, _) = load_dir(dir.path()).expect("manifests");
+    let out = tollgate::build(
+        &snapshot,
+        &BuildOptions {
+            grouping: Grouping::ByIngressGroup,
+            ..BuildOptions::default()
+        },
+    );
+    let lb = &out.model.load_balancers[0];
+    let names: Vec<&str> = lb.ingresses.iter().map(|i| i.name.as_str()).collect();
+    assert_eq!(names, ["a", "c"]);
+    assert_eq!(
+        lb.protection.web_acl,
+        Some(tollgate_contract::WebAcl::Name("one".into()))
+    );
+    assert!(
+        out.diagnostics.iter().any(|d| d.subject.name == "b"
+            && d.severity == tollgate_contract::Severity::Error
+            && d.message.contains("not served")),
+        "{:#?}",
+        out.diagnostics
+    );
 }

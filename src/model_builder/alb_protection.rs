@@ -1,7 +1,8 @@
 //! The AWS Load Balancer Controller's protective annotations on the load balancer itself:
 //! `auth-type` with its identity provider (`auth-idp-oidc`, `auth-idp-cognito`) and session
-//! settings. Read here, apart from `annotations.rs`, because they are ALB-only and carry
-//! a Secret.
+//! settings, `wafv2-acl-arn`/`wafv2-acl-name` and `shield-advanced-protection`. Read here,
+//! apart from `annotations.rs`, because they are ALB-only, carry a Secret, or must agree
+//! across a group ([`settle_group`]).
 //!
 //! Semantics read from the controller's `docs/guide/ingress/annotations.md`
 //! ("Authentication") and `pkg/ingress/model_build_actions.go` (`buildAuthAction`): the
@@ -18,7 +19,7 @@ use serde::Deserialize;
 use sha2::{Digest, Sha256};
 use tollgate_contract::{
     ClientSecret, Diagnostic, IdentityProvider, IdpAuthentication, ListenerProtocol, ObjectKind,
-    Reason, Severity, UnauthenticatedRequest,
+    Protection, Reason, Severity, UnauthenticatedRequest, WebAcl,
 };
 
 use super::annotations::{Reader, ALB};
@@ -201,6 +202,103 @@ pub(super) fn read_idp_auth(r: &mut Reader<'_>) -> Option<IdpAuthRef> {
             None
         }
     }
+}
+
+/// `wafv2-acl-name` (which wins, as in the AWS Load Balancer Controller's
+/// `buildLoadBalancerAddOns`), else `wafv2-acl-arn`; `none` in either removes an association.
+/// And `shield-advanced-protection`. Absent: left as AWS has it.
+pub(super) fn read_protection(r: &mut Reader<'_>) -> Protection {
+    let name = r.parse(&format!("{ALB}wafv2-acl-name"), |v| match v {
+        "none" => Ok(WebAcl::None),
+        // WAFv2 names: 1-128 of letters, digits, '-' and '_'.
+        _ if !v.is_empty()
+            && v.len() <= 128
+            && v.chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_') =>
+        {
+            Ok(WebAcl::Name(v.to_string()))
+        }
+        _ => Err("expected a web ACL name (letters, digits, '-' and '_') or none".into()),
+    });
+    let arn_name = format!("{ALB}wafv2-acl-arn");
+    let arn = r.parse(&arn_name, |v| match v {
+        "none" => Ok(WebAcl::None),
+        _ if v.starts_with("arn:") && v.contains(":wafv2:") && v.contains("/webacl/") => {
+            Ok(WebAcl::Arn(v.to_string()))
+        }
+        _ => Err(
+            "expected a WAFv2 web ACL ARN (arn:aws:wafv2:...:regional/webacl/...) or none".into(),
+        ),
+    });
+    if name.is_some() && arn.is_some() {
+        r.unused.push((
+            arn_name,
+            format!("{ALB}wafv2-acl-name is set and wins, as in the AWS Load Balancer Controller"),
+        ));
+    }
+    Protection {
+        web_acl: name.or(arn),
+        shield_advanced: r.bool(&format!("{ALB}shield-advanced-protection")),
+    }
+}
+
+/// The group's WAF and Shield settings: the member with precedence decides, and a later
+/// member asking for something else is not served (an Error: its routes would otherwise sit
+/// behind a web ACL or a protection it did not ask for, or none it asked for). The AWS Load
+/// Balancer Controller fails the whole group instead; here the others keep being served.
+pub(super) fn settle_group(
+    members: &mut Vec<&Arc<super::ingress_member::Member>>,
+    id: &str,
+    diags: &mut Vec<Diagnostic>,
+) -> Protection {
+    let mut out = Protection::default();
+    let mut owner: [Option<String>; 2] = [None, None];
+    members.retain(|m| {
+        let p = &m.settings.protection;
+        let mut conflict = Vec::new();
+        if let Some(w) = &p.web_acl {
+            match &out.web_acl {
+                None => {
+                    out.web_acl = Some(w.clone());
+                    owner[0] = Some(m.obj.to_string());
+                }
+                Some(cur) if cur != w => conflict.push(format!(
+                    "wafv2-acl {w:?} differs from {cur:?}, which Ingress {} set first",
+                    owner[0].as_deref().unwrap_or_default()
+                )),
+                Some(_) => {}
+            }
+        }
+        if let Some(on) = p.shield_advanced {
+            match out.shield_advanced {
+                None => {
+                    out.shield_advanced = Some(on);
+                    owner[1] = Some(m.obj.to_string());
+                }
+                Some(cur) if cur != on => conflict.push(format!(
+                    "shield-advanced-protection {on} differs from {cur}, which Ingress {} set first",
+                    owner[1].as_deref().unwrap_or_default()
+                )),
+                Some(_) => {}
+            }
+        }
+        if conflict.is_empty() {
+            return true;
+        }
+        diags.push(Diagnostic::new(
+            Severity::Error,
+            ObjectKind::Ingress,
+            m.obj.namespace.clone(),
+            m.obj.name.clone(),
+            Reason::GroupSettingConflict,
+            format!(
+                "{}: load balancer {id} has one setting for all its Ingresses, so this Ingress is not served rather than served with protection other than it asked for",
+                conflict.join("; ")
+            ),
+        ));
+        false
+    });
+    out
 }
 
 /// The Secret an OIDC provider names, as (namespace, name): always the Ingress's own

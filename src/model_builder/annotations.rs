@@ -84,6 +84,8 @@ pub struct IngressSettings {
     /// (`alb_protection::resolve`), which fills [`IngressSettings::idp_auth`].
     pub idp_auth_ref: Option<super::alb_protection::IdpAuthRef>,
     pub idp_auth: Option<std::sync::Arc<tollgate_contract::IdpAuthentication>>,
+    /// `wafv2-acl-*` and `shield-advanced-protection` (`alb_protection::read_protection`).
+    pub protection: tollgate_contract::Protection,
     /// ingress-nginx `auth-url` with its settings.
     pub external_auth: Option<std::sync::Arc<tollgate_contract::ExternalAuth>>,
     /// ingress-nginx `affinity: cookie` (its cookie's path, when `session-cookie-path` is not
@@ -1380,6 +1382,7 @@ pub fn ingress_settings(
     let cors = read_cors(&mut r).map(std::sync::Arc::new);
     let basic_auth_ref = read_basic_auth(&mut r);
     let idp_auth_ref = super::alb_protection::read_idp_auth(&mut r);
+    let protection = super::alb_protection::read_protection(&mut r);
     let external_auth = read_external_auth(&mut r).map(std::sync::Arc::new);
     let rate_limit = read_rate_limit(&mut r);
     let canary = read_canary(&mut r).map(std::sync::Arc::new);
@@ -1602,6 +1605,7 @@ pub fn ingress_settings(
             basic_auth: None,
             idp_auth_ref,
             idp_auth: None,
+            protection,
             external_auth,
             rate_limit: rate_limit.map(std::sync::Arc::new),
             canary,

@@ -494,6 +494,7 @@ pub fn build_with(
     let mut load_balancers = Vec::with_capacity(groups.len());
     for (id, mut members) in groups {
         sort_by_precedence(&mut members);
+        let protection = alb_protection::settle_group(&mut members, &id, &mut diags);
         let rules = cache.rules.entry(id.clone()).or_default();
         rules.round = round;
         load_balancers.push(build_load_balancer(
@@ -505,6 +506,9 @@ pub fn build_with(
             rules,
             &mut diags,
         ));
+        if let Some(lb) = load_balancers.last_mut() {
+            lb.protection = protection;
+        }
         rules.prune();
     }
     cache.rules.retain(|_, r| r.round == round);
@@ -786,6 +790,7 @@ fn build_load_balancer(
             manage_backend_security_group_rules: manage_backend_rules.map(|(v, _)| v),
             ip_address_type: ip_address_type.map(|(v, _)| v).unwrap_or_default(),
         },
+        protection: Default::default(),
         attributes,
         tags,
         listeners,

@@ -427,9 +427,17 @@ async fn read_snapshot(
     (snapshot, diagnostics)
 }
 
-/// Secrets an Ingress names in annotations (ingress-nginx's `auth-secret`, `auth-tls-secret`), in its own
-/// namespace: a Secret of another namespace is refused by the builder, so it is not read.
+/// Secrets an Ingress names in annotations (ingress-nginx's `auth-secret`, `auth-tls-secret`,
+/// the AWS Load Balancer Controller's `auth-idp-oidc` `secretName`), in its own namespace: a
+/// Secret of another namespace is refused by the builder, so it is not read.
 fn annotated_secrets<'i>(ing: &'i Ingress, ns: &'i str) -> impl Iterator<Item = String> + 'i {
+    let oidc = ing
+        .metadata
+        .annotations
+        .as_ref()
+        .and_then(|a| a.get("alb.ingress.kubernetes.io/auth-idp-oidc"))
+        .and_then(|v| serde_json::from_str::<serde_json::Value>(v).ok())
+        .and_then(|v| v.get("secretName")?.as_str().map(str::to_string));
     ["auth-secret", "auth-tls-secret"]
         .into_iter()
         .filter_map(move |a| {
@@ -445,6 +453,7 @@ fn annotated_secrets<'i>(ing: &'i Ingress, ns: &'i str) -> impl Iterator<Item = 
                 None => Some(v.to_string()),
             }
         })
+        .chain(oidc)
 }
 
 /// The Secrets named in Ingress `tls` sections and annotations, read through `cache`: a GET only for a

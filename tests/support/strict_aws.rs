@@ -516,15 +516,93 @@ async fn handle(
             return Ok(existing);
         }
     }
-    Ok(
-        super::fault_proxy::relay(&shared.client, &shared.upstream, &parts, body)
-            .await
-            .unwrap_or_else(|| {
-                error(
-                    false,
-                    "InternalFailure",
-                    "strict proxy: emulator unreachable",
-                )
-            }),
-    )
+    // AWS's AssociateWebACL replaces a resource's association (the AWS Load Balancer
+    // Controller associates another ACL without disassociating first); moto keeps the
+    // first. Emulated by removing the old one just before.
+    let target = parts
+        .headers
+        .get("x-amz-target")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default();
+    if target == "AWSWAF_20190729.AssociateWebACL" {
+        let resource = serde_json::from_slice::<serde_json::Value>(&body)
+            .ok()
+            .and_then(|v| v.get("ResourceArn")?.as_str().map(str::to_string));
+        if let (Some(arn), Ok(req)) = (resource, Request::post(parts.uri.clone()).body(())) {
+            let (mut first, ()) = req.into_parts();
+            first.headers = parts.headers.clone();
+            first.headers.insert(
+                "x-amz-target",
+                http::HeaderValue::from_static("AWSWAF_20190729.DisassociateWebACL"),
+            );
+            first.headers.remove("content-length");
+            let body = Bytes::from(serde_json::json!({ "ResourceArn": arn }).to_string());
+            let _ = super::fault_proxy::relay(&shared.client, &shared.upstream, &first, body).await;
+        }
+    }
+    let answer = super::fault_proxy::relay(&shared.client, &shared.upstream, &parts, body).await;
+    if target == "AWSShield_20160616.DescribeSubscription" {
+        if let Some(a) = answer {
+            return Ok(epoch_timestamps(a).await);
+        }
+    }
+    Ok(answer.unwrap_or_else(|| {
+        error(
+            false,
+            "InternalFailure",
+            "strict proxy: emulator unreachable",
+        )
+    }))
+}
+
+/// moto writes Shield's subscription times as `dd/mm/yyyy, HH:MM:SS`; AWS's JSON protocol
+/// (and so the SDK) has them as epoch seconds. Rewritten, so the SDK can read the answer.
+async fn epoch_timestamps(answer: Response<Full<Bytes>>) -> Response<Full<Bytes>> {
+    let (mut parts, body) = answer.into_parts();
+    let bytes = body
+        .collect()
+        .await
+        .map(|b| b.to_bytes())
+        .unwrap_or_default();
+    let Ok(mut v) = serde_json::from_slice::<serde_json::Value>(&bytes) else {
+        return Response::from_parts(parts, Full::new(bytes));
+    };
+    if let Some(sub) = v.get_mut("Subscription").and_then(|s| s.as_object_mut()) {
+        for key in ["StartTime", "EndTime"] {
+            let epoch = sub
+                .get(key)
+                .and_then(|t| t.as_str())
+                .and_then(parse_moto_time);
+            if let Some(e) = epoch {
+                sub.insert(key.to_string(), serde_json::json!(e));
+            }
+        }
+    }
+    let out = Bytes::from(v.to_string());
+    parts.headers.remove("content-length");
+    Response::from_parts(parts, Full::new(out))
+}
+
+fn parse_moto_time(t: &str) -> Option<i64> {
+    let (date, time) = t.split_once(", ")?;
+    let d: Vec<i64> = date
+        .split('/')
+        .map(|x| x.parse().ok())
+        .collect::<Option<_>>()?;
+    let h: Vec<i64> = time
+        .split(':')
+        .map(|x| x.parse().ok())
+        .collect::<Option<_>>()?;
+    let (&[day, month, year], &[hh, mm, ss]) = (d.as_slice(), h.as_slice()) else {
+        return None;
+    };
+    // Days from the civil date (Howard Hinnant's algorithm).
+    let y = if month <= 2 { year - 1 } else { year };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let mp = (month + 9) % 12;
+    let doy = (153 * mp + 2) / 5 + day - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    let days = era * 146_097 + doe - 719_468;
+    Some(days * 86_400 + hh * 3600 + mm * 60 + ss)
 }

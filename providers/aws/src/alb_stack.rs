@@ -138,7 +138,18 @@ pub struct LoadBalancerSpec {
     /// The cluster's backend security group, when it carries it and its targets' groups
     /// admit that group on their ports.
     pub backend_security_group: Option<BackendGroupUse>,
+    /// The WAFv2 web ACL to associate (`None`: left as AWS has it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub web_acl: Option<tollgate_contract::WebAcl>,
+    /// Shield Advanced protection on or off (`None`: left as AWS has it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub shield_advanced: Option<bool>,
 }
+
+/// The name Tollgate gives the Shield Advanced protections it creates: one with another
+/// name was made by someone else and is never deleted (the AWS Load Balancer Controller
+/// does the same with its own name).
+pub const SHIELD_PROTECTION_NAME: &str = "managed by tollgate";
 
 /// How a load balancer uses the backend security group.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -853,6 +864,8 @@ pub fn build_stack(
                 security_groups: lb.network.security_groups.clone(),
                 ip_address_type: lb.network.ip_address_type.as_str().into(),
                 backend_security_group,
+                web_acl: lb.protection.web_acl.clone(),
+                shield_advanced: lb.protection.shield_advanced,
                 managed_security_group: lb.network.security_groups.is_empty().then(|| {
                     let mut cidrs = lb.network.inbound_cidrs.clone();
                     cidrs.extend(lb.network.inbound_prefix_lists.iter().cloned());

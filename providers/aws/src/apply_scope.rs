@@ -96,6 +96,9 @@ impl<'a> StackIndex<'a> {
             },
             Change::AuthorizeSecurityGroupIngress { group, .. } => self.of_ref(group),
             Change::RegisterTargets { target_group, .. } => self.of_ref(target_group),
+            Change::SetWebAcl { load_balancer, .. }
+            | Change::CreateShieldProtection { load_balancer }
+            | Change::DeleteShieldProtection { load_balancer, .. } => self.of_ref(load_balancer),
             Change::CreateListener { listener, .. } | Change::CreateRule { listener, .. } => {
                 self.of_ref(&listener.load_balancer)
             }

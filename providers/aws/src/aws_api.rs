@@ -128,6 +128,9 @@ pub struct Aws {
     pub ec2: aws_sdk_ec2::Client,
     pub tagging: aws_sdk_resourcegroupstagging::Client,
     pub acm: aws_sdk_acm::Client,
+    pub wafv2: aws_sdk_wafv2::Client,
+    /// In us-east-1 whatever the region: Shield Advanced's API is global there.
+    pub shield: aws_sdk_shield::Client,
     pub cluster: String,
     /// The cluster's VPC (`--aws-vpc-id`): discovery stays inside it and may read route
     /// tables; target groups go in it.
@@ -199,6 +202,17 @@ impl Aws {
             ),
             acm: aws_sdk_acm::Client::from_conf(
                 aws_sdk_acm::config::Builder::from(&conf)
+                    .http_client(paced())
+                    .build(),
+            ),
+            wafv2: aws_sdk_wafv2::Client::from_conf(
+                aws_sdk_wafv2::config::Builder::from(&conf)
+                    .http_client(paced())
+                    .build(),
+            ),
+            shield: aws_sdk_shield::Client::from_conf(
+                aws_sdk_shield::config::Builder::from(&conf)
+                    .region(aws_config::Region::new("us-east-1"))
                     .http_client(paced())
                     .build(),
             ),
@@ -659,6 +673,8 @@ impl Aws {
                         .map(|t| t.as_str().to_string())
                         .unwrap_or_default(),
                     tags,
+                    web_acl: None,
+                    shield_protection: None,
                 });
             }
         }
@@ -1028,6 +1044,160 @@ impl Aws {
 
     /// Looks up the subnet and security-group `Name` tags the stacks use that are not known
     /// yet (one call per kind, only when something is new), into `inv.ids_by_name`.
+    /// What AWS has of WAF and Shield for the load balancers whose stacks manage either,
+    /// web ACL names → ARNs, and whether Shield Advanced is subscribed: asked only for
+    /// stacks that want them and not known yet (the inventory keeps what our own writes
+    /// made; a full re-read forgets it).
+    pub async fn look_up_protection(
+        &self,
+        stacks: &[AlbStack],
+        inv: &mut Inventory,
+    ) -> Result<(), AwsError> {
+        let mut names: Vec<&str> = stacks
+            .iter()
+            .filter_map(|s| match &s.load_balancer.web_acl {
+                Some(tollgate_contract::WebAcl::Name(n)) => Some(n.as_str()),
+                _ => None,
+            })
+            .filter(|n| {
+                let key = format!("webacl:{n}");
+                !inv.ids_by_name.contains_key(&key) && !inv.names_not_found.contains(&key)
+            })
+            .collect();
+        names.sort_unstable();
+        names.dedup();
+        if !names.is_empty() {
+            let mut found = BTreeMap::new();
+            let mut marker: Option<String> = None;
+            loop {
+                let r = self
+                    .counted(
+                        "ListWebACLs",
+                        self.wafv2
+                            .list_web_acls()
+                            .scope(aws_sdk_wafv2::types::Scope::Regional)
+                            .set_next_marker(marker.clone())
+                            .limit(100)
+                            .send(),
+                    )
+                    .await?;
+                for a in r.web_acls() {
+                    if let (Some(n), Some(arn)) = (a.name(), a.arn()) {
+                        found.insert(n.to_string(), arn.to_string());
+                    }
+                }
+                marker = r
+                    .next_marker()
+                    .filter(|m| !m.is_empty() && !r.web_acls().is_empty())
+                    .map(str::to_string);
+                if marker.is_none() {
+                    break;
+                }
+            }
+            for n in names {
+                let key = format!("webacl:{n}");
+                match found.get(n) {
+                    Some(arn) => {
+                        inv.ids_by_name.insert(key, arn.clone());
+                    }
+                    None => {
+                        inv.names_not_found.insert(key);
+                    }
+                }
+            }
+        }
+        if inv.shield_subscribed.is_none()
+            && stacks
+                .iter()
+                .any(|s| s.load_balancer.shield_advanced == Some(true))
+        {
+            // DescribeSubscription, not GetSubscriptionState: the same answer, and the
+            // emulator implements only this one.
+            let r = self.shield.describe_subscription().send().await;
+            self.calls.record("DescribeSubscription", &r);
+            inv.shield_subscribed = match r {
+                Ok(r) => Some(
+                    r.subscription()
+                        .is_some_and(|s| s.end_time().is_none_or(|t| t.secs() > now_secs())),
+                ),
+                Err(e) if is_not_found(&e) => Some(false),
+                Err(e) => return Err(api("DescribeSubscription")(e)),
+            };
+        }
+        // Load balancers about to be deleted: a protection of Tollgate's would outlive
+        // them. Best effort (an account that never used Shield may not allow the call).
+        let wanted: std::collections::BTreeSet<&str> =
+            stacks.iter().map(|s| s.stack.as_str()).collect();
+        for lb in inv
+            .load_balancers
+            .iter_mut()
+            .filter(|o| !wanted.contains(o.stack.as_str()) && o.shield_protection.is_none())
+        {
+            let r = self
+                .shield
+                .describe_protection()
+                .resource_arn(&lb.arn)
+                .send()
+                .await;
+            self.calls.record("DescribeProtection", &r);
+            lb.shield_protection = match r {
+                Ok(r) => Some(r.protection().and_then(|p| {
+                    Some(crate::inventory::ShieldProtection {
+                        id: p.id()?.to_string(),
+                        name: p.name().unwrap_or_default().to_string(),
+                    })
+                })),
+                Err(e) if is_not_found(&e) => Some(None),
+                Err(e) => {
+                    tracing::debug!(error = %api("DescribeProtection")(e), lb = %lb.arn, "cannot tell whether a load balancer to delete is protected");
+                    Some(None)
+                }
+            };
+        }
+        for s in stacks {
+            let lb = &s.load_balancer;
+            if lb.web_acl.is_none() && lb.shield_advanced.is_none() {
+                continue;
+            }
+            let Some(i) = inv.load_balancers.iter().position(|o| o.stack == s.stack) else {
+                continue;
+            };
+            let arn = inv.load_balancers[i].arn.clone();
+            if lb.web_acl.is_some() && inv.load_balancers[i].web_acl.is_none() {
+                let r = self
+                    .counted(
+                        "GetWebACLForResource",
+                        self.wafv2
+                            .get_web_acl_for_resource()
+                            .resource_arn(&arn)
+                            .send(),
+                    )
+                    .await?;
+                inv.load_balancers[i].web_acl = Some(r.web_acl().map(|a| a.arn().to_string()));
+            }
+            if lb.shield_advanced.is_some() && inv.load_balancers[i].shield_protection.is_none() {
+                let r = self
+                    .shield
+                    .describe_protection()
+                    .resource_arn(&arn)
+                    .send()
+                    .await;
+                self.calls.record("DescribeProtection", &r);
+                inv.load_balancers[i].shield_protection = Some(match r {
+                    Ok(r) => r.protection().and_then(|p| {
+                        Some(crate::inventory::ShieldProtection {
+                            id: p.id()?.to_string(),
+                            name: p.name().unwrap_or_default().to_string(),
+                        })
+                    }),
+                    Err(e) if is_not_found(&e) => None,
+                    Err(e) => return Err(api("DescribeProtection")(e)),
+                });
+            }
+        }
+        Ok(())
+    }
+
     pub async fn look_up_names(
         &self,
         stacks: &[AlbStack],
@@ -1745,6 +1915,52 @@ impl Aws {
                     )
                     .await?;
                 Ok((id, None))
+            }
+            Change::SetWebAcl { load_balancer, acl } => {
+                let lb = resolve_lb(inv, load_balancer)?;
+                match acl {
+                    Some(acl) => {
+                        self.counted(
+                            "AssociateWebACL",
+                            self.wafv2
+                                .associate_web_acl()
+                                .web_acl_arn(acl)
+                                .resource_arn(lb)
+                                .send(),
+                        )
+                        .await?;
+                    }
+                    None => {
+                        self.counted(
+                            "DisassociateWebACL",
+                            self.wafv2.disassociate_web_acl().resource_arn(lb).send(),
+                        )
+                        .await?;
+                    }
+                }
+                Ok((None, None))
+            }
+            Change::CreateShieldProtection { load_balancer } => {
+                let lb = resolve_lb(inv, load_balancer)?;
+                let r = self
+                    .counted(
+                        "CreateProtection",
+                        self.shield
+                            .create_protection()
+                            .name(crate::alb_stack::SHIELD_PROTECTION_NAME)
+                            .resource_arn(lb)
+                            .send(),
+                    )
+                    .await?;
+                Ok((r.protection_id().map(str::to_string), None))
+            }
+            Change::DeleteShieldProtection { id, .. } => {
+                self.counted(
+                    "DeleteProtection",
+                    self.shield.delete_protection().protection_id(id).send(),
+                )
+                .await?;
+                Ok((None, None))
             }
             Change::DeleteBackendSecurityGroup { id, .. } => {
                 self.counted(
@@ -2667,6 +2883,24 @@ fn action_to_sdk(a: &AlbAction, inv: &Inventory) -> Result<t::Action, AwsError> 
             )
             .build(),
     })
+}
+
+/// Whether a service error is "not found" (Shield answers that for no subscription and for
+/// no protection).
+fn is_not_found<E, R>(e: &aws_smithy_runtime_api::client::result::SdkError<E, R>) -> bool
+where
+    E: aws_sdk_shield::error::ProvideErrorMetadata,
+{
+    e.as_service_error()
+        .and_then(|s| s.code())
+        .is_some_and(|c| c == "ResourceNotFoundException")
+}
+
+fn now_secs() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
+        .unwrap_or(0)
 }
 
 /// The actions of a rule or a listener's default: the authentication first (order 1), then

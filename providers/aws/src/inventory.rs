@@ -35,6 +35,9 @@ pub struct Inventory {
     /// reused on another node is another key), or the pod IP when its node is not known.
     /// `Err` says why no one group can be chosen.
     pub target_security_groups: BTreeMap<String, Result<String, String>>,
+    /// Whether the account has an active Shield Advanced subscription; `None` until a stack
+    /// asks for protection.
+    pub shield_subscribed: Option<bool>,
 }
 
 /// The cluster's backend security group.
@@ -103,6 +106,18 @@ pub struct ObservedLoadBalancer {
     /// `internet-facing` or `internal`.
     pub scheme: String,
     pub tags: BTreeMap<String, String>,
+    /// The associated WAFv2 web ACL's ARN (`Some(None)`: none); `None` until looked up
+    /// (`Aws::look_up_protection`, only for load balancers whose stack manages it).
+    pub web_acl: Option<Option<String>>,
+    /// The Shield Advanced protection (`Some(None)`: none); `None` until looked up.
+    pub shield_protection: Option<Option<ShieldProtection>>,
+}
+
+/// A Shield Advanced protection of a load balancer.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ShieldProtection {
+    pub id: String,
+    pub name: String,
 }
 
 /// A listener.
@@ -335,7 +350,28 @@ impl Inventory {
                         .map(|s| s.scheme.as_str().to_string())
                         .unwrap_or_default(),
                     tags: spec.map(|s| s.tags.clone()).unwrap_or_default(),
+                    // A new load balancer has neither.
+                    web_acl: Some(None),
+                    shield_protection: Some(None),
                 });
+            }
+            Change::SetWebAcl { load_balancer, acl } => {
+                if let Some(lb) = self.load_balancer_mut(load_balancer) {
+                    lb.web_acl = Some(acl.clone());
+                }
+            }
+            Change::CreateShieldProtection { load_balancer } => {
+                if let Some(lb) = self.load_balancer_mut(load_balancer) {
+                    lb.shield_protection = Some(Some(ShieldProtection {
+                        id: arn.unwrap_or_default().to_string(),
+                        name: crate::alb_stack::SHIELD_PROTECTION_NAME.to_string(),
+                    }));
+                }
+            }
+            Change::DeleteShieldProtection { load_balancer, .. } => {
+                if let Some(lb) = self.load_balancer_mut(load_balancer) {
+                    lb.shield_protection = Some(None);
+                }
             }
             Change::ModifyLoadBalancerAttributes { arn, attributes } => {
                 if let Some(lb) = self.load_balancer_mut(&Ref::Arn(arn.clone())) {

@@ -9,7 +9,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::fmt;
 
 use serde::Serialize;
-use tollgate_contract::{Diagnostic, ObjectKind, Reason, Severity};
+use tollgate_contract::{Diagnostic, ObjectKind, Reason, Severity, WebAcl};
 
 use crate::alb_stack::{
     AlbAction, AlbStack, BackendGroupUse, ListenerSpec, LoadBalancerSpec, RuleSpec,
@@ -184,6 +184,22 @@ pub enum Change {
         id: String,
         name: String,
     },
+    /// Associates the web ACL `acl` (an ARN) with the load balancer, replacing any other
+    /// (WAFv2 `AssociateWebACL` replaces); `None` removes the association. Planned with the
+    /// load balancer, before its listeners, so it never serves without the ACL.
+    SetWebAcl {
+        load_balancer: Ref,
+        acl: Option<String>,
+    },
+    /// Protects the load balancer with Shield Advanced (before its listeners).
+    CreateShieldProtection {
+        load_balancer: Ref,
+    },
+    /// Removes the protection Tollgate made.
+    DeleteShieldProtection {
+        load_balancer: Ref,
+        id: String,
+    },
 }
 
 impl Change {
@@ -199,6 +215,7 @@ impl Change {
             | Change::CreateRule { .. }
             | Change::CreateBackendSecurityGroup { .. }
             | Change::AuthorizeBackendRule { .. }
+            | Change::CreateShieldProtection { .. }
             | Change::RegisterTargets { .. } => '+',
             Change::DeleteRule { .. }
             | Change::DeleteListener { .. }
@@ -209,6 +226,7 @@ impl Change {
             | Change::RevokeSecurityGroupIngress { .. }
             | Change::RevokeBackendRule { .. }
             | Change::DeleteBackendSecurityGroup { .. }
+            | Change::DeleteShieldProtection { .. }
             | Change::DeregisterTargets { .. } => '-',
             _ => '~',
         }
@@ -297,6 +315,16 @@ impl fmt::Display for Change {
             }
             Change::CreateLoadBalancer { stack, name } => {
                 write!(f, "{s} load balancer {name} for {stack}")
+            }
+            Change::SetWebAcl { load_balancer, acl } => match acl {
+                Some(a) => write!(f, "{s} load balancer {load_balancer} web ACL {a}"),
+                None => write!(f, "{s} load balancer {load_balancer} web ACL removed"),
+            },
+            Change::CreateShieldProtection { load_balancer } => {
+                write!(f, "{s} Shield Advanced protection of {load_balancer}")
+            }
+            Change::DeleteShieldProtection { load_balancer, id } => {
+                write!(f, "{s} Shield Advanced protection {id} of {load_balancer}")
             }
             Change::ModifyLoadBalancerAttributes { arn, attributes } => {
                 write!(f, "{s} load balancer {arn} attributes {attributes:?}")
@@ -905,6 +933,7 @@ pub fn plan_scoped(
 ) -> Plan {
     let mut p = Phases::default();
     let mut diagnostics = Vec::new();
+    let mut blocked = BTreeSet::new();
     // Indexes, so that planning is linear in the number of stacks, not quadratic.
     let desired_by_stack: HashMap<&str, &AlbStack> =
         desired.iter().map(|s| (s.stack.as_str(), s)).collect();
@@ -982,6 +1011,24 @@ pub fn plan_scoped(
             .get(stack.stack.as_str())
             .map(Vec::as_slice)
             .unwrap_or(&[]);
+
+        // WAF and Shield first: a stack whose protection cannot be applied is not touched
+        // (a new load balancer is not created), never served without it.
+        let protection = match plan_protection(stack, lb_obs, observed) {
+            Ok(p) => p,
+            Err(message) => {
+                diagnostics.push(Diagnostic::new(
+                    Severity::Error,
+                    ObjectKind::LoadBalancer,
+                    "",
+                    stack.stack.clone(),
+                    Reason::ApplyFailed,
+                    format!("{message}; the load balancer is left as AWS has it (not created if new) rather than served without it"),
+                ));
+                blocked.insert(stack.stack.clone());
+                continue;
+            }
+        };
 
         // Target groups and their targets.
         for tg in &stack.target_groups {
@@ -1070,6 +1117,8 @@ pub fn plan_scoped(
                 Ref::Arn(o.arn.clone())
             }
         };
+        p.load_balancers
+            .extend(protection.into_iter().map(|c| c.on(&lb_ref)));
         plan_managed_security_group(stack, observed, &mut p);
 
         // Listeners and rules.
@@ -1230,6 +1279,16 @@ pub fn plan_scoped(
         }
         if !desired_stacks.contains(o.stack.as_str()) || first_lb.get(o.stack.as_str()) != Some(&i)
         {
+            // A protection outlives its load balancer in Shield: Tollgate's own goes first.
+            if let Some(Some(sp)) = &o.shield_protection {
+                if sp.name == crate::alb_stack::SHIELD_PROTECTION_NAME {
+                    p.delete_load_balancers
+                        .push(Change::DeleteShieldProtection {
+                            load_balancer: Ref::Arn(o.arn.clone()),
+                            id: sp.id.clone(),
+                        });
+                }
+            }
             p.delete_load_balancers.push(Change::DeleteLoadBalancer {
                 arn: o.arn.clone(),
                 name: o.name.clone(),
@@ -1265,11 +1324,99 @@ pub fn plan_scoped(
     .into_iter()
     .flatten()
     .collect();
+    let mut blocked_stacks = held.clone();
+    blocked_stacks.extend(blocked);
     Plan {
         changes,
         diagnostics,
-        blocked_stacks: held.clone(),
+        blocked_stacks,
     }
+}
+
+/// A WAF or Shield change for a load balancer not known yet by reference.
+enum ProtectionChange {
+    WebAcl(Option<String>),
+    CreateShield,
+    DeleteShield(String),
+}
+
+impl ProtectionChange {
+    fn on(self, lb: &Ref) -> Change {
+        let load_balancer = lb.clone();
+        match self {
+            ProtectionChange::WebAcl(acl) => Change::SetWebAcl { load_balancer, acl },
+            ProtectionChange::CreateShield => Change::CreateShieldProtection { load_balancer },
+            ProtectionChange::DeleteShield(id) => {
+                Change::DeleteShieldProtection { load_balancer, id }
+            }
+        }
+    }
+}
+
+/// The WAF and Shield changes a stack needs, or why they cannot be made. What AWS has is
+/// looked up beforehand (`Aws::look_up_protection`) for stacks that manage either; a
+/// load balancer about to be created has neither.
+fn plan_protection(
+    stack: &AlbStack,
+    lb: Option<&ObservedLoadBalancer>,
+    observed: &Inventory,
+) -> Result<Vec<ProtectionChange>, String> {
+    let mut out = Vec::new();
+    let spec = &stack.load_balancer;
+    if let Some(w) = &spec.web_acl {
+        let wanted = match w {
+            WebAcl::None => None,
+            WebAcl::Arn(a) => Some(a.clone()),
+            WebAcl::Name(n) => match observed.ids_by_name.get(&format!("webacl:{n}")) {
+                Some(arn) => Some(arn.clone()),
+                None if observed.names_not_found.contains(&format!("webacl:{n}")) => {
+                    return Err(format!(
+                        "wafv2-acl-name: no regional WAFv2 web ACL is named {n}"
+                    ))
+                }
+                None => {
+                    return Err(format!(
+                        "wafv2-acl-name: web ACL {n} could not be looked up"
+                    ))
+                }
+            },
+        };
+        let has = match lb {
+            None => Some(None),
+            Some(o) => o.web_acl.clone(),
+        };
+        if has.as_ref() != Some(&wanted) {
+            out.push(ProtectionChange::WebAcl(wanted));
+        }
+    }
+    if let Some(on) = spec.shield_advanced {
+        let has = match lb {
+            None => Some(None),
+            Some(o) => o.shield_protection.clone(),
+        };
+        match (on, has) {
+            (true, Some(Some(_))) | (false, Some(None)) => {}
+            (true, _) => {
+                match observed.shield_subscribed {
+                    Some(true) => {}
+                    Some(false) => return Err("shield-advanced-protection: the account has no active Shield Advanced subscription".into()),
+                    None => return Err("shield-advanced-protection: the Shield Advanced subscription could not be looked up".into()),
+                }
+                out.push(ProtectionChange::CreateShield);
+            }
+            (false, Some(Some(p))) => {
+                // Only Tollgate's own: one made by someone else is theirs to remove.
+                if p.name == crate::alb_stack::SHIELD_PROTECTION_NAME {
+                    out.push(ProtectionChange::DeleteShield(p.id));
+                }
+            }
+            (false, None) => return Err(
+                "shield-advanced-protection: the load balancer's protection could not be looked up"
+                    .into(),
+            ),
+        }
+    }
+    Ok(out)
 }
 
 #[cfg(test)]

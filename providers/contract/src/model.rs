@@ -73,6 +73,10 @@ pub struct LoadBalancer {
     /// proxy.
     #[serde(default, skip_serializing_if = "Network::is_default")]
     pub network: Network,
+    /// WAF and Shield in front of the load balancer (AWS); ignored by the proxy, which
+    /// refuses Ingresses asking for them.
+    #[serde(default, skip_serializing_if = "Protection::is_default")]
+    pub protection: Protection,
     /// Provider-specific settings collected from annotations, already validated.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub attributes: BTreeMap<String, String>,
@@ -110,6 +114,35 @@ impl LoadBalancer {
     pub fn listener(&self, port: u16) -> Option<&Listener> {
         self.listeners.iter().find(|l| l.port == port)
     }
+}
+
+/// The AWS Load Balancer Controller's `wafv2-acl-*` and `shield-advanced-protection`:
+/// each `None` when no member asked, and then left as it is in AWS (that controller's
+/// reading: an absent annotation leaves an association made elsewhere alone).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Protection {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub web_acl: Option<WebAcl>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub shield_advanced: Option<bool>,
+}
+
+impl Protection {
+    pub fn is_default(&self) -> bool {
+        *self == Protection::default()
+    }
+}
+
+/// Which WAFv2 web ACL is associated with the load balancer.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", tag = "by", content = "value")]
+pub enum WebAcl {
+    /// `none`: no web ACL; one associated is removed.
+    None,
+    Arn(String),
+    /// Looked up among the region's web ACLs (scope `REGIONAL`).
+    Name(String),
 }
 
 /// Where a cloud load balancer lives and who may reach it.

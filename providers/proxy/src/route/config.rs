@@ -638,6 +638,7 @@ mod tests {
                 ingresses: Arc::from([]),
                 scheme: Default::default(),
                 network: Default::default(),
+                protection: Default::default(),
                 attributes: Default::default(),
                 tags: Default::default(),
                 listeners: vec![Listener {
