@@ -23,7 +23,9 @@ use http::{Method, Request, Response, StatusCode};
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo};
-use k8s_openapi::api::admissionregistration::v1::ValidatingWebhookConfiguration;
+use k8s_openapi::api::admissionregistration::v1::{
+    MutatingWebhookConfiguration, ValidatingWebhookConfiguration,
+};
 use k8s_openapi::api::networking::v1::Ingress;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::api::{Api, PostParams};
@@ -314,7 +316,8 @@ async fn handle(
     states: &watch::Receiver<Arc<SourceState>>,
     opts: &BuildOptions,
 ) -> Response<Full<Bytes>> {
-    if req.method() != Method::POST || req.uri().path() != PATH {
+    let pods = req.uri().path() == crate::readiness_gate::PATH;
+    if req.method() != Method::POST || !(pods || req.uri().path() == PATH) {
         return plain(StatusCode::NOT_FOUND, "not found");
     }
     // An AdmissionReview carries one object; Kubernetes caps objects well below this.
@@ -323,7 +326,11 @@ async fn handle(
         Err(_) => return plain(StatusCode::BAD_REQUEST, "unreadable body"),
     };
     let state = states.borrow().clone();
-    let out = answer(&body, &state, opts);
+    let out = if pods {
+        crate::readiness_gate::mutate(&body, &state.snapshot, opts)
+    } else {
+        answer(&body, &state, opts)
+    };
     let mut resp = Response::new(Full::new(Bytes::from(out.to_string())));
     resp.headers_mut().insert(
         http::header::CONTENT_TYPE,
@@ -490,6 +497,16 @@ async fn patch_ca_bundle(
     api.replace(name, &PostParams::default(), &cfg)
         .await
         .map_err(perr)?;
+    // The pod readiness gate's mutating webhook, served by the same server, when deployed.
+    let api: Api<MutatingWebhookConfiguration> = Api::all(client.clone());
+    if let Some(mut cfg) = api.get_opt(name).await.map_err(perr)? {
+        for w in cfg.webhooks.iter_mut().flatten() {
+            w.client_config.ca_bundle = Some(k8s_openapi::ByteString(ca_pem.as_bytes().to_vec()));
+        }
+        api.replace(name, &PostParams::default(), &cfg)
+            .await
+            .map_err(perr)?;
+    }
     Ok(())
 }
 

@@ -45,6 +45,9 @@ pub struct AwsRunOptions {
     pub admin_listen: Option<SocketAddr>,
     /// Tollgate's own request rate limit per AWS API family.
     pub pace: tollgate_aws::api_pacing::Pace,
+    /// How long a pod's readiness gate waits for the ALB to report it healthy before it
+    /// opens anyway (`readiness_gate`).
+    pub readiness_gate_timeout: Duration,
 }
 
 /// Why `tollgate aws` stopped.
@@ -326,6 +329,10 @@ pub async fn run_continuous(
     // it; after a restart, its load balancer is held as AWS has it.
     let mut last_good = crate::LastKnownGood::default();
     let mut settled = SettledStacks::default();
+    let mut gates_waiting = false;
+    let mut gate_recorder = None;
+    let gate_interval =
+        (opts.readiness_gate_timeout / 10).clamp(Duration::from_secs(1), Duration::from_secs(10));
     loop {
         let leading = leadership.as_ref().is_none_or(|l| *l.borrow());
         admin.leader.store(leading, Ordering::Relaxed);
@@ -359,6 +366,10 @@ pub async fn run_continuous(
                 if let Some(ctx) = kube.as_ref() {
                     add_finalizers(ctx, &state.snapshot, &out.model).await;
                 }
+                // The model is kept for the readiness gate only while pods wait on it.
+                let now = k8s_openapi::jiff::Timestamp::now();
+                let waiting = crate::readiness_gate::waiting(&state.snapshot, now);
+                let gate_model = (!waiting.is_empty()).then(|| out.model.clone());
                 let started = Instant::now();
                 let r = reconcile_changed(&aws, inv, out, opts, &mut settled).await;
                 admin.reconciles.fetch_add(1, Ordering::Relaxed);
@@ -379,6 +390,14 @@ pub async fn run_continuous(
                 if let Some(ctx) = kube.as_mut() {
                     report_to_cluster(ctx, &state, &r, inv, opts).await;
                 }
+                gates_waiting = match (kube.as_ref(), gate_model) {
+                    (Some(ctx), Some(model)) => {
+                        let recorder = gate_recorder
+                            .get_or_insert_with(|| crate::readiness_gate::recorder(&ctx.client));
+                        open_gates(&ctx.client, recorder, &aws, inv, &model, &waiting, opts).await
+                    }
+                    _ => false,
+                };
                 crate::release_free_memory();
             }
         } else {
@@ -399,9 +418,72 @@ pub async fn run_continuous(
             changed = states.changed() => if changed.is_err() { return Ok(()) },
             _ = lost_or_won => {}
             _ = retry.tick() => {}
+            _ = tokio::time::sleep(gate_interval), if gates_waiting => {}
             _ = shutdown.wait_for(|s| *s) => return Ok(()),
         }
     }
+}
+
+/// Opens the readiness gates of `waiting` pods the ALB reports healthy (or that waited
+/// `readiness_gate_timeout`, or that no load balancer targets any more): one
+/// `DescribeTargetHealth` per target group holding a waiting pod. Returns whether some
+/// still wait.
+async fn open_gates(
+    client: &kube::Client,
+    recorder: &kube::runtime::events::Recorder,
+    aws: &Aws,
+    inv: &Inventory,
+    model: &DesiredState,
+    waiting: &[crate::readiness_gate::Waiting],
+    opts: &AwsRunOptions,
+) -> bool {
+    use crate::readiness_gate::{decide, open, target_groups_by_ip, Verdict};
+    let by_ip = target_groups_by_ip(model, |stack, tg| {
+        tollgate_aws::alb_stack::target_group_name(&opts.cluster, stack, tg)
+    });
+    let mut health: BTreeMap<String, BTreeMap<(String, u16), String>> = BTreeMap::new();
+    let mut still_waiting = false;
+    for w in waiting {
+        let wanted = by_ip.get(&w.ip).cloned().unwrap_or_default();
+        let mut seen = Vec::with_capacity(wanted.len());
+        for (name, port) in wanted {
+            let Some(arn) = inv
+                .target_groups
+                .iter()
+                .find(|t| t.spec.name == name)
+                .map(|t| t.arn.clone())
+            else {
+                seen.push((name, None));
+                continue;
+            };
+            if !health.contains_key(&arn) {
+                let states = match aws.target_health(&arn).await {
+                    Ok(s) => s,
+                    Err(e) => {
+                        tracing::warn!(error = %e, target_group = %name, "cannot read target health");
+                        BTreeMap::new()
+                    }
+                };
+                health.insert(arn.clone(), states);
+            }
+            let state = health
+                .get(&arn)
+                .and_then(|h| h.get(&(w.ip.clone(), port)))
+                .cloned();
+            seen.push((name, state));
+        }
+        let verdict = decide(w, &seen, opts.readiness_gate_timeout);
+        if verdict == Verdict::Wait {
+            still_waiting = true;
+            continue;
+        }
+        tracing::info!(pod = %w.name, namespace = %w.namespace, ?verdict, "opening the readiness gate");
+        if let Err(e) = open(client, recorder, w, &verdict).await {
+            tracing::warn!(error = %e, pod = %w.name, "cannot open the readiness gate");
+            still_waiting = true;
+        }
+    }
+    still_waiting
 }
 
 /// Puts the finalizer on every claimed Ingress before its resources are created, so a delete

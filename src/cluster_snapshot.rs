@@ -2,7 +2,7 @@
 
 use std::sync::Arc;
 
-use k8s_openapi::api::core::v1::{Endpoints, Namespace, Node, Secret, Service};
+use k8s_openapi::api::core::v1::{Endpoints, Namespace, Node, Pod, Secret, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use k8s_openapi::api::networking::v1::{Ingress, IngressClass};
 
@@ -26,6 +26,9 @@ pub struct ClusterSnapshot {
     pub namespaces: Vec<Arc<Namespace>>,
     /// Parameters IngressClasses point at (`spec.parameters`).
     pub class_params: Vec<Arc<TollgateClassParams>>,
+    /// Only the pods carrying Tollgate's readiness gate (`readiness_gate::LABEL`): the ALB
+    /// registers them while the gate alone holds them not Ready.
+    pub gated_pods: Vec<Arc<Pod>>,
 }
 
 impl ClusterSnapshot {
@@ -40,6 +43,7 @@ impl ClusterSnapshot {
             + self.nodes.len()
             + self.namespaces.len()
             + self.class_params.len()
+            + self.gated_pods.len()
     }
 
     /// Adds every object of `other` (a second file or fixture read on its own).
@@ -53,6 +57,7 @@ impl ClusterSnapshot {
         self.nodes.extend(other.nodes);
         self.namespaces.extend(other.namespaces);
         self.class_params.extend(other.class_params);
+        self.gated_pods.extend(other.gated_pods);
     }
 
     /// Whether the snapshot holds no object at all.

@@ -14,6 +14,7 @@ pub mod kubernetes_mode;
 pub mod leader_election;
 pub mod model_builder;
 pub mod proxy_command;
+pub mod readiness_gate;
 pub mod sources;
 
 pub use cluster_snapshot::ClusterSnapshot;

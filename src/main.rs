@@ -215,6 +215,11 @@ struct AwsArgs {
     #[arg(long)]
     aws_manage_backend_security_group_rules: bool,
 
+    /// How long a pod's readiness gate waits for the ALB to report the pod healthy before it
+    /// opens anyway, with an Event on the pod: a stuck ALB never freezes a rollout.
+    #[arg(long, default_value_t = 300, value_name = "SECONDS")]
+    readiness_gate_timeout_seconds: u64,
+
     /// Converge once and exit: 0 when AWS matches, 2 when something was rejected or failed.
     #[arg(long)]
     once: bool,
@@ -726,6 +731,7 @@ fn aws(args: AwsArgs) -> anyhow::Result<ExitCode> {
             },
             burst: args.aws_api_burst,
         },
+        readiness_gate_timeout: Duration::from_secs(args.readiness_gate_timeout_seconds.max(1)),
     };
     let rt = tokio::runtime::Runtime::new().context("starting the Tokio runtime")?;
     rt.block_on(async move {

@@ -41,6 +41,7 @@ fn options(dir: &std::path::Path, endpoint: &str) -> AwsRunOptions {
             per_second: 0.0,
             burst: 0,
         },
+        readiness_gate_timeout: tollgate::readiness_gate::DEFAULT_TIMEOUT,
     }
 }
 

@@ -96,6 +96,7 @@ fn options(dir: &Path, endpoint: &str) -> AwsRunOptions {
             per_second: 0.0,
             burst: 0,
         },
+        readiness_gate_timeout: tollgate::readiness_gate::DEFAULT_TIMEOUT,
     }
 }
 

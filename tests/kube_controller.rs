@@ -640,6 +640,7 @@ async fn aws_mode_creates_the_alb_writes_its_hostname_and_cleans_up_behind_the_f
         full_resync: Duration::from_secs(3600),
         admin_listen: None,
         pace: Default::default(),
+        readiness_gate_timeout: tollgate::readiness_gate::DEFAULT_TIMEOUT,
     };
     let (stop, stop_rx) = tokio::sync::watch::channel(false);
     let controller = tokio::spawn(async move { run_continuous(&opts, stop_rx).await });
@@ -902,4 +903,288 @@ async fn admission_webhook_refuses_invalid_ingresses_and_warns_with_kubectl() {
         ok,
         "with Tollgate down, writes must not be blocked: {stderr}"
     );
+}
+
+/// deploy/base/webhook.yaml's configurations, pointed at the test's loopback `port`.
+fn webhook_configurations(port: u16) -> Vec<String> {
+    let deployed = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/deploy/base/webhook.yaml"
+    ))
+    .expect("deploy/base/webhook.yaml");
+    deployed
+        .split("\n---\n")
+        .filter(|d| d.contains("WebhookConfiguration"))
+        .map(|d| {
+            d.replace(
+                "service: {namespace: tollgate, name: tollgate-webhook, path: /validate-ingress, port: 443}",
+                &format!("url: https://127.0.0.1:{port}/validate-ingress"),
+            )
+            .replace(
+                "service: {namespace: tollgate, name: tollgate-webhook, path: /mutate-v1-pod, port: 443}",
+                &format!("url: https://127.0.0.1:{port}/mutate-v1-pod"),
+            )
+        })
+        .collect()
+}
+
+fn pod(name: &str) -> String {
+    format!(
+        "apiVersion: v1\nkind: Pod\nmetadata: {{name: {name}, labels: {{app: web}}}}\nspec: {{automountServiceAccountToken: false, containers: [{{name: app, image: web}}]}}\n"
+    )
+}
+
+fn gate_condition(p: &k8s_openapi::api::core::v1::Pod) -> Option<(String, String)> {
+    p.status
+        .as_ref()?
+        .conditions
+        .as_ref()?
+        .iter()
+        .find(|c| c.type_ == tollgate::readiness_gate::CONDITION)
+        .map(|c| (c.status.clone(), c.reason.clone().unwrap_or_default()))
+}
+
+/// The pod readiness gate against the real API server and the emulator (issue 14): the
+/// webhook gates a new pod of an `ip` target group's Service in a labelled namespace; the
+/// ALB registers it once its containers are ready; the gate opens when the ALB reports it
+/// healthy (the strict proxy's test seam sets the state), and not before; a pod the ALB
+/// never reports healthy has its gate opened at the timeout, with an Event; with Tollgate
+/// stopped, pods are still created (failurePolicy Ignore).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_readiness_gate_opens_on_healthy_or_at_the_timeout_and_never_blocks_pods() {
+    use k8s_openapi::api::admissionregistration::v1::MutatingWebhookConfiguration;
+    use k8s_openapi::api::core::v1::{Namespace, Pod};
+    use tollgate::admission_webhook::{WebhookOptions, WebhookTls};
+    use tollgate::aws_command::{run_continuous, AwsRunOptions};
+    use tollgate::readiness_gate::CONDITION;
+    use tollgate::{BuildOptions, Grouping};
+    use tollgate_aws::aws_api::Aws;
+
+    support::moto::test_credentials();
+    let moto = support::moto::start_moto();
+    support::moto::seed_cluster(&moto.endpoint, "gate", 0).await;
+    let (k, admin) = cluster().await;
+    let namespaces: Api<Namespace> = Api::all(admin.clone());
+    namespaces
+        .patch(
+            "default",
+            &PatchParams::default(),
+            &Patch::Merge(serde_json::json!({"metadata": {"labels": {"tollgate.io/pod-readiness-gate-inject": "enabled"}}})),
+        )
+        .await
+        .expect("label the namespace");
+    // No controller manager here to make the namespace's default ServiceAccount.
+    apply(
+        &admin,
+        "apiVersion: v1\nkind: ServiceAccount\nmetadata: {name: default}\n",
+        "service account",
+    )
+    .await;
+    let port = free_port();
+    for doc in webhook_configurations(port) {
+        apply_yaml(&admin, &doc, "tollgate", false)
+            .await
+            .expect("webhook configuration");
+    }
+    apply(
+        &admin,
+        "apiVersion: v1\nkind: Service\nmetadata: {name: web}\nspec: {selector: {app: web}, ports: [{name: http, port: 80, protocol: TCP}]}\n",
+        "service",
+    )
+    .await;
+    apply(
+        &admin,
+        &support::ingress(
+            "shop",
+            "alb.ingress.kubernetes.io/target-type: ip",
+            &[("shop.example", "/", "Prefix", "web")],
+        ),
+        "ingress",
+    )
+    .await;
+
+    let mut kube = kube_options(&k, "gate-under-test", 10);
+    if let Some(l) = kube.lease.as_mut() {
+        l.name = "tollgate-aws".into();
+    }
+    kube.webhook = Some(Box::new(WebhookOptions {
+        listen: format!("127.0.0.1:{port}").parse().expect("addr"),
+        tls: WebhookTls::Generate {
+            names: vec!["127.0.0.1".into()],
+            configuration: Some("tollgate".into()),
+            secret: Some(("tollgate".into(), "tollgate-webhook-tls".into())),
+        },
+    }));
+    let timeout = Duration::from_secs(15);
+    let opts = AwsRunOptions {
+        source: SourceSpec::Kubernetes(Box::new(kube)),
+        build: BuildOptions {
+            grouping: Grouping::ByIngressGroup,
+            ..BuildOptions::default()
+        },
+        cluster: "gate".into(),
+        endpoint: Some(moto.endpoint.clone()),
+        region: Some("us-east-1".into()),
+        vpc_id: None,
+        limits: Default::default(),
+        resync: Duration::from_secs(300),
+        full_resync: Duration::from_secs(3600),
+        admin_listen: None,
+        pace: Default::default(),
+        readiness_gate_timeout: timeout,
+    };
+    let (stop, stop_rx) = tokio::sync::watch::channel(false);
+    let controller = tokio::spawn(async move { run_continuous(&opts, stop_rx).await });
+    let mutating: Api<MutatingWebhookConfiguration> = Api::all(admin.clone());
+    wait_until(
+        Duration::from_secs(30),
+        "the caBundle in the mutating webhook",
+        || async {
+            mutating.get("tollgate").await.is_ok_and(|c| {
+                c.webhooks
+                    .unwrap_or_default()
+                    .iter()
+                    .all(|w| w.client_config.ca_bundle.is_some())
+            })
+        },
+    )
+    .await;
+
+    // New pods get the gate (and the label Tollgate watches them by), once the API server
+    // has the patched configuration and Tollgate's snapshot has the Ingress.
+    let pods: Api<Pod> = Api::namespaced(admin.clone(), "default");
+    for name in ["p1", "p2"] {
+        wait_until(Duration::from_secs(30), "a gated pod", || async {
+            let _ = pods
+                .delete(name, &DeleteParams::default().grace_period(0))
+                .await;
+            wait_until(Duration::from_secs(10), "the old pod gone", || async {
+                matches!(pods.get_opt(name).await, Ok(None))
+            })
+            .await;
+            apply(&admin, &pod(name), "pod").await;
+            pods.get(name).await.is_ok_and(|p| {
+                p.spec
+                    .and_then(|s| s.readiness_gates)
+                    .unwrap_or_default()
+                    .iter()
+                    .any(|g| g.condition_type == CONDITION)
+                    && p.metadata
+                        .labels
+                        .unwrap_or_default()
+                        .get(tollgate::readiness_gate::LABEL)
+                        == Some(&"true".to_string())
+            })
+        })
+        .await;
+    }
+
+    // The kubelet's part: containers ready, the gate still closed, so the endpoints are not
+    // ready (the EndpointSlice controller's part, written here as it would).
+    moto.set_target_health("10.0.0.31", 8080, "initial");
+    moto.set_target_health("10.0.0.32", 8080, "initial");
+    let opened = Instant::now();
+    for (name, ip) in [("p1", "10.0.0.31"), ("p2", "10.0.0.32")] {
+        pods.patch_status(
+            name,
+            &PatchParams::default(),
+            &Patch::Strategic(serde_json::json!({"status": {"podIP": ip, "conditions": [
+                {"type": "ContainersReady", "status": "True", "lastTransitionTime": k8s_openapi::jiff::Timestamp::now().to_string()},
+                {"type": "Ready", "status": "False"}
+            ]}})),
+        )
+        .await
+        .expect("pod status");
+    }
+    apply(
+        &admin,
+        "apiVersion: discovery.k8s.io/v1beta1\nkind: EndpointSlice\nmetadata: {name: web-1, labels: {kubernetes.io/service-name: web}}\naddressType: IPv4\nports: [{name: http, port: 8080, protocol: TCP}]\nendpoints:\n- {addresses: [10.0.0.31], conditions: {ready: false}, targetRef: {kind: Pod, name: p1, namespace: default}}\n- {addresses: [10.0.0.32], conditions: {ready: false}, targetRef: {kind: Pod, name: p2, namespace: default}}\n",
+        "endpoint slice",
+    )
+    .await;
+
+    // Registered while the gate alone holds them: the ALB's health check opens the gate.
+    let aws = Aws::connect("gate", Some(&moto.endpoint), Some("us-east-1")).await;
+    wait_until(
+        Duration::from_secs(30),
+        "both pods registered with the ALB",
+        || async {
+            aws.observe().await.is_ok_and(|inv| {
+                inv.target_groups.iter().any(|t| {
+                    t.spec.targets.contains(&("10.0.0.31".to_string(), 8080))
+                        && t.spec.targets.contains(&("10.0.0.32".to_string(), 8080))
+                })
+            })
+        },
+    )
+    .await;
+    if opened.elapsed() + Duration::from_secs(1) < timeout {
+        for name in ["p1", "p2"] {
+            let p = pods.get(name).await.expect("pod");
+            assert_ne!(
+                gate_condition(&p).map(|c| c.0),
+                Some("True".into()),
+                "{name}: not opened while the ALB says initial"
+            );
+        }
+    }
+    moto.set_target_health("10.0.0.31", 8080, "healthy");
+    wait_until(
+        Duration::from_secs(20),
+        "p1's gate open on healthy",
+        || async {
+            pods.get("p1")
+                .await
+                .is_ok_and(|p| gate_condition(&p) == Some(("True".into(), "TargetHealthy".into())))
+        },
+    )
+    .await;
+    // p2 is still initial: its gate holds until the timeout, so the group always keeps a
+    // target the ALB calls healthy before an old pod may go.
+    if opened.elapsed() + Duration::from_secs(1) < timeout {
+        let p = pods.get("p2").await.expect("pod");
+        assert_ne!(gate_condition(&p).map(|c| c.0), Some("True".into()));
+    }
+    wait_until(
+        Duration::from_secs(30),
+        "p2's gate open at the timeout",
+        || async {
+            pods.get("p2").await.is_ok_and(|p| {
+                gate_condition(&p) == Some(("True".into(), "ReadinessGateTimeout".into()))
+            })
+        },
+    )
+    .await;
+    // Condition times have whole seconds: the timeout counts from up to a second earlier.
+    assert!(
+        opened.elapsed() + Duration::from_secs(1) >= timeout,
+        "not before the timeout: {:?}",
+        opened.elapsed()
+    );
+    wait_until(
+        Duration::from_secs(20),
+        "an Event on p2 saying so",
+        || async {
+            events_for(&admin, "default", "p2")
+                .await
+                .iter()
+                .any(|e| e.reason.as_deref() == Some("ReadinessGateTimeout"))
+        },
+    )
+    .await;
+
+    // Tollgate down: pods are still created (no gate).
+    let _ = stop.send(true);
+    let _ = tokio::time::timeout(Duration::from_secs(10), controller).await;
+    let (ok, stderr) = kubectl_apply(&k, &pod("p3"));
+    assert!(
+        ok,
+        "with Tollgate down, pods must still be created: {stderr}"
+    );
+    let p3 = pods.get("p3").await.expect("p3");
+    assert!(p3
+        .spec
+        .and_then(|s| s.readiness_gates)
+        .unwrap_or_default()
+        .is_empty());
 }

@@ -38,6 +38,9 @@ pub(crate) struct BackendIndex<'a> {
     service_refusals: FastMap<(&'a str, &'a str), String>,
     /// Set when every Service is the same object as in the last build (see `unchanged`).
     services_as_last_build: bool,
+    /// Pods (namespace, name) whose containers are ready and whom only Tollgate's
+    /// readiness gate holds back: their not-ready endpoints are registered with the ALB.
+    gate_pending: std::collections::HashSet<(&'a str, &'a str)>,
 }
 
 fn ns_name(meta: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta) -> (&str, &str) {
@@ -122,6 +125,12 @@ impl<'a> BackendIndex<'a> {
             service_settings,
             service_refusals,
             services_as_last_build: false,
+            gate_pending: snap
+                .gated_pods
+                .iter()
+                .filter(|p| crate::readiness_gate::only_the_gate_holds(p))
+                .map(|p| ns_name(&p.metadata))
+                .collect(),
         }
     }
 }
@@ -464,10 +473,21 @@ impl TargetGroupSet<'_, '_> {
                         let terminating = c.and_then(|c| c.terminating).unwrap_or(false);
                         // A nil `ready` means ready (EndpointSlice API contract).
                         let ready = c.and_then(|c| c.ready).unwrap_or(true);
+                        let gated = || {
+                            ep.target_ref.as_ref().is_some_and(|r| {
+                                r.kind.as_deref() == Some("Pod")
+                                    && self.index.gate_pending.contains(&(
+                                        r.namespace.as_deref().unwrap_or(namespace),
+                                        r.name.as_deref().unwrap_or_default(),
+                                    ))
+                            })
+                        };
                         let state = if terminating {
                             TargetState::Terminating
                         } else if ready {
                             TargetState::Ready
+                        } else if gated() {
+                            TargetState::GatePending
                         } else {
                             TargetState::NotReady
                         };

@@ -13,7 +13,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures_util::{Stream, StreamExt};
-use k8s_openapi::api::core::v1::{Namespace, Node, Secret, Service};
+use k8s_openapi::api::core::v1::{Namespace, Node, Pod, Secret, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use k8s_openapi::api::networking::v1::{Ingress, IngressClass};
 use kube::api::{Api, ApiResource, DynamicObject};
@@ -171,6 +171,8 @@ struct Stores {
     /// Namespaces as metadata (their labels), for class parameters' `namespaceSelector`.
     namespaces: Option<Store<PartialObjectMeta<Namespace>>>,
     secret_meta: Store<PartialObjectMeta<Secret>>,
+    /// Only pods carrying Tollgate's readiness gate (selected by its label).
+    gated_pods: Option<Store<Pod>>,
 }
 
 impl KubeSource {
@@ -244,6 +246,35 @@ impl KubeSource {
             }
         };
 
+        // Pods only with the readiness gate's label: the pods Tollgate gated, nothing else.
+        // Read only if allowed, as Namespaces.
+        let pod_api = Api::<Pod>::all(client.clone());
+        let gated_pods = match pod_api
+            .list_metadata(
+                &kube::api::ListParams::default()
+                    .labels(crate::readiness_gate::LABEL)
+                    .limit(1),
+            )
+            .await
+        {
+            Ok(_) => {
+                let (reader, writer) = reflector::store();
+                let stream = watcher(
+                    pod_api,
+                    watcher::Config::default().labels(crate::readiness_gate::LABEL),
+                )
+                .default_backoff()
+                .modify(drop_managed_fields)
+                .reflect(writer);
+                drive(&mut tasks, "Pod", stream, notify.clone());
+                Some(reader)
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot list Pods (grant list and watch on pods); the pod readiness gate is not served");
+                None
+            }
+        };
+
         let (meta_reader, meta_writer) = reflector::store();
         let stream = watcher(
             Api::<PartialObjectMeta<Secret>>::all(client.clone()),
@@ -285,6 +316,7 @@ impl KubeSource {
             }),
             namespaces,
             secret_meta: meta_reader,
+            gated_pods,
         };
 
         let (tx, rx) = watch::channel(Arc::new(SourceState::default()));
@@ -393,26 +425,30 @@ async fn read_snapshot(
     if let Some(alb) = &stores.alb_class_params {
         class_params.extend(owned(alb).iter().map(|p| Arc::new(p.to_tollgate())));
     }
-    // Namespaces only matter to a namespaceSelector: read only while some parameters have
-    // one.
-    let namespaces = if class_params
+    // Namespaces matter to a namespaceSelector (all of them, while some parameters have
+    // one) and to the readiness gate's webhook (those labelled for it).
+    let every = class_params
         .iter()
-        .any(|p| p.spec.namespace_selector.is_some())
-    {
-        stores
-            .namespaces
-            .iter()
-            .flat_map(owned)
-            .map(|n| {
-                Arc::new(Namespace {
-                    metadata: n.metadata.clone(),
-                    ..Namespace::default()
-                })
-            })
-            .collect()
-    } else {
-        Vec::new()
+        .any(|p| p.spec.namespace_selector.is_some());
+    let gated = |n: &PartialObjectMeta<Namespace>| {
+        n.metadata.labels.as_ref().is_some_and(|l| {
+            crate::readiness_gate::NAMESPACE_LABELS
+                .iter()
+                .any(|(k, v)| l.get(*k).map(String::as_str) == Some(*v))
+        })
     };
+    let namespaces = stores
+        .namespaces
+        .iter()
+        .flat_map(owned)
+        .filter(|n| every || gated(n))
+        .map(|n| {
+            Arc::new(Namespace {
+                metadata: n.metadata.clone(),
+                ..Namespace::default()
+            })
+        })
+        .collect();
     let snapshot = ClusterSnapshot {
         ingress_classes: owned(&stores.classes),
         services: owned(&stores.services),
@@ -422,6 +458,7 @@ async fn read_snapshot(
         class_params,
         namespaces,
         ingresses,
+        gated_pods: stores.gated_pods.as_ref().map(owned).unwrap_or_default(),
         ..Default::default()
     };
     (snapshot, diagnostics)

@@ -27,6 +27,11 @@ impl Moto {
             .unwrap_or_default()
     }
 
+    /// The test seam for target health: DescribeTargetHealth reports `id`:`port` as `state`.
+    pub fn set_target_health(&self, id: &str, port: u16, state: &str) {
+        self.strict.set_target_health(id, port, state);
+    }
+
     /// Forgets recorded violations (a test that makes one on purpose, and checks it).
     pub fn clear_violations(&self) {
         if let Ok(mut v) = self.strict.violations.lock() {

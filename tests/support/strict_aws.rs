@@ -19,6 +19,9 @@
 //! And where moto is harsher than AWS: CreateLoadBalancer and CreateTargetGroup with the
 //! name of one that exists return that one, as AWS does (a retry after a lost answer must
 //! not leave a second load balancer; moto makes one).
+//!
+//! The test seam for target health (moto cannot drive health states): a test sets the
+//! state DescribeTargetHealth reports for a target ([`StrictAws::set_target_health`]).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex};
@@ -35,6 +38,8 @@ pub struct StrictAws {
     pub endpoint: String,
     /// Calls AWS would have rejected: "Action: why".
     pub violations: Arc<Mutex<Vec<String>>>,
+    /// Target (ID, port) → the health state DescribeTargetHealth reports.
+    health: Arc<Mutex<BTreeMap<(String, u16), String>>>,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
     thread: Option<std::thread::JoinHandle<()>>,
 }
@@ -55,7 +60,18 @@ type HttpClient = Client<hyper_util::client::legacy::connect::HttpConnector, Ful
 struct Shared {
     upstream: String,
     violations: Arc<Mutex<Vec<String>>>,
+    health: Arc<Mutex<BTreeMap<(String, u16), String>>>,
     client: HttpClient,
+}
+
+impl StrictAws {
+    /// From now on, DescribeTargetHealth reports target `id`:`port` as `state` (`initial`,
+    /// `healthy`, `unhealthy`...) in whatever target group holds it.
+    pub fn set_target_health(&self, id: &str, port: u16, state: &str) {
+        if let Ok(mut h) = self.health.lock() {
+            h.insert((id.to_string(), port), state.to_string());
+        }
+    }
 }
 
 /// Starts the proxy to `upstream` on a thread of its own (usable from sync and async code).
@@ -64,9 +80,11 @@ pub fn start_strict(upstream: &str) -> StrictAws {
     listener.set_nonblocking(true).expect("nonblocking");
     let addr = listener.local_addr().expect("addr");
     let violations: Arc<Mutex<Vec<String>>> = Arc::default();
+    let health: Arc<Mutex<BTreeMap<(String, u16), String>>> = Arc::default();
     let shared = Arc::new(Shared {
         upstream: upstream.trim_end_matches('/').to_string(),
         violations: violations.clone(),
+        health: health.clone(),
         client: Client::builder(TokioExecutor::new()).build_http(),
     });
     let (stop, mut stopped) = tokio::sync::oneshot::channel::<()>();
@@ -104,6 +122,7 @@ pub fn start_strict(upstream: &str) -> StrictAws {
     StrictAws {
         endpoint: format!("http://{addr}"),
         violations,
+        health,
         stop: Some(stop),
         thread: Some(thread),
     }
@@ -540,7 +559,15 @@ async fn handle(
             let _ = super::fault_proxy::relay(&shared.client, &shared.upstream, &first, body).await;
         }
     }
+    let describes_health =
+        !json && form(&body).get("Action").map(String::as_str) == Some("DescribeTargetHealth");
     let answer = super::fault_proxy::relay(&shared.client, &shared.upstream, &parts, body).await;
+    if describes_health {
+        if let Some(a) = answer {
+            let set = shared.health.lock().map(|h| h.clone()).unwrap_or_default();
+            return Ok(reported_health(a, &set).await);
+        }
+    }
     if target == "AWSShield_20160616.DescribeSubscription" {
         if let Some(a) = answer {
             return Ok(epoch_timestamps(a).await);
@@ -553,6 +580,39 @@ async fn handle(
             "strict proxy: emulator unreachable",
         )
     }))
+}
+
+/// A DescribeTargetHealth answer with the states a test set put in.
+async fn reported_health(
+    answer: Response<Full<Bytes>>,
+    set: &BTreeMap<(String, u16), String>,
+) -> Response<Full<Bytes>> {
+    let (mut parts, body) = answer.into_parts();
+    let bytes = body
+        .collect()
+        .await
+        .map(|b| b.to_bytes())
+        .unwrap_or_default();
+    let xml = String::from_utf8_lossy(&bytes);
+    let mut out = String::with_capacity(xml.len());
+    let mut pieces = xml.split("<member>");
+    out.push_str(pieces.next().unwrap_or_default());
+    for m in pieces {
+        out.push_str("<member>");
+        let id = texts(m, "Id").first().map(|s| s.to_string());
+        let port = texts(m, "Port").first().and_then(|p| p.parse::<u16>().ok());
+        let wanted = id.zip(port).and_then(|k| set.get(&k));
+        match (wanted, m.find("<State>"), m.find("</State>")) {
+            (Some(state), Some(a), Some(b)) if a < b => {
+                out.push_str(&m[..a]);
+                out.push_str(&format!("<State>{state}</State>"));
+                out.push_str(&m[b + "</State>".len()..]);
+            }
+            _ => out.push_str(m),
+        }
+    }
+    parts.headers.remove("content-length");
+    Response::from_parts(parts, Full::new(Bytes::from(out)))
 }
 
 /// moto writes Shield's subscription times as `dd/mm/yyyy, HH:MM:SS`; AWS's JSON protocol

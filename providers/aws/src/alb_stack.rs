@@ -576,7 +576,7 @@ pub fn build_stack(
         let mut targets: Vec<(String, u16)> = tg
             .targets
             .iter()
-            .filter(|t| t.state.accepts_new_requests())
+            .filter(|t| t.state.registered())
             .map(|t| match &t.address {
                 TargetAddress::Ip(ip) => (ip.to_string(), t.port),
                 TargetAddress::Instance(id) => (id.clone(), t.port),

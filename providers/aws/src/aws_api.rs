@@ -590,7 +590,7 @@ impl Aws {
                     if is_oidc(l.default_actions()) {
                         oidc.push(larn.to_string());
                     }
-                    let secrets = self.secret_fingerprints(oidc).await?;
+                    let secrets = Box::pin(self.secret_fingerprints(oidc)).await?;
                     let mut rules = Vec::new();
                     for r in rs.rules() {
                         if r.is_default() == Some(true) {
@@ -679,6 +679,89 @@ impl Aws {
             }
         }
         Ok(inv)
+    }
+
+    /// [`Aws::apply_one`] for the WAF and Shield changes.
+    async fn apply_protection(
+        &self,
+        change: &Change,
+        inv: &Inventory,
+    ) -> Result<(Option<String>, Option<String>), AwsError> {
+        match change {
+            Change::SetWebAcl { load_balancer, acl } => {
+                let lb = resolve_lb(inv, load_balancer)?;
+                match acl {
+                    Some(acl) => {
+                        self.counted(
+                            "AssociateWebACL",
+                            self.wafv2
+                                .associate_web_acl()
+                                .web_acl_arn(acl)
+                                .resource_arn(lb)
+                                .send(),
+                        )
+                        .await?;
+                    }
+                    None => {
+                        self.counted(
+                            "DisassociateWebACL",
+                            self.wafv2.disassociate_web_acl().resource_arn(lb).send(),
+                        )
+                        .await?;
+                    }
+                }
+                Ok((None, None))
+            }
+            Change::CreateShieldProtection { load_balancer } => {
+                let lb = resolve_lb(inv, load_balancer)?;
+                let r = self
+                    .counted(
+                        "CreateProtection",
+                        self.shield
+                            .create_protection()
+                            .name(crate::alb_stack::SHIELD_PROTECTION_NAME)
+                            .resource_arn(lb)
+                            .send(),
+                    )
+                    .await?;
+                Ok((r.protection_id().map(str::to_string), None))
+            }
+            Change::DeleteShieldProtection { id, .. } => {
+                self.counted(
+                    "DeleteProtection",
+                    self.shield.delete_protection().protection_id(id).send(),
+                )
+                .await?;
+                Ok((None, None))
+            }
+            _ => Ok((None, None)),
+        }
+    }
+
+    /// Each registered target's health state (`initial`, `healthy`, `draining`...) by
+    /// (IP or instance, port): what opens a pod's readiness gate.
+    pub async fn target_health(
+        &self,
+        arn: &str,
+    ) -> Result<BTreeMap<(String, u16), String>, AwsError> {
+        let r = self
+            .counted(
+                "DescribeTargetHealth",
+                self.elbv2
+                    .describe_target_health()
+                    .target_group_arn(arn)
+                    .send(),
+            )
+            .await?;
+        Ok(r.target_health_descriptions()
+            .iter()
+            .filter_map(|d| {
+                let t = d.target()?;
+                let port = u16::try_from(t.port()?).ok()?;
+                let state = d.target_health()?.state()?.as_str().to_string();
+                Some(((t.id()?.to_string(), port), state))
+            })
+            .collect())
     }
 
     /// The client-secret fingerprint tagged on each of `arns` (rules or listeners with an
@@ -1916,51 +1999,12 @@ impl Aws {
                     .await?;
                 Ok((id, None))
             }
-            Change::SetWebAcl { load_balancer, acl } => {
-                let lb = resolve_lb(inv, load_balancer)?;
-                match acl {
-                    Some(acl) => {
-                        self.counted(
-                            "AssociateWebACL",
-                            self.wafv2
-                                .associate_web_acl()
-                                .web_acl_arn(acl)
-                                .resource_arn(lb)
-                                .send(),
-                        )
-                        .await?;
-                    }
-                    None => {
-                        self.counted(
-                            "DisassociateWebACL",
-                            self.wafv2.disassociate_web_acl().resource_arn(lb).send(),
-                        )
-                        .await?;
-                    }
-                }
-                Ok((None, None))
-            }
-            Change::CreateShieldProtection { load_balancer } => {
-                let lb = resolve_lb(inv, load_balancer)?;
-                let r = self
-                    .counted(
-                        "CreateProtection",
-                        self.shield
-                            .create_protection()
-                            .name(crate::alb_stack::SHIELD_PROTECTION_NAME)
-                            .resource_arn(lb)
-                            .send(),
-                    )
-                    .await?;
-                Ok((r.protection_id().map(str::to_string), None))
-            }
-            Change::DeleteShieldProtection { id, .. } => {
-                self.counted(
-                    "DeleteProtection",
-                    self.shield.delete_protection().protection_id(id).send(),
-                )
-                .await?;
-                Ok((None, None))
+            // WAF and Shield in a function of their own, boxed: their SDK futures would
+            // otherwise widen the state every other change's call is made in.
+            Change::SetWebAcl { .. }
+            | Change::CreateShieldProtection { .. }
+            | Change::DeleteShieldProtection { .. } => {
+                Box::pin(self.apply_protection(change, inv)).await
             }
             Change::DeleteBackendSecurityGroup { id, .. } => {
                 self.counted(

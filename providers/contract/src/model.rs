@@ -1219,6 +1219,10 @@ impl fmt::Display for TargetAddress {
 pub enum TargetState {
     /// Ready: receives new requests.
     Ready,
+    /// Its containers are ready and only Tollgate's readiness gate holds the pod back: the
+    /// ALB registers it (its health check is what opens the gate, as with the AWS Load
+    /// Balancer Controller's gate); the proxy sends it nothing.
+    GatePending,
     /// Not ready and not terminating: registered nowhere.
     NotReady,
     /// Terminating: gets no new requests; in-flight ones may finish.
@@ -1229,5 +1233,10 @@ impl TargetState {
     /// Whether new requests may be sent to a target in this state.
     pub fn accepts_new_requests(self) -> bool {
         matches!(self, TargetState::Ready)
+    }
+
+    /// Whether a cloud load balancer registers it (a gate-pending pod too).
+    pub fn registered(self) -> bool {
+        matches!(self, TargetState::Ready | TargetState::GatePending)
     }
 }
