@@ -69,6 +69,12 @@ pub struct IngressClassParamsSpec {
     /// The legacy spelling of `prefixListsIDs`.
     #[serde(default, rename = "PrefixListsIDs")]
     pub prefix_lists_ids_legacy: Vec<String>,
+    #[serde(default)]
+    pub load_balancer_name: Option<String>,
+    #[serde(default)]
+    pub wafv2_acl_arn: Option<String>,
+    #[serde(default)]
+    pub wafv2_acl_name: Option<String>,
     /// Every other field, named as not honoured (never dropped silently).
     #[serde(flatten)]
     #[schemars(skip)]
@@ -94,7 +100,7 @@ pub struct KeyValue {
 
 /// Fields of the controller's IngressClassParams that protect something: not honoured, so
 /// the class's Ingresses are not served.
-const PROTECTIVE: &[&str] = &["wafv2AclArn", "wafv2AclName"];
+const PROTECTIVE: &[&str] = &[];
 
 impl IngressClassParams {
     /// These parameters as Tollgate's, carrying what is not honoured.
@@ -202,6 +208,9 @@ impl IngressClassParams {
                 .collect(),
             prefix_lists,
             ssl_redirect_port,
+            load_balancer_name: s.load_balancer_name.clone().filter(|n| !n.is_empty()),
+            wafv2_acl_arn: s.wafv2_acl_arn.clone().filter(|a| !a.is_empty()),
+            wafv2_acl_name: s.wafv2_acl_name.clone().filter(|n| !n.is_empty()),
             foreign: Some(foreign),
             ..TollgateClassParamsSpec::default()
         };

@@ -171,7 +171,7 @@ pub async fn reconcile_changed(
         tracing::warn!(error = %e, "cannot look up subnet and security group names");
     }
     // Boxed: its state is large, and the reconcile future holds it only while it runs.
-    if let Err(e) = Box::pin(aws.look_up_protection(&stacks, inventory)).await {
+    if let Err(e) = Box::pin(aws.look_up_addons(&stacks, inventory)).await {
         // Stacks managing WAF or Shield are then left as they are (plan_protection).
         tracing::warn!(error = %e, "cannot look up WAF and Shield");
         diagnostics.push(Diagnostic::new(

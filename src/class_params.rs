@@ -86,6 +86,16 @@ pub struct TollgateClassParamsSpec {
     /// Port HTTP requests are redirected to with HTTPS (as the `ssl-redirect` annotation).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ssl_redirect_port: Option<u16>,
+    /// The name load balancers of the class are created with (as `load-balancer-name`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub load_balancer_name: Option<String>,
+    /// A WAFv2 web ACL for the class's load balancers, by ARN or `none` (as
+    /// `wafv2-acl-arn`; these win over the Ingresses').
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub wafv2_acl_arn: Option<String>,
+    /// A WAFv2 web ACL by name or `none` (as `wafv2-acl-name`; wins over the ARN).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub wafv2_acl_name: Option<String>,
     /// Where these parameters came from when they are another controller's (the AWS Load
     /// Balancer Controller's `elbv2.k8s.aws` IngressClassParams), with what of them is not
     /// honoured. Never part of the CRD.
@@ -206,6 +216,33 @@ pub enum ClassTargetType {
 
 impl TollgateClassParamsSpec {
     /// Overrides `settings` with every field the admin set.
+    /// What in these parameters cannot be applied as written (each makes the class's
+    /// Ingresses refused: a web ACL or name that cannot be honoured is not dropped).
+    pub fn problems(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        if let Some(n) = &self.load_balancer_name {
+            if let Err(e) = crate::model_builder::alb_protection::valid_load_balancer_name(n) {
+                out.push(format!("loadBalancerName {n:?}: {e}"));
+            }
+        }
+        if let Some(a) = self.wafv2_acl_arn.as_deref().filter(|a| *a != "none") {
+            if !(a.starts_with("arn:") && a.contains(":wafv2:") && a.contains("/webacl/")) {
+                out.push(format!("wafv2AclArn {a:?} is not a WAFv2 web ACL ARN"));
+            }
+        }
+        if let Some(n) = self.wafv2_acl_name.as_deref().filter(|n| *n != "none") {
+            if n.is_empty()
+                || n.len() > 128
+                || !n
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+            {
+                out.push(format!("wafv2AclName {n:?} is not a web ACL name"));
+            }
+        }
+        out
+    }
+
     pub fn apply_to(&self, settings: &mut IngressSettings) {
         if let Some(g) = &self.group {
             settings.group_name = Some(g.name.clone());
@@ -258,6 +295,20 @@ impl TollgateClassParamsSpec {
         }
         if let Some(p) = self.ssl_redirect_port {
             settings.ssl_redirect_port = Some(p);
+        }
+        if let Some(n) = &self.load_balancer_name {
+            settings.load_balancer_name = Some(n.clone());
+        }
+        // Checked when the class is read (`validate`); a bad one is never applied.
+        let acl = match (&self.wafv2_acl_name, &self.wafv2_acl_arn) {
+            (Some(n), _) if n == "none" => Some(tollgate_contract::WebAcl::None),
+            (Some(n), _) => Some(tollgate_contract::WebAcl::Name(n.clone())),
+            (None, Some(a)) if a == "none" => Some(tollgate_contract::WebAcl::None),
+            (None, Some(a)) => Some(tollgate_contract::WebAcl::Arn(a.clone())),
+            (None, None) => None,
+        };
+        if acl.is_some() {
+            settings.protection.web_acl = acl;
         }
     }
 }

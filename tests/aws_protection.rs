@@ -695,3 +695,204 @@ fn a_member_asking_for_another_web_acl_is_refused() {
         out.diagnostics
     );
 }
+
+/// `load-balancer-name`: the load balancer is created with it; a later change cannot rename
+/// it (ELBv2 cannot) and is reported, with no call; a name another group took first falls
+/// back to the derived one, with a Warning; an invalid one refuses the Ingress.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_given_name_names_the_load_balancer_at_creation() {
+    test_credentials();
+    let moto = start_moto();
+    seed_cluster(&moto.endpoint, CLUSTER, 0).await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let opts = options(dir.path(), &moto.endpoint);
+    let aws = opts.connect().await;
+    let cert = certificate(&aws).await;
+    std::fs::write(dir.path().join("services.yaml"), SERVICES).unwrap();
+    let named = |name: &str| {
+        app(
+            &cert,
+            &format!("    alb.ingress.kubernetes.io/load-balancer-name: {name}"),
+        )
+    };
+    std::fs::write(dir.path().join("app.yaml"), named("shop-public")).unwrap();
+    let (r, inv) = Box::pin(run_once(&opts)).await.expect("converge");
+    assert!(r.converged, "{:#?}", r.diagnostics);
+    assert_eq!(inv.load_balancers[0].name, "shop-public");
+    let (calls, _) = Box::pin(fresh_reconcile(&opts)).await;
+    assert_eq!(mutating(&calls), [], "a no-op resync");
+
+    // Renamed: reported, nothing changed.
+    std::fs::write(dir.path().join("app.yaml"), named("shop-renamed")).unwrap();
+    let (snapshot, _) = load_dir(dir.path()).expect("manifests");
+    let mut inv = Box::pin(aws.observe()).await.expect("observe");
+    let r = Box::pin(reconcile(&aws, &mut inv, &snapshot, &opts)).await;
+    assert!(
+        r.diagnostics
+            .iter()
+            .any(|d| d.message.contains("cannot rename")),
+        "{:#?}",
+        r.diagnostics
+    );
+    let (calls, _) = Box::pin(fresh_reconcile(&opts)).await;
+    assert_eq!(mutating(&calls), []);
+    assert_eq!(
+        Box::pin(aws.observe())
+            .await
+            .expect("observe")
+            .load_balancers[0]
+            .name,
+        "shop-public"
+    );
+
+    // Another group asking for the same name: derived name, with a Warning.
+    std::fs::write(dir.path().join("app.yaml"), named("shop-public")).unwrap();
+    std::fs::write(
+        dir.path().join("other.yaml"),
+        named("shop-public")
+            .replace("name: app\n", "name: other\n")
+            .replace("app.example.com", "other.example.com"),
+    )
+    .unwrap();
+    let (r, inv) = Box::pin(run_once(&opts)).await.expect("converge");
+    assert!(r.converged, "{:#?}", r.diagnostics);
+    let mut names: Vec<&str> = inv.load_balancers.iter().map(|l| l.name.as_str()).collect();
+    names.sort_unstable();
+    assert_eq!(names.len(), 2);
+    assert!(names.contains(&"shop-public"), "{names:?}");
+    assert!(r
+        .diagnostics
+        .iter()
+        .any(|d| d.message.contains("is taken by load balancer")));
+
+    // Invalid: refused.
+    std::fs::write(
+        dir.path().join("other.yaml"),
+        named("-bad-").replace("name: app\n", "name: other\n"),
+    )
+    .unwrap();
+    let (snapshot, _) = load_dir(dir.path()).expect("manifests");
+    let out = tollgate::build(&snapshot, &opts.build);
+    assert!(out.diagnostics.iter().any(|d| d.subject.name == "other"
+        && d.severity == tollgate_contract::Severity::Error
+        && d.message.contains("load-balancer-name")));
+
+    std::fs::remove_file(dir.path().join("app.yaml")).unwrap();
+    std::fs::remove_file(dir.path().join("other.yaml")).unwrap();
+    let (_, converged) = Box::pin(fresh_reconcile(&opts)).await;
+    assert!(converged);
+    let left = Box::pin(aws.observe()).await.expect("observe");
+    assert!(left.load_balancers.is_empty() && left.target_groups.is_empty());
+}
+
+async fn listener_attributes(aws: &Aws) -> BTreeMap<String, String> {
+    let lbs = aws
+        .elbv2
+        .describe_load_balancers()
+        .send()
+        .await
+        .expect("lbs");
+    let lb = lbs.load_balancers()[0]
+        .load_balancer_arn()
+        .unwrap_or_default()
+        .to_string();
+    let ls = aws
+        .elbv2
+        .describe_listeners()
+        .load_balancer_arn(lb)
+        .send()
+        .await
+        .expect("listeners");
+    let arn = ls.listeners()[0]
+        .listener_arn()
+        .unwrap_or_default()
+        .to_string();
+    aws.elbv2
+        .describe_listener_attributes()
+        .listener_arn(arn)
+        .send()
+        .await
+        .expect("attributes")
+        .attributes()
+        .iter()
+        .filter_map(|a| Some((a.key()?.to_string(), a.value()?.to_string())))
+        .collect()
+}
+
+/// `listener-attributes.HTTPS-443`: set on the listener when it is created, no call while
+/// they hold, one call when one changes; a name that is not `<PROTOCOL>-<port>` refuses the
+/// Ingress.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn listener_attributes_are_set_kept_and_changed() {
+    test_credentials();
+    let moto = start_moto();
+    seed_cluster(&moto.endpoint, CLUSTER, 0).await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let opts = options(dir.path(), &moto.endpoint);
+    let aws = opts.connect().await;
+    let cert = certificate(&aws).await;
+    std::fs::write(dir.path().join("services.yaml"), SERVICES).unwrap();
+    let with = |v: &str| {
+        app(
+            &cert,
+            &format!("    alb.ingress.kubernetes.io/listener-attributes.HTTPS-443: {v}"),
+        )
+    };
+    std::fs::write(
+        dir.path().join("app.yaml"),
+        with("routing.http.response.server.enabled=false"),
+    )
+    .unwrap();
+    let (r, _) = Box::pin(run_once(&opts)).await.expect("converge");
+    assert!(r.converged, "{:#?}", r.diagnostics);
+    assert_eq!(
+        listener_attributes(&aws)
+            .await
+            .get("routing.http.response.server.enabled")
+            .map(String::as_str),
+        Some("false")
+    );
+    let (calls, _) = Box::pin(fresh_reconcile(&opts)).await;
+    assert_eq!(mutating(&calls), [], "a no-op resync");
+    assert_eq!(calls.get("DescribeListenerAttributes"), Some(&(1, 0)));
+
+    std::fs::write(
+        dir.path().join("app.yaml"),
+        with("routing.http.response.server.enabled=true"),
+    )
+    .unwrap();
+    let (calls, converged) = Box::pin(fresh_reconcile(&opts)).await;
+    assert!(converged);
+    assert_eq!(
+        mutating(&calls),
+        [("ModifyListenerAttributes".to_string(), 1)]
+    );
+    assert_eq!(
+        listener_attributes(&aws)
+            .await
+            .get("routing.http.response.server.enabled")
+            .map(String::as_str),
+        Some("true")
+    );
+
+    std::fs::write(
+        dir.path().join("app.yaml"),
+        app(
+            &cert,
+            "    alb.ingress.kubernetes.io/listener-attributes.HTTPS443: a=b",
+        ),
+    )
+    .unwrap();
+    let (snapshot, _) = load_dir(dir.path()).expect("manifests");
+    let out = tollgate::build(&snapshot, &opts.build);
+    assert!(out
+        .diagnostics
+        .iter()
+        .any(|d| d.severity == tollgate_contract::Severity::Error
+            && d.message.contains("HTTPS-<port>")));
+
+    std::fs::remove_file(dir.path().join("app.yaml")).unwrap();
+    let (_, converged) = Box::pin(fresh_reconcile(&opts)).await;
+    assert!(converged);
+    assert!(moto.violations().is_empty(), "{:?}", moto.violations());
+}

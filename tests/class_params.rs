@@ -122,8 +122,9 @@ fn the_crd_is_a_structural_cluster_scoped_v1_crd_without_null_enums() {
 /// The AWS Load Balancer Controller's IngressClassParams, as its documentation writes them,
 /// for a class Tollgate claims: the fields Tollgate honours apply as they do there (a set
 /// field replaces the annotation; tags and attributes merge, the parameters winning), the
-/// others are named in a Warning on each Ingress of the class, a WAF ACL (protective, not
-/// honoured) keeps the class's Ingresses unserved, and `namespaceSelector` keeps Ingresses
+/// others are named in a Warning on each Ingress of the class, a WAF ACL and a name apply to
+/// the class's load balancers (one that cannot be applied keeps its Ingresses unserved), and
+/// `namespaceSelector` keeps Ingresses
 /// of other namespaces out with an Error.
 const ALB_PARAMS: &str = r#"
 apiVersion: networking.k8s.io/v1
@@ -246,18 +247,39 @@ fn alb_controller_ingress_class_params_are_read_for_claimed_classes() {
         out.diagnostics
     );
 
-    // A WAF ACL in the parameters: not honoured, so not served.
+    // A WAF ACL and a name in the parameters: applied to the class's load balancers (the
+    // parameters win over the Ingresses' annotations, as in the AWS controller).
     let waf = ALB_PARAMS.replace(
         "  minimumLoadBalancerCapacity: {capacityUnits: 100}\n",
-        "  wafv2AclArn: arn:aws:wafv2:us-east-1:111122223333:regional/webacl/x/1\n",
+        "  wafv2AclArn: arn:aws:wafv2:us-east-1:111122223333:regional/webacl/x/1\n  loadBalancerName: shop-public\n",
     );
     let (snapshot, _) = parse_manifests("test.yaml", &waf, false);
+    let out = build(&snapshot, &BuildOptions::default());
+    let lb = out
+        .model
+        .load_balancers
+        .iter()
+        .find(|lb| lb.ingresses.iter().any(|i| i.name == "a"))
+        .expect("a is served");
+    assert_eq!(
+        lb.protection.web_acl,
+        Some(tollgate_contract::WebAcl::Arn(
+            "arn:aws:wafv2:us-east-1:111122223333:regional/webacl/x/1".into()
+        ))
+    );
+    assert_eq!(lb.name.as_deref(), Some("shop-public"));
+    // One that cannot be applied as written: not served rather than served without it.
+    let bad = waf.replace(
+        "arn:aws:wafv2:us-east-1:111122223333:regional/webacl/x/1",
+        "my-acl",
+    );
+    let (snapshot, _) = parse_manifests("test.yaml", &bad, false);
     let out = build(&snapshot, &BuildOptions::default());
     assert!(
         out.model
             .load_balancers
             .iter()
-            .all(|lb| lb.ingresses.is_empty()),
+            .all(|lb| lb.ingresses.iter().all(|i| i.name != "a")),
         "{:#?}",
         out.model.load_balancers
     );

@@ -242,6 +242,67 @@ pub(super) fn read_protection(r: &mut Reader<'_>) -> Protection {
     }
 }
 
+/// `listener-attributes.<PROTOCOL>-<port>` (`HTTP-80`, `HTTPS-443`): `key=value` pairs for
+/// that listener, as the AWS Load Balancer Controller reads them.
+pub(super) fn read_listener_attributes(
+    annotations: &BTreeMap<String, String>,
+    failed: &mut Vec<(String, String, String)>,
+) -> BTreeMap<(ListenerProtocol, u16), BTreeMap<String, String>> {
+    let named = super::alb_actions::named_annotations(
+        annotations,
+        &format!("{ALB}listener-attributes."),
+        super::annotations::parse_key_values,
+        failed,
+    );
+    let mut out = BTreeMap::new();
+    for (listener, attributes) in named {
+        let parsed = listener.split_once('-').and_then(|(proto, port)| {
+            let proto = match proto {
+                "HTTP" => ListenerProtocol::Http,
+                "HTTPS" => ListenerProtocol::Https,
+                _ => return None,
+            };
+            Some((proto, port.parse::<u16>().ok().filter(|p| *p > 0)?))
+        });
+        match parsed {
+            Some(key) => {
+                out.insert(key, attributes);
+            }
+            None => failed.push((
+                format!("{ALB}listener-attributes.{listener}"),
+                annotations
+                    .get(&format!("{ALB}listener-attributes.{listener}"))
+                    .cloned()
+                    .unwrap_or_default(),
+                "the name must end in HTTP-<port> or HTTPS-<port>".into(),
+            )),
+        }
+    }
+    out
+}
+
+/// `load-balancer-name`, checked as ELBv2 checks names: 1-32 letters, digits or hyphens,
+/// not starting or ending with a hyphen, not starting with `internal-`.
+pub(super) fn read_load_balancer_name(r: &mut Reader<'_>) -> Option<String> {
+    r.parse(
+        &format!("{ALB}load-balancer-name"),
+        valid_load_balancer_name,
+    )
+}
+
+pub(crate) fn valid_load_balancer_name(v: &str) -> Result<String, String> {
+    if v.is_empty()
+        || v.len() > 32
+        || !v.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
+        || v.starts_with('-')
+        || v.ends_with('-')
+        || v.starts_with("internal-")
+    {
+        return Err("expected 1-32 letters, digits or hyphens, not starting or ending with a hyphen nor starting with internal- (ELBv2's rule)".into());
+    }
+    Ok(v.to_string())
+}
+
 /// The group's WAF and Shield settings: the member with precedence decides, and a later
 /// member asking for something else is not served (an Error: its routes would otherwise sit
 /// behind a web ACL or a protection it did not ask for, or none it asked for). The AWS Load

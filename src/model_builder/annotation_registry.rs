@@ -218,7 +218,7 @@ const OPEN_TO_ALL: &[&str] = &["0.0.0.0/0", "0.0.0.0/0,::/0", "::/0,0.0.0.0/0"];
 #[rustfmt::skip]
 pub static REGISTRY: &[Spec] = &[
     // ---- AWS Load Balancer Controller (pkg/annotations/constants.go) ----
-    alb("load-balancer-name", Other, I, X, X, "a custom load balancer name"),
+    alb("load-balancer-name", Other, I, H, X, "a custom load balancer name"),
     alb("group.name", Other, I, H, H, "Ingress grouping into one load balancer"),
     alb("group.order", Other, I, H, H, "rule precedence within a group"),
     alb("tags", Other, IS, H, X, "AWS tags on the load balancer's resources"),
@@ -262,7 +262,7 @@ pub static REGISTRY: &[Spec] = &[
     alb("manage-backend-security-group-rules", Other, I, H, X, "managing the targets' security group rules"),
     alb("mutual-authentication", Prot, I, X, X, "client-certificate (mutual TLS) authentication"),
     alb("security-group-prefix-lists", Prot, I, H, X, "allowing clients only from these prefix lists"),
-    alb("listener-attributes.", Other, I, X, X, "listener attributes (e.g. HSTS and other response headers)").family(),
+    alb("listener-attributes.", Other, I, H, X, "listener attributes (e.g. HSTS and other response headers)").family(),
     alb("multi-cluster-target-group", Other, IS, X, X, "sharing target groups with other clusters"),
     alb("minimum-load-balancer-capacity", Other, I, X, X, "a load balancer capacity reservation"),
     alb("ipam-ipv4-pool-id", Other, I, X, X, "an IPAM IPv4 pool"),

@@ -86,6 +86,10 @@ pub struct IngressSettings {
     pub idp_auth: Option<std::sync::Arc<tollgate_contract::IdpAuthentication>>,
     /// `wafv2-acl-*` and `shield-advanced-protection` (`alb_protection::read_protection`).
     pub protection: tollgate_contract::Protection,
+    /// `load-balancer-name`.
+    pub load_balancer_name: Option<String>,
+    /// `listener-attributes.<PROTOCOL>-<port>`, by listener.
+    pub listener_attributes: BTreeMap<(ListenerProtocol, u16), BTreeMap<String, String>>,
     /// ingress-nginx `auth-url` with its settings.
     pub external_auth: Option<std::sync::Arc<tollgate_contract::ExternalAuth>>,
     /// ingress-nginx `affinity: cookie` (its cookie's path, when `session-cookie-path` is not
@@ -1072,7 +1076,7 @@ impl<'a> Reader<'a> {
 }
 
 /// `k1=v1,k2=v2` as the AWS Load Balancer Controller writes attribute and tag lists.
-fn parse_key_values(v: &str) -> Result<BTreeMap<String, String>, String> {
+pub(super) fn parse_key_values(v: &str) -> Result<BTreeMap<String, String>, String> {
     let mut out = BTreeMap::new();
     for item in v.split(',').map(str::trim).filter(|s| !s.is_empty()) {
         let (k, val) = item
@@ -1383,6 +1387,7 @@ pub fn ingress_settings(
     let basic_auth_ref = read_basic_auth(&mut r);
     let idp_auth_ref = super::alb_protection::read_idp_auth(&mut r);
     let protection = super::alb_protection::read_protection(&mut r);
+    let load_balancer_name = super::alb_protection::read_load_balancer_name(&mut r);
     let external_auth = read_external_auth(&mut r).map(std::sync::Arc::new);
     let rate_limit = read_rate_limit(&mut r);
     let canary = read_canary(&mut r).map(std::sync::Arc::new);
@@ -1545,6 +1550,8 @@ pub fn ingress_settings(
         parse_conditions,
         &mut failed,
     );
+    let listener_attributes =
+        super::alb_protection::read_listener_attributes(annotations, &mut failed);
     for (name, value, problem) in failed {
         r.fail(&name, &value, problem);
     }
@@ -1606,6 +1613,8 @@ pub fn ingress_settings(
             idp_auth_ref,
             idp_auth: None,
             protection,
+            load_balancer_name,
+            listener_attributes,
             external_auth,
             rate_limit: rate_limit.map(std::sync::Arc::new),
             canary,

@@ -381,6 +381,18 @@ pub fn build_with(
             let mut secret_used = Vec::new();
             let read = read_member(ing, opts.provider, &mut warnings).and_then(|mut m| {
                 if let Some(p) = params {
+                    let problems = p.problems();
+                    if !problems.is_empty() {
+                        return Err(vec![ingress_diag(
+                            &m,
+                            Severity::Error,
+                            Reason::AnnotationInvalid,
+                            format!(
+                                "its IngressClass's parameters cannot be applied: {}; the Ingress is not served without them",
+                                problems.join("; ")
+                            ),
+                        )]);
+                    }
                     p.apply_to(&mut m.settings);
                     if let Some(f) = &p.foreign {
                         foreign_params_diagnostics(f, &m.obj, &mut warnings)?;
@@ -576,6 +588,7 @@ fn build_load_balancer(
     let mut manage_backend_rules: Option<(bool, usize)> = None;
     let mut ip_address_type: Option<(IpAddressType, usize)> = None;
     let mut ssl_policy: Option<(String, usize)> = None;
+    let mut name: Option<(String, usize)> = None;
     let mut attributes = BTreeMap::new();
     let mut tags = BTreeMap::new();
     for (i, m) in members.iter().enumerate() {
@@ -636,6 +649,14 @@ fn build_load_balancer(
             "ssl-policy",
             diags,
         );
+        settle(
+            &mut name,
+            m.settings.load_balancer_name.clone(),
+            i,
+            members,
+            "load-balancer-name",
+            diags,
+        );
         for (k, v) in &m.settings.load_balancer_attributes {
             settle_entry(
                 &mut attributes,
@@ -653,6 +674,23 @@ fn build_load_balancer(
     }
     let attributes: BTreeMap<String, String> =
         attributes.into_iter().map(|(k, (v, _))| (k, v)).collect();
+    // Listener attributes: per listener and key, the member with precedence decides.
+    type Owned = BTreeMap<String, (String, usize)>;
+    let mut owned: BTreeMap<(ListenerProtocol, u16), Owned> = BTreeMap::new();
+    for (i, m) in members.iter().enumerate() {
+        for (listener, attrs) in &m.settings.listener_attributes {
+            let taken = owned.entry(*listener).or_default();
+            for (k, v) in attrs {
+                let what = format!("listener-attributes.{}-{}", listener.0, listener.1);
+                settle_entry(taken, k, v, i, members, &what, diags);
+            }
+        }
+    }
+    let mut listener_attributes: BTreeMap<(ListenerProtocol, u16), BTreeMap<String, String>> =
+        owned
+            .into_iter()
+            .map(|(l, a)| (l, a.into_iter().map(|(k, (v, _))| (k, v)).collect()))
+            .collect();
     let tags: BTreeMap<String, String> = tags.into_iter().map(|(k, (v, _))| (k, v)).collect();
 
     // Listeners: one per port; a member asking for another protocol on a taken port is told.
@@ -759,6 +797,9 @@ fn build_load_balancer(
             rules,
             default_authenticate: default.authenticate,
             default_action: default.action,
+            attributes: listener_attributes
+                .remove(&(draft.protocol, port))
+                .unwrap_or_default(),
         });
     }
 
@@ -790,6 +831,7 @@ fn build_load_balancer(
             manage_backend_security_group_rules: manage_backend_rules.map(|(v, _)| v),
             ip_address_type: ip_address_type.map(|(v, _)| v).unwrap_or_default(),
         },
+        name: name.map(|(n, _)| n),
         protection: Default::default(),
         attributes,
         tags,

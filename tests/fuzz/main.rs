@@ -680,6 +680,7 @@ fn route_table() {
                 rules: rules.into(),
                 default_action: Action::FixedResponse(FixedResponse::not_found()),
                 default_authenticate: None,
+                attributes: Default::default(),
             };
             let table = ListenerRoutes::compile(&listener);
             let mut class = 0;

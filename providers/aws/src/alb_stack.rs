@@ -124,6 +124,10 @@ pub const TAG_MANAGED: &str = "tollgate.io/managed-tags";
 #[serde(rename_all = "camelCase")]
 pub struct LoadBalancerSpec {
     pub name: String,
+    /// Whether `name` was given (`load-balancer-name`), not derived: ELBv2 cannot rename,
+    /// so a given name that differs from the load balancer's is reported.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub name_given: bool,
     pub scheme: Scheme,
     pub attributes: BTreeMap<String, String>,
     pub tags: BTreeMap<String, String>,
@@ -209,6 +213,9 @@ pub struct ListenerSpec {
     /// Performed before the default action.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub default_authenticate: Option<AlbAuthenticate>,
+    /// Listener attributes to set (`listener-attributes.*`); others are left as they are.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub attributes: BTreeMap<String, String>,
     /// In evaluation order; priorities are assigned by the plan.
     pub rules: Vec<RuleSpec>,
 }
@@ -797,6 +804,7 @@ pub fn build_stack(
                 .default_authenticate
                 .as_deref()
                 .map(AlbAuthenticate::from_model),
+            attributes: l.attributes.clone(),
             rules: rules.into_iter().map(|r| r.spec).collect(),
         });
     }
@@ -856,7 +864,11 @@ pub fn build_stack(
         AlbStack {
             stack: lb.id.clone(),
             load_balancer: LoadBalancerSpec {
-                name: load_balancer_name(cluster, &lb.id),
+                name: lb
+                    .name
+                    .clone()
+                    .unwrap_or_else(|| load_balancer_name(cluster, &lb.id)),
+                name_given: lb.name.is_some(),
                 scheme: lb.scheme,
                 attributes: lb.attributes.clone(),
                 tags: stack_tags("LoadBalancer"),
@@ -958,12 +970,35 @@ pub fn build_stacks(
     limits: &AlbLimits,
 ) -> (Vec<AlbStack>, Vec<Diagnostic>) {
     let mut diags = Vec::new();
+    let mut names: BTreeMap<String, String> = BTreeMap::new();
     let stacks = model
         .load_balancers
         .iter()
         .map(|lb| {
-            let (s, d) = build_stack(cluster, lb, limits);
+            let (mut s, d) = build_stack(cluster, lb, limits);
             diags.extend(d);
+            // Names are unique per region and account: a given name another group took
+            // first would make the two groups one load balancer.
+            if let Some(first) = names.get(&s.load_balancer.name).filter(|_| s.load_balancer.name_given) {
+                let derived = load_balancer_name(cluster, &lb.id);
+                for ing in lb.ingresses.iter() {
+                    let mut d = ingress_diag(
+                        ing,
+                        Reason::GroupSettingConflict,
+                        format!(
+                            "alb.ingress.kubernetes.io/load-balancer-name {} is taken by load balancer {first}; this one is named {derived}",
+                            s.load_balancer.name
+                        ),
+                    );
+                    d.severity = Severity::Warning;
+                    diags.push(d);
+                }
+                s.load_balancer.name = derived;
+                s.load_balancer.name_given = false;
+            }
+            names
+                .entry(s.load_balancer.name.clone())
+                .or_insert_with(|| lb.id.clone());
             s
         })
         .collect();

@@ -99,7 +99,9 @@ impl<'a> StackIndex<'a> {
             Change::SetWebAcl { load_balancer, .. }
             | Change::CreateShieldProtection { load_balancer }
             | Change::DeleteShieldProtection { load_balancer, .. } => self.of_ref(load_balancer),
-            Change::CreateListener { listener, .. } | Change::CreateRule { listener, .. } => {
+            Change::CreateListener { listener, .. }
+            | Change::CreateRule { listener, .. }
+            | Change::ModifyListenerAttributes { listener, .. } => {
                 self.of_ref(&listener.load_balancer)
             }
             Change::RevokeSecurityGroupIngress { id, .. }

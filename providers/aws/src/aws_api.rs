@@ -643,6 +643,7 @@ impl Aws {
                         ssl_policy: l.ssl_policy().map(str::to_string),
                         default_action,
                         default_authenticate,
+                        attributes: None,
                         rules,
                     });
                 }
@@ -1127,11 +1128,12 @@ impl Aws {
 
     /// Looks up the subnet and security-group `Name` tags the stacks use that are not known
     /// yet (one call per kind, only when something is new), into `inv.ids_by_name`.
-    /// What AWS has of WAF and Shield for the load balancers whose stacks manage either,
-    /// web ACL names → ARNs, and whether Shield Advanced is subscribed: asked only for
-    /// stacks that want them and not known yet (the inventory keeps what our own writes
-    /// made; a full re-read forgets it).
-    pub async fn look_up_protection(
+    /// What AWS has of the add-ons a stack may set beyond its resources: WAF and Shield for
+    /// the load balancers whose stacks manage either (with web ACL names → ARNs, and
+    /// whether Shield Advanced is subscribed), and the attributes of listeners whose stacks
+    /// set some. Asked only for stacks that want them and not known yet (the inventory
+    /// keeps what our own writes made; a full re-read forgets it).
+    pub async fn look_up_addons(
         &self,
         stacks: &[AlbStack],
         inv: &mut Inventory,
@@ -1236,6 +1238,35 @@ impl Aws {
                     Some(None)
                 }
             };
+        }
+        // Attributes of the listeners whose stacks set some.
+        for s in stacks {
+            for wanted in s.listeners.iter().filter(|l| !l.attributes.is_empty()) {
+                let Some(l) = inv
+                    .load_balancers
+                    .iter_mut()
+                    .filter(|o| o.stack == s.stack)
+                    .flat_map(|o| o.listeners.iter_mut())
+                    .find(|l| l.port == wanted.port && l.attributes.is_none())
+                else {
+                    continue;
+                };
+                let r = self
+                    .counted(
+                        "DescribeListenerAttributes",
+                        self.elbv2
+                            .describe_listener_attributes()
+                            .listener_arn(&l.arn)
+                            .send(),
+                    )
+                    .await?;
+                l.attributes = Some(
+                    r.attributes()
+                        .iter()
+                        .filter_map(|a| Some((a.key()?.to_string(), a.value()?.to_string())))
+                        .collect(),
+                );
+            }
         }
         for s in stacks {
             let lb = &s.load_balancer;
@@ -1998,6 +2029,36 @@ impl Aws {
                     )
                     .await?;
                 Ok((id, None))
+            }
+            Change::ModifyListenerAttributes {
+                listener,
+                attributes,
+            } => {
+                let lb = resolve_lb(inv, &listener.load_balancer)?;
+                let larn = inv
+                    .load_balancers
+                    .iter()
+                    .find(|o| o.arn == lb)
+                    .and_then(|o| o.listeners.iter().find(|l| l.port == listener.port))
+                    .map(|l| l.arn.clone())
+                    .ok_or_else(|| AwsError::Unresolved(format!("listener {}", listener.port)))?;
+                self.counted(
+                    "ModifyListenerAttributes",
+                    self.elbv2
+                        .modify_listener_attributes()
+                        .listener_arn(larn)
+                        .set_attributes(Some(
+                            attributes
+                                .iter()
+                                .map(|(k, v)| {
+                                    t::ListenerAttribute::builder().key(k).value(v).build()
+                                })
+                                .collect(),
+                        ))
+                        .send(),
+                )
+                .await?;
+                Ok((None, None))
             }
             // WAF and Shield in a function of their own, boxed: their SDK futures would
             // otherwise widen the state every other change's call is made in.

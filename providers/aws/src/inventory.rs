@@ -107,7 +107,7 @@ pub struct ObservedLoadBalancer {
     pub scheme: String,
     pub tags: BTreeMap<String, String>,
     /// The associated WAFv2 web ACL's ARN (`Some(None)`: none); `None` until looked up
-    /// (`Aws::look_up_protection`, only for load balancers whose stack manages it).
+    /// (`Aws::look_up_addons`, only for load balancers whose stack manages it).
     pub web_acl: Option<Option<String>>,
     /// The Shield Advanced protection (`Some(None)`: none); `None` until looked up.
     pub shield_protection: Option<Option<ShieldProtection>>,
@@ -130,6 +130,8 @@ pub struct ObservedListener {
     pub ssl_policy: Option<String>,
     pub default_action: AlbAction,
     pub default_authenticate: Option<crate::alb_stack::AlbAuthenticate>,
+    /// Its attributes; `None` until looked up (only for listeners whose stack sets some).
+    pub attributes: Option<BTreeMap<String, String>>,
     pub rules: Vec<ObservedRule>,
 }
 
@@ -355,6 +357,19 @@ impl Inventory {
                     shield_protection: Some(None),
                 });
             }
+            Change::ModifyListenerAttributes {
+                listener,
+                attributes,
+            } => {
+                if let Some(l) = self
+                    .load_balancer_mut(&listener.load_balancer)
+                    .and_then(|lb| lb.listeners.iter_mut().find(|l| l.port == listener.port))
+                {
+                    l.attributes
+                        .get_or_insert_with(BTreeMap::new)
+                        .extend(attributes.iter().map(|(k, v)| (k.clone(), v.clone())));
+                }
+            }
             Change::SetWebAcl { load_balancer, acl } => {
                 if let Some(lb) = self.load_balancer_mut(load_balancer) {
                     lb.web_acl = Some(acl.clone());
@@ -390,6 +405,8 @@ impl Inventory {
                         ssl_policy: spec.ssl_policy.clone(),
                         default_action: spec.default_action.clone(),
                         default_authenticate: spec.default_authenticate.clone(),
+                        // A new listener has only the defaults.
+                        attributes: Some(BTreeMap::new()),
                         rules: Vec::new(),
                     });
                 }

@@ -191,6 +191,12 @@ pub enum Change {
         load_balancer: Ref,
         acl: Option<String>,
     },
+    /// Sets listener attributes (only the ones asked for; others keep their values, as
+    /// with the AWS Load Balancer Controller).
+    ModifyListenerAttributes {
+        listener: ListenerRef,
+        attributes: BTreeMap<String, String>,
+    },
     /// Protects the load balancer with Shield Advanced (before its listeners).
     CreateShieldProtection {
         load_balancer: Ref,
@@ -323,6 +329,14 @@ impl fmt::Display for Change {
             Change::CreateShieldProtection { load_balancer } => {
                 write!(f, "{s} Shield Advanced protection of {load_balancer}")
             }
+            Change::ModifyListenerAttributes {
+                listener,
+                attributes,
+            } => write!(
+                f,
+                "{s} listener {}:{} attributes {attributes:?}",
+                listener.load_balancer, listener.port
+            ),
             Change::DeleteShieldProtection { load_balancer, id } => {
                 write!(f, "{s} Shield Advanced protection {id} of {load_balancer}")
             }
@@ -852,6 +866,19 @@ fn plan_network(
             ip_address_type: spec.ip_address_type.clone(),
         });
     }
+    if spec.name_given && o.name != spec.name {
+        diagnostics.push(Diagnostic::new(
+            Severity::Warning,
+            ObjectKind::LoadBalancer,
+            "",
+            stack.stack.clone(),
+            Reason::AnnotationIgnored,
+            format!(
+                "load-balancer-name {} is asked for, but the load balancer is named {} and ELBv2 cannot rename one; it keeps its name until the Ingress (or its group) is deleted and re-created (as with the AWS Load Balancer Controller, where the name applies at creation only)",
+                spec.name, o.name
+            ),
+        ));
+    }
     // ELBv2 cannot change a load balancer's scheme in place; replacing it changes its DNS
     // name under every client. Tollgate refuses, loudly, rather than pretend (the AWS Load
     // Balancer Controller replaces the ALB).
@@ -1153,6 +1180,12 @@ pub fn plan_scoped(
                         listener: listener.clone(),
                         spec: l.clone(),
                     });
+                    if !l.attributes.is_empty() {
+                        p.listeners.push(Change::ModifyListenerAttributes {
+                            listener: listener.clone(),
+                            attributes: l.attributes.clone(),
+                        });
+                    }
                     let mut prio = 0;
                     for r in &l.rules {
                         prio += crate::priorities::SPACING;
@@ -1174,6 +1207,16 @@ pub fn plan_scoped(
                         p.listeners.push(Change::ModifyListener {
                             arn: o.arn.clone(),
                             spec: l.clone(),
+                        });
+                    }
+                    let attributes_differ = o
+                        .attributes
+                        .as_ref()
+                        .is_none_or(|have| !is_subset(&l.attributes, have));
+                    if !l.attributes.is_empty() && attributes_differ {
+                        p.listeners.push(Change::ModifyListenerAttributes {
+                            listener: listener.clone(),
+                            attributes: l.attributes.clone(),
                         });
                     }
                     let Some(placed) = place_rules(&l.rules, &o.rules) else {
@@ -1354,7 +1397,7 @@ impl ProtectionChange {
 }
 
 /// The WAF and Shield changes a stack needs, or why they cannot be made. What AWS has is
-/// looked up beforehand (`Aws::look_up_protection`) for stacks that manage either; a
+/// looked up beforehand (`Aws::look_up_addons`) for stacks that manage either; a
 /// load balancer about to be created has neither.
 fn plan_protection(
     stack: &AlbStack,

@@ -73,6 +73,10 @@ pub struct LoadBalancer {
     /// proxy.
     #[serde(default, skip_serializing_if = "Network::is_default")]
     pub network: Network,
+    /// The name the load balancer is created with (AWS Load Balancer Controller
+    /// `load-balancer-name`); `None`: one derived from the cluster and the id.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
     /// WAF and Shield in front of the load balancer (AWS); ignored by the proxy, which
     /// refuses Ingresses asking for them.
     #[serde(default, skip_serializing_if = "Protection::is_default")]
@@ -261,6 +265,9 @@ pub struct Listener {
     /// Authentication before the default action (its Ingress's `auth-type`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub default_authenticate: Option<Arc<IdpAuthentication>>,
+    /// Listener attributes (AWS `listener-attributes.<PROTOCOL>-<port>`).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub attributes: BTreeMap<String, String>,
 }
 
 /// A certificate for an HTTPS listener.

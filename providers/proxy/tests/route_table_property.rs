@@ -119,6 +119,7 @@ proptest! {
             rules: RuleList::from_chunks(chunks.into_iter().map(Arc::from)),
             default_action: Action::FixedResponse(FixedResponse::not_found()),
             default_authenticate: None,
+            attributes: Default::default(),
         };
         let table = ListenerRoutes::compile(&listener);
         for (h, p, post) in requests {
