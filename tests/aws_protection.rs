@@ -896,3 +896,103 @@ async fn listener_attributes_are_set_kept_and_changed() {
     assert!(converged);
     assert!(moto.violations().is_empty(), "{:?}", moto.violations());
 }
+
+/// `mutual-authentication` on the HTTPS listener: sent with the listener, no call while it
+/// holds (the strict proxy keeps what moto drops), one ModifyListener when it changes; on a
+/// plain-HTTP port, or with `verify` and no trust store, the Ingress is refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mutual_authentication_is_set_kept_and_changed() {
+    test_credentials();
+    let moto = start_moto();
+    seed_cluster(&moto.endpoint, CLUSTER, 0).await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let opts = options(dir.path(), &moto.endpoint);
+    let aws = opts.connect().await;
+    let cert = certificate(&aws).await;
+    std::fs::write(dir.path().join("services.yaml"), SERVICES).unwrap();
+    let store =
+        "arn:aws:elasticloadbalancing:us-east-1:123456789012:truststore/clients/0123456789abcdef";
+    let with = |v: &str| {
+        app(
+            &cert,
+            &format!("    alb.ingress.kubernetes.io/mutual-authentication: '{v}'"),
+        )
+    };
+    let verify = format!(r#"[{{"port":443,"mode":"verify","trustStore":"{store}"}}]"#);
+    std::fs::write(dir.path().join("app.yaml"), with(&verify)).unwrap();
+    let (r, inv) = Box::pin(run_once(&opts)).await.expect("converge");
+    assert!(r.converged, "{:#?}", r.diagnostics);
+    let m = inv.load_balancers[0].listeners[0]
+        .mutual_authentication
+        .clone()
+        .expect("recorded");
+    assert_eq!(
+        (m.mode.as_str(), m.trust_store.as_deref()),
+        ("verify", Some(store))
+    );
+    let read = |aws: &Aws| {
+        let aws = aws.elbv2.clone();
+        async move {
+            let lbs = aws.describe_load_balancers().send().await.expect("lbs");
+            let lb = lbs.load_balancers()[0]
+                .load_balancer_arn()
+                .unwrap_or_default()
+                .to_string();
+            let ls = aws
+                .describe_listeners()
+                .load_balancer_arn(lb)
+                .send()
+                .await
+                .expect("ls");
+            ls.listeners()[0]
+                .mutual_authentication()
+                .and_then(|m| m.mode().map(str::to_string))
+        }
+    };
+    assert_eq!(read(&aws).await.as_deref(), Some("verify"));
+    let (calls, _) = Box::pin(fresh_reconcile(&opts)).await;
+    assert_eq!(mutating(&calls), [], "a no-op resync");
+
+    std::fs::write(
+        dir.path().join("app.yaml"),
+        with(r#"[{"port":443,"mode":"passthrough"}]"#),
+    )
+    .unwrap();
+    let (calls, converged) = Box::pin(fresh_reconcile(&opts)).await;
+    assert!(converged);
+    assert_eq!(mutating(&calls), [("ModifyListener".to_string(), 1)]);
+    assert_eq!(read(&aws).await.as_deref(), Some("passthrough"));
+
+    // Refused: verify without a trust store; verify on a plain-HTTP port.
+    for (value, says) in [
+        (
+            r#"[{"port":443,"mode":"verify"}]"#.to_string(),
+            "verify needs a trustStore",
+        ),
+        (
+            format!(r#"[{{"port":80,"mode":"verify","trustStore":"{store}"}}]"#),
+            "plain HTTP",
+        ),
+    ] {
+        let text = with(&value).replace(
+            r#"'[{"HTTPS": 443}]'"#,
+            r#"'[{"HTTP": 80}, {"HTTPS": 443}]'"#,
+        );
+        std::fs::write(dir.path().join("app.yaml"), text).unwrap();
+        let (snapshot, _) = load_dir(dir.path()).expect("manifests");
+        let out = tollgate::build(&snapshot, &opts.build);
+        assert!(
+            out.diagnostics
+                .iter()
+                .any(|d| d.severity == tollgate_contract::Severity::Error
+                    && d.message.contains(says)),
+            "{says}: {:#?}",
+            out.diagnostics
+        );
+    }
+
+    std::fs::remove_file(dir.path().join("app.yaml")).unwrap();
+    let (_, converged) = Box::pin(fresh_reconcile(&opts)).await;
+    assert!(converged);
+    assert!(moto.violations().is_empty(), "{:?}", moto.violations());
+}

@@ -281,6 +281,114 @@ pub(super) fn read_listener_attributes(
     out
 }
 
+/// One entry of `mutual-authentication`.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct MutualAuthJson {
+    port: u16,
+    mode: String,
+    #[serde(default)]
+    trust_store: Option<String>,
+    #[serde(default)]
+    ignore_client_certificate_expiry: Option<bool>,
+    #[serde(default)]
+    advertise_trust_store_ca_names: Option<String>,
+}
+
+/// `mutual-authentication`: a JSON list of `{port, mode, trustStore,
+/// ignoreClientCertificateExpiry, advertiseTrustStoreCaNames}`, checked as the AWS Load
+/// Balancer Controller checks it (`verify` needs a trust store; `off` and `passthrough`
+/// take none; CA names advertised only with `verify`).
+pub(super) fn read_mutual_authentication(
+    r: &mut Reader<'_>,
+) -> BTreeMap<u16, tollgate_contract::MutualAuthentication> {
+    r.parse(&format!("{ALB}mutual-authentication"), |v| {
+        let entries: Vec<MutualAuthJson> =
+            serde_json::from_str(v).map_err(|e| format!("not the controller's JSON: {e}"))?;
+        let mut out = BTreeMap::new();
+        for e in entries {
+            if e.port == 0 {
+                return Err("port 0".into());
+            }
+            let verify = match e.mode.as_str() {
+                "verify" => true,
+                "off" | "passthrough" => false,
+                m => {
+                    return Err(format!(
+                        "port {}: mode {m:?} is not off, passthrough or verify",
+                        e.port
+                    ))
+                }
+            };
+            if verify && e.trust_store.as_deref().is_none_or(str::is_empty) {
+                return Err(format!("port {}: verify needs a trustStore", e.port));
+            }
+            if !verify && (e.trust_store.is_some() || e.ignore_client_certificate_expiry.is_some())
+            {
+                return Err(format!(
+                    "port {}: trustStore and ignoreClientCertificateExpiry are for verify only",
+                    e.port
+                ));
+            }
+            match e.advertise_trust_store_ca_names.as_deref() {
+                None => {}
+                Some("on" | "off") if verify => {}
+                Some(_) => {
+                    return Err(format!(
+                        "port {}: advertiseTrustStoreCaNames is on or off, with verify only",
+                        e.port
+                    ))
+                }
+            }
+            let entry = tollgate_contract::MutualAuthentication {
+                mode: e.mode,
+                trust_store: e.trust_store,
+                ignore_client_certificate_expiry: e
+                    .ignore_client_certificate_expiry
+                    .unwrap_or(false),
+                advertise_trust_store_ca_names: e.advertise_trust_store_ca_names,
+            };
+            if out.insert(e.port, entry).is_some() {
+                return Err(format!("port {} is listed twice", e.port));
+            }
+        }
+        Ok(out)
+    })
+    .unwrap_or_default()
+}
+
+/// Mutual TLS is ALB's on HTTPS listeners only: asking for it on a plain-HTTP one refuses
+/// the Ingress (the AWS Load Balancer Controller skips it there), and on a port the Ingress
+/// does not listen on it is a Warning.
+pub(crate) fn check_mutual_authentication(
+    wanted: &BTreeMap<u16, tollgate_contract::MutualAuthentication>,
+    ports: &[(ListenerProtocol, u16)],
+    ingress: (&str, &str),
+    warnings: &mut Vec<Diagnostic>,
+) -> Result<(), Diagnostic> {
+    for (port, m) in wanted {
+        match ports.iter().find(|(_, p)| p == port) {
+            Some((ListenerProtocol::Http, _)) if m.mode != "off" => {
+                return Err(refusal(
+                    ingress,
+                    Reason::AnnotationUnsupported,
+                    format!("{ALB}mutual-authentication: port {port} is plain HTTP, where ALB cannot ask for client certificates; the Ingress is not served without them"),
+                ))
+            }
+            Some(_) => {}
+            None => warnings.push(Diagnostic::new(
+                Severity::Warning,
+                ObjectKind::Ingress,
+                ingress.0.to_string(),
+                ingress.1.to_string(),
+                Reason::AnnotationIgnored,
+                format!("{ALB}mutual-authentication: the Ingress does not listen on port {port}; that entry does nothing"),
+            )),
+        }
+    }
+    Ok(())
+}
+
 /// `load-balancer-name`, checked as ELBv2 checks names: 1-32 letters, digits or hyphens,
 /// not starting or ending with a hyphen, not starting with `internal-`.
 pub(super) fn read_load_balancer_name(r: &mut Reader<'_>) -> Option<String> {
@@ -303,7 +411,7 @@ pub(crate) fn valid_load_balancer_name(v: &str) -> Result<String, String> {
     Ok(v.to_string())
 }
 
-/// The group's WAF and Shield settings: the member with precedence decides, and a later
+/// The group's WAF, Shield and mutual TLS settings: the member with precedence decides, and a later
 /// member asking for something else is not served (an Error: its routes would otherwise sit
 /// behind a web ACL or a protection it did not ask for, or none it asked for). The AWS Load
 /// Balancer Controller fails the whole group instead; here the others keep being served.
@@ -311,39 +419,51 @@ pub(super) fn settle_group(
     members: &mut Vec<&Arc<super::ingress_member::Member>>,
     id: &str,
     diags: &mut Vec<Diagnostic>,
-) -> Protection {
-    let mut out = Protection::default();
-    let mut owner: [Option<String>; 2] = [None, None];
+) -> (
+    Protection,
+    BTreeMap<u16, tollgate_contract::MutualAuthentication>,
+) {
+    type Owned<T> = Option<(T, String)>;
+    let mut web_acl: Owned<WebAcl> = None;
+    let mut shield: Owned<bool> = None;
+    let mut mtls: BTreeMap<u16, (tollgate_contract::MutualAuthentication, String)> =
+        BTreeMap::new();
     members.retain(|m| {
         let p = &m.settings.protection;
+        // First every disagreement; only a member with none sets anything.
         let mut conflict = Vec::new();
-        if let Some(w) = &p.web_acl {
-            match &out.web_acl {
-                None => {
-                    out.web_acl = Some(w.clone());
-                    owner[0] = Some(m.obj.to_string());
-                }
-                Some(cur) if cur != w => conflict.push(format!(
-                    "wafv2-acl {w:?} differs from {cur:?}, which Ingress {} set first",
-                    owner[0].as_deref().unwrap_or_default()
-                )),
-                Some(_) => {}
+        if let (Some(w), Some((cur, first))) = (&p.web_acl, &web_acl) {
+            if w != cur {
+                conflict.push(format!(
+                    "wafv2-acl {w:?} differs from {cur:?}, which Ingress {first} set first"
+                ));
             }
         }
-        if let Some(on) = p.shield_advanced {
-            match out.shield_advanced {
-                None => {
-                    out.shield_advanced = Some(on);
-                    owner[1] = Some(m.obj.to_string());
-                }
-                Some(cur) if cur != on => conflict.push(format!(
-                    "shield-advanced-protection {on} differs from {cur}, which Ingress {} set first",
-                    owner[1].as_deref().unwrap_or_default()
-                )),
-                Some(_) => {}
+        if let (Some(on), Some((cur, first))) = (p.shield_advanced, &shield) {
+            if on != *cur {
+                conflict.push(format!(
+                    "shield-advanced-protection {on} differs from {cur}, which Ingress {first} set first"
+                ));
+            }
+        }
+        for (port, wanted) in &m.settings.mutual_authentication {
+            if let Some((_, first)) = mtls.get(port).filter(|(cur, _)| cur != wanted) {
+                conflict.push(format!(
+                    "mutual-authentication on port {port} differs from Ingress {first}'s"
+                ));
             }
         }
         if conflict.is_empty() {
+            let me = m.obj.to_string();
+            if let (Some(w), None) = (&p.web_acl, &web_acl) {
+                web_acl = Some((w.clone(), me.clone()));
+            }
+            if let (Some(on), None) = (p.shield_advanced, &shield) {
+                shield = Some((on, me.clone()));
+            }
+            for (port, wanted) in &m.settings.mutual_authentication {
+                mtls.entry(*port).or_insert_with(|| (wanted.clone(), me.clone()));
+            }
             return true;
         }
         diags.push(Diagnostic::new(
@@ -359,7 +479,14 @@ pub(super) fn settle_group(
         ));
         false
     });
-    out
+    let protection = Protection {
+        web_acl: web_acl.map(|(w, _)| w),
+        shield_advanced: shield.map(|(on, _)| on),
+    };
+    (
+        protection,
+        mtls.into_iter().map(|(p, (m, _))| (p, m)).collect(),
+    )
 }
 
 /// The Secret an OIDC provider names, as (namespace, name): always the Ingress's own

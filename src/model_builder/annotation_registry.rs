@@ -260,7 +260,7 @@ pub static REGISTRY: &[Spec] = &[
     alb("jwt-validation", Prot, IS, X, X, "JWT validation before the backend"),
     alb("target-node-labels", Other, IS, X, X, "registering only the nodes with these labels"),
     alb("manage-backend-security-group-rules", Other, I, H, X, "managing the targets' security group rules"),
-    alb("mutual-authentication", Prot, I, X, X, "client-certificate (mutual TLS) authentication"),
+    alb("mutual-authentication", Prot, I, H, X, "client-certificate (mutual TLS) authentication"),
     alb("security-group-prefix-lists", Prot, I, H, X, "allowing clients only from these prefix lists"),
     alb("listener-attributes.", Other, I, H, X, "listener attributes (e.g. HSTS and other response headers)").family(),
     alb("multi-cluster-target-group", Other, IS, X, X, "sharing target groups with other clusters"),

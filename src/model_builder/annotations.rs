@@ -88,6 +88,8 @@ pub struct IngressSettings {
     pub protection: tollgate_contract::Protection,
     /// `load-balancer-name`.
     pub load_balancer_name: Option<String>,
+    /// `mutual-authentication`, by port.
+    pub mutual_authentication: BTreeMap<u16, tollgate_contract::MutualAuthentication>,
     /// `listener-attributes.<PROTOCOL>-<port>`, by listener.
     pub listener_attributes: BTreeMap<(ListenerProtocol, u16), BTreeMap<String, String>>,
     /// ingress-nginx `auth-url` with its settings.
@@ -1388,6 +1390,7 @@ pub fn ingress_settings(
     let idp_auth_ref = super::alb_protection::read_idp_auth(&mut r);
     let protection = super::alb_protection::read_protection(&mut r);
     let load_balancer_name = super::alb_protection::read_load_balancer_name(&mut r);
+    let mutual_authentication = super::alb_protection::read_mutual_authentication(&mut r);
     let external_auth = read_external_auth(&mut r).map(std::sync::Arc::new);
     let rate_limit = read_rate_limit(&mut r);
     let canary = read_canary(&mut r).map(std::sync::Arc::new);
@@ -1614,6 +1617,7 @@ pub fn ingress_settings(
             idp_auth: None,
             protection,
             load_balancer_name,
+            mutual_authentication,
             listener_attributes,
             external_auth,
             rate_limit: rate_limit.map(std::sync::Arc::new),

@@ -438,6 +438,16 @@ pub fn build_with(
                     )
                     .map_err(|e| vec![e])?;
                 }
+                if !m.settings.mutual_authentication.is_empty() {
+                    let ports = member_ports(&m, &opts.grouping);
+                    alb_protection::check_mutual_authentication(
+                        &m.settings.mutual_authentication,
+                        &ports,
+                        ingress,
+                        &mut warnings,
+                    )
+                    .map_err(|e| vec![e])?;
+                }
                 if let Some(r) = &m.settings.client_cert_ref {
                     let secret = read_secret(r.namespace.as_deref().unwrap_or(ingress.0), &r.name);
                     let ca = auth_secrets::client_cert(r, ingress, secret).map_err(|e| vec![e])?;
@@ -506,7 +516,8 @@ pub fn build_with(
     let mut load_balancers = Vec::with_capacity(groups.len());
     for (id, mut members) in groups {
         sort_by_precedence(&mut members);
-        let protection = alb_protection::settle_group(&mut members, &id, &mut diags);
+        let (protection, mutual_authentication) =
+            alb_protection::settle_group(&mut members, &id, &mut diags);
         let rules = cache.rules.entry(id.clone()).or_default();
         rules.round = round;
         load_balancers.push(build_load_balancer(
@@ -520,6 +531,13 @@ pub fn build_with(
         ));
         if let Some(lb) = load_balancers.last_mut() {
             lb.protection = protection;
+            for l in lb
+                .listeners
+                .iter_mut()
+                .filter(|l| l.protocol == ListenerProtocol::Https)
+            {
+                l.mutual_authentication = mutual_authentication.get(&l.port).cloned();
+            }
         }
         rules.prune();
     }
@@ -800,6 +818,8 @@ fn build_load_balancer(
             attributes: listener_attributes
                 .remove(&(draft.protocol, port))
                 .unwrap_or_default(),
+            // Settled per group once its members are chosen (`alb_protection::settle_group`).
+            mutual_authentication: None,
         });
     }
 

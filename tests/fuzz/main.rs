@@ -681,6 +681,7 @@ fn route_table() {
                 default_action: Action::FixedResponse(FixedResponse::not_found()),
                 default_authenticate: None,
                 attributes: Default::default(),
+                mutual_authentication: None,
             };
             let table = ListenerRoutes::compile(&listener);
             let mut class = 0;

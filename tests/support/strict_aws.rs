@@ -22,6 +22,10 @@
 //!
 //! The test seam for target health (moto cannot drive health states): a test sets the
 //! state DescribeTargetHealth reports for a target ([`StrictAws::set_target_health`]).
+//!
+//! And what moto drops: a listener's `MutualAuthentication` (accepted by CreateListener and
+//! ModifyListener, never stored) is kept here and given back in DescribeListeners, as AWS
+//! does. Whether a trust store exists is not checked (moto has none).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex};
@@ -61,6 +65,8 @@ struct Shared {
     upstream: String,
     violations: Arc<Mutex<Vec<String>>>,
     health: Arc<Mutex<BTreeMap<(String, u16), String>>>,
+    /// Listener ARN → its MutualAuthentication as XML elements.
+    mutual_tls: Mutex<BTreeMap<String, String>>,
     client: HttpClient,
 }
 
@@ -85,6 +91,7 @@ pub fn start_strict(upstream: &str) -> StrictAws {
         upstream: upstream.trim_end_matches('/').to_string(),
         violations: violations.clone(),
         health: health.clone(),
+        mutual_tls: Mutex::default(),
         client: Client::builder(TokioExecutor::new()).build_http(),
     });
     let (stop, mut stopped) = tokio::sync::oneshot::channel::<()>();
@@ -559,9 +566,21 @@ async fn handle(
             let _ = super::fault_proxy::relay(&shared.client, &shared.upstream, &first, body).await;
         }
     }
-    let describes_health =
-        !json && form(&body).get("Action").map(String::as_str) == Some("DescribeTargetHealth");
+    let p = if json { BTreeMap::new() } else { form(&body) };
+    let action = p.get("Action").cloned().unwrap_or_default();
+    let describes_health = action == "DescribeTargetHealth";
     let answer = super::fault_proxy::relay(&shared.client, &shared.upstream, &parts, body).await;
+    let answer = match answer {
+        Some(a)
+            if matches!(
+                action.as_str(),
+                "CreateListener" | "ModifyListener" | "DescribeListeners"
+            ) =>
+        {
+            Some(mutual_tls(&shared, &action, &p, a).await)
+        }
+        other => other,
+    };
     if describes_health {
         if let Some(a) = answer {
             let set = shared.health.lock().map(|h| h.clone()).unwrap_or_default();
@@ -580,6 +599,70 @@ async fn handle(
             "strict proxy: emulator unreachable",
         )
     }))
+}
+
+/// Keeps the MutualAuthentication a listener was given, and puts it back into
+/// DescribeListeners answers (moto drops it).
+async fn mutual_tls(
+    shared: &Shared,
+    action: &str,
+    p: &BTreeMap<String, String>,
+    answer: Response<Full<Bytes>>,
+) -> Response<Full<Bytes>> {
+    let (mut parts, body) = answer.into_parts();
+    let bytes = body
+        .collect()
+        .await
+        .map(|b| b.to_bytes())
+        .unwrap_or_default();
+    if !parts.status.is_success() {
+        return Response::from_parts(parts, Full::new(bytes));
+    }
+    let xml = String::from_utf8_lossy(&bytes).into_owned();
+    if action != "DescribeListeners" {
+        let Some(mode) = p.get("MutualAuthentication.Mode") else {
+            return Response::from_parts(parts, Full::new(bytes));
+        };
+        let arn = match action {
+            "CreateListener" => texts(&xml, "ListenerArn").first().map(|s| s.to_string()),
+            _ => p.get("ListenerArn").cloned(),
+        };
+        let mut elements = format!("<Mode>{mode}</Mode>");
+        for (param, tag) in [
+            ("MutualAuthentication.TrustStoreArn", "TrustStoreArn"),
+            (
+                "MutualAuthentication.IgnoreClientCertificateExpiry",
+                "IgnoreClientCertificateExpiry",
+            ),
+            (
+                "MutualAuthentication.AdvertiseTrustStoreCaNames",
+                "AdvertiseTrustStoreCaNames",
+            ),
+        ] {
+            if let Some(v) = p.get(param) {
+                elements.push_str(&format!("<{tag}>{v}</{tag}>"));
+            }
+        }
+        if let (Some(arn), Ok(mut m)) = (arn, shared.mutual_tls.lock()) {
+            m.insert(arn, elements);
+        }
+        return Response::from_parts(parts, Full::new(bytes));
+    }
+    let kept = shared
+        .mutual_tls
+        .lock()
+        .map(|m| m.clone())
+        .unwrap_or_default();
+    let mut out = xml;
+    for (arn, elements) in kept {
+        let tag = format!("<ListenerArn>{arn}</ListenerArn>");
+        out = out.replace(
+            &tag,
+            &format!("{tag}<MutualAuthentication>{elements}</MutualAuthentication>"),
+        );
+    }
+    parts.headers.remove("content-length");
+    Response::from_parts(parts, Full::new(Bytes::from(out)))
 }
 
 /// A DescribeTargetHealth answer with the states a test set put in.

@@ -216,6 +216,10 @@ pub struct ListenerSpec {
     /// Listener attributes to set (`listener-attributes.*`); others are left as they are.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub attributes: BTreeMap<String, String>,
+    /// Mutual TLS (`mutual-authentication`); `None`: left as it is. A trust store named,
+    /// not by ARN, is resolved when planned.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mutual_authentication: Option<tollgate_contract::MutualAuthentication>,
     /// In evaluation order; priorities are assigned by the plan.
     pub rules: Vec<RuleSpec>,
 }
@@ -805,6 +809,7 @@ pub fn build_stack(
                 .as_deref()
                 .map(AlbAuthenticate::from_model),
             attributes: l.attributes.clone(),
+            mutual_authentication: l.mutual_authentication.clone(),
             rules: rules.into_iter().map(|r| r.spec).collect(),
         });
     }

@@ -641,6 +641,18 @@ impl Aws {
                             .unwrap_or_default(),
                         certificates,
                         ssl_policy: l.ssl_policy().map(str::to_string),
+                        mutual_authentication: l.mutual_authentication().and_then(|m| {
+                            Some(tollgate_contract::MutualAuthentication {
+                                mode: m.mode()?.to_string(),
+                                trust_store: m.trust_store_arn().map(str::to_string),
+                                ignore_client_certificate_expiry: m
+                                    .ignore_client_certificate_expiry()
+                                    .unwrap_or(false),
+                                advertise_trust_store_ca_names: m
+                                    .advertise_trust_store_ca_names()
+                                    .map(|a| a.as_str().to_string()),
+                            })
+                        }),
                         default_action,
                         default_authenticate,
                         attributes: None,
@@ -1238,6 +1250,73 @@ impl Aws {
                     Some(None)
                 }
             };
+        }
+        // Trust stores named by name.
+        let mut stores: Vec<String> = stacks
+            .iter()
+            .flat_map(|s| &s.listeners)
+            .filter_map(|l| l.mutual_authentication.as_ref()?.trust_store.clone())
+            .filter(|t| !t.starts_with("arn:"))
+            .filter(|n| {
+                let key = format!("truststore:{n}");
+                !inv.ids_by_name.contains_key(&key) && !inv.names_not_found.contains(&key)
+            })
+            .collect();
+        stores.sort();
+        stores.dedup();
+        for chunk in stores.chunks(20) {
+            let r = self
+                .elbv2
+                .describe_trust_stores()
+                .set_names(Some(chunk.to_vec()))
+                .send()
+                .await;
+            self.calls.record("DescribeTrustStores", &r);
+            let found: BTreeMap<String, String> = match r {
+                Ok(r) => r
+                    .trust_stores()
+                    .iter()
+                    .filter_map(|t| Some((t.name()?.to_string(), t.trust_store_arn()?.to_string())))
+                    .collect(),
+                // One unknown name fails the whole call: each is asked alone then.
+                Err(e)
+                    if chunk.len() == 1
+                        && elbv2::error::ProvideErrorMetadata::code(&e)
+                            == Some("TrustStoreNotFound") =>
+                {
+                    BTreeMap::new()
+                }
+                Err(e)
+                    if elbv2::error::ProvideErrorMetadata::code(&e)
+                        == Some("TrustStoreNotFound") =>
+                {
+                    let mut found = BTreeMap::new();
+                    for n in chunk {
+                        let r = self.elbv2.describe_trust_stores().names(n).send().await;
+                        self.calls.record("DescribeTrustStores", &r);
+                        if let Ok(r) = r {
+                            for t in r.trust_stores() {
+                                if let (Some(name), Some(arn)) = (t.name(), t.trust_store_arn()) {
+                                    found.insert(name.to_string(), arn.to_string());
+                                }
+                            }
+                        }
+                    }
+                    found
+                }
+                Err(e) => return Err(api("DescribeTrustStores")(e)),
+            };
+            for n in chunk {
+                let key = format!("truststore:{n}");
+                match found.get(n) {
+                    Some(arn) => {
+                        inv.ids_by_name.insert(key, arn.clone());
+                    }
+                    None => {
+                        inv.names_not_found.insert(key);
+                    }
+                }
+            }
         }
         // Attributes of the listeners whose stacks set some.
         for s in stacks {
@@ -2402,6 +2481,11 @@ impl Aws {
                 if let Some(fp) = secret_tag(spec.default_authenticate.as_ref()) {
                     req = req.tags(fp);
                 }
+                req = req.set_mutual_authentication(
+                    spec.mutual_authentication
+                        .as_ref()
+                        .map(mutual_authentication_to_sdk),
+                );
                 let certs = listener_arns(&spec.certificates, inv);
                 if let Some(first) = certs.first() {
                     req =
@@ -2440,6 +2524,11 @@ impl Aws {
                 if let Some(p) = &spec.ssl_policy {
                     req = req.ssl_policy(p);
                 }
+                req = req.set_mutual_authentication(
+                    spec.mutual_authentication
+                        .as_ref()
+                        .map(mutual_authentication_to_sdk),
+                );
                 self.counted("ModifyListener", req.send()).await?;
                 // After the secret went out, so a crash in between re-sends it.
                 self.tag_secret(arn, spec.default_authenticate.as_ref())
@@ -3090,6 +3179,21 @@ fn auth_to_sdk(a: &AlbAuthenticate) -> t::Action {
             )
             .build(),
     }
+}
+
+fn mutual_authentication_to_sdk(
+    m: &tollgate_contract::MutualAuthentication,
+) -> t::MutualAuthenticationAttributes {
+    let mut b = t::MutualAuthenticationAttributes::builder()
+        .mode(&m.mode)
+        .set_trust_store_arn(m.trust_store.clone());
+    if m.mode == "verify" {
+        b = b.ignore_client_certificate_expiry(m.ignore_client_certificate_expiry);
+    }
+    if let Some(a) = &m.advertise_trust_store_ca_names {
+        b = b.advertise_trust_store_ca_names(t::AdvertiseTrustStoreCaNamesEnum::from(a.as_str()));
+    }
+    b.build()
 }
 
 /// The tag recording which client secret went out with an OIDC action.

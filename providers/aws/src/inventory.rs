@@ -132,6 +132,8 @@ pub struct ObservedListener {
     pub default_authenticate: Option<crate::alb_stack::AlbAuthenticate>,
     /// Its attributes; `None` until looked up (only for listeners whose stack sets some).
     pub attributes: Option<BTreeMap<String, String>>,
+    /// Mutual TLS as AWS reports it (`None`: none reported, which is `off`).
+    pub mutual_authentication: Option<tollgate_contract::MutualAuthentication>,
     pub rules: Vec<ObservedRule>,
 }
 
@@ -407,6 +409,7 @@ impl Inventory {
                         default_authenticate: spec.default_authenticate.clone(),
                         // A new listener has only the defaults.
                         attributes: Some(BTreeMap::new()),
+                        mutual_authentication: spec.mutual_authentication.clone(),
                         rules: Vec::new(),
                     });
                 }
@@ -422,6 +425,9 @@ impl Inventory {
                     l.protocol = spec.protocol.clone();
                     l.certificates = certificates;
                     l.ssl_policy = spec.ssl_policy.clone();
+                    if spec.mutual_authentication.is_some() {
+                        l.mutual_authentication = spec.mutual_authentication.clone();
+                    }
                     l.default_action = spec.default_action.clone();
                     l.default_authenticate = spec.default_authenticate.clone();
                 }

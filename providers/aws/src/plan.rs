@@ -1161,6 +1161,19 @@ pub fn plan_scoped(
             resolved.certificates =
                 resolve_certificates(wanted, &stack.stack, observed, &mut diagnostics);
             resolve_target_group_names(&mut resolved, &stack.stack, observed, &mut diagnostics);
+            if let Err(why) = resolve_trust_store(&mut resolved, observed) {
+                // Not created, or left as it is, rather than served without the check.
+                diagnostics.push(Diagnostic::new(
+                    Severity::Error,
+                    ObjectKind::LoadBalancer,
+                    "",
+                    stack.stack.clone(),
+                    Reason::ApplyFailed,
+                    format!("listener {}: {why}; the listener is left as AWS has it (not created if new) rather than served without client certificates", wanted.port),
+                ));
+                blocked.insert(stack.stack.clone());
+                continue;
+            }
             let l = &resolved;
             let no_certificate = l.protocol == "HTTPS" && l.certificates.is_empty();
             if no_certificate {
@@ -1202,7 +1215,10 @@ pub fn plan_scoped(
                         || o.default_authenticate != l.default_authenticate
                         || (!no_certificate
                             && certificates_differ(&o.certificates, &l.certificates))
-                        || (l.ssl_policy.is_some() && o.ssl_policy != l.ssl_policy);
+                        || (l.ssl_policy.is_some() && o.ssl_policy != l.ssl_policy)
+                        || l.mutual_authentication.as_ref().is_some_and(|m| {
+                            !same_mutual_authentication(m, o.mutual_authentication.as_ref())
+                        });
                     if differs {
                         p.listeners.push(Change::ModifyListener {
                             arn: o.arn.clone(),
@@ -1373,6 +1389,42 @@ pub fn plan_scoped(
         changes,
         diagnostics,
         blocked_stacks,
+    }
+}
+
+/// A listener's trust store named by name, as its ARN (`Aws::look_up_addons` found it).
+fn resolve_trust_store(l: &mut ListenerSpec, observed: &Inventory) -> Result<(), String> {
+    let Some(store) = l
+        .mutual_authentication
+        .as_mut()
+        .and_then(|m| m.trust_store.as_mut())
+        .filter(|t| !t.starts_with("arn:"))
+    else {
+        return Ok(());
+    };
+    let key = format!("truststore:{store}");
+    match observed.ids_by_name.get(&key) {
+        Some(arn) => {
+            *store = arn.clone();
+            Ok(())
+        }
+        None if observed.names_not_found.contains(&key) => Err(format!(
+            "mutual-authentication: no trust store is named {store}"
+        )),
+        None => Err(format!(
+            "mutual-authentication: trust store {store} could not be looked up"
+        )),
+    }
+}
+
+/// Whether AWS's mutual TLS is what is asked for (none reported is `off`).
+fn same_mutual_authentication(
+    want: &tollgate_contract::MutualAuthentication,
+    has: Option<&tollgate_contract::MutualAuthentication>,
+) -> bool {
+    match has {
+        Some(h) => h == want,
+        None => want.mode == "off",
     }
 }
 

@@ -268,6 +268,28 @@ pub struct Listener {
     /// Listener attributes (AWS `listener-attributes.<PROTOCOL>-<port>`).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub attributes: BTreeMap<String, String>,
+    /// Client certificates on an HTTPS listener (AWS `mutual-authentication`); `None`:
+    /// left as the listener has it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mutual_authentication: Option<MutualAuthentication>,
+}
+
+/// ALB's mutual TLS on a listener, as the AWS Load Balancer Controller's
+/// `mutual-authentication` JSON gives it.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct MutualAuthentication {
+    /// `off`, `passthrough` (the certificate is passed to the targets, unverified) or
+    /// `verify` (checked against `trust_store`).
+    pub mode: String,
+    /// A trust store ARN, or a name to look up; `verify` only.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub trust_store: Option<String>,
+    #[serde(default)]
+    pub ignore_client_certificate_expiry: bool,
+    /// `on` or `off`; `verify` only.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub advertise_trust_store_ca_names: Option<String>,
 }
 
 /// A certificate for an HTTPS listener.

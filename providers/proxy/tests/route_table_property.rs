@@ -120,6 +120,7 @@ proptest! {
             default_action: Action::FixedResponse(FixedResponse::not_found()),
             default_authenticate: None,
             attributes: Default::default(),
+            mutual_authentication: None,
         };
         let table = ListenerRoutes::compile(&listener);
         for (h, p, post) in requests {

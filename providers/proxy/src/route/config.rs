@@ -651,6 +651,7 @@ mod tests {
                     default_action: not_found(),
                     default_authenticate: None,
                     attributes: Default::default(),
+                    mutual_authentication: None,
                 }],
                 target_groups: groups,
                 tls_passthrough: vec![],
