@@ -60,12 +60,19 @@ fn has_gate(pod: &Pod) -> bool {
 }
 
 /// Whether the pod's containers are ready and only this gate keeps it from Ready: the
-/// ALB should register it, so that its health can open the gate.
+/// gate waits on the ALB's health check.
 pub fn only_the_gate_holds(pod: &Pod) -> bool {
+    registrable(pod) && condition_status(pod, CONDITION) != Some("True")
+}
+
+/// Whether the ALB should register the pod's not-ready endpoints: a gated pod whose
+/// containers are ready, open gate or not — between the gate opening and the endpoint
+/// turning ready, deregistering it would restart its health checks just as Kubernetes
+/// counts it Ready and ends an old pod.
+pub fn registrable(pod: &Pod) -> bool {
     pod.metadata.deletion_timestamp.is_none()
         && has_gate(pod)
         && condition_status(pod, "ContainersReady") == Some("True")
-        && condition_status(pod, CONDITION) != Some("True")
 }
 
 /// When the pod's containers became ready: what the timeout counts from.

@@ -381,7 +381,15 @@ pub fn build_with(
             let mut secret_used = Vec::new();
             let read = read_member(ing, opts.provider, &mut warnings).and_then(|mut m| {
                 if let Some(p) = params {
-                    let problems = p.problems();
+                    let mut problems = p.problems();
+                    let asks_waf = [&p.wafv2_acl_arn, &p.wafv2_acl_name]
+                        .iter()
+                        .any(|v| v.as_deref().is_some_and(|v| v != "none"));
+                    if asks_waf && opts.provider == ProviderKind::Proxy {
+                        problems.push(
+                            "a WAFv2 web ACL, which the proxy provider does not implement".into(),
+                        );
+                    }
                     if !problems.is_empty() {
                         return Err(vec![ingress_diag(
                             &m,
@@ -823,6 +831,21 @@ fn build_load_balancer(
         });
     }
 
+    // Attributes for a listener the load balancer does not have: said, not dropped.
+    for ((protocol, port), _) in listener_attributes {
+        for m in members.iter().filter(|m| {
+            m.settings
+                .listener_attributes
+                .contains_key(&(protocol, port))
+        }) {
+            diags.push(ingress_diag(
+                m,
+                Severity::Warning,
+                Reason::AnnotationIgnored,
+                format!("alb.ingress.kubernetes.io/listener-attributes.{protocol}-{port}: load balancer {id} has no {protocol} listener on port {port}; the attributes do nothing"),
+            ));
+        }
+    }
     let ingresses = cache.ingresses(members);
     let scheme = scheme.map(|(s, _)| s).unwrap_or_default();
     if let Some((IpAddressType::DualstackWithoutPublicIpv4, i)) = ip_address_type {

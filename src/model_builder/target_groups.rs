@@ -128,7 +128,7 @@ impl<'a> BackendIndex<'a> {
             gate_pending: snap
                 .gated_pods
                 .iter()
-                .filter(|p| crate::readiness_gate::only_the_gate_holds(p))
+                .filter(|p| crate::readiness_gate::registrable(p))
                 .map(|p| ns_name(&p.metadata))
                 .collect(),
         }

@@ -376,6 +376,12 @@ async fn publish(
             return;
         }
     }
+    // Gated pods too: a first snapshot without them would deregister their targets.
+    if let Some(p) = &stores.gated_pods {
+        if p.wait_until_ready().await.is_err() {
+            return;
+        }
+    }
     let mut cache = SecretCache::new();
     let mut generation = 0u64;
     loop {
@@ -458,7 +464,21 @@ async fn read_snapshot(
         class_params,
         namespaces,
         ingresses,
-        gated_pods: stores.gated_pods.as_ref().map(owned).unwrap_or_default(),
+        // Only those not Ready yet: a Ready pod's endpoints speak for it, and its status
+        // changes then need not rebuild the model.
+        gated_pods: stores
+            .gated_pods
+            .as_ref()
+            .map(owned)
+            .unwrap_or_default()
+            .into_iter()
+            .filter(|p| {
+                !p.status
+                    .as_ref()
+                    .and_then(|s| s.conditions.as_ref())
+                    .is_some_and(|c| c.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
+            })
+            .collect(),
         ..Default::default()
     };
     (snapshot, diagnostics)

@@ -705,15 +705,32 @@ impl Aws {
                 let lb = resolve_lb(inv, load_balancer)?;
                 match acl {
                     Some(acl) => {
-                        self.counted(
-                            "AssociateWebACL",
-                            self.wafv2
+                        // A load balancer just created is not associable for a moment
+                        // (WAFUnavailableEntityException): asked again a few times, as the
+                        // AWS Load Balancer Controller does.
+                        let mut tries = 0;
+                        loop {
+                            let r = self
+                                .wafv2
                                 .associate_web_acl()
                                 .web_acl_arn(acl)
-                                .resource_arn(lb)
-                                .send(),
-                        )
-                        .await?;
+                                .resource_arn(&lb)
+                                .send()
+                                .await;
+                            self.calls.record("AssociateWebACL", &r);
+                            match r {
+                                Ok(_) => break,
+                                Err(e)
+                                    if tries < 5
+                                        && aws_sdk_wafv2::error::ProvideErrorMetadata::code(&e)
+                                            == Some("WAFUnavailableEntityException") =>
+                                {
+                                    tries += 1;
+                                    tokio::time::sleep(std::time::Duration::from_secs(2)).await;
+                                }
+                                Err(e) => return Err(api("AssociateWebACL")(e)),
+                            }
+                        }
                     }
                     None => {
                         self.counted(
@@ -1330,7 +1347,8 @@ impl Aws {
                 else {
                     continue;
                 };
-                let r = self
+                // One listener's failure leaves only it unknown (set again when planned).
+                let r = match self
                     .counted(
                         "DescribeListenerAttributes",
                         self.elbv2
@@ -1338,7 +1356,14 @@ impl Aws {
                             .listener_arn(&l.arn)
                             .send(),
                     )
-                    .await?;
+                    .await
+                {
+                    Ok(r) => r,
+                    Err(e) => {
+                        tracing::warn!(error = %e, listener = %l.arn, "cannot read listener attributes");
+                        continue;
+                    }
+                };
                 l.attributes = Some(
                     r.attributes()
                         .iter()
@@ -1357,7 +1382,8 @@ impl Aws {
             };
             let arn = inv.load_balancers[i].arn.clone();
             if lb.web_acl.is_some() && inv.load_balancers[i].web_acl.is_none() {
-                let r = self
+                // One load balancer's failure leaves only it unknown (associated again).
+                match self
                     .counted(
                         "GetWebACLForResource",
                         self.wafv2
@@ -1365,8 +1391,14 @@ impl Aws {
                             .resource_arn(&arn)
                             .send(),
                     )
-                    .await?;
-                inv.load_balancers[i].web_acl = Some(r.web_acl().map(|a| a.arn().to_string()));
+                    .await
+                {
+                    Ok(r) => {
+                        inv.load_balancers[i].web_acl =
+                            Some(r.web_acl().map(|a| a.arn().to_string()));
+                    }
+                    Err(e) => tracing::warn!(error = %e, lb = %arn, "cannot read the web ACL"),
+                }
             }
             if lb.shield_advanced.is_some() && inv.load_balancers[i].shield_protection.is_none() {
                 let r = self
@@ -1963,7 +1995,30 @@ impl Aws {
     ) {
         // The backend group cannot go while a rule naming it stays (AWS: DependencyViolation).
         let mut rule_kept = false;
+        // A load balancer whose web ACL or Shield protection could not be set gets no
+        // listener or rule change after it: never served without the protection.
+        let mut unprotected = false;
         for change in changes {
+            if unprotected
+                && matches!(
+                    change,
+                    Change::CreateListener { .. }
+                        | Change::ModifyListener { .. }
+                        | Change::CreateRule { .. }
+                        | Change::ModifyRule { .. }
+                        | Change::SetRulePriority { .. }
+                )
+            {
+                diags.push(Diagnostic::new(
+                    Severity::Error,
+                    ObjectKind::LoadBalancer,
+                    "",
+                    stack.to_string(),
+                    Reason::ApplyFailed,
+                    format!("{change}: left for the next reconcile, the load balancer's web ACL or Shield protection could not be set"),
+                ));
+                continue;
+            }
             if rule_kept && matches!(change, Change::DeleteBackendSecurityGroup { .. }) {
                 diags.push(Diagnostic::new(
                     Severity::Warning,
@@ -1982,6 +2037,11 @@ impl Aws {
                 Ok((arn, dns)) => inv.record(change, arn.as_deref(), dns.as_deref(), stacks),
                 Err(e) => {
                     rule_kept |= matches!(change, Change::RevokeBackendRule { .. });
+                    unprotected |= matches!(
+                        change,
+                        Change::SetWebAcl { acl: Some(_), .. }
+                            | Change::CreateShieldProtection { .. }
+                    );
                     tracing::warn!(change = %change, error = %e, "AWS change failed");
                     diags.push(Diagnostic::new(
                         Severity::Error,

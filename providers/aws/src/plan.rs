@@ -1480,7 +1480,14 @@ fn plan_protection(
             None => Some(None),
             Some(o) => o.web_acl.clone(),
         };
-        if has.as_ref() != Some(&wanted) {
+        // Not looked up (the look-up failed): an association is made again (AWS takes the
+        // same one twice), a removal only when known to be needed.
+        let needed = match (&has, &wanted) {
+            (Some(h), w) => h != w,
+            (None, Some(_)) => true,
+            (None, None) => false,
+        };
+        if needed {
             out.push(ProtectionChange::WebAcl(wanted));
         }
     }
@@ -1491,6 +1498,9 @@ fn plan_protection(
         };
         match (on, has) {
             (true, Some(Some(_))) | (false, Some(None)) => {}
+            (true, None) => {
+                return Err("shield-advanced-protection: whether the load balancer is protected could not be looked up".into())
+            }
             (true, _) => {
                 match observed.shield_subscribed {
                     Some(true) => {}
