@@ -444,9 +444,19 @@ async fn open_gates(
     let mut health: BTreeMap<String, BTreeMap<(String, u16), String>> = BTreeMap::new();
     let mut still_waiting = false;
     for w in waiting {
-        let wanted = by_ip.get(&w.ip).cloned().unwrap_or_default();
+        let wanted: Vec<(String, String, u16)> = w
+            .ips
+            .iter()
+            .flat_map(|ip| {
+                by_ip
+                    .get(ip)
+                    .into_iter()
+                    .flatten()
+                    .map(move |(tg, port)| (ip.clone(), tg.clone(), *port))
+            })
+            .collect();
         let mut seen = Vec::with_capacity(wanted.len());
-        for (name, port) in wanted {
+        for (ip, name, port) in wanted {
             let Some(arn) = inv
                 .target_groups
                 .iter()
@@ -468,7 +478,7 @@ async fn open_gates(
             }
             let state = health
                 .get(&arn)
-                .and_then(|h| h.get(&(w.ip.clone(), port)))
+                .and_then(|h| h.get(&(ip.clone(), port)))
                 .cloned();
             seen.push((name, state));
         }

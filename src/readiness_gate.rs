@@ -209,7 +209,8 @@ pub struct Waiting {
     pub namespace: String,
     pub name: String,
     pub uid: String,
-    pub ip: String,
+    /// Every IP of the pod (dual-stack pods have two).
+    pub ips: Vec<String>,
     /// Since its containers became ready.
     pub waited: Duration,
 }
@@ -222,11 +223,21 @@ pub fn waiting(snapshot: &ClusterSnapshot, now: k8s_openapi::jiff::Timestamp) ->
         .filter(|p| only_the_gate_holds(p))
         .filter_map(|p| {
             let since = containers_ready_since(p).unwrap_or(now);
+            let status = p.status.as_ref()?;
+            let mut ips: Vec<String> = status
+                .pod_ips
+                .iter()
+                .flatten()
+                .map(|i| i.ip.clone())
+                .collect();
+            if ips.is_empty() {
+                ips.push(status.pod_ip.clone()?);
+            }
             Some(Waiting {
                 namespace: p.metadata.namespace.clone()?,
                 name: p.metadata.name.clone()?,
                 uid: p.metadata.uid.clone().unwrap_or_default(),
-                ip: p.status.as_ref()?.pod_ip.clone()?,
+                ips,
                 waited: Duration::from_secs(
                     u64::try_from(now.duration_since(since).as_secs()).unwrap_or(0),
                 ),
@@ -448,7 +459,7 @@ mod tests {
             namespace: "ns".into(),
             name: "p".into(),
             uid: "u".into(),
-            ip: "10.0.0.1".into(),
+            ips: vec!["10.0.0.1".into()],
             waited: Duration::from_secs(secs),
         }
     }

@@ -1263,7 +1263,7 @@ impl Aws {
                 })),
                 Err(e) if is_not_found(&e) => Some(None),
                 Err(e) => {
-                    tracing::debug!(error = %api("DescribeProtection")(e), lb = %lb.arn, "cannot tell whether a load balancer to delete is protected");
+                    tracing::warn!(error = %api("DescribeProtection")(e), lb = %lb.arn, "cannot tell whether a load balancer to delete has Tollgate's Shield protection; if it has, the protection outlives it");
                     Some(None)
                 }
             };
