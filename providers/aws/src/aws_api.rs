@@ -3284,10 +3284,20 @@ fn actions_from_sdk(
 }
 
 fn auth_from_sdk(a: &t::Action, secret_fingerprint: Option<&str>) -> Option<AlbAuthenticate> {
-    let params =
-        |p: Option<&std::collections::HashMap<String, String>>| -> BTreeMap<String, String> {
-            p.map(|m| m.iter().map(|(k, v)| (k.clone(), v.clone())).collect())
-                .unwrap_or_default()
+    // ALB's defaults where it reports nothing.
+    let session =
+        |on_unauth: Option<&str>,
+         scope: Option<&str>,
+         cookie: Option<&str>,
+         timeout: Option<i64>,
+         extra: Option<&std::collections::HashMap<String, String>>| AuthSession {
+            on_unauthenticated_request: on_unauth.unwrap_or("authenticate").to_string(),
+            scope: scope.unwrap_or("openid").to_string(),
+            session_cookie_name: cookie.unwrap_or("AWSELBAuthSessionCookie").to_string(),
+            session_timeout: timeout.unwrap_or(604_800),
+            extra_params: extra
+                .map(|m| m.iter().map(|(k, v)| (k.clone(), v.clone())).collect())
+                .unwrap_or_default(),
         };
     match a.r#type()? {
         t::ActionTypeEnum::AuthenticateOidc => {
@@ -3303,19 +3313,13 @@ fn auth_from_sdk(a: &t::Action, secret_fingerprint: Option<&str>) -> Option<AlbA
                     "",
                     secret_fingerprint.unwrap_or_default().to_string(),
                 ),
-                session: AuthSession {
-                    on_unauthenticated_request: c
-                        .on_unauthenticated_request()
-                        .map(|b| b.as_str().to_string())
-                        .unwrap_or_else(|| "authenticate".into()),
-                    scope: c.scope().unwrap_or("openid").to_string(),
-                    session_cookie_name: c
-                        .session_cookie_name()
-                        .unwrap_or("AWSELBAuthSessionCookie")
-                        .to_string(),
-                    session_timeout: c.session_timeout().unwrap_or(604_800),
-                    extra_params: params(c.authentication_request_extra_params()),
-                },
+                session: session(
+                    c.on_unauthenticated_request().map(|b| b.as_str()),
+                    c.scope(),
+                    c.session_cookie_name(),
+                    c.session_timeout(),
+                    c.authentication_request_extra_params(),
+                ),
             })
         }
         t::ActionTypeEnum::AuthenticateCognito => {
@@ -3324,19 +3328,13 @@ fn auth_from_sdk(a: &t::Action, secret_fingerprint: Option<&str>) -> Option<AlbA
                 user_pool_arn: c.user_pool_arn()?.to_string(),
                 user_pool_client_id: c.user_pool_client_id()?.to_string(),
                 user_pool_domain: c.user_pool_domain()?.to_string(),
-                session: AuthSession {
-                    on_unauthenticated_request: c
-                        .on_unauthenticated_request()
-                        .map(|b| b.as_str().to_string())
-                        .unwrap_or_else(|| "authenticate".into()),
-                    scope: c.scope().unwrap_or("openid").to_string(),
-                    session_cookie_name: c
-                        .session_cookie_name()
-                        .unwrap_or("AWSELBAuthSessionCookie")
-                        .to_string(),
-                    session_timeout: c.session_timeout().unwrap_or(604_800),
-                    extra_params: params(c.authentication_request_extra_params()),
-                },
+                session: session(
+                    c.on_unauthenticated_request().map(|b| b.as_str()),
+                    c.scope(),
+                    c.session_cookie_name(),
+                    c.session_timeout(),
+                    c.authentication_request_extra_params(),
+                ),
             })
         }
         _ => None,
