@@ -29,6 +29,9 @@ pub struct ClusterSnapshot {
     /// Only the pods carrying Tollgate's readiness gate (`readiness_gate::LABEL`): the ALB
     /// registers them while the gate alone holds them not Ready.
     pub gated_pods: Vec<Arc<Pod>>,
+    /// Whether the source watches gated pods at all (it may not be allowed to list pods):
+    /// without it no gate would ever open, so the webhook gates nothing.
+    pub gated_pods_watched: bool,
 }
 
 impl ClusterSnapshot {

@@ -98,8 +98,9 @@ pub fn wants_gate(
     snapshot: &ClusterSnapshot,
     opts: &BuildOptions,
 ) -> bool {
-    // Only an AWS loop opens gates: in proxy mode a gate would never open.
-    if opts.provider != crate::model_builder::ProviderKind::Aws {
+    // Only an AWS loop opens gates, and only on the pods it watches: otherwise a gate
+    // would never open.
+    if opts.provider != crate::model_builder::ProviderKind::Aws || !snapshot.gated_pods_watched {
         return false;
     }
     let labelled = snapshot.namespaces.iter().any(|n| {
@@ -373,7 +374,9 @@ mod tests {
         let yaml = format!(
             "apiVersion: v1\nkind: Namespace\nmetadata: {{name: shop, labels: {{{label}: enabled}}}}\n---\napiVersion: v1\nkind: Service\nmetadata: {{name: web, namespace: shop}}\nspec: {{selector: {{app: web}}, ports: [{{name: http, port: 80}}]}}\n---\napiVersion: networking.k8s.io/v1\nkind: IngressClass\nmetadata: {{name: tollgate}}\nspec: {{controller: tollgate.io/ingress-controller}}\n---\napiVersion: networking.k8s.io/v1\nkind: Ingress\nmetadata: {{name: i, namespace: shop, annotations: {{alb.ingress.kubernetes.io/target-type: {target_type}}}}}\nspec:\n  ingressClassName: tollgate\n  rules: [{{host: a.example, http: {{paths: [{{path: /, pathType: Prefix, backend: {{service: {{name: web, port: {{number: 80}}}}}}}}]}}}}]\n"
         );
-        parse_manifests("c.yaml", &yaml, false).0
+        let mut snap = parse_manifests("c.yaml", &yaml, false).0;
+        snap.gated_pods_watched = true;
+        snap
     }
 
     fn review(labels: &str) -> Vec<u8> {
@@ -433,6 +436,17 @@ mod tests {
             (
                 mutate(&review(r#"{"app":"web"}"#), &cluster("other", "ip"), &aws()),
                 "namespace not labelled",
+            ),
+            (
+                mutate(
+                    &review(r#"{"app":"web"}"#),
+                    &ClusterSnapshot {
+                        gated_pods_watched: false,
+                        ..cluster(ns, "ip")
+                    },
+                    &aws(),
+                ),
+                "pods not watched",
             ),
             (
                 mutate(

@@ -464,6 +464,7 @@ async fn read_snapshot(
         class_params,
         namespaces,
         ingresses,
+        gated_pods_watched: stores.gated_pods.is_some(),
         // Only those not Ready yet: a Ready pod's endpoints speak for it, and its status
         // changes then need not rebuild the model.
         gated_pods: stores
