@@ -399,6 +399,31 @@ pub async fn run_continuous(
                     _ => false,
                 };
                 crate::release_free_memory();
+            } else if let Some(ctx) = kube.as_ref() {
+                // AWS cannot be read: no gate opens on health, but each still opens at its
+                // timeout (a stuck ALB, or AWS out of reach, never freezes a rollout).
+                let state = states.borrow().clone();
+                let waiting = crate::readiness_gate::waiting(
+                    &state.snapshot,
+                    k8s_openapi::jiff::Timestamp::now(),
+                );
+                let recorder = gate_recorder
+                    .get_or_insert_with(|| crate::readiness_gate::recorder(&ctx.client));
+                gates_waiting = false;
+                for w in &waiting {
+                    if w.waited < opts.readiness_gate_timeout {
+                        gates_waiting = true;
+                        continue;
+                    }
+                    let verdict =
+                        crate::readiness_gate::Verdict::TimedOut("AWS could not be read".into());
+                    if let Err(e) =
+                        crate::readiness_gate::open(&ctx.client, recorder, w, &verdict).await
+                    {
+                        tracing::warn!(error = %e, pod = %w.name, "cannot open the readiness gate");
+                        gates_waiting = true;
+                    }
+                }
             }
         } else {
             inventory = None;

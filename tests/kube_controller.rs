@@ -1205,3 +1205,140 @@ async fn the_readiness_gate_opens_on_healthy_or_at_the_timeout_and_never_blocks_
         .unwrap_or_default()
         .is_empty());
 }
+
+/// With AWS out of reach (no inventory at all), a gated pod's gate still opens at the
+/// timeout, with the Event: nothing Tollgate cannot see freezes a rollout.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_aws_out_of_reach_the_readiness_gate_still_opens_at_the_timeout() {
+    use k8s_openapi::api::core::v1::{Namespace, Pod};
+    use tollgate::admission_webhook::{WebhookOptions, WebhookTls};
+    use tollgate::aws_command::{run_continuous, AwsRunOptions};
+    use tollgate::{BuildOptions, Grouping};
+
+    support::moto::test_credentials();
+    let (k, admin) = cluster().await;
+    let namespaces: Api<Namespace> = Api::all(admin.clone());
+    namespaces
+        .patch(
+            "default",
+            &PatchParams::default(),
+            &Patch::Merge(serde_json::json!({"metadata": {"labels": {"elbv2.k8s.aws/pod-readiness-gate-inject": "enabled"}}})),
+        )
+        .await
+        .expect("label the namespace");
+    apply(
+        &admin,
+        "apiVersion: v1\nkind: ServiceAccount\nmetadata: {name: default}\n",
+        "service account",
+    )
+    .await;
+    let port = free_port();
+    for doc in webhook_configurations(port) {
+        apply_yaml(&admin, &doc, "tollgate", false)
+            .await
+            .expect("webhook configuration");
+    }
+    apply(
+        &admin,
+        "apiVersion: v1\nkind: Service\nmetadata: {name: web}\nspec: {selector: {app: web}, ports: [{name: http, port: 80, protocol: TCP}]}\n",
+        "service",
+    )
+    .await;
+    apply(
+        &admin,
+        &support::ingress(
+            "shop",
+            "alb.ingress.kubernetes.io/target-type: ip",
+            &[("shop.example", "/", "Prefix", "web")],
+        ),
+        "ingress",
+    )
+    .await;
+    let mut kube = kube_options(&k, "gate-without-aws", 10);
+    if let Some(l) = kube.lease.as_mut() {
+        l.name = "tollgate-aws".into();
+    }
+    kube.webhook = Some(Box::new(WebhookOptions {
+        listen: format!("127.0.0.1:{port}").parse().expect("addr"),
+        tls: WebhookTls::Generate {
+            names: vec!["127.0.0.1".into()],
+            configuration: Some("tollgate".into()),
+            secret: Some(("tollgate".into(), "tollgate-webhook-tls".into())),
+        },
+    }));
+    let timeout = Duration::from_secs(4);
+    let opts = AwsRunOptions {
+        source: SourceSpec::Kubernetes(Box::new(kube)),
+        build: BuildOptions {
+            grouping: Grouping::ByIngressGroup,
+            ..BuildOptions::default()
+        },
+        cluster: "gate".into(),
+        // Nothing listens there: every AWS call fails.
+        endpoint: Some(format!("http://127.0.0.1:{}", free_port())),
+        region: Some("us-east-1".into()),
+        vpc_id: None,
+        limits: Default::default(),
+        resync: Duration::from_secs(300),
+        full_resync: Duration::from_secs(3600),
+        admin_listen: None,
+        pace: Default::default(),
+        readiness_gate_timeout: timeout,
+    };
+    let (stop, stop_rx) = tokio::sync::watch::channel(false);
+    let controller = tokio::spawn(async move { run_continuous(&opts, stop_rx).await });
+    let pods: Api<Pod> = Api::namespaced(admin.clone(), "default");
+    wait_until(Duration::from_secs(40), "a gated pod", || async {
+        let _ = pods
+            .delete("p", &DeleteParams::default().grace_period(0))
+            .await;
+        wait_until(Duration::from_secs(10), "the old pod gone", || async {
+            matches!(pods.get_opt("p").await, Ok(None))
+        })
+        .await;
+        apply(&admin, &pod("p"), "pod").await;
+        pods.get("p").await.is_ok_and(|p| {
+            p.spec
+                .and_then(|s| s.readiness_gates)
+                .unwrap_or_default()
+                .iter()
+                .any(|g| g.condition_type == tollgate::readiness_gate::CONDITION)
+        })
+    })
+    .await;
+    let ready_at = Instant::now();
+    pods.patch_status(
+        "p",
+        &PatchParams::default(),
+        &Patch::Strategic(serde_json::json!({"status": {"podIP": "10.0.0.41", "conditions": [
+            {"type": "ContainersReady", "status": "True", "lastTransitionTime": k8s_openapi::jiff::Timestamp::now().to_string()},
+            {"type": "Ready", "status": "False"}
+        ]}})),
+    )
+    .await
+    .expect("pod status");
+    wait_until(
+        Duration::from_secs(60),
+        "the gate open at the timeout",
+        || async {
+            pods.get("p").await.is_ok_and(|p| {
+                gate_condition(&p) == Some(("True".into(), "ReadinessGateTimeout".into()))
+            })
+        },
+    )
+    .await;
+    assert!(
+        ready_at.elapsed() + Duration::from_secs(1) >= timeout,
+        "not before the timeout: {:?}",
+        ready_at.elapsed()
+    );
+    wait_until(Duration::from_secs(20), "an Event saying so", || async {
+        events_for(&admin, "default", "p")
+            .await
+            .iter()
+            .any(|e| e.reason.as_deref() == Some("ReadinessGateTimeout"))
+    })
+    .await;
+    let _ = stop.send(true);
+    let _ = tokio::time::timeout(Duration::from_secs(10), controller).await;
+}
