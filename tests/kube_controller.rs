@@ -1274,8 +1274,9 @@ async fn with_aws_out_of_reach_the_readiness_gate_still_opens_at_the_timeout() {
             ..BuildOptions::default()
         },
         cluster: "gate".into(),
-        // Nothing listens there: every AWS call fails.
-        endpoint: Some(format!("http://127.0.0.1:{}", free_port())),
+        // Port 1 (tcpmux): nothing listens there, so every AWS call fails; no port is
+        // taken from the pool the other tests' listeners draw from.
+        endpoint: Some("http://127.0.0.1:1".into()),
         region: Some("us-east-1".into()),
         vpc_id: None,
         limits: Default::default(),
