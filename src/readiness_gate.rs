@@ -494,8 +494,8 @@ mod tests {
             )
         };
         snap.gated_pods = vec![pod("gated", "True"), pod("starting", "False")];
-        let states = |opts: &BuildOptions| -> Vec<(String, tollgate_contract::TargetState)> {
-            build(&snap, opts)
+        let states = |snap: &ClusterSnapshot| -> Vec<(String, tollgate_contract::TargetState)> {
+            build(snap, &aws())
                 .model
                 .load_balancers
                 .iter()
@@ -504,7 +504,7 @@ mod tests {
                 .map(|t| (t.address.to_string(), t.state))
                 .collect()
         };
-        let on_aws = states(&aws());
+        let on_aws = states(&snap);
         assert_eq!(
             on_aws,
             [
@@ -520,6 +520,14 @@ mod tests {
         );
         assert!(on_aws[0].1.registered() && !on_aws[0].1.accepts_new_requests());
         assert!(!on_aws[1].1.registered());
+
+        // The same through core Endpoints (a cluster without EndpointSlices).
+        let gated_pods = std::mem::take(&mut snap.gated_pods);
+        let mut snap = cluster(NAMESPACE_LABELS[0].0, "ip");
+        let endpoints = "apiVersion: v1\nkind: Endpoints\nmetadata: {name: web, namespace: shop}\nsubsets:\n- notReadyAddresses: [{ip: 10.0.0.1, targetRef: {kind: Pod, name: gated, namespace: shop}}, {ip: 10.0.0.2, targetRef: {kind: Pod, name: starting, namespace: shop}}]\n  ports: [{name: http, port: 8080}]\n";
+        snap.merge(parse_manifests("e.yaml", endpoints, false).0);
+        snap.gated_pods = gated_pods;
+        assert_eq!(states(&snap), on_aws);
     }
 
     #[test]

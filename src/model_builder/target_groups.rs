@@ -441,6 +441,27 @@ impl<'a> BackendIndex<'a> {
 }
 
 impl TargetGroupSet<'_, '_> {
+    /// A not-ready endpoint's state: `GatePending` when it is a pod only Tollgate's
+    /// readiness gate holds back (registered with the ALB), else `NotReady`.
+    fn not_ready_state(
+        &self,
+        namespace: &str,
+        target: &Option<k8s_openapi::api::core::v1::ObjectReference>,
+    ) -> TargetState {
+        let gated = target.as_ref().is_some_and(|r| {
+            r.kind.as_deref() == Some("Pod")
+                && self.index.gate_pending.contains(&(
+                    r.namespace.as_deref().unwrap_or(namespace),
+                    r.name.as_deref().unwrap_or_default(),
+                ))
+        });
+        if gated {
+            TargetState::GatePending
+        } else {
+            TargetState::NotReady
+        }
+    }
+
     fn pod_targets(&self, namespace: &str, service: &str, port: &ServicePort) -> Vec<Target> {
         let port_name = port.name.as_deref().unwrap_or("");
         let mut best: BTreeMap<(IpAddr, u16), (TargetState, Option<String>)> = BTreeMap::new();
@@ -473,23 +494,12 @@ impl TargetGroupSet<'_, '_> {
                         let terminating = c.and_then(|c| c.terminating).unwrap_or(false);
                         // A nil `ready` means ready (EndpointSlice API contract).
                         let ready = c.and_then(|c| c.ready).unwrap_or(true);
-                        let gated = || {
-                            ep.target_ref.as_ref().is_some_and(|r| {
-                                r.kind.as_deref() == Some("Pod")
-                                    && self.index.gate_pending.contains(&(
-                                        r.namespace.as_deref().unwrap_or(namespace),
-                                        r.name.as_deref().unwrap_or_default(),
-                                    ))
-                            })
-                        };
                         let state = if terminating {
                             TargetState::Terminating
                         } else if ready {
                             TargetState::Ready
-                        } else if gated() {
-                            TargetState::GatePending
                         } else {
-                            TargetState::NotReady
+                            self.not_ready_state(namespace, &ep.target_ref)
                         };
                         for a in &ep.addresses {
                             if let Ok(ip) = a.parse::<IpAddr>() {
@@ -513,18 +523,17 @@ impl TargetGroupSet<'_, '_> {
                         let Ok(num) = u16::try_from(p.port) else {
                             continue;
                         };
-                        let listed = subset
-                            .addresses
-                            .iter()
-                            .flatten()
-                            .map(|a| (a, TargetState::Ready))
-                            .chain(
-                                subset
-                                    .not_ready_addresses
-                                    .iter()
-                                    .flatten()
-                                    .map(|a| (a, TargetState::NotReady)),
-                            );
+                        let listed =
+                            subset
+                                .addresses
+                                .iter()
+                                .flatten()
+                                .map(|a| (a, TargetState::Ready))
+                                .chain(
+                                    subset.not_ready_addresses.iter().flatten().map(|a| {
+                                        (a, self.not_ready_state(namespace, &a.target_ref))
+                                    }),
+                                );
                         for (a, state) in listed {
                             if let Ok(ip) = a.ip.parse::<IpAddr>() {
                                 add(ip, num, state, a.node_name.clone());
