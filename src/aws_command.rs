@@ -366,10 +366,11 @@ pub async fn run_continuous(
                 if let Some(ctx) = kube.as_ref() {
                     add_finalizers(ctx, &state.snapshot, &out.model).await;
                 }
-                // The model is kept for the readiness gate only while pods wait on it.
+                // What the readiness gate needs of the model: the target groups holding the
+                // waiting pods, taken before the model goes to the reconcile.
                 let now = k8s_openapi::jiff::Timestamp::now();
                 let waiting = crate::readiness_gate::waiting(&state.snapshot, now);
-                let gate_model = (!waiting.is_empty()).then(|| out.model.clone());
+                let gate_groups = gate_target_groups(&out.model, &waiting, opts);
                 let started = Instant::now();
                 let r = reconcile_changed(&aws, inv, out, opts, &mut settled).await;
                 admin.reconciles.fetch_add(1, Ordering::Relaxed);
@@ -390,14 +391,12 @@ pub async fn run_continuous(
                 if let Some(ctx) = kube.as_mut() {
                     report_to_cluster(ctx, &state, &r, inv, opts).await;
                 }
-                gates_waiting = match (kube.as_ref(), gate_model) {
-                    (Some(ctx), Some(model)) => {
-                        let recorder = gate_recorder
-                            .get_or_insert_with(|| crate::readiness_gate::recorder(&ctx.client));
-                        open_gates(&ctx.client, recorder, &aws, inv, &model, &waiting, opts).await
-                    }
-                    _ => false,
-                };
+                if let Some(ctx) = kube.as_ref() {
+                    let recorder = gate_recorder
+                        .get_or_insert_with(|| crate::readiness_gate::recorder(&ctx.client));
+                    let health = Some((&*aws, &*inv, &gate_groups));
+                    gates_waiting = open_gates(&ctx.client, recorder, health, &waiting, opts).await;
+                }
                 crate::release_free_memory();
             } else if let Some(ctx) = kube.as_ref() {
                 // AWS cannot be read: no gate opens on health, but each still opens at its
@@ -409,21 +408,7 @@ pub async fn run_continuous(
                 );
                 let recorder = gate_recorder
                     .get_or_insert_with(|| crate::readiness_gate::recorder(&ctx.client));
-                gates_waiting = false;
-                for w in &waiting {
-                    if w.waited < opts.readiness_gate_timeout {
-                        gates_waiting = true;
-                        continue;
-                    }
-                    let verdict =
-                        crate::readiness_gate::Verdict::TimedOut("AWS could not be read".into());
-                    if let Err(e) =
-                        crate::readiness_gate::open(&ctx.client, recorder, w, &verdict).await
-                    {
-                        tracing::warn!(error = %e, pod = %w.name, "cannot open the readiness gate");
-                        gates_waiting = true;
-                    }
-                }
+                gates_waiting = open_gates(&ctx.client, recorder, None, &waiting, opts).await;
             }
         } else {
             inventory = None;
@@ -449,65 +434,79 @@ pub async fn run_continuous(
     }
 }
 
-/// Opens the readiness gates of `waiting` pods the ALB reports healthy (or that waited
-/// `readiness_gate_timeout`, or that no load balancer targets any more): one
-/// `DescribeTargetHealth` per target group holding a waiting pod. Returns whether some
-/// still wait.
-async fn open_gates(
-    client: &kube::Client,
-    recorder: &kube::runtime::events::Recorder,
-    aws: &Aws,
-    inv: &Inventory,
+/// Pod IP → (target group name, port) of each group holding it.
+type GateGroups = BTreeMap<String, Vec<(String, u16)>>;
+
+/// For each IP of a waiting pod, the model's `ip` target groups (as AWS names them) and
+/// the port it is registered on there. Empty when no pod waits.
+fn gate_target_groups(
     model: &DesiredState,
     waiting: &[crate::readiness_gate::Waiting],
     opts: &AwsRunOptions,
-) -> bool {
-    use crate::readiness_gate::{decide, open, target_groups_by_ip, Verdict};
-    let by_ip = target_groups_by_ip(model, |stack, tg| {
+) -> GateGroups {
+    if waiting.is_empty() {
+        return BTreeMap::new();
+    }
+    let ips: HashSet<&str> = waiting
+        .iter()
+        .flat_map(|w| w.ips.iter().map(String::as_str))
+        .collect();
+    crate::readiness_gate::target_groups_by_ip(model, &ips, |stack, tg| {
         tollgate_aws::alb_stack::target_group_name(&opts.cluster, stack, tg)
-    });
-    let mut health: BTreeMap<String, BTreeMap<(String, u16), String>> = BTreeMap::new();
+    })
+}
+
+/// Opens the readiness gates of `waiting` pods the ALB reports healthy (one
+/// `DescribeTargetHealth` per target group holding a waiting pod), or that waited
+/// `readiness_gate_timeout`. Without `health` (AWS could not be read) only the timeout
+/// opens a gate. Returns whether some still wait.
+async fn open_gates(
+    client: &kube::Client,
+    recorder: &kube::runtime::events::Recorder,
+    health: Option<(&Aws, &Inventory, &GateGroups)>,
+    waiting: &[crate::readiness_gate::Waiting],
+    opts: &AwsRunOptions,
+) -> bool {
+    use crate::readiness_gate::{decide, open, Verdict};
+    let mut reported: BTreeMap<String, BTreeMap<(String, u16), String>> = BTreeMap::new();
     let mut still_waiting = false;
     for w in waiting {
-        let wanted: Vec<(String, String, u16)> = w
-            .ips
-            .iter()
-            .flat_map(|ip| {
-                by_ip
-                    .get(ip)
-                    .into_iter()
-                    .flatten()
-                    .map(move |(tg, port)| (ip.clone(), tg.clone(), *port))
-            })
-            .collect();
-        let mut seen = Vec::with_capacity(wanted.len());
-        for (ip, name, port) in wanted {
-            let Some(arn) = inv
-                .target_groups
-                .iter()
-                .find(|t| t.spec.name == name)
-                .map(|t| t.arn.clone())
-            else {
-                seen.push((name, None));
-                continue;
-            };
-            if !health.contains_key(&arn) {
-                let states = match aws.target_health(&arn).await {
-                    Ok(s) => s,
-                    Err(e) => {
-                        tracing::warn!(error = %e, target_group = %name, "cannot read target health");
-                        BTreeMap::new()
+        let verdict = match health {
+            None if w.waited < opts.readiness_gate_timeout => Verdict::Wait,
+            None => Verdict::TimedOut("AWS could not be read".into()),
+            Some((aws, inv, by_ip)) => {
+                let mut seen = Vec::new();
+                for ip in &w.ips {
+                    for (name, port) in by_ip.get(ip).into_iter().flatten() {
+                        let Some(arn) = inv
+                            .target_groups
+                            .iter()
+                            .find(|t| &t.spec.name == name)
+                            .map(|t| t.arn.clone())
+                        else {
+                            seen.push((name.clone(), None));
+                            continue;
+                        };
+                        if !reported.contains_key(&arn) {
+                            let states = match aws.target_health(&arn).await {
+                                Ok(s) => s,
+                                Err(e) => {
+                                    tracing::warn!(error = %e, target_group = %name, "cannot read target health");
+                                    BTreeMap::new()
+                                }
+                            };
+                            reported.insert(arn.clone(), states);
+                        }
+                        let state = reported
+                            .get(&arn)
+                            .and_then(|h| h.get(&(ip.clone(), *port)))
+                            .cloned();
+                        seen.push((name.clone(), state));
                     }
-                };
-                health.insert(arn.clone(), states);
+                }
+                decide(w, &seen, opts.readiness_gate_timeout)
             }
-            let state = health
-                .get(&arn)
-                .and_then(|h| h.get(&(ip.clone(), port)))
-                .cloned();
-            seen.push((name, state));
-        }
-        let verdict = decide(w, &seen, opts.readiness_gate_timeout);
+        };
         if verdict == Verdict::Wait {
             still_waiting = true;
             continue;

@@ -225,19 +225,14 @@ impl TollgateClassParamsSpec {
                 out.push(format!("loadBalancerName {n:?}: {e}"));
             }
         }
-        if let Some(a) = self.wafv2_acl_arn.as_deref().filter(|a| *a != "none") {
-            if !(a.starts_with("arn:") && a.contains(":wafv2:") && a.contains("/webacl/")) {
-                out.push(format!("wafv2AclArn {a:?} is not a WAFv2 web ACL ARN"));
+        if let Some(a) = &self.wafv2_acl_arn {
+            if let Err(e) = crate::model_builder::alb_protection::parse_web_acl_arn(a) {
+                out.push(format!("wafv2AclArn {a:?}: {e}"));
             }
         }
-        if let Some(n) = self.wafv2_acl_name.as_deref().filter(|n| *n != "none") {
-            if n.is_empty()
-                || n.len() > 128
-                || !n
-                    .chars()
-                    .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
-            {
-                out.push(format!("wafv2AclName {n:?} is not a web ACL name"));
+        if let Some(n) = &self.wafv2_acl_name {
+            if let Err(e) = crate::model_builder::alb_protection::parse_web_acl_name(n) {
+                out.push(format!("wafv2AclName {n:?}: {e}"));
             }
         }
         out
@@ -299,14 +294,18 @@ impl TollgateClassParamsSpec {
         if let Some(n) = &self.load_balancer_name {
             settings.load_balancer_name = Some(n.clone());
         }
-        // Checked when the class is read (`validate`); a bad one is never applied.
-        let acl = match (&self.wafv2_acl_name, &self.wafv2_acl_arn) {
-            (Some(n), _) if n == "none" => Some(tollgate_contract::WebAcl::None),
-            (Some(n), _) => Some(tollgate_contract::WebAcl::Name(n.clone())),
-            (None, Some(a)) if a == "none" => Some(tollgate_contract::WebAcl::None),
-            (None, Some(a)) => Some(tollgate_contract::WebAcl::Arn(a.clone())),
-            (None, None) => None,
-        };
+        // Checked by `problems` first: an Ingress of a class whose ACL does not parse is
+        // refused before this applies. The name wins, as with the annotations.
+        let acl = self
+            .wafv2_acl_name
+            .as_deref()
+            .map(crate::model_builder::alb_protection::parse_web_acl_name)
+            .or_else(|| {
+                self.wafv2_acl_arn
+                    .as_deref()
+                    .map(crate::model_builder::alb_protection::parse_web_acl_arn)
+            })
+            .and_then(Result::ok);
         if acl.is_some() {
             settings.protection.web_acl = acl;
         }

@@ -279,9 +279,10 @@ pub fn decide(w: &Waiting, health: &[(String, Option<String>)], timeout: Duratio
     Verdict::Wait
 }
 
-/// The model's `ip` target groups each pod IP is registered in (as ALB names them).
+/// The model's `ip` target groups each of `ips` is registered in (as ALB names them).
 pub fn target_groups_by_ip(
     model: &DesiredState,
+    ips: &std::collections::HashSet<&str>,
     tg_name: impl Fn(&str, &tollgate_contract::TargetGroup) -> String,
 ) -> BTreeMap<String, Vec<(String, u16)>> {
     let mut out: BTreeMap<String, Vec<(String, u16)>> = BTreeMap::new();
@@ -292,8 +293,12 @@ pub fn target_groups_by_ip(
             .filter(|t| t.target_type == TargetType::Ip)
         {
             for t in tg.targets.iter().filter(|t| t.state.registered()) {
-                if let TargetAddress::Ip(ip) = &t.address {
-                    out.entry(ip.to_string())
+                let TargetAddress::Ip(ip) = &t.address else {
+                    continue;
+                };
+                let ip = ip.to_string();
+                if ips.contains(ip.as_str()) {
+                    out.entry(ip)
                         .or_default()
                         .push((tg_name(&lb.id, tg), t.port));
                 }

@@ -204,13 +204,11 @@ pub(super) fn read_idp_auth(r: &mut Reader<'_>) -> Option<IdpAuthRef> {
     }
 }
 
-/// `wafv2-acl-name` (which wins, as in the AWS Load Balancer Controller's
-/// `buildLoadBalancerAddOns`), else `wafv2-acl-arn`; `none` in either removes an association.
-/// And `shield-advanced-protection`. Absent: left as AWS has it.
-pub(super) fn read_protection(r: &mut Reader<'_>) -> Protection {
-    let name = r.parse(&format!("{ALB}wafv2-acl-name"), |v| match v {
+/// A web ACL by name (`wafv2-acl-name`, class parameters' `wafv2AclName`): WAFv2 names are
+/// 1-128 letters, digits, '-' and '_'; `none` removes an association.
+pub(crate) fn parse_web_acl_name(v: &str) -> Result<WebAcl, String> {
+    match v {
         "none" => Ok(WebAcl::None),
-        // WAFv2 names: 1-128 of letters, digits, '-' and '_'.
         _ if !v.is_empty()
             && v.len() <= 128
             && v.chars()
@@ -219,9 +217,12 @@ pub(super) fn read_protection(r: &mut Reader<'_>) -> Protection {
             Ok(WebAcl::Name(v.to_string()))
         }
         _ => Err("expected a web ACL name (letters, digits, '-' and '_') or none".into()),
-    });
-    let arn_name = format!("{ALB}wafv2-acl-arn");
-    let arn = r.parse(&arn_name, |v| match v {
+    }
+}
+
+/// A web ACL by ARN (`wafv2-acl-arn`, class parameters' `wafv2AclArn`), or `none`.
+pub(crate) fn parse_web_acl_arn(v: &str) -> Result<WebAcl, String> {
+    match v {
         "none" => Ok(WebAcl::None),
         _ if v.starts_with("arn:") && v.contains(":wafv2:") && v.contains("/webacl/") => {
             Ok(WebAcl::Arn(v.to_string()))
@@ -229,7 +230,16 @@ pub(super) fn read_protection(r: &mut Reader<'_>) -> Protection {
         _ => Err(
             "expected a WAFv2 web ACL ARN (arn:aws:wafv2:...:regional/webacl/...) or none".into(),
         ),
-    });
+    }
+}
+
+/// `wafv2-acl-name` (which wins, as in the AWS Load Balancer Controller's
+/// `buildLoadBalancerAddOns`), else `wafv2-acl-arn`; `none` in either removes an association.
+/// And `shield-advanced-protection`. Absent: left as AWS has it.
+pub(super) fn read_protection(r: &mut Reader<'_>) -> Protection {
+    let name = r.parse(&format!("{ALB}wafv2-acl-name"), parse_web_acl_name);
+    let arn_name = format!("{ALB}wafv2-acl-arn");
+    let arn = r.parse(&arn_name, parse_web_acl_arn);
     if name.is_some() && arn.is_some() {
         r.unused.push((
             arn_name,
@@ -512,8 +522,8 @@ fn refusal(ingress: (&str, &str), reason: Reason, message: String) -> Diagnostic
 /// A Secret's key as text with trailing white space dropped (a client ID or secret written
 /// with `echo` into a file ends in a newline; the AWS Load Balancer Controller trims it).
 fn secret_text(secret: &Secret, key: &str) -> Option<String> {
-    let bytes = secret.data.as_ref()?.get(key)?;
-    let text = std::str::from_utf8(&bytes.0).ok()?;
+    let bytes = super::tls_secrets::secret_bytes(secret, key)?;
+    let text = std::str::from_utf8(&bytes).ok()?;
     let text = text.trim_end();
     (!text.is_empty()).then(|| text.to_string())
 }

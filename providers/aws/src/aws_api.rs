@@ -1247,23 +1247,10 @@ impl Aws {
             .iter_mut()
             .filter(|o| !wanted.contains(o.stack.as_str()) && o.shield_protection.is_none())
         {
-            let r = self
-                .shield
-                .describe_protection()
-                .resource_arn(&lb.arn)
-                .send()
-                .await;
-            self.calls.record("DescribeProtection", &r);
-            lb.shield_protection = match r {
-                Ok(r) => Some(r.protection().and_then(|p| {
-                    Some(crate::inventory::ShieldProtection {
-                        id: p.id()?.to_string(),
-                        name: p.name().unwrap_or_default().to_string(),
-                    })
-                })),
-                Err(e) if is_not_found(&e) => Some(None),
+            lb.shield_protection = match self.shield_protection(&lb.arn).await {
+                Ok(p) => Some(p),
                 Err(e) => {
-                    tracing::warn!(error = %api("DescribeProtection")(e), lb = %lb.arn, "cannot tell whether a load balancer to delete has Tollgate's Shield protection; if it has, the protection outlives it");
+                    tracing::warn!(error = %e, lb = %lb.arn, "cannot tell whether a load balancer to delete has Tollgate's Shield protection; if it has, the protection outlives it");
                     Some(None)
                 }
             };
@@ -1401,26 +1388,34 @@ impl Aws {
                 }
             }
             if lb.shield_advanced.is_some() && inv.load_balancers[i].shield_protection.is_none() {
-                let r = self
-                    .shield
-                    .describe_protection()
-                    .resource_arn(&arn)
-                    .send()
-                    .await;
-                self.calls.record("DescribeProtection", &r);
-                inv.load_balancers[i].shield_protection = Some(match r {
-                    Ok(r) => r.protection().and_then(|p| {
-                        Some(crate::inventory::ShieldProtection {
-                            id: p.id()?.to_string(),
-                            name: p.name().unwrap_or_default().to_string(),
-                        })
-                    }),
-                    Err(e) if is_not_found(&e) => None,
-                    Err(e) => return Err(api("DescribeProtection")(e)),
-                });
+                inv.load_balancers[i].shield_protection = Some(self.shield_protection(&arn).await?);
             }
         }
         Ok(())
+    }
+
+    /// A load balancer's Shield Advanced protection (`None`: it has none).
+    async fn shield_protection(
+        &self,
+        arn: &str,
+    ) -> Result<Option<crate::inventory::ShieldProtection>, AwsError> {
+        let r = self
+            .shield
+            .describe_protection()
+            .resource_arn(arn)
+            .send()
+            .await;
+        self.calls.record("DescribeProtection", &r);
+        match r {
+            Ok(r) => Ok(r.protection().and_then(|p| {
+                Some(crate::inventory::ShieldProtection {
+                    id: p.id()?.to_string(),
+                    name: p.name().unwrap_or_default().to_string(),
+                })
+            })),
+            Err(e) if is_not_found(&e) => Ok(None),
+            Err(e) => Err(api("DescribeProtection")(e)),
+        }
     }
 
     pub async fn look_up_names(
@@ -2173,14 +2168,7 @@ impl Aws {
                 listener,
                 attributes,
             } => {
-                let lb = resolve_lb(inv, &listener.load_balancer)?;
-                let larn = inv
-                    .load_balancers
-                    .iter()
-                    .find(|o| o.arn == lb)
-                    .and_then(|o| o.listeners.iter().find(|l| l.port == listener.port))
-                    .map(|l| l.arn.clone())
-                    .ok_or_else(|| AwsError::Unresolved(format!("listener {}", listener.port)))?;
+                let larn = resolve_listener(inv, listener)?;
                 self.counted(
                     "ModifyListenerAttributes",
                     self.elbv2
@@ -2624,14 +2612,7 @@ impl Aws {
                 priority,
                 rule,
             } => {
-                let lb = resolve_lb(inv, &listener.load_balancer)?;
-                let larn = inv
-                    .load_balancers
-                    .iter()
-                    .find(|o| o.arn == lb)
-                    .and_then(|o| o.listeners.iter().find(|l| l.port == listener.port))
-                    .map(|l| l.arn.clone())
-                    .ok_or_else(|| AwsError::Unresolved(format!("listener {}", listener.port)))?;
+                let larn = resolve_listener(inv, listener)?;
                 let r = self
                     .counted(
                         "CreateRule",
@@ -2915,6 +2896,18 @@ fn resolve_lb(inv: &Inventory, r: &Ref) -> Result<String, AwsError> {
         })
         .map(|o| o.arn.clone())
         .ok_or_else(|| AwsError::Unresolved(r.to_string()))
+}
+
+/// The ARN of the listener on `l.port` of `l.load_balancer` (created earlier in the plan,
+/// or observed).
+fn resolve_listener(inv: &Inventory, l: &crate::plan::ListenerRef) -> Result<String, AwsError> {
+    let lb = resolve_lb(inv, &l.load_balancer)?;
+    inv.load_balancers
+        .iter()
+        .find(|o| o.arn == lb)
+        .and_then(|o| o.listeners.iter().find(|x| x.port == l.port))
+        .map(|x| x.arn.clone())
+        .ok_or_else(|| AwsError::Unresolved(format!("listener {}", l.port)))
 }
 
 fn resolve_tg(inv: &Inventory, r: &Ref) -> Result<String, AwsError> {
