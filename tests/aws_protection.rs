@@ -101,7 +101,7 @@ async fn fresh_reconcile(opts: &AwsRunOptions) -> (BTreeMap<&'static str, (u64, 
     };
     let (snapshot, _) = load_dir(dir).expect("manifests");
     let aws = opts.connect().await;
-    let mut inv = Box::pin(aws.observe()).await.expect("observe");
+    let mut inv = aws.observe().await.expect("observe");
     let r = reconcile(&aws, &mut inv, &snapshot, opts).await;
     (aws.calls.snapshot(), r.converged)
 }
@@ -197,21 +197,48 @@ async fn certificate(aws: &Aws) -> String {
         .to_string()
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn oidc_authentication_is_created_kept_rotated_changed_and_removed() {
+/// A fresh emulator seeded for the cluster, a manifest directory holding SERVICES, the
+/// options for both, and an ACM certificate for the HTTPS listener.
+struct Emulated {
+    moto: support::moto::Moto,
+    dir: tempfile::TempDir,
+    opts: AwsRunOptions,
+    aws: Aws,
+    cert: String,
+}
+
+async fn emulated() -> Emulated {
     test_credentials();
     let moto = start_moto();
     seed_cluster(&moto.endpoint, CLUSTER, 0).await;
     let dir = tempfile::tempdir().expect("tempdir");
+    std::fs::write(dir.path().join("services.yaml"), SERVICES).expect("services");
     let opts = options(dir.path(), &moto.endpoint);
     let aws = opts.connect().await;
     let cert = certificate(&aws).await;
-    std::fs::write(dir.path().join("services.yaml"), SERVICES).unwrap();
+    Emulated {
+        moto,
+        dir,
+        opts,
+        aws,
+        cert,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn oidc_authentication_is_created_kept_rotated_changed_and_removed() {
+    let Emulated {
+        moto,
+        dir,
+        opts,
+        aws,
+        cert,
+    } = emulated().await;
     std::fs::write(dir.path().join("secret.yaml"), oidc_secret("s3cret")).unwrap();
     std::fs::write(dir.path().join("app.yaml"), app(&cert, OIDC)).unwrap();
 
     // Created: the rule and the listener's default both authenticate first.
-    let (r, _) = Box::pin(run_once(&opts)).await.expect("converge");
+    let (r, _) = run_once(&opts).await.expect("converge");
     assert!(r.converged, "{:#?}", r.diagnostics);
     let seen = https_actions(&aws).await;
     assert_eq!(seen.len(), 2, "one rule and the default: {seen:?}");
@@ -231,13 +258,13 @@ async fn oidc_authentication_is_created_kept_rotated_changed_and_removed() {
     let first_tag = seen[0].3.clone();
 
     // A no-op resync, AWS read afresh: nothing mutating (the secret is known by its tag).
-    let (calls, converged) = Box::pin(fresh_reconcile(&opts)).await;
+    let (calls, converged) = fresh_reconcile(&opts).await;
     assert!(converged);
     assert_eq!(mutating(&calls), [], "a no-op resync");
 
     // The Secret rotated: the rule and the default are sent again, with their tags.
     std::fs::write(dir.path().join("secret.yaml"), oidc_secret("rotated")).unwrap();
-    let (calls, converged) = Box::pin(fresh_reconcile(&opts)).await;
+    let (calls, converged) = fresh_reconcile(&opts).await;
     assert!(converged);
     assert_eq!(
         mutating(&calls),
@@ -252,7 +279,7 @@ async fn oidc_authentication_is_created_kept_rotated_changed_and_removed() {
         seen.iter().all(|s| s.3.is_some() && s.3 != first_tag),
         "{seen:?}"
     );
-    let (calls, _) = Box::pin(fresh_reconcile(&opts)).await;
+    let (calls, _) = fresh_reconcile(&opts).await;
     assert_eq!(mutating(&calls), [], "settled after the rotation");
 
     // A setting changed: the scope.
@@ -261,7 +288,7 @@ async fn oidc_authentication_is_created_kept_rotated_changed_and_removed() {
         app(&cert, &OIDC.replace("openid email", "openid profile")),
     )
     .unwrap();
-    let (calls, converged) = Box::pin(fresh_reconcile(&opts)).await;
+    let (calls, converged) = fresh_reconcile(&opts).await;
     assert!(converged);
     assert_eq!(
         mutating(&calls),
@@ -278,7 +305,7 @@ async fn oidc_authentication_is_created_kept_rotated_changed_and_removed() {
 
     // Authentication removed: forwards only.
     std::fs::write(dir.path().join("app.yaml"), app(&cert, "")).unwrap();
-    let (calls, converged) = Box::pin(fresh_reconcile(&opts)).await;
+    let (calls, converged) = fresh_reconcile(&opts).await;
     assert!(converged);
     assert_eq!(
         mutating(&calls),
@@ -288,7 +315,7 @@ async fn oidc_authentication_is_created_kept_rotated_changed_and_removed() {
         ]
     );
     assert!(https_actions(&aws).await.iter().all(|s| s.0 == ["forward"]));
-    let (calls, _) = Box::pin(fresh_reconcile(&opts)).await;
+    let (calls, _) = fresh_reconcile(&opts).await;
     assert_eq!(mutating(&calls), []);
 
     // Cognito instead.
@@ -296,20 +323,20 @@ async fn oidc_authentication_is_created_kept_rotated_changed_and_removed() {
     alb.ingress.kubernetes.io/auth-idp-cognito: '{"userPoolARN":"arn:aws:cognito-idp:us-east-1:123456789012:userpool/us-east-1_abc","userPoolClientID":"client","userPoolDomain":"login"}'
     alb.ingress.kubernetes.io/auth-on-unauthenticated-request: deny"#;
     std::fs::write(dir.path().join("app.yaml"), app(&cert, cognito)).unwrap();
-    let (_, converged) = Box::pin(fresh_reconcile(&opts)).await;
+    let (_, converged) = fresh_reconcile(&opts).await;
     assert!(converged);
     assert!(https_actions(&aws)
         .await
         .iter()
         .all(|s| s.0 == ["authenticate-cognito", "forward"]));
-    let (calls, _) = Box::pin(fresh_reconcile(&opts)).await;
+    let (calls, _) = fresh_reconcile(&opts).await;
     assert_eq!(mutating(&calls), [], "a no-op resync with Cognito");
 
     // Every Ingress gone: nothing left.
     std::fs::remove_file(dir.path().join("app.yaml")).unwrap();
-    let (_, converged) = Box::pin(fresh_reconcile(&opts)).await;
+    let (_, converged) = fresh_reconcile(&opts).await;
     assert!(converged);
-    let left = Box::pin(aws.observe()).await.expect("observe");
+    let left = aws.observe().await.expect("observe");
     assert!(
         left.load_balancers.is_empty() && left.target_groups.is_empty(),
         "{left:#?}"
@@ -322,14 +349,13 @@ async fn oidc_authentication_is_created_kept_rotated_changed_and_removed() {
 /// Ingress with an Error naming why; nothing is created for it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn authentication_that_cannot_be_applied_refuses_the_ingress() {
-    test_credentials();
-    let moto = start_moto();
-    seed_cluster(&moto.endpoint, CLUSTER, 0).await;
-    let dir = tempfile::tempdir().expect("tempdir");
-    let opts = options(dir.path(), &moto.endpoint);
-    let aws = opts.connect().await;
-    let cert = certificate(&aws).await;
-    std::fs::write(dir.path().join("services.yaml"), SERVICES).unwrap();
+    let Emulated {
+        moto,
+        dir,
+        opts,
+        aws,
+        cert,
+    } = emulated().await;
 
     // Plain HTTP next to HTTPS, no redirect.
     let both = app(&cert, OIDC).replace(
@@ -338,7 +364,7 @@ async fn authentication_that_cannot_be_applied_refuses_the_ingress() {
     );
     std::fs::write(dir.path().join("secret.yaml"), oidc_secret("s3cret")).unwrap();
     std::fs::write(dir.path().join("app.yaml"), &both).unwrap();
-    let (r, inv) = Box::pin(run_once(&opts)).await.expect("run");
+    let (r, inv) = run_once(&opts).await.expect("run");
     assert!(inv.load_balancers.is_empty(), "not served: {inv:#?}");
     assert!(
         r.diagnostics
@@ -355,7 +381,7 @@ async fn authentication_that_cannot_be_applied_refuses_the_ingress() {
         "    alb.ingress.kubernetes.io/ssl-redirect: '443'\n    alb.ingress.kubernetes.io/auth-type: oidc",
     );
     std::fs::write(dir.path().join("app.yaml"), &redirected).unwrap();
-    let (r, inv) = Box::pin(run_once(&opts)).await.expect("run");
+    let (r, inv) = run_once(&opts).await.expect("run");
     assert!(r.converged, "{:#?}", r.diagnostics);
     assert_eq!(inv.load_balancers.len(), 1);
     let seen = https_actions(&aws).await;
@@ -458,42 +484,17 @@ async fn protections(aws: &Aws) -> Vec<(String, String)> {
 /// named by name, removed with `none`, and an unknown name leaves everything as it is.
 /// Shield: refused without a subscription (nothing created), then protected, kept, and
 /// unprotected; deleting the Ingress deletes Tollgate's protection with its load balancer.
-/// Runs `body` on a runtime whose threads have room for the reconcile's futures as an
-/// unoptimized build lays them out (8 MiB, as a main thread has; test threads get 2).
-fn with_room<F: std::future::Future<Output = ()> + Send + 'static>(body: F) {
-    let t = std::thread::Builder::new()
-        .stack_size(8 << 20)
-        .spawn(move || {
-            tokio::runtime::Builder::new_multi_thread()
-                .worker_threads(2)
-                .thread_stack_size(8 << 20)
-                .enable_all()
-                .build()
-                .expect("runtime")
-                .block_on(body)
-        })
-        .expect("thread");
-    if let Err(e) = t.join() {
-        std::panic::resume_unwind(e);
-    }
-}
-
-#[test]
-fn web_acl_and_shield_are_associated_kept_changed_and_removed() {
-    with_room(web_acl_and_shield());
-}
-
-async fn web_acl_and_shield() {
-    test_credentials();
-    let moto = start_moto();
-    seed_cluster(&moto.endpoint, CLUSTER, 0).await;
-    let dir = tempfile::tempdir().expect("tempdir");
-    let opts = options(dir.path(), &moto.endpoint);
-    let aws = opts.connect().await;
-    let cert = certificate(&aws).await;
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn web_acl_and_shield_are_associated_kept_changed_and_removed() {
+    let Emulated {
+        moto,
+        dir,
+        opts,
+        aws,
+        cert,
+    } = emulated().await;
     let first = web_acl(&aws, "first").await;
     let second = web_acl(&aws, "second").await;
-    std::fs::write(dir.path().join("services.yaml"), SERVICES).unwrap();
     let with = |lines: &str| app(&cert, lines);
 
     std::fs::write(
@@ -503,10 +504,10 @@ async fn web_acl_and_shield() {
         )),
     )
     .unwrap();
-    let (r, _) = Box::pin(run_once(&opts)).await.expect("converge");
+    let (r, _) = run_once(&opts).await.expect("converge");
     assert!(r.converged, "{:#?}", r.diagnostics);
     assert_eq!(associated(&aws).await.as_deref(), Some(first.as_str()));
-    let (calls, converged) = Box::pin(fresh_reconcile(&opts)).await;
+    let (calls, converged) = fresh_reconcile(&opts).await;
     assert!(converged);
     assert_eq!(mutating(&calls), [], "a no-op resync");
     assert_eq!(
@@ -517,7 +518,7 @@ async fn web_acl_and_shield() {
 
     // The plan puts the association before the listeners: never served without the ACL.
     std::fs::remove_file(dir.path().join("app.yaml")).unwrap();
-    let (_, converged) = Box::pin(fresh_reconcile(&opts)).await;
+    let (_, converged) = fresh_reconcile(&opts).await;
     assert!(converged);
     std::fs::write(
         dir.path().join("app.yaml"),
@@ -528,7 +529,7 @@ async fn web_acl_and_shield() {
     .unwrap();
     let (snapshot, _) = load_dir(dir.path()).expect("manifests");
     let (stacks, _) = tollgate::aws_command::desired_stacks(&snapshot, &opts);
-    let inv = Box::pin(aws.observe()).await.expect("observe");
+    let inv = aws.observe().await.expect("observe");
     let plan = tollgate_aws::plan::plan(&stacks, &inv);
     let text: Vec<String> = plan.changes.iter().map(|c| c.to_string()).collect();
     let acl_at = text
@@ -540,7 +541,7 @@ async fn web_acl_and_shield() {
         .position(|c| c.contains("listener"))
         .expect("listener");
     assert!(acl_at < listener_at, "{text:#?}");
-    let (_, converged) = Box::pin(fresh_reconcile(&opts)).await;
+    let (_, converged) = fresh_reconcile(&opts).await;
     assert!(converged);
 
     // By name, another ACL: one association, replacing the first.
@@ -549,7 +550,7 @@ async fn web_acl_and_shield() {
         with("    alb.ingress.kubernetes.io/wafv2-acl-name: second"),
     )
     .unwrap();
-    let (calls, converged) = Box::pin(fresh_reconcile(&opts)).await;
+    let (calls, converged) = fresh_reconcile(&opts).await;
     assert!(converged);
     assert_eq!(mutating(&calls), [("AssociateWebACL".to_string(), 1)]);
     assert_eq!(associated(&aws).await.as_deref(), Some(second.as_str()));
@@ -561,9 +562,9 @@ async fn web_acl_and_shield() {
     )
     .unwrap();
     let (snapshot, _) = load_dir(dir.path()).expect("manifests");
-    let mut inv = Box::pin(aws.observe()).await.expect("observe");
+    let mut inv = aws.observe().await.expect("observe");
     let before = aws.calls.mutating();
-    let r = Box::pin(reconcile(&aws, &mut inv, &snapshot, &opts)).await;
+    let r = reconcile(&aws, &mut inv, &snapshot, &opts).await;
     assert_eq!(aws.calls.mutating(), before, "nothing changed");
     assert!(
         r.diagnostics.iter().any(|d| d
@@ -585,21 +586,21 @@ async fn web_acl_and_shield() {
         with("    alb.ingress.kubernetes.io/wafv2-acl-arn: none"),
     )
     .unwrap();
-    let (calls, converged) = Box::pin(fresh_reconcile(&opts)).await;
+    let (calls, converged) = fresh_reconcile(&opts).await;
     assert!(converged);
     assert_eq!(mutating(&calls), [("DisassociateWebACL".to_string(), 1)]);
     assert_eq!(associated(&aws).await, None);
 
     // Shield Advanced without a subscription: refused, nothing created for a new stack.
     std::fs::remove_file(dir.path().join("app.yaml")).unwrap();
-    let (_, converged) = Box::pin(fresh_reconcile(&opts)).await;
+    let (_, converged) = fresh_reconcile(&opts).await;
     assert!(converged);
     std::fs::write(
         dir.path().join("app.yaml"),
         with("    alb.ingress.kubernetes.io/shield-advanced-protection: 'true'"),
     )
     .unwrap();
-    let (r, inv) = Box::pin(run_once(&opts)).await.expect("run");
+    let (r, inv) = run_once(&opts).await.expect("run");
     assert!(inv.load_balancers.is_empty(), "not created unprotected");
     assert!(
         r.diagnostics
@@ -613,7 +614,7 @@ async fn web_acl_and_shield() {
         .send()
         .await
         .expect("subscribe");
-    let (r, inv) = Box::pin(run_once(&opts)).await.expect("converge");
+    let (r, inv) = run_once(&opts).await.expect("converge");
     assert!(
         r.converged && r.unconverged_stacks.is_empty(),
         "{:#?}",
@@ -624,14 +625,14 @@ async fn web_acl_and_shield() {
         protections(&aws).await,
         [("managed by tollgate".to_string(), lb.clone())]
     );
-    let (calls, _) = Box::pin(fresh_reconcile(&opts)).await;
+    let (calls, _) = fresh_reconcile(&opts).await;
     assert_eq!(mutating(&calls), [], "a no-op resync with Shield");
     std::fs::write(
         dir.path().join("app.yaml"),
         with("    alb.ingress.kubernetes.io/shield-advanced-protection: 'false'"),
     )
     .unwrap();
-    let (calls, _) = Box::pin(fresh_reconcile(&opts)).await;
+    let (calls, _) = fresh_reconcile(&opts).await;
     assert_eq!(mutating(&calls), [("DeleteProtection".to_string(), 1)]);
     assert!(protections(&aws).await.is_empty());
 
@@ -641,17 +642,17 @@ async fn web_acl_and_shield() {
         with("    alb.ingress.kubernetes.io/shield-advanced-protection: 'true'"),
     )
     .unwrap();
-    let (_, converged) = Box::pin(fresh_reconcile(&opts)).await;
+    let (_, converged) = fresh_reconcile(&opts).await;
     assert!(converged);
     assert_eq!(protections(&aws).await.len(), 1);
     std::fs::remove_file(dir.path().join("app.yaml")).unwrap();
-    let (_, converged) = Box::pin(fresh_reconcile(&opts)).await;
+    let (_, converged) = fresh_reconcile(&opts).await;
     assert!(converged);
     assert!(
         protections(&aws).await.is_empty(),
         "no protection left behind"
     );
-    let left = Box::pin(aws.observe()).await.expect("observe");
+    let left = aws.observe().await.expect("observe");
     assert!(left.load_balancers.is_empty() && left.target_groups.is_empty());
     assert!(moto.violations().is_empty(), "{:?}", moto.violations());
 }
@@ -701,14 +702,13 @@ fn a_member_asking_for_another_web_acl_is_refused() {
 /// back to the derived one, with a Warning; an invalid one refuses the Ingress.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_given_name_names_the_load_balancer_at_creation() {
-    test_credentials();
-    let moto = start_moto();
-    seed_cluster(&moto.endpoint, CLUSTER, 0).await;
-    let dir = tempfile::tempdir().expect("tempdir");
-    let opts = options(dir.path(), &moto.endpoint);
-    let aws = opts.connect().await;
-    let cert = certificate(&aws).await;
-    std::fs::write(dir.path().join("services.yaml"), SERVICES).unwrap();
+    let Emulated {
+        moto: _moto,
+        dir,
+        opts,
+        aws,
+        cert,
+    } = emulated().await;
     let named = |name: &str| {
         app(
             &cert,
@@ -716,17 +716,17 @@ async fn a_given_name_names_the_load_balancer_at_creation() {
         )
     };
     std::fs::write(dir.path().join("app.yaml"), named("shop-public")).unwrap();
-    let (r, inv) = Box::pin(run_once(&opts)).await.expect("converge");
+    let (r, inv) = run_once(&opts).await.expect("converge");
     assert!(r.converged, "{:#?}", r.diagnostics);
     assert_eq!(inv.load_balancers[0].name, "shop-public");
-    let (calls, _) = Box::pin(fresh_reconcile(&opts)).await;
+    let (calls, _) = fresh_reconcile(&opts).await;
     assert_eq!(mutating(&calls), [], "a no-op resync");
 
     // Renamed: reported, nothing changed.
     std::fs::write(dir.path().join("app.yaml"), named("shop-renamed")).unwrap();
     let (snapshot, _) = load_dir(dir.path()).expect("manifests");
-    let mut inv = Box::pin(aws.observe()).await.expect("observe");
-    let r = Box::pin(reconcile(&aws, &mut inv, &snapshot, &opts)).await;
+    let mut inv = aws.observe().await.expect("observe");
+    let r = reconcile(&aws, &mut inv, &snapshot, &opts).await;
     assert!(
         r.diagnostics
             .iter()
@@ -734,14 +734,10 @@ async fn a_given_name_names_the_load_balancer_at_creation() {
         "{:#?}",
         r.diagnostics
     );
-    let (calls, _) = Box::pin(fresh_reconcile(&opts)).await;
+    let (calls, _) = fresh_reconcile(&opts).await;
     assert_eq!(mutating(&calls), []);
     assert_eq!(
-        Box::pin(aws.observe())
-            .await
-            .expect("observe")
-            .load_balancers[0]
-            .name,
+        aws.observe().await.expect("observe").load_balancers[0].name,
         "shop-public"
     );
 
@@ -754,7 +750,7 @@ async fn a_given_name_names_the_load_balancer_at_creation() {
             .replace("app.example.com", "other.example.com"),
     )
     .unwrap();
-    let (r, inv) = Box::pin(run_once(&opts)).await.expect("converge");
+    let (r, inv) = run_once(&opts).await.expect("converge");
     assert!(r.converged, "{:#?}", r.diagnostics);
     let mut names: Vec<&str> = inv.load_balancers.iter().map(|l| l.name.as_str()).collect();
     names.sort_unstable();
@@ -779,9 +775,9 @@ async fn a_given_name_names_the_load_balancer_at_creation() {
 
     std::fs::remove_file(dir.path().join("app.yaml")).unwrap();
     std::fs::remove_file(dir.path().join("other.yaml")).unwrap();
-    let (_, converged) = Box::pin(fresh_reconcile(&opts)).await;
+    let (_, converged) = fresh_reconcile(&opts).await;
     assert!(converged);
-    let left = Box::pin(aws.observe()).await.expect("observe");
+    let left = aws.observe().await.expect("observe");
     assert!(left.load_balancers.is_empty() && left.target_groups.is_empty());
 }
 
@@ -824,14 +820,13 @@ async fn listener_attributes(aws: &Aws) -> BTreeMap<String, String> {
 /// Ingress.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn listener_attributes_are_set_kept_and_changed() {
-    test_credentials();
-    let moto = start_moto();
-    seed_cluster(&moto.endpoint, CLUSTER, 0).await;
-    let dir = tempfile::tempdir().expect("tempdir");
-    let opts = options(dir.path(), &moto.endpoint);
-    let aws = opts.connect().await;
-    let cert = certificate(&aws).await;
-    std::fs::write(dir.path().join("services.yaml"), SERVICES).unwrap();
+    let Emulated {
+        moto,
+        dir,
+        opts,
+        aws,
+        cert,
+    } = emulated().await;
     let with = |v: &str| {
         app(
             &cert,
@@ -843,7 +838,7 @@ async fn listener_attributes_are_set_kept_and_changed() {
         with("routing.http.response.server.enabled=false"),
     )
     .unwrap();
-    let (r, _) = Box::pin(run_once(&opts)).await.expect("converge");
+    let (r, _) = run_once(&opts).await.expect("converge");
     assert!(r.converged, "{:#?}", r.diagnostics);
     assert_eq!(
         listener_attributes(&aws)
@@ -852,7 +847,7 @@ async fn listener_attributes_are_set_kept_and_changed() {
             .map(String::as_str),
         Some("false")
     );
-    let (calls, _) = Box::pin(fresh_reconcile(&opts)).await;
+    let (calls, _) = fresh_reconcile(&opts).await;
     assert_eq!(mutating(&calls), [], "a no-op resync");
     assert_eq!(calls.get("DescribeListenerAttributes"), Some(&(1, 0)));
 
@@ -861,7 +856,7 @@ async fn listener_attributes_are_set_kept_and_changed() {
         with("routing.http.response.server.enabled=true"),
     )
     .unwrap();
-    let (calls, converged) = Box::pin(fresh_reconcile(&opts)).await;
+    let (calls, converged) = fresh_reconcile(&opts).await;
     assert!(converged);
     assert_eq!(
         mutating(&calls),
@@ -892,7 +887,7 @@ async fn listener_attributes_are_set_kept_and_changed() {
             && d.message.contains("HTTPS-<port>")));
 
     std::fs::remove_file(dir.path().join("app.yaml")).unwrap();
-    let (_, converged) = Box::pin(fresh_reconcile(&opts)).await;
+    let (_, converged) = fresh_reconcile(&opts).await;
     assert!(converged);
     assert!(moto.violations().is_empty(), "{:?}", moto.violations());
 }
@@ -902,14 +897,13 @@ async fn listener_attributes_are_set_kept_and_changed() {
 /// plain-HTTP port, or with `verify` and no trust store, the Ingress is refused.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn mutual_authentication_is_set_kept_and_changed() {
-    test_credentials();
-    let moto = start_moto();
-    seed_cluster(&moto.endpoint, CLUSTER, 0).await;
-    let dir = tempfile::tempdir().expect("tempdir");
-    let opts = options(dir.path(), &moto.endpoint);
-    let aws = opts.connect().await;
-    let cert = certificate(&aws).await;
-    std::fs::write(dir.path().join("services.yaml"), SERVICES).unwrap();
+    let Emulated {
+        moto,
+        dir,
+        opts,
+        aws,
+        cert,
+    } = emulated().await;
     let store =
         "arn:aws:elasticloadbalancing:us-east-1:123456789012:truststore/clients/0123456789abcdef";
     let with = |v: &str| {
@@ -920,7 +914,7 @@ async fn mutual_authentication_is_set_kept_and_changed() {
     };
     let verify = format!(r#"[{{"port":443,"mode":"verify","trustStore":"{store}"}}]"#);
     std::fs::write(dir.path().join("app.yaml"), with(&verify)).unwrap();
-    let (r, inv) = Box::pin(run_once(&opts)).await.expect("converge");
+    let (r, inv) = run_once(&opts).await.expect("converge");
     assert!(r.converged, "{:#?}", r.diagnostics);
     let m = inv.load_balancers[0].listeners[0]
         .mutual_authentication
@@ -950,7 +944,7 @@ async fn mutual_authentication_is_set_kept_and_changed() {
         }
     };
     assert_eq!(read(&aws).await.as_deref(), Some("verify"));
-    let (calls, _) = Box::pin(fresh_reconcile(&opts)).await;
+    let (calls, _) = fresh_reconcile(&opts).await;
     assert_eq!(mutating(&calls), [], "a no-op resync");
 
     std::fs::write(
@@ -958,7 +952,7 @@ async fn mutual_authentication_is_set_kept_and_changed() {
         with(r#"[{"port":443,"mode":"passthrough"}]"#),
     )
     .unwrap();
-    let (calls, converged) = Box::pin(fresh_reconcile(&opts)).await;
+    let (calls, converged) = fresh_reconcile(&opts).await;
     assert!(converged);
     assert_eq!(mutating(&calls), [("ModifyListener".to_string(), 1)]);
     assert_eq!(read(&aws).await.as_deref(), Some("passthrough"));
@@ -992,7 +986,7 @@ async fn mutual_authentication_is_set_kept_and_changed() {
     }
 
     std::fs::remove_file(dir.path().join("app.yaml")).unwrap();
-    let (_, converged) = Box::pin(fresh_reconcile(&opts)).await;
+    let (_, converged) = fresh_reconcile(&opts).await;
     assert!(converged);
     assert!(moto.violations().is_empty(), "{:?}", moto.violations());
 }

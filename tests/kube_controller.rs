@@ -961,36 +961,36 @@ fn gate_condition(p: &k8s_openapi::api::core::v1::Pod) -> Option<(String, String
         .map(|c| (c.status.clone(), c.reason.clone().unwrap_or_default()))
 }
 
-/// The pod readiness gate against the real API server and the emulator (issue 14): the
-/// webhook gates a new pod of an `ip` target group's Service in a labelled namespace; the
-/// ALB registers it once its containers are ready; the gate opens when the ALB reports it
-/// healthy (the strict proxy's test seam sets the state), and not before; a pod the ALB
-/// never reports healthy has its gate opened at the timeout, with an Event; with Tollgate
-/// stopped, pods are still created (failurePolicy Ignore).
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_readiness_gate_opens_on_healthy_or_at_the_timeout_and_never_blocks_pods() {
+/// A real API server set up for the readiness gate, and `tollgate aws` running on it with
+/// the webhook and AWS at `endpoint`.
+struct GateCluster {
+    k: TestApiserver,
+    admin: kube::Client,
+    stop: tokio::sync::watch::Sender<bool>,
+    controller: tokio::task::JoinHandle<Result<(), tollgate::aws_command::AwsRunError>>,
+}
+
+/// Namespace `default` labelled with `label` (and given the ServiceAccount no controller
+/// manager makes here), deploy's webhook configurations pointed at a loopback port, the
+/// Service `web` (selector `app: web`) and the Ingress `shop` with `ip` targets; the
+/// controller started with `timeout` for the gate, its caBundle in place.
+async fn gate_cluster(label: &str, endpoint: &str, timeout: Duration) -> GateCluster {
     use k8s_openapi::api::admissionregistration::v1::MutatingWebhookConfiguration;
-    use k8s_openapi::api::core::v1::{Namespace, Pod};
+    use k8s_openapi::api::core::v1::Namespace;
     use tollgate::admission_webhook::{WebhookOptions, WebhookTls};
     use tollgate::aws_command::{run_continuous, AwsRunOptions};
-    use tollgate::readiness_gate::CONDITION;
     use tollgate::{BuildOptions, Grouping};
-    use tollgate_aws::aws_api::Aws;
 
-    support::moto::test_credentials();
-    let moto = support::moto::start_moto();
-    support::moto::seed_cluster(&moto.endpoint, "gate", 0).await;
     let (k, admin) = cluster().await;
     let namespaces: Api<Namespace> = Api::all(admin.clone());
     namespaces
         .patch(
             "default",
             &PatchParams::default(),
-            &Patch::Merge(serde_json::json!({"metadata": {"labels": {"tollgate.io/pod-readiness-gate-inject": "enabled"}}})),
+            &Patch::Merge(serde_json::json!({"metadata": {"labels": {label: "enabled"}}})),
         )
         .await
         .expect("label the namespace");
-    // No controller manager here to make the namespace's default ServiceAccount.
     apply(
         &admin,
         "apiVersion: v1\nkind: ServiceAccount\nmetadata: {name: default}\n",
@@ -1019,7 +1019,6 @@ async fn the_readiness_gate_opens_on_healthy_or_at_the_timeout_and_never_blocks_
         "ingress",
     )
     .await;
-
     let mut kube = kube_options(&k, "gate-under-test", 10);
     if let Some(l) = kube.lease.as_mut() {
         l.name = "tollgate-aws".into();
@@ -1032,7 +1031,6 @@ async fn the_readiness_gate_opens_on_healthy_or_at_the_timeout_and_never_blocks_
             secret: Some(("tollgate".into(), "tollgate-webhook-tls".into())),
         },
     }));
-    let timeout = Duration::from_secs(15);
     let opts = AwsRunOptions {
         source: SourceSpec::Kubernetes(Box::new(kube)),
         build: BuildOptions {
@@ -1040,7 +1038,7 @@ async fn the_readiness_gate_opens_on_healthy_or_at_the_timeout_and_never_blocks_
             ..BuildOptions::default()
         },
         cluster: "gate".into(),
-        endpoint: Some(moto.endpoint.clone()),
+        endpoint: Some(endpoint.to_string()),
         region: Some("us-east-1".into()),
         vpc_id: None,
         limits: Default::default(),
@@ -1066,34 +1064,79 @@ async fn the_readiness_gate_opens_on_healthy_or_at_the_timeout_and_never_blocks_
         },
     )
     .await;
+    GateCluster {
+        k,
+        admin,
+        stop,
+        controller,
+    }
+}
+
+/// Creates pod `name` (`app: web`) until it comes back with the gate and the label Tollgate
+/// watches it by: the API server picks up the patched configuration, and Tollgate's
+/// snapshot the Ingress, within a moment.
+async fn create_gated(
+    pods: &Api<k8s_openapi::api::core::v1::Pod>,
+    admin: &kube::Client,
+    name: &str,
+) {
+    wait_until(Duration::from_secs(40), "a gated pod", || async {
+        let _ = pods
+            .delete(name, &DeleteParams::default().grace_period(0))
+            .await;
+        wait_until(Duration::from_secs(10), "the old pod gone", || async {
+            matches!(pods.get_opt(name).await, Ok(None))
+        })
+        .await;
+        apply(admin, &pod(name), "pod").await;
+        pods.get(name).await.is_ok_and(|p| {
+            p.spec
+                .and_then(|s| s.readiness_gates)
+                .unwrap_or_default()
+                .iter()
+                .any(|g| g.condition_type == tollgate::readiness_gate::CONDITION)
+                && p.metadata
+                    .labels
+                    .unwrap_or_default()
+                    .get(tollgate::readiness_gate::LABEL)
+                    == Some(&"true".to_string())
+        })
+    })
+    .await;
+}
+
+/// The pod readiness gate against the real API server and the emulator (issue 14): the
+/// webhook gates a new pod of an `ip` target group's Service in a labelled namespace; the
+/// ALB registers it once its containers are ready; the gate opens when the ALB reports it
+/// healthy (the strict proxy's test seam sets the state), and not before; a pod the ALB
+/// never reports healthy has its gate opened at the timeout, with an Event; with Tollgate
+/// stopped, pods are still created (failurePolicy Ignore).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_readiness_gate_opens_on_healthy_or_at_the_timeout_and_never_blocks_pods() {
+    use k8s_openapi::api::core::v1::Pod;
+    use tollgate_aws::aws_api::Aws;
+
+    support::moto::test_credentials();
+    let moto = support::moto::start_moto();
+    support::moto::seed_cluster(&moto.endpoint, "gate", 0).await;
+    let timeout = Duration::from_secs(15);
+    let GateCluster {
+        k,
+        admin,
+        stop,
+        controller,
+    } = gate_cluster(
+        "tollgate.io/pod-readiness-gate-inject",
+        &moto.endpoint,
+        timeout,
+    )
+    .await;
 
     // New pods get the gate (and the label Tollgate watches them by), once the API server
     // has the patched configuration and Tollgate's snapshot has the Ingress.
     let pods: Api<Pod> = Api::namespaced(admin.clone(), "default");
     for name in ["p1", "p2"] {
-        wait_until(Duration::from_secs(30), "a gated pod", || async {
-            let _ = pods
-                .delete(name, &DeleteParams::default().grace_period(0))
-                .await;
-            wait_until(Duration::from_secs(10), "the old pod gone", || async {
-                matches!(pods.get_opt(name).await, Ok(None))
-            })
-            .await;
-            apply(&admin, &pod(name), "pod").await;
-            pods.get(name).await.is_ok_and(|p| {
-                p.spec
-                    .and_then(|s| s.readiness_gates)
-                    .unwrap_or_default()
-                    .iter()
-                    .any(|g| g.condition_type == CONDITION)
-                    && p.metadata
-                        .labels
-                        .unwrap_or_default()
-                        .get(tollgate::readiness_gate::LABEL)
-                        == Some(&"true".to_string())
-            })
-        })
-        .await;
+        create_gated(&pods, &admin, name).await;
     }
 
     // The kubelet's part: containers ready, the gate still closed, so the endpoints are not
@@ -1210,103 +1253,26 @@ async fn the_readiness_gate_opens_on_healthy_or_at_the_timeout_and_never_blocks_
 /// timeout, with the Event: nothing Tollgate cannot see freezes a rollout.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn with_aws_out_of_reach_the_readiness_gate_still_opens_at_the_timeout() {
-    use k8s_openapi::api::core::v1::{Namespace, Pod};
-    use tollgate::admission_webhook::{WebhookOptions, WebhookTls};
-    use tollgate::aws_command::{run_continuous, AwsRunOptions};
-    use tollgate::{BuildOptions, Grouping};
+    use k8s_openapi::api::core::v1::Pod;
 
     support::moto::test_credentials();
-    let (k, admin) = cluster().await;
-    let namespaces: Api<Namespace> = Api::all(admin.clone());
-    namespaces
-        .patch(
-            "default",
-            &PatchParams::default(),
-            &Patch::Merge(serde_json::json!({"metadata": {"labels": {"elbv2.k8s.aws/pod-readiness-gate-inject": "enabled"}}})),
-        )
-        .await
-        .expect("label the namespace");
-    apply(
-        &admin,
-        "apiVersion: v1\nkind: ServiceAccount\nmetadata: {name: default}\n",
-        "service account",
-    )
-    .await;
-    let port = free_port();
-    for doc in webhook_configurations(port) {
-        apply_yaml(&admin, &doc, "tollgate", false)
-            .await
-            .expect("webhook configuration");
-    }
-    apply(
-        &admin,
-        "apiVersion: v1\nkind: Service\nmetadata: {name: web}\nspec: {selector: {app: web}, ports: [{name: http, port: 80, protocol: TCP}]}\n",
-        "service",
-    )
-    .await;
-    apply(
-        &admin,
-        &support::ingress(
-            "shop",
-            "alb.ingress.kubernetes.io/target-type: ip",
-            &[("shop.example", "/", "Prefix", "web")],
-        ),
-        "ingress",
-    )
-    .await;
-    let mut kube = kube_options(&k, "gate-without-aws", 10);
-    if let Some(l) = kube.lease.as_mut() {
-        l.name = "tollgate-aws".into();
-    }
-    kube.webhook = Some(Box::new(WebhookOptions {
-        listen: format!("127.0.0.1:{port}").parse().expect("addr"),
-        tls: WebhookTls::Generate {
-            names: vec!["127.0.0.1".into()],
-            configuration: Some("tollgate".into()),
-            secret: Some(("tollgate".into(), "tollgate-webhook-tls".into())),
-        },
-    }));
     let timeout = Duration::from_secs(4);
-    let opts = AwsRunOptions {
-        source: SourceSpec::Kubernetes(Box::new(kube)),
-        build: BuildOptions {
-            grouping: Grouping::ByIngressGroup,
-            ..BuildOptions::default()
-        },
-        cluster: "gate".into(),
-        // Port 1 (tcpmux): nothing listens there, so every AWS call fails; no port is
-        // taken from the pool the other tests' listeners draw from.
-        endpoint: Some("http://127.0.0.1:1".into()),
-        region: Some("us-east-1".into()),
-        vpc_id: None,
-        limits: Default::default(),
-        resync: Duration::from_secs(300),
-        full_resync: Duration::from_secs(3600),
-        admin_listen: None,
-        pace: Default::default(),
-        readiness_gate_timeout: timeout,
-    };
-    let (stop, stop_rx) = tokio::sync::watch::channel(false);
-    let controller = tokio::spawn(async move { run_continuous(&opts, stop_rx).await });
-    let pods: Api<Pod> = Api::namespaced(admin.clone(), "default");
-    wait_until(Duration::from_secs(40), "a gated pod", || async {
-        let _ = pods
-            .delete("p", &DeleteParams::default().grace_period(0))
-            .await;
-        wait_until(Duration::from_secs(10), "the old pod gone", || async {
-            matches!(pods.get_opt("p").await, Ok(None))
-        })
-        .await;
-        apply(&admin, &pod("p"), "pod").await;
-        pods.get("p").await.is_ok_and(|p| {
-            p.spec
-                .and_then(|s| s.readiness_gates)
-                .unwrap_or_default()
-                .iter()
-                .any(|g| g.condition_type == tollgate::readiness_gate::CONDITION)
-        })
-    })
+    // Port 1 (tcpmux): nothing listens there, so every AWS call fails; no port is taken
+    // from the pool the other tests' listeners draw from.
+    // The API server lives as long as `_k` does.
+    let GateCluster {
+        k: _k,
+        admin,
+        stop,
+        controller,
+    } = gate_cluster(
+        "elbv2.k8s.aws/pod-readiness-gate-inject",
+        "http://127.0.0.1:1",
+        timeout,
+    )
     .await;
+    let pods: Api<Pod> = Api::namespaced(admin.clone(), "default");
+    create_gated(&pods, &admin, "p").await;
     let ready_at = Instant::now();
     pods.patch_status(
         "p",
